@@ -1,0 +1,134 @@
+//! The validated pipeline: what the rest of vigil runs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use vigil_core::schema::{LogSchema, RecordKind};
+
+/// A validated pipeline file.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// Pipeline name.
+    pub name: String,
+    /// Where records come from.
+    pub sources: Vec<Source>,
+    /// The `logs` schema, with promoted fields.
+    pub log_schema: LogSchema,
+    /// Decoder limits.
+    pub decode: Decode,
+    /// Where records go.
+    pub archive: Archive,
+    /// Tier ages.
+    pub retention: Retention,
+}
+
+/// A source of records.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Name used in logs, metrics and dead letters.
+    pub name: String,
+    /// What it reads.
+    pub kind: SourceKind,
+}
+
+/// The kinds of source.
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    /// NDJSON files, plain or gzip.
+    File {
+        /// Which table the records go to.
+        records: RecordKind,
+        /// Files, read in order.
+        paths: Vec<PathBuf>,
+    },
+    /// NDJSON on standard input.
+    Stdin {
+        /// Which table the records go to.
+        records: RecordKind,
+    },
+    /// The built-in generator (logs and metrics).
+    Generator {
+        /// What to generate.
+        config: vigil_gen::Config,
+        /// Pace to the wall clock.
+        realtime: bool,
+    },
+}
+
+/// Decoder limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decode {
+    /// Records per batch.
+    pub batch_size: usize,
+    /// Longest record.
+    pub max_record_bytes: usize,
+    /// Deepest nesting.
+    pub max_depth: usize,
+    /// Raw bytes kept per dead letter.
+    pub dead_letter_raw_limit: usize,
+}
+
+impl Default for Decode {
+    fn default() -> Self {
+        Self {
+            batch_size: 8192,
+            max_record_bytes: 1 << 20,
+            max_depth: 64,
+            dead_letter_raw_limit: 64 << 10,
+        }
+    }
+}
+
+/// The archive.
+#[derive(Debug, Clone)]
+pub struct Archive {
+    /// Root URL or path.
+    pub url: String,
+    /// object_store options.
+    pub storage_options: BTreeMap<String, String>,
+    /// Flush limits.
+    pub flush: Flush,
+}
+
+/// When a table's buffer is written and committed: whichever limit is reached first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flush {
+    /// Rows.
+    pub max_rows: usize,
+    /// In-memory bytes.
+    pub max_bytes: usize,
+    /// Age of the oldest buffered row.
+    pub interval: Duration,
+}
+
+impl Default for Flush {
+    fn default() -> Self {
+        Self {
+            max_rows: 1_000_000,
+            max_bytes: 256 << 20,
+            interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Tier ages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Hot until this age.
+    pub hot: Duration,
+    /// Warm until this age.
+    pub warm: Duration,
+    /// Deleted after this age.
+    pub cold: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            hot: Duration::from_secs(7 * 86_400),
+            warm: Duration::from_secs(30 * 86_400),
+            cold: Duration::from_secs(365 * 86_400),
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Every file in `pipelines/` validates, and a broken file gets every problem reported with
+//! its location.
+
+use std::path::Path;
+
+use vigil_config::{SourceKind, parse};
+
+#[test]
+fn every_pipeline_file_validates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            // Only defaults: the files must validate on a machine with nothing set.
+            if let Err(e) = parse(&text, &path.display().to_string(), |_| None) {
+                panic!("{e}");
+            }
+            n += 1;
+        }
+    }
+    assert!(n > 0, "no pipeline files found in {}", dir.display());
+}
+
+#[test]
+fn deals_pipeline_promotes_the_seed_fields_and_reads_the_environment() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/deals.toml"),
+    )
+    .unwrap();
+    let env = |k: &str| (k == "VIGIL_ARCHIVE").then(|| "s3://bucket/vigil".to_string());
+    let p = parse(&text, "deals.toml", env).unwrap();
+    assert_eq!(p.archive.url, "s3://bucket/vigil");
+    let promoted: Vec<_> = p
+        .log_schema
+        .promoted()
+        .iter()
+        .map(|f| (f.column.as_str(), f.field_type.name()))
+        .collect();
+    assert!(promoted.contains(&("status_code", "int32")));
+    assert!(promoted.contains(&("processing_time_ms", "float64")));
+    assert_eq!(p.retention.hot.as_secs(), 7 * 86_400);
+    assert_eq!(p.retention.warm.as_secs(), 30 * 86_400);
+    assert_eq!(p.retention.cold.as_secs(), 365 * 86_400);
+}
+
+#[test]
+fn reports_every_problem_with_its_line() {
+    let text = r#"
+[pipeline]
+name = "broken"
+colour = "red"
+
+[[sources]]
+type = "file"
+kind = "logz"
+paths = ["a.ndjson"]
+pathz = ["b"]
+
+[[sources]]
+type = "carrier-pigeon"
+
+[[sources]]
+type = "generator"
+duration = "forever"
+incidents = ["errors:nobody@1m+1m"]
+
+[schema.logs.fields]
+"additional_data.status_code" = "int33"
+"service" = "string"
+
+[archive]
+url = "${NOT_SET}"
+
+[archive.flush]
+interval = "soon"
+
+[retention]
+hot = "30d"
+warm = "7d"
+"#;
+    let err = parse(text, "broken.toml", |_| None).unwrap_err();
+    let lines: Vec<(usize, &str)> = err
+        .problems
+        .iter()
+        .map(|p| (p.line, p.message.as_str()))
+        .collect();
+    let has = |line: usize, needle: &str| {
+        assert!(
+            lines.iter().any(|(l, m)| *l == line && m.contains(needle)),
+            "no problem on line {line} containing {needle:?} in:\n{err}"
+        )
+    };
+    has(4, "unknown key `colour`");
+    has(8, "unknown record kind `logz`");
+    has(10, "unknown key `pathz`");
+    has(13, "unknown source type `carrier-pigeon`");
+    has(17, "invalid duration `forever`");
+    has(18, "unknown service `nobody`");
+    has(21, "unknown field type `int33`");
+    has(22, "must name a field of additional_data");
+    has(25, "`NOT_SET` is not set");
+    has(28, "invalid duration `soon`");
+    has(31, "hot ≤ warm ≤ cold");
+    assert!(err.to_string().starts_with("broken.toml: "), "{err}");
+}
+
+#[test]
+fn syntax_errors_are_located() {
+    let err = parse("[pipeline\nname = 1\n", "x.toml", |_| None).unwrap_err();
+    assert_eq!(err.problems[0].line, 1, "{err}");
+}
+
+#[test]
+fn generator_source_is_configured_from_the_file() {
+    let text = r#"
+[[sources]]
+type = "generator"
+seed = 7
+start = "2024-03-01T00:00:00Z"
+duration = "2h"
+rate = 50.0
+incidents = ["cpu:database@10m+20m"]
+"#;
+    let p = parse(text, "g.toml", |_| None).unwrap();
+    let SourceKind::Generator { config, realtime } = &p.sources[0].kind else {
+        panic!()
+    };
+    assert_eq!((config.seed, config.rate, *realtime), (7, 50.0, false));
+    assert_eq!(config.duration.as_secs(), 7200);
+    assert_eq!(config.incidents.len(), 1);
+}

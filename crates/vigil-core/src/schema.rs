@@ -1,0 +1,350 @@
+//! Arrow schemas of the archive tables and of the batches the decoder produces.
+//!
+//! Every table carries a `date` column (UTC day of the event) used as the Delta partition
+//! column; the archive writes it into the Delta log, not into the Parquet files.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+
+/// Column names shared by the schemas.
+pub mod col {
+    /// Event time, `Timestamp(Microsecond, "UTC")`.
+    pub const TIMESTAMP: &str = "timestamp";
+    /// Partition column: the UTC day of `timestamp` (or of `received_at` for dead letters).
+    pub const DATE: &str = "date";
+    /// Normalised log level.
+    pub const LEVEL: &str = "level";
+    /// Emitting service.
+    pub const SERVICE: &str = "service";
+    /// Trace id.
+    pub const TRACE_ID: &str = "trace_id";
+    /// Span id.
+    pub const SPAN_ID: &str = "span_id";
+    /// Parent span id.
+    pub const PARENT_SPAN_ID: &str = "parent_span_id";
+    /// User id.
+    pub const USER_ID: &str = "user_id";
+    /// Log message.
+    pub const MESSAGE: &str = "message";
+    /// What is left of `additional_data` after promotion, as JSON text.
+    pub const ADDITIONAL_DATA: &str = "additional_data";
+    /// Top-level fields the schema does not know, as JSON text.
+    pub const EXTRA: &str = "extra";
+    /// Metric name.
+    pub const NAME: &str = "name";
+    /// Metric type: gauge, counter or histogram.
+    pub const TYPE: &str = "type";
+    /// Metric value.
+    pub const VALUE: &str = "value";
+    /// Metric labels.
+    pub const LABELS: &str = "labels";
+}
+
+/// Which stream a record belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    /// Structured log records.
+    Logs,
+    /// Metric samples.
+    Metrics,
+}
+
+impl RecordKind {
+    /// The archive table the kind lands in.
+    pub fn table(self) -> &'static str {
+        match self {
+            RecordKind::Logs => "logs",
+            RecordKind::Metrics => "metrics",
+        }
+    }
+}
+
+impl fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.table())
+    }
+}
+
+impl FromStr for RecordKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "logs" | "log" => Ok(RecordKind::Logs),
+            "metrics" | "metric" => Ok(RecordKind::Metrics),
+            other => Err(format!(
+                "unknown record kind `{other}`, expected `logs` or `metrics`"
+            )),
+        }
+    }
+}
+
+/// The type of a field promoted out of `additional_data` into its own column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FieldType {
+    /// 32-bit signed integer; JSON integers (or floats with no fraction) in range.
+    Int32,
+    /// 64-bit signed integer.
+    Int64,
+    /// 64-bit float; any JSON number.
+    Float64,
+    /// JSON `true` / `false`.
+    Boolean,
+    /// JSON string.
+    Utf8,
+    /// RFC 3339 string or epoch milliseconds, stored like `timestamp`.
+    Timestamp,
+}
+
+impl FieldType {
+    /// The Arrow type of the column.
+    pub fn data_type(self) -> DataType {
+        match self {
+            FieldType::Int32 => DataType::Int32,
+            FieldType::Int64 => DataType::Int64,
+            FieldType::Float64 => DataType::Float64,
+            FieldType::Boolean => DataType::Boolean,
+            FieldType::Utf8 => DataType::Utf8,
+            FieldType::Timestamp => timestamp_type(),
+        }
+    }
+
+    /// The name used in pipeline files.
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::Int32 => "int32",
+            FieldType::Int64 => "int64",
+            FieldType::Float64 => "float64",
+            FieldType::Boolean => "bool",
+            FieldType::Utf8 => "string",
+            FieldType::Timestamp => "timestamp",
+        }
+    }
+}
+
+impl fmt::Display for FieldType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for FieldType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "int32" | "int" => FieldType::Int32,
+            "int64" | "long" => FieldType::Int64,
+            "float64" | "float" | "double" => FieldType::Float64,
+            "bool" | "boolean" => FieldType::Boolean,
+            "string" | "utf8" => FieldType::Utf8,
+            "timestamp" => FieldType::Timestamp,
+            other => {
+                return Err(format!(
+                    "unknown field type `{other}`, expected one of int32, int64, float64, bool, string, timestamp"
+                ));
+            }
+        })
+    }
+}
+
+/// A field of `additional_data` that gets its own typed column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromotedField {
+    /// Key inside `additional_data` (a direct child).
+    pub key: String,
+    /// Column name in the archive; the key itself unless renamed.
+    pub column: String,
+    /// Column type; values of another JSON type make the record a dead letter.
+    pub field_type: FieldType,
+}
+
+/// The Arrow type used for every event-time column.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// The schema of decoded log batches and of the `logs` table.
+#[derive(Debug, Clone)]
+pub struct LogSchema {
+    promoted: Arc<[PromotedField]>,
+    schema: SchemaRef,
+}
+
+/// Columns every log batch has before the promoted ones.
+pub const LOG_FIXED_COLUMNS: [&str; 8] = [
+    col::TIMESTAMP,
+    col::LEVEL,
+    col::SERVICE,
+    col::TRACE_ID,
+    col::SPAN_ID,
+    col::PARENT_SPAN_ID,
+    col::USER_ID,
+    col::MESSAGE,
+];
+
+impl LogSchema {
+    /// Builds the schema, rejecting promoted columns that collide with each other or with the
+    /// fixed columns.
+    pub fn new(promoted: Vec<PromotedField>) -> Result<Self, String> {
+        let reserved =
+            LOG_FIXED_COLUMNS
+                .iter()
+                .chain([&col::ADDITIONAL_DATA, &col::EXTRA, &col::DATE]);
+        let mut seen: HashSet<&str> = reserved.copied().collect();
+        let mut keys = HashSet::new();
+        for p in &promoted {
+            if !seen.insert(p.column.as_str()) {
+                return Err(format!(
+                    "promoted field `additional_data.{}` would be column `{}`, which already exists; rename it",
+                    p.key, p.column
+                ));
+            }
+            if !keys.insert(p.key.as_str()) {
+                return Err(format!("`additional_data.{}` is promoted twice", p.key));
+            }
+        }
+        let utf8 = |name: &str| Field::new(name, DataType::Utf8, true);
+        let mut fields = vec![
+            Field::new(col::TIMESTAMP, timestamp_type(), false),
+            utf8(col::LEVEL),
+            Field::new(col::SERVICE, DataType::Utf8, false),
+            utf8(col::TRACE_ID),
+            utf8(col::SPAN_ID),
+            utf8(col::PARENT_SPAN_ID),
+            utf8(col::USER_ID),
+            utf8(col::MESSAGE),
+        ];
+        fields.extend(
+            promoted
+                .iter()
+                .map(|p| Field::new(&p.column, p.field_type.data_type(), true)),
+        );
+        fields.push(utf8(col::ADDITIONAL_DATA));
+        fields.push(utf8(col::EXTRA));
+        fields.push(Field::new(col::DATE, DataType::Date32, false));
+        Ok(Self {
+            promoted: promoted.into(),
+            schema: Arc::new(Schema::new(fields)),
+        })
+    }
+
+    /// The promoted fields, in column order.
+    pub fn promoted(&self) -> &[PromotedField] {
+        &self.promoted
+    }
+
+    /// The Arrow schema, `date` last.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+}
+
+impl Default for LogSchema {
+    fn default() -> Self {
+        Self::new(Vec::new()).expect("no promoted fields cannot collide")
+    }
+}
+
+/// The schema of decoded metric batches and of the `metrics` table.
+pub fn metric_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(col::TIMESTAMP, timestamp_type(), false),
+        Field::new(col::NAME, DataType::Utf8, false),
+        Field::new(col::TYPE, DataType::Utf8, true),
+        Field::new(col::SERVICE, DataType::Utf8, false),
+        Field::new(col::VALUE, DataType::Float64, true),
+        Field::new(col::LABELS, labels_type(), true),
+        Field::new(col::EXTRA, DataType::Utf8, true),
+        Field::new(col::DATE, DataType::Date32, false),
+    ]))
+}
+
+/// `Map<Utf8, Utf8>` with the field names Delta, Parquet and DuckDB expect.
+pub fn labels_type() -> DataType {
+    DataType::Map(
+        Arc::new(Field::new(
+            "key_value",
+            DataType::Struct(Fields::from(vec![
+                Field::new("key", DataType::Utf8, false),
+                Field::new("value", DataType::Utf8, true),
+            ])),
+            false,
+        )),
+        false,
+    )
+}
+
+/// Dead-letter columns.
+pub mod dead {
+    /// When vigil rejected the record.
+    pub const RECEIVED_AT: &str = "received_at";
+    /// `logs` or `metrics`: the table the record was meant for.
+    pub const KIND: &str = "kind";
+    /// File path, `-` for stdin, or topic.
+    pub const SOURCE: &str = "source";
+    /// Kafka partition, null for files.
+    pub const PARTITION: &str = "partition";
+    /// Line number (files) or offset (Kafka).
+    pub const OFFSET: &str = "offset";
+    /// Machine-readable reason, e.g. `invalid_json`.
+    pub const REASON_CODE: &str = "reason_code";
+    /// Human-readable reason naming the field and what was wrong.
+    pub const REASON: &str = "reason";
+    /// The raw bytes, truncated to the dead-letter size limit.
+    pub const RAW: &str = "raw";
+    /// Length of the original record in bytes.
+    pub const RAW_LEN: &str = "raw_len";
+}
+
+/// The schema of the `dead_letters` table.
+pub fn dead_letter_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(dead::RECEIVED_AT, timestamp_type(), false),
+        Field::new(dead::KIND, DataType::Utf8, false),
+        Field::new(dead::SOURCE, DataType::Utf8, false),
+        Field::new(dead::PARTITION, DataType::Int32, true),
+        Field::new(dead::OFFSET, DataType::Int64, false),
+        Field::new(dead::REASON_CODE, DataType::Utf8, false),
+        Field::new(dead::REASON, DataType::Utf8, false),
+        Field::new(dead::RAW, DataType::Binary, false),
+        Field::new(dead::RAW_LEN, DataType::Int64, false),
+        Field::new(col::DATE, DataType::Date32, false),
+    ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn promoted_columns_sit_between_fixed_and_json_columns() {
+        let s = LogSchema::new(vec![PromotedField {
+            key: "status_code".into(),
+            column: "status_code".into(),
+            field_type: FieldType::Int32,
+        }])
+        .unwrap();
+        let names: Vec<_> = s
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(names[8], "status_code");
+        assert_eq!(&names[9..], ["additional_data", "extra", "date"]);
+    }
+
+    #[test]
+    fn promoted_column_colliding_with_fixed_column_is_rejected() {
+        let err = LogSchema::new(vec![PromotedField {
+            key: "svc".into(),
+            column: "service".into(),
+            field_type: FieldType::Utf8,
+        }])
+        .unwrap_err();
+        assert!(err.contains("already exists"), "{err}");
+    }
+}

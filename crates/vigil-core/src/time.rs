@@ -1,0 +1,275 @@
+//! Event-time helpers: a fast RFC 3339 parser, calendar arithmetic and formatting.
+//!
+//! All event times in vigil are microseconds since the Unix epoch in UTC (Arrow
+//! `Timestamp(Microsecond, "UTC")`). The parser sits on the decode hot path, so it works on
+//! bytes, allocates nothing and never panics.
+
+/// Microseconds in one second.
+pub const MICROS_PER_SECOND: i64 = 1_000_000;
+/// Microseconds in one day.
+pub const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
+
+/// Parses an RFC 3339 timestamp into microseconds since the epoch.
+///
+/// Accepts `YYYY-MM-DD` then `T`, `t` or a space, `HH:MM:SS`, an optional fraction of any
+/// length (digits past microseconds are truncated), and an offset `Z`, `z`, `±HH:MM`, `±HHMM`
+/// or `±HH`. A timestamp without an offset is read as UTC. Returns `None` for anything else,
+/// including out-of-range fields (month 13, February 30, hour 24).
+pub fn parse_rfc3339_micros(s: &[u8]) -> Option<i64> {
+    if s.len() < 19 {
+        return None;
+    }
+    let year = digits(&s[0..4])? as i64;
+    let month = digits(&s[5..7])?;
+    let day = digits(&s[8..10])?;
+    let hour = digits(&s[11..13])?;
+    let minute = digits(&s[14..16])?;
+    let second = digits(&s[17..19])?;
+    if s[4] != b'-' || s[7] != b'-' || !matches!(s[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if s[13] != b':' || s[16] != b':' {
+        return None;
+    }
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    // 60 is a leap second; it is kept as one second past :59 rather than rejected.
+    if hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut micros = 0i64;
+    if let [b'.', tail @ ..] = rest {
+        let n = tail.iter().take_while(|b| b.is_ascii_digit()).count();
+        if n == 0 {
+            return None;
+        }
+        for (i, &b) in tail[..n.min(6)].iter().enumerate() {
+            micros += i64::from(b - b'0') * POW10[5 - i];
+        }
+        rest = &tail[n..];
+    }
+    let offset_seconds = match rest {
+        [] | [b'Z'] | [b'z'] => 0,
+        [sign @ (b'+' | b'-'), tz @ ..] => {
+            let (h, m) = match tz {
+                [h1, h2] => (digits(&[*h1, *h2])?, 0),
+                [h1, h2, b':', m1, m2] | [h1, h2, m1, m2] => {
+                    (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?)
+                }
+                _ => return None,
+            };
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let off = i64::from(h * 3600 + m * 60);
+            if *sign == b'+' { off } else { -off }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_seconds;
+    Some(secs * MICROS_PER_SECOND + micros)
+}
+
+const POW10: [i64; 6] = [1, 10, 100, 1_000, 10_000, 100_000];
+
+/// Microseconds since the epoch from epoch milliseconds, if representable and not NaN.
+pub fn micros_from_epoch_millis(ms: f64) -> Option<i64> {
+    let us = (ms * 1000.0).round();
+    // Beyond ±2^62 µs (±146 000 years) is not a timestamp anyone meant.
+    if us.is_finite() && us.abs() < 4.6e18 {
+        Some(us as i64)
+    } else {
+        None
+    }
+}
+
+/// Parses a fixed-width run of ASCII digits.
+#[inline]
+fn digits(b: &[u8]) -> Option<u32> {
+    let mut v = 0u32;
+    for &c in b {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + u32::from(d);
+    }
+    Some(v)
+}
+
+fn is_leap(year: i64) -> bool {
+    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        2 if is_leap(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The calendar date of a day number (inverse of [`days_from_civil`]).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The UTC day number (Arrow `Date32`) of an event time.
+#[inline]
+pub fn date32_from_micros(micros: i64) -> i32 {
+    micros.div_euclid(MICROS_PER_DAY) as i32
+}
+
+/// Appends `micros` as RFC 3339 in UTC with millisecond precision, e.g.
+/// `2023-07-15T14:22:33.456Z`, or microsecond precision when the value has sub-millisecond
+/// digits.
+pub fn write_rfc3339(out: &mut String, micros: i64) {
+    use std::fmt::Write;
+    let days = micros.div_euclid(MICROS_PER_DAY);
+    let in_day = micros.rem_euclid(MICROS_PER_DAY);
+    let (y, mo, d) = civil_from_days(days);
+    let secs = in_day / MICROS_PER_SECOND;
+    let frac = in_day % MICROS_PER_SECOND;
+    let (h, mi, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
+    let _ = if frac % 1000 == 0 {
+        write!(out, ".{:03}Z", frac / 1000)
+    } else {
+        write!(out, ".{frac:06}Z")
+    };
+}
+
+/// [`write_rfc3339`] into a new string.
+pub fn format_rfc3339(micros: i64) -> String {
+    let mut s = String::with_capacity(27);
+    write_rfc3339(&mut s, micros);
+    s
+}
+
+/// `YYYY-MM-DD` of a `Date32` day number, as used in partition paths.
+pub fn format_date(days: i32) -> String {
+    let (y, m, d) = civil_from_days(i64::from(days));
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn chrono_micros(s: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_micros()
+    }
+
+    #[test]
+    fn parses_the_seed_format() {
+        let s = "2023-07-15T14:22:33.456Z";
+        assert_eq!(parse_rfc3339_micros(s.as_bytes()), Some(chrono_micros(s)));
+    }
+
+    #[test]
+    fn parses_offsets_and_long_fractions() {
+        for s in [
+            "2023-07-15T14:22:33+02:00",
+            "2023-07-15T14:22:33.1-05:30",
+            "2023-07-15t14:22:33.123456789z",
+            "1969-12-31T23:59:59.999999Z",
+            "2000-02-29T00:00:00Z",
+        ] {
+            let want = chrono_micros(s);
+            assert_eq!(parse_rfc3339_micros(s.as_bytes()), Some(want), "{s}");
+        }
+        assert_eq!(
+            parse_rfc3339_micros(b"2023-07-15T14:22:33+0200"),
+            parse_rfc3339_micros(b"2023-07-15T14:22:33+02:00")
+        );
+        assert_eq!(
+            parse_rfc3339_micros(b"2023-07-15 14:22:33"),
+            parse_rfc3339_micros(b"2023-07-15T14:22:33Z")
+        );
+    }
+
+    #[test]
+    fn rejects_invalid_dates_and_garbage() {
+        for s in [
+            "",
+            "2023-07-15",
+            "2023-13-01T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2023-07-15T24:00:00Z",
+            "2023-07-15T14:22:33.Z",
+            "2023-07-15T14:22:33+2",
+            "2023-07-15T14:22:33Zjunk",
+            "2023/07/15T14:22:33Z",
+            "２０２３-07-15T14:22:33Z",
+        ] {
+            assert_eq!(parse_rfc3339_micros(s.as_bytes()), None, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn formats_round_trip() {
+        let s = "2023-07-15T14:22:33.456Z";
+        assert_eq!(
+            format_rfc3339(parse_rfc3339_micros(s.as_bytes()).unwrap()),
+            s
+        );
+        assert_eq!(
+            format_date(date32_from_micros(chrono_micros(s))),
+            "2023-07-15"
+        );
+        assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59.999999Z");
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_chrono(secs in -62_135_596_800i64..253_402_300_799, frac in 0u32..1_000_000,
+                              off_min in -1439i32..1439) {
+            let off = chrono::FixedOffset::east_opt(off_min * 60).unwrap();
+            let t = chrono::DateTime::from_timestamp(secs, frac * 1000).unwrap().with_timezone(&off);
+            let s = t.to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
+            let parsed = parse_rfc3339_micros(s.as_bytes());
+            // chrono may print years outside 0000..=9999 with a sign; those are not RFC 3339.
+            if s.len() == 32 {
+                prop_assert_eq!(parsed, Some(t.timestamp_micros()), "{}", s);
+            }
+        }
+
+        #[test]
+        fn never_panics(s in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let _ = parse_rfc3339_micros(&s);
+        }
+
+        #[test]
+        fn civil_round_trips(days in -1_000_000i64..1_000_000) {
+            let (y, m, d) = civil_from_days(days);
+            prop_assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
+}

@@ -1,0 +1,556 @@
+//! The push decoder: bytes in, `RecordBatch`es of records and dead letters out.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use memchr::memchr;
+use simd_json::{Buffers, ErrorType, Node, Tape};
+use vigil_core::schema::{LogSchema, RecordKind};
+
+use crate::dead::{DeadLetters, ReasonCode, Rejection};
+use crate::logs::LogRows;
+use crate::metrics::MetricRows;
+use crate::rows::Rows;
+use crate::tape::span;
+use crate::verbatim::Raw;
+
+/// Limits and sizes of a [`Decoder`].
+#[derive(Debug, Clone)]
+pub struct DecoderOptions {
+    /// Records (good and bad) buffered before [`Decoder::decode`] stops consuming input and
+    /// waits for a [`Decoder::flush`].
+    pub batch_size: usize,
+    /// Records longer than this many bytes are dead letters without being parsed.
+    pub max_record_bytes: usize,
+    /// Records nesting objects and arrays deeper than this are dead letters.
+    pub max_depth: usize,
+    /// At most this many bytes of a rejected record are kept in the dead letter.
+    pub dead_letter_raw_limit: usize,
+}
+
+impl Default for DecoderOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 8192,
+            max_record_bytes: 1 << 20,
+            max_depth: 64,
+            dead_letter_raw_limit: 64 << 10,
+        }
+    }
+}
+
+/// What one [`Decoder::flush`] returns: the good records and the dead letters decoded since the
+/// previous flush. Either batch may be empty, never both.
+#[derive(Debug, Clone)]
+pub struct DecodedBatch {
+    /// Rows of the `logs` or `metrics` schema.
+    pub records: RecordBatch,
+    /// Rows of the `dead_letters` schema.
+    pub dead_letters: RecordBatch,
+}
+
+/// Running totals of a decoder since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeStats {
+    /// Records decoded into rows.
+    pub records: u64,
+    /// Records turned into dead letters.
+    pub dead_letters: u64,
+    /// Blank lines skipped (not records).
+    pub blank_lines: u64,
+    /// Input bytes consumed.
+    pub bytes: u64,
+    /// Records parsed on their own rather than in a group: records that do not start like an
+    /// object, and every record of a group that failed as a whole. On clean input this stays
+    /// at zero; it measures how much bad input costs.
+    pub parsed_alone: u64,
+}
+
+/// Consecutive well-formed-looking records are parsed as one JSON array of at most this many
+/// bytes: simd-json's per-document set-up then costs once per group, not once per record.
+const GROUP_BYTES: usize = 64 << 10;
+
+/// A push decoder for NDJSON streams and message batches.
+///
+/// Feed bytes with [`decode`](Self::decode) (newline-delimited, any split across calls) or
+/// whole messages with [`decode_messages`](Self::decode_messages); take batches with
+/// [`flush`](Self::flush). Every input record ends up either as a row or as a dead letter with
+/// its raw bytes, position and reason; no input makes the decoder panic.
+pub struct Decoder {
+    kind: RecordKind,
+    rows: Box<dyn Rows + Send>,
+    dead: DeadLetters,
+    opts: DecoderOptions,
+    parser: Parser,
+    stats: DecodeStats,
+    /// Records buffered since the last flush, good or bad.
+    buffered: usize,
+    // NDJSON stream state.
+    source: Arc<str>,
+    next_line: i64,
+    carry: Carry,
+    lines: Vec<(usize, usize, i64)>,
+}
+
+/// An incomplete line carried between `decode` calls.
+#[derive(Default)]
+struct Carry {
+    active: bool,
+    bytes: Vec<u8>,
+    /// Full length; more than `bytes.len()` once the line is known to be oversized.
+    len: usize,
+    line: i64,
+}
+
+struct Parser {
+    /// Groups wrap records in an array, one level more than a record alone.
+    group_buffers: Buffers,
+    buffers: Buffers,
+    tape: Tape<'static>,
+    scratch: Vec<u8>,
+    /// For each record of a group: offset in `scratch` where its first key's text starts,
+    /// and where the record starts.
+    key_offsets: Vec<usize>,
+    starts: Vec<usize>,
+    group: Vec<usize>,
+}
+
+impl Decoder {
+    /// A decoder for log records with the given schema.
+    pub fn logs(schema: LogSchema, opts: DecoderOptions) -> Self {
+        let rows = Box::new(LogRows::new(schema));
+        Self::with_rows(RecordKind::Logs, rows, opts)
+    }
+
+    /// A decoder for metric records.
+    pub fn metrics(opts: DecoderOptions) -> Self {
+        let rows = Box::new(MetricRows::new());
+        Self::with_rows(RecordKind::Metrics, rows, opts)
+    }
+
+    /// A decoder for either kind; logs use `schema`.
+    pub fn new(kind: RecordKind, schema: LogSchema, opts: DecoderOptions) -> Self {
+        match kind {
+            RecordKind::Logs => Self::logs(schema, opts),
+            RecordKind::Metrics => Self::metrics(opts),
+        }
+    }
+
+    fn with_rows(kind: RecordKind, rows: Box<dyn Rows + Send>, opts: DecoderOptions) -> Self {
+        Self {
+            kind,
+            rows,
+            dead: DeadLetters::new(kind, opts.dead_letter_raw_limit),
+            parser: Parser {
+                group_buffers: Buffers::with_max_depth(GROUP_BYTES, opts.max_depth + 1),
+                buffers: Buffers::with_max_depth(4096, opts.max_depth),
+                tape: Tape::null().reset(),
+                scratch: Vec::new(),
+                key_offsets: Vec::new(),
+                starts: Vec::new(),
+                group: Vec::new(),
+            },
+            opts,
+            stats: DecodeStats::default(),
+            buffered: 0,
+            source: Arc::from("-"),
+            next_line: 1,
+            carry: Carry::default(),
+            lines: Vec::new(),
+        }
+    }
+
+    /// The kind of record this decoder produces.
+    pub fn kind(&self) -> RecordKind {
+        self.kind
+    }
+
+    /// Totals since the decoder was created.
+    pub fn stats(&self) -> DecodeStats {
+        self.stats
+    }
+
+    /// Dead letters per reason since the decoder was created.
+    pub fn dead_letter_counts(&self) -> impl Iterator<Item = (ReasonCode, u64)> + '_ {
+        self.dead.counts()
+    }
+
+    /// Records buffered since the last flush, good or bad.
+    pub fn buffered(&self) -> usize {
+        self.buffered
+    }
+
+    /// Starts a new NDJSON source (a file, stdin): ends the previous one as by
+    /// [`end_of_input`](Self::end_of_input) and numbers lines from 1.
+    pub fn begin_source(&mut self, name: &str) {
+        self.end_of_input();
+        self.source = Arc::from(name);
+        self.next_line = 1;
+    }
+
+    /// Decodes newline-delimited records from `buf` and returns how many bytes were consumed.
+    ///
+    /// A line split across calls is carried over. Consumption stops early, at a line boundary,
+    /// once `batch_size` records are buffered; call [`flush`](Self::flush) and pass the rest
+    /// again.
+    pub fn decode(&mut self, buf: &[u8]) -> usize {
+        let mut pos = 0;
+        if self.carry.active {
+            match memchr(b'\n', buf) {
+                None => {
+                    self.carry_more(buf);
+                    self.stats.bytes += buf.len() as u64;
+                    return buf.len();
+                }
+                Some(i) => {
+                    self.carry_more(&buf[..i]);
+                    self.finish_carry();
+                    pos = i + 1;
+                }
+            }
+        }
+        let mut lines = std::mem::take(&mut self.lines);
+        loop {
+            lines.clear();
+            let mut exhausted = false;
+            while self.buffered + lines.len() < self.opts.batch_size {
+                let Some(i) = memchr(b'\n', &buf[pos..]) else {
+                    exhausted = true;
+                    break;
+                };
+                lines.push((pos, pos + i, self.next_line));
+                self.next_line += 1;
+                pos += i + 1;
+            }
+            if !lines.is_empty() {
+                let units: Vec<(&[u8], i64)> =
+                    lines.iter().map(|&(s, e, n)| (&buf[s..e], n)).collect();
+                let source = Arc::clone(&self.source);
+                self.process(&source, None, &units);
+            }
+            if exhausted {
+                // What is left has no newline: the start of a line the next call completes.
+                if pos < buf.len() {
+                    self.carry = Carry {
+                        active: true,
+                        bytes: std::mem::take(&mut self.carry.bytes),
+                        len: 0,
+                        line: self.next_line,
+                    };
+                    self.next_line += 1;
+                    self.carry_more(&buf[pos..]);
+                    pos = buf.len();
+                }
+                break;
+            }
+            // Blank lines take no room in the batch; keep going until it is really full.
+            if self.buffered >= self.opts.batch_size {
+                break;
+            }
+        }
+        self.lines = lines;
+        self.stats.bytes += pos as u64;
+        pos
+    }
+
+    /// Ends the current NDJSON source: a last line without a trailing newline is decoded.
+    pub fn end_of_input(&mut self) {
+        if self.carry.active {
+            self.finish_carry();
+        }
+    }
+
+    /// Decodes whole messages (one record each, e.g. Kafka messages) from one partition of
+    /// `source`; each comes with its offset. Messages may contain newlines.
+    pub fn decode_messages<'a>(
+        &mut self,
+        source: &str,
+        partition: Option<i32>,
+        messages: impl IntoIterator<Item = (&'a [u8], i64)>,
+    ) {
+        let units: Vec<(&[u8], i64)> = messages.into_iter().collect();
+        self.stats.bytes += units.iter().map(|(m, _)| m.len() as u64).sum::<u64>();
+        self.process(source, partition, &units);
+    }
+
+    /// Takes everything decoded since the previous flush, or `None` if nothing was.
+    pub fn flush(&mut self) -> Option<DecodedBatch> {
+        self.buffered = 0;
+        if self.rows.len() == 0 && self.dead.len() == 0 {
+            return None;
+        }
+        Some(DecodedBatch {
+            records: self.rows.finish(),
+            dead_letters: self.dead.finish(),
+        })
+    }
+
+    fn carry_more(&mut self, bytes: &[u8]) {
+        let c = &mut self.carry;
+        c.len += bytes.len();
+        // Past the record limit only the part a dead letter keeps is worth holding.
+        let keep = if c.len > self.opts.max_record_bytes {
+            self.opts.dead_letter_raw_limit
+        } else {
+            self.opts.max_record_bytes
+        };
+        let room = keep.saturating_sub(c.bytes.len());
+        c.bytes.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        if c.bytes.len() > keep {
+            c.bytes.truncate(keep);
+        }
+    }
+
+    fn finish_carry(&mut self) {
+        let carry = std::mem::take(&mut self.carry);
+        let source = Arc::clone(&self.source);
+        if carry.len > self.opts.max_record_bytes {
+            self.reject(
+                &source,
+                None,
+                carry.line,
+                &carry.bytes,
+                carry.len,
+                &self.oversized(carry.len),
+            );
+        } else {
+            self.process(&source, None, &[(&carry.bytes, carry.line)]);
+        }
+        self.carry.bytes = carry.bytes;
+        self.carry.bytes.clear();
+    }
+
+    fn oversized(&self, len: usize) -> Rejection {
+        Rejection::new(
+            ReasonCode::Oversized,
+            format!(
+                "record is {len} bytes, more than the limit of {}",
+                self.opts.max_record_bytes
+            ),
+        )
+    }
+
+    fn reject(
+        &mut self,
+        source: &str,
+        partition: Option<i32>,
+        offset: i64,
+        raw: &[u8],
+        raw_len: usize,
+        rejection: &Rejection,
+    ) {
+        self.dead
+            .push(source, partition, offset, raw, raw_len, rejection);
+        self.stats.dead_letters += 1;
+        self.buffered += 1;
+    }
+
+    /// Decodes complete records. Runs of records that start like an object (`{` then a key)
+    /// are parsed together as one array; anything else, and every record of a group that
+    /// fails as a whole, is parsed alone so it gets its own reason.
+    fn process(&mut self, source: &str, partition: Option<i32>, units: &[(&[u8], i64)]) {
+        let mut group_start = 0;
+        self.start_group();
+        for (i, &(bytes, offset)) in units.iter().enumerate() {
+            if bytes.len() > self.opts.max_record_bytes {
+                self.parse_group(source, partition, &units[group_start..i]);
+                self.reject(
+                    source,
+                    partition,
+                    offset,
+                    bytes,
+                    bytes.len(),
+                    &self.oversized(bytes.len()),
+                );
+                group_start = i + 1;
+                continue;
+            }
+            match first_key_offset(bytes) {
+                Shape::Blank => {
+                    self.stats.blank_lines += 1;
+                    self.parser.group.push(usize::MAX);
+                }
+                Shape::Object(key) => {
+                    let p = &mut self.parser;
+                    if p.scratch.len() > 1 && p.scratch.len() + bytes.len() > GROUP_BYTES {
+                        self.parse_group(source, partition, &units[group_start..i]);
+                        group_start = i;
+                    }
+                    let p = &mut self.parser;
+                    if p.scratch.len() > 1 {
+                        p.scratch.extend_from_slice(b",\n");
+                    }
+                    p.key_offsets.push(p.scratch.len() + key);
+                    p.starts.push(p.scratch.len());
+                    p.scratch.extend_from_slice(bytes);
+                    p.group.push(i - group_start);
+                }
+                Shape::Other => {
+                    self.parse_group(source, partition, &units[group_start..i]);
+                    self.parse_one(source, partition, bytes, offset);
+                    group_start = i + 1;
+                }
+            }
+        }
+        self.parse_group(source, partition, &units[group_start..]);
+    }
+
+    fn start_group(&mut self) {
+        let p = &mut self.parser;
+        p.scratch.clear();
+        p.scratch.push(b'[');
+        p.key_offsets.clear();
+        p.starts.clear();
+        p.group.clear();
+    }
+
+    /// Parses the group collected in the scratch buffer; `units` are the records it was built
+    /// from (blank ones included, marked `usize::MAX` in `group`).
+    fn parse_group(&mut self, source: &str, partition: Option<i32>, units: &[(&[u8], i64)]) {
+        if self.parser.key_offsets.is_empty() {
+            self.start_group();
+            return;
+        }
+        let Parser {
+            group_buffers,
+            tape,
+            scratch,
+            key_offsets,
+            starts,
+            group,
+            ..
+        } = &mut self.parser;
+        scratch.push(b']');
+        let len = scratch.len();
+        scratch.resize(len + simd_json::INPUT_PADDING, b' ');
+        let base = scratch.as_ptr() as usize;
+        let mut t = std::mem::replace(tape, Tape::null().reset()).reset();
+        let ok = simd_json::fill_tape_padded(scratch, len, group_buffers, &mut t).is_ok()
+            && aligned(&t.0, base, key_offsets);
+        let mut failed = Vec::new();
+        if ok {
+            let mut idx = 1;
+            let records = group.iter().filter(|&&u| u != usize::MAX);
+            for (&u, &start) in records.zip(starts.iter()) {
+                let (bytes, offset) = units[u];
+                match self.rows.append(&t.0, idx, Raw::new(bytes, base + start)) {
+                    Ok(()) => {
+                        self.stats.records += 1;
+                        self.buffered += 1;
+                    }
+                    Err(r) => failed.push((bytes, offset, r)),
+                }
+                idx += span(&t.0[idx]);
+            }
+        }
+        *tape = t.reset();
+        let retry: Vec<usize> = if ok {
+            Vec::new()
+        } else {
+            group.iter().copied().filter(|&u| u != usize::MAX).collect()
+        };
+        for (bytes, offset, r) in failed {
+            self.reject(source, partition, offset, bytes, bytes.len(), &r);
+        }
+        for u in retry {
+            let (bytes, offset) = units[u];
+            self.parse_one(source, partition, bytes, offset);
+        }
+        self.start_group();
+    }
+
+    /// Parses one record on its own, so a failure is attributed to it alone.
+    fn parse_one(&mut self, source: &str, partition: Option<i32>, bytes: &[u8], offset: i64) {
+        let Parser {
+            buffers,
+            tape,
+            scratch,
+            ..
+        } = &mut self.parser;
+        self.stats.parsed_alone += 1;
+        scratch.clear();
+        scratch.extend_from_slice(bytes);
+        let len = scratch.len();
+        scratch.resize(len + simd_json::INPUT_PADDING, b' ');
+        let mut t = std::mem::replace(tape, Tape::null().reset()).reset();
+        let base = scratch.as_ptr() as usize;
+        let result = match simd_json::fill_tape_padded(scratch, len, buffers, &mut t) {
+            Ok(()) => self.rows.append(&t.0, 0, Raw::new(bytes, base)),
+            Err(e) => Err(parse_rejection(&e)),
+        };
+        *tape = t.reset();
+        match result {
+            Ok(()) => {
+                self.stats.records += 1;
+                self.buffered += 1;
+            }
+            Err(r) => self.reject(source, partition, offset, bytes, bytes.len(), &r),
+        }
+        // The group being collected (if any) used the same scratch buffer.
+        self.start_group();
+    }
+}
+
+/// Checks that a group's tape is an array with exactly one object per record, each starting
+/// where its record starts.
+///
+/// Without this, records that are not JSON on their own could combine into valid JSON across
+/// the separators (`{"a":[1` then `2]}`), or one line could hold two objects. simd-json keeps
+/// strings in place in the input buffer, so each object's first key must sit at the offset
+/// computed from its record; the separators between records are the only commas between
+/// objects, which pins every object to its own record.
+fn aligned(tape: &[Node<'_>], base: usize, key_offsets: &[usize]) -> bool {
+    let Some(Node::Array { len, .. }) = tape.first() else {
+        return false;
+    };
+    if *len != key_offsets.len() {
+        return false;
+    }
+    let mut idx = 1;
+    for &off in key_offsets {
+        match (tape.get(idx), tape.get(idx + 1)) {
+            (Some(obj @ Node::Object { len, .. }), Some(Node::String(key)))
+                if *len > 0 && key.as_ptr() as usize == base + off =>
+            {
+                idx += span(obj);
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
+enum Shape {
+    Blank,
+    /// Starts with `{` then a `"`: the offset just past that quote.
+    Object(usize),
+    Other,
+}
+
+fn first_key_offset(bytes: &[u8]) -> Shape {
+    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    let Some(open) = bytes.iter().position(|b| !ws(b)) else {
+        return Shape::Blank;
+    };
+    if bytes[open] != b'{' {
+        return Shape::Other;
+    }
+    match bytes[open + 1..].iter().position(|b| !ws(b)) {
+        Some(q) if bytes[open + 1 + q] == b'"' => Shape::Object(open + q + 2),
+        _ => Shape::Other,
+    }
+}
+
+fn parse_rejection(e: &simd_json::Error) -> Rejection {
+    match e.error() {
+        ErrorType::InvalidUtf8 => Rejection::new(
+            ReasonCode::InvalidUtf8,
+            format!("record is not valid UTF-8 ({e})"),
+        ),
+        ErrorType::DepthLimitExceeded => Rejection::new(
+            ReasonCode::TooDeep,
+            format!("record nests too deeply ({e})"),
+        ),
+        _ => Rejection::new(ReasonCode::InvalidJson, format!("invalid JSON: {e}")),
+    }
+}

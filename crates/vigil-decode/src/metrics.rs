@@ -1,0 +1,222 @@
+//! Metric records → columns of the `metrics` schema.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayBuilder, ArrayRef, Date32Builder, Float64Builder, MapBuilder, MapFieldNames, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field};
+use simd_json::{Node, StaticNode};
+use vigil_core::schema::metric_schema;
+use vigil_core::time::date32_from_micros;
+
+use crate::dead::{ReasonCode, Rejection};
+use crate::rows::{Rows, optional_str, required_str, required_timestamp};
+use crate::tape::{as_f64, span, type_name, write_members, write_static, wrong_type};
+use crate::verbatim::Raw;
+
+const ABSENT: usize = usize::MAX;
+
+/// Metric types vigil knows; anything else is rejected so a typo does not create a new type.
+const METRIC_TYPES: [&str; 4] = ["gauge", "counter", "histogram", "summary"];
+
+/// Column builders for the `metrics` schema.
+pub(crate) struct MetricRows {
+    schema: SchemaRef,
+    timestamp: TimestampMicrosecondBuilder,
+    name: StringBuilder,
+    kind: StringBuilder,
+    service: StringBuilder,
+    value: Float64Builder,
+    labels: MapBuilder<StringBuilder, StringBuilder>,
+    extra: StringBuilder,
+    date: Date32Builder,
+    /// Key tape indices of the record's members; positions in it of unknown fields.
+    top: Vec<usize>,
+    extras: Vec<usize>,
+    spans: Vec<(usize, usize)>,
+    json: String,
+}
+
+impl MetricRows {
+    pub(crate) fn new() -> Self {
+        let names = MapFieldNames {
+            entry: "key_value".into(),
+            key: "key".into(),
+            value: "value".into(),
+        };
+        let labels = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
+            .with_values_field(Field::new("value", DataType::Utf8, true));
+        Self {
+            schema: metric_schema(),
+            timestamp: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            name: StringBuilder::new(),
+            kind: StringBuilder::new(),
+            service: StringBuilder::new(),
+            value: Float64Builder::new(),
+            labels,
+            extra: StringBuilder::new(),
+            date: Date32Builder::new(),
+            top: Vec::new(),
+            extras: Vec::new(),
+            spans: Vec::new(),
+            json: String::new(),
+        }
+    }
+}
+
+impl Rows for MetricRows {
+    fn append(&mut self, tape: &[Node<'_>], idx: usize, raw: Raw<'_>) -> Result<(), Rejection> {
+        let Node::Object { len, .. } = tape[idx] else {
+            return Err(Rejection::new(
+                ReasonCode::NotAnObject,
+                format!(
+                    "a metric record must be a JSON object, found {}",
+                    type_name(&tape[idx])
+                ),
+            ));
+        };
+        let (mut ts, mut name, mut kind, mut service, mut value, mut labels) =
+            (ABSENT, ABSENT, ABSENT, ABSENT, ABSENT, ABSENT);
+        self.top.clear();
+        self.extras.clear();
+        let mut next = idx + 1;
+        for member in 0..len {
+            let key_idx = next;
+            self.top.push(key_idx);
+            let Node::String(key) = tape[key_idx] else {
+                unreachable!("object keys are strings on the tape")
+            };
+            let v = key_idx + 1;
+            next = v + span(&tape[v]);
+            match key {
+                "timestamp" => ts = v,
+                "name" => name = v,
+                "type" => kind = v,
+                "service" => service = v,
+                "value" => value = v,
+                "labels" => labels = v,
+                _ => self.extras.push(member),
+            }
+        }
+
+        let micros = required_timestamp(tape, ts)?;
+        let name = required_str(tape, name, "name")?;
+        let service = required_str(tape, service, "service")?;
+        let kind = match optional_str(tape, kind, "type")? {
+            None => None,
+            Some(k) => Some(
+                *METRIC_TYPES
+                    .iter()
+                    .find(|t| t.eq_ignore_ascii_case(k))
+                    .ok_or_else(|| {
+                        Rejection::new(
+                            ReasonCode::InvalidValue,
+                            format!("field `type` = {k:?} is not one of gauge, counter, histogram, summary"),
+                        )
+                    })?,
+            ),
+        };
+        let value = match tape.get(value) {
+            None | Some(Node::Static(StaticNode::Null)) => {
+                return Err(Rejection::new(
+                    ReasonCode::MissingField,
+                    "required field `value` is missing",
+                ));
+            }
+            Some(node) => as_f64(node).ok_or_else(|| wrong_type("value", "a number", node))?,
+        };
+        let labels_len = match tape.get(labels) {
+            None | Some(Node::Static(StaticNode::Null)) => None,
+            Some(Node::Object { len, .. }) => {
+                let mut next = labels + 1;
+                for _ in 0..*len {
+                    let v = &tape[next + 1];
+                    if matches!(v, Node::Object { .. } | Node::Array { .. }) {
+                        let Node::String(k) = tape[next] else {
+                            unreachable!()
+                        };
+                        return Err(wrong_type(
+                            &format!("labels.{k}"),
+                            "a string, number or boolean",
+                            v,
+                        ));
+                    }
+                    next += 2;
+                }
+                Some(*len)
+            }
+            Some(other) => return Err(wrong_type("labels", "an object", other)),
+        };
+        self.json.clear();
+        let verbatim = |json: &mut String, spans: &mut Vec<(usize, usize)>| {
+            raw.spans(tape, &self.top, raw.end(), spans)
+                && raw.write_object(json, spans, &self.extras)
+        };
+        if !self.extras.is_empty() && !verbatim(&mut self.json, &mut self.spans) {
+            self.json.clear();
+            let keys: Vec<usize> = self.extras.iter().map(|&m| self.top[m]).collect();
+            write_members(&mut self.json, tape, &keys);
+        }
+
+        self.timestamp.append_value(micros);
+        self.date.append_value(date32_from_micros(micros));
+        self.name.append_value(name);
+        self.kind.append_option(kind);
+        self.service.append_value(service);
+        self.value.append_value(value);
+        if let Some(len) = labels_len {
+            let mut next = labels + 1;
+            for _ in 0..len {
+                if let Node::String(k) = tape[next] {
+                    self.labels.keys().append_value(k);
+                }
+                match tape[next + 1] {
+                    Node::String(v) => self.labels.values().append_value(v),
+                    Node::Static(StaticNode::Null) => self.labels.values().append_null(),
+                    Node::Static(s) => {
+                        // Numbers and booleans become their JSON text: `{"port": 8080}` → "8080".
+                        let mut text = String::new();
+                        write_static(&mut text, s);
+                        self.labels.values().append_value(text);
+                    }
+                    _ => unreachable!("nested label values were rejected above"),
+                }
+                next += 2;
+            }
+            self.labels
+                .append(true)
+                .expect("keys and values have equal length");
+        } else {
+            self.labels
+                .append(false)
+                .expect("keys and values have equal length");
+        }
+        if self.json.is_empty() {
+            self.extra.append_null();
+        } else {
+            self.extra.append_value(&self.json);
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.timestamp.len()
+    }
+
+    fn finish(&mut self) -> RecordBatch {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.timestamp.finish()),
+            Arc::new(self.name.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.service.finish()),
+            Arc::new(self.value.finish()),
+            Arc::new(self.labels.finish()),
+            Arc::new(self.extra.finish()),
+            Arc::new(self.date.finish()),
+        ];
+        RecordBatch::try_new(self.schema.clone(), columns).expect("metric columns match the schema")
+    }
+}

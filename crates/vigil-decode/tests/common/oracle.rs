@@ -1,0 +1,202 @@
+//! A reference model of the log decoder written with serde_json: what one NDJSON line must
+//! become. Shared by the property tests and the fuzz target.
+#![allow(dead_code)]
+
+use serde_json::{Map, Value};
+use vigil_core::schema::{FieldType, PromotedField};
+use vigil_core::time::{micros_from_epoch_millis, parse_rfc3339_micros};
+
+/// A promoted value as the decoder stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+}
+
+/// The row a good line becomes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub timestamp: i64,
+    pub level: Option<String>,
+    pub service: String,
+    pub strings: [Option<String>; 5],
+    pub promoted: Vec<Cell>,
+    pub additional_data: Option<Value>,
+    pub extra: Option<Value>,
+}
+
+/// What a line becomes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expected {
+    Blank,
+    /// A dead letter; `None` accepts either `invalid_json` or `invalid_utf8`.
+    Dead(Option<&'static str>),
+    Row(Box<Row>),
+}
+
+pub struct Limits {
+    pub max_record_bytes: usize,
+    pub max_depth: usize,
+}
+
+const STRINGS: [&str; 5] = [
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "user_id",
+    "message",
+];
+const FIXED: [&str; 9] = [
+    "timestamp",
+    "level",
+    "service",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "user_id",
+    "message",
+    "additional_data",
+];
+
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn level(s: &str) -> String {
+    match s.to_ascii_uppercase().as_str() {
+        "WARN" => "WARNING".into(),
+        "FATAL" | "CRIT" => "CRITICAL".into(),
+        "ERR" => "ERROR".into(),
+        other => other.into(),
+    }
+}
+
+fn as_i64(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|f| v.is_f64() && f.fract() == 0.0 && f.abs() < 9.2e18)
+            .map(|f| f as i64)
+    })
+}
+
+fn timestamp(v: &Value) -> Result<i64, &'static str> {
+    match v {
+        Value::String(s) => parse_rfc3339_micros(s.as_bytes()).ok_or("invalid_timestamp"),
+        Value::Number(n) => n
+            .as_f64()
+            .and_then(micros_from_epoch_millis)
+            .ok_or("wrong_type"),
+        _ => Err("wrong_type"),
+    }
+}
+
+/// The expected outcome of one line (without its newline).
+pub fn expect(line: &[u8], promoted: &[PromotedField], limits: &Limits) -> Expected {
+    if line.len() > limits.max_record_bytes {
+        return Expected::Dead(Some("oversized"));
+    }
+    if line
+        .iter()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+    {
+        return Expected::Blank;
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(line) else {
+        return Expected::Dead(None);
+    };
+    match expect_value(&v, promoted, limits) {
+        Ok(row) => Expected::Row(Box::new(row)),
+        Err(code) => Expected::Dead(Some(code)),
+    }
+}
+
+fn expect_value(
+    v: &Value,
+    promoted: &[PromotedField],
+    limits: &Limits,
+) -> Result<Row, &'static str> {
+    if depth(v) > limits.max_depth {
+        return Err("too_deep");
+    }
+    let Value::Object(o) = v else {
+        return Err("not_an_object");
+    };
+    let ts = match o.get("timestamp") {
+        None | Some(Value::Null) => return Err("missing_field"),
+        Some(t) => timestamp(t)?,
+    };
+    let service = match o.get("service") {
+        None | Some(Value::Null) => return Err("missing_field"),
+        Some(Value::String(s)) if s.is_empty() => return Err("missing_field"),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err("wrong_type"),
+    };
+    let opt_str = |k: &str| match o.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err("wrong_type"),
+    };
+    let level = opt_str("level")?.map(|l| level(&l));
+    let mut strings: [Option<String>; 5] = Default::default();
+    for (i, k) in STRINGS.iter().enumerate() {
+        strings[i] = opt_str(k)?;
+    }
+    let ad: Option<&Map<String, Value>> = match o.get("additional_data") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => Some(m),
+        Some(_) => return Err("wrong_type"),
+    };
+    let mut cells = Vec::new();
+    for p in promoted {
+        let cell = match ad.and_then(|m| m.get(&p.key)) {
+            None | Some(Value::Null) => Cell::Null,
+            Some(v) => match p.field_type {
+                FieldType::Int32 | FieldType::Int64 => {
+                    let i = match as_i64(v) {
+                        Some(i) => i,
+                        None if v.is_number() => return Err("invalid_value"),
+                        None => return Err("wrong_type"),
+                    };
+                    if p.field_type == FieldType::Int32 && i32::try_from(i).is_err() {
+                        return Err("invalid_value");
+                    }
+                    Cell::Int(i)
+                }
+                FieldType::Float64 => Cell::Float(v.as_f64().ok_or("wrong_type")?),
+                FieldType::Boolean => Cell::Bool(v.as_bool().ok_or("wrong_type")?),
+                FieldType::Utf8 => Cell::Str(v.as_str().ok_or("wrong_type")?.to_string()),
+                FieldType::Timestamp => Cell::Int(timestamp(v)?),
+            },
+        };
+        cells.push(cell);
+    }
+    let rest: Map<String, Value> = ad
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| !promoted.iter().any(|p| &p.key == *k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let extra: Map<String, Value> = o
+        .iter()
+        .filter(|(k, _)| !FIXED.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(Row {
+        timestamp: ts,
+        level,
+        service,
+        strings,
+        promoted: cells,
+        additional_data: (!rest.is_empty()).then_some(Value::Object(rest)),
+        extra: (!extra.is_empty()).then_some(Value::Object(extra)),
+    })
+}

@@ -1,0 +1,344 @@
+//! Behaviour of the decoder on hand-written inputs.
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
+use vigil_core::schema::{FieldType, LogSchema, PromotedField};
+use vigil_decode::{DecodedBatch, Decoder, DecoderOptions};
+
+const SEED_LINE: &str = r#"{"timestamp": "2023-07-15T14:22:33.456Z", "level": "INFO", "service": "deal-analysis-service", "trace_id": "4f8b3a2c1d0e9f8a7b6c5d4e", "span_id": "1a2b3c4d5e6f7g8h", "user_id": "anonymized-if-applicable", "message": "Deal analysis completed successfully", "additional_data": {"deal_id": "deal-123", "processing_time_ms": 350, "ai_model_used": "gpt-4"}}"#;
+
+fn schema() -> LogSchema {
+    let f = |k: &str, t| PromotedField {
+        key: k.into(),
+        column: k.into(),
+        field_type: t,
+    };
+    LogSchema::new(vec![
+        f("status_code", FieldType::Int32),
+        f("processing_time_ms", FieldType::Float64),
+    ])
+    .unwrap()
+}
+
+fn decode_all(dec: &mut Decoder, input: &[u8], chunk: usize) -> Vec<DecodedBatch> {
+    let mut out = Vec::new();
+    for mut piece in input.chunks(chunk) {
+        while !piece.is_empty() {
+            let n = dec.decode(piece);
+            piece = &piece[n..];
+            if !piece.is_empty() {
+                out.extend(dec.flush());
+            }
+        }
+    }
+    dec.end_of_input();
+    out.extend(dec.flush());
+    out
+}
+
+fn concat(batches: &[DecodedBatch]) -> (RecordBatch, RecordBatch) {
+    let r: Vec<RecordBatch> = batches.iter().map(|b| b.records.clone()).collect();
+    let d: Vec<RecordBatch> = batches.iter().map(|b| b.dead_letters.clone()).collect();
+    (
+        arrow::compute::concat_batches(&r[0].schema(), &r).unwrap(),
+        arrow::compute::concat_batches(&d[0].schema(), &d).unwrap(),
+    )
+}
+
+fn col<'a>(b: &'a RecordBatch, name: &str) -> &'a dyn Array {
+    b.column_by_name(name).unwrap().as_ref()
+}
+
+#[test]
+fn decodes_the_seed_example() {
+    let mut dec = Decoder::logs(schema(), DecoderOptions::default());
+    let (rows, dead) = concat(&decode_all(&mut dec, SEED_LINE.as_bytes(), 1 << 20));
+    assert_eq!((rows.num_rows(), dead.num_rows()), (1, 0));
+    let ts = col(&rows, "timestamp")
+        .as_primitive::<TimestampMicrosecondType>()
+        .value(0);
+    assert_eq!(
+        vigil_core::time::format_rfc3339(ts),
+        "2023-07-15T14:22:33.456Z"
+    );
+    assert_eq!(
+        col(&rows, "service").as_string::<i32>().value(0),
+        "deal-analysis-service"
+    );
+    assert_eq!(col(&rows, "level").as_string::<i32>().value(0), "INFO");
+    assert_eq!(
+        col(&rows, "processing_time_ms")
+            .as_primitive::<Float64Type>()
+            .value(0),
+        350.0
+    );
+    assert!(col(&rows, "status_code").is_null(0));
+    assert!(col(&rows, "parent_span_id").is_null(0));
+    let rest: serde_json::Value =
+        serde_json::from_str(col(&rows, "additional_data").as_string::<i32>().value(0)).unwrap();
+    assert_eq!(
+        rest,
+        serde_json::json!({"deal_id": "deal-123", "ai_model_used": "gpt-4"})
+    );
+    assert!(col(&rows, "extra").is_null(0));
+    let date = col(&rows, "date")
+        .as_primitive::<arrow::datatypes::Date32Type>()
+        .value(0);
+    assert_eq!(vigil_core::time::format_date(date), "2023-07-15");
+}
+
+#[test]
+fn normalises_levels_and_keeps_unknown_fields() {
+    let input = concat_lines(&[
+        r#"{"timestamp":1689430953456,"level":"warn","service":"a","host":"h1","additional_data":{"status_code":503}}"#,
+        r#"{"timestamp":"2023-07-15T14:22:33+02:00","level":"fatal","service":"a"}"#,
+        r#"{"timestamp":"2023-07-15T14:22:33Z","level":"notice","service":"a"}"#,
+    ]);
+    let mut dec = Decoder::logs(schema(), DecoderOptions::default());
+    let (rows, dead) = concat(&decode_all(&mut dec, &input, 7));
+    assert_eq!((rows.num_rows(), dead.num_rows()), (3, 0));
+    let levels: Vec<_> = col(&rows, "level")
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    assert_eq!(levels, ["WARNING", "CRITICAL", "NOTICE"]);
+    assert_eq!(
+        col(&rows, "extra").as_string::<i32>().value(0),
+        r#"{"host":"h1"}"#
+    );
+    assert_eq!(
+        col(&rows, "status_code")
+            .as_primitive::<Int32Type>()
+            .value(0),
+        503
+    );
+    assert_eq!(
+        col(&rows, "timestamp")
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0),
+        1_689_430_953_456_000
+    );
+}
+
+fn concat_lines(lines: &[&str]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for l in lines {
+        v.extend_from_slice(l.as_bytes());
+        v.push(b'\n');
+    }
+    v
+}
+
+#[test]
+fn every_kind_of_bad_line_is_a_dead_letter_and_good_lines_survive() {
+    let good = r#"{"timestamp":"2024-01-01T00:00:00Z","service":"s","message":"ok"}"#;
+    let deep = format!(
+        r#"{{"timestamp":"2024-01-01T00:00:00Z","service":"s","x":{}{}}}"#,
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    let huge = format!(
+        r#"{{"timestamp":"2024-01-01T00:00:00Z","service":"s","message":"{}"}}"#,
+        "x".repeat(5000)
+    );
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"{\"timestamp\":\"2024-01-01T00:00:00Z\",\"service\":".to_vec(), "invalid_json"),
+        (b"not json at all".to_vec(), "invalid_json"),
+        (b"{\"timestamp\":\"2024-01-01T00:00:00Z\",\"service\":\"\xff\xfe\"}".to_vec(), "invalid_utf8"),
+        (b"[1,2,3]".to_vec(), "not_an_object"),
+        (b"{\"service\":\"s\"}".to_vec(), "missing_field"),
+        (b"{\"timestamp\":\"2024-01-01T00:00:00Z\"}".to_vec(), "missing_field"),
+        (b"{\"timestamp\":\"2024-01-01T00:00:00Z\",\"service\":7}".to_vec(), "wrong_type"),
+        (b"{\"timestamp\":\"yesterday\",\"service\":\"s\"}".to_vec(), "invalid_timestamp"),
+        (b"{\"timestamp\":\"2024-01-01T00:00:00Z\",\"service\":\"s\",\"additional_data\":{\"status_code\":\"500\"}}".to_vec(), "wrong_type"),
+        (b"{\"timestamp\":\"2024-01-01T00:00:00Z\",\"service\":\"s\",\"additional_data\":{\"status_code\":99999999999}}".to_vec(), "invalid_value"),
+        (huge.into_bytes(), "oversized"),
+        (deep.into_bytes(), "too_deep"),
+        // Two lines that are only JSON together, and one line with two objects.
+        (b"{\"timestamp\":\"2024-01-01T00:00:00Z\",\"service\":\"s\",\"a\":[1".to_vec(), "invalid_json"),
+        (b"2]}".to_vec(), "invalid_json"),
+        (b"{\"timestamp\":\"2024-01-01T00:00:00Z\",\"service\":\"s\"},{\"timestamp\":\"2024-01-01T00:00:00Z\",\"service\":\"s\"}".to_vec(), "invalid_json"),
+    ];
+    let mut input = Vec::new();
+    let mut want = Vec::new();
+    let mut line = 0;
+    for (bad, code) in &cases {
+        for _ in 0..3 {
+            input.extend_from_slice(good.as_bytes());
+            input.push(b'\n');
+            line += 1;
+        }
+        input.extend_from_slice(bad);
+        input.push(b'\n');
+        line += 1;
+        want.push((line, *code));
+    }
+    let opts = DecoderOptions {
+        max_record_bytes: 4096,
+        max_depth: 16,
+        ..Default::default()
+    };
+    for chunk in [1 << 20, 100, 1] {
+        let mut dec = Decoder::logs(schema(), opts.clone());
+        let (rows, dead) = concat(&decode_all(&mut dec, &input, chunk));
+        assert_eq!(rows.num_rows(), 3 * cases.len(), "chunk {chunk}");
+        let got: Vec<(i64, &str)> = (0..dead.num_rows())
+            .map(|r| {
+                (
+                    col(&dead, "offset").as_primitive::<Int64Type>().value(r),
+                    col(&dead, "reason_code").as_string::<i32>().value(r),
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "chunk {chunk}");
+        for r in 0..dead.num_rows() {
+            assert_eq!(col(&dead, "source").as_string::<i32>().value(r), "-");
+            assert!(!col(&dead, "reason").as_string::<i32>().value(r).is_empty());
+        }
+    }
+}
+
+#[test]
+fn clean_input_is_parsed_in_groups() {
+    let mut input = Vec::new();
+    for _ in 0..1000 {
+        input.extend_from_slice(SEED_LINE.as_bytes());
+        input.push(b'\n');
+    }
+    let mut dec = Decoder::logs(schema(), DecoderOptions::default());
+    let (rows, _) = concat(&decode_all(&mut dec, &input, 1 << 16));
+    assert_eq!(rows.num_rows(), 1000);
+    // Pins simd-json's in-place strings, on which the grouped fast path relies.
+    assert_eq!(dec.stats().parsed_alone, 0);
+}
+
+#[test]
+fn stops_at_batch_size_on_a_line_boundary() {
+    let input = concat_lines(&[SEED_LINE; 10]);
+    let mut dec = Decoder::logs(
+        schema(),
+        DecoderOptions {
+            batch_size: 4,
+            ..Default::default()
+        },
+    );
+    let used = dec.decode(&input);
+    assert_eq!(used, 4 * (SEED_LINE.len() + 1));
+    assert_eq!(dec.flush().unwrap().records.num_rows(), 4);
+}
+
+#[test]
+fn an_oversized_line_split_across_calls_keeps_a_bounded_prefix() {
+    let opts = DecoderOptions {
+        max_record_bytes: 1000,
+        dead_letter_raw_limit: 100,
+        ..Default::default()
+    };
+    let long = format!("{}\n{SEED_LINE}\n", "y".repeat(10_000));
+    let mut dec = Decoder::logs(schema(), opts);
+    let (rows, dead) = concat(&decode_all(&mut dec, long.as_bytes(), 333));
+    assert_eq!(rows.num_rows(), 1);
+    assert_eq!(dead.num_rows(), 1);
+    assert_eq!(
+        col(&dead, "reason_code").as_string::<i32>().value(0),
+        "oversized"
+    );
+    assert_eq!(col(&dead, "raw").as_binary::<i32>().value(0).len(), 100);
+    assert_eq!(
+        col(&dead, "raw_len").as_primitive::<Int64Type>().value(0),
+        10_000
+    );
+}
+
+#[test]
+fn messages_carry_their_partition_and_offset() {
+    let mut dec = Decoder::logs(schema(), DecoderOptions::default());
+    let pretty = "{\n  \"timestamp\": \"2024-01-01T00:00:00Z\",\n  \"service\": \"s\"\n}";
+    dec.decode_messages(
+        "telemetry.logs",
+        Some(3),
+        [
+            (SEED_LINE.as_bytes(), 10),
+            (b"{oops".as_slice(), 11),
+            (pretty.as_bytes(), 12),
+        ],
+    );
+    let b = dec.flush().unwrap();
+    assert_eq!(b.records.num_rows(), 2);
+    let d = &b.dead_letters;
+    assert_eq!(d.num_rows(), 1);
+    assert_eq!(
+        col(d, "source").as_string::<i32>().value(0),
+        "telemetry.logs"
+    );
+    assert_eq!(col(d, "partition").as_primitive::<Int32Type>().value(0), 3);
+    assert_eq!(col(d, "offset").as_primitive::<Int64Type>().value(0), 11);
+    assert_eq!(col(d, "raw").as_binary::<i32>().value(0), b"{oops");
+}
+
+#[test]
+fn decodes_metrics_with_labels() {
+    let input = concat_lines(&[
+        r#"{"timestamp":"2024-01-01T00:00:10Z","name":"cpu_percent","type":"Gauge","service":"database","value":87.5,"labels":{"instance":"db-0","port":5432,"tls":true}}"#,
+        r#"{"timestamp":"2024-01-01T00:00:10Z","name":"requests_total","type":"counter","service":"api","value":10,"unit":"1"}"#,
+        r#"{"timestamp":"2024-01-01T00:00:10Z","name":"x","type":"meter","service":"api","value":1}"#,
+        r#"{"timestamp":"2024-01-01T00:00:10Z","name":"x","service":"api","value":"1"}"#,
+        r#"{"timestamp":"2024-01-01T00:00:10Z","name":"x","service":"api","labels":{"a":{"b":1}},"value":1}"#,
+    ]);
+    let mut dec = Decoder::metrics(DecoderOptions::default());
+    let (rows, dead) = concat(&decode_all(&mut dec, &input, 1 << 20));
+    assert_eq!(rows.num_rows(), 2);
+    assert_eq!(col(&rows, "type").as_string::<i32>().value(0), "gauge");
+    assert_eq!(
+        col(&rows, "value").as_primitive::<Float64Type>().value(1),
+        10.0
+    );
+    assert_eq!(
+        col(&rows, "extra").as_string::<i32>().value(1),
+        r#"{"unit":"1"}"#
+    );
+    let labels = col(&rows, "labels").as_map();
+    let first = labels.value(0);
+    let keys: Vec<_> = first
+        .column(0)
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    let values: Vec<_> = first
+        .column(1)
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    assert_eq!(keys, ["instance", "port", "tls"]);
+    assert_eq!(values, ["db-0", "5432", "true"]);
+    assert!(labels.is_null(1));
+    let codes: Vec<_> = col(&dead, "reason_code")
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    assert_eq!(codes, ["invalid_value", "wrong_type", "wrong_type"]);
+    assert_eq!(col(&dead, "kind").as_string::<i32>().value(0), "metrics");
+}
+
+#[test]
+fn blank_lines_are_skipped_and_line_numbers_still_count_them() {
+    let input = format!("\n  \n{SEED_LINE}\r\n\n{{\"x\":1}}\n");
+    let mut dec = Decoder::logs(schema(), DecoderOptions::default());
+    let (rows, dead) = concat(&decode_all(&mut dec, input.as_bytes(), 5));
+    assert_eq!(rows.num_rows(), 1);
+    assert_eq!(col(&dead, "offset").as_primitive::<Int64Type>().value(0), 5);
+    assert_eq!(dec.stats().blank_lines, 3);
+}
+
+#[test]
+fn a_last_line_without_newline_is_decoded_at_end_of_input() {
+    let mut dec = Decoder::logs(schema(), DecoderOptions::default());
+    assert_eq!(dec.decode(SEED_LINE.as_bytes()), SEED_LINE.len());
+    assert!(dec.flush().is_none());
+    dec.end_of_input();
+    assert_eq!(dec.flush().unwrap().records.num_rows(), 1);
+}

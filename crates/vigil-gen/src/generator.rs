@@ -1,0 +1,503 @@
+//! The generator: requests → spans → log lines, plus per-service metrics.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use vigil_core::time::{MICROS_PER_SECOND, parse_rfc3339_micros, write_rfc3339};
+
+use crate::incident::{Incident, IncidentKind};
+use crate::rng::Rng;
+use crate::topology::{AUTH, Call, DB, ENDPOINTS, SERVICES, failure_message, success_message};
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Seed of the random stream: the same seed gives the same bytes.
+    pub seed: u64,
+    /// Event time of the first record, microseconds since the epoch.
+    pub start_micros: i64,
+    /// Event-time span to generate.
+    pub duration: Duration,
+    /// Mean requests per second entering at `api-gateway`.
+    pub rate: f64,
+    /// How often each service reports its metrics.
+    pub metrics_interval: Duration,
+    /// Share of operations that fail on their own in normal operation.
+    pub base_error_rate: f64,
+    /// Incidents to inject.
+    pub incidents: Vec<Incident>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            seed: 42,
+            start_micros: parse_rfc3339_micros(b"2025-06-02T09:00:00Z").expect("valid literal"),
+            duration: Duration::from_secs(3600),
+            rate: 20.0,
+            metrics_interval: Duration::from_secs(10),
+            base_error_rate: 0.002,
+            incidents: Vec::new(),
+        }
+    }
+}
+
+/// Per-service activity within the current metrics interval, and totals.
+#[derive(Debug, Clone, Copy, Default)]
+struct ServiceStats {
+    requests_total: u64,
+    errors_total: u64,
+    busy_ms: f64,
+}
+
+/// Produces telemetry one second of event time at a time, in event-time order.
+pub struct Generator {
+    cfg: Config,
+    rng: Rng,
+    /// Start of the next tick, relative to `start_micros`.
+    tick: i64,
+    next_metrics: i64,
+    end: i64,
+    /// Log lines generated but not yet due: spans finish after the tick their request began in.
+    pending: Vec<(i64, String)>,
+    stats: [ServiceStats; SERVICES.len()],
+    memory_mb: [f64; SERVICES.len()],
+    records: u64,
+}
+
+/// How a span ended.
+struct Outcome {
+    end: i64,
+    failed: bool,
+    /// Ended the request early without failing (e.g. 401 from auth).
+    rejected: bool,
+}
+
+struct Request<'a> {
+    trace_id: String,
+    user_id: Option<u32>,
+    deal_id: u32,
+    endpoint: &'a str,
+    method: &'a str,
+}
+
+impl Generator {
+    /// A generator for `cfg`.
+    pub fn new(cfg: Config) -> Self {
+        let mut rng = Rng::new(cfg.seed);
+        let memory_mb = std::array::from_fn(|i| 256.0 + 128.0 * i as f64 + 64.0 * rng.f64());
+        Self {
+            end: cfg.duration.as_micros() as i64,
+            rng,
+            tick: 0,
+            next_metrics: 0,
+            pending: Vec::new(),
+            stats: [ServiceStats::default(); SERVICES.len()],
+            memory_mb,
+            records: 0,
+            cfg,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Records (log lines and metric samples) produced so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Event time up to which everything has been produced.
+    pub fn watermark(&self) -> i64 {
+        self.cfg.start_micros + self.tick
+    }
+
+    /// Whether everything has been produced.
+    pub fn is_done(&self) -> bool {
+        self.tick >= self.end && self.pending.is_empty()
+    }
+
+    /// Appends the next second of event time as NDJSON: log lines to `logs`, metric samples to
+    /// `metrics`. Returns `false` once the configured duration has been produced.
+    pub fn next_tick(&mut self, logs: &mut Vec<u8>, metrics: &mut Vec<u8>) -> bool {
+        if self.is_done() {
+            return false;
+        }
+        let tick_end = self.tick + MICROS_PER_SECOND;
+        if self.tick < self.end {
+            let n = self.rng.poisson(self.cfg.rate);
+            for _ in 0..n {
+                let at = self.tick + self.rng.below(MICROS_PER_SECOND as u64) as i64;
+                self.request(at);
+            }
+        }
+        // Emit everything due before the end of this tick, in event-time order.
+        self.pending.sort_by_key(|(ts, _)| *ts);
+        let due = if self.tick >= self.end {
+            self.pending.len()
+        } else {
+            self.pending
+                .partition_point(|(ts, _)| *ts < self.cfg.start_micros + tick_end)
+        };
+        for (_, line) in self.pending.drain(..due) {
+            logs.extend_from_slice(line.as_bytes());
+            logs.push(b'\n');
+            self.records += 1;
+        }
+        let interval = self.cfg.metrics_interval.as_micros().max(1) as i64;
+        while self.next_metrics < tick_end && self.next_metrics <= self.end {
+            self.metrics(self.next_metrics, interval, metrics);
+            self.next_metrics += interval;
+        }
+        self.tick = tick_end;
+        true
+    }
+
+    fn active(&self, service: usize, offset: i64) -> impl Iterator<Item = &Incident> {
+        self.cfg
+            .incidents
+            .iter()
+            .filter(move |i| i.service == service && i.active_at(offset))
+    }
+
+    fn request(&mut self, at: i64) {
+        let mut pick = self.rng.f64() * ENDPOINTS.iter().map(|e| e.weight).sum::<f64>();
+        let endpoint = ENDPOINTS
+            .iter()
+            .find(|e| {
+                pick -= e.weight;
+                pick < 0.0
+            })
+            .unwrap_or(&ENDPOINTS[0]);
+        for inc in &self.cfg.incidents {
+            if inc.kind == IncidentKind::TrafficDrop
+                && inc.active_at(at)
+                && endpoint.root.involves(inc.service)
+                && self.rng.chance(inc.intensity)
+            {
+                return;
+            }
+        }
+        let mut trace_id = String::with_capacity(24);
+        self.rng.hex(&mut trace_id, 24);
+        let req = Request {
+            trace_id,
+            user_id: (!self.rng.chance(0.1)).then(|| 1 + self.rng.below(5000) as u32),
+            deal_id: 1 + self.rng.below(100_000) as u32,
+            endpoint: endpoint.path,
+            method: endpoint.method,
+        };
+        self.span(&endpoint.root, &req, None, at);
+    }
+
+    /// Runs one span and its children; logs the span when it completes.
+    fn span(
+        &mut self,
+        call: &Call,
+        req: &Request<'_>,
+        parent: Option<&str>,
+        start: i64,
+    ) -> Outcome {
+        let mut span_id = String::with_capacity(16);
+        self.rng.hex(&mut span_id, 16);
+        let mut p_fail = self.cfg.base_error_rate;
+        let mut self_ms = self.rng.lognormal(call.self_ms, 0.35);
+        let mut outage = false;
+        for inc in self.active(call.service, start) {
+            match inc.kind {
+                IncidentKind::Errors => p_fail = p_fail.max(inc.intensity),
+                IncidentKind::Outage => {
+                    p_fail = p_fail.max(inc.intensity);
+                    outage = true;
+                }
+                IncidentKind::Latency => self_ms *= inc.intensity,
+                IncidentKind::Cpu | IncidentKind::TrafficDrop => {}
+            }
+        }
+        let own_failure = self.rng.chance(p_fail);
+        if own_failure && outage {
+            self_ms = self_ms.min(5.0);
+        }
+        let rejected = call.service == AUTH && call.op == "verify_token" && self.rng.chance(0.01);
+        if self.rng.chance(0.03) {
+            self.debug_line(call, req, &span_id, parent, start);
+        }
+        let mut t = start + (self_ms * 300.0) as i64;
+        let mut failed_child = None;
+        let mut rejected_by_child = false;
+        if !own_failure && !rejected {
+            for child in call.children {
+                let r = self.span(child, req, Some(&span_id), t);
+                t = r.end + (self.rng.f64() * 500.0) as i64;
+                if r.failed {
+                    failed_child = Some(child.service);
+                    break;
+                }
+                if r.rejected {
+                    rejected_by_child = true;
+                    break;
+                }
+            }
+        }
+        // Spans log at completion, with millisecond timestamps like the seed's.
+        let end = ((t + (self_ms * 700.0) as i64) / 1000 + 1) * 1000;
+        let (level, status, message, failed): (&str, u16, String, bool) = if own_failure {
+            let status = if outage { 503 } else { 500 };
+            let level = if outage && call.service != DB {
+                "CRITICAL"
+            } else {
+                "ERROR"
+            };
+            (level, status, failure_message(call.service).into(), true)
+        } else if let Some(child) = failed_child {
+            if self.rng.chance(0.9) {
+                (
+                    "ERROR",
+                    502,
+                    format!("Upstream call to {} failed", SERVICES[child]),
+                    true,
+                )
+            } else {
+                (
+                    "WARNING",
+                    200,
+                    format!("Upstream {} failed; served fallback", SERVICES[child]),
+                    false,
+                )
+            }
+        } else if rejected {
+            ("WARNING", 401, "Invalid or expired token".into(), false)
+        } else if rejected_by_child {
+            ("INFO", 401, "Request rejected: unauthorized".into(), false)
+        } else {
+            (
+                "INFO",
+                200,
+                success_message(call.service, call.op).into(),
+                false,
+            )
+        };
+        let stats = &mut self.stats[call.service];
+        stats.requests_total += 1;
+        stats.errors_total += u64::from(failed);
+        stats.busy_ms += self_ms;
+
+        let elapsed_ms = (end - start) as f64 / 1000.0;
+        let mut line = String::with_capacity(400);
+        line.push_str("{\"timestamp\":\"");
+        write_rfc3339(&mut line, self.cfg.start_micros + end);
+        let _ = write!(
+            line,
+            "\",\"level\":\"{level}\",\"service\":\"{}\",\"trace_id\":\"{}\",\"span_id\":\"{span_id}\",",
+            SERVICES[call.service], req.trace_id
+        );
+        if let Some(p) = parent {
+            let _ = write!(line, "\"parent_span_id\":\"{p}\",");
+        }
+        match req.user_id {
+            Some(u) => {
+                let _ = write!(line, "\"user_id\":\"user-{u}\",");
+            }
+            None => line.push_str("\"user_id\":\"anonymized-if-applicable\","),
+        }
+        let _ = write!(
+            line,
+            "\"message\":\"{message}\",\"additional_data\":{{\"processing_time_ms\":{elapsed_ms:.1},\"status_code\":{status},\"operation\":\"{}\"",
+            call.op
+        );
+        if parent.is_none() {
+            let _ = write!(
+                line,
+                ",\"endpoint\":\"{}\",\"method\":\"{}\"",
+                req.endpoint, req.method
+            );
+        }
+        match SERVICES[call.service] {
+            "deal-analysis-service" => {
+                let _ = write!(line, ",\"deal_id\":\"deal-{}\"", req.deal_id);
+            }
+            "ai-service" => {
+                let tokens = 200 + self.rng.below(1800);
+                let _ = write!(
+                    line,
+                    ",\"deal_id\":\"deal-{}\",\"ai_model_used\":\"gpt-4\",\"tokens_used\":{tokens}",
+                    req.deal_id
+                );
+            }
+            "database" => {
+                let _ = write!(line, ",\"rows\":{}", self.rng.below(50));
+            }
+            _ => {}
+        }
+        line.push_str("}}");
+        self.pending.push((self.cfg.start_micros + end, line));
+        Outcome {
+            end,
+            failed,
+            rejected: rejected || rejected_by_child,
+        }
+    }
+
+    fn debug_line(
+        &mut self,
+        call: &Call,
+        req: &Request<'_>,
+        span_id: &str,
+        parent: Option<&str>,
+        at: i64,
+    ) {
+        let ts = (at / 1000) * 1000;
+        let mut line = String::with_capacity(300);
+        line.push_str("{\"timestamp\":\"");
+        write_rfc3339(&mut line, self.cfg.start_micros + ts);
+        let _ = write!(
+            line,
+            "\",\"level\":\"DEBUG\",\"service\":\"{}\",\"trace_id\":\"{}\",\"span_id\":\"{span_id}\",",
+            SERVICES[call.service], req.trace_id
+        );
+        if let Some(p) = parent {
+            let _ = write!(line, "\"parent_span_id\":\"{p}\",");
+        }
+        let _ = write!(
+            line,
+            "\"message\":\"Processing deal with ID: deal-{}\",\"additional_data\":{{\"deal_id\":\"deal-{}\",\"operation\":\"{}\"}}}}",
+            req.deal_id, req.deal_id, call.op
+        );
+        self.pending.push((self.cfg.start_micros + ts, line));
+    }
+
+    fn metrics(&mut self, at: i64, interval: i64, out: &mut Vec<u8>) {
+        let ts = self.cfg.start_micros + at;
+        let mut stamp = String::with_capacity(24);
+        write_rfc3339(&mut stamp, ts);
+        let interval_ms = interval as f64 / 1000.0;
+        for (s, service) in SERVICES.iter().enumerate() {
+            let st = self.stats[s];
+            // Busy time over the interval, spread over a few workers per service.
+            let utilisation = (st.busy_ms / (interval_ms * 4.0)).min(1.0);
+            let saturated = self
+                .active(s, at)
+                .filter(|i| i.kind == IncidentKind::Cpu)
+                .map(|i| i.intensity)
+                .last();
+            let cpu = saturated.unwrap_or(12.0 + 3.0 * s as f64 + 45.0 * utilisation)
+                + 2.0 * self.rng.normal();
+            let cpu = cpu.clamp(0.5, 100.0);
+            self.memory_mb[s] += self.rng.normal() * 2.0;
+            let mut line = |name: &str, kind: &str, value: f64| {
+                let _ = writeln!(
+                    StringSink(out),
+                    "{{\"timestamp\":\"{stamp}\",\"name\":\"{name}\",\"type\":\"{kind}\",\"service\":\"{service}\",\"value\":{value:.2},\"labels\":{{\"instance\":\"{service}-0\",\"region\":\"us-east-1\"}}}}"
+                );
+            };
+            line("cpu_percent", "gauge", cpu);
+            line("memory_mb", "gauge", self.memory_mb[s]);
+            line("requests_total", "counter", st.requests_total as f64);
+            line("errors_total", "counter", st.errors_total as f64);
+            if s == DB {
+                line(
+                    "db_connections_active",
+                    "gauge",
+                    (8.0 + 30.0 * utilisation).round(),
+                );
+            }
+            self.records += if s == DB { 5 } else { 4 };
+            self.stats[s].busy_ms = 0.0;
+        }
+    }
+}
+
+/// `fmt::Write` into a byte vector.
+struct StringSink<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for StringSink<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(cfg: Config) -> (Vec<u8>, Vec<u8>) {
+        let mut g = Generator::new(cfg);
+        let (mut logs, mut metrics) = (Vec::new(), Vec::new());
+        while g.next_tick(&mut logs, &mut metrics) {}
+        (logs, metrics)
+    }
+
+    fn short() -> Config {
+        Config {
+            duration: Duration::from_secs(120),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn deterministic_for_a_seed() {
+        assert_eq!(run(short()), run(short()));
+        assert_ne!(run(short()).0, run(Config { seed: 1, ..short() }).0);
+    }
+
+    #[test]
+    fn logs_are_seed_format_and_time_ordered() {
+        let (logs, metrics) = run(short());
+        let mut last = i64::MIN;
+        let mut services = std::collections::BTreeSet::new();
+        for line in logs.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+            let ts = parse_rfc3339_micros(v["timestamp"].as_str().unwrap().as_bytes()).unwrap();
+            assert!(ts >= last, "out of order");
+            last = ts;
+            services.insert(v["service"].as_str().unwrap().to_string());
+            assert!(v["trace_id"].as_str().unwrap().len() == 24);
+            assert!(v["additional_data"].is_object());
+        }
+        assert_eq!(services.len(), SERVICES.len());
+        // 6 services report every 10 s over 120 s inclusive of both ends: 13 samples each.
+        let samples = metrics
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count();
+        assert_eq!(samples, 13 * (6 * 4 + 1));
+    }
+
+    #[test]
+    fn an_incident_raises_the_error_share_of_the_failing_service_and_its_callers() {
+        let cfg = Config {
+            duration: Duration::from_secs(600),
+            incidents: vec!["errors:token-service@300s+300s*0.5".parse().unwrap()],
+            ..Config::default()
+        };
+        let start = cfg.start_micros;
+        let (logs, _) = run(cfg);
+        let mut counts = std::collections::HashMap::<(String, bool, bool), u64>::new();
+        for line in logs.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+            let ts = parse_rfc3339_micros(v["timestamp"].as_str().unwrap().as_bytes()).unwrap();
+            let during = ts - start >= 300 * MICROS_PER_SECOND;
+            let error = v["level"] == "ERROR";
+            *counts
+                .entry((v["service"].as_str().unwrap().into(), during, error))
+                .or_default() += 1;
+        }
+        let share = |svc: &str, during: bool| {
+            let e = counts
+                .get(&(svc.into(), during, true))
+                .copied()
+                .unwrap_or(0) as f64;
+            let ok = counts
+                .get(&(svc.into(), during, false))
+                .copied()
+                .unwrap_or(0) as f64;
+            e / (e + ok)
+        };
+        assert!(share("token-service", false) < 0.02);
+        assert!(share("token-service", true) > 0.3);
+        assert!(share("api-gateway", true) > share("api-gateway", false) + 0.05);
+    }
+}

@@ -1,0 +1,121 @@
+//! Opening NDJSON inputs: files and stdin, plain or gzip (detected from the first bytes, so a
+//! `.log` that is really gzip still works).
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use flate2::bufread::MultiGzDecoder;
+
+use crate::error::PipelineError;
+
+/// An NDJSON input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A file.
+    File(PathBuf),
+    /// Standard input.
+    Stdin,
+}
+
+impl Input {
+    /// The name used in dead letters and messages: the path, or `-` for stdin.
+    pub fn name(&self) -> String {
+        match self {
+            Input::File(p) => p.display().to_string(),
+            Input::Stdin => "-".into(),
+        }
+    }
+
+    /// Size in bytes on disk, if known (for progress).
+    pub fn file_size(&self) -> Option<u64> {
+        match self {
+            Input::File(p) => std::fs::metadata(p).ok().map(|m| m.len()),
+            Input::Stdin => None,
+        }
+    }
+
+    /// Opens the input, decompressing gzip transparently.
+    pub fn open(&self) -> Result<Box<dyn Read + Send>, PipelineError> {
+        let path = PathBuf::from(self.name());
+        let err = |source| PipelineError::Input {
+            path: path.clone(),
+            source,
+        };
+        let reader: Box<dyn BufRead + Send> = match self {
+            Input::File(p) => {
+                if p.is_dir() {
+                    return Err(err(io::Error::new(
+                        io::ErrorKind::IsADirectory,
+                        "is a directory",
+                    )));
+                }
+                Box::new(BufReader::with_capacity(
+                    1 << 20,
+                    File::open(p).map_err(err)?,
+                ))
+            }
+            Input::Stdin => Box::new(BufReader::with_capacity(1 << 20, io::stdin())),
+        };
+        maybe_gunzip(reader).map_err(err)
+    }
+}
+
+fn maybe_gunzip(mut r: Box<dyn BufRead + Send>) -> io::Result<Box<dyn Read + Send>> {
+    let head = r.fill_buf()?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(MultiGzDecoder::new(r)))
+    } else {
+        Ok(r)
+    }
+}
+
+/// Checks that every file can be opened before anything is ingested, so a typo in the last
+/// path does not leave the first files half-ingested.
+pub fn check_readable(inputs: &[Input]) -> Result<(), PipelineError> {
+    for i in inputs {
+        if let Input::File(p) = i {
+            open_check(p)?;
+        }
+    }
+    Ok(())
+}
+
+fn open_check(p: &Path) -> Result<(), PipelineError> {
+    Input::File(p.to_path_buf()).open().map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn reads_plain_and_gzip_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("a.ndjson");
+        std::fs::write(&plain, b"{\"a\":1}\n").unwrap();
+        let gz = dir.path().join("a.log");
+        let mut enc =
+            flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
+        enc.write_all(b"{\"a\":1}\n").unwrap();
+        enc.finish().unwrap();
+        for p in [plain, gz] {
+            let mut s = String::new();
+            Input::File(p)
+                .open()
+                .unwrap()
+                .read_to_string(&mut s)
+                .unwrap();
+            assert_eq!(s, "{\"a\":1}\n");
+        }
+    }
+
+    #[test]
+    fn missing_file_is_a_user_error() {
+        let e = check_readable(&[Input::File("/nonexistent/x.ndjson".into())]).unwrap_err();
+        assert_eq!(e.kind(), vigil_core::ErrorKind::User);
+        assert!(e.to_string().contains("/nonexistent/x.ndjson"), "{e}");
+    }
+}

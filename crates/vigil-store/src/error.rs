@@ -1,0 +1,68 @@
+//! Errors of the archive.
+
+use vigil_core::ErrorKind;
+
+/// Something went wrong reading or writing the archive.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The archive URL cannot be used.
+    #[error("invalid archive url `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it is unusable.
+        reason: String,
+    },
+    /// A table exists with a schema vigil cannot write into.
+    #[error("table `{table}` at {url} has an incompatible schema: {reason}")]
+    IncompatibleSchema {
+        /// Table name.
+        table: String,
+        /// Table URL.
+        url: String,
+        /// What differs.
+        reason: String,
+    },
+    /// The Delta log or the object store failed.
+    #[error("table `{table}`: {source}")]
+    Delta {
+        /// Table name.
+        table: String,
+        /// The underlying error (boxed: it is large, and errors travel through every `Result`).
+        #[source]
+        source: Box<deltalake::DeltaTableError>,
+    },
+    /// Arrow failed while preparing a batch (a bug: batches are checked upstream).
+    #[error("preparing a batch for `{table}`: {source}")]
+    Arrow {
+        /// Table name.
+        table: String,
+        /// The underlying error.
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+}
+
+impl StoreError {
+    /// Who has to act, and whether a retry can help.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::InvalidUrl { .. } | StoreError::IncompatibleSchema { .. } => {
+                ErrorKind::User
+            }
+            StoreError::Delta { source, .. } => match source.as_ref() {
+                deltalake::DeltaTableError::InvalidTableLocation(_)
+                | deltalake::DeltaTableError::NotATable(_) => ErrorKind::User,
+                _ => ErrorKind::External,
+            },
+            StoreError::Arrow { .. } => ErrorKind::Internal,
+        }
+    }
+
+    pub(crate) fn delta(table: &str) -> impl FnOnce(deltalake::DeltaTableError) -> StoreError + '_ {
+        move |source| StoreError::Delta {
+            table: table.to_string(),
+            source: Box::new(source),
+        }
+    }
+}

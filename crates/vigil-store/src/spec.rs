@@ -1,0 +1,122 @@
+//! What each archive table looks like on disk: schema, partitioning, sort order, Parquet
+//! properties.
+
+use arrow::datatypes::SchemaRef;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use vigil_core::schema::{LogSchema, col, dead, dead_letter_schema, metric_schema};
+
+/// Rows per Parquet row group: small enough that statistics and the `trace_id` bloom filter
+/// prune well, large enough that column chunks compress well.
+pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// A table of the archive.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    /// Table name, also its directory under the archive root.
+    pub name: String,
+    /// Arrow schema of the batches written, partition column included.
+    pub schema: SchemaRef,
+    /// Delta partition column (a `Date32`).
+    pub partition: &'static str,
+    /// Files are sorted by this string column first (e.g. `service`), if any.
+    pub sort_group: Option<&'static str>,
+    /// ... then by this time column.
+    pub sort_time: &'static str,
+    /// Columns with a bloom filter in every row group.
+    pub bloom_columns: Vec<&'static str>,
+    /// Columns whose values are (nearly) unique, where a dictionary only costs time.
+    pub plain_columns: Vec<&'static str>,
+}
+
+impl TableSpec {
+    /// The `logs` table.
+    pub fn logs(schema: &LogSchema) -> Self {
+        Self {
+            name: "logs".into(),
+            schema: schema.schema().clone(),
+            partition: col::DATE,
+            sort_group: Some(col::SERVICE),
+            sort_time: col::TIMESTAMP,
+            bloom_columns: vec![col::TRACE_ID],
+            plain_columns: vec![
+                col::TIMESTAMP,
+                col::TRACE_ID,
+                col::SPAN_ID,
+                col::PARENT_SPAN_ID,
+                col::ADDITIONAL_DATA,
+                col::EXTRA,
+            ],
+        }
+    }
+
+    /// The `metrics` table.
+    pub fn metrics() -> Self {
+        Self {
+            name: "metrics".into(),
+            schema: metric_schema(),
+            partition: col::DATE,
+            sort_group: Some(col::SERVICE),
+            sort_time: col::TIMESTAMP,
+            bloom_columns: vec![],
+            plain_columns: vec![col::TIMESTAMP, col::EXTRA],
+        }
+    }
+
+    /// The `dead_letters` table.
+    pub fn dead_letters() -> Self {
+        Self {
+            name: "dead_letters".into(),
+            schema: dead_letter_schema(),
+            partition: col::DATE,
+            sort_group: None,
+            sort_time: dead::RECEIVED_AT,
+            bloom_columns: vec![],
+            plain_columns: vec![dead::RECEIVED_AT, dead::RAW, dead::REASON],
+        }
+    }
+
+    /// Parquet properties: zstd, page-level statistics (so the page index is written),
+    /// bloom filters, no dictionaries on unique columns, and the sort order recorded in the
+    /// file metadata.
+    pub fn writer_properties(&self) -> WriterProperties {
+        let file_columns: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .filter(|n| *n != self.partition)
+            .collect();
+        let position = |name: &str| file_columns.iter().position(|c| *c == name);
+        let sorting = self
+            .sort_group
+            .into_iter()
+            .chain([self.sort_time])
+            .filter_map(position)
+            .map(|i| SortingColumn {
+                column_idx: i as i32,
+                descending: false,
+                nulls_first: false,
+            })
+            .collect();
+        let mut b = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(1).expect("level 1 is valid"),
+            ))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_sorting_columns(Some(sorting))
+            .set_created_by(format!("vigil {}", env!("CARGO_PKG_VERSION")));
+        for c in &self.bloom_columns {
+            b = b
+                .set_column_bloom_filter_enabled((*c).into(), true)
+                .set_column_bloom_filter_fpp((*c).into(), 0.01)
+                .set_column_bloom_filter_max_ndv((*c).into(), ROW_GROUP_ROWS as u64 / 2);
+        }
+        for c in &self.plain_columns {
+            b = b.set_column_dictionary_enabled((*c).into(), false);
+        }
+        b.build()
+    }
+}

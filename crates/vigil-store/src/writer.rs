@@ -1,0 +1,234 @@
+//! Buffers batches for one table and commits them as sorted, partitioned Parquet files.
+
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::compute::interleave_record_batch;
+use delta_kernel::expressions::Scalar;
+use deltalake::DeltaTable;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Transaction};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
+use indexmap::IndexMap;
+use parquet::file::properties::WriterProperties;
+
+use crate::archive::Archive;
+use crate::error::StoreError;
+use crate::sort::sort_rows;
+use crate::spec::{ROW_GROUP_ROWS, TableSpec};
+
+/// When a table's buffer is written out: whichever limit is reached first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushPolicy {
+    /// Buffered rows.
+    pub max_rows: usize,
+    /// Buffered in-memory Arrow bytes.
+    pub max_bytes: usize,
+    /// Age of the oldest buffered row.
+    pub interval: Duration,
+}
+
+impl Default for FlushPolicy {
+    fn default() -> Self {
+        Self {
+            max_rows: 1_000_000,
+            max_bytes: 256 << 20,
+            interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a commit wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The new table version.
+    pub version: u64,
+    /// Rows written.
+    pub rows: usize,
+    /// Parquet files added.
+    pub files: usize,
+}
+
+/// Buffers batches for one table; [`commit`](Self::commit) writes them as Parquet files sorted
+/// by (date, group, time), one or more per date partition, and commits them to the Delta log in
+/// one transaction together with any application transaction versions (source offsets).
+pub struct TableWriter {
+    spec: TableSpec,
+    table: DeltaTable,
+    props: WriterProperties,
+    policy: FlushPolicy,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+    pending_bytes: usize,
+    oldest: Option<Instant>,
+    date_col: usize,
+    group_col: Option<usize>,
+    time_col: usize,
+}
+
+impl TableWriter {
+    /// Opens (or creates) the table in `archive`.
+    pub async fn open(
+        archive: &Archive,
+        spec: TableSpec,
+        policy: FlushPolicy,
+    ) -> Result<Self, StoreError> {
+        let table = archive.open_or_create(&spec).await?;
+        let index = |name: &str| {
+            spec.schema
+                .index_of(name)
+                .expect("spec columns are in its schema")
+        };
+        Ok(Self {
+            props: spec.writer_properties(),
+            date_col: index(spec.partition),
+            group_col: spec.sort_group.map(index),
+            time_col: index(spec.sort_time),
+            table,
+            spec,
+            policy,
+            pending: Vec::new(),
+            pending_rows: 0,
+            pending_bytes: 0,
+            oldest: None,
+        })
+    }
+
+    /// The table's spec.
+    pub fn spec(&self) -> &TableSpec {
+        &self.spec
+    }
+
+    /// The Delta table as of the last commit.
+    pub fn table(&self) -> &DeltaTable {
+        &self.table
+    }
+
+    /// Buffers a batch of the table's schema. Empty batches are ignored.
+    pub fn push(&mut self, batch: RecordBatch) {
+        if batch.num_rows() == 0 {
+            return;
+        }
+        debug_assert_eq!(batch.schema().fields(), self.spec.schema.fields());
+        self.pending_rows += batch.num_rows();
+        self.pending_bytes += batch.get_array_memory_size();
+        self.oldest.get_or_insert_with(Instant::now);
+        self.pending.push(batch);
+    }
+
+    /// Rows buffered and not yet committed.
+    pub fn pending_rows(&self) -> usize {
+        self.pending_rows
+    }
+
+    /// In-memory bytes buffered.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    /// Whether a flush limit has been reached.
+    pub fn is_due(&self) -> bool {
+        self.pending_rows >= self.policy.max_rows
+            || self.pending_bytes >= self.policy.max_bytes
+            || self
+                .oldest
+                .is_some_and(|t| t.elapsed() >= self.policy.interval)
+    }
+
+    /// Time until the interval limit is reached, if anything is buffered.
+    pub fn due_in(&self) -> Option<Duration> {
+        self.oldest
+            .map(|t| self.policy.interval.saturating_sub(t.elapsed()))
+    }
+
+    /// The version last committed for an application id (e.g. a source's offsets), read from
+    /// the table's `txn` actions.
+    pub async fn app_version(&self, app_id: &str) -> Result<Option<i64>, StoreError> {
+        let snapshot = self
+            .table
+            .snapshot()
+            .map_err(StoreError::delta(&self.spec.name))?;
+        snapshot
+            .transaction_version(self.table.log_store().as_ref(), app_id)
+            .await
+            .map_err(StoreError::delta(&self.spec.name))
+    }
+
+    /// Writes everything buffered and commits it, with `txns` as `(app_id, version)` pairs in
+    /// the same commit. Returns `None` when there was nothing to commit.
+    ///
+    /// On error the buffer is kept, so the caller may retry; files written by the failed
+    /// attempt are never referenced by the log.
+    pub async fn commit(
+        &mut self,
+        txns: &[(String, i64)],
+    ) -> Result<Option<Committed>, StoreError> {
+        if self.pending.is_empty() && txns.is_empty() {
+            return Ok(None);
+        }
+        let name = self.spec.name.clone();
+        let err = StoreError::delta(&name);
+        let mut actions = Vec::new();
+        if !self.pending.is_empty() {
+            let mut writer = RecordBatchWriter::for_table(&self.table)
+                .map_err(StoreError::delta(&name))?
+                .with_writer_properties(self.props.clone());
+            let partitions = sort_rows(&self.pending, self.date_col, self.group_col, self.time_col);
+            let batches: Vec<&RecordBatch> = self.pending.iter().collect();
+            for part in partitions {
+                let values =
+                    IndexMap::from([(self.spec.partition.to_string(), Scalar::Date(part.date))]);
+                for chunk in part.rows.chunks(ROW_GROUP_ROWS) {
+                    let idx: Vec<(usize, usize)> = chunk
+                        .iter()
+                        .map(|&(b, r)| (b as usize, r as usize))
+                        .collect();
+                    let batch = interleave_record_batch(&batches, &idx).map_err(|source| {
+                        StoreError::Arrow {
+                            table: name.clone(),
+                            source,
+                        }
+                    })?;
+                    writer
+                        .write_partition(batch, &values, WriteMode::Default)
+                        .await
+                        .map_err(StoreError::delta(&name))?;
+                }
+            }
+            let adds = writer.flush().await.map_err(StoreError::delta(&name))?;
+            actions.extend(adds.into_iter().map(Action::Add));
+        }
+        let files = actions.len();
+        let now = chrono::Utc::now().timestamp_millis();
+        let txns: Vec<Transaction> = txns
+            .iter()
+            .map(|(app, v)| Transaction::new_with_last_update(app, *v, Some(now)))
+            .collect();
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: Some(vec![self.spec.partition.to_string()]),
+            predicate: None,
+        };
+        let snapshot = self.table.snapshot().map_err(StoreError::delta(&name))?;
+        let finalized =
+            CommitBuilder::from(CommitProperties::default().with_application_transactions(txns))
+                .with_actions(actions)
+                .build(Some(snapshot), self.table.log_store(), operation)
+                .await
+                .map_err(err)?;
+        let version = finalized.version();
+        self.table.state = Some(finalized.snapshot());
+        let rows = self.pending_rows;
+        self.pending.clear();
+        self.pending_rows = 0;
+        self.pending_bytes = 0;
+        self.oldest = None;
+        tracing::debug!(table = %name, version, rows, files, "committed");
+        Ok(Some(Committed {
+            version,
+            rows,
+            files,
+        }))
+    }
+}

@@ -1,0 +1,170 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// vigil: a high-throughput log and metric stream processor.
+///
+/// Decodes structured JSON logs and metrics at SIMD speed into Apache Arrow, archives them as
+/// Delta Lake tables on object storage, and answers SQL over the archive.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vigil",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug). VIGIL_LOG overrides, e.g. VIGIL_LOG=vigil=debug.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Decode NDJSON files (or stdin) into the archive.
+    Ingest(IngestArgs),
+    /// Run a read-only SQL query over the archive.
+    Sql(SqlArgs),
+    /// Run a pipeline file.
+    Run(RunArgs),
+    /// Check a pipeline file and report every problem with its location.
+    Validate(ValidateArgs),
+    /// Generate an hour of telemetry with an incident, archive it, and show what vigil sees.
+    Demo(DemoArgs),
+    /// Write generated telemetry of the deals system as NDJSON files.
+    Generate(GenerateArgs),
+}
+
+/// Archive location shared by several commands.
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    /// Archive root: a path, file:// URL or s3:// URL.
+    #[arg(long, env = "VIGIL_ARCHIVE", default_value = "./vigil-data")]
+    pub archive: String,
+
+    /// Object-store option for s3:// archives, KEY=VALUE (e.g. aws_endpoint=http://127.0.0.1:9000). Repeatable.
+    #[arg(long = "storage-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub storage_options: Vec<(String, String)>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
+
+    /// What the input holds.
+    #[arg(long, default_value = "logs", value_parser = ["logs", "metrics"])]
+    pub kind: String,
+
+    /// Take the log schema, decoder limits and flush policy from this pipeline file.
+    #[arg(long)]
+    pub pipeline: Option<PathBuf>,
+
+    /// Promote an additional_data field to a typed column, e.g. `status_code=int32`.
+    /// Repeatable. Without --pipeline or --field: status_code=int32, processing_time_ms=float64.
+    #[arg(long = "field", value_name = "KEY=TYPE", value_parser = parse_key_value)]
+    pub fields: Vec<(String, String)>,
+
+    /// Worker threads: 1 runs decode and Parquet encoding on one thread.
+    #[arg(long)]
+    pub threads: Option<usize>,
+
+    /// Rows buffered per table before a commit.
+    #[arg(long)]
+    pub max_rows: Option<usize>,
+
+    /// NDJSON files, plain or gzip. Reads stdin when none are given.
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
+
+    /// Output format.
+    #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
+    pub format: String,
+
+    /// The query: SELECT, WITH, EXPLAIN, SHOW or DESCRIBE over logs, metrics, dead_letters.
+    pub query: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The pipeline file.
+    #[arg(long, short)]
+    pub pipeline: PathBuf,
+
+    /// Worker threads: 1 runs everything on one thread.
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The pipeline file.
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the demo archive goes. An existing demo archive there is replaced.
+    #[arg(long, default_value = "./vigil-data")]
+    pub archive: String,
+
+    /// Random seed of the generated telemetry.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+
+    /// Requests per second entering the gateway.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Where the log lines go (`-` for stdout; `.gz` compresses).
+    #[arg(long)]
+    pub logs: Option<PathBuf>,
+
+    /// Where the metric samples go (`-` for stdout; `.gz` compresses).
+    #[arg(long)]
+    pub metrics: Option<PathBuf>,
+
+    /// Event time of the first record, RFC 3339.
+    #[arg(long, default_value = "2025-06-02T09:00:00Z")]
+    pub start: String,
+
+    /// Event-time span, e.g. 10m, 1h, 1d.
+    #[arg(long, default_value = "1h")]
+    pub duration: String,
+
+    /// Requests per second entering the gateway.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+
+    /// Random seed; the same seed gives the same bytes.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+
+    /// Inject an incident, `kind:service@start+duration[*intensity]`, e.g.
+    /// `errors:token-service@30m+15m`. Kinds: errors, outage, latency, cpu, traffic-drop. Repeatable.
+    #[arg(long = "incident")]
+    pub incidents: Vec<String>,
+
+    /// Stop after this many log lines, whatever the duration.
+    #[arg(long)]
+    pub max_logs: Option<u64>,
+}

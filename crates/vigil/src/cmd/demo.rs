@@ -1,0 +1,122 @@
+//! `vigil demo`: the embedded default. One hour of the deals system with token-service failing
+//! for 15 minutes, archived locally, then the questions an operator would ask first.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use vigil_config::{Source, SourceKind};
+use vigil_query::{Engine, Format, render};
+
+use crate::cli::DemoArgs;
+use crate::output::{Progress, summary_line};
+
+/// Marks a directory as a demo archive that `vigil demo` may replace.
+const MARKER: &str = ".vigil-demo";
+const INCIDENT: &str = "errors:token-service@30m+15m*0.4";
+
+pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    prepare(Path::new(&args.archive))?;
+    let mut pipeline = super::ingest::default_pipeline();
+    pipeline.name = "demo".into();
+    pipeline.archive.url = args.archive.clone();
+    let config = vigil_gen::Config {
+        seed: args.seed,
+        rate: args.rate,
+        duration: Duration::from_secs(3600),
+        incidents: vec![INCIDENT.parse().map_err(anyhow::Error::msg)?],
+        ..Default::default()
+    };
+    let start = vigil_core::time::format_rfc3339(config.start_micros);
+    pipeline.sources = vec![Source {
+        name: "generator".into(),
+        kind: SourceKind::Generator {
+            config,
+            realtime: false,
+        },
+    }];
+    println!(
+        "vigil demo: one hour of the deals system from {start} (seed {}),",
+        args.seed
+    );
+    println!("            token-service failing 40% of its calls from minute 30 to 45.\n");
+
+    let rt = super::runtime()?;
+    let opts = vigil_pipeline::RunOptions::default();
+    let progress = Progress::start(opts.counters.clone(), None);
+    let result = vigil_pipeline::run(&pipeline, &opts, &rt);
+    progress.finish();
+    let summary = result?;
+    println!("generated and archived {}", summary_line(&summary));
+    println!("archive: {}\n", args.archive);
+
+    let archive = vigil_store::Archive::new(&args.archive, &Default::default())?;
+    let engine = rt.block_on(Engine::open(&archive))?;
+    let show = |title: &str, sql: &str| -> anyhow::Result<()> {
+        let batches = rt
+            .block_on(engine.sql(sql))
+            .with_context(|| format!("demo query failed: {sql}"))?;
+        println!("{title}\n{}\n", render(&batches, Format::Table)?);
+        Ok(())
+    };
+    show(
+        "Volume, errors and latency per service",
+        "SELECT service, count(*) AS records, \
+                sum(CASE WHEN level IN ('ERROR', 'CRITICAL') THEN 1 ELSE 0 END) AS errors, \
+                round(100.0 * avg(CASE WHEN level IN ('ERROR', 'CRITICAL') THEN 1.0 ELSE 0.0 END), 2) AS error_pct, \
+                round(approx_percentile_cont(processing_time_ms, 0.95), 1) AS p95_ms \
+         FROM logs GROUP BY service ORDER BY records DESC",
+    )?;
+    show(
+        "Error rate of token-service and availability of api-gateway, per 5 minutes",
+        "SELECT date_bin(INTERVAL '5 minutes', timestamp) AS window_start, \
+                round(100.0 * avg(CASE WHEN service = 'token-service' AND level = 'ERROR' THEN 1.0 \
+                                       WHEN service = 'token-service' THEN 0.0 END), 2) AS token_error_pct, \
+                round(100.0 * avg(CASE WHEN service = 'api-gateway' AND status_code < 500 THEN 1.0 \
+                                       WHEN service = 'api-gateway' THEN 0.0 END), 2) AS gateway_availability_pct \
+         FROM logs GROUP BY 1 ORDER BY 1",
+    )?;
+    let sample = "SELECT service, count(*) AS errors, min(timestamp) AS first_error \
+                  FROM logs WHERE level = 'ERROR' AND message NOT LIKE 'Upstream%' \
+                  GROUP BY service ORDER BY errors DESC";
+    println!("Sample query: where do errors originate (errors not caused by a failing upstream)?");
+    println!("  vigil sql --archive {} \"{sample}\"", args.archive);
+    show("", sample)?;
+    show(
+        "Dead letters (the generator writes none; try `vigil ingest` on a bad file)",
+        "SELECT count(*) AS dead_letters FROM dead_letters",
+    )?;
+    println!(
+        "Next: vigil sql --archive {} \"SELECT * FROM metrics WHERE name = 'cpu_percent' LIMIT 5\"",
+        args.archive
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Makes `root` ready for a fresh demo archive. An earlier demo archive is replaced; any
+/// other non-empty directory is left alone.
+fn prepare(root: &Path) -> anyhow::Result<()> {
+    if root.exists() {
+        let empty = std::fs::read_dir(root)?.next().is_none();
+        if !empty && !root.join(MARKER).exists() {
+            anyhow::bail!(
+                "{} exists and is not a vigil demo archive; pass --archive to put the demo elsewhere",
+                root.display()
+            );
+        }
+        for table in ["logs", "metrics", "dead_letters"] {
+            let dir = root.join(table);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
+            }
+        }
+    }
+    std::fs::create_dir_all(root)?;
+    std::fs::write(
+        root.join(MARKER),
+        "created by `vigil demo`; the next `vigil demo` run replaces this archive\n",
+    )?;
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! One module per command.
+
+mod demo;
+mod generate;
+mod ingest;
+mod run;
+mod sql;
+mod validate;
+
+use std::process::ExitCode;
+
+use crate::cli::{ArchiveArgs, Command};
+
+pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Ingest(a) => ingest::run(a),
+        Command::Sql(a) => sql::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Validate(a) => validate::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::Generate(a) => generate::run(a),
+    }
+}
+
+/// A multi-threaded runtime for object-store I/O and DataFusion.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+impl ArchiveArgs {
+    pub fn open(&self) -> anyhow::Result<vigil_store::Archive> {
+        let options = self.storage_options.iter().cloned().collect();
+        Ok(vigil_store::Archive::new(&self.archive, &options)?)
+    }
+}
+
+/// Sets `stop` on Ctrl-C / SIGTERM so a run commits what it has and exits cleanly.
+pub fn stop_on_signal(
+    rt: &tokio::runtime::Runtime,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    rt.spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        eprintln!("stopping: committing buffered data");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}

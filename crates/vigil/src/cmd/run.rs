@@ -1,0 +1,31 @@
+//! `vigil run`
+
+use std::process::ExitCode;
+
+use vigil_pipeline::RunOptions;
+
+use crate::cli::RunArgs;
+use crate::output::{Progress, summary_line};
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let pipeline = match vigil_config::load(&args.pipeline) {
+        Ok(p) => p,
+        Err(e) => {
+            eprint!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let rt = super::runtime()?;
+    let mut opts = RunOptions::default();
+    if let Some(t) = args.threads {
+        opts.threads = t;
+    }
+    super::stop_on_signal(&rt, opts.stop.clone());
+    tracing::info!(pipeline = %pipeline.name, sources = pipeline.sources.len(), archive = %pipeline.archive.url, "starting");
+    let progress = Progress::start(opts.counters.clone(), None);
+    let result = vigil_pipeline::run(&pipeline, &opts, &rt);
+    progress.finish();
+    let summary = result?;
+    eprintln!("pipeline `{}`: {}", pipeline.name, summary_line(&summary));
+    Ok(ExitCode::SUCCESS)
+}

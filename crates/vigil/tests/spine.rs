@@ -1,0 +1,355 @@
+//! The spine end to end through the real binary: ingest → archive → SQL, checked against the
+//! input itself and against DuckDB reading the same Delta table.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use common::{duckdb, generate, json_rows, vigil, vigil_ok};
+
+/// Per-service record count and sum of processing_time_ms, straight from the NDJSON.
+fn expected(path: &std::path::Path) -> BTreeMap<String, (u64, f64)> {
+    let mut out = BTreeMap::new();
+    for line in std::fs::read_to_string(path).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let e = out
+            .entry(v["service"].as_str().unwrap().to_string())
+            .or_insert((0u64, 0.0f64));
+        e.0 += 1;
+        e.1 += v["additional_data"]["processing_time_ms"]
+            .as_f64()
+            .unwrap_or(0.0);
+    }
+    out
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+#[test]
+fn ingest_then_sql_returns_the_input_counts_and_duckdb_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, _) = generate(dir.path(), "20m", "10", &["errors:token-service@5m+5m"]);
+    let want = expected(&logs);
+    assert_eq!(want.len(), 6, "all six services appear");
+    let archive = dir.path().join("archive");
+    let archive = archive.to_str().unwrap();
+    // Small commits so the table has several files and several versions.
+    vigil_ok(&[
+        "ingest",
+        "--archive",
+        archive,
+        "--max-rows",
+        "20000",
+        logs.to_str().unwrap(),
+    ]);
+
+    let rows = json_rows(&vigil_ok(&[
+        "sql",
+        "--archive",
+        archive,
+        "--format",
+        "json",
+        "SELECT service, count(*) AS n, sum(processing_time_ms) AS t FROM logs GROUP BY service ORDER BY service",
+    ]));
+    let got: BTreeMap<String, (u64, f64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["service"].as_str().unwrap().to_string(),
+                (r["n"].as_u64().unwrap(), r["t"].as_f64().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (svc, (n, t)) in &want {
+        assert_eq!(got[svc].0, *n, "{svc} count");
+        assert!(close(got[svc].1, *t), "{svc} sum {} vs {t}", got[svc].1);
+    }
+
+    let table = format!("{archive}/logs");
+    let duck = duckdb(&format!(
+        "SELECT service, count(*) AS n, sum(processing_time_ms) AS t FROM delta_scan('{table}') GROUP BY service ORDER BY service"
+    ));
+    assert_eq!(duck.len(), want.len());
+    for r in &duck {
+        let svc = r["service"].as_str().unwrap();
+        assert_eq!(r["n"].as_u64().unwrap(), want[svc].0, "duckdb {svc} count");
+        assert!(
+            close(r["t"].as_f64().unwrap(), want[svc].1),
+            "duckdb {svc} sum"
+        );
+    }
+}
+
+#[test]
+fn one_percent_malformed_lines_of_every_kind_are_dead_letters_and_the_rest_is_archived() {
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, _) = generate(dir.path(), "10m", "5", &[]);
+    let good: Vec<String> = std::fs::read_to_string(&logs)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let deep = format!(
+        r#"{{"timestamp":"2024-01-01T00:00:00Z","service":"s","x":{}{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let huge = format!(
+        r#"{{"timestamp":"2024-01-01T00:00:00Z","service":"s","message":"{}"}}"#,
+        "x".repeat(2 << 20)
+    );
+    let bad: Vec<(Vec<u8>, &str)> = vec![
+        (
+            b"{\"timestamp\": \"2024-01-01T00:00:00Z\", \"service\": \"a\"".to_vec(),
+            "invalid_json",
+        ),
+        (
+            b"{\"timestamp\":\"2024-01-01T00:00:00Z\",\"service\":\"\xc3\x28\"}".to_vec(),
+            "invalid_utf8",
+        ),
+        (
+            b"{\"level\":\"INFO\",\"service\":\"a\"}".to_vec(),
+            "missing_field",
+        ),
+        (
+            b"{\"timestamp\":\"2024-01-01T00:00:00Z\",\"level\":\"INFO\"}".to_vec(),
+            "missing_field",
+        ),
+        (
+            b"{\"timestamp\":\"2024-01-01T00:00:00Z\",\"service\":[\"a\"]}".to_vec(),
+            "wrong_type",
+        ),
+        (
+            b"{\"timestamp\":true,\"service\":\"a\"}".to_vec(),
+            "wrong_type",
+        ),
+        (huge.into_bytes(), "oversized"),
+        (deep.into_bytes(), "too_deep"),
+    ];
+    // Every hundredth line is bad, cycling through the kinds.
+    let mut input = Vec::new();
+    let mut expect_reasons: BTreeMap<&str, u64> = BTreeMap::new();
+    for (i, line) in good.iter().enumerate() {
+        if i % 99 == 98 {
+            let (b, code) = &bad[(i / 99) % bad.len()];
+            input.extend_from_slice(b);
+            input.push(b'\n');
+            *expect_reasons.entry(code).or_default() += 1;
+        }
+        input.extend_from_slice(line.as_bytes());
+        input.push(b'\n');
+    }
+    let kinds: std::collections::BTreeSet<&str> = bad.iter().map(|(_, c)| *c).collect();
+    assert_eq!(
+        expect_reasons.len(),
+        kinds.len(),
+        "every kind of bad line appears"
+    );
+    let path = dir.path().join("mixed.ndjson");
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(&input)
+        .unwrap();
+    let archive = dir.path().join("archive");
+    let archive = archive.to_str().unwrap();
+    let out = vigil(&["ingest", "--archive", archive, path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dead letter"));
+
+    let count = |sql: &str| {
+        json_rows(&vigil_ok(&[
+            "sql",
+            "--archive",
+            archive,
+            "--format",
+            "json",
+            sql,
+        ]))
+    };
+    assert_eq!(
+        count("SELECT count(*) AS n FROM logs")[0]["n"],
+        good.len() as u64
+    );
+    let reasons: BTreeMap<String, u64> = count(
+        "SELECT reason_code, count(*) AS n, min(length(reason)) AS l FROM dead_letters GROUP BY reason_code",
+    )
+    .iter()
+    .map(|r| {
+        assert!(r["l"].as_u64().unwrap() > 10, "every dead letter explains itself");
+        (r["reason_code"].as_str().unwrap().to_string(), r["n"].as_u64().unwrap())
+    })
+    .collect();
+    let want: BTreeMap<String, u64> = expect_reasons
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    assert_eq!(reasons, want);
+    // Raw bytes and positions point back into the file.
+    let first = count(
+        "SELECT \"offset\", raw FROM dead_letters WHERE reason_code = 'invalid_json' ORDER BY \"offset\" LIMIT 1",
+    );
+    let line_no = first[0]["offset"].as_u64().unwrap() as usize;
+    let line = input.split(|&b| b == b'\n').nth(line_no - 1).unwrap();
+    assert_eq!(line, &bad[0].0[..]);
+}
+
+#[test]
+fn unreadable_input_or_unusable_archive_fail_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("a");
+    let out = vigil(&[
+        "ingest",
+        "--archive",
+        archive.to_str().unwrap(),
+        "/does/not/exist.ndjson",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/does/not/exist.ndjson") && err.contains("No such file"),
+        "{err}"
+    );
+
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, "x").unwrap();
+    let input = dir.path().join("in.ndjson");
+    std::fs::write(&input, "{}\n").unwrap();
+    let out = vigil(&[
+        "ingest",
+        "--archive",
+        file.to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("archive") && err.contains("plain-file"),
+        "{err}"
+    );
+
+    let out = vigil(&[
+        "sql",
+        "--archive",
+        dir.path().join("empty").to_str().unwrap(),
+        "SELECT 1",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no vigil archive"));
+}
+
+#[test]
+fn sql_is_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, _) = generate(dir.path(), "1m", "2", &[]);
+    let archive = dir.path().join("archive");
+    let archive = archive.to_str().unwrap();
+    vigil_ok(&["ingest", "--archive", archive, logs.to_str().unwrap()]);
+    for stmt in [
+        "DELETE FROM logs",
+        "INSERT INTO logs SELECT * FROM logs",
+        "CREATE TABLE x AS SELECT 1",
+        "DROP TABLE logs",
+        "COPY logs TO '/tmp/x.parquet'",
+        "SET datafusion.execution.batch_size = 1",
+    ] {
+        let out = vigil(&["sql", "--archive", archive, stmt]);
+        assert!(!out.status.success(), "{stmt} must be refused");
+    }
+    let n = json_rows(&vigil_ok(&[
+        "sql",
+        "--archive",
+        archive,
+        "--format",
+        "json",
+        "SELECT count(*) AS n FROM logs",
+    ]));
+    assert!(n[0]["n"].as_u64().unwrap() > 0);
+    // csv and table formats render too.
+    assert!(
+        vigil_ok(&[
+            "sql",
+            "--archive",
+            archive,
+            "--format",
+            "csv",
+            "SELECT service FROM logs LIMIT 1"
+        ])
+        .starts_with("service\n")
+    );
+    assert!(
+        vigil_ok(&[
+            "sql",
+            "--archive",
+            archive,
+            "SELECT count(*) AS n FROM logs"
+        ])
+        .contains("| n")
+    );
+}
+
+#[test]
+fn gzip_and_stdin_inputs_are_ingested() {
+    let dir = tempfile::tempdir().unwrap();
+    let gz = dir.path().join("logs.ndjson.gz");
+    vigil_ok(&[
+        "generate",
+        "--logs",
+        gz.to_str().unwrap(),
+        "--duration",
+        "2m",
+        "--rate",
+        "3",
+    ]);
+    let plain = dir.path().join("logs.ndjson");
+    vigil_ok(&[
+        "generate",
+        "--logs",
+        plain.to_str().unwrap(),
+        "--duration",
+        "2m",
+        "--rate",
+        "3",
+    ]);
+    let lines = std::fs::read_to_string(&plain).unwrap().lines().count() as u64;
+    let archive = dir.path().join("archive");
+    let archive = archive.to_str().unwrap();
+    vigil_ok(&["ingest", "--archive", archive, gz.to_str().unwrap()]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["ingest", "--archive", archive])
+        .stdin(std::fs::File::open(&plain).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n = json_rows(&vigil_ok(&[
+        "sql",
+        "--archive",
+        archive,
+        "--format",
+        "json",
+        "SELECT count(*) AS n FROM logs",
+    ]));
+    assert_eq!(n[0]["n"].as_u64().unwrap(), 2 * lines);
+}
+
+#[test]
+fn every_command_has_help() {
+    for cmd in ["ingest", "sql", "run", "validate", "demo", "generate"] {
+        let out = vigil_ok(&[cmd, "--help"]);
+        assert!(out.contains("Usage: vigil"), "{cmd}: {out}");
+    }
+}
