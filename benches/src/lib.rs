@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
-use vigil_core::schema::timestamp_type;
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 /// At least `min_bytes` of seed-format NDJSON log lines from the generator (seed 7, with an
 /// error incident so the data has ERROR lines too).
@@ -31,7 +30,12 @@ pub fn seed_logs(min_bytes: usize) -> Vec<u8> {
 pub fn arrow_json_log_schema() -> SchemaRef {
     let s = |n: &str| Field::new(n, DataType::Utf8, true);
     Arc::new(Schema::new(vec![
-        Field::new("timestamp", timestamp_type(), false),
+        // "+00:00" rather than "UTC": arrow-json resolves named zones only with chrono-tz.
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+            false,
+        ),
         s("level"),
         Field::new("service", DataType::Utf8, false),
         s("trace_id"),

@@ -174,8 +174,6 @@ pub(crate) struct LogRows {
     /// Positions in `ad_keys` of members that are not promoted, and in `top` of unknown fields.
     rest: Vec<usize>,
     extras: Vec<usize>,
-    top_spans: Vec<(usize, usize)>,
-    ad_spans: Vec<(usize, usize)>,
     json: String,
 }
 
@@ -201,8 +199,6 @@ impl LogRows {
             ad_keys: Vec::new(),
             rest: Vec::new(),
             extras: Vec::new(),
-            top_spans: Vec::new(),
-            ad_spans: Vec::new(),
             json: String::new(),
             schema,
         }
@@ -357,21 +353,18 @@ impl LogRows {
         if self.rest.is_empty() && self.extras.is_empty() {
             return 0;
         }
-        if raw.spans(tape, &self.top, raw.end(), &mut self.top_spans)
-            && (self.rest.is_empty()
-                || raw.spans(
-                    tape,
-                    &self.ad_keys,
-                    self.top_spans[ad_member].1,
-                    &mut self.ad_spans,
-                ))
-        {
+        let ad_end = if self.rest.is_empty() {
+            Some(0)
+        } else {
+            raw.value_end_of(tape, &self.top, ad_member, raw.end())
+        };
+        if let Some(ad_end) = ad_end {
             let mut ok = self.rest.is_empty()
-                || raw.write_object(&mut self.json, &self.ad_spans, &self.rest);
+                || raw.write_object(&mut self.json, tape, &self.ad_keys, ad_end, &self.rest);
             let ad_len = self.json.len();
             ok = ok
                 && (self.extras.is_empty()
-                    || raw.write_object(&mut self.json, &self.top_spans, &self.extras));
+                    || raw.write_object(&mut self.json, tape, &self.top, raw.end(), &self.extras));
             if ok {
                 return ad_len;
             }

@@ -36,7 +36,6 @@ pub(crate) struct MetricRows {
     /// Key tape indices of the record's members; positions in it of unknown fields.
     top: Vec<usize>,
     extras: Vec<usize>,
-    spans: Vec<(usize, usize)>,
     json: String,
 }
 
@@ -61,7 +60,6 @@ impl MetricRows {
             date: Date32Builder::new(),
             top: Vec::new(),
             extras: Vec::new(),
-            spans: Vec::new(),
             json: String::new(),
         }
     }
@@ -151,11 +149,9 @@ impl Rows for MetricRows {
             Some(other) => return Err(wrong_type("labels", "an object", other)),
         };
         self.json.clear();
-        let verbatim = |json: &mut String, spans: &mut Vec<(usize, usize)>| {
-            raw.spans(tape, &self.top, raw.end(), spans)
-                && raw.write_object(json, spans, &self.extras)
-        };
-        if !self.extras.is_empty() && !verbatim(&mut self.json, &mut self.spans) {
+        if !self.extras.is_empty()
+            && !raw.write_object(&mut self.json, tape, &self.top, raw.end(), &self.extras)
+        {
             self.json.clear();
             let keys: Vec<usize> = self.extras.iter().map(|&m| self.top[m]).collect();
             write_members(&mut self.json, tape, &keys);

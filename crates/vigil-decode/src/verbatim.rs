@@ -54,61 +54,58 @@ impl<'a> Raw<'a> {
         Some(i)
     }
 
-    /// `(start, end)` of every member of an object, given its keys' tape indices in order and
-    /// the exclusive end of the object's text. `false` if the bytes do not line up.
-    pub(crate) fn spans(
+    /// `(start, end)` of member `j` of an object whose members' keys are at tape indices
+    /// `keys` and whose text ends (exclusive) at `end`. `None` if the bytes do not line up.
+    fn member(
         &self,
         tape: &[Node<'_>],
         keys: &[usize],
+        j: usize,
         end: usize,
-        out: &mut Vec<(usize, usize)>,
-    ) -> bool {
-        out.clear();
-        let mut starts = keys.iter().map(|&k| self.key_start(tape, k));
-        let Some(mut start) = starts.next().flatten() else {
-            return keys.is_empty();
+    ) -> Option<(usize, usize)> {
+        let start = self.key_start(tape, keys[j])?;
+        let value_end = match keys.get(j + 1) {
+            Some(&next) => self.value_end(self.key_start(tape, next)?, b',')?,
+            None => self.value_end(end, b'}')?,
         };
-        for next in starts {
-            let Some(next) = next else { return false };
-            let Some(value_end) = self.value_end(next, b',') else {
-                return false;
-            };
-            if value_end <= start {
-                return false;
-            }
-            out.push((start, value_end));
-            start = next;
-        }
-        match self.value_end(end, b'}') {
-            Some(e) if e > start => {
-                out.push((start, e));
-                true
-            }
-            _ => false,
-        }
+        (value_end > start).then_some((start, value_end))
     }
 
-    /// Appends `{...}` holding the members `pick` (indices into `spans`), verbatim.
+    /// The exclusive end of the value of member `j` (an object or array member's value).
+    pub(crate) fn value_end_of(
+        &self,
+        tape: &[Node<'_>],
+        keys: &[usize],
+        j: usize,
+        end: usize,
+    ) -> Option<usize> {
+        self.member(tape, keys, j, end).map(|(_, e)| e)
+    }
+
+    /// Appends `{...}` holding the members at positions `pick` of an object (keys at tape
+    /// indices `keys`, text ending at `end`), verbatim. `false`, with `out` unchanged, if the
+    /// bytes do not line up.
     pub(crate) fn write_object(
         &self,
         out: &mut String,
-        spans: &[(usize, usize)],
+        tape: &[Node<'_>],
+        keys: &[usize],
+        end: usize,
         pick: &[usize],
     ) -> bool {
-        let start = out.len();
+        let mark = out.len();
         out.push('{');
-        for (n, &i) in pick.iter().enumerate() {
+        for (n, &j) in pick.iter().enumerate() {
+            let Some((s, e)) = self.member(tape, keys, j, end) else {
+                out.truncate(mark);
+                return false;
+            };
             if n > 0 {
                 out.push(',');
             }
-            let (s, e) = spans[i];
-            match std::str::from_utf8(&self.bytes[s..e]) {
-                Ok(text) => out.push_str(text),
-                Err(_) => {
-                    out.truncate(start);
-                    return false;
-                }
-            }
+            // SAFETY: simd-json validated the record as UTF-8, and `s..e` starts at a quote
+            // and ends just after a complete JSON value, both on character boundaries.
+            out.push_str(unsafe { std::str::from_utf8_unchecked(&self.bytes[s..e]) });
         }
         out.push('}');
         true

@@ -342,3 +342,26 @@ fn a_last_line_without_newline_is_decoded_at_end_of_input() {
     dec.end_of_input();
     assert_eq!(dec.flush().unwrap().records.num_rows(), 1);
 }
+
+#[test]
+fn unpromoted_fields_are_kept_verbatim() {
+    let line = r#"{"timestamp":"2024-01-01T00:00:00Z", "service":"s", "additional_data": {"big": 123456789012345678901234567890, "status_code": 200 , "s": "a\"b\u00e9", "arr": [1, 2.50]}, "host" : "h\n"}"#;
+    for chunk in [1 << 20, 3] {
+        let mut dec = Decoder::logs(schema(), DecoderOptions::default());
+        let (rows, _) = concat(&decode_all(&mut dec, line.as_bytes(), chunk));
+        assert_eq!(
+            col(&rows, "additional_data").as_string::<i32>().value(0),
+            r#"{"big": 123456789012345678901234567890,"s": "a\"b\u00e9","arr": [1, 2.50]}"#
+        );
+        assert_eq!(
+            col(&rows, "extra").as_string::<i32>().value(0),
+            r#"{"host" : "h\n"}"#
+        );
+        assert_eq!(
+            col(&rows, "status_code")
+                .as_primitive::<Int32Type>()
+                .value(0),
+            200
+        );
+    }
+}
