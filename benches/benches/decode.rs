@@ -39,12 +39,12 @@ fn decode_vigil(input: &[u8]) -> usize {
         let n = d.decode(rest);
         rest = &rest[n..];
         if let Some(b) = d.flush() {
-            rows += b.records.num_rows();
+            rows += b.num_records();
         }
     }
     d.end_of_input();
     if let Some(b) = d.flush() {
-        rows += b.records.num_rows();
+        rows += b.num_records();
     }
     rows
 }

@@ -36,11 +36,11 @@ fn run(which: &str, input: &[u8]) -> usize {
                 let n = d.decode(rest);
                 rest = &rest[n..];
                 if let Some(b) = d.flush() {
-                    rows += b.records.num_rows();
+                    rows += b.num_records();
                 }
             }
             d.end_of_input();
-            rows + d.flush().map_or(0, |b| b.records.num_rows())
+            rows + d.flush().map_or(0, |b| b.num_records())
         }
         "arrow-json" => {
             let mut d = arrow_json::ReaderBuilder::new(vigil_benches::arrow_json_log_schema())

@@ -40,11 +40,12 @@ impl Default for DecoderOptions {
 }
 
 /// What one [`Decoder::flush`] returns: the good records and the dead letters decoded since the
-/// previous flush. Either batch may be empty, never both.
+/// previous flush. Either may be empty, never both.
 #[derive(Debug, Clone)]
 pub struct DecodedBatch {
-    /// Rows of the `logs` or `metrics` schema.
-    pub records: RecordBatch,
+    /// Rows of the `logs` or `metrics` schema: one batch per service, in service order, each
+    /// holding that service's records in input order.
+    pub records: Vec<RecordBatch>,
     /// Rows of the `dead_letters` schema.
     pub dead_letters: RecordBatch,
 }
@@ -113,6 +114,13 @@ struct Parser {
     key_offsets: Vec<usize>,
     starts: Vec<usize>,
     group: Vec<usize>,
+}
+
+impl DecodedBatch {
+    /// Good records in all batches.
+    pub fn num_records(&self) -> usize {
+        self.records.iter().map(RecordBatch::num_rows).sum()
+    }
 }
 
 impl Decoder {

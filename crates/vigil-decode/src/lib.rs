@@ -16,6 +16,7 @@
 
 mod dead;
 mod decoder;
+mod groups;
 mod logs;
 mod metrics;
 mod rows;

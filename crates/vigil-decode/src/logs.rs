@@ -6,11 +6,13 @@ use arrow::array::{
     ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int32Builder,
     Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
+use arrow::datatypes::SchemaRef;
 use simd_json::Node;
 use vigil_core::schema::{FieldType, LogSchema};
 use vigil_core::time::date32_from_micros;
 
 use crate::dead::{ReasonCode, Rejection};
+use crate::groups::{Columns, Groups, sized_like};
 use crate::rows::{Rows, optional_str, read_timestamp, required_str, required_timestamp};
 use crate::tape::{as_f64, as_i64, is_null, span, write_members, wrong_type};
 use crate::verbatim::Raw;
@@ -48,16 +50,16 @@ enum PromotedBuilder {
 }
 
 impl PromotedBuilder {
-    fn new(t: FieldType) -> Self {
+    fn new(t: FieldType, rows: usize) -> Self {
         match t {
-            FieldType::Int32 => Self::Int32(Int32Builder::new()),
-            FieldType::Int64 => Self::Int64(Int64Builder::new()),
-            FieldType::Float64 => Self::Float64(Float64Builder::new()),
-            FieldType::Boolean => Self::Boolean(BooleanBuilder::new()),
-            FieldType::Utf8 => Self::Utf8(StringBuilder::new()),
-            FieldType::Timestamp => {
-                Self::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
-            }
+            FieldType::Int32 => Self::Int32(Int32Builder::with_capacity(rows)),
+            FieldType::Int64 => Self::Int64(Int64Builder::with_capacity(rows)),
+            FieldType::Float64 => Self::Float64(Float64Builder::with_capacity(rows)),
+            FieldType::Boolean => Self::Boolean(BooleanBuilder::with_capacity(rows)),
+            FieldType::Utf8 => Self::Utf8(StringBuilder::with_capacity(rows, 0)),
+            FieldType::Timestamp => Self::Timestamp(
+                TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            ),
         }
     }
 
@@ -81,14 +83,29 @@ impl PromotedBuilder {
         }
     }
 
-    fn finish(&mut self) -> ArrayRef {
+    /// The column so far; the builder is left sized for `rows` more.
+    fn finish(&mut self, rows: usize) -> ArrayRef {
         match self {
-            Self::Int32(b) => Arc::new(b.finish()),
-            Self::Int64(b) => Arc::new(b.finish()),
-            Self::Float64(b) => Arc::new(b.finish()),
-            Self::Boolean(b) => Arc::new(b.finish()),
-            Self::Utf8(b) => Arc::new(b.finish()),
-            Self::Timestamp(b) => Arc::new(b.finish()),
+            Self::Int32(b) => {
+                Arc::new(std::mem::replace(b, Int32Builder::with_capacity(rows)).finish())
+            }
+            Self::Int64(b) => {
+                Arc::new(std::mem::replace(b, Int64Builder::with_capacity(rows)).finish())
+            }
+            Self::Float64(b) => {
+                Arc::new(std::mem::replace(b, Float64Builder::with_capacity(rows)).finish())
+            }
+            Self::Boolean(b) => {
+                Arc::new(std::mem::replace(b, BooleanBuilder::with_capacity(rows)).finish())
+            }
+            Self::Utf8(b) => {
+                let next = sized_like(b);
+                Arc::new(std::mem::replace(b, next).finish())
+            }
+            Self::Timestamp(b) => {
+                let next = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
+                Arc::new(std::mem::replace(b, next).finish())
+            }
         }
     }
 }
@@ -154,9 +171,9 @@ fn normalize_level(s: &str) -> Option<&'static str> {
         .map(|(_, v)| *v)
 }
 
-/// Column builders for the `logs` schema.
-pub(crate) struct LogRows {
-    schema: LogSchema,
+/// The builders of one service's rows.
+pub(crate) struct LogColumns {
+    schema: SchemaRef,
     timestamp: TimestampMicrosecondBuilder,
     level: StringBuilder,
     service: StringBuilder,
@@ -165,6 +182,67 @@ pub(crate) struct LogRows {
     additional_data: StringBuilder,
     extra: StringBuilder,
     date: Date32Builder,
+}
+
+impl LogColumns {
+    fn new(schema: &LogSchema, rows: usize) -> Self {
+        let string = || StringBuilder::with_capacity(rows, 0);
+        Self {
+            schema: schema.schema().clone(),
+            timestamp: TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            level: string(),
+            service: string(),
+            strings: std::array::from_fn(|_| string()),
+            promoted: schema
+                .promoted()
+                .iter()
+                .map(|p| PromotedBuilder::new(p.field_type, rows))
+                .collect(),
+            additional_data: string(),
+            extra: string(),
+            date: Date32Builder::with_capacity(rows),
+        }
+    }
+}
+
+impl Columns for LogColumns {
+    fn len(&self) -> usize {
+        self.timestamp.len()
+    }
+
+    fn finish(&mut self) -> RecordBatch {
+        let rows = self.len();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        let mut string = |b: &mut StringBuilder| {
+            let next = sized_like(b);
+            columns.push(Arc::new(std::mem::replace(b, next).finish()));
+        };
+        let mut ts = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
+        std::mem::swap(&mut ts, &mut self.timestamp);
+        let ts: ArrayRef = Arc::new(ts.finish());
+        string(&mut self.level);
+        string(&mut self.service);
+        for b in &mut self.strings {
+            string(b);
+        }
+        let promoted: Vec<ArrayRef> = self.promoted.iter_mut().map(|b| b.finish(rows)).collect();
+        string(&mut self.additional_data);
+        string(&mut self.extra);
+        columns.insert(0, ts);
+        columns.splice(8..8, promoted);
+        let mut date = Date32Builder::with_capacity(rows);
+        std::mem::swap(&mut date, &mut self.date);
+        columns.push(Arc::new(date.finish()));
+        RecordBatch::try_new(self.schema.clone(), columns).expect("log columns match the schema")
+    }
+}
+
+/// Validates log records and routes them to their service's builders.
+pub(crate) struct LogRows {
+    schema: LogSchema,
+    groups: Groups<LogColumns>,
+    /// Rows per group at the previous finish: the size new groups start with.
+    rows_hint: usize,
     // Per-record scratch, kept to reuse allocations.
     promoted_slots: Vec<usize>,
     promoted_values: Vec<Promoted>,
@@ -179,20 +257,9 @@ pub(crate) struct LogRows {
 
 impl LogRows {
     pub(crate) fn new(schema: LogSchema) -> Self {
-        let promoted = schema
-            .promoted()
-            .iter()
-            .map(|p| PromotedBuilder::new(p.field_type))
-            .collect();
         Self {
-            timestamp: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
-            level: StringBuilder::new(),
-            service: StringBuilder::new(),
-            strings: std::array::from_fn(|_| StringBuilder::new()),
-            promoted,
-            additional_data: StringBuilder::new(),
-            extra: StringBuilder::new(),
-            date: Date32Builder::new(),
+            groups: Groups::new(),
+            rows_hint: 1024,
             promoted_slots: vec![ABSENT; schema.promoted().len()],
             promoted_values: Vec::with_capacity(schema.promoted().len()),
             top: Vec::new(),
@@ -290,19 +357,21 @@ impl Rows for LogRows {
         let ad_len = self.write_json(tape, raw, ad_member);
 
         // Append.
-        self.timestamp.append_value(micros);
-        self.date.append_value(date32_from_micros(micros));
-        self.service.append_value(service);
+        let (schema, hint) = (&self.schema, self.rows_hint);
+        let c = self.groups.get(service, || LogColumns::new(schema, hint));
+        c.timestamp.append_value(micros);
+        c.date.append_value(date32_from_micros(micros));
+        c.service.append_value(service);
         match level {
-            Level::Null => self.level.append_null(),
-            Level::Known(l) => self.level.append_value(l),
+            Level::Null => c.level.append_null(),
+            Level::Known(l) => c.level.append_value(l),
             Level::Other(i) => {
                 if let Node::String(s) = tape[i] {
-                    self.level.append_value(s.to_ascii_uppercase());
+                    c.level.append_value(s.to_ascii_uppercase());
                 }
             }
         }
-        for (b, &i) in self.strings.iter_mut().zip(&strs) {
+        for (b, &i) in c.strings.iter_mut().zip(&strs) {
             match i {
                 ABSENT => b.append_null(),
                 i => match tape[i] {
@@ -311,36 +380,25 @@ impl Rows for LogRows {
                 },
             }
         }
-        for (b, &v) in self.promoted.iter_mut().zip(&self.promoted_values) {
+        for (b, &v) in c.promoted.iter_mut().zip(&self.promoted_values) {
             b.append(v, tape);
         }
         let (ad_json, extra_json) = self.json.split_at(ad_len);
-        append_json(&mut self.additional_data, ad_json);
-        append_json(&mut self.extra, extra_json);
+        append_json(&mut c.additional_data, ad_json);
+        append_json(&mut c.extra, extra_json);
         Ok(())
     }
 
     fn len(&self) -> usize {
-        self.timestamp.len()
+        self.groups.len()
     }
 
-    fn finish(&mut self) -> RecordBatch {
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(self.timestamp.finish()),
-            Arc::new(self.level.finish()),
-            Arc::new(self.service.finish()),
-        ];
-        columns.extend(
-            self.strings
-                .iter_mut()
-                .map(|b| Arc::new(b.finish()) as ArrayRef),
-        );
-        columns.extend(self.promoted.iter_mut().map(PromotedBuilder::finish));
-        columns.push(Arc::new(self.additional_data.finish()));
-        columns.push(Arc::new(self.extra.finish()));
-        columns.push(Arc::new(self.date.finish()));
-        RecordBatch::try_new(self.schema.schema().clone(), columns)
-            .expect("log columns match the schema")
+    fn finish(&mut self) -> Vec<RecordBatch> {
+        let batches = self.groups.finish();
+        if let Some(max) = batches.iter().map(RecordBatch::num_rows).max() {
+            self.rows_hint = max;
+        }
+        batches
     }
 }
 

@@ -13,6 +13,7 @@ use vigil_core::schema::metric_schema;
 use vigil_core::time::date32_from_micros;
 
 use crate::dead::{ReasonCode, Rejection};
+use crate::groups::{Columns, Groups};
 use crate::rows::{Rows, optional_str, required_str, required_timestamp};
 use crate::tape::{as_f64, span, type_name, write_members, write_static, wrong_type};
 use crate::verbatim::Raw;
@@ -22,8 +23,8 @@ const ABSENT: usize = usize::MAX;
 /// Metric types vigil knows; anything else is rejected so a typo does not create a new type.
 const METRIC_TYPES: [&str; 4] = ["gauge", "counter", "histogram", "summary"];
 
-/// Column builders for the `metrics` schema.
-pub(crate) struct MetricRows {
+/// The builders of one service's samples.
+pub(crate) struct MetricColumns {
     schema: SchemaRef,
     timestamp: TimestampMicrosecondBuilder,
     name: StringBuilder,
@@ -33,14 +34,10 @@ pub(crate) struct MetricRows {
     labels: MapBuilder<StringBuilder, StringBuilder>,
     extra: StringBuilder,
     date: Date32Builder,
-    /// Key tape indices of the record's members; positions in it of unknown fields.
-    top: Vec<usize>,
-    extras: Vec<usize>,
-    json: String,
 }
 
-impl MetricRows {
-    pub(crate) fn new() -> Self {
+impl MetricColumns {
+    fn new(schema: &SchemaRef) -> Self {
         let names = MapFieldNames {
             entry: "key_value".into(),
             key: "key".into(),
@@ -49,7 +46,7 @@ impl MetricRows {
         let labels = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
             .with_values_field(Field::new("value", DataType::Utf8, true));
         Self {
-            schema: metric_schema(),
+            schema: schema.clone(),
             timestamp: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
             name: StringBuilder::new(),
             kind: StringBuilder::new(),
@@ -58,6 +55,45 @@ impl MetricRows {
             labels,
             extra: StringBuilder::new(),
             date: Date32Builder::new(),
+        }
+    }
+}
+
+impl Columns for MetricColumns {
+    fn len(&self) -> usize {
+        self.timestamp.len()
+    }
+
+    fn finish(&mut self) -> RecordBatch {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.timestamp.finish()),
+            Arc::new(self.name.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.service.finish()),
+            Arc::new(self.value.finish()),
+            Arc::new(self.labels.finish()),
+            Arc::new(self.extra.finish()),
+            Arc::new(self.date.finish()),
+        ];
+        RecordBatch::try_new(self.schema.clone(), columns).expect("metric columns match the schema")
+    }
+}
+
+/// Validates metric samples and routes them to their service's builders.
+pub(crate) struct MetricRows {
+    schema: SchemaRef,
+    groups: Groups<MetricColumns>,
+    /// Key tape indices of the record's members; positions in it of unknown fields.
+    top: Vec<usize>,
+    extras: Vec<usize>,
+    json: String,
+}
+
+impl MetricRows {
+    pub(crate) fn new() -> Self {
+        Self {
+            schema: metric_schema(),
+            groups: Groups::new(),
             top: Vec::new(),
             extras: Vec::new(),
             json: String::new(),
@@ -157,62 +193,54 @@ impl Rows for MetricRows {
             write_members(&mut self.json, tape, &keys);
         }
 
-        self.timestamp.append_value(micros);
-        self.date.append_value(date32_from_micros(micros));
-        self.name.append_value(name);
-        self.kind.append_option(kind);
-        self.service.append_value(service);
-        self.value.append_value(value);
+        let schema = &self.schema;
+        let c = self.groups.get(service, || MetricColumns::new(schema));
+        c.timestamp.append_value(micros);
+        c.date.append_value(date32_from_micros(micros));
+        c.name.append_value(name);
+        c.kind.append_option(kind);
+        c.service.append_value(service);
+        c.value.append_value(value);
         if let Some(len) = labels_len {
             let mut next = labels + 1;
             for _ in 0..len {
                 if let Node::String(k) = tape[next] {
-                    self.labels.keys().append_value(k);
+                    c.labels.keys().append_value(k);
                 }
                 match tape[next + 1] {
-                    Node::String(v) => self.labels.values().append_value(v),
-                    Node::Static(StaticNode::Null) => self.labels.values().append_null(),
+                    Node::String(v) => c.labels.values().append_value(v),
+                    Node::Static(StaticNode::Null) => c.labels.values().append_null(),
                     Node::Static(s) => {
                         // Numbers and booleans become their JSON text: `{"port": 8080}` → "8080".
                         let mut text = String::new();
                         write_static(&mut text, s);
-                        self.labels.values().append_value(text);
+                        c.labels.values().append_value(text);
                     }
                     _ => unreachable!("nested label values were rejected above"),
                 }
                 next += 2;
             }
-            self.labels
+            c.labels
                 .append(true)
                 .expect("keys and values have equal length");
         } else {
-            self.labels
+            c.labels
                 .append(false)
                 .expect("keys and values have equal length");
         }
         if self.json.is_empty() {
-            self.extra.append_null();
+            c.extra.append_null();
         } else {
-            self.extra.append_value(&self.json);
+            c.extra.append_value(&self.json);
         }
         Ok(())
     }
 
     fn len(&self) -> usize {
-        self.timestamp.len()
+        self.groups.len()
     }
 
-    fn finish(&mut self) -> RecordBatch {
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.timestamp.finish()),
-            Arc::new(self.name.finish()),
-            Arc::new(self.kind.finish()),
-            Arc::new(self.service.finish()),
-            Arc::new(self.value.finish()),
-            Arc::new(self.labels.finish()),
-            Arc::new(self.extra.finish()),
-            Arc::new(self.date.finish()),
-        ];
-        RecordBatch::try_new(self.schema.clone(), columns).expect("metric columns match the schema")
+    fn finish(&mut self) -> Vec<RecordBatch> {
+        self.groups.finish()
     }
 }

@@ -18,8 +18,9 @@ pub(crate) trait Rows {
     /// Rows appended since the last [`Rows::finish`].
     fn len(&self) -> usize;
 
-    /// Takes the rows appended so far as a batch and resets the builders.
-    fn finish(&mut self) -> RecordBatch;
+    /// Takes the rows appended so far, one batch per service in service order, each in input
+    /// order, and resets the builders.
+    fn finish(&mut self) -> Vec<RecordBatch>;
 }
 
 /// Reads an event time: an RFC 3339 string or a number of epoch milliseconds.

@@ -37,7 +37,7 @@ fn decode_all(dec: &mut Decoder, input: &[u8], chunk: usize) -> Vec<DecodedBatch
 }
 
 fn concat(batches: &[DecodedBatch]) -> (RecordBatch, RecordBatch) {
-    let r: Vec<RecordBatch> = batches.iter().map(|b| b.records.clone()).collect();
+    let r: Vec<RecordBatch> = batches.iter().flat_map(|b| b.records.clone()).collect();
     let d: Vec<RecordBatch> = batches.iter().map(|b| b.dead_letters.clone()).collect();
     (
         arrow::compute::concat_batches(&r[0].schema(), &r).unwrap(),
@@ -225,7 +225,7 @@ fn stops_at_batch_size_on_a_line_boundary() {
     );
     let used = dec.decode(&input);
     assert_eq!(used, 4 * (SEED_LINE.len() + 1));
-    assert_eq!(dec.flush().unwrap().records.num_rows(), 4);
+    assert_eq!(dec.flush().unwrap().num_records(), 4);
 }
 
 #[test]
@@ -265,7 +265,7 @@ fn messages_carry_their_partition_and_offset() {
         ],
     );
     let b = dec.flush().unwrap();
-    assert_eq!(b.records.num_rows(), 2);
+    assert_eq!(b.num_records(), 2);
     let d = &b.dead_letters;
     assert_eq!(d.num_rows(), 1);
     assert_eq!(
@@ -281,7 +281,7 @@ fn messages_carry_their_partition_and_offset() {
 fn decodes_metrics_with_labels() {
     let input = concat_lines(&[
         r#"{"timestamp":"2024-01-01T00:00:10Z","name":"cpu_percent","type":"Gauge","service":"database","value":87.5,"labels":{"instance":"db-0","port":5432,"tls":true}}"#,
-        r#"{"timestamp":"2024-01-01T00:00:10Z","name":"requests_total","type":"counter","service":"api","value":10,"unit":"1"}"#,
+        r#"{"timestamp":"2024-01-01T00:00:10Z","name":"requests_total","type":"counter","service":"web","value":10,"unit":"1"}"#,
         r#"{"timestamp":"2024-01-01T00:00:10Z","name":"x","type":"meter","service":"api","value":1}"#,
         r#"{"timestamp":"2024-01-01T00:00:10Z","name":"x","service":"api","value":"1"}"#,
         r#"{"timestamp":"2024-01-01T00:00:10Z","name":"x","service":"api","labels":{"a":{"b":1}},"value":1}"#,
@@ -340,7 +340,7 @@ fn a_last_line_without_newline_is_decoded_at_end_of_input() {
     assert_eq!(dec.decode(SEED_LINE.as_bytes()), SEED_LINE.len());
     assert!(dec.flush().is_none());
     dec.end_of_input();
-    assert_eq!(dec.flush().unwrap().records.num_rows(), 1);
+    assert_eq!(dec.flush().unwrap().num_records(), 1);
 }
 
 #[test]
@@ -363,5 +363,37 @@ fn unpromoted_fields_are_kept_verbatim() {
                 .value(0),
             200
         );
+    }
+}
+
+#[test]
+fn batches_hold_one_service_each_in_input_order() {
+    let lines: Vec<String> = (0..30)
+        .map(|i| {
+            format!(
+                r#"{{"timestamp":"2024-01-01T00:00:{:02}Z","service":"svc-{}","message":"m{i}"}}"#,
+                i,
+                i % 3
+            )
+        })
+        .collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let mut dec = Decoder::logs(schema(), DecoderOptions::default());
+    let batches = decode_all(&mut dec, &concat_lines(&refs), 1 << 20);
+    let records = &batches[0].records;
+    assert_eq!(records.len(), 3);
+    for (g, b) in records.iter().enumerate() {
+        let services = col(b, "service").as_string::<i32>();
+        assert!(services.iter().all(|s| s == Some(&format!("svc-{g}")[..])));
+        let messages: Vec<_> = col(b, "message")
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .collect();
+        let want: Vec<String> = (0..30)
+            .filter(|i| i % 3 == g)
+            .map(|i| format!("m{i}"))
+            .collect();
+        assert_eq!(messages, want);
     }
 }

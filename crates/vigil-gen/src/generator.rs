@@ -36,7 +36,7 @@ impl Default for Config {
             duration: Duration::from_secs(3600),
             rate: 20.0,
             metrics_interval: Duration::from_secs(10),
-            base_error_rate: 0.002,
+            base_error_rate: 0.0008,
             incidents: Vec::new(),
         }
     }

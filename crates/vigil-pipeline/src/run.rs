@@ -337,7 +337,7 @@ fn flush(dec: &mut Decoder, opts: &RunOptions, emit: &mut Emit<'_>) -> Result<()
     if let Some(batch) = dec.flush() {
         opts.counters
             .records
-            .fetch_add(batch.records.num_rows() as u64, Ordering::Relaxed);
+            .fetch_add(batch.num_records() as u64, Ordering::Relaxed);
         opts.counters
             .dead_letters
             .fetch_add(batch.dead_letters.num_rows() as u64, Ordering::Relaxed);

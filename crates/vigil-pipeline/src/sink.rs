@@ -72,8 +72,11 @@ impl Sink {
         kind: RecordKind,
         batch: DecodedBatch,
     ) -> Result<(), StoreError> {
-        if batch.records.num_rows() > 0 {
-            self.writer(Some(kind)).await?.push(batch.records);
+        if batch.num_records() > 0 {
+            let writer = self.writer(Some(kind)).await?;
+            for records in batch.records {
+                writer.push(records);
+            }
         }
         if batch.dead_letters.num_rows() > 0 {
             self.writer(None).await?.push(batch.dead_letters);

@@ -41,7 +41,7 @@ pub fn render(batches: &[RecordBatch], format: Format) -> Result<String, ArrowEr
                     .with_header(true)
                     .build(&mut out);
                 for b in batches {
-                    w.write(b)?;
+                    w.write(&flatten_for_csv(b)?)?;
                 }
             }
             Ok(String::from_utf8(out).expect("CSV writer emits UTF-8"))
@@ -58,4 +58,55 @@ pub fn render(batches: &[RecordBatch], format: Format) -> Result<String, ArrowEr
             Ok(String::from_utf8(out).expect("JSON writer emits UTF-8"))
         }
     }
+}
+
+/// CSV has no nested values: maps, lists, structs and binary columns are written as their
+/// display text (`{key: value}`, `[1, 2]`, hex).
+fn flatten_for_csv(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, StringBuilder};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+
+    let nested = |t: &DataType| {
+        matches!(
+            t,
+            DataType::Map(..)
+                | DataType::List(_)
+                | DataType::LargeList(_)
+                | DataType::Struct(_)
+                | DataType::Binary
+                | DataType::LargeBinary
+        )
+    };
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| nested(f.data_type()))
+    {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        if nested(f.data_type()) {
+            let fmt = ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default())?;
+            let mut b = StringBuilder::new();
+            for i in 0..c.len() {
+                if c.is_null(i) {
+                    b.append_null();
+                } else {
+                    b.append_value(fmt.value(i).to_string());
+                }
+            }
+            fields.push(Field::new(f.name(), DataType::Utf8, true));
+            columns.push(Arc::new(b.finish()));
+        } else {
+            fields.push(f.as_ref().clone());
+            columns.push(c.clone());
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }

@@ -1,20 +1,38 @@
 //! The order rows are written in: partition (date), then group column (service), then time.
 //!
-//! Telemetry arrives nearly in time order, interleaved across a handful of services. Rather
-//! than a general comparison sort over all rows, rows are bucketed by (date, group) in input
-//! order — a stable counting sort — and each bucket is then sorted by time, which for
-//! nearly-sorted input is close to linear.
+//! The decoder emits one batch per service, in input order, and telemetry arrives in time
+//! order per service. When every buffered batch holds one service and its times never go
+//! backwards — within a batch or from one batch of a service to the next — the order is
+//! already right: each partition is written as zero-copy slices of the buffered batches.
+//!
+//! Otherwise rows are bucketed by (date, group) in input order — a stable counting sort — and
+//! each bucket is sorted by time (close to linear on nearly-sorted input), then gathered.
 
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Date32Type, TimestampMicrosecondType};
 
-/// Rows of one partition, in write order, as `(batch, row)` pairs.
+/// Rows of one partition, in write order.
 pub(crate) struct Partition {
     /// `Date32` value of the partition.
     pub date: i32,
-    pub rows: Vec<(u32, u32)>,
+    pub pieces: Vec<Piece>,
+}
+
+/// A run of rows in write order.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Piece {
+    /// Rows `offset..offset + len` of batch `batch`, already in order.
+    Slice {
+        batch: usize,
+        offset: usize,
+        len: usize,
+    },
+    /// Rows to gather, as `(batch, row)` pairs.
+    Gather(Vec<(u32, u32)>),
 }
 
 /// Orders the rows of `batches` by `(date, group, time)`, split by date.
@@ -24,8 +42,93 @@ pub(crate) fn sort_rows(
     group_col: Option<usize>,
     time_col: usize,
 ) -> Vec<Partition> {
+    presorted(batches, date_col, group_col, time_col)
+        .unwrap_or_else(|| bucket_sort(batches, date_col, group_col, time_col))
+}
+
+/// The partitions as slices, if every batch holds one group and times never go backwards
+/// within a group.
+fn presorted(
+    batches: &[RecordBatch],
+    date_col: usize,
+    group_col: Option<usize>,
+    time_col: usize,
+) -> Option<Vec<Partition>> {
+    // (group, batch) for every non-empty batch, in arrival order within a group.
+    let mut order: Vec<(Option<&str>, usize)> = Vec::with_capacity(batches.len());
+    for (bi, batch) in batches.iter().enumerate() {
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        let group = match group_col {
+            Some(g) => {
+                let groups = batch.column(g).as_string::<i32>();
+                if groups.null_count() > 0 {
+                    return None;
+                }
+                let first = groups.value(0);
+                if !groups.iter().all(|v| v == Some(first)) {
+                    return None;
+                }
+                Some(first)
+            }
+            None => None,
+        };
+        order.push((group, bi));
+    }
+    order.sort_by_key(|&(g, _)| g); // stable: keeps arrival order within a group
+    let mut partitions: Vec<Partition> = Vec::new();
+    let mut last: Option<(Option<&str>, i64)> = None;
+    for &(group, bi) in &order {
+        let batch = &batches[bi];
+        let times = batch
+            .column(time_col)
+            .as_primitive::<TimestampMicrosecondType>()
+            .values();
+        if let Some((g, t)) = last
+            && g == group
+            && times[0] < t
+        {
+            return None;
+        }
+        if times.windows(2).any(|w| w[1] < w[0]) {
+            return None;
+        }
+        last = Some((group, times[times.len() - 1]));
+        // Times are sorted, so dates are too: each run of one date is one slice.
+        let dates = batch.column(date_col).as_primitive::<Date32Type>().values();
+        let mut start = 0;
+        while start < dates.len() {
+            let date = dates[start];
+            let end = start + dates[start..].partition_point(|&d| d == date);
+            let piece = Piece::Slice {
+                batch: bi,
+                offset: start,
+                len: end - start,
+            };
+            match partitions.iter_mut().find(|p| p.date == date) {
+                Some(p) => p.pieces.push(piece),
+                None => partitions.push(Partition {
+                    date,
+                    pieces: vec![piece],
+                }),
+            }
+            start = end;
+        }
+    }
+    partitions.sort_by_key(|p| p.date);
+    Some(partitions)
+}
+
+/// The general case: a stable bucket sort by (date, group), then by time within a bucket.
+fn bucket_sort(
+    batches: &[RecordBatch],
+    date_col: usize,
+    group_col: Option<usize>,
+    time_col: usize,
+) -> Vec<Partition> {
     // Bucket id per row, assigned in first-seen order.
-    let mut bucket_of: HashMap<(i32, Option<&str>), u32> = HashMap::new();
+    let mut bucket_of: HashMap<(i32, Option<&str>), u32, RandomState> = HashMap::default();
     let mut keys: Vec<(i32, Option<&str>)> = Vec::new();
     let mut row_bucket: Vec<u32> = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
     for batch in batches {
@@ -84,10 +187,10 @@ pub(crate) fn sort_rows(
         let mut rows = ordered[starts[k]..starts[k + 1]].to_vec();
         rows.sort_by_key(|&(b, r)| times[b as usize][r as usize]);
         match partitions.last_mut() {
-            Some(p) if p.date == keys[k].0 => p.rows.extend(rows),
+            Some(p) if p.date == keys[k].0 => p.pieces.push(Piece::Gather(rows)),
             _ => partitions.push(Partition {
                 date: keys[k].0,
-                rows,
+                pieces: vec![Piece::Gather(rows)],
             }),
         }
     }
@@ -103,7 +206,7 @@ mod tests {
 
     use super::*;
 
-    fn batch(rows: &[(i32, &str, i64)]) -> RecordBatch {
+    pub(super) fn batch(rows: &[(i32, &str, i64)]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
             Field::new("date", DataType::Date32, false),
             Field::new("service", DataType::Utf8, true),
@@ -134,9 +237,15 @@ mod tests {
         let dates: Vec<i32> = parts.iter().map(|p| p.date).collect();
         assert_eq!(dates, [1, 2]);
         let flat = |p: &Partition| -> Vec<(String, i64)> {
-            p.rows
+            p.pieces
                 .iter()
-                .map(|&(bi, r)| {
+                .flat_map(|piece| match piece {
+                    Piece::Gather(rows) => rows.clone(),
+                    Piece::Slice { batch, offset, len } => (*offset..offset + len)
+                        .map(|r| (*batch as u32, r as u32))
+                        .collect(),
+                })
+                .map(|(bi, r)| {
                     let batch = [&a, &b][bi as usize];
                     let s = batch
                         .column(1)
@@ -164,5 +273,58 @@ mod tests {
             flat(&parts[1]),
             [("a".into(), 1), ("b".into(), 2), ("b".into(), 5)]
         );
+    }
+}
+
+#[cfg(test)]
+mod presorted_tests {
+    use super::tests::batch;
+    use super::*;
+
+    #[test]
+    fn single_service_sorted_batches_become_slices() {
+        let a = batch(&[(1, "a", 1), (1, "a", 5), (2, "a", 9)]);
+        let b = batch(&[(1, "b", 2), (1, "b", 3)]);
+        let c = batch(&[(2, "a", 10)]);
+        let parts = sort_rows(&[a, b, c], 0, Some(1), 2);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(
+            parts[0].pieces,
+            vec![
+                Piece::Slice {
+                    batch: 0,
+                    offset: 0,
+                    len: 2
+                },
+                Piece::Slice {
+                    batch: 1,
+                    offset: 0,
+                    len: 2
+                }
+            ]
+        );
+        assert_eq!(
+            parts[1].pieces,
+            vec![
+                Piece::Slice {
+                    batch: 0,
+                    offset: 2,
+                    len: 1
+                },
+                Piece::Slice {
+                    batch: 2,
+                    offset: 0,
+                    len: 1
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn time_going_backwards_across_batches_falls_back_to_sorting() {
+        let a = batch(&[(1, "a", 5)]);
+        let b = batch(&[(1, "a", 3)]);
+        let parts = sort_rows(&[a, b], 0, Some(1), 2);
+        assert_eq!(parts[0].pieces, vec![Piece::Gather(vec![(1, 0), (0, 0)])]);
     }
 }

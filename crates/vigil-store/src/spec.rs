@@ -28,6 +28,8 @@ pub struct TableSpec {
     pub bloom_columns: Vec<&'static str>,
     /// Columns whose values are (nearly) unique, where a dictionary only costs time.
     pub plain_columns: Vec<&'static str>,
+    /// Free text and JSON columns: min/max statistics would never prune anything there.
+    pub no_stats_columns: Vec<&'static str>,
 }
 
 impl TableSpec {
@@ -48,6 +50,13 @@ impl TableSpec {
                 col::ADDITIONAL_DATA,
                 col::EXTRA,
             ],
+            no_stats_columns: vec![
+                col::SPAN_ID,
+                col::PARENT_SPAN_ID,
+                col::MESSAGE,
+                col::ADDITIONAL_DATA,
+                col::EXTRA,
+            ],
         }
     }
 
@@ -61,6 +70,7 @@ impl TableSpec {
             sort_time: col::TIMESTAMP,
             bloom_columns: vec![],
             plain_columns: vec![col::TIMESTAMP, col::EXTRA],
+            no_stats_columns: vec![col::EXTRA],
         }
     }
 
@@ -74,6 +84,7 @@ impl TableSpec {
             sort_time: dead::RECEIVED_AT,
             bloom_columns: vec![],
             plain_columns: vec![dead::RECEIVED_AT, dead::RAW, dead::REASON],
+            no_stats_columns: vec![dead::RAW, dead::REASON],
         }
     }
 
@@ -116,6 +127,9 @@ impl TableSpec {
         }
         for c in &self.plain_columns {
             b = b.set_column_dictionary_enabled((*c).into(), false);
+        }
+        for c in &self.no_stats_columns {
+            b = b.set_column_statistics_enabled((*c).into(), EnabledStatistics::None);
         }
         b.build()
     }

@@ -15,7 +15,7 @@ use parquet::file::properties::WriterProperties;
 
 use crate::archive::Archive;
 use crate::error::StoreError;
-use crate::sort::sort_rows;
+use crate::sort::{Piece, sort_rows};
 use crate::spec::{ROW_GROUP_ROWS, TableSpec};
 
 /// When a table's buffer is written out: whichever limit is reached first.
@@ -142,6 +142,34 @@ impl TableWriter {
             .map(|t| self.policy.interval.saturating_sub(t.elapsed()))
     }
 
+    /// The rows of a piece as batches: a zero-copy slice, or gathered in row-group-sized
+    /// chunks.
+    fn materialize(
+        &self,
+        piece: &Piece,
+        batches: &[&RecordBatch],
+    ) -> Result<Vec<RecordBatch>, StoreError> {
+        match piece {
+            Piece::Slice { batch, offset, len } => {
+                Ok(vec![self.pending[*batch].slice(*offset, *len)])
+            }
+            Piece::Gather(rows) => rows
+                .chunks(ROW_GROUP_ROWS)
+                .map(|chunk| {
+                    let idx: Vec<(usize, usize)> = chunk
+                        .iter()
+                        .map(|&(b, r)| (b as usize, r as usize))
+                        .collect();
+                    interleave_record_batch(batches, &idx)
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|source| StoreError::Arrow {
+                    table: self.spec.name.clone(),
+                    source,
+                }),
+        }
+    }
+
     /// The version last committed for an application id (e.g. a source's offsets), read from
     /// the table's `txn` actions.
     pub async fn app_version(&self, app_id: &str) -> Result<Option<i64>, StoreError> {
@@ -179,21 +207,13 @@ impl TableWriter {
             for part in partitions {
                 let values =
                     IndexMap::from([(self.spec.partition.to_string(), Scalar::Date(part.date))]);
-                for chunk in part.rows.chunks(ROW_GROUP_ROWS) {
-                    let idx: Vec<(usize, usize)> = chunk
-                        .iter()
-                        .map(|&(b, r)| (b as usize, r as usize))
-                        .collect();
-                    let batch = interleave_record_batch(&batches, &idx).map_err(|source| {
-                        StoreError::Arrow {
-                            table: name.clone(),
-                            source,
-                        }
-                    })?;
-                    writer
-                        .write_partition(batch, &values, WriteMode::Default)
-                        .await
-                        .map_err(StoreError::delta(&name))?;
+                for piece in &part.pieces {
+                    for batch in self.materialize(piece, &batches)? {
+                        writer
+                            .write_partition(batch, &values, WriteMode::Default)
+                            .await
+                            .map_err(StoreError::delta(&name))?;
+                    }
                 }
             }
             let adds = writer.flush().await.map_err(StoreError::delta(&name))?;

@@ -98,6 +98,8 @@ pub struct SqlArgs {
     pub format: String,
 
     /// The query: SELECT, WITH, EXPLAIN, SHOW or DESCRIBE over logs, metrics, dead_letters.
+    /// May start with an SQL comment (`-- ...`).
+    #[arg(allow_hyphen_values = true)]
     pub query: String,
 }
 

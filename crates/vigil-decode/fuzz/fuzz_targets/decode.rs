@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
     let (mut rows, mut dead) = (0usize, Vec::new());
     let mut take = |d: &mut Decoder| {
         if let Some(b) = d.flush() {
-            rows += b.records.num_rows();
+            rows += b.num_records();
             let dl = &b.dead_letters;
             for r in 0..dl.num_rows() {
                 dead.push((

@@ -75,7 +75,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                                        WHEN service = 'token-service' THEN 0.0 END), 2) AS token_error_pct, \
                 round(100.0 * avg(CASE WHEN service = 'api-gateway' AND status_code < 500 THEN 1.0 \
                                        WHEN service = 'api-gateway' THEN 0.0 END), 2) AS gateway_availability_pct \
-         FROM logs GROUP BY 1 ORDER BY 1",
+         FROM logs WHERE status_code IS NOT NULL GROUP BY 1 ORDER BY 1",
     )?;
     let sample = "SELECT service, count(*) AS errors, min(timestamp) AS first_error \
                   FROM logs WHERE level = 'ERROR' AND message NOT LIKE 'Upstream%' \

@@ -44,7 +44,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
         },
     }];
 
-    let rt = super::runtime()?;
+    let rt = super::pipeline_runtime(args.threads)?;
     let mut opts = RunOptions::default();
     if let Some(t) = args.threads {
         opts.threads = t;

@@ -29,6 +29,17 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// The runtime for a pipeline run: with `--threads 1`, a current-thread runtime, so the
+/// archive's async work (Parquet encoding, uploads) also stays on the one thread.
+pub fn pipeline_runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    match threads {
+        Some(1) => Ok(tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?),
+        _ => runtime(),
+    }
+}
+
 impl ArchiveArgs {
     pub fn open(&self) -> anyhow::Result<vigil_store::Archive> {
         let options = self.storage_options.iter().cloned().collect();

@@ -15,7 +15,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let rt = super::runtime()?;
+    let rt = super::pipeline_runtime(args.threads)?;
     let mut opts = RunOptions::default();
     if let Some(t) = args.threads {
         opts.threads = t;
