@@ -17,4 +17,4 @@ pub mod raw;
 
 pub use env::{MissingVar, substitute};
 pub use load::{ConfigError, Problem, load, parse};
-pub use model::{Archive, Decode, Flush, Pipeline, Retention, Source, SourceKind};
+pub use model::{Archive, Decode, Flush, Kafka, Pipeline, Retention, Source, SourceKind};

@@ -14,10 +14,10 @@ use vigil_core::time::parse_rfc3339_micros;
 use vigil_core::units::{parse_bytes, parse_duration};
 
 use crate::env::substitute;
-use crate::model::{Archive, Decode, Flush, Pipeline, Retention, Source, SourceKind};
+use crate::model::{Archive, Decode, Flush, Kafka, Pipeline, Retention, Source, SourceKind};
 use crate::raw::{
-    RawArchive, RawDecode, RawField, RawFileSource, RawGeneratorSource, RawMeta, RawRetention,
-    RawSchema, RawSize, RawStdinSource,
+    RawArchive, RawDecode, RawField, RawFileSource, RawGeneratorSource, RawKafkaSource, RawMeta,
+    RawRetention, RawSchema, RawSize, RawStdinSource,
 };
 
 /// One problem in a pipeline file.
@@ -279,7 +279,7 @@ impl Validator<'_> {
         let Some(kind) = table.remove("type") else {
             self.problem(
                 Some(span),
-                format!("`{path}` has no `type`; expected file, stdin or generator"),
+                format!("`{path}` has no `type`; expected file, stdin, kafka or generator"),
             );
             return None;
         };
@@ -314,6 +314,11 @@ impl Validator<'_> {
                     SourceKind::Stdin { records },
                 )
             }
+            "kafka" => {
+                let raw: RawKafkaSource = self.de(value, &path)?;
+                let name = raw.name.clone().unwrap_or_else(|| "kafka".into());
+                (name, SourceKind::Kafka(self.kafka(raw, &path)?))
+            }
             "generator" => {
                 let raw: RawGeneratorSource = self.de(value, &path)?;
                 let name = raw.name.clone().unwrap_or_else(|| "generator".into());
@@ -323,12 +328,98 @@ impl Validator<'_> {
             other => {
                 self.problem(
                     Some(kind_span),
-                    format!("unknown source type `{other}` in `{path}`, expected file, stdin or generator"),
+                    format!("unknown source type `{other}` in `{path}`, expected file, stdin, kafka or generator"),
                 );
                 return None;
             }
         };
         Some(Source { name, kind })
+    }
+
+    fn kafka(&mut self, raw: RawKafkaSource, path: &str) -> Option<Kafka> {
+        let brokers = raw.brokers.get_ref().trim().to_string();
+        if brokers.is_empty() {
+            self.problem(
+                Some(raw.brokers.span()),
+                format!("`{path}.brokers` is empty; set it (e.g. from ${{KAFKA_BROKERS}})"),
+            );
+        }
+        if raw.topics.is_empty() {
+            self.problem(
+                None,
+                format!("`{path}.topics` is empty; list at least one topic"),
+            );
+        }
+        let mut topics = Vec::new();
+        for t in &raw.topics {
+            let kind = self.record_kind(&t.kind);
+            if t.name.get_ref().is_empty() {
+                self.problem(Some(t.name.span()), "a topic name is empty".into());
+            } else if topics.iter().any(|(n, _)| n == t.name.get_ref()) {
+                self.problem(
+                    Some(t.name.span()),
+                    format!("topic `{}` is listed twice", t.name.get_ref()),
+                );
+            } else if let Some(kind) = kind {
+                topics.push((t.name.get_ref().clone(), kind));
+            }
+        }
+        let start_earliest = match raw
+            .start_from
+            .as_ref()
+            .map(|s| (s.span(), s.get_ref().as_str()))
+        {
+            None | Some((_, "earliest")) => true,
+            Some((_, "latest")) => false,
+            Some((span, other)) => {
+                self.problem(
+                    Some(span),
+                    format!("`start_from` is `{other}`, expected `earliest` or `latest`"),
+                );
+                true
+            }
+        };
+        let max_batch_wait = self.duration(&raw.max_batch_wait, Duration::from_secs(1));
+        let max_fetch_buffer = self.size(&raw.max_fetch_buffer, 16 << 20);
+        let mut properties = BTreeMap::new();
+        for (key, value) in &raw.properties {
+            // vigil owns these: its exactly-once protocol depends on them.
+            let value_text = value.get_ref().to_property();
+            let managed = match key.as_str() {
+                "enable.auto.commit" | "enable.auto.offset.store" | "group.id" => true,
+                "partition.assignment.strategy" => value_text.contains("cooperative"),
+                _ => false,
+            };
+            if managed {
+                self.problem(
+                    Some(value.span()),
+                    format!(
+                        "`{path}.properties.{key}` is managed by vigil: offsets are committed with \
+                         the archive, the group id is `group_id`, and only eager assignors \
+                         (range, roundrobin) are supported"
+                    ),
+                );
+                continue;
+            }
+            properties.insert(key.clone(), value_text);
+        }
+        let max_batch_records = raw.max_batch_records.unwrap_or(8192);
+        if max_batch_records == 0 {
+            self.problem(
+                None,
+                format!("`{path}.max_batch_records` must be at least 1"),
+            );
+        }
+        Some(Kafka {
+            brokers,
+            group_id: raw.group_id.unwrap_or_else(|| "vigil".into()),
+            topics,
+            start_earliest,
+            max_batch_records: max_batch_records.max(1),
+            max_batch_wait: max_batch_wait?,
+            max_fetch_buffer: max_fetch_buffer?.max(1024),
+            properties,
+        })
     }
 
     fn record_kind(&mut self, kind: &Spanned<String>) -> Option<RecordKind> {

@@ -47,6 +47,8 @@ pub enum SourceKind {
         /// Which table the records go to.
         records: RecordKind,
     },
+    /// A Kafka consumer group.
+    Kafka(Kafka),
     /// The built-in generator (logs and metrics).
     Generator {
         /// What to generate.
@@ -54,6 +56,27 @@ pub enum SourceKind {
         /// Pace to the wall clock.
         realtime: bool,
     },
+}
+
+/// A Kafka source: a consumer group over topics, each feeding one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kafka {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Consumer group id.
+    pub group_id: String,
+    /// Topics, each with the table it feeds.
+    pub topics: Vec<(String, RecordKind)>,
+    /// Start from the earliest offset (else the latest) where the archive has none.
+    pub start_earliest: bool,
+    /// Records per decoded batch.
+    pub max_batch_records: usize,
+    /// Longest a batch waits for more records.
+    pub max_batch_wait: Duration,
+    /// Fetched-but-unprocessed bytes per partition before fetching pauses.
+    pub max_fetch_buffer: usize,
+    /// librdkafka properties, applied last (they override vigil's defaults).
+    pub properties: BTreeMap<String, String>,
 }
 
 /// Decoder limits.

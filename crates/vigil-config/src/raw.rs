@@ -62,6 +62,66 @@ pub struct RawGeneratorSource {
     pub realtime: Option<bool>,
 }
 
+/// `[[sources]]` with `type = "kafka"`: a consumer group over one or more topics, each mapped
+/// to a table. Offsets are committed into the archive's Delta commits (exactly once) and, after
+/// each archive commit, to the group so lag tooling stays accurate.
+#[derive(Debug, Deserialize)]
+pub struct RawKafkaSource {
+    /// Name of the source in logs and metrics; defaults to `kafka`.
+    pub name: Option<String>,
+    /// Bootstrap servers, `host:port[,host:port...]` (librdkafka `bootstrap.servers`).
+    pub brokers: Spanned<String>,
+    /// Consumer group id. Default `vigil`.
+    pub group_id: Option<String>,
+    /// Topics and the table each feeds: `[{ name = "telemetry.logs", kind = "logs" }, ...]`.
+    pub topics: Vec<RawTopic>,
+    /// Where a partition with no archived offset starts: `earliest` (default) or `latest`.
+    pub start_from: Option<Spanned<String>>,
+    /// Records decoded into one batch before it is handed to the archive. Default 8192.
+    pub max_batch_records: Option<usize>,
+    /// Longest a batch waits for more records. Default `1s`.
+    pub max_batch_wait: Option<Spanned<String>>,
+    /// Upper bound on fetched but unprocessed messages per partition, in bytes (librdkafka
+    /// `queued.max.messages.kbytes`; fetching pauses beyond it). Default `16MiB`.
+    pub max_fetch_buffer: Option<Spanned<RawSize>>,
+    /// Any librdkafka property, passed through as is: `security.protocol`, `sasl.mechanism`,
+    /// `sasl.username`, `ssl.ca.location`, `session.timeout.ms`, ...
+    #[serde(default)]
+    pub properties: BTreeMap<String, Spanned<RawScalar>>,
+}
+
+/// A topic of a Kafka source.
+#[derive(Debug, Deserialize)]
+pub struct RawTopic {
+    /// Topic name.
+    pub name: Spanned<String>,
+    /// `logs` or `metrics`.
+    pub kind: Spanned<String>,
+}
+
+/// A librdkafka property value: written as a string, number or boolean.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RawScalar {
+    /// A string.
+    Text(String),
+    /// An integer.
+    Int(i64),
+    /// A boolean.
+    Bool(bool),
+}
+
+impl RawScalar {
+    /// The value as librdkafka takes it.
+    pub fn to_property(&self) -> String {
+        match self {
+            Self::Text(s) => s.clone(),
+            Self::Int(i) => i.to_string(),
+            Self::Bool(b) => b.to_string(),
+        }
+    }
+}
+
 /// A size: a number of bytes or a string such as `"128MiB"`.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(untagged)]

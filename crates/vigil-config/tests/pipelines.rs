@@ -131,3 +131,71 @@ incidents = ["cpu:database@10m+20m"]
     assert_eq!(config.duration.as_secs(), 7200);
     assert_eq!(config.incidents.len(), 1);
 }
+
+#[test]
+fn deals_pipeline_takes_its_kafka_settings_from_the_environment() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/deals.toml"),
+    )
+    .unwrap();
+    let kafka_of = |p: &vigil_config::Pipeline| match &p.sources[0].kind {
+        SourceKind::Kafka(k) => k.clone(),
+        other => panic!("expected a kafka source, got {other:?}"),
+    };
+    let defaults = kafka_of(&parse(&text, "deals.toml", |_| None).unwrap());
+    assert_eq!(defaults.brokers, "localhost:9092");
+    assert_eq!(defaults.group_id, "vigil");
+    let topics: Vec<_> = defaults
+        .topics
+        .iter()
+        .map(|(t, k)| (t.as_str(), k.table()))
+        .collect();
+    assert_eq!(
+        topics,
+        [("telemetry.logs", "logs"), ("telemetry.metrics", "metrics")]
+    );
+
+    let env = |k: &str| {
+        Some(
+            match k {
+                "KAFKA_BROKERS" => "b1:9092,b2:9092",
+                "LOGS_TOPIC" => "prod.logs",
+                "METRICS_TOPIC" => "prod.metrics",
+                "VIGIL_GROUP_ID" => "vigil-eu",
+                "KAFKA_SECURITY_PROTOCOL" => "sasl_ssl",
+                _ => return None,
+            }
+            .to_string(),
+        )
+    };
+    let k = kafka_of(&parse(&text, "deals.toml", env).unwrap());
+    assert_eq!(k.brokers, "b1:9092,b2:9092");
+    assert_eq!(k.group_id, "vigil-eu");
+    assert_eq!(k.topics[0].0, "prod.logs");
+    assert_eq!(k.topics[1].0, "prod.metrics");
+    assert_eq!(k.properties["security.protocol"], "sasl_ssl");
+}
+
+#[test]
+fn kafka_properties_vigil_manages_are_rejected_with_their_line() {
+    let text = r#"
+[[sources]]
+type = "kafka"
+brokers = "localhost:9092"
+topics = [{ name = "t", kind = "logs" }, { name = "t", kind = "metrics" }]
+start_from = "middle"
+
+[sources.properties]
+"enable.auto.commit" = true
+"partition.assignment.strategy" = "cooperative-sticky"
+"fetch.min.bytes" = 1
+"#;
+    let e = parse(text, "k.toml", |_| None).unwrap_err().to_string();
+    assert!(e.contains("k.toml:5:"), "{e}");
+    assert!(e.contains("topic `t` is listed twice"), "{e}");
+    assert!(e.contains("`start_from` is `middle`"), "{e}");
+    assert!(e.contains("k.toml:9:"), "{e}");
+    assert!(e.contains("enable.auto.commit"), "{e}");
+    assert!(e.contains("partition.assignment.strategy"), "{e}");
+    assert!(!e.contains("fetch.min.bytes"), "{e}");
+}

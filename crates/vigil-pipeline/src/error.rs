@@ -20,12 +20,19 @@ pub enum PipelineError {
     /// The archive failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Kafka failed (configuration, broker, or reading offsets during a rebalance).
+    #[error(transparent)]
+    Kafka(Box<vigil_kafka::KafkaError>),
     /// A worker thread died; this is a bug.
     #[error("a pipeline thread panicked: {0}")]
     Panicked(String),
 }
 
 impl PipelineError {
+    pub(crate) fn kafka(e: vigil_kafka::KafkaError) -> Self {
+        Self::Kafka(Box::new(e))
+    }
+
     /// Who has to act, and whether a retry can help.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -37,6 +44,7 @@ impl PipelineError {
                 _ => ErrorKind::External,
             },
             PipelineError::Store(e) => e.kind(),
+            PipelineError::Kafka(_) => ErrorKind::External,
             PipelineError::Panicked(_) => ErrorKind::Internal,
         }
     }

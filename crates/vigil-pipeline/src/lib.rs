@@ -11,10 +11,12 @@
 
 mod error;
 mod input;
+mod kafka;
 mod run;
 mod sink;
 
 pub use error::PipelineError;
 pub use input::{Input, check_readable};
+pub use kafka::app_id;
 pub use run::{Counters, RunOptions, Summary, run};
 pub use sink::{Sink, SinkStats};

@@ -41,6 +41,9 @@ pub struct RunOptions {
     pub counters: Arc<Counters>,
     /// Set to stop reading; buffered data is still committed.
     pub stop: Arc<AtomicBool>,
+    /// Kafka sources stop once every assigned partition is read up to the high watermark it
+    /// had when assigned (a backfill), instead of running until `stop`.
+    pub until_end: bool,
 }
 
 impl Default for RunOptions {
@@ -49,6 +52,7 @@ impl Default for RunOptions {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             counters: Arc::default(),
             stop: Arc::default(),
+            until_end: false,
         }
     }
 }
@@ -73,7 +77,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    fn add_decoder(&mut self, d: &Decoder) {
+    pub(crate) fn add_decoder(&mut self, d: &Decoder) {
         let s: DecodeStats = d.stats();
         self.records += s.records;
         self.dead_letters += s.dead_letters;
@@ -86,7 +90,7 @@ impl Summary {
         }
     }
 
-    fn merge(&mut self, o: Summary) {
+    pub(crate) fn merge(&mut self, o: Summary) {
         self.records += o.records;
         self.dead_letters += o.dead_letters;
         self.bytes += o.bytes;
@@ -97,7 +101,7 @@ impl Summary {
     }
 }
 
-fn decoder_options(p: &Pipeline) -> DecoderOptions {
+pub(crate) fn decoder_options(p: &Pipeline) -> DecoderOptions {
     DecoderOptions {
         batch_size: p.decode.batch_size,
         max_record_bytes: p.decode.max_record_bytes,
@@ -106,7 +110,7 @@ fn decoder_options(p: &Pipeline) -> DecoderOptions {
     }
 }
 
-fn flush_policy(p: &Pipeline) -> FlushPolicy {
+pub(crate) fn flush_policy(p: &Pipeline) -> FlushPolicy {
     FlushPolicy {
         max_rows: p.archive.flush.max_rows,
         max_bytes: p.archive.flush.max_bytes,
@@ -114,48 +118,111 @@ fn flush_policy(p: &Pipeline) -> FlushPolicy {
     }
 }
 
-/// The record kinds a source produces.
+/// The record kinds a source produces into the shared sink (Kafka sources have their own
+/// writers: their commits carry their offsets).
 fn kinds(s: &Source) -> Vec<RecordKind> {
     match &s.kind {
         SourceKind::File { records, .. } | SourceKind::Stdin { records } => vec![*records],
         SourceKind::Generator { .. } => vec![RecordKind::Logs, RecordKind::Metrics],
+        SourceKind::Kafka(_) => vec![],
     }
 }
 
 type Emit<'a> = dyn FnMut(RecordKind, DecodedBatch) -> Result<(), PipelineError> + 'a;
 
 /// Runs every source of `pipeline` to its end (or until `opts.stop`), archiving what they
-/// produce, and commits everything before returning.
+/// produce, and commits everything before returning. Kafka sources have no end: they run until
+/// `opts.stop`, each on a thread of its own.
 pub fn run(pipeline: &Pipeline, opts: &RunOptions, rt: &Runtime) -> Result<Summary, PipelineError> {
     let started = Instant::now();
+    let (streams, finite): (Vec<&Source>, Vec<&Source>) = pipeline
+        .sources
+        .iter()
+        .partition(|s| matches!(s.kind, SourceKind::Kafka(_)));
+    let mut summary = if streams.is_empty() {
+        run_finite(pipeline, &finite, opts, rt)?
+    } else {
+        // The consumer loop drives the archive from librdkafka's rebalance callback through a
+        // runtime handle, which needs a runtime with its own worker.
+        let kafka_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("vigil-kafka-io")
+            .enable_all()
+            .build()
+            .map_err(|e| PipelineError::Panicked(format!("cannot start a runtime: {e}")))?;
+        std::thread::scope(|scope| {
+            let consumers: Vec<_> = streams
+                .iter()
+                .map(|s| {
+                    let handle = kafka_rt.handle().clone();
+                    scope.spawn(move || {
+                        let SourceKind::Kafka(k) = &s.kind else {
+                            unreachable!("partitioned on the kind")
+                        };
+                        let r = crate::kafka::consume(pipeline, s, k, opts, &handle);
+                        if r.is_err() {
+                            opts.stop.store(true, Ordering::Relaxed);
+                        }
+                        r
+                    })
+                })
+                .collect();
+            let mut total = if finite.is_empty() {
+                Ok(Summary::default())
+            } else {
+                run_finite(pipeline, &finite, opts, rt)
+            };
+            for c in consumers {
+                let r = c
+                    .join()
+                    .unwrap_or_else(|p| Err(PipelineError::Panicked(panic_message(&p))));
+                total = match (total, r) {
+                    (Ok(mut t), Ok(s)) => {
+                        t.merge(s);
+                        Ok(t)
+                    }
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                };
+            }
+            total
+        })?
+    };
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+fn run_finite(
+    pipeline: &Pipeline,
+    sources: &[&Source],
+    opts: &RunOptions,
+    rt: &Runtime,
+) -> Result<Summary, PipelineError> {
     let archive = Archive::new(&pipeline.archive.url, &pipeline.archive.storage_options)?;
-    for s in &pipeline.sources {
+    for s in sources {
         if let SourceKind::File { paths, .. } = &s.kind {
             let inputs: Vec<Input> = paths.iter().cloned().map(Input::File).collect();
             check_readable(&inputs)?;
         }
     }
     let mut sink = Sink::new(archive, pipeline.log_schema.clone(), flush_policy(pipeline));
-    for kind in pipeline.sources.iter().flat_map(kinds) {
+    for kind in sources.iter().flat_map(|s| kinds(s)) {
         rt.block_on(sink.open(kind))?;
     }
-    let mut summary = if opts.threads <= 1 {
+    if opts.threads <= 1 {
         let mut total = Summary::default();
         let mut emit = |kind, batch| {
             rt.block_on(sink.accept(kind, batch))
                 .map_err(PipelineError::from)
         };
-        for s in &pipeline.sources {
+        for s in sources {
             total.merge(read_source(pipeline, s, opts, &mut emit)?);
         }
         rt.block_on(sink.commit(true))?;
         total.sink = sink.stats();
-        total
+        Ok(total)
     } else {
-        run_threaded(pipeline, opts, rt, sink)?
-    };
-    summary.elapsed = started.elapsed();
-    Ok(summary)
+        run_threaded(pipeline, sources, opts, rt, sink)
+    }
 }
 
 enum Msg {
@@ -164,6 +231,7 @@ enum Msg {
 
 fn run_threaded(
     pipeline: &Pipeline,
+    sources: &[&Source],
     opts: &RunOptions,
     rt: &Runtime,
     mut sink: Sink,
@@ -185,10 +253,9 @@ fn run_threaded(
             handle.block_on(sink.commit(true))?;
             Ok(sink.stats())
         });
-        let readers: Vec<_> = pipeline
-            .sources
+        let readers: Vec<_> = sources
             .iter()
-            .map(|s| {
+            .map(|&s| {
                 let tx = tx.clone();
                 scope.spawn(move || {
                     let mut emit = |kind, batch| {
@@ -280,6 +347,7 @@ fn read_source(
             summary.add_decoder(&logs);
             summary.add_decoder(&metrics);
         }
+        SourceKind::Kafka(_) => unreachable!("Kafka sources run in `kafka::consume`"),
     }
     Ok(summary)
 }

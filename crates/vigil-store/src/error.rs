@@ -59,6 +59,22 @@ impl StoreError {
         }
     }
 
+    /// Whether a commit lost to a concurrent commit that wrote the same application transaction
+    /// (e.g. another replica archived the same Kafka partition): the committer was fenced off
+    /// and must reload its offsets rather than retry.
+    pub fn is_fenced(&self) -> bool {
+        use deltalake::kernel::transaction::{CommitConflictError, TransactionError};
+        matches!(
+            self,
+            StoreError::Delta { source, .. } if matches!(
+                source.as_ref(),
+                deltalake::DeltaTableError::Transaction {
+                    source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction)
+                }
+            )
+        )
+    }
+
     pub(crate) fn delta(table: &str) -> impl FnOnce(deltalake::DeltaTableError) -> StoreError + '_ {
         move |source| StoreError::Delta {
             table: table.to_string(),

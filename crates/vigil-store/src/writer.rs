@@ -171,16 +171,25 @@ impl TableWriter {
     }
 
     /// The version last committed for an application id (e.g. a source's offsets), read from
-    /// the table's `txn` actions.
+    /// the table's `txn` actions as of the writer's snapshot.
     pub async fn app_version(&self, app_id: &str) -> Result<Option<i64>, StoreError> {
-        let snapshot = self
-            .table
-            .snapshot()
-            .map_err(StoreError::delta(&self.spec.name))?;
-        snapshot
-            .transaction_version(self.table.log_store().as_ref(), app_id)
+        app_version(&self.table, &self.spec.name, app_id).await
+    }
+
+    /// Brings the writer's snapshot up to the table's latest version (commits by others).
+    pub async fn refresh(&mut self) -> Result<(), StoreError> {
+        self.table
+            .update_state()
             .await
             .map_err(StoreError::delta(&self.spec.name))
+    }
+
+    /// Drops everything buffered without writing it.
+    pub fn discard(&mut self) {
+        self.pending.clear();
+        self.pending_rows = 0;
+        self.pending_bytes = 0;
+        self.oldest = None;
     }
 
     /// Writes everything buffered and commits it, with `txns` as `(app_id, version)` pairs in
@@ -240,10 +249,7 @@ impl TableWriter {
         let version = finalized.version();
         self.table.state = Some(finalized.snapshot());
         let rows = self.pending_rows;
-        self.pending.clear();
-        self.pending_rows = 0;
-        self.pending_bytes = 0;
-        self.oldest = None;
+        self.discard();
         tracing::debug!(table = %name, version, rows, files, "committed");
         Ok(Some(Committed {
             version,
@@ -251,4 +257,18 @@ impl TableWriter {
             files,
         }))
     }
+}
+
+/// The version last committed for `app_id` in `table` (its `txn` actions), as of the table's
+/// loaded snapshot.
+pub async fn app_version(
+    table: &DeltaTable,
+    name: &str,
+    app_id: &str,
+) -> Result<Option<i64>, StoreError> {
+    let snapshot = table.snapshot().map_err(StoreError::delta(name))?;
+    snapshot
+        .transaction_version(table.log_store().as_ref(), app_id)
+        .await
+        .map_err(StoreError::delta(name))
 }

@@ -38,6 +38,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Write generated telemetry of the deals system as NDJSON files.
     Generate(GenerateArgs),
+    /// Send NDJSON lines to a Kafka topic, one message per line.
+    Produce(ProduceArgs),
 }
 
 /// Archive location shared by several commands.
@@ -112,6 +114,34 @@ pub struct RunArgs {
     /// Worker threads: 1 runs everything on one thread.
     #[arg(long)]
     pub threads: Option<usize>,
+
+    /// Kafka sources: stop (after committing) once every assigned partition is read up to
+    /// the end it had when assigned, instead of running until Ctrl-C / SIGTERM. For backfills.
+    #[arg(long)]
+    pub until_end: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Kafka bootstrap servers, host:port[,host:port...].
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub brokers: String,
+
+    /// Topic to send to.
+    #[arg(long, short)]
+    pub topic: String,
+
+    /// Top-level string field whose value becomes the message key (e.g. trace_id); lines
+    /// without it, or that are not JSON objects, are sent without a key.
+    #[arg(long, value_name = "FIELD")]
+    pub key: Option<String>,
+
+    /// librdkafka producer property, KEY=VALUE (e.g. security.protocol=SASL_SSL). Repeatable.
+    #[arg(long = "property", short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub properties: Vec<(String, String)>,
+
+    /// NDJSON files, plain or gzip; standard input when none are given.
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -28,15 +28,17 @@ fn main() -> ExitCode {
 
 fn init_tracing(verbose: u8) {
     use tracing_subscriber::EnvFilter;
+    // `-v` is about vigil; the libraries' own info logs (Delta snapshots, ...) need VIGIL_LOG.
     let default = match verbose {
         0 => "warn",
-        1 => "info",
-        2 => "debug",
+        1 => "warn,vigil=info",
+        2 => "info,vigil=debug",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }

@@ -3,6 +3,7 @@
 mod demo;
 mod generate;
 mod ingest;
+mod produce;
 mod run;
 mod sql;
 mod validate;
@@ -19,6 +20,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Validate(a) => validate::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Produce(a) => produce::run(a),
     }
 }
 

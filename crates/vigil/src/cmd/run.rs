@@ -20,6 +20,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = args.threads {
         opts.threads = t;
     }
+    opts.until_end = args.until_end;
     super::stop_on_signal(&rt, opts.stop.clone());
     tracing::info!(pipeline = %pipeline.name, sources = pipeline.sources.len(), archive = %pipeline.archive.url, "starting");
     let progress = Progress::start(opts.counters.clone(), None);

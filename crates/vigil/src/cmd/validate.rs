@@ -17,6 +17,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
                         SourceKind::File { .. } => "file",
                         SourceKind::Stdin { .. } => "stdin",
                         SourceKind::Generator { .. } => "generator",
+                        SourceKind::Kafka(_) => "kafka",
                     };
                     format!("{} ({kind})", s.name)
                 })

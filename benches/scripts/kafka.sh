@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Kafka → archive throughput against the ceiling measured in the same run: a bare rdkafka
+# consumer (benches/examples/kafka_count.rs) that only counts bytes from the same topic.
+#   vigil:  vigil run --until-end over a pipeline consuming the topic into a fresh archive
+#           (decode, sort, Parquet zstd, Delta commits with offsets)
+# Usage: benches/scripts/kafka.sh [records] [partitions] [runs]   (default 400000, 4, 3)
+# Needs Tansu (installed by .ci/run into ~/.cache/vigil/tools) or VIGIL_TANSU.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+records="${1:-400000}"
+partitions="${2:-4}"
+runs="${3:-3}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vigil/target}"
+py="${VIGIL_PYTHON:-$HOME/.cache/vigil/venv/bin/python}"
+tansu="${VIGIL_TANSU:-$HOME/.cache/vigil/tools/bin/tansu}"
+cargo build --release -q -p vigil
+cargo build --release -q -p vigil-benches --example kafka_count
+vigil="$CARGO_TARGET_DIR/release/vigil"
+count="$CARGO_TARGET_DIR/release/examples/kafka_count"
+work="$(mktemp -d)"
+port=$((20000 + RANDOM % 20000))
+"$tansu" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+  --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
+broker_pid=$!
+trap 'kill $broker_pid 2>/dev/null; rm -rf "$work"' EXIT
+brokers="127.0.0.1:$port"
+for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+
+"$vigil" generate --logs "$work/logs.ndjson" --duration 1d --rate 100 --max-logs "$records" \
+  --incident errors:database@2h+20m
+"$py" crates/vigil/tests/py/kafka_client.py create-topic "$brokers" bench "$partitions"
+"$vigil" produce --brokers "$brokers" --topic bench --key trace_id "$work/logs.ndjson" 2>&1 | tail -1
+
+cat >"$work/pipeline.toml" <<TOML
+[[sources]]
+type = "kafka"
+brokers = "$brokers"
+group_id = "GROUP"
+topics = [{ name = "bench", kind = "logs" }]
+[sources.properties]
+"session.timeout.ms" = 6000
+[schema.logs.fields]
+"additional_data.status_code" = "int32"
+"additional_data.processing_time_ms" = "float64"
+[archive]
+url = "$work/archive"
+TOML
+
+size=$(stat -c %s "$work/logs.ndjson")
+echo "input: $records seed-format log records, $((size / 1000000)) MB, $partitions partitions, Tansu $("$tansu" --version | head -1) (memory storage)"
+for i in $(seq "$runs"); do
+  read -r msgs bytes secs < <("$count" "$brokers" bench)
+  echo "bare rdkafka consumer: $msgs messages in $secs s ($(awk "BEGIN{printf \"%.0f\", $bytes/$secs/1e6}") MB/s, $(awk "BEGIN{printf \"%.0f\", $msgs/$secs}") msg/s)"
+  rm -rf "$work/archive"
+  sed "s/GROUP/bench-$i-$RANDOM/" "$work/pipeline.toml" >"$work/p.toml"
+  /usr/bin/time -f "%e %U %S" -o "$work/t" "$vigil" -v run --until-end --pipeline "$work/p.toml" 2>"$work/vigil.err" || { cat "$work/vigil.err"; exit 1; }
+  read -r wall user sys <"$work/t"
+  # The group join (first assignment) is not ingestion; vigil logs when it gets partitions.
+  echo "vigil run --until-end: wall $wall s (user $user, sys $sys); $(grep -o "messages=.*per_second=[0-9]*" "$work/vigil.err" | tail -1); $(tail -1 "$work/vigil.err")"
+done

@@ -1,0 +1,82 @@
+//! librdkafka client settings: vigil's defaults, then the user's properties on top.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+
+/// What a consumer needs to know.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// `group.id`.
+    pub group_id: String,
+    /// Topics to subscribe to.
+    pub topics: Vec<String>,
+    /// Where a partition with no archived offset starts: earliest (else latest).
+    pub start_earliest: bool,
+    /// Fetched-but-unprocessed bytes per partition before fetching pauses.
+    pub max_fetch_buffer: usize,
+    /// How often librdkafka reports statistics (lag, throughput).
+    pub stats_interval: Duration,
+    /// Any librdkafka property; applied last.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// A client config of `brokers` with `properties` applied over vigil's `defaults`.
+pub fn client_config(
+    brokers: &str,
+    defaults: &[(&str, String)],
+    properties: &BTreeMap<String, String>,
+) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in defaults {
+        c.set(*k, v);
+    }
+    for (k, v) in properties {
+        c.set(k, v);
+    }
+    c
+}
+
+impl ConsumerSettings {
+    /// The librdkafka configuration. Offsets are never committed or stored automatically: the
+    /// archive is the source of truth. The fetch queue is bounded, so a slow archive pauses
+    /// fetching instead of growing memory.
+    pub fn client_config(&self) -> ClientConfig {
+        let kbytes = (self.max_fetch_buffer / 1024).max(1);
+        let defaults = [
+            ("group.id", self.group_id.clone()),
+            ("enable.auto.commit", "false".into()),
+            ("enable.auto.offset.store", "false".into()),
+            (
+                "auto.offset.reset",
+                if self.start_earliest {
+                    "earliest"
+                } else {
+                    "latest"
+                }
+                .into(),
+            ),
+            ("queued.max.messages.kbytes", kbytes.to_string()),
+            (
+                "fetch.max.bytes",
+                (self.max_fetch_buffer.clamp(1 << 20, 50 << 20)).to_string(),
+            ),
+            (
+                "statistics.interval.ms",
+                self.stats_interval.as_millis().to_string(),
+            ),
+            ("client.id", "vigil".into()),
+        ];
+        let mut c = client_config(&self.brokers, &defaults, &self.properties);
+        // Set last so a passed-through property cannot undo them (the config layer also
+        // rejects them with a clear message).
+        c.set("enable.auto.commit", "false");
+        c.set("enable.auto.offset.store", "false");
+        c.set("group.id", &self.group_id);
+        c
+    }
+}

@@ -1,0 +1,329 @@
+//! Kafka in, exactly once, against a real broker (Tansu) and a producer that is not vigil
+//! (Python confluent-kafka): malformed messages become dead letters, and neither kill -9 at
+//! random moments nor replicas joining and dying lose or duplicate a record.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::kafka::{Broker, Replica, count, pipeline, query, wait_for};
+
+/// What the producers reported: good and bad totals, per-partition count and seq sum.
+#[derive(Default, Debug)]
+struct Sent {
+    good: u64,
+    bad: u64,
+    partitions: BTreeMap<u64, (u64, u64)>,
+}
+
+impl Sent {
+    fn add(&mut self, report: serde_json::Value) {
+        self.good += report["good"].as_u64().unwrap();
+        self.bad += report["bad"].as_u64().unwrap();
+        for (p, c) in report["partitions"].as_object().unwrap() {
+            let e = self.partitions.entry(p.parse().unwrap()).or_default();
+            e.0 += c["count"].as_u64().unwrap();
+            e.1 += c["seq_sum"].as_u64().unwrap();
+        }
+    }
+}
+
+/// The archive holds every good record once (count, distinct seq and seq sum per partition
+/// equal what was sent) and every bad one once as a dead letter.
+fn assert_exactly_once(archive: &Path, sent: &Sent, partitions: usize) {
+    let rows = query(
+        archive,
+        &format!(
+            "SELECT seq % {partitions} AS p, count(*) AS n, count(DISTINCT seq) AS d, sum(seq) AS s \
+             FROM logs GROUP BY 1 ORDER BY 1"
+        ),
+    );
+    let mut got = BTreeMap::new();
+    for r in &rows {
+        let n = r["n"].as_u64().unwrap();
+        assert_eq!(
+            n,
+            r["d"].as_u64().unwrap(),
+            "duplicates in partition {}",
+            r["p"]
+        );
+        got.insert(r["p"].as_u64().unwrap(), (n, r["s"].as_u64().unwrap()));
+    }
+    assert_eq!(
+        got, sent.partitions,
+        "per-partition (count, seq sum): archive vs sent"
+    );
+    let dead = query(
+        archive,
+        "SELECT count(*) AS n, count(DISTINCT concat(source, ':', partition, ':', \"offset\")) AS d \
+         FROM dead_letters",
+    );
+    let (n, d) = dead
+        .first()
+        .map(|r| (r["n"].as_u64().unwrap(), r["d"].as_u64().unwrap()))
+        .unwrap_or((0, 0));
+    assert_eq!(n, d, "duplicate dead letters");
+    assert_eq!(n, sent.bad, "dead letters vs malformed messages sent");
+}
+
+#[test]
+fn every_good_record_is_archived_and_every_bad_one_is_a_dead_letter() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    broker.create_topic("telemetry.logs", 3);
+    let mut sent = Sent::default();
+    sent.add(broker.produce("telemetry.logs", 0, 6000, 3, 50));
+    assert_eq!(sent.bad, 120);
+
+    let file = pipeline(dir.path(), &broker.addr, "telemetry.logs", "g1", &archive);
+    let mut vigil = Replica::start(&file, "vigil");
+    wait_for(
+        &archive,
+        "logs",
+        sent.good,
+        Duration::from_secs(90),
+        &mut [&mut vigil],
+    );
+    wait_for(
+        &archive,
+        "dead_letters",
+        sent.bad,
+        Duration::from_secs(30),
+        &mut [&mut vigil],
+    );
+    vigil.stop();
+    assert_exactly_once(&archive, &sent, 3);
+
+    // Every kind of bad input has its reason, its partition and offset.
+    let reasons = query(
+        &archive,
+        "SELECT reason_code, count(*) AS n, min(partition) AS p, min(\"offset\") AS o \
+         FROM dead_letters WHERE source = 'telemetry.logs' GROUP BY 1 ORDER BY 1",
+    );
+    let codes: Vec<&str> = reasons
+        .iter()
+        .map(|r| r["reason_code"].as_str().unwrap())
+        .collect();
+    assert!(codes.len() >= 7, "reason codes {codes:?}");
+    for r in &reasons {
+        assert!(
+            r["p"].as_i64().unwrap() >= 0 && r["o"].as_i64().unwrap() >= 0,
+            "{r}"
+        );
+    }
+
+    // A restart reads nothing twice: the archive's offsets are where it resumes.
+    let mut again = Replica::start(&file, "vigil-again");
+    sent.add(broker.produce("telemetry.logs", 6000, 600, 3, 0));
+    wait_for(
+        &archive,
+        "logs",
+        sent.good,
+        Duration::from_secs(60),
+        &mut [&mut again],
+    );
+    again.stop();
+    assert_exactly_once(&archive, &sent, 3);
+}
+
+/// A small deterministic generator for kill times (no extra dependency).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, lo: u64, hi: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        lo + (self.0 >> 33) % (hi - lo)
+    }
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    broker.create_topic("logs", 4);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("kill schedule seed {seed}");
+    let mut rng = Lcg(seed);
+
+    let mut sent = Sent::default();
+    let mut next = 0;
+    let mut mid_stream_kills = 0;
+    let kills = 6;
+    for i in 0..kills {
+        let before = count(&archive, "logs");
+        // A new group per restart: Tansu 0.6 does not hand a dead member's partitions to the
+        // members that remain (see `kafka_client.py`), and waiting out the dead member's session
+        // is not what this test is about. It also proves the offsets come from the archive: a
+        // new group has none of its own.
+        let file = pipeline(
+            dir.path(),
+            &broker.addr,
+            "logs",
+            &format!("g2-{i}"),
+            &archive,
+        );
+        let mut vigil = Replica::start(&file, &format!("vigil-{i}"));
+        // Data keeps arriving while it runs, so the kill lands with work in flight.
+        let producing = std::thread::scope(|scope| {
+            let producer = scope.spawn(|| broker.produce("logs", next, 25_000, 4, 100));
+            // Once it has joined the group and committed something, kill it at a random moment.
+            wait_for(
+                &archive,
+                "logs",
+                before + 1,
+                Duration::from_secs(60),
+                &mut [&mut vigil],
+            );
+            std::thread::sleep(Duration::from_millis(rng.next(0, 1500)));
+            vigil.assert_running();
+            let in_flight = !producer.is_finished();
+            vigil.kill9();
+            sent.add(producer.join().unwrap());
+            in_flight
+        });
+        next += 25_000;
+        let archived = count(&archive, "logs");
+        eprintln!(
+            "kill {i}: {archived} of {} archived, producer still running: {producing}",
+            sent.good
+        );
+        if producing && archived > before {
+            mid_stream_kills += 1;
+        }
+    }
+    let file = pipeline(dir.path(), &broker.addr, "logs", "g2-last", &archive);
+    let mut last = Replica::start(&file, "vigil-last");
+    wait_for(
+        &archive,
+        "logs",
+        sent.good,
+        Duration::from_secs(120),
+        &mut [&mut last],
+    );
+    wait_for(
+        &archive,
+        "dead_letters",
+        sent.bad,
+        Duration::from_secs(30),
+        &mut [&mut last],
+    );
+    last.stop();
+    assert_exactly_once(&archive, &sent, 4);
+    assert!(
+        mid_stream_kills >= 4,
+        "only {mid_stream_kills} of {kills} kills landed mid-stream: the test did not test much"
+    );
+}
+
+#[test]
+fn a_replica_joining_and_another_dying_loses_and_duplicates_nothing() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    broker.create_topic("logs", 4);
+    let file = pipeline(dir.path(), &broker.addr, "logs", "g3", &archive);
+
+    let mut sent = Sent::default();
+    sent.add(broker.produce("logs", 0, 30_000, 4, 200));
+    let mut a = Replica::start(&file, "replica-a");
+    wait_for(&archive, "logs", 1, Duration::from_secs(60), &mut [&mut a]);
+
+    // B joins mid-stream: the group rebalances, A's partitions are revoked mid-batch and
+    // shared between the two.
+    let mut b = Replica::start(&file, "replica-b");
+    sent.add(broker.produce("logs", 30_000, 15_000, 4, 200));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !b.log_text().contains("partitions assigned partitions=[\"") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never got partitions:\n{}",
+            b.log_text()
+        );
+        a.assert_running();
+        b.assert_running();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A dies mid-stream with a batch in flight.
+    sent.add(broker.produce("logs", 45_000, 15_000, 4, 200));
+    std::thread::sleep(Duration::from_millis(300));
+    a.kill9();
+    let at_death = count(&archive, "logs");
+    eprintln!("A killed with {at_death} of {} archived", sent.good);
+
+    // Tansu 0.6 never hands a dead member's partitions to the members left (its group
+    // coordinator re-forms the group with the dead member's assignment; reproduced with plain
+    // confluent-kafka clients in `kafka_client.py`'s notes). So the takeover is done the way an
+    // operator would do it on such a broker: B leaves cleanly and C takes over every partition
+    // from the archive's offsets, A's unfinished batch included.
+    b.stop();
+    let file_c = pipeline(dir.path(), &broker.addr, "logs", "g3-takeover", &archive);
+    let mut c = Replica::start(&file_c, "replica-c");
+    wait_for(
+        &archive,
+        "logs",
+        sent.good,
+        Duration::from_secs(120),
+        &mut [&mut c],
+    );
+    wait_for(
+        &archive,
+        "dead_letters",
+        sent.bad,
+        Duration::from_secs(30),
+        &mut [&mut c],
+    );
+    c.stop();
+    assert_exactly_once(&archive, &sent, 4);
+    assert!(
+        b.log_text().contains("archived"),
+        "replica B archived nothing while it shared the group:\n{}",
+        b.log_text()
+    );
+}
+
+#[test]
+fn two_writers_on_the_same_partitions_are_fenced_not_duplicated() {
+    // Two groups consuming the same topic into the same archive: each replica believes it owns
+    // every partition, the situation of a zombie that lost its partitions without noticing.
+    // Delta's conflict on the partitions' `txn` app ids must fence one of the two each time.
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    broker.create_topic("logs", 2);
+    let mut sent = Sent::default();
+    sent.add(broker.produce("logs", 0, 20_000, 2, 0));
+    let mut x = Replica::start(
+        &pipeline(dir.path(), &broker.addr, "logs", "gx", &archive),
+        "x",
+    );
+    let mut y = Replica::start(
+        &pipeline(dir.path(), &broker.addr, "logs", "gy", &archive),
+        "y",
+    );
+    sent.add(broker.produce("logs", 20_000, 10_000, 2, 0));
+    wait_for(
+        &archive,
+        "logs",
+        sent.good,
+        Duration::from_secs(120),
+        &mut [&mut x, &mut y],
+    );
+    // Both keep running a little longer: nothing may be added twice.
+    std::thread::sleep(Duration::from_secs(3));
+    x.stop();
+    y.stop();
+    assert_exactly_once(&archive, &sent, 2);
+    let fenced = x.log_text().matches("another consumer archived").count()
+        + y.log_text().matches("another consumer archived").count();
+    eprintln!("fenced commits: {fenced}");
+}
