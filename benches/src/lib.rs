@@ -1,6 +1,9 @@
 //! Shared inputs for vigil's benchmarks: deterministic seed-format telemetry from the built-in
-//! generator, and the typed Arrow schema arrow-json is given for the same records.
+//! generator, and the typed Arrow schema arrow-json is given for the same records; and [`nab`],
+//! a scorer for the Numenta Anomaly Benchmark.
 #![warn(missing_docs)]
+
+pub mod nab;
 
 use std::sync::Arc;
 

@@ -419,6 +419,7 @@ impl Validator<'_> {
             max_batch_wait: max_batch_wait?,
             max_fetch_buffer: max_fetch_buffer?.max(1024),
             properties,
+            dead_letter_topic: raw.dead_letter_topic.filter(|t| !t.is_empty()),
         })
     }
 

@@ -77,6 +77,8 @@ pub struct Kafka {
     pub max_fetch_buffer: usize,
     /// librdkafka properties, applied last (they override vigil's defaults).
     pub properties: BTreeMap<String, String>,
+    /// Send dead letters to this topic instead of the `dead_letters` table.
+    pub dead_letter_topic: Option<String>,
 }
 
 /// Decoder limits.

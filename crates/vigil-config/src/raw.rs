@@ -84,6 +84,9 @@ pub struct RawKafkaSource {
     /// Upper bound on fetched but unprocessed messages per partition, in bytes (librdkafka
     /// `queued.max.messages.kbytes`; fetching pauses beyond it). Default `16MiB`.
     pub max_fetch_buffer: Option<Spanned<RawSize>>,
+    /// Send dead letters to this Kafka topic (raw bytes as the value, source position and
+    /// reason in headers) instead of the `dead_letters` table. At least once.
+    pub dead_letter_topic: Option<String>,
     /// Any librdkafka property, passed through as is: `security.protocol`, `sasl.mechanism`,
     /// `sasl.username`, `ssl.ca.location`, `session.timeout.ms`, ...
     #[serde(default)]

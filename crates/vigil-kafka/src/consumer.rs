@@ -133,13 +133,18 @@ pub struct Consumer {
 
 impl Consumer {
     /// Creates the consumer and subscribes. `resume` says where the archive ends per
-    /// partition; it is called on every assignment.
-    pub fn new(settings: &ConsumerSettings, resume: ResumeFn) -> Result<Self, KafkaError> {
+    /// partition; it is called on every assignment. librdkafka's statistics (per-partition lag
+    /// and throughput) are recorded into `stats` every `settings.stats_interval`.
+    pub fn new(
+        settings: &ConsumerSettings,
+        resume: ResumeFn,
+        stats: StatsBook,
+    ) -> Result<Self, KafkaError> {
         let ctx = Context {
             resume,
             events: Mutex::default(),
             failure: Mutex::default(),
-            stats: StatsBook::default(),
+            stats,
         };
         let inner: BaseConsumer<Context> = settings.client_config().create_with_context(ctx)?;
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();

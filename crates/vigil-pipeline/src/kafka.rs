@@ -39,6 +39,7 @@ use vigil_store::{Archive, StoreError, TableSpec, TableWriter, app_version};
 
 use crate::error::PipelineError;
 use crate::run::{RunOptions, Summary, decoder_options, flush_policy};
+use crate::sink::SinkStats;
 
 /// The Delta application id under which a partition's offset is recorded.
 pub fn app_id(topic: &str, partition: i32) -> String {
@@ -163,11 +164,21 @@ pub(crate) fn consume(
         stats_interval: Duration::from_secs(5),
         properties: kafka.properties.clone(),
     };
-    let consumer = Consumer::new(&settings, resume).map_err(PipelineError::kafka)?;
+    let consumer =
+        Consumer::new(&settings, resume, opts.kafka_stats.clone()).map_err(PipelineError::kafka)?;
+    let mut dlq = match &kafka.dead_letter_topic {
+        Some(topic) => Some(DeadLetterTopic {
+            producer: vigil_kafka::Producer::new(&kafka.brokers, &kafka.properties)
+                .map_err(PipelineError::kafka)?,
+            topic: topic.clone(),
+        }),
+        None => None,
+    };
     tracing::info!(source = %source.name, brokers = %kafka.brokers, group = %kafka.group_id, topics = ?settings.topics, "consuming");
 
     let mut book = Book::default();
     let mut run = Run::default();
+    let mut sink_stats = SinkStats::default();
     let mut batch_started: Option<Instant> = None;
     let mut first_buffered: Option<Instant> = None;
     let mut last_error_log = Instant::now() - Duration::from_secs(60);
@@ -287,7 +298,9 @@ pub(crate) fn consume(
                 .any(|d| d.buffered() >= kafka.max_batch_records);
         if batch_due {
             decode_run(&mut run, &mut decoders);
-            hand_over(&mut decoders, &mut tables, &mut book, opts);
+            if let Err(e) = hand_over(&mut decoders, &mut tables, &mut book, &mut dlq, opts) {
+                break Err(e);
+            }
             batch_started = None;
         }
         // A table's flush policy, or offsets that moved with nothing to write (messages that
@@ -296,17 +309,35 @@ pub(crate) fn consume(
         if tables.all().any(|t| t.is_due()) || offsets_due {
             first_buffered = None;
             decode_run(&mut run, &mut decoders);
-            hand_over(&mut decoders, &mut tables, &mut book, opts);
+            if let Err(e) = hand_over(&mut decoders, &mut tables, &mut book, &mut dlq, opts) {
+                break Err(e);
+            }
             batch_started = None;
-            if let Err(e) = commit(&consumer, &mut tables, &mut book, &routes, rt) {
+            if let Err(e) = commit(
+                &consumer,
+                &mut tables,
+                &mut book,
+                &mut dlq,
+                &routes,
+                rt,
+                &mut sink_stats,
+            ) {
                 break Err(e);
             }
         }
     };
     let result = result.and_then(|()| {
         decode_run(&mut run, &mut decoders);
-        hand_over(&mut decoders, &mut tables, &mut book, opts);
-        commit(&consumer, &mut tables, &mut book, &routes, rt)
+        hand_over(&mut decoders, &mut tables, &mut book, &mut dlq, opts)?;
+        commit(
+            &consumer,
+            &mut tables,
+            &mut book,
+            &mut dlq,
+            &routes,
+            rt,
+            &mut sink_stats,
+        )
     });
     if let Some(t) = first_message {
         let secs = t.elapsed().as_secs_f64();
@@ -318,11 +349,15 @@ pub(crate) fn consume(
             "consumed and archived, timed from the first message"
         );
     }
-    let stats = consumer.stats();
     consumer.close();
-    tracing::debug!(partitions = ?stats.snapshot(), "final consumer statistics");
+    for ((topic, partition), s) in opts.kafka_stats.snapshot() {
+        tracing::debug!(%topic, partition, lag = s.consumer_lag, messages = s.messages, bytes = s.bytes, "partition statistics");
+    }
     result?;
-    let mut summary = Summary::default();
+    let mut summary = Summary {
+        sink: sink_stats,
+        ..Summary::default()
+    };
     for d in decoders.values() {
         summary.add_decoder(d);
     }
@@ -386,8 +421,9 @@ fn hand_over(
     decoders: &mut HashMap<RecordKind, Decoder>,
     tables: &mut Tables,
     book: &mut Book,
+    dlq: &mut Option<DeadLetterTopic>,
     opts: &RunOptions,
-) {
+) -> Result<(), PipelineError> {
     for (&kind, d) in decoders.iter_mut() {
         let Some(batch) = d.flush() else { continue };
         opts.counters
@@ -400,10 +436,63 @@ fn hand_over(
         for records in batch.records {
             w.push(records);
         }
-        if batch.dead_letters.num_rows() > 0 {
-            let dead = keep_new_dead_letters(batch.dead_letters, book);
-            tables.dead.push(dead);
+        if batch.dead_letters.num_rows() == 0 {
+            continue;
         }
+        match dlq {
+            Some(topic) => topic.send(&batch.dead_letters)?,
+            None => {
+                let dead = keep_new_dead_letters(batch.dead_letters, book);
+                tables.dead.push(dead);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Dead letters sent to a Kafka topic instead of the `dead_letters` table: the original bytes
+/// as the value, where they came from and why in headers (`vigil.source.topic`,
+/// `vigil.source.partition`, `vigil.source.offset`, `vigil.kind`, `vigil.reason_code`,
+/// `vigil.reason`), as Kafka Connect's error topics do. Delivered before the archive commit of
+/// the records around them; a crash between the two sends them again (at least once).
+struct DeadLetterTopic {
+    producer: vigil_kafka::Producer,
+    topic: String,
+}
+
+impl DeadLetterTopic {
+    fn send(&mut self, batch: &RecordBatch) -> Result<(), PipelineError> {
+        let schema = batch.schema();
+        let col = |name: &str| batch.column(schema.index_of(name).expect("dead-letter schema"));
+        let sources = col(dead::SOURCE).as_string::<i32>();
+        let kinds = col(dead::KIND).as_string::<i32>();
+        let partitions = col(dead::PARTITION).as_primitive::<Int32Type>();
+        let offsets = col(dead::OFFSET).as_primitive::<Int64Type>();
+        let codes = col(dead::REASON_CODE).as_string::<i32>();
+        let reasons = col(dead::REASON).as_string::<i32>();
+        let raws = col(dead::RAW).as_binary::<i32>();
+        for i in 0..batch.num_rows() {
+            let partition = partitions.value(i).to_string();
+            let offset = offsets.value(i).to_string();
+            let headers: [(&str, &[u8]); 6] = [
+                ("vigil.source.topic", sources.value(i).as_bytes()),
+                ("vigil.source.partition", partition.as_bytes()),
+                ("vigil.source.offset", offset.as_bytes()),
+                ("vigil.kind", kinds.value(i).as_bytes()),
+                ("vigil.reason_code", codes.value(i).as_bytes()),
+                ("vigil.reason", reasons.value(i).as_bytes()),
+            ];
+            self.producer
+                .send_with_headers(&self.topic, None, raws.value(i), &headers)
+                .map_err(PipelineError::kafka)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), PipelineError> {
+        self.producer
+            .flush(Duration::from_secs(60))
+            .map_err(PipelineError::kafka)
     }
 }
 
@@ -468,16 +557,21 @@ fn commit(
     consumer: &Consumer,
     tables: &mut Tables,
     book: &mut Book,
+    dlq: &mut Option<DeadLetterTopic>,
     routes: &HashMap<String, RecordKind>,
     rt: &Handle,
+    stats: &mut SinkStats,
 ) -> Result<(), PipelineError> {
+    if let Some(topic) = dlq {
+        topic.flush()?;
+    }
     let dead_txns: Vec<(String, i64)> = book
         .dead_buffered
         .iter()
         .map(|(tp, &o)| (app_id(&tp.topic, tp.partition), o))
         .collect();
     let outcome = (|| {
-        commit_with_retry(&mut tables.dead, &dead_txns, rt)?;
+        commit_with_retry(&mut tables.dead, &dead_txns, rt, stats)?;
         book.dead_archived.extend(book.dead_buffered.drain());
         for kind in [RecordKind::Logs, RecordKind::Metrics] {
             let moved: BTreeMap<&TopicPartition, i64> = book
@@ -497,7 +591,7 @@ fn commit(
                 RecordKind::Metrics => tables.metrics.as_mut(),
             };
             let Some(writer) = writer else { continue };
-            commit_with_retry(writer, &txns, rt)?;
+            commit_with_retry(writer, &txns, rt, stats)?;
             let moved: Vec<(TopicPartition, i64)> =
                 moved.into_iter().map(|(tp, o)| (tp.clone(), o)).collect();
             tracing::debug!(table = kind.table(), offsets = ?moved, "archived");
@@ -529,6 +623,7 @@ fn commit_with_retry(
     writer: &mut TableWriter,
     txns: &[(String, i64)],
     rt: &Handle,
+    stats: &mut SinkStats,
 ) -> Result<(), StoreError> {
     if writer.pending_rows() == 0 && txns.is_empty() {
         return Ok(());
@@ -536,7 +631,14 @@ fn commit_with_retry(
     let mut attempt = 1;
     loop {
         match rt.block_on(writer.commit(txns)) {
-            Ok(_) => return Ok(()),
+            Ok(committed) => {
+                if let Some(c) = committed {
+                    stats.commits += 1;
+                    stats.rows += c.rows as u64;
+                    stats.files += c.files as u64;
+                }
+                return Ok(());
+            }
             Err(e) if e.is_fenced() || attempt >= COMMIT_ATTEMPTS => return Err(e),
             Err(e) => {
                 let wait = Duration::from_millis(250 << (attempt - 1).min(5));

@@ -41,6 +41,9 @@ pub struct RunOptions {
     pub counters: Arc<Counters>,
     /// Set to stop reading; buffered data is still committed.
     pub stop: Arc<AtomicBool>,
+    /// Per-partition consumer lag and throughput of the Kafka sources, for the metrics
+    /// endpoint; refreshed every few seconds while they run.
+    pub kafka_stats: vigil_kafka::StatsBook,
     /// Kafka sources stop once every assigned partition is read up to the high watermark it
     /// had when assigned (a backfill), instead of running until `stop`.
     pub until_end: bool,
@@ -53,6 +56,7 @@ impl Default for RunOptions {
             counters: Arc::default(),
             stop: Arc::default(),
             until_end: false,
+            kafka_stats: vigil_kafka::StatsBook::default(),
         }
     }
 }
@@ -98,6 +102,9 @@ impl Summary {
         for (k, v) in o.reasons {
             *self.reasons.entry(k).or_default() += v;
         }
+        self.sink.commits += o.sink.commits;
+        self.sink.rows += o.sink.rows;
+        self.sink.files += o.sink.files;
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::kafka::{Broker, Replica, count, pipeline, query, wait_for};
+use common::kafka::{Broker, Replica, client, count, pipeline, pipeline_with, query, wait_for};
 
 /// What the producers reported: good and bad totals, per-partition count and seq sum.
 #[derive(Default, Debug)]
@@ -326,4 +326,119 @@ fn two_writers_on_the_same_partitions_are_fenced_not_duplicated() {
     let fenced = x.log_text().matches("another consumer archived").count()
         + y.log_text().matches("another consumer archived").count();
     eprintln!("fenced commits: {fenced}");
+}
+
+#[test]
+fn dead_letters_can_go_to_a_topic_instead_of_the_table() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    broker.create_topic("logs", 2);
+    broker.create_topic("logs.dead", 1);
+    let mut sent = Sent::default();
+    sent.add(broker.produce("logs", 0, 2000, 2, 40));
+    let file = pipeline_with(
+        dir.path(),
+        &broker.addr,
+        "logs",
+        "g4",
+        &archive,
+        r#"dead_letter_topic = "logs.dead""#,
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["run", "--until-end", "--pipeline"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(count(&archive, "logs"), sent.good);
+    assert_eq!(
+        count(&archive, "dead_letters"),
+        0,
+        "dead letters went to the topic"
+    );
+
+    let lines = client(&[
+        "consume",
+        &broker.addr,
+        "logs.dead",
+        "--count",
+        &sent.bad.to_string(),
+        "--raw",
+    ]);
+    let messages: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(messages.len() as u64, sent.bad);
+    let mut positions = std::collections::BTreeSet::new();
+    for m in &messages {
+        let h = &m["headers"];
+        assert_eq!(h["vigil.source.topic"], "logs", "{m}");
+        assert!(!h["vigil.reason_code"].as_str().unwrap().is_empty(), "{m}");
+        assert!(m["value_len"].as_u64().unwrap() > 0, "{m}");
+        positions.insert((
+            h["vigil.source.partition"].as_str().unwrap().to_string(),
+            h["vigil.source.offset"]
+                .as_str()
+                .unwrap()
+                .parse::<i64>()
+                .unwrap(),
+        ));
+    }
+    assert_eq!(positions.len() as u64, sent.bad, "each bad message once");
+}
+
+#[test]
+fn deals_pipeline_consumes_both_topics_from_the_environment() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    broker.create_topic("prod.logs", 2);
+    broker.create_topic("prod.metrics", 1);
+    let (logs, metrics) = common::generate(dir.path(), "10m", "5", &[]);
+    for (topic, file) in [("prod.logs", &logs), ("prod.metrics", &metrics)] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args([
+                "produce",
+                "--brokers",
+                &broker.addr,
+                "--topic",
+                topic,
+                "--key",
+                "service",
+            ])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let lines = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count() as u64;
+    let deals = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/deals.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["run", "--until-end", "--pipeline"])
+        .arg(deals)
+        .env("KAFKA_BROKERS", &broker.addr)
+        .env("LOGS_TOPIC", "prod.logs")
+        .env("METRICS_TOPIC", "prod.metrics")
+        .env("VIGIL_GROUP_ID", "deals-test")
+        .env("VIGIL_ARCHIVE", &archive)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(count(&archive, "logs"), lines(&logs));
+    assert_eq!(count(&archive, "metrics"), lines(&metrics));
+    assert_eq!(count(&archive, "dead_letters"), 0);
 }

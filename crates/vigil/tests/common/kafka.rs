@@ -118,6 +118,18 @@ pub fn client(args: &[&str]) -> String {
 
 /// A pipeline file consuming `topic` (logs) from `broker` into `archive`, committing often.
 pub fn pipeline(dir: &Path, broker: &str, topic: &str, group: &str, archive: &Path) -> PathBuf {
+    pipeline_with(dir, broker, topic, group, archive, "")
+}
+
+/// [`pipeline`] with `extra` lines added to the Kafka source.
+pub fn pipeline_with(
+    dir: &Path,
+    broker: &str,
+    topic: &str,
+    group: &str,
+    archive: &Path,
+    extra: &str,
+) -> PathBuf {
     let path = dir.join(format!("{group}.toml"));
     let text = format!(
         r#"
@@ -131,6 +143,7 @@ group_id = "{group}"
 topics = [{{ name = "{topic}", kind = "logs" }}]
 max_batch_records = 1000
 max_batch_wait = "100ms"
+{extra}
 
 [sources.properties]
 "session.timeout.ms" = 6000

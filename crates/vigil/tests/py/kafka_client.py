@@ -115,8 +115,13 @@ def consume(args):
         m = c.poll(0.5)
         if m is None or m.error():
             continue
-        print(json.dumps({"key": m.key().decode() if m.key() else None,
-                          "value": json.loads(m.value())}))
+        if args.raw:
+            print(json.dumps({"key": m.key().decode() if m.key() else None,
+                              "headers": {k: v.decode("utf-8", "replace") for k, v in (m.headers() or [])},
+                              "value_len": len(m.value() or b"")}))
+        else:
+            print(json.dumps({"key": m.key().decode() if m.key() else None,
+                              "value": json.loads(m.value())}))
         got += 1
     c.close()
     if got < args.count:
@@ -138,6 +143,7 @@ def main():
     co.add_argument("brokers"); co.add_argument("topic")
     co.add_argument("--count", type=int, required=True)
     co.add_argument("--timeout", type=float, default=60)
+    co.add_argument("--raw", action="store_true", help="print headers and value length, not the value")
     args = ap.parse_args()
     {"create-topic": create_topic, "produce": produce, "consume": consume}[args.cmd](args)
 
