@@ -18,6 +18,6 @@ mod sink;
 pub use error::PipelineError;
 pub use input::{Input, check_readable};
 pub use kafka::app_id;
-pub use vigil_kafka::{PartitionStats, StatsBook};
 pub use run::{Counters, RunOptions, Summary, run};
 pub use sink::{Sink, SinkStats};
+pub use vigil_kafka::{PartitionStats, StatsBook};
