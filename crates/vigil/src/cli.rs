@@ -40,6 +40,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Send NDJSON lines to a Kafka topic, one message per line.
     Produce(ProduceArgs),
+    /// Score one metric series with the default baseline detector (NAB result format).
+    DetectSeries(DetectSeriesArgs),
 }
 
 /// Archive location shared by several commands.
@@ -199,4 +201,17 @@ pub struct GenerateArgs {
     /// Stop after this many log lines, whatever the duration.
     #[arg(long)]
     pub max_logs: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct DetectSeriesArgs {
+    /// CSV with a header and columns `timestamp,value`; timestamps like `2014-04-10 00:02:00`
+    /// or RFC 3339, in time order.
+    #[arg(long)]
+    pub input: PathBuf,
+
+    /// Where to write `timestamp,value,anomaly_score`: the input's rows and timestamp text,
+    /// each with its score in [0, 1].
+    #[arg(long)]
+    pub output: PathBuf,
 }

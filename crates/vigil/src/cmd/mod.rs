@@ -1,6 +1,7 @@
 //! One module per command.
 
 mod demo;
+mod detect_series;
 mod generate;
 mod ingest;
 mod produce;
@@ -21,6 +22,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(a) => demo::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Produce(a) => produce::run(a),
+        Command::DetectSeries(a) => detect_series::run(a),
     }
 }
 

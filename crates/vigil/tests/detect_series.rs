@@ -1,0 +1,93 @@
+//! `vigil detect-series` through the real binary: NAB-format output, one row per input row,
+//! and the step in a generated series as the highest score.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn detect(input: &Path, output: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["detect-series", "--input"])
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .output()
+        .expect("run vigil")
+}
+
+/// `rows` samples every 5 minutes from 2014-04-10 00:00:00, in NAB's timestamp format: a
+/// noisy level of 40 that steps to 90 at row `step`.
+fn series_with_step(rows: usize, step: usize) -> String {
+    let mut csv = String::from("timestamp,value\n");
+    for i in 0..rows {
+        let minutes = i * 5;
+        let (day, hour, minute) = (10 + minutes / 1440, minutes / 60 % 24, minutes % 60);
+        // A fixed, irregular wobble of about ±2 (no randomness: the test must not flake).
+        let wobble = ((i * 7919) % 41) as f64 / 10.0 - 2.0;
+        let value = if i < step { 40.0 } else { 90.0 } + wobble;
+        writeln!(csv, "2014-04-{day:02} {hour:02}:{minute:02}:00,{value}").unwrap();
+    }
+    csv
+}
+
+#[test]
+fn detect_series_writes_a_score_per_row_and_the_step_scores_highest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.csv"), dir.path().join("out.csv"));
+    let (rows, step) = (800, 600);
+    let csv = series_with_step(rows, step);
+    std::fs::write(&input, &csv).unwrap();
+
+    let out = detect(&input, &output);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let text = std::fs::read_to_string(&output).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("timestamp,value,anomaly_score"));
+    let body: Vec<&str> = lines.collect();
+    assert_eq!(body.len(), rows);
+    let mut scores = Vec::with_capacity(rows);
+    for (row, (got, want)) in body.iter().zip(csv.lines().skip(1)).enumerate() {
+        let (prefix, score) = got.rsplit_once(',').unwrap();
+        assert_eq!(
+            prefix, want,
+            "row {row}: timestamp and value are copied unchanged"
+        );
+        let score: f64 = score.parse().unwrap();
+        assert!((0.0..=1.0).contains(&score), "row {row}: score {score}");
+        scores.push(score);
+    }
+    let top = (0..rows)
+        .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
+        .unwrap();
+    assert_eq!(
+        top, step,
+        "the step scores {}, row {top} {}",
+        scores[step], scores[top]
+    );
+    assert!(scores[step] > 0.99, "the step scores {}", scores[step]);
+}
+
+#[test]
+fn detect_series_names_the_line_of_a_bad_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.csv"), dir.path().join("out.csv"));
+    std::fs::write(
+        &input,
+        "timestamp,value\n2014-04-10 00:00:00,1\n2014-04-10 00:05,2\n",
+    )
+    .unwrap();
+
+    let out = detect(&input, &output);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("in.csv:3: bad timestamp \"2014-04-10 00:05\""),
+        "{stderr}"
+    );
+    assert!(!output.exists(), "no partial output is left behind");
+}
