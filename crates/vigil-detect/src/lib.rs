@@ -8,8 +8,15 @@
 //! an anomaly score at once: it never looks ahead, keeps bounded memory and does a bounded
 //! amount of work per sample, so it can sit in a stream. [`baseline`] is the default: it needs
 //! no threshold or tuning from the user. `vigil detect-series` runs it over a CSV file.
+//!
+//! [`rules`] turns per-window signal values into alerts with Prometheus semantics (pending →
+//! firing after `for` → resolved, one firing per episode, state that survives a restart) and
+//! into the anomaly events of DESIGN.md. The windowed signals that feed them (SQL on
+//! DataFusion) and `vigil backtest` are not built yet.
 #![warn(missing_docs)]
 
 pub mod baseline;
+pub mod rules;
 
 pub use baseline::{BaselineConfig, BaselineDetector};
+pub use rules::{AnomalyEvent, Rule, RuleEvaluator, Severity, Status};

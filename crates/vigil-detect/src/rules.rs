@@ -1,0 +1,482 @@
+//! Alerting rules with Prometheus semantics, evaluated once per closed event-time window.
+//!
+//! ```text
+//!                 condition holds              held for `for`
+//!   inactive ───────────────────────► pending ───────────────► firing ──► (event: firing)
+//!      ▲                                 │                        │
+//!      └──────── condition fails ────────┘      condition fails   └──────► (event: resolved)
+//! ```
+//!
+//! A rule watches one value per series (e.g. per service) per window. A series becomes
+//! *pending* at the start of the first window where the condition holds, and *firing* at the
+//! close of the window in which it has held, window after window, for the rule's `for`
+//! duration (with `for = 0`, at once). One firing event is emitted per episode; the
+//! fingerprint (rule and series) is stable, and the event id is the fingerprint plus the
+//! episode's start, so re-emitting after a restart is recognisably the same event. The state
+//! is a small serialisable value ([`RuleState`]), restored on restart so a running episode
+//! neither fires twice nor loses its resolution.
+//!
+//! A series absent from a window (no data) counts as the condition not holding: report it
+//! with [`RuleEvaluator::absent`] so a pending series resets and a firing one resolves.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use vigil_core::time::format_rfc3339;
+use vigil_core::units::format_duration;
+
+/// How urgent an alert is, as in the seed's alert table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Severity {
+    /// Critical: page now.
+    P1,
+    /// High.
+    P2,
+    /// Medium.
+    P3,
+    /// Low.
+    P4,
+}
+
+impl FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_uppercase().as_str() {
+            "P1" => Ok(Self::P1),
+            "P2" => Ok(Self::P2),
+            "P3" => Ok(Self::P3),
+            "P4" => Ok(Self::P4),
+            _ => Err(format!("unknown severity `{s}`, expected P1, P2, P3 or P4")),
+        }
+    }
+}
+
+/// How a value is compared with the threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    /// `value > threshold`
+    Above,
+    /// `value >= threshold`
+    AtLeast,
+    /// `value < threshold`
+    Below,
+    /// `value <= threshold`
+    AtMost,
+}
+
+impl Comparison {
+    fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Self::Above => value > threshold,
+            Self::AtLeast => value >= threshold,
+            Self::Below => value < threshold,
+            Self::AtMost => value <= threshold,
+        }
+    }
+}
+
+impl FromStr for Comparison {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            ">" => Ok(Self::Above),
+            ">=" => Ok(Self::AtLeast),
+            "<" => Ok(Self::Below),
+            "<=" => Ok(Self::AtMost),
+            _ => Err(format!("unknown comparison `{s}`, expected >, >=, < or <=")),
+        }
+    }
+}
+
+/// A threshold rule on one signal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// Name, e.g. `Token Service Errors`.
+    pub name: String,
+    /// Severity of its alerts.
+    pub severity: Severity,
+    /// The condition: `value <comparison> threshold`.
+    pub comparison: Comparison,
+    /// The threshold.
+    pub threshold: f64,
+    /// Length of the windows the signal is computed over.
+    pub window: Duration,
+    /// How long the condition must hold before the alert fires.
+    pub for_: Duration,
+    /// Labels added to every event.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations (summary, runbook URL) added to every event.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Where one series of a rule stands.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum SeriesState {
+    /// The condition held from `since` (a window start), not yet for `for`.
+    Pending {
+        /// Start of the first window in which it held, µs since the epoch.
+        since: i64,
+    },
+    /// The alert is firing since `since`.
+    Firing {
+        /// Start of the first window in which it held, µs since the epoch.
+        since: i64,
+    },
+}
+
+/// The whole state of a rule: every series not inactive. Small and serialisable, for
+/// checkpoints.
+pub type RuleState = BTreeMap<String, SeriesState>;
+
+/// A transition that becomes an anomaly event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The series (e.g. the service).
+    pub series: String,
+    /// Firing or resolved.
+    pub status: Status,
+    /// The signal's value in the window that caused the transition.
+    pub value: f64,
+    /// When the episode started (first window in which the condition held).
+    pub starts_at: i64,
+    /// When it ended (end of the first window in which it no longer held), if resolved.
+    pub ends_at: Option<i64>,
+}
+
+/// An event's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The condition has held for `for`.
+    Firing,
+    /// It no longer holds.
+    Resolved,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Firing => "firing",
+            Self::Resolved => "resolved",
+        })
+    }
+}
+
+/// Evaluates one rule over the values of its series, window by window.
+#[derive(Debug, Clone)]
+pub struct RuleEvaluator {
+    rule: Rule,
+    state: RuleState,
+}
+
+impl RuleEvaluator {
+    /// A rule with nothing pending or firing.
+    pub fn new(rule: Rule) -> Self {
+        Self::restore(rule, RuleState::new())
+    }
+
+    /// A rule resumed from a checkpoint of its state.
+    pub fn restore(rule: Rule, state: RuleState) -> Self {
+        Self { rule, state }
+    }
+
+    /// The rule.
+    pub fn rule(&self) -> &Rule {
+        &self.rule
+    }
+
+    /// The state to checkpoint.
+    pub fn state(&self) -> &RuleState {
+        &self.state
+    }
+
+    /// The value of `series` in the window `[window_start, window_start + window)`, which has
+    /// just closed. Returns the transition it causes, if any. NaN never holds.
+    pub fn observe(&mut self, series: &str, window_start: i64, value: f64) -> Option<Transition> {
+        let window_end = window_start + micros(self.rule.window);
+        if !self.rule.comparison.holds(value, self.rule.threshold) {
+            return self.not_holding(series, window_end, value);
+        }
+        let since = match self.state.get(series) {
+            Some(SeriesState::Firing { .. }) => return None,
+            Some(SeriesState::Pending { since }) => *since,
+            None => window_start,
+        };
+        if window_end - since >= micros(self.rule.for_) {
+            self.state
+                .insert(series.to_string(), SeriesState::Firing { since });
+            Some(Transition {
+                series: series.to_string(),
+                status: Status::Firing,
+                value,
+                starts_at: since,
+                ends_at: None,
+            })
+        } else {
+            self.state
+                .insert(series.to_string(), SeriesState::Pending { since });
+            None
+        }
+    }
+
+    /// `series` had no value in the window starting at `window_start` (no data).
+    pub fn absent(&mut self, series: &str, window_start: i64) -> Option<Transition> {
+        let window_end = window_start + micros(self.rule.window);
+        self.not_holding(series, window_end, f64::NAN)
+    }
+
+    /// Series currently pending or firing, for callers that must report absences.
+    pub fn active_series(&self) -> impl Iterator<Item = &str> {
+        self.state.keys().map(String::as_str)
+    }
+
+    fn not_holding(&mut self, series: &str, window_end: i64, value: f64) -> Option<Transition> {
+        match self.state.remove(series)? {
+            SeriesState::Pending { .. } => None,
+            SeriesState::Firing { since } => Some(Transition {
+                series: series.to_string(),
+                status: Status::Resolved,
+                value,
+                starts_at: since,
+                ends_at: Some(window_end),
+            }),
+        }
+    }
+
+    /// The anomaly event of a transition, detected at `detected_at`.
+    pub fn event(&self, t: &Transition, detected_at: i64) -> AnomalyEvent {
+        let fingerprint = fingerprint(&self.rule.name, &t.series);
+        AnomalyEvent {
+            id: format!("{fingerprint}-{}", t.starts_at),
+            fingerprint,
+            status: t.status,
+            rule: self.rule.name.clone(),
+            kind: "threshold".into(),
+            severity: self.rule.severity,
+            service: t.series.clone(),
+            value: t.value.is_finite().then_some(t.value),
+            threshold: Some(self.rule.threshold),
+            window: format_duration(self.rule.window),
+            for_: format_duration(self.rule.for_),
+            starts_at: format_rfc3339(t.starts_at),
+            ends_at: t.ends_at.map(format_rfc3339),
+            detected_at: format_rfc3339(detected_at),
+            labels: self.rule.labels.clone(),
+            annotations: self.rule.annotations.clone(),
+            incident: None,
+        }
+    }
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// A stable identifier of a rule's series: 16 hex digits of FNV-1a over the rule name and the
+/// series, so every replica and every restart computes the same one.
+pub fn fingerprint(rule: &str, series: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in rule.bytes().chain([0xff]).chain(series.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The anomaly event of DESIGN.md, one per state change; its Kafka key is `fingerprint`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyEvent {
+    /// Unique per episode: the fingerprint and the episode's start.
+    pub id: String,
+    /// Stable per rule and series.
+    pub fingerprint: String,
+    /// `firing` or `resolved`.
+    pub status: Status,
+    /// The rule's name.
+    pub rule: String,
+    /// `threshold` or `baseline`.
+    pub kind: String,
+    /// P1–P4.
+    pub severity: Severity,
+    /// The service the series belongs to.
+    pub service: String,
+    /// The signal's value in the window that caused the event (null for no data).
+    pub value: Option<f64>,
+    /// The rule's threshold (null for baselines).
+    pub threshold: Option<f64>,
+    /// Window length, e.g. `1m`.
+    pub window: String,
+    /// The rule's `for`, e.g. `10m`.
+    #[serde(rename = "for")]
+    pub for_: String,
+    /// RFC 3339: when the episode started.
+    pub starts_at: String,
+    /// RFC 3339: when it ended; null while firing.
+    pub ends_at: Option<String>,
+    /// RFC 3339: when vigil detected the change.
+    pub detected_at: String,
+    /// The rule's labels.
+    pub labels: BTreeMap<String, String>,
+    /// Summary, runbook URL, ...
+    pub annotations: BTreeMap<String, String>,
+    /// The incident this anomaly belongs to (correlation); null until correlation exists.
+    pub incident: Option<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000_000;
+
+    /// The seed's Token Service Errors: error rate > 5% for 10 minutes, P2, 1-minute windows.
+    fn token_errors() -> Rule {
+        Rule {
+            name: "Token Service Errors".into(),
+            severity: Severity::P2,
+            comparison: Comparison::Above,
+            threshold: 0.05,
+            window: Duration::from_secs(60),
+            for_: Duration::from_secs(600),
+            labels: BTreeMap::from([("team".into(), "platform".into())]),
+            annotations: BTreeMap::from([("summary".into(), "token-service errors".into())]),
+        }
+    }
+
+    /// Feeds one value per minute from `t0`; returns (minute index, transition).
+    fn feed(e: &mut RuleEvaluator, values: &[f64]) -> Vec<(usize, Transition)> {
+        let t0 = 1_748_854_800_000_000; // 2025-06-02T09:00:00Z
+        values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &v)| {
+                e.observe("token-service", t0 + i as i64 * MIN, v)
+                    .map(|t| (i, t))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fires_when_the_condition_held_for_every_window_of_for_and_resolves_after() {
+        let mut e = RuleEvaluator::new(token_errors());
+        let mut values = vec![0.01; 3];
+        values.extend([0.2; 12]);
+        values.extend([0.01; 3]);
+        let events = feed(&mut e, &values);
+        assert_eq!(events.len(), 2, "{events:?}");
+        // Held from minute 3; the 10th holding window (minute 12) closes 10 minutes later.
+        assert_eq!(events[0].0, 12);
+        assert_eq!(events[0].1.status, Status::Firing);
+        assert_eq!(events[0].1.starts_at, 1_748_854_800_000_000 + 3 * MIN);
+        // Resolved at the close of the first window where it no longer holds (minute 15).
+        assert_eq!(events[1].0, 15);
+        assert_eq!(events[1].1.status, Status::Resolved);
+        assert_eq!(events[1].1.ends_at, Some(1_748_854_800_000_000 + 16 * MIN));
+    }
+
+    #[test]
+    fn a_spike_shorter_than_for_fires_nothing() {
+        let mut e = RuleEvaluator::new(token_errors());
+        let mut values = vec![0.2; 9];
+        values.push(0.0);
+        values.extend([0.2; 9]);
+        assert!(feed(&mut e, &values).is_empty());
+        assert!(e.state().contains_key("token-service"), "pending again");
+    }
+
+    #[test]
+    fn one_firing_per_episode_and_none_again_after_a_restart() {
+        let mut e = RuleEvaluator::new(token_errors());
+        let firing = feed(&mut e, &[0.2; 11]);
+        assert_eq!(firing.len(), 1);
+        // Checkpoint, restart, carry on with the same episode: no second firing event.
+        let saved = serde_json::to_string(e.state()).unwrap();
+        let mut restarted =
+            RuleEvaluator::restore(token_errors(), serde_json::from_str(&saved).unwrap());
+        let t0 = 1_748_854_800_000_000;
+        assert_eq!(restarted.observe("token-service", t0 + 11 * MIN, 0.3), None);
+        let resolved = restarted
+            .observe("token-service", t0 + 12 * MIN, 0.0)
+            .expect("the resolution survives the restart");
+        assert_eq!(resolved.status, Status::Resolved);
+        let a = e.event(&firing[0].1, t0 + 11 * MIN);
+        let b = restarted.event(&resolved, t0 + 13 * MIN);
+        assert_eq!(a.fingerprint, b.fingerprint);
+        assert_eq!(a.id, b.id, "the same episode");
+    }
+
+    #[test]
+    fn no_data_resolves_a_firing_series_and_resets_a_pending_one() {
+        let mut e = RuleEvaluator::new(token_errors());
+        feed(&mut e, &[0.2; 10]);
+        let t0 = 1_748_854_800_000_000;
+        let t = e.absent("token-service", t0 + 10 * MIN).expect("resolved");
+        assert_eq!(t.status, Status::Resolved);
+        assert!(t.value.is_nan());
+        let mut p = RuleEvaluator::new(token_errors());
+        feed(&mut p, &[0.2; 5]);
+        assert_eq!(p.absent("token-service", t0 + 5 * MIN), None);
+        assert!(p.state().is_empty());
+    }
+
+    #[test]
+    fn for_zero_fires_on_the_first_holding_window_and_nan_never_holds() {
+        let mut rule = token_errors();
+        rule.for_ = Duration::ZERO;
+        let mut e = RuleEvaluator::new(rule);
+        assert!(feed(&mut e, &[f64::NAN, f64::NAN]).is_empty());
+        let mut e2 = e.clone();
+        let t0 = 1_748_854_800_000_000;
+        assert_eq!(
+            e2.observe("token-service", t0, 0.5).map(|t| t.status),
+            Some(Status::Firing)
+        );
+    }
+
+    #[test]
+    fn events_have_the_fields_of_the_anomaly_contract() {
+        let mut e = RuleEvaluator::new(token_errors());
+        let events = feed(&mut e, &[0.2; 10]);
+        let ev = e.event(&events[0].1, 1_748_855_400_500_000);
+        let json: serde_json::Value = serde_json::to_value(&ev).unwrap();
+        for key in [
+            "id",
+            "fingerprint",
+            "status",
+            "rule",
+            "kind",
+            "severity",
+            "service",
+            "value",
+            "threshold",
+            "window",
+            "for",
+            "starts_at",
+            "ends_at",
+            "detected_at",
+            "labels",
+            "annotations",
+            "incident",
+        ] {
+            assert!(json.get(key).is_some(), "missing `{key}` in {json}");
+        }
+        assert_eq!(json["status"], "firing");
+        assert_eq!(json["severity"], "P2");
+        assert_eq!(json["window"], "1m");
+        assert_eq!(json["for"], "10m");
+        assert_eq!(json["starts_at"], "2025-06-02T09:00:00.000Z");
+        assert_eq!(json["ends_at"], serde_json::Value::Null);
+        assert_eq!(json["kind"], "threshold");
+        assert_eq!(
+            ev.fingerprint,
+            fingerprint("Token Service Errors", "token-service")
+        );
+        assert_ne!(
+            ev.fingerprint,
+            fingerprint("Token Service Errors", "api-gateway")
+        );
+    }
+}
