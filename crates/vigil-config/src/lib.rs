@@ -17,4 +17,6 @@ pub mod raw;
 
 pub use env::{MissingVar, substitute};
 pub use load::{ConfigError, Problem, load, parse};
-pub use model::{Archive, Decode, Flush, Kafka, Pipeline, Retention, Source, SourceKind};
+pub use model::{
+    Archive, Decode, Detect, Flush, Kafka, Pipeline, Retention, RuleSpec, Source, SourceKind,
+};

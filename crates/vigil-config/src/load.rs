@@ -14,10 +14,12 @@ use vigil_core::time::parse_rfc3339_micros;
 use vigil_core::units::{parse_bytes, parse_duration};
 
 use crate::env::substitute;
-use crate::model::{Archive, Decode, Flush, Kafka, Pipeline, Retention, Source, SourceKind};
+use crate::model::{
+    Archive, Decode, Detect, Flush, Kafka, Pipeline, Retention, RuleSpec, Source, SourceKind,
+};
 use crate::raw::{
-    RawArchive, RawDecode, RawField, RawFileSource, RawGeneratorSource, RawKafkaSource, RawMeta,
-    RawRetention, RawSchema, RawSize, RawStdinSource,
+    RawArchive, RawDecode, RawDetect, RawField, RawFileSource, RawGeneratorSource, RawKafkaSource,
+    RawMeta, RawRetention, RawRule, RawSchema, RawSize, RawStdinSource,
 };
 
 /// One problem in a pipeline file.
@@ -131,13 +133,15 @@ struct Validator<'t> {
     problems: Vec<Problem>,
 }
 
-const TOP_LEVEL: [&str; 6] = [
+const TOP_LEVEL: [&str; 8] = [
     "pipeline",
     "sources",
     "schema",
     "archive",
     "retention",
     "decode",
+    "rules",
+    "detect",
 ];
 
 impl Validator<'_> {
@@ -200,6 +204,8 @@ impl Validator<'_> {
         let mut archive = RawArchive::default();
         let mut retention = RawRetention::default();
         let mut decode = RawDecode::default();
+        let mut rules = Vec::new();
+        let mut detect = RawDetect::default();
         let mut ok = true;
         for (key, value) in root {
             let name = key.get_ref().to_string();
@@ -223,6 +229,23 @@ impl Validator<'_> {
                 "archive" => ok &= self.de(value, "archive").map(|a| archive = a).is_some(),
                 "retention" => ok &= self.de(value, "retention").map(|r| retention = r).is_some(),
                 "decode" => ok &= self.de(value, "decode").map(|d| decode = d).is_some(),
+                "detect" => ok &= self.de(value, "detect").map(|d| detect = d).is_some(),
+                "rules" => match value.get_ref() {
+                    DeValue::Array(items) => {
+                        for (i, item) in items.iter().enumerate() {
+                            let path = format!("rules[{i}]");
+                            let raw: Option<RawRule> = self.de(item.clone(), &path);
+                            rules.push(raw.and_then(|r| self.rule(r)));
+                        }
+                    }
+                    _ => {
+                        ok = false;
+                        self.problem(
+                            Some(value.span()),
+                            "`rules` must be an array of tables: write `[[rules]]`".into(),
+                        );
+                    }
+                },
                 other => {
                     ok = false;
                     self.problem(
@@ -246,6 +269,9 @@ impl Validator<'_> {
         let archive = self.archive(archive);
         let retention = self.retention(retention);
         let decode = self.decode(decode);
+        let allowed_lateness = self.duration(&detect.allowed_lateness, Duration::from_secs(30));
+        ok &= rules.iter().all(Option::is_some);
+        let rules: Vec<RuleSpec> = rules.into_iter().flatten().collect();
         let mut names = std::collections::HashSet::new();
         for s in &sources {
             if !names.insert(s.name.clone()) {
@@ -266,6 +292,66 @@ impl Validator<'_> {
             decode: decode?,
             archive: archive?,
             retention: retention?,
+            rules,
+            detect: Detect {
+                allowed_lateness: allowed_lateness?,
+                anomalies_file: detect.anomalies_file.map(PathBuf::from),
+            },
+        })
+    }
+
+    fn rule(&mut self, raw: RawRule) -> Option<RuleSpec> {
+        let table = self.record_kind(&raw.table);
+        let window = self.duration(&Some(raw.window.clone()), Duration::ZERO);
+        let for_ = self.duration(&raw.for_, Duration::ZERO);
+        if window.is_some_and(|w| w.is_zero()) {
+            self.problem(
+                Some(raw.window.span()),
+                "`window` must be longer than 0".into(),
+            );
+        }
+        let cond = raw.condition.get_ref().trim();
+        let split = cond
+            .find(|c: char| !matches!(c, '<' | '>' | '='))
+            .unwrap_or(cond.len());
+        let (op, number) = cond.split_at(split);
+        let threshold = number.trim().parse::<f64>().ok().filter(|t| t.is_finite());
+        if !matches!(op, ">" | ">=" | "<" | "<=") || threshold.is_none() {
+            self.problem(
+                Some(raw.condition.span()),
+                format!("condition `{cond}` should be a comparison and a number, e.g. `> 0.05`"),
+            );
+        }
+        let severity = raw.severity.get_ref().to_ascii_uppercase();
+        if !matches!(severity.as_str(), "P1" | "P2" | "P3" | "P4") {
+            self.problem(
+                Some(raw.severity.span()),
+                format!(
+                    "severity `{}` should be P1, P2, P3 or P4",
+                    raw.severity.get_ref()
+                ),
+            );
+            return None;
+        }
+        let mut annotations = BTreeMap::new();
+        if let Some(s) = raw.summary {
+            annotations.insert("summary".to_string(), s);
+        }
+        if let Some(u) = raw.runbook_url {
+            annotations.insert("runbook_url".to_string(), u);
+        }
+        Some(RuleSpec {
+            name: raw.name,
+            table: table?,
+            window: window.filter(|w| !w.is_zero())?,
+            signal: raw.signal,
+            filter: raw.filter,
+            comparison: op.to_string(),
+            threshold: threshold?,
+            for_: for_?,
+            severity,
+            annotations,
+            labels: raw.labels,
         })
     }
 

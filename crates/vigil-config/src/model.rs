@@ -21,6 +21,55 @@ pub struct Pipeline {
     pub archive: Archive,
     /// Tier ages.
     pub retention: Retention,
+    /// Alerting rules.
+    pub rules: Vec<RuleSpec>,
+    /// Window closing.
+    pub detect: Detect,
+}
+
+/// An alerting rule as written in the pipeline file, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleSpec {
+    /// Name.
+    pub name: String,
+    /// The stream its signal is computed over.
+    pub table: RecordKind,
+    /// Tumbling window length.
+    pub window: Duration,
+    /// SQL aggregate per service per window.
+    pub signal: String,
+    /// SQL filter before aggregating.
+    pub filter: Option<String>,
+    /// `>`, `>=`, `<` or `<=`.
+    pub comparison: String,
+    /// Threshold.
+    pub threshold: f64,
+    /// How long the condition must hold.
+    pub for_: Duration,
+    /// `P1`..`P4`.
+    pub severity: String,
+    /// Summary, runbook URL.
+    pub annotations: BTreeMap<String, String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Window closing for detection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detect {
+    /// How late a record may be and still count.
+    pub allowed_lateness: Duration,
+    /// NDJSON file for anomaly events in file mode.
+    pub anomalies_file: Option<PathBuf>,
+}
+
+impl Default for Detect {
+    fn default() -> Self {
+        Self {
+            allowed_lateness: Duration::from_secs(30),
+            anomalies_file: None,
+        }
+    }
 }
 
 /// A source of records.

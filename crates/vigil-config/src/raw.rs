@@ -218,3 +218,44 @@ pub struct RawDecode {
     /// Bytes of a bad record kept in its dead letter. Default `64KiB`.
     pub dead_letter_raw_limit: Option<Spanned<RawSize>>,
 }
+
+/// `[[rules]]`: an alerting rule on a windowed signal.
+#[derive(Debug, Deserialize)]
+pub struct RawRule {
+    /// Name of the rule, e.g. `Token Service Errors`.
+    pub name: String,
+    /// `logs` or `metrics`: the stream the signal is computed over.
+    pub table: Spanned<String>,
+    /// Tumbling window length, e.g. `"1m"`.
+    pub window: Spanned<String>,
+    /// SQL aggregate computed per service per window, e.g.
+    /// `"avg(CASE WHEN level = 'ERROR' THEN 1.0 ELSE 0.0 END)"`.
+    pub signal: String,
+    /// SQL filter applied before aggregating, e.g. `"service = 'token-service'"`.
+    #[serde(rename = "where")]
+    pub filter: Option<String>,
+    /// Comparison and threshold, e.g. `"> 0.05"` or `"< 0.99"`.
+    pub condition: Spanned<String>,
+    /// How long the condition must hold before the alert fires. Default `0s`.
+    #[serde(rename = "for")]
+    pub for_: Option<Spanned<String>>,
+    /// P1, P2, P3 or P4.
+    pub severity: Spanned<String>,
+    /// One-line description for the alert.
+    pub summary: Option<String>,
+    /// Link to the runbook.
+    pub runbook_url: Option<String>,
+    /// Labels added to the alert.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `[detect]`: how windows close.
+#[derive(Debug, Deserialize, Default)]
+pub struct RawDetect {
+    /// How late a record may arrive and still count in its window: windows close when the
+    /// watermark (latest event time minus this) passes their end. Default `30s`.
+    pub allowed_lateness: Option<Spanned<String>>,
+    /// Where anomaly events go in file mode (NDJSON). Optional.
+    pub anomalies_file: Option<String>,
+}

@@ -11,12 +11,14 @@
 //!
 //! [`rules`] turns per-window signal values into alerts with Prometheus semantics (pending →
 //! firing after `for` → resolved, one firing per episode, state that survives a restart) and
-//! into the anomaly events of DESIGN.md. The windowed signals that feed them (SQL on
-//! DataFusion) and `vigil backtest` are not built yet.
+//! into the anomaly events of DESIGN.md. [`windows`] feeds them: tumbling event-time windows
+//! closed by a watermark, each rule's signal computed by DataFusion SQL per service.
 #![warn(missing_docs)]
 
 pub mod baseline;
 pub mod rules;
+pub mod windows;
 
 pub use baseline::{BaselineConfig, BaselineDetector};
 pub use rules::{AnomalyEvent, Rule, RuleEvaluator, Severity, Status};
+pub use windows::{DetectError, WindowedRules};

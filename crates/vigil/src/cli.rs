@@ -42,6 +42,9 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Score one metric series with the default baseline detector (NAB result format).
     DetectSeries(DetectSeriesArgs),
+    /// Run a pipeline's rules over recorded telemetry, in event-time order, and write every
+    /// anomaly event they would have published.
+    Backtest(BacktestArgs),
 }
 
 /// Archive location shared by several commands.
@@ -201,6 +204,25 @@ pub struct GenerateArgs {
     /// Stop after this many log lines, whatever the duration.
     #[arg(long)]
     pub max_logs: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct BacktestArgs {
+    /// The pipeline file whose `[[rules]]` run (its sources are not used).
+    #[arg(long, short)]
+    pub pipeline: PathBuf,
+
+    /// Recorded log records, NDJSON (plain or gzip).
+    #[arg(long)]
+    pub logs: Option<PathBuf>,
+
+    /// Recorded metric samples, NDJSON (plain or gzip).
+    #[arg(long)]
+    pub metrics: Option<PathBuf>,
+
+    /// Where the anomaly events go, one JSON object per line.
+    #[arg(long)]
+    pub anomalies: PathBuf,
 }
 
 #[derive(Debug, Args)]

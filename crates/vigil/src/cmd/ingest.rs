@@ -72,6 +72,8 @@ pub fn default_pipeline() -> Pipeline {
             flush: Default::default(),
         },
         retention: Default::default(),
+        rules: Vec::new(),
+        detect: Default::default(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! One module per command.
 
+mod backtest;
 mod demo;
 mod detect_series;
 mod generate;
@@ -22,6 +23,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(a) => demo::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Produce(a) => produce::run(a),
+        Command::Backtest(a) => backtest::run(a),
         Command::DetectSeries(a) => detect_series::run(a),
     }
 }
