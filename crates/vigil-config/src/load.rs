@@ -295,7 +295,11 @@ impl Validator<'_> {
             rules,
             detect: Detect {
                 allowed_lateness: allowed_lateness?,
-                anomalies_file: detect.anomalies_file.map(PathBuf::from),
+                anomalies_file: detect
+                    .anomalies_file
+                    .filter(|f| !f.is_empty())
+                    .map(PathBuf::from),
+                anomaly_topic: detect.anomaly_topic.filter(|t| !t.is_empty()),
             },
         })
     }

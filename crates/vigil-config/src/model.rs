@@ -59,8 +59,10 @@ pub struct RuleSpec {
 pub struct Detect {
     /// How late a record may be and still count.
     pub allowed_lateness: Duration,
-    /// NDJSON file for anomaly events in file mode.
+    /// NDJSON file for anomaly events.
     pub anomalies_file: Option<PathBuf>,
+    /// Kafka topic for anomaly events.
+    pub anomaly_topic: Option<String>,
 }
 
 impl Default for Detect {
@@ -68,6 +70,7 @@ impl Default for Detect {
         Self {
             allowed_lateness: Duration::from_secs(30),
             anomalies_file: None,
+            anomaly_topic: None,
         }
     }
 }

@@ -256,6 +256,9 @@ pub struct RawDetect {
     /// How late a record may arrive and still count in its window: windows close when the
     /// watermark (latest event time minus this) passes their end. Default `30s`.
     pub allowed_lateness: Option<Spanned<String>>,
-    /// Where anomaly events go in file mode (NDJSON). Optional.
+    /// Where anomaly events go as NDJSON, in addition to the topic. Optional.
     pub anomalies_file: Option<String>,
+    /// Kafka topic the anomaly events are published to (key = fingerprint), through the
+    /// brokers of the pipeline's Kafka source. Optional.
+    pub anomaly_topic: Option<String>,
 }

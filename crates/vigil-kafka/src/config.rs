@@ -80,3 +80,23 @@ impl ConsumerSettings {
         c
     }
 }
+
+/// The connection-level properties of a consumer's configuration (security, SASL, TLS,
+/// sockets), for a producer talking to the same cluster; consumer-only ones would only draw
+/// librdkafka warnings.
+pub fn connection_properties(properties: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    const PREFIXES: [&str; 7] = [
+        "security.",
+        "sasl.",
+        "ssl.",
+        "socket.",
+        "broker.",
+        "client.",
+        "reconnect.",
+    ];
+    properties
+        .iter()
+        .filter(|(k, _)| PREFIXES.iter().any(|p| k.starts_with(p)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}

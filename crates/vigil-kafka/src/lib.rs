@@ -17,7 +17,7 @@ mod error;
 mod producer;
 mod stats;
 
-pub use config::{ConsumerSettings, client_config};
+pub use config::{ConsumerSettings, client_config, connection_properties};
 pub use consumer::{Assigned, Consumer, Message, ResumeFn, TopicPartition};
 pub use error::KafkaError;
 pub use producer::{DeliveryStats, Producer};

@@ -23,6 +23,9 @@ pub enum PipelineError {
     /// Kafka failed (configuration, broker, or reading offsets during a rebalance).
     #[error(transparent)]
     Kafka(Box<vigil_kafka::KafkaError>),
+    /// Detection could not run a rule.
+    #[error("detection: {0}")]
+    Detect(String),
     /// A worker thread died; this is a bug.
     #[error("a pipeline thread panicked: {0}")]
     Panicked(String),
@@ -45,6 +48,7 @@ impl PipelineError {
             },
             PipelineError::Store(e) => e.kind(),
             PipelineError::Kafka(_) => ErrorKind::External,
+            PipelineError::Detect(_) => ErrorKind::User,
             PipelineError::Panicked(_) => ErrorKind::Internal,
         }
     }

@@ -37,6 +37,7 @@ use vigil_decode::Decoder;
 use vigil_kafka::{Assigned, Consumer, ConsumerSettings, MessageExt, TopicPartition};
 use vigil_store::{Archive, StoreError, TableSpec, TableWriter, app_version};
 
+use crate::detect::Detection;
 use crate::error::PipelineError;
 use crate::run::{RunOptions, Summary, decoder_options, flush_policy};
 use crate::sink::SinkStats;
@@ -168,14 +169,18 @@ pub(crate) fn consume(
         Consumer::new(&settings, resume, opts.kafka_stats.clone()).map_err(PipelineError::kafka)?;
     let mut dlq = match &kafka.dead_letter_topic {
         Some(topic) => Some(DeadLetterTopic {
-            producer: vigil_kafka::Producer::new(&kafka.brokers, &kafka.properties)
-                .map_err(PipelineError::kafka)?,
+            producer: vigil_kafka::Producer::new(
+                &kafka.brokers,
+                &vigil_kafka::connection_properties(&kafka.properties),
+            )
+            .map_err(PipelineError::kafka)?,
             topic: topic.clone(),
         }),
         None => None,
     };
     tracing::info!(source = %source.name, brokers = %kafka.brokers, group = %kafka.group_id, topics = ?settings.topics, "consuming");
 
+    let mut detection = Detection::new(pipeline, Some((&kafka.brokers, &kafka.properties)))?;
     let mut book = Book::default();
     let mut run = Run::default();
     let mut sink_stats = SinkStats::default();
@@ -261,7 +266,17 @@ pub(crate) fn consume(
                         .bytes
                         .fetch_add(m.payload().map_or(0, |p| p.len()) as u64, Ordering::Relaxed);
                     if run.tp.as_ref() != Some(&tp) || run.spans.len() >= RUN_MESSAGES {
-                        decode_run(&mut run, &mut decoders);
+                        if let Err(e) = decode_and_hand_over(
+                            &mut run,
+                            &mut decoders,
+                            &mut tables,
+                            &mut book,
+                            &mut dlq,
+                            &mut detection,
+                            opts,
+                        ) {
+                            break 'consume Err(e);
+                        }
                         run.tp = Some(tp.clone());
                         run.kind = Some(kind);
                     }
@@ -276,7 +291,17 @@ pub(crate) fn consume(
             }
         };
         if idle {
-            decode_run(&mut run, &mut decoders);
+            if let Err(e) = decode_and_hand_over(
+                &mut run,
+                &mut decoders,
+                &mut tables,
+                &mut book,
+                &mut dlq,
+                &mut detection,
+                opts,
+            ) {
+                break 'consume Err(e);
+            }
             let read_to = |tp: &TopicPartition| {
                 book.buffered
                     .get(tp)
@@ -297,19 +322,60 @@ pub(crate) fn consume(
                 .values()
                 .any(|d| d.buffered() >= kafka.max_batch_records);
         if batch_due {
-            decode_run(&mut run, &mut decoders);
-            if let Err(e) = hand_over(&mut decoders, &mut tables, &mut book, &mut dlq, opts) {
+            if let Err(e) = decode_and_hand_over(
+                &mut run,
+                &mut decoders,
+                &mut tables,
+                &mut book,
+                &mut dlq,
+                &mut detection,
+                opts,
+            ) {
+                break 'consume Err(e);
+            }
+            if let Err(e) = hand_over(
+                &mut decoders,
+                &mut tables,
+                &mut book,
+                &mut dlq,
+                &mut detection,
+                None,
+                opts,
+            ) {
                 break Err(e);
             }
             batch_started = None;
+            if let Some(d) = detection.as_mut()
+                && let Err(e) = d.advance(rt)
+            {
+                break Err(e);
+            }
         }
         // A table's flush policy, or offsets that moved with nothing to write (messages that
         // were all blank) once the interval passes: a restart should not re-read them.
         let offsets_due = first_buffered.is_some_and(|t| t.elapsed() >= policy.interval);
         if tables.all().any(|t| t.is_due()) || offsets_due {
             first_buffered = None;
-            decode_run(&mut run, &mut decoders);
-            if let Err(e) = hand_over(&mut decoders, &mut tables, &mut book, &mut dlq, opts) {
+            if let Err(e) = decode_and_hand_over(
+                &mut run,
+                &mut decoders,
+                &mut tables,
+                &mut book,
+                &mut dlq,
+                &mut detection,
+                opts,
+            ) {
+                break 'consume Err(e);
+            }
+            if let Err(e) = hand_over(
+                &mut decoders,
+                &mut tables,
+                &mut book,
+                &mut dlq,
+                &mut detection,
+                None,
+                opts,
+            ) {
                 break Err(e);
             }
             batch_started = None;
@@ -327,8 +393,27 @@ pub(crate) fn consume(
         }
     };
     let result = result.and_then(|()| {
-        decode_run(&mut run, &mut decoders);
-        hand_over(&mut decoders, &mut tables, &mut book, &mut dlq, opts)?;
+        decode_and_hand_over(
+            &mut run,
+            &mut decoders,
+            &mut tables,
+            &mut book,
+            &mut dlq,
+            &mut detection,
+            opts,
+        )?;
+        hand_over(
+            &mut decoders,
+            &mut tables,
+            &mut book,
+            &mut dlq,
+            &mut detection,
+            None,
+            opts,
+        )?;
+        if let Some(d) = detection.as_mut() {
+            d.finish(rt)?;
+        }
         commit(
             &consumer,
             &mut tables,
@@ -395,9 +480,27 @@ async fn archived_offsets(
     Ok((main, dead))
 }
 
-fn decode_run(run: &mut Run, decoders: &mut HashMap<RecordKind, Decoder>) {
+/// Decodes the held run of one partition's messages and hands the result over at once, so
+/// detection knows which partition its rows came from (its watermark is the least advanced
+/// partition's).
+fn decode_and_hand_over(
+    run: &mut Run,
+    decoders: &mut HashMap<RecordKind, Decoder>,
+    tables: &mut Tables,
+    book: &mut Book,
+    dlq: &mut Option<DeadLetterTopic>,
+    detection: &mut Option<Detection>,
+    opts: &RunOptions,
+) -> Result<(), PipelineError> {
+    let Some(source) = decode_run(run, decoders) else {
+        return Ok(());
+    };
+    hand_over(decoders, tables, book, dlq, detection, Some(&source), opts)
+}
+
+fn decode_run(run: &mut Run, decoders: &mut HashMap<RecordKind, Decoder>) -> Option<String> {
     if run.spans.is_empty() {
-        return;
+        return None;
     }
     let tp = run
         .tp
@@ -413,6 +516,7 @@ fn decode_run(run: &mut Run, decoders: &mut HashMap<RecordKind, Decoder>) {
     );
     run.bytes.clear();
     run.spans.clear();
+    Some(format!("{}:{}", tp.topic, tp.partition))
 }
 
 /// Moves decoded batches into the table writers. Dead letters already in the archive (from a
@@ -422,6 +526,8 @@ fn hand_over(
     tables: &mut Tables,
     book: &mut Book,
     dlq: &mut Option<DeadLetterTopic>,
+    detection: &mut Option<Detection>,
+    source: Option<&str>,
     opts: &RunOptions,
 ) -> Result<(), PipelineError> {
     for (&kind, d) in decoders.iter_mut() {
@@ -434,6 +540,9 @@ fn hand_over(
             .fetch_add(batch.dead_letters.num_rows() as u64, Ordering::Relaxed);
         let w = tables.records(kind);
         for records in batch.records {
+            if let Some(d) = detection.as_mut() {
+                d.push(kind, source.unwrap_or(kind.table()), &records);
+            }
             w.push(records);
         }
         if batch.dead_letters.num_rows() == 0 {

@@ -9,6 +9,7 @@
 //! committed before [`run`] returns, including after a stop request.
 #![warn(missing_docs)]
 
+mod detect;
 mod error;
 mod input;
 mod kafka;

@@ -442,3 +442,112 @@ fn deals_pipeline_consumes_both_topics_from_the_environment() {
     assert_eq!(count(&archive, "metrics"), lines(&metrics));
     assert_eq!(count(&archive, "dead_letters"), 0);
 }
+
+#[test]
+fn anomalies_reach_the_anomaly_topic_and_match_the_contract() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    broker.create_topic("t.logs", 2);
+    broker.create_topic("t.metrics", 1);
+    broker.create_topic("t.anomalies", 1);
+    let (logs, metrics) =
+        common::generate(dir.path(), "40m", "5", &["errors:token-service@10m+15m"]);
+    for (topic, file) in [("t.logs", &logs), ("t.metrics", &metrics)] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["produce", "--brokers", &broker.addr, "--topic", topic])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let deals = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/deals.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["run", "--until-end", "--pipeline"])
+        .arg(deals)
+        .env("KAFKA_BROKERS", &broker.addr)
+        .env("LOGS_TOPIC", "t.logs")
+        .env("METRICS_TOPIC", "t.metrics")
+        .env("ANOMALY_TOPIC", "t.anomalies")
+        .env("VIGIL_GROUP_ID", "anomaly-test")
+        .env("VIGIL_ARCHIVE", &archive)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // An alerting service's view: a plain confluent-kafka consumer.
+    let lines = client(&[
+        "consume",
+        &broker.addr,
+        "t.anomalies",
+        "--count",
+        "0",
+        "--idle",
+        "5",
+    ]);
+    let messages: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!messages.is_empty());
+    for m in &messages {
+        let e = &m["value"];
+        assert_eq!(m["key"], e["fingerprint"], "key = fingerprint: {m}");
+        for (key, ok) in [
+            ("id", e["id"].is_string()),
+            ("fingerprint", e["fingerprint"].is_string()),
+            (
+                "status",
+                matches!(e["status"].as_str(), Some("firing" | "resolved")),
+            ),
+            ("rule", e["rule"].is_string()),
+            (
+                "kind",
+                matches!(e["kind"].as_str(), Some("threshold" | "baseline")),
+            ),
+            (
+                "severity",
+                matches!(e["severity"].as_str(), Some("P1" | "P2" | "P3" | "P4")),
+            ),
+            ("service", e["service"].is_string()),
+            ("value", e["value"].is_number() || e["value"].is_null()),
+            (
+                "threshold",
+                e["threshold"].is_number() || e["threshold"].is_null(),
+            ),
+            ("window", e["window"].is_string()),
+            ("for", e["for"].is_string()),
+            (
+                "starts_at",
+                e["starts_at"].as_str().is_some_and(|s| s.ends_with('Z')),
+            ),
+            (
+                "ends_at",
+                (e["status"] == "firing") == e["ends_at"].is_null(),
+            ),
+            ("detected_at", e["detected_at"].is_string()),
+            ("labels", e["labels"].is_object()),
+            ("annotations", e["annotations"]["summary"].is_string()),
+            ("incident", e.get("incident").is_some()),
+        ] {
+            assert!(ok, "`{key}` breaks the anomaly contract in {e}");
+        }
+    }
+    let token: Vec<&serde_json::Value> = messages
+        .iter()
+        .map(|m| &m["value"])
+        .filter(|e| e["rule"] == "Token Service Errors")
+        .collect();
+    assert_eq!(token.len(), 2, "{token:#?}");
+    assert_eq!(token[0]["status"], "firing");
+    assert_eq!(token[0]["service"], "token-service");
+    assert_eq!(token[1]["status"], "resolved");
+}

@@ -111,10 +111,14 @@ def consume(args):
     c.subscribe([args.topic])
     got = 0
     deadline = time.time() + args.timeout
-    while got < args.count and time.time() < deadline:
+    last = time.time()
+    while (args.count == 0 or got < args.count) and time.time() < deadline:
         m = c.poll(0.5)
+        if args.count == 0 and got > 0 and time.time() - last > args.idle:
+            break
         if m is None or m.error():
             continue
+        last = time.time()
         if args.raw:
             print(json.dumps({"key": m.key().decode() if m.key() else None,
                               "headers": {k: v.decode("utf-8", "replace") for k, v in (m.headers() or [])},
@@ -124,7 +128,7 @@ def consume(args):
                               "value": json.loads(m.value())}))
         got += 1
     c.close()
-    if got < args.count:
+    if got < max(args.count, 1):
         sys.exit("consumed %d of %d messages before the timeout" % (got, args.count))
 
 
@@ -141,7 +145,8 @@ def main():
     pr.add_argument("--start", type=int, default=0)
     co = sub.add_parser("consume")
     co.add_argument("brokers"); co.add_argument("topic")
-    co.add_argument("--count", type=int, required=True)
+    co.add_argument("--count", type=int, required=True, help="0: until --idle seconds pass with no message")
+    co.add_argument("--idle", type=float, default=5)
     co.add_argument("--timeout", type=float, default=60)
     co.add_argument("--raw", action="store_true", help="print headers and value length, not the value")
     args = ap.parse_args()
