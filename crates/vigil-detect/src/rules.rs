@@ -286,6 +286,18 @@ pub fn fingerprint(rule: &str, series: &str) -> String {
     format!("{h:016x}")
 }
 
+impl AnomalyEvent {
+    /// `P1`..`P4`.
+    pub fn severity_name(&self) -> &'static str {
+        match self.severity {
+            Severity::P1 => "P1",
+            Severity::P2 => "P2",
+            Severity::P3 => "P3",
+            Severity::P4 => "P4",
+        }
+    }
+}
+
 /// The anomaly event of DESIGN.md, one per state change; its Kafka key is `fingerprint`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AnomalyEvent {

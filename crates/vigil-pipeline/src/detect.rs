@@ -97,6 +97,11 @@ impl Detection {
     /// rather than seeing its rows declared late. A source silent for `IDLE` stops holding
     /// them back.
     pub(crate) fn advance(&mut self, rt: &Handle) -> Result<(), PipelineError> {
+        rt.block_on(self.advance_async())
+    }
+
+    /// [`advance`](Self::advance), from async code.
+    pub(crate) async fn advance_async(&mut self) -> Result<(), PipelineError> {
         const IDLE: std::time::Duration = std::time::Duration::from_secs(10);
         let Some(slowest) = self
             .sources
@@ -107,14 +112,21 @@ impl Detection {
         else {
             return Ok(());
         };
-        self.close_until(slowest.saturating_sub(self.lateness), rt)
+        self.close_until(slowest.saturating_sub(self.lateness))
+            .await
     }
 
     /// At the end of input: closes every window that holds a row, then waits for the events
     /// to be delivered.
     pub(crate) fn finish(&mut self, rt: &Handle) -> Result<(), PipelineError> {
+        rt.block_on(self.finish_async())
+    }
+
+    /// [`finish`](Self::finish), from async code.
+    pub(crate) async fn finish_async(&mut self) -> Result<(), PipelineError> {
         if self.latest != i64::MIN {
-            self.close_until(self.latest.saturating_add(self.longest_window), rt)?;
+            self.close_until(self.latest.saturating_add(self.longest_window))
+                .await?;
         }
         if let Some((p, _)) = &mut self.topic {
             p.flush(std::time::Duration::from_secs(60))
@@ -134,9 +146,16 @@ impl Detection {
         Ok(())
     }
 
-    fn close_until(&mut self, watermark: i64, rt: &Handle) -> Result<(), PipelineError> {
-        let events = rt
-            .block_on(self.engine.advance(watermark))
+    /// Anomaly events published so far.
+    pub(crate) fn events(&self) -> u64 {
+        self.events
+    }
+
+    async fn close_until(&mut self, watermark: i64) -> Result<(), PipelineError> {
+        let events = self
+            .engine
+            .advance(watermark)
+            .await
             .map_err(|e| PipelineError::Detect(e.to_string()))?;
         for e in events {
             self.publish(&e)?;

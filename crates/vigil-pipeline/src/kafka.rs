@@ -441,6 +441,7 @@ pub(crate) fn consume(
     result?;
     let mut summary = Summary {
         sink: sink_stats,
+        anomalies: detection.as_ref().map_or(0, Detection::events),
         ..Summary::default()
     };
     for d in decoders.values() {

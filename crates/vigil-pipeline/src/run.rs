@@ -16,6 +16,7 @@ use vigil_decode::{DecodeStats, DecodedBatch, Decoder, DecoderOptions};
 use vigil_gen::Generator;
 use vigil_store::{Archive, FlushPolicy};
 
+use crate::detect::Detection;
 use crate::error::PipelineError;
 use crate::input::{Input, check_readable};
 use crate::sink::{Sink, SinkStats};
@@ -76,6 +77,8 @@ pub struct Summary {
     pub blank_lines: u64,
     /// What was committed.
     pub sink: SinkStats,
+    /// Anomaly events the pipeline's rules produced.
+    pub anomalies: u64,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -105,6 +108,7 @@ impl Summary {
         self.sink.commits += o.sink.commits;
         self.sink.rows += o.sink.rows;
         self.sink.files += o.sink.files;
+        self.anomalies += o.anomalies;
     }
 }
 
@@ -215,21 +219,33 @@ fn run_finite(
     for kind in sources.iter().flat_map(|s| kinds(s)) {
         rt.block_on(sink.open(kind))?;
     }
-    if opts.threads <= 1 {
+    let mut detection = Detection::new(pipeline, None)?;
+    let mut summary = if opts.threads <= 1 {
         let mut total = Summary::default();
-        let mut emit = |kind, batch| {
+        let mut emit = |kind: RecordKind, batch: DecodedBatch| {
+            if let Some(d) = detection.as_mut() {
+                for r in &batch.records {
+                    d.push(kind, kind.table(), r);
+                }
+                rt.block_on(d.advance_async())?;
+            }
             rt.block_on(sink.accept(kind, batch))
                 .map_err(PipelineError::from)
         };
         for s in sources {
             total.merge(read_source(pipeline, s, opts, &mut emit)?);
         }
+        if let Some(d) = detection.as_mut() {
+            rt.block_on(d.finish_async())?;
+        }
         rt.block_on(sink.commit(true))?;
         total.sink = sink.stats();
-        Ok(total)
+        total
     } else {
-        run_threaded(pipeline, sources, opts, rt, sink)
-    }
+        run_threaded(pipeline, sources, opts, rt, sink, &mut detection)?
+    };
+    summary.anomalies = detection.as_ref().map_or(0, Detection::events);
+    Ok(summary)
 }
 
 enum Msg {
@@ -242,6 +258,7 @@ fn run_threaded(
     opts: &RunOptions,
     rt: &Runtime,
     mut sink: Sink,
+    detection: &mut Option<Detection>,
 ) -> Result<Summary, PipelineError> {
     // A few batches in flight: enough to keep decode and encode overlapped, few enough that
     // memory stays bounded when the archive is slower than the sources.
@@ -252,10 +269,21 @@ fn run_threaded(
             loop {
                 let wait = sink.next_deadline().unwrap_or(Duration::from_secs(1));
                 match rx.recv_timeout(wait) {
-                    Ok(Msg::Batch(kind, batch)) => handle.block_on(sink.accept(kind, batch))?,
+                    Ok(Msg::Batch(kind, batch)) => {
+                        if let Some(d) = detection.as_mut() {
+                            for r in &batch.records {
+                                d.push(kind, kind.table(), r);
+                            }
+                            handle.block_on(d.advance_async())?;
+                        }
+                        handle.block_on(sink.accept(kind, batch))?
+                    }
                     Err(mpsc::RecvTimeoutError::Timeout) => handle.block_on(sink.commit(false))?,
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
+            }
+            if let Some(d) = detection.as_mut() {
+                handle.block_on(d.finish_async())?;
             }
             handle.block_on(sink.commit(true))?;
             Ok(sink.stats())

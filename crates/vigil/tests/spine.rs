@@ -348,8 +348,41 @@ fn gzip_and_stdin_inputs_are_ingested() {
 
 #[test]
 fn every_command_has_help() {
-    for cmd in ["ingest", "sql", "run", "validate", "demo", "generate"] {
+    for cmd in [
+        "ingest",
+        "sql",
+        "run",
+        "validate",
+        "demo",
+        "generate",
+        "produce",
+        "backtest",
+        "detect-series",
+    ] {
         let out = vigil_ok(&[cmd, "--help"]);
         assert!(out.contains("Usage: vigil"), "{cmd}: {out}");
     }
+}
+
+#[test]
+fn the_demo_archives_an_hour_and_shows_the_alerts_its_incident_raised() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("demo");
+    let out = vigil_ok(&["demo", "--archive", archive.to_str().unwrap()]);
+    assert!(
+        out.contains("Volume, errors and latency per service"),
+        "{out}"
+    );
+    let alerts: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("Token Service Errors"))
+        .collect();
+    assert_eq!(alerts.len(), 2, "{out}");
+    assert!(
+        alerts[0].contains("firing") && alerts[0].contains("token-service"),
+        "{out}"
+    );
+    assert!(alerts[1].contains("resolved"), "{out}");
+    // A second run replaces the demo archive rather than adding to it.
+    vigil_ok(&["demo", "--archive", archive.to_str().unwrap()]);
 }

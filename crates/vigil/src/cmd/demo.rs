@@ -15,6 +15,8 @@ use crate::output::{Progress, summary_line};
 /// Marks a directory as a demo archive that `vigil demo` may replace.
 const MARKER: &str = ".vigil-demo";
 const INCIDENT: &str = "errors:token-service@30m+15m*0.4";
+/// The seed's alerts, as pipelines/deals.toml declares them: the demo runs them too.
+const DEALS: &str = include_str!("../../../../pipelines/deals.toml");
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     prepare(Path::new(&args.archive))?;
@@ -28,6 +30,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         incidents: vec![INCIDENT.parse().map_err(anyhow::Error::msg)?],
         ..Default::default()
     };
+    let deals = vigil_config::parse(DEALS, "pipelines/deals.toml", |_| None)
+        .map_err(|e| anyhow::anyhow!("the embedded deals.toml: {e}"))?;
+    pipeline.rules = deals.rules;
+    pipeline.detect.allowed_lateness = deals.detect.allowed_lateness;
+    let anomalies = Path::new(&args.archive).join("anomalies.ndjson");
+    pipeline.detect.anomalies_file = Some(anomalies.clone());
     let start = vigil_core::time::format_rfc3339(config.start_micros);
     pipeline.sources = vec![Source {
         name: "generator".into(),
@@ -87,11 +95,44 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "Dead letters (the generator writes none; try `vigil ingest` on a bad file)",
         "SELECT count(*) AS dead_letters FROM dead_letters",
     )?;
+    print_alerts(&anomalies)?;
     println!(
         "Next: vigil sql --archive {} \"SELECT * FROM metrics WHERE name = 'cpu_percent' LIMIT 5\"",
         args.archive
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The alerts the seed's rules raised, one line per event.
+fn print_alerts(path: &Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    println!(
+        "Alerts from the seed's rules (pipelines/deals.toml), as a Kafka pipeline publishes them; all in {}",
+        path.display()
+    );
+    let events: Vec<vigil_detect::AnomalyEvent> = text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    if events.is_empty() {
+        println!("  none\n");
+        return Ok(());
+    }
+    for e in &events {
+        let value = e.value.map_or("no data".into(), |v| format!("{v:.3}"));
+        let at = e.ends_at.as_deref().unwrap_or(&e.detected_at);
+        println!(
+            "  {:<8} {} {:<22} {:<14} value {value:<9} since {} (at {at})",
+            e.status.to_string(),
+            e.severity_name(),
+            e.rule,
+            e.service,
+            e.starts_at
+        );
+    }
+    println!();
+    Ok(())
 }
 
 /// Makes `root` ready for a fresh demo archive. An earlier demo archive is replaced; any
@@ -105,6 +146,7 @@ fn prepare(root: &Path) -> anyhow::Result<()> {
                 root.display()
             );
         }
+        let _ = std::fs::remove_file(root.join("anomalies.ndjson"));
         for table in ["logs", "metrics", "dead_letters"] {
             let dir = root.join(table);
             if dir.exists() {
