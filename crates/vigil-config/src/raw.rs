@@ -77,7 +77,8 @@ pub struct RawKafkaSource {
     pub topics: Vec<RawTopic>,
     /// Where a partition with no archived offset starts: `earliest` (default) or `latest`.
     pub start_from: Option<Spanned<String>>,
-    /// Records decoded into one batch before it is handed to the archive. Default 8192.
+    /// Messages of one partition decoded together as one batch and handed to the archive; a
+    /// batch ends early when a message of another partition arrives. Default 8192.
     pub max_batch_records: Option<usize>,
     /// Longest a batch waits for more records. Default `1s`.
     pub max_batch_wait: Option<Spanned<String>>,

@@ -47,8 +47,6 @@ pub fn app_id(topic: &str, partition: i32) -> String {
     format!("vigil:{topic}:{partition}")
 }
 
-/// Messages held before they are decoded together (one simd-json pass per group).
-const RUN_MESSAGES: usize = 1024;
 /// Attempts at a commit that fails for a reason other than fencing (e.g. the object store is
 /// unreachable), with exponential backoff from 250 ms, before the pipeline stops with the error.
 const COMMIT_ATTEMPTS: u32 = 8;
@@ -265,7 +263,7 @@ pub(crate) fn consume(
                     opts.counters
                         .bytes
                         .fetch_add(m.payload().map_or(0, |p| p.len()) as u64, Ordering::Relaxed);
-                    if run.tp.as_ref() != Some(&tp) || run.spans.len() >= RUN_MESSAGES {
+                    if run.tp.as_ref() != Some(&tp) || run.spans.len() >= kafka.max_batch_records {
                         if let Err(e) = decode_and_hand_over(
                             &mut run,
                             &mut decoders,
@@ -317,11 +315,8 @@ pub(crate) fn consume(
                 break Ok(());
             }
         }
-        let batch_due = batch_started.is_some_and(|t| t.elapsed() >= kafka.max_batch_wait)
-            || decoders
-                .values()
-                .any(|d| d.buffered() >= kafka.max_batch_records);
-        if batch_due {
+        // A partial run is decoded once it has waited `max_batch_wait`.
+        if batch_started.is_some_and(|t| t.elapsed() >= kafka.max_batch_wait) {
             if let Err(e) = decode_and_hand_over(
                 &mut run,
                 &mut decoders,
@@ -332,17 +327,6 @@ pub(crate) fn consume(
                 opts,
             ) {
                 break 'consume Err(e);
-            }
-            if let Err(e) = hand_over(
-                &mut decoders,
-                &mut tables,
-                &mut book,
-                &mut dlq,
-                &mut detection,
-                None,
-                opts,
-            ) {
-                break Err(e);
             }
             batch_started = None;
             if let Some(d) = detection.as_mut()
@@ -367,17 +351,6 @@ pub(crate) fn consume(
             ) {
                 break 'consume Err(e);
             }
-            if let Err(e) = hand_over(
-                &mut decoders,
-                &mut tables,
-                &mut book,
-                &mut dlq,
-                &mut detection,
-                None,
-                opts,
-            ) {
-                break Err(e);
-            }
             batch_started = None;
             if let Err(e) = commit(
                 &consumer,
@@ -400,15 +373,6 @@ pub(crate) fn consume(
             &mut book,
             &mut dlq,
             &mut detection,
-            opts,
-        )?;
-        hand_over(
-            &mut decoders,
-            &mut tables,
-            &mut book,
-            &mut dlq,
-            &mut detection,
-            None,
             opts,
         )?;
         if let Some(d) = detection.as_mut() {
@@ -481,9 +445,11 @@ async fn archived_offsets(
     Ok((main, dead))
 }
 
-/// Decodes the held run of one partition's messages and hands the result over at once, so
-/// detection knows which partition its rows came from (its watermark is the least advanced
-/// partition's).
+/// Decodes the held run of one partition's messages (up to `max_batch_records`, one simd-json
+/// pass per group) and hands the result over at once: records to their table writer and to
+/// detection (which keeps a watermark per partition), dead letters to the table or topic.
+/// Dead letters the archive already has (from a batch whose records commit failed after its
+/// dead letters committed) are dropped here.
 fn decode_and_hand_over(
     run: &mut Run,
     decoders: &mut HashMap<RecordKind, Decoder>,
@@ -493,15 +459,8 @@ fn decode_and_hand_over(
     detection: &mut Option<Detection>,
     opts: &RunOptions,
 ) -> Result<(), PipelineError> {
-    let Some(source) = decode_run(run, decoders) else {
-        return Ok(());
-    };
-    hand_over(decoders, tables, book, dlq, detection, Some(&source), opts)
-}
-
-fn decode_run(run: &mut Run, decoders: &mut HashMap<RecordKind, Decoder>) -> Option<String> {
     if run.spans.is_empty() {
-        return None;
+        return Ok(());
     }
     let tp = run
         .tp
@@ -517,38 +476,24 @@ fn decode_run(run: &mut Run, decoders: &mut HashMap<RecordKind, Decoder>) -> Opt
     );
     run.bytes.clear();
     run.spans.clear();
-    Some(format!("{}:{}", tp.topic, tp.partition))
-}
-
-/// Moves decoded batches into the table writers. Dead letters already in the archive (from a
-/// batch whose records commit failed after its dead letters committed) are dropped here.
-fn hand_over(
-    decoders: &mut HashMap<RecordKind, Decoder>,
-    tables: &mut Tables,
-    book: &mut Book,
-    dlq: &mut Option<DeadLetterTopic>,
-    detection: &mut Option<Detection>,
-    source: Option<&str>,
-    opts: &RunOptions,
-) -> Result<(), PipelineError> {
-    for (&kind, d) in decoders.iter_mut() {
-        let Some(batch) = d.flush() else { continue };
-        opts.counters
-            .records
-            .fetch_add(batch.num_records() as u64, Ordering::Relaxed);
-        opts.counters
-            .dead_letters
-            .fetch_add(batch.dead_letters.num_rows() as u64, Ordering::Relaxed);
-        let w = tables.records(kind);
-        for records in batch.records {
-            if let Some(d) = detection.as_mut() {
-                d.push(kind, source.unwrap_or(kind.table()), &records);
-            }
-            w.push(records);
+    let Some(batch) = d.flush() else {
+        return Ok(());
+    };
+    opts.counters
+        .records
+        .fetch_add(batch.num_records() as u64, Ordering::Relaxed);
+    opts.counters
+        .dead_letters
+        .fetch_add(batch.dead_letters.num_rows() as u64, Ordering::Relaxed);
+    let source = format!("{}:{}", tp.topic, tp.partition);
+    let w = tables.records(kind);
+    for records in batch.records {
+        if let Some(d) = detection.as_mut() {
+            d.push(kind, &source, &records);
         }
-        if batch.dead_letters.num_rows() == 0 {
-            continue;
-        }
+        w.push(records);
+    }
+    if batch.dead_letters.num_rows() > 0 {
         match dlq {
             Some(topic) => topic.send(&batch.dead_letters)?,
             None => {
