@@ -13,8 +13,9 @@ use vigil_detect::{AnomalyEvent, WindowedRules};
 
 use crate::error::PipelineError;
 
-/// The rules of a pipeline and where their events go.
-pub(crate) struct Detection {
+/// The rules of a pipeline and where their events go: the one detection path for live runs
+/// (Kafka, files, generator) and `vigil backtest`.
+pub struct Detection {
     engine: WindowedRules,
     lateness: i64,
     longest_window: i64,
@@ -29,7 +30,7 @@ pub(crate) struct Detection {
 impl Detection {
     /// `None` when the pipeline has no rules. `brokers` are the Kafka source's, used for the
     /// anomaly topic.
-    pub(crate) fn new(
+    pub fn new(
         pipeline: &Pipeline,
         brokers: Option<(&str, &std::collections::BTreeMap<String, String>)>,
     ) -> Result<Option<Self>, PipelineError> {
@@ -74,7 +75,7 @@ impl Detection {
     }
 
     /// Files a decoded batch from `source` (e.g. `topic:partition`) into the rules' windows.
-    pub(crate) fn push(&mut self, kind: RecordKind, source: &str, batch: &RecordBatch) {
+    pub fn push(&mut self, kind: RecordKind, source: &str, batch: &RecordBatch) {
         if let Ok(i) = batch.schema().index_of("timestamp")
             && let Some(t) =
                 arrow::compute::max(batch.column(i).as_primitive::<TimestampMicrosecondType>())
@@ -91,17 +92,22 @@ impl Detection {
         self.engine.push(kind, batch);
     }
 
+    /// `source` has no more rows: it stops holding the watermark back.
+    pub fn end_source(&mut self, source: &str) {
+        self.sources.remove(source);
+    }
+
     /// Closes the windows the watermark has passed and publishes their events. The watermark
     /// is the least advanced source's latest event time minus the allowed lateness: a
     /// partition that is behind (or a topic fetched in bigger bites) holds windows open
     /// rather than seeing its rows declared late. A source silent for `IDLE` stops holding
     /// them back.
-    pub(crate) fn advance(&mut self, rt: &Handle) -> Result<(), PipelineError> {
+    pub fn advance(&mut self, rt: &Handle) -> Result<(), PipelineError> {
         rt.block_on(self.advance_async())
     }
 
     /// [`advance`](Self::advance), from async code.
-    pub(crate) async fn advance_async(&mut self) -> Result<(), PipelineError> {
+    pub async fn advance_async(&mut self) -> Result<(), PipelineError> {
         const IDLE: std::time::Duration = std::time::Duration::from_secs(10);
         let Some(slowest) = self
             .sources
@@ -118,12 +124,12 @@ impl Detection {
 
     /// At the end of input: closes every window that holds a row, then waits for the events
     /// to be delivered.
-    pub(crate) fn finish(&mut self, rt: &Handle) -> Result<(), PipelineError> {
+    pub fn finish(&mut self, rt: &Handle) -> Result<(), PipelineError> {
         rt.block_on(self.finish_async())
     }
 
     /// [`finish`](Self::finish), from async code.
-    pub(crate) async fn finish_async(&mut self) -> Result<(), PipelineError> {
+    pub async fn finish_async(&mut self) -> Result<(), PipelineError> {
         if self.latest != i64::MIN {
             self.close_until(self.latest.saturating_add(self.longest_window))
                 .await?;
@@ -146,8 +152,18 @@ impl Detection {
         Ok(())
     }
 
+    /// The latest event time pushed from `source`, if any.
+    pub fn latest_of(&self, source: &str) -> Option<i64> {
+        self.sources.get(source).map(|(t, _)| *t)
+    }
+
+    /// Rows that arrived after their window had closed.
+    pub fn late_rows(&self) -> u64 {
+        self.engine.late_rows()
+    }
+
     /// Anomaly events published so far.
-    pub(crate) fn events(&self) -> u64 {
+    pub fn events(&self) -> u64 {
         self.events
     }
 

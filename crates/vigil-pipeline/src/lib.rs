@@ -16,9 +16,10 @@ mod kafka;
 mod run;
 mod sink;
 
+pub use detect::Detection;
 pub use error::PipelineError;
 pub use input::{Input, check_readable};
 pub use kafka::app_id;
-pub use run::{Counters, RunOptions, Summary, run};
+pub use run::{Counters, RunOptions, Summary, decoder_options, run};
 pub use sink::{Sink, SinkStats};
 pub use vigil_kafka::{PartitionStats, StatsBook};

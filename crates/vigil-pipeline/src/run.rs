@@ -112,7 +112,8 @@ impl Summary {
     }
 }
 
-pub(crate) fn decoder_options(p: &Pipeline) -> DecoderOptions {
+/// The decoder limits of a pipeline.
+pub fn decoder_options(p: &Pipeline) -> DecoderOptions {
     DecoderOptions {
         batch_size: p.decode.batch_size,
         max_record_bytes: p.decode.max_record_bytes,

@@ -4,24 +4,23 @@
 //! The inputs are read in step: the next chunk always comes from the input whose latest event
 //! time is furthest behind, so the watermark (the least advanced input's latest event time,
 //! minus the allowed lateness) never closes a window another input still has rows for.
+//! Detection is the live pipelines' ([`Detection`]), writing its events to `--anomalies`.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::TimestampMicrosecondType;
 use vigil_core::schema::RecordKind;
-use vigil_decode::{Decoder, DecoderOptions};
-use vigil_detect::WindowedRules;
-use vigil_pipeline::Input;
+use vigil_decode::Decoder;
+use vigil_pipeline::{Detection, Input};
 
 use crate::cli::BacktestArgs;
 use crate::output::thousands;
 
 struct Feed {
     kind: RecordKind,
+    name: String,
     reader: Box<dyn Read + Send>,
     decoder: Decoder,
     latest: i64,
@@ -29,7 +28,7 @@ struct Feed {
 }
 
 pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
-    let pipeline = match vigil_config::load(&args.pipeline) {
+    let mut pipeline = match vigil_config::load(&args.pipeline) {
         Ok(p) => p,
         Err(e) => {
             eprint!("{e}");
@@ -49,12 +48,6 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     .filter_map(|(k, p)| p.map(|p| (k, p)))
     .collect();
     anyhow::ensure!(!inputs.is_empty(), "give --logs, --metrics or both");
-    let opts = DecoderOptions {
-        batch_size: pipeline.decode.batch_size,
-        max_record_bytes: pipeline.decode.max_record_bytes,
-        max_depth: pipeline.decode.max_depth,
-        dead_letter_raw_limit: pipeline.decode.dead_letter_raw_limit,
-    };
     for (_, path) in &inputs {
         anyhow::ensure!(
             !same_file(path, &args.anomalies),
@@ -66,45 +59,29 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     for (kind, path) in inputs {
         let input = Input::File(path);
         vigil_pipeline::check_readable(std::slice::from_ref(&input))?;
-        let mut decoder = Decoder::new(kind, pipeline.log_schema.clone(), opts.clone());
+        let mut decoder = Decoder::new(
+            kind,
+            pipeline.log_schema.clone(),
+            vigil_pipeline::decoder_options(&pipeline),
+        );
         decoder.begin_source(&input.name());
         feeds.push(Feed {
             kind,
+            name: input.name(),
             reader: input.open()?,
             decoder,
             latest: i64::MIN,
             done: false,
         });
     }
-    let mut engine = WindowedRules::new(&pipeline.rules)?;
-    let lateness = i64::try_from(pipeline.detect.allowed_lateness.as_micros()).unwrap_or(0);
-    let longest_window = pipeline
-        .rules
-        .iter()
-        .map(|r| i64::try_from(r.window.as_micros()).unwrap_or(0))
-        .max()
-        .unwrap_or(0);
+    pipeline.detect.anomaly_topic = None;
+    pipeline.detect.anomalies_file = Some(args.anomalies.clone());
+    let mut detection = Detection::new(&pipeline, None)?.expect("rules were checked above");
     let rt = super::runtime()?;
-    let mut out = std::io::BufWriter::new(
-        std::fs::File::create(&args.anomalies)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.anomalies.display()))?,
-    );
     let started = Instant::now();
-    let (mut firing, mut resolved) = (0u64, 0u64);
     // Small reads keep the watermark close to the data, so events are detected (and stamped)
     // close to when a live run would detect them.
     let mut buf = vec![0u8; 256 << 10];
-    let mut write_events = |events: Vec<vigil_detect::AnomalyEvent>| -> anyhow::Result<()> {
-        for e in events {
-            match e.status {
-                vigil_detect::Status::Firing => firing += 1,
-                vigil_detect::Status::Resolved => resolved += 1,
-            }
-            serde_json::to_writer(&mut out, &e)?;
-            out.write_all(b"\n")?;
-        }
-        Ok(())
-    };
     while let Some(feed) = feeds
         .iter_mut()
         .filter(|f| !f.done)
@@ -129,30 +106,27 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         }
         for b in batches {
             for rows in &b.records {
-                feed.latest = feed.latest.max(latest_time(rows));
-                engine.push(feed.kind, rows);
+                detection.push(feed.kind, &feed.name, rows);
             }
         }
-        let pending = feeds.iter().filter(|f| !f.done).map(|f| f.latest).min();
-        if let Some(w) = pending {
-            write_events(rt.block_on(engine.advance(w.saturating_sub(lateness)))?)?;
+        feed.latest = detection.latest_of(&feed.name).unwrap_or(feed.latest);
+        if feed.done {
+            detection.end_source(&feed.name);
         }
+        detection.advance(rt.handle())?;
     }
     // Every input is read: close every window that holds a row.
-    let end = feeds.iter().map(|f| f.latest).max().unwrap_or(i64::MIN);
-    write_events(rt.block_on(engine.advance(end.saturating_add(longest_window)))?)?;
-    out.flush()?;
+    detection.finish(rt.handle())?;
     let records: u64 = feeds.iter().map(|f| f.decoder.stats().records).sum();
     let dead: u64 = feeds.iter().map(|f| f.decoder.stats().dead_letters).sum();
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "backtest: {} records ({} dead letters, {} late rows) in {secs:.2} s ({} records/s); {} firing and {} resolved events → {}",
+        "backtest: {} records ({} dead letters, {} late rows) in {secs:.2} s ({} records/s); {} anomaly events → {}",
         thousands(records),
         thousands(dead),
-        thousands(engine.late_rows()),
+        thousands(detection.late_rows()),
         thousands((records as f64 / secs.max(1e-9)) as u64),
-        firing,
-        resolved,
+        detection.events(),
         args.anomalies.display()
     );
     Ok(ExitCode::SUCCESS)
@@ -163,15 +137,4 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     }
-}
-
-fn latest_time(batch: &RecordBatch) -> i64 {
-    batch
-        .schema()
-        .index_of("timestamp")
-        .ok()
-        .and_then(|i| {
-            arrow::compute::max(batch.column(i).as_primitive::<TimestampMicrosecondType>())
-        })
-        .unwrap_or(i64::MIN)
 }
