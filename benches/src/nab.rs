@@ -580,78 +580,20 @@ fn check_rows_match(data: &[Timestamp], results: &[Timestamp]) -> Result<(), Nab
 }
 
 /// Parses `YYYY-MM-DD HH:MM:SS` with an optional fraction (`.000000`) and optionally `T` for
-/// the space, into microseconds since 1970 (no time zone).
+/// the space, into microseconds since 1970 (no time zone, read as UTC): vigil's own RFC 3339
+/// parser, which `vigil detect-series` uses on the same files.
 pub fn parse_timestamp(s: &str) -> Result<Timestamp, NabError> {
-    let bad = || {
+    vigil_core::time::parse_rfc3339_micros(s.trim().as_bytes()).ok_or_else(|| {
         NabError::new(format!(
             "bad timestamp {s:?}: want YYYY-MM-DD HH:MM:SS[.ffffff]"
         ))
-    };
-    let b = s.trim().as_bytes();
-    if b.len() < 19
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b' ' | b'T')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return Err(bad());
-    }
-    let num = |r: std::ops::Range<usize>| -> Result<i64, NabError> {
-        let d = &b[r];
-        if !d.iter().all(u8::is_ascii_digit) {
-            return Err(bad());
-        }
-        Ok(d.iter().fold(0, |n, &c| n * 10 + i64::from(c - b'0')))
-    };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut micros = 0;
-    if b.len() > 19 {
-        let frac = &b[20..];
-        if b[19] != b'.'
-            || frac.is_empty()
-            || frac.len() > 9
-            || !frac.iter().all(u8::is_ascii_digit)
-        {
-            return Err(bad());
-        }
-        for k in 0..6 {
-            micros = micros * 10 + frac.get(k).map_or(0, |&c| i64::from(c - b'0'));
-        }
-    }
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let month_days = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if !(1..=12).contains(&month)
-        || day < 1
-        || day > month_days[month as usize - 1]
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
-        return Err(bad());
-    }
-    let days = days_from_civil(year, month, day);
-    Ok(((days * 24 + hour) * 60 + minute) * 60 * 1_000_000 + second * 1_000_000 + micros)
+    })
 }
 
 /// Formats a [`Timestamp`] as `YYYY-MM-DD HH:MM:SS` (with `.ffffff` if not whole seconds).
 pub fn format_timestamp(t: Timestamp) -> String {
     let (days, rem) = (t.div_euclid(86_400_000_000), t.rem_euclid(86_400_000_000));
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = vigil_core::time::civil_from_days(days);
     let secs = rem / 1_000_000;
     let micros = rem % 1_000_000;
     let base = format!(
@@ -665,28 +607,6 @@ pub fn format_timestamp(t: Timestamp) -> String {
     } else {
         format!("{base}.{micros:06}")
     }
-}
-
-// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// A data line of a CSV file: its 1-based line number and its fields.
