@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{generate, vigil_ok};
+use common::{assert_anomaly_contract, generate, vigil_ok};
 
 const MIN: i64 = 60_000_000;
 /// 2025-06-02T09:00:00Z, the generator's default start.
@@ -111,27 +111,7 @@ fn the_seeds_alerts_fire_for_the_right_service_and_resolve() {
     );
     let events = backtest(dir.path(), &logs, &metrics, "a.ndjson");
     for e in &events {
-        for key in [
-            "id",
-            "fingerprint",
-            "status",
-            "rule",
-            "kind",
-            "severity",
-            "service",
-            "value",
-            "threshold",
-            "window",
-            "for",
-            "starts_at",
-            "ends_at",
-            "detected_at",
-            "labels",
-            "annotations",
-            "incident",
-        ] {
-            assert!(e.get(key).is_some(), "missing {key}: {e}");
-        }
+        assert_anomaly_contract(e);
     }
     assert_episode(&events, "Token Service Errors", "token-service", 20, 35, 10);
     assert_episode(&events, "AI Service Latency", "ai-service", 30, 50, 15);

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::kafka::{Broker, Replica, client, count, pipeline, pipeline_with, query, wait_for};
+use common::vigil_ok;
 
 /// What the producers reported: good and bad totals, per-partition count and seq sum.
 #[derive(Default, Debug)]
@@ -346,16 +347,7 @@ fn dead_letters_can_go_to_a_topic_instead_of_the_table() {
         &archive,
         r#"dead_letter_topic = "logs.dead""#,
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["run", "--until-end", "--pipeline"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    vigil_ok(&["run", "--until-end", "--pipeline", file.to_str().unwrap()]);
     assert_eq!(count(&archive, "logs"), sent.good);
     assert_eq!(
         count(&archive, "dead_letters"),
@@ -402,42 +394,20 @@ fn deals_pipeline_consumes_both_topics_from_the_environment() {
     broker.create_topic("prod.logs", 2);
     broker.create_topic("prod.metrics", 1);
     let (logs, metrics) = common::generate(dir.path(), "10m", "5", &[]);
-    for (topic, file) in [("prod.logs", &logs), ("prod.metrics", &metrics)] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
-            .args([
-                "produce",
-                "--brokers",
-                &broker.addr,
-                "--topic",
-                topic,
-                "--key",
-                "service",
-            ])
-            .arg(file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    produce(
+        &broker,
+        &[("prod.logs", &logs), ("prod.metrics", &metrics)],
+        &["--key", "service"],
+    );
     let lines = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count() as u64;
-    let deals = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/deals.toml");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["run", "--until-end", "--pipeline"])
-        .arg(deals)
-        .env("KAFKA_BROKERS", &broker.addr)
-        .env("LOGS_TOPIC", "prod.logs")
-        .env("METRICS_TOPIC", "prod.metrics")
-        .env("VIGIL_GROUP_ID", "deals-test")
-        .env("VIGIL_ARCHIVE", &archive)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_deals(
+        &broker,
+        &archive,
+        &[
+            ("LOGS_TOPIC", "prod.logs"),
+            ("METRICS_TOPIC", "prod.metrics"),
+            ("VIGIL_GROUP_ID", "deals-test"),
+        ],
     );
     assert_eq!(count(&archive, "logs"), lines(&logs));
     assert_eq!(count(&archive, "metrics"), lines(&metrics));
@@ -454,34 +424,16 @@ fn anomalies_reach_the_anomaly_topic_and_match_the_contract() {
     broker.create_topic("t.anomalies", 1);
     let (logs, metrics) =
         common::generate(dir.path(), "40m", "5", &["errors:token-service@10m+15m"]);
-    for (topic, file) in [("t.logs", &logs), ("t.metrics", &metrics)] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
-            .args(["produce", "--brokers", &broker.addr, "--topic", topic])
-            .arg(file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let deals = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/deals.toml");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["run", "--until-end", "--pipeline"])
-        .arg(deals)
-        .env("KAFKA_BROKERS", &broker.addr)
-        .env("LOGS_TOPIC", "t.logs")
-        .env("METRICS_TOPIC", "t.metrics")
-        .env("ANOMALY_TOPIC", "t.anomalies")
-        .env("VIGIL_GROUP_ID", "anomaly-test")
-        .env("VIGIL_ARCHIVE", &archive)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    produce(&broker, &[("t.logs", &logs), ("t.metrics", &metrics)], &[]);
+    run_deals(
+        &broker,
+        &archive,
+        &[
+            ("LOGS_TOPIC", "t.logs"),
+            ("METRICS_TOPIC", "t.metrics"),
+            ("ANOMALY_TOPIC", "t.anomalies"),
+            ("VIGIL_GROUP_ID", "anomaly-test"),
+        ],
     );
 
     // An alerting service's view: a plain confluent-kafka consumer.
@@ -502,45 +454,7 @@ fn anomalies_reach_the_anomaly_topic_and_match_the_contract() {
     for m in &messages {
         let e = &m["value"];
         assert_eq!(m["key"], e["fingerprint"], "key = fingerprint: {m}");
-        for (key, ok) in [
-            ("id", e["id"].is_string()),
-            ("fingerprint", e["fingerprint"].is_string()),
-            (
-                "status",
-                matches!(e["status"].as_str(), Some("firing" | "resolved")),
-            ),
-            ("rule", e["rule"].is_string()),
-            (
-                "kind",
-                matches!(e["kind"].as_str(), Some("threshold" | "baseline")),
-            ),
-            (
-                "severity",
-                matches!(e["severity"].as_str(), Some("P1" | "P2" | "P3" | "P4")),
-            ),
-            ("service", e["service"].is_string()),
-            ("value", e["value"].is_number() || e["value"].is_null()),
-            (
-                "threshold",
-                e["threshold"].is_number() || e["threshold"].is_null(),
-            ),
-            ("window", e["window"].is_string()),
-            ("for", e["for"].is_string()),
-            (
-                "starts_at",
-                e["starts_at"].as_str().is_some_and(|s| s.ends_with('Z')),
-            ),
-            (
-                "ends_at",
-                (e["status"] == "firing") == e["ends_at"].is_null(),
-            ),
-            ("detected_at", e["detected_at"].is_string()),
-            ("labels", e["labels"].is_object()),
-            ("annotations", e["annotations"]["summary"].is_string()),
-            ("incident", e.get("incident").is_some()),
-        ] {
-            assert!(ok, "`{key}` breaks the anomaly contract in {e}");
-        }
+        common::assert_anomaly_contract(e);
     }
     let token: Vec<&serde_json::Value> = messages
         .iter()
@@ -551,4 +465,26 @@ fn anomalies_reach_the_anomaly_topic_and_match_the_contract() {
     assert_eq!(token[0]["status"], "firing");
     assert_eq!(token[0]["service"], "token-service");
     assert_eq!(token[1]["status"], "resolved");
+}
+
+/// `vigil produce` of each `(topic, file)`, with `extra` flags.
+fn produce(broker: &Broker, inputs: &[(&str, &Path)], extra: &[&str]) {
+    for (topic, file) in inputs {
+        let mut args = vec!["produce", "--brokers", &broker.addr, "--topic", topic];
+        args.extend(extra);
+        args.push(file.to_str().unwrap());
+        vigil_ok(&args);
+    }
+}
+
+/// pipelines/deals.toml to the end of its topics, configured only through the environment.
+fn run_deals(broker: &Broker, archive: &Path, env: &[(&str, &str)]) {
+    let deals = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/deals.toml");
+    let mut env = env.to_vec();
+    env.push(("KAFKA_BROKERS", &broker.addr));
+    env.push(("VIGIL_ARCHIVE", archive.to_str().unwrap()));
+    common::vigil_ok_with(
+        &["run", "--until-end", "--pipeline", deals.to_str().unwrap()],
+        &env,
+    );
 }

@@ -18,7 +18,17 @@ pub fn vigil(args: &[&str]) -> Output {
 
 /// Runs `vigil` and requires success; returns stdout.
 pub fn vigil_ok(args: &[&str]) -> String {
-    let out = vigil(args);
+    vigil_ok_with(args, &[])
+}
+
+/// [`vigil_ok`] with environment variables set.
+pub fn vigil_ok_with(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(args)
+        .env_remove("VIGIL_ARCHIVE")
+        .envs(env.iter().copied())
+        .output()
+        .expect("vigil binary runs");
     assert!(
         out.status.success(),
         "vigil {args:?} failed: {}\n{}",
@@ -77,4 +87,47 @@ pub fn duckdb(sql: &str) -> Vec<serde_json::Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     json_rows(&String::from_utf8(out.stdout).unwrap())
+}
+
+/// Fails unless `e` is an anomaly event as DESIGN.md defines it: every field there, of its type.
+pub fn assert_anomaly_contract(e: &serde_json::Value) {
+    for (key, ok) in [
+        ("id", e["id"].is_string()),
+        ("fingerprint", e["fingerprint"].is_string()),
+        (
+            "status",
+            matches!(e["status"].as_str(), Some("firing" | "resolved")),
+        ),
+        ("rule", e["rule"].is_string()),
+        (
+            "kind",
+            matches!(e["kind"].as_str(), Some("threshold" | "baseline")),
+        ),
+        (
+            "severity",
+            matches!(e["severity"].as_str(), Some("P1" | "P2" | "P3" | "P4")),
+        ),
+        ("service", e["service"].is_string()),
+        ("value", e["value"].is_number() || e["value"].is_null()),
+        (
+            "threshold",
+            e["threshold"].is_number() || e["threshold"].is_null(),
+        ),
+        ("window", e["window"].is_string()),
+        ("for", e["for"].is_string()),
+        (
+            "starts_at",
+            e["starts_at"].as_str().is_some_and(|s| s.ends_with('Z')),
+        ),
+        (
+            "ends_at",
+            (e["status"] == "firing") == e["ends_at"].is_null(),
+        ),
+        ("detected_at", e["detected_at"].is_string()),
+        ("labels", e["labels"].is_object()),
+        ("annotations", e["annotations"]["summary"].is_string()),
+        ("incident", e.get("incident").is_some()),
+    ] {
+        assert!(ok, "`{key}` breaks the anomaly contract in {e}");
+    }
 }
