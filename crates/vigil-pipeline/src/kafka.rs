@@ -189,6 +189,20 @@ pub(crate) fn consume(
     let mut messages = 0u64;
     // With `until_end`: each assigned partition's high watermark when it was assigned.
     let mut ends: HashMap<TopicPartition, i64> = HashMap::new();
+    // Decodes the held run and hands it over (see `decode_and_hand_over`).
+    macro_rules! flush_run {
+        () => {
+            decode_and_hand_over(
+                &mut run,
+                &mut decoders,
+                &mut tables,
+                &mut book,
+                &mut dlq,
+                &mut detection,
+                opts,
+            )
+        };
+    }
     let result = 'consume: loop {
         if opts.stop.load(Ordering::Relaxed) {
             break Ok(());
@@ -264,15 +278,7 @@ pub(crate) fn consume(
                         .bytes
                         .fetch_add(m.payload().map_or(0, |p| p.len()) as u64, Ordering::Relaxed);
                     if run.tp.as_ref() != Some(&tp) || run.spans.len() >= kafka.max_batch_records {
-                        if let Err(e) = decode_and_hand_over(
-                            &mut run,
-                            &mut decoders,
-                            &mut tables,
-                            &mut book,
-                            &mut dlq,
-                            &mut detection,
-                            opts,
-                        ) {
+                        if let Err(e) = flush_run!() {
                             break 'consume Err(e);
                         }
                         run.tp = Some(tp.clone());
@@ -289,15 +295,7 @@ pub(crate) fn consume(
             }
         };
         if idle {
-            if let Err(e) = decode_and_hand_over(
-                &mut run,
-                &mut decoders,
-                &mut tables,
-                &mut book,
-                &mut dlq,
-                &mut detection,
-                opts,
-            ) {
+            if let Err(e) = flush_run!() {
                 break 'consume Err(e);
             }
             let read_to = |tp: &TopicPartition| {
@@ -317,15 +315,7 @@ pub(crate) fn consume(
         }
         // A partial run is decoded once it has waited `max_batch_wait`.
         if batch_started.is_some_and(|t| t.elapsed() >= kafka.max_batch_wait) {
-            if let Err(e) = decode_and_hand_over(
-                &mut run,
-                &mut decoders,
-                &mut tables,
-                &mut book,
-                &mut dlq,
-                &mut detection,
-                opts,
-            ) {
+            if let Err(e) = flush_run!() {
                 break 'consume Err(e);
             }
             batch_started = None;
@@ -340,15 +330,7 @@ pub(crate) fn consume(
         let offsets_due = first_buffered.is_some_and(|t| t.elapsed() >= policy.interval);
         if tables.all().any(|t| t.is_due()) || offsets_due {
             first_buffered = None;
-            if let Err(e) = decode_and_hand_over(
-                &mut run,
-                &mut decoders,
-                &mut tables,
-                &mut book,
-                &mut dlq,
-                &mut detection,
-                opts,
-            ) {
+            if let Err(e) = flush_run!() {
                 break 'consume Err(e);
             }
             batch_started = None;
@@ -366,15 +348,7 @@ pub(crate) fn consume(
         }
     };
     let result = result.and_then(|()| {
-        decode_and_hand_over(
-            &mut run,
-            &mut decoders,
-            &mut tables,
-            &mut book,
-            &mut dlq,
-            &mut detection,
-            opts,
-        )?;
+        flush_run!()?;
         if let Some(d) = detection.as_mut() {
             d.finish(rt)?;
         }
@@ -479,12 +453,7 @@ fn decode_and_hand_over(
     let Some(batch) = d.flush() else {
         return Ok(());
     };
-    opts.counters
-        .records
-        .fetch_add(batch.num_records() as u64, Ordering::Relaxed);
-    opts.counters
-        .dead_letters
-        .fetch_add(batch.dead_letters.num_rows() as u64, Ordering::Relaxed);
+    opts.counters.count(&batch);
     let source = format!("{}:{}", tp.topic, tp.partition);
     let w = tables.records(kind);
     for records in batch.records {

@@ -32,6 +32,16 @@ pub struct Counters {
     pub dead_letters: AtomicU64,
 }
 
+impl Counters {
+    /// Counts a decoded batch's records and dead letters.
+    pub fn count(&self, batch: &DecodedBatch) {
+        self.records
+            .fetch_add(batch.num_records() as u64, Ordering::Relaxed);
+        self.dead_letters
+            .fetch_add(batch.dead_letters.num_rows() as u64, Ordering::Relaxed);
+    }
+}
+
 /// How to run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -439,12 +449,7 @@ fn feed(
 
 fn flush(dec: &mut Decoder, opts: &RunOptions, emit: &mut Emit<'_>) -> Result<(), PipelineError> {
     if let Some(batch) = dec.flush() {
-        opts.counters
-            .records
-            .fetch_add(batch.num_records() as u64, Ordering::Relaxed);
-        opts.counters
-            .dead_letters
-            .fetch_add(batch.dead_letters.num_rows() as u64, Ordering::Relaxed);
+        opts.counters.count(&batch);
         emit(dec.kind(), batch)?;
     }
     Ok(())
