@@ -119,11 +119,6 @@ impl WindowedRules {
         })
     }
 
-    /// Whether there is any rule at all.
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-
     /// Rows that arrived after their window had closed.
     pub fn late_rows(&self) -> u64 {
         self.late

@@ -231,11 +231,6 @@ impl Consumer {
             .map_err(KafkaError::from)
     }
 
-    /// Per-partition lag and throughput.
-    pub fn stats(&self) -> StatsBook {
-        self.inner.context().stats.clone()
-    }
-
     /// Leaves the group cleanly (partitions are revoked first, so they move at once).
     pub fn close(self) {
         self.inner.unsubscribe();

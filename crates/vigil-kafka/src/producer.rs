@@ -123,12 +123,6 @@ impl Producer {
         })
     }
 
-    /// Sets how many times a message is sent before it is given up on (at least 1).
-    pub fn with_max_attempts(mut self, n: u32) -> Self {
-        self.max_attempts = n.max(1);
-        self
-    }
-
     /// Queues a message. Blocks (serving delivery reports) while librdkafka's queue is full.
     pub fn send(
         &mut self,
