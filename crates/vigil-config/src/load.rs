@@ -11,7 +11,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use vigil_core::schema::{FieldType, LogSchema, PromotedField, RecordKind};
 use vigil_core::time::parse_rfc3339_micros;
-use vigil_core::units::{parse_bytes, parse_duration};
+use vigil_core::units::{format_duration, parse_bytes, parse_duration};
 
 use crate::env::substitute;
 use crate::model::{
@@ -314,6 +314,24 @@ impl Validator<'_> {
                 "`window` must be longer than 0".into(),
             );
         }
+        let hop = match (&raw.hop, window) {
+            (None, w) => w,
+            (Some(h), Some(w)) => {
+                let hop = self.duration(&raw.hop, w)?;
+                if hop.is_zero() || hop > w || w.as_micros() % hop.as_micros() != 0 {
+                    self.problem(
+                        Some(h.span()),
+                        format!(
+                            "`hop` must be longer than 0 and divide the window ({}) evenly",
+                            format_duration(w)
+                        ),
+                    );
+                    return None;
+                }
+                Some(hop)
+            }
+            (Some(_), None) => None,
+        };
         let cond = raw.condition.get_ref().trim();
         let split = cond
             .find(|c: char| !matches!(c, '<' | '>' | '='))
@@ -348,6 +366,7 @@ impl Validator<'_> {
             name: raw.name,
             table: table?,
             window: window.filter(|w| !w.is_zero())?,
+            hop: hop?,
             signal: raw.signal,
             filter: raw.filter,
             comparison: op.to_string(),

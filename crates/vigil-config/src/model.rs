@@ -34,8 +34,11 @@ pub struct RuleSpec {
     pub name: String,
     /// The stream its signal is computed over.
     pub table: RecordKind,
-    /// Tumbling window length.
+    /// Window length.
     pub window: Duration,
+    /// How far apart windows start: the window for tumbling windows, less for hopping ones
+    /// (it divides the window).
+    pub hop: Duration,
     /// SQL aggregate per service per window.
     pub signal: String,
     /// SQL filter before aggregating.

@@ -227,8 +227,11 @@ pub struct RawRule {
     pub name: String,
     /// `logs` or `metrics`: the stream the signal is computed over.
     pub table: Spanned<String>,
-    /// Tumbling window length, e.g. `"1m"`.
+    /// Window length, e.g. `"1m"`.
     pub window: Spanned<String>,
+    /// How far apart windows start, e.g. `"1m"` with a `"5m"` window: hopping windows that
+    /// overlap. Default: the window (tumbling). Must divide the window.
+    pub hop: Option<Spanned<String>>,
     /// SQL aggregate computed per service per window, e.g.
     /// `"avg(CASE WHEN level = 'ERROR' THEN 1.0 ELSE 0.0 END)"`.
     pub signal: String,

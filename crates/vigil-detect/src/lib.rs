@@ -11,8 +11,10 @@
 //!
 //! [`rules`] turns per-window signal values into alerts with Prometheus semantics (pending →
 //! firing after `for` → resolved, one firing per episode, state that survives a restart) and
-//! into the anomaly events of DESIGN.md. [`windows`] feeds them: tumbling event-time windows
-//! closed by a watermark, each rule's signal computed by DataFusion SQL per service.
+//! into the anomaly events of DESIGN.md. [`windows`] feeds them: tumbling or hopping
+//! event-time windows closed by a watermark, each rule's signal computed by DataFusion SQL per
+//! service in two phases (partial aggregate states per bite of rows, final per window), so
+//! memory is bounded by services × open panes rather than by events.
 #![warn(missing_docs)]
 
 pub mod baseline;
