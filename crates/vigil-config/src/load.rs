@@ -15,7 +15,8 @@ use vigil_core::units::{format_duration, parse_bytes, parse_duration};
 
 use crate::env::substitute;
 use crate::model::{
-    Archive, Decode, Detect, Flush, Kafka, Pipeline, Retention, RuleSpec, Source, SourceKind,
+    Archive, Condition, Decode, Detect, Flush, Kafka, Pipeline, Retention, RuleSpec, Source,
+    SourceKind,
 };
 use crate::raw::{
     RawArchive, RawDecode, RawDetect, RawField, RawFileSource, RawGeneratorSource, RawKafkaSource,
@@ -333,16 +334,36 @@ impl Validator<'_> {
             (Some(_), None) => None,
         };
         let cond = raw.condition.get_ref().trim();
-        let split = cond
-            .find(|c: char| !matches!(c, '<' | '>' | '='))
-            .unwrap_or(cond.len());
-        let (op, number) = cond.split_at(split);
-        let threshold = number.trim().parse::<f64>().ok().filter(|t| t.is_finite());
-        if !matches!(op, ">" | ">=" | "<" | "<=") || threshold.is_none() {
-            self.problem(
-                Some(raw.condition.span()),
-                format!("condition `{cond}` should be a comparison and a number, e.g. `> 0.05`"),
-            );
+        let condition = if cond == "baseline" {
+            Some(Condition::Baseline)
+        } else {
+            let split = cond
+                .find(|c: char| !matches!(c, '<' | '>' | '='))
+                .unwrap_or(cond.len());
+            let (op, number) = cond.split_at(split);
+            let threshold = number.trim().parse::<f64>().ok().filter(|t| t.is_finite());
+            match threshold {
+                Some(threshold) if matches!(op, ">" | ">=" | "<" | "<=") => {
+                    Some(Condition::Threshold {
+                        comparison: op.to_string(),
+                        threshold,
+                    })
+                }
+                _ => {
+                    self.problem(
+                        Some(raw.condition.span()),
+                        format!(
+                            "condition `{cond}` should be a comparison and a number, e.g. `> 0.05`, or `baseline`"
+                        ),
+                    );
+                    None
+                }
+            }
+        };
+        if let Some(v) = &raw.no_data
+            && !v.get_ref().is_finite()
+        {
+            self.problem(Some(v.span()), "`no_data` must be a finite number".into());
         }
         let severity = raw.severity.get_ref().to_ascii_uppercase();
         if !matches!(severity.as_str(), "P1" | "P2" | "P3" | "P4") {
@@ -369,8 +390,8 @@ impl Validator<'_> {
             hop: hop?,
             signal: raw.signal,
             filter: raw.filter,
-            comparison: op.to_string(),
-            threshold: threshold?,
+            condition: condition?,
+            no_data: raw.no_data.map(Spanned::into_inner),
             for_: for_?,
             severity,
             annotations,

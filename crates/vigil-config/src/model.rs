@@ -43,10 +43,11 @@ pub struct RuleSpec {
     pub signal: String,
     /// SQL filter before aggregating.
     pub filter: Option<String>,
-    /// `>`, `>=`, `<` or `<=`.
-    pub comparison: String,
-    /// Threshold.
-    pub threshold: f64,
+    /// When the rule's condition holds.
+    pub condition: Condition,
+    /// The signal's value in a window where a known series has no rows (e.g. `0` for a
+    /// count); `None`: no value, which never holds.
+    pub no_data: Option<f64>,
     /// How long the condition must hold.
     pub for_: Duration,
     /// `P1`..`P4`.
@@ -55,6 +56,21 @@ pub struct RuleSpec {
     pub annotations: BTreeMap<String, String>,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+}
+
+/// A rule's condition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    /// `value <comparison> threshold`.
+    Threshold {
+        /// `>`, `>=`, `<` or `<=`.
+        comparison: String,
+        /// The threshold.
+        threshold: f64,
+    },
+    /// The value deviates from what the series' own baseline (learned by the default
+    /// baseline detector) makes likely: no threshold to set.
+    Baseline,
 }
 
 /// Window closing for detection.

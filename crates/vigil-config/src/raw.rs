@@ -238,8 +238,12 @@ pub struct RawRule {
     /// SQL filter applied before aggregating, e.g. `"service = 'token-service'"`.
     #[serde(rename = "where")]
     pub filter: Option<String>,
-    /// Comparison and threshold, e.g. `"> 0.05"` or `"< 0.99"`.
+    /// Comparison and threshold, e.g. `"> 0.05"` or `"< 0.99"`; or `"baseline"`: the value
+    /// deviates from the series' learned normal level (no threshold).
     pub condition: Spanned<String>,
+    /// The value of a window in which a series seen before has no rows, e.g. `0` for a
+    /// count. Default: no value (the condition does not hold).
+    pub no_data: Option<Spanned<f64>>,
     /// How long the condition must hold before the alert fires. Default `0s`.
     #[serde(rename = "for")]
     pub for_: Option<Spanned<String>>,

@@ -21,9 +21,16 @@
 //!    (three weeks) and only if its residuals are clearly smaller than the slow level's.
 //!    Its residual gives a `z` for this sample and one for the mean of the last few samples,
 //!    which catches a sustained shift that no single sample shows.
-//! 3. **Surprise.** The largest `|z|` becomes a tail probability under a Student t with two
+//! 3. **Surprise.** Each `z` becomes a tail probability `p`, and surprise is the largest
+//!    `-log10 p`. A single sample's `z` (jump, baseline) is read under a Student t with two
 //!    degrees of freedom: real metrics have heavy tails, and a Gaussian would call every
-//!    burst of a bursty series a one-in-a-billion event. Surprise is `-log10 p`.
+//!    burst of a bursty series a one-in-a-billion event. The mean of the last few residuals
+//!    is read under a Gaussian with a small share of that heavy tail mixed in
+//!    (`SUSTAINED_OUTLIER_SHARE`): averaging tames single bursts, so a mean that stays
+//!    several of its own usual widths away is a real shift and should not be judged as
+//!    leniently as one sample, while the heavy-tailed share keeps the surprise of a mean
+//!    that is hundreds of widths out (a series that jumps from idle to busy) to a few
+//!    orders of magnitude instead of thousands, so it does not swamp the memories below.
 //! 4. **Recurrence.** A surprise that the same time of day produced on earlier days (a
 //!    nightly batch job) is discounted by that earlier surprise.
 //! 5. **Hold.** A sample scores only by how far its surprise exceeds the largest recent one
@@ -45,6 +52,11 @@ const GAUSS_MAD: f64 = 1.253_314;
 
 /// Time-of-day slots of the recurrence memory (15 minutes each).
 const PHASE_SLOTS: usize = 96;
+
+/// Share of the heavy (t2) tail in the model of the sustained-shift statistic, whose body is
+/// Gaussian: below about four of its widths a mean of residuals is judged as a Gaussian, far
+/// beyond that as one sample in `1 / SUSTAINED_OUTLIER_SHARE` drawn from the heavy tail.
+const SUSTAINED_OUTLIER_SHARE: f64 = 0.002;
 
 /// Settings of a [`BaselineDetector`]. The defaults are meant for every series; nothing here
 /// is a threshold.
@@ -257,6 +269,8 @@ pub struct BaselineDetector {
     recent_error: Ewma,
     recurrence: Recurrence,
     hold: f64,
+    /// The last sample's score without the hold: see [`BaselineDetector::deviation`].
+    deviation: f64,
 }
 
 impl BaselineDetector {
@@ -279,12 +293,23 @@ impl BaselineDetector {
                 slots: [(0.0, 0); PHASE_SLOTS],
             },
             hold: 0.0,
+            deviation: 0.0,
         }
+    }
+
+    /// How unusual the last scored sample is, in `[0, 1]` like the score, but without the
+    /// hold (step 5): it stays high for as long as the series stays away from its baselines,
+    /// until they adapt, where the score raises one alarm per change. Alerting rules use it
+    /// to say whether an anomaly is still going on. 0 during warm-up and for non-finite
+    /// samples.
+    pub fn deviation(&self) -> f64 {
+        self.deviation
     }
 
     /// Scores a sample in `[0, 1]` (see the [module docs](self)), then learns from it.
     /// Non-finite values score 0 and are not learned.
     pub fn score(&mut self, timestamp_micros: i64, value: f64) -> f64 {
+        self.deviation = 0.0;
         if !value.is_finite() {
             return 0.0;
         }
@@ -340,8 +365,8 @@ impl BaselineDetector {
         self.seen += 1;
 
         // 3-5. Surprise, discounted by recurrence and by the hold.
-        let z = z_jump.abs().max(z_point.abs()).max(z_sustained.abs());
-        let surprise = -log10_t2_tail(z);
+        let z = z_jump.abs().max(z_point.abs());
+        let surprise = (-log10_t2_tail(z)).max(-log10_sustained_tail(z_sustained));
         let half_life_days = c.recurrence_half_life_days;
         let recurring = if history >= DAY {
             self.recurrence.expected(t, half_life_days)
@@ -353,6 +378,7 @@ impl BaselineDetector {
             return 0.0;
         }
         let surprise = surprise - recurring;
+        self.deviation = (1.0 - 10f64.powf(-surprise.max(0.0))).clamp(0.0, 1.0);
         let out = (surprise - self.hold).max(0.0);
         self.hold = (self.hold * (1.0 - alpha(c.hold_half_life))).max(surprise.min(c.hold_cap));
         (1.0 - 10f64.powf(-out)).clamp(0.0, 1.0)
@@ -368,6 +394,38 @@ fn log10_t2_tail(z: f64) -> f64 {
     }
     let q = (2.0 + z * z).sqrt();
     (2.0 / (q * (q + z))).log10().min(0.0)
+}
+
+/// `log10 P(|Z| >= z)` for a standard normal `Z`, from the complementary error function
+/// (Numerical Recipes' `erfcc`, relative error below `1.2e-7` for every `z`, so its
+/// logarithm stays accurate far into the tail where `1 - erf` would cancel to 0).
+fn log10_gauss_tail(z: f64) -> f64 {
+    let x = z.abs() / std::f64::consts::SQRT_2;
+    if !x.is_finite() {
+        return f64::NEG_INFINITY;
+    }
+    let t = 1.0 / (1.0 + 0.5 * x);
+    let poly = -1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    ((t.ln() - x * x + poly) / std::f64::consts::LN_10).min(0.0)
+}
+
+/// `log10 P(|M| >= z)` for the sustained-shift statistic `M`: a Gaussian with a
+/// [`SUSTAINED_OUTLIER_SHARE`] of Student's t with two degrees of freedom mixed in.
+fn log10_sustained_tail(z: f64) -> f64 {
+    let e = SUSTAINED_OUTLIER_SHARE;
+    let p = (1.0 - e) * 10f64.powf(log10_gauss_tail(z)) + e * 10f64.powf(log10_t2_tail(z));
+    if p > 0.0 {
+        p.log10().min(0.0)
+    } else {
+        f64::NEG_INFINITY
+    }
 }
 
 #[cfg(test)]
@@ -400,6 +458,25 @@ mod tests {
 
     fn max(scores: &[f64]) -> f64 {
         scores.iter().copied().fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn the_sustained_tail_is_gaussian_in_its_body_and_heavy_far_out() {
+        // Gaussian tails: P(|Z| >= 1.96) = 0.05, P(|Z| >= 5) = 5.733e-7.
+        assert!((log10_gauss_tail(1.96) - 0.05f64.log10()).abs() < 1e-4);
+        assert!((log10_gauss_tail(5.0) - 5.733e-7f64.log10()).abs() < 1e-3);
+        assert!(log10_gauss_tail(0.0).abs() < 1e-6);
+        // Near the body the mixture is the Gaussian; a mean four widths out is far more
+        // surprising than one sample four widths out under t2.
+        assert!((log10_sustained_tail(2.0) - log10_gauss_tail(2.0)).abs() < 0.01);
+        assert!(-log10_sustained_tail(4.0) > 2.0 * -log10_t2_tail(4.0));
+        // Far out the heavy share bounds it: at most -log10(share) beyond the t2 surprise.
+        for z in [10.0, 100.0, 1e6, f64::INFINITY] {
+            let s = -log10_sustained_tail(z);
+            let bound = -log10_t2_tail(z) - SUSTAINED_OUTLIER_SHARE.log10();
+            assert!(s <= bound + 1e-9, "z {z}: {s} > {bound}");
+            assert!(s >= -log10_t2_tail(z), "z {z}: {s}");
+        }
     }
 
     #[test]

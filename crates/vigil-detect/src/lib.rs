@@ -22,5 +22,5 @@ pub mod rules;
 pub mod windows;
 
 pub use baseline::{BaselineConfig, BaselineDetector};
-pub use rules::{AnomalyEvent, Rule, RuleEvaluator, Severity, Status};
+pub use rules::{AnomalyEvent, Condition, Rule, RuleEvaluator, Severity, Status};
 pub use windows::{DetectError, WindowedRules};

@@ -26,6 +26,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use vigil_core::time::format_rfc3339;
+
+use crate::baseline::{BaselineConfig, BaselineDetector};
 use vigil_core::units::format_duration;
 
 /// How urgent an alert is, as in the seed's alert table.
@@ -91,17 +93,39 @@ impl FromStr for Comparison {
     }
 }
 
-/// A threshold rule on one signal.
+/// A baseline rule's condition holds while the series' [deviation](BaselineDetector::deviation)
+/// is at least this: a value the learned baseline makes less likely than one in a hundred.
+pub const BASELINE_LEVEL: f64 = 0.999;
+
+/// When a rule's condition holds for a window's value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Condition {
+    /// `value <comparison> threshold`.
+    Threshold {
+        /// How the value is compared.
+        comparison: Comparison,
+        /// The threshold.
+        threshold: f64,
+    },
+    /// The value deviates from the series' own baseline, learned online by the default
+    /// [`BaselineDetector`] (one per series): its deviation is at least [`BASELINE_LEVEL`].
+    /// There is no threshold to set; a lasting change becomes the new normal as the
+    /// baseline adapts, and the alert then resolves.
+    Baseline,
+}
+
+/// A rule on one signal.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     /// Name, e.g. `Token Service Errors`.
     pub name: String,
     /// Severity of its alerts.
     pub severity: Severity,
-    /// The condition: `value <comparison> threshold`.
-    pub comparison: Comparison,
-    /// The threshold.
-    pub threshold: f64,
+    /// When the condition holds.
+    pub condition: Condition,
+    /// The value of a window in which a series seen before has no rows (e.g. 0 for a
+    /// count); `None`: such a window never holds.
+    pub no_data: Option<f64>,
     /// Length of the windows the signal is computed over.
     pub window: Duration,
     /// How long the condition must hold before the alert fires.
@@ -144,6 +168,8 @@ pub struct Transition {
     pub starts_at: i64,
     /// When it ended (end of the first window in which it no longer held), if resolved.
     pub ends_at: Option<i64>,
+    /// For a baseline rule, the series' deviation in that window.
+    pub deviation: Option<f64>,
 }
 
 /// An event's status.
@@ -170,6 +196,10 @@ impl fmt::Display for Status {
 pub struct RuleEvaluator {
     rule: Rule,
     state: RuleState,
+    /// Baseline rules: each series' detector.
+    detectors: BTreeMap<String, BaselineDetector>,
+    /// With `no_data`: every series seen, so a window without its rows still counts.
+    seen: std::collections::BTreeSet<String>,
 }
 
 impl RuleEvaluator {
@@ -180,7 +210,12 @@ impl RuleEvaluator {
 
     /// A rule resumed from a checkpoint of its state.
     pub fn restore(rule: Rule, state: RuleState) -> Self {
-        Self { rule, state }
+        Self {
+            rule,
+            state,
+            detectors: BTreeMap::new(),
+            seen: std::collections::BTreeSet::new(),
+        }
     }
 
     /// The rule.
@@ -197,8 +232,27 @@ impl RuleEvaluator {
     /// just closed. Returns the transition it causes, if any. NaN never holds.
     pub fn observe(&mut self, series: &str, window_start: i64, value: f64) -> Option<Transition> {
         let window_end = window_start + micros(self.rule.window);
-        if !self.rule.comparison.holds(value, self.rule.threshold) {
-            return self.not_holding(series, window_end, value);
+        if self.rule.no_data.is_some() && !self.seen.contains(series) {
+            self.seen.insert(series.to_string());
+        }
+        let (holds, deviation) = match self.rule.condition {
+            Condition::Threshold {
+                comparison,
+                threshold,
+            } => (comparison.holds(value, threshold), None),
+            Condition::Baseline => {
+                let d = self
+                    .detectors
+                    .entry(series.to_string())
+                    .or_insert_with(|| BaselineDetector::new(BaselineConfig::default()));
+                d.score(window_start, value);
+                (d.deviation() >= BASELINE_LEVEL, Some(d.deviation()))
+            }
+        };
+        if !holds {
+            return self
+                .not_holding(series, window_end, value)
+                .map(|t| Transition { deviation, ..t });
         }
         let since = match self.state.get(series) {
             Some(SeriesState::Firing { .. }) => return None,
@@ -214,6 +268,7 @@ impl RuleEvaluator {
                 value,
                 starts_at: since,
                 ends_at: None,
+                deviation,
             })
         } else {
             self.state
@@ -222,15 +277,21 @@ impl RuleEvaluator {
         }
     }
 
-    /// `series` had no value in the window starting at `window_start` (no data).
+    /// `series` had no value in the window starting at `window_start` (no data): the
+    /// rule's `no_data` value if it has one, else a window that does not hold.
     pub fn absent(&mut self, series: &str, window_start: i64) -> Option<Transition> {
+        if let Some(v) = self.rule.no_data {
+            return self.observe(series, window_start, v);
+        }
         let window_end = window_start + micros(self.rule.window);
         self.not_holding(series, window_end, f64::NAN)
     }
 
-    /// Series currently pending or firing, for callers that must report absences.
+    /// Series whose absence from a window must be reported with [`absent`](Self::absent):
+    /// those pending or firing and, with `no_data`, every series seen.
     pub fn active_series(&self) -> impl Iterator<Item = &str> {
-        self.state.keys().map(String::as_str)
+        let seen = self.seen.iter().filter(|s| !self.state.contains_key(*s));
+        self.state.keys().chain(seen).map(String::as_str)
     }
 
     fn not_holding(&mut self, series: &str, window_end: i64, value: f64) -> Option<Transition> {
@@ -242,6 +303,7 @@ impl RuleEvaluator {
                 value,
                 starts_at: since,
                 ends_at: Some(window_end),
+                deviation: None,
             }),
         }
     }
@@ -249,23 +311,31 @@ impl RuleEvaluator {
     /// The anomaly event of a transition, detected at `detected_at`.
     pub fn event(&self, t: &Transition, detected_at: i64) -> AnomalyEvent {
         let fingerprint = fingerprint(&self.rule.name, &t.series);
+        let (kind, threshold) = match self.rule.condition {
+            Condition::Threshold { threshold, .. } => ("threshold", Some(threshold)),
+            Condition::Baseline => ("baseline", None),
+        };
+        let mut annotations = self.rule.annotations.clone();
+        if let Some(d) = t.deviation {
+            annotations.insert("deviation".into(), format!("{d:.4}"));
+        }
         AnomalyEvent {
             id: format!("{fingerprint}-{}", t.starts_at),
             fingerprint,
             status: t.status,
             rule: self.rule.name.clone(),
-            kind: "threshold".into(),
+            kind: kind.into(),
             severity: self.rule.severity,
             service: t.series.clone(),
             value: t.value.is_finite().then_some(t.value),
-            threshold: Some(self.rule.threshold),
+            threshold,
             window: format_duration(self.rule.window),
             for_: format_duration(self.rule.for_),
             starts_at: format_rfc3339(t.starts_at),
             ends_at: t.ends_at.map(format_rfc3339),
             detected_at: format_rfc3339(detected_at),
             labels: self.rule.labels.clone(),
-            annotations: self.rule.annotations.clone(),
+            annotations,
             incident: None,
         }
     }
@@ -349,8 +419,11 @@ mod tests {
         Rule {
             name: "Token Service Errors".into(),
             severity: Severity::P2,
-            comparison: Comparison::Above,
-            threshold: 0.05,
+            condition: Condition::Threshold {
+                comparison: Comparison::Above,
+                threshold: 0.05,
+            },
+            no_data: None,
             window: Duration::from_secs(60),
             for_: Duration::from_secs(600),
             labels: BTreeMap::from([("team".into(), "platform".into())]),
@@ -489,6 +562,54 @@ mod tests {
         assert_ne!(
             ev.fingerprint,
             fingerprint("Token Service Errors", "api-gateway")
+        );
+    }
+
+    #[test]
+    fn a_baseline_rule_fires_when_a_count_stops_and_resolves_when_it_is_back() {
+        let rule = Rule {
+            name: "Request Rate Anomaly".into(),
+            condition: Condition::Baseline,
+            no_data: Some(0.0),
+            for_: Duration::from_secs(120),
+            ..token_errors()
+        };
+        let mut e = RuleEvaluator::new(rule);
+        let t0 = 1_748_854_800_000_000;
+        let mut events = Vec::new();
+        let mut x = 7u64;
+        for i in 0..200 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let normal = 100.0 + ((x >> 33) % 21) as f64 - 10.0;
+            let start = t0 + i * MIN;
+            // Minutes 150..160: no rows at all, which `no_data` makes a count of 0.
+            let t = if (150..160).contains(&i) {
+                assert!(
+                    e.active_series().any(|s| s == "token-service"),
+                    "still known"
+                );
+                e.absent("token-service", start)
+            } else {
+                e.observe("token-service", start, normal)
+            };
+            events.extend(t.map(|t| (i, t)));
+        }
+        let got: Vec<_> = events.iter().map(|(i, t)| (*i, t.status)).collect();
+        // Fires at the close of the second window without rows (`for` = 2 windows), and
+        // resolves once the count is back and the baseline's short-term mean settles.
+        assert_eq!(got.len(), 2, "{events:?}");
+        assert_eq!(got[0], (151, Status::Firing));
+        assert_eq!(got[1].1, Status::Resolved);
+        assert!((160..168).contains(&got[1].0), "{got:?}");
+        let ev = e.event(&events[0].1, t0);
+        assert_eq!(ev.kind, "baseline");
+        assert_eq!(ev.threshold, None);
+        assert_eq!(ev.value, Some(0.0));
+        assert!(
+            ev.annotations["deviation"].starts_with("0.99")
+                || ev.annotations["deviation"] == "1.0000"
         );
     }
 }

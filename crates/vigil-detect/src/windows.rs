@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use vigil_config::RuleSpec;
 use vigil_core::schema::RecordKind;
 
-use crate::rules::{AnomalyEvent, Comparison, Rule, RuleEvaluator, RuleState, Severity};
+use crate::rules::{AnomalyEvent, Comparison, Condition, Rule, RuleEvaluator, RuleState, Severity};
 
 /// Raw rows a group holds before they are folded into partial aggregate states.
 pub const FOLD_ROWS: usize = 65_536;
@@ -143,8 +143,17 @@ impl WindowedRules {
             let rule = Rule {
                 name: s.name.clone(),
                 severity: s.severity.parse::<Severity>().map_err(bad)?,
-                comparison: s.comparison.parse::<Comparison>().map_err(bad)?,
-                threshold: s.threshold,
+                condition: match &s.condition {
+                    vigil_config::Condition::Threshold {
+                        comparison,
+                        threshold,
+                    } => Condition::Threshold {
+                        comparison: comparison.parse::<Comparison>().map_err(bad)?,
+                        threshold: *threshold,
+                    },
+                    vigil_config::Condition::Baseline => Condition::Baseline,
+                },
+                no_data: s.no_data,
                 window: s.window,
                 for_: s.for_,
                 labels: s.labels.clone(),
@@ -488,8 +497,11 @@ impl WindowedRules {
                 if !Arc::ptr_eq(&node, partial) {
                     return Ok(Transformed::no(node));
                 }
-                let exec: Arc<dyn ExecutionPlan> =
-                    MemorySourceConfig::try_new_exec(std::slice::from_ref(&states), partial.schema(), None)?;
+                let exec: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
+                    std::slice::from_ref(&states),
+                    partial.schema(),
+                    None,
+                )?;
                 Ok(Transformed::new(exec, true, TreeNodeRecursion::Jump))
             })
             .map_err(bad)?
@@ -600,8 +612,11 @@ mod tests {
             hop: Duration::from_secs(hop),
             signal: signal.into(),
             filter: None,
-            comparison: condition.0.into(),
-            threshold: condition.1,
+            condition: vigil_config::Condition::Threshold {
+                comparison: condition.0.into(),
+                threshold: condition.1,
+            },
+            no_data: None,
             for_: Duration::ZERO,
             severity: "P3".into(),
             annotations: BTreeMap::new(),

@@ -1,7 +1,8 @@
 //! `vigil backtest` over generated telemetry with injected incidents, against the seed's four
 //! alerts in pipelines/deals.toml: each rule fires for the right service within a window of
 //! its `for` elapsing, resolves after, a spike shorter than `for` fires nothing, and shuffled
-//! input within the allowed lateness gives the same events.
+//! input within the allowed lateness gives the same events; the request-rate baseline catches
+//! a traffic drop on one service.
 
 mod common;
 
@@ -163,4 +164,48 @@ fn shuffled_input_within_the_allowed_lateness_gives_the_same_events() {
     let ordered = strip(ordered);
     assert!(!ordered.is_empty());
     assert_eq!(ordered, strip(shuffled));
+}
+
+#[test]
+fn a_traffic_drop_fires_the_request_rate_baseline_for_the_service_and_nothing_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // 80% of the requests that would reach deal-analysis-service stop arriving for 15 minutes,
+    // after 90 minutes of normal traffic for the baselines to learn from. Its callers lose
+    // those requests too, so they may fire as well; nothing may fire before the drop.
+    let (logs, metrics) = generate(
+        dir.path(),
+        "2h",
+        "5",
+        &["traffic-drop:deal-analysis-service@90m+15m"],
+    );
+    let events = backtest(dir.path(), &logs, &metrics, "drop.ndjson");
+    let baseline = of(&events, "Request Rate Anomaly");
+    for e in &baseline {
+        assert_anomaly_contract(e);
+        assert_eq!(e["kind"], "baseline");
+        assert_eq!(e["threshold"], serde_json::Value::Null);
+        let starts = micros(e["starts_at"].as_str().unwrap());
+        assert!(starts >= T0 + 90 * MIN, "nothing before the drop: {e:#}");
+    }
+    let dropped: Vec<_> = baseline
+        .iter()
+        .filter(|e| e["service"] == "deal-analysis-service")
+        .collect();
+    assert_eq!(dropped.len(), 2, "{baseline:#?}");
+    assert_eq!(dropped[0]["status"], "firing");
+    let starts = micros(dropped[0]["starts_at"].as_str().unwrap());
+    assert!(starts <= T0 + 91 * MIN, "{}", dropped[0]["starts_at"]);
+    assert!(
+        dropped[0]["value"].as_f64().unwrap() < 0.5 * 190.0,
+        "{:#}",
+        dropped[0]
+    );
+    // Resolved once the traffic is back (the baseline's short-term mean needs a few windows).
+    assert_eq!(dropped[1]["status"], "resolved");
+    let ends = micros(dropped[1]["ends_at"].as_str().unwrap());
+    assert!(
+        (T0 + 105 * MIN..=T0 + 112 * MIN).contains(&ends),
+        "{}",
+        dropped[1]["ends_at"]
+    );
 }
