@@ -315,6 +315,70 @@ pub fn dead_letter_schema() -> SchemaRef {
     ]))
 }
 
+/// Column names of the `anomalies` table: the anomaly event of DESIGN.md, one row per event.
+pub mod anomaly {
+    /// Unique per episode.
+    pub const ID: &str = "id";
+    /// Stable per rule and series; the Kafka key.
+    pub const FINGERPRINT: &str = "fingerprint";
+    /// `firing` or `resolved`.
+    pub const STATUS: &str = "status";
+    /// The rule's name.
+    pub const RULE: &str = "rule";
+    /// `threshold` or `baseline`.
+    pub const KIND: &str = "kind";
+    /// P1..P4.
+    pub const SEVERITY: &str = "severity";
+    /// The series' service.
+    pub const SERVICE: &str = "service";
+    /// The signal's value in the window that caused the event.
+    pub const VALUE: &str = "value";
+    /// The rule's threshold (null for baselines).
+    pub const THRESHOLD: &str = "threshold";
+    /// Window length, e.g. `1m`.
+    pub const WINDOW: &str = "window";
+    /// The rule's `for`, e.g. `10m`.
+    pub const FOR: &str = "for";
+    /// When the episode started.
+    pub const STARTS_AT: &str = "starts_at";
+    /// When it ended (null while firing).
+    pub const ENDS_AT: &str = "ends_at";
+    /// When vigil detected the change; its day is the partition.
+    pub const DETECTED_AT: &str = "detected_at";
+    /// The rule's labels, JSON object.
+    pub const LABELS: &str = "labels";
+    /// Summary, runbook URL, ..., JSON object.
+    pub const ANNOTATIONS: &str = "annotations";
+    /// The incident (correlation), JSON, null until correlated.
+    pub const INCIDENT: &str = "incident";
+}
+
+/// The schema of the `anomalies` table.
+pub fn anomaly_schema() -> SchemaRef {
+    use anomaly::*;
+    let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+    Arc::new(Schema::new(vec![
+        text(ID, false),
+        text(FINGERPRINT, false),
+        text(STATUS, false),
+        text(RULE, false),
+        text(KIND, false),
+        text(SEVERITY, false),
+        text(SERVICE, false),
+        Field::new(VALUE, DataType::Float64, true),
+        Field::new(THRESHOLD, DataType::Float64, true),
+        text(WINDOW, false),
+        text(FOR, false),
+        Field::new(STARTS_AT, timestamp_type(), false),
+        Field::new(ENDS_AT, timestamp_type(), true),
+        Field::new(DETECTED_AT, timestamp_type(), false),
+        text(LABELS, false),
+        text(ANNOTATIONS, false),
+        text(INCIDENT, true),
+        Field::new(col::DATE, DataType::Date32, false),
+    ]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,15 +1,28 @@
 //! Detection inside a running pipeline: decoded batches feed the rules' windows, the
-//! watermark closes them, and the anomaly events go to the anomaly topic (key = fingerprint)
-//! and/or an NDJSON file.
+//! watermark closes them, and the anomaly events go to the anomaly topic (key = fingerprint),
+//! the archive's `anomalies` table and/or an NDJSON file.
+//!
+//! Restarts (Kafka pipelines): after every window close the rules' state and clocks are saved
+//! as a side file of the `anomalies` table (`_vigil/detection/<name>.json`). A restarted
+//! pipeline restores them, then replays from the archive the rows of the windows still open
+//! at the checkpoint: with Kafka resuming from the archive's offsets, every row reaches its
+//! window once, a firing episode does not fire again, and its resolution still comes.
 
 use std::io::Write;
+use std::sync::Arc;
 
-use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::TimestampMicrosecondType;
+use arrow::array::{
+    ArrayRef, AsArray, Date32Array, Float64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use tokio::runtime::Handle;
 use vigil_config::Pipeline;
-use vigil_core::schema::RecordKind;
+use vigil_core::schema::{RecordKind, anomaly_schema};
+use vigil_core::time::parse_rfc3339_micros;
+use vigil_detect::windows::Checkpoint;
 use vigil_detect::{AnomalyEvent, WindowedRules};
+use vigil_store::{Archive, FlushPolicy, TableSpec, TableWriter};
 
 use crate::error::PipelineError;
 
@@ -25,7 +38,18 @@ pub struct Detection {
     topic: Option<(vigil_kafka::Producer, String)>,
     file: Option<std::io::BufWriter<std::fs::File>>,
     events: u64,
+    archive: Option<Persist>,
 }
+
+/// The archive's part: the `anomalies` table and, for restartable sources, the checkpoint.
+struct Persist {
+    anomalies: TableWriter,
+    /// The checkpoint's side file and what it holds now.
+    checkpoint: Option<(String, Checkpoint)>,
+}
+
+/// The source replayed rows are pushed as: it stops holding the watermark once replayed.
+const REPLAY_SOURCE: &str = "archive replay";
 
 impl Detection {
     /// `None` when the pipeline has no rules. `brokers` are the Kafka source's, used for the
@@ -71,7 +95,90 @@ impl Detection {
             topic,
             file,
             events: 0,
+            archive: None,
         }))
+    }
+
+    /// Writes every event to the archive's `anomalies` table as well, committed as soon as
+    /// it is published. With `checkpoint` (a name unique to the pipeline and consumer group),
+    /// also saves the rules' state after each window close and restores the last one saved:
+    /// then the rows of windows still open at that checkpoint are replayed from the archive
+    /// (`tables`: each kind's decoded schema), so call this before consuming.
+    pub async fn attach_archive(
+        &mut self,
+        archive: &Archive,
+        checkpoint: Option<&str>,
+        tables: &[(RecordKind, SchemaRef)],
+    ) -> Result<(), PipelineError> {
+        let policy = FlushPolicy {
+            max_rows: usize::MAX,
+            max_bytes: usize::MAX,
+            interval: std::time::Duration::MAX,
+        };
+        let anomalies = TableWriter::open(archive, TableSpec::anomalies(), policy).await?;
+        let mut persist = Persist {
+            anomalies,
+            checkpoint: None,
+        };
+        if let Some(name) = checkpoint {
+            let path = format!("_vigil/detection/{}.json", sanitize(name));
+            let saved = match persist.anomalies.read_side_file(&path).await? {
+                Some(bytes) => serde_json::from_slice::<Checkpoint>(&bytes).map_err(|e| {
+                    PipelineError::Detect(format!("checkpoint {path} is unreadable: {e}"))
+                })?,
+                None => Checkpoint::default(),
+            };
+            self.engine.restore(&saved);
+            tracing::info!(checkpoint = %path, open_since = ?self.engine.open_since(), "detection state restored");
+            persist.checkpoint = Some((path, saved));
+            if let Some(since) = self.engine.open_since() {
+                self.replay(archive, since, tables).await?;
+            }
+        }
+        self.archive = Some(persist);
+        Ok(())
+    }
+
+    /// Pushes the archive's rows with event time at or after `since` into the windows.
+    async fn replay(
+        &mut self,
+        archive: &Archive,
+        since: i64,
+        tables: &[(RecordKind, SchemaRef)],
+    ) -> Result<(), PipelineError> {
+        use datafusion::prelude::{col, lit};
+        let engine = match vigil_query::Engine::open(archive).await {
+            Ok(e) => e,
+            Err(vigil_query::QueryError::NoArchive(_)) => return Ok(()),
+            Err(e) => return Err(PipelineError::Detect(format!("replaying the archive: {e}"))),
+        };
+        let bad = |e: datafusion::error::DataFusionError| {
+            PipelineError::Detect(format!("replaying the archive: {e}"))
+        };
+        let mut rows = 0;
+        for (kind, schema) in tables {
+            let from = lit(datafusion::scalar::ScalarValue::TimestampMicrosecond(
+                Some(since),
+                Some("UTC".into()),
+            ));
+            let df = engine
+                .context()
+                .table(kind.table())
+                .await
+                .map_err(bad)?
+                .filter(col("timestamp").gt_eq(from))
+                .map_err(bad)?;
+            for batch in df.collect().await.map_err(bad)? {
+                let batch = conform(&batch, schema).map_err(|e| {
+                    PipelineError::Detect(format!("replaying `{}`: {e}", kind.table()))
+                })?;
+                rows += batch.num_rows();
+                self.push(*kind, REPLAY_SOURCE, &batch);
+            }
+        }
+        self.end_source(REPLAY_SOURCE);
+        tracing::info!(rows, since = %vigil_core::time::format_rfc3339(since), "replayed the open windows from the archive");
+        Ok(())
     }
 
     /// Files a decoded batch from `source` (e.g. `topic:partition`) into the rules' windows.
@@ -173,8 +280,23 @@ impl Detection {
             .advance(watermark)
             .await
             .map_err(|e| PipelineError::Detect(e.to_string()))?;
-        for e in events {
-            self.publish(&e)?;
+        for e in &events {
+            self.publish(e)?;
+        }
+        let Some(p) = &mut self.archive else {
+            return Ok(());
+        };
+        if !events.is_empty() {
+            p.anomalies.push(events_batch(&events));
+            p.anomalies.commit(&[]).await?;
+        }
+        if let Some((path, saved)) = &mut p.checkpoint {
+            let now = self.engine.checkpoint();
+            if now != *saved {
+                let json = serde_json::to_vec(&now).expect("a checkpoint serialises");
+                p.anomalies.write_side_file(path, json).await?;
+                *saved = now;
+            }
         }
         Ok(())
     }
@@ -197,4 +319,89 @@ impl Detection {
         }
         Ok(())
     }
+}
+
+/// `name` as one path segment.
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `batch` with `schema`'s columns, in its order and types (the archive may return strings
+/// as views and puts partition columns last).
+fn conform(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) => arrow::compute::cast(c, f.data_type()),
+            None => Ok(arrow::array::new_null_array(
+                f.data_type(),
+                batch.num_rows(),
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(Arc::clone(schema), columns)
+}
+
+/// Rows of the `anomalies` table.
+fn events_batch(events: &[AnomalyEvent]) -> RecordBatch {
+    let text = |f: &dyn Fn(&AnomalyEvent) -> String| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(events.iter().map(f)))
+    };
+    let time = |s: &str| parse_rfc3339_micros(s.as_bytes()).expect("vigil writes RFC 3339");
+    let json = |m: &std::collections::BTreeMap<String, String>| {
+        serde_json::to_string(m).expect("a map of strings serialises")
+    };
+    let detected: Vec<i64> = events.iter().map(|e| time(&e.detected_at)).collect();
+    let columns: Vec<ArrayRef> = vec![
+        text(&|e| e.id.clone()),
+        text(&|e| e.fingerprint.clone()),
+        text(&|e| e.status.to_string()),
+        text(&|e| e.rule.clone()),
+        text(&|e| e.kind.clone()),
+        text(&|e| e.severity_name().to_string()),
+        text(&|e| e.service.clone()),
+        Arc::new(Float64Array::from_iter(events.iter().map(|e| e.value))),
+        Arc::new(Float64Array::from_iter(events.iter().map(|e| e.threshold))),
+        text(&|e| e.window.clone()),
+        text(&|e| e.for_.clone()),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(events.iter().map(|e| time(&e.starts_at)))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter(
+                events.iter().map(|e| e.ends_at.as_deref().map(time)),
+            )
+            .with_timezone("UTC"),
+        ),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(detected.iter().copied())
+                .with_timezone("UTC"),
+        ),
+        text(&|e| json(&e.labels)),
+        text(&|e| json(&e.annotations)),
+        Arc::new(StringArray::from_iter(
+            events
+                .iter()
+                .map(|e| e.incident.as_ref().map(|i| i.to_string())),
+        )),
+        Arc::new(Date32Array::from_iter_values(
+            detected
+                .iter()
+                .map(|&t| t.div_euclid(86_400_000_000) as i32),
+        )),
+    ];
+    RecordBatch::try_new(anomaly_schema(), columns).expect("columns match the anomalies schema")
 }

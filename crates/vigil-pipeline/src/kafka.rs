@@ -179,6 +179,21 @@ pub(crate) fn consume(
     tracing::info!(source = %source.name, brokers = %kafka.brokers, group = %kafka.group_id, topics = ?settings.topics, "consuming");
 
     let mut detection = Detection::new(pipeline, Some((&kafka.brokers, &kafka.properties)))?;
+    if let Some(d) = detection.as_mut() {
+        // Rule state survives restarts per pipeline and consumer group.
+        let checkpoint = format!("{}-{}", pipeline.name, kafka.group_id);
+        let mut kinds: Vec<RecordKind> = routes.values().copied().collect();
+        kinds.sort_by_key(|k| k.table());
+        kinds.dedup();
+        let schemas: Vec<_> = kinds
+            .into_iter()
+            .map(|k| match k {
+                RecordKind::Logs => (k, TableSpec::logs(&pipeline.log_schema).schema),
+                RecordKind::Metrics => (k, TableSpec::metrics().schema),
+            })
+            .collect();
+        rt.block_on(d.attach_archive(&archive, Some(&checkpoint), &schemas))?;
+    }
     let mut book = Book::default();
     let mut run = Run::default();
     let mut sink_stats = SinkStats::default();
@@ -189,7 +204,9 @@ pub(crate) fn consume(
     let mut messages = 0u64;
     // With `until_end`: each assigned partition's high watermark when it was assigned.
     let mut ends: HashMap<TopicPartition, i64> = HashMap::new();
-    // Decodes the held run and hands it over (see `decode_and_hand_over`).
+    // Decodes the held run and hands it over (see `decode_and_hand_over`), then closes the
+    // windows the watermark has passed, so an anomaly is published as soon as its window
+    // closes rather than at the next batch timeout.
     macro_rules! flush_run {
         () => {
             decode_and_hand_over(
@@ -201,6 +218,7 @@ pub(crate) fn consume(
                 &mut detection,
                 opts,
             )
+            .and_then(|()| detection.as_mut().map_or(Ok(()), |d| d.advance(rt)))
         };
     }
     let result = 'consume: loop {
@@ -319,11 +337,6 @@ pub(crate) fn consume(
                 break 'consume Err(e);
             }
             batch_started = None;
-            if let Some(d) = detection.as_mut()
-                && let Err(e) = d.advance(rt)
-            {
-                break Err(e);
-            }
         }
         // A table's flush policy, or offsets that moved with nothing to write (messages that
         // were all blank) once the interval passes: a restart should not re-read them.

@@ -226,11 +226,16 @@ fn run_finite(
             check_readable(&inputs)?;
         }
     }
+    let mut detection = Detection::new(pipeline, None)?;
+    if let Some(d) = detection.as_mut() {
+        // Events go to the `anomalies` table too. Finite sources start from their beginning
+        // each run, so there is no rule state to resume.
+        rt.block_on(d.attach_archive(&archive, None, &[]))?;
+    }
     let mut sink = Sink::new(archive, pipeline.log_schema.clone(), flush_policy(pipeline));
     for kind in sources.iter().flat_map(|s| kinds(s)) {
         rt.block_on(sink.open(kind))?;
     }
-    let mut detection = Detection::new(pipeline, None)?;
     let mut summary = if opts.threads <= 1 {
         let mut total = Summary::default();
         let mut emit = |kind: RecordKind, batch: DecodedBatch| {

@@ -20,7 +20,7 @@ use datafusion::catalog::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use vigil_core::ErrorKind;
-use vigil_core::schema::{LogSchema, dead_letter_schema, metric_schema};
+use vigil_core::schema::{LogSchema, anomaly_schema, dead_letter_schema, metric_schema};
 use vigil_store::{Archive, StoreError};
 
 pub use format::{Format, render};
@@ -63,11 +63,12 @@ impl QueryError {
 }
 
 /// The tables of an archive and the schema each has before it exists.
-fn known_tables() -> [(&'static str, SchemaRef); 3] {
+fn known_tables() -> [(&'static str, SchemaRef); 4] {
     [
         ("logs", LogSchema::default().schema().clone()),
         ("metrics", metric_schema()),
         ("dead_letters", dead_letter_schema()),
+        ("anomalies", anomaly_schema()),
     ]
 }
 

@@ -5,7 +5,9 @@ use arrow::datatypes::SchemaRef;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use vigil_core::schema::{LogSchema, col, dead, dead_letter_schema, metric_schema};
+use vigil_core::schema::{
+    LogSchema, anomaly, anomaly_schema, col, dead, dead_letter_schema, metric_schema,
+};
 
 /// Rows per Parquet row group: small enough that statistics and the `trace_id` bloom filter
 /// prune well, large enough that column chunks compress well.
@@ -85,6 +87,20 @@ impl TableSpec {
             bloom_columns: vec![],
             plain_columns: vec![dead::RECEIVED_AT, dead::RAW, dead::REASON],
             no_stats_columns: vec![dead::RAW, dead::REASON],
+        }
+    }
+
+    /// The `anomalies` table: every anomaly event, partitioned by the day it was detected.
+    pub fn anomalies() -> Self {
+        Self {
+            name: "anomalies".into(),
+            schema: anomaly_schema(),
+            partition: col::DATE,
+            sort_group: Some(anomaly::SERVICE),
+            sort_time: anomaly::DETECTED_AT,
+            bloom_columns: vec![],
+            plain_columns: vec![anomaly::ID],
+            no_stats_columns: vec![anomaly::LABELS, anomaly::ANNOTATIONS, anomaly::INCIDENT],
         }
     }
 

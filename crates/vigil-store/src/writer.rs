@@ -11,6 +11,7 @@ use deltalake::kernel::{Action, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use indexmap::IndexMap;
+use object_store::ObjectStoreExt;
 use parquet::file::properties::WriterProperties;
 
 use crate::archive::Archive;
@@ -103,6 +104,37 @@ impl TableWriter {
     /// The Delta table as of the last commit.
     pub fn table(&self) -> &DeltaTable {
         &self.table
+    }
+
+    /// Reads a small side file kept under the table's root, e.g. `_vigil/detection.json`;
+    /// `None` if there is none. Delta readers (and VACUUM) ignore directories starting with
+    /// `_`, so side files never show up as table data.
+    pub async fn read_side_file(&self, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let store = self.table.log_store().object_store(None);
+        let path = object_store::path::Path::from(path);
+        let err = |e: object_store::Error| StoreError::Delta {
+            table: self.spec.name.clone(),
+            source: Box::new(e.into()),
+        };
+        match store.get(&path).await {
+            Ok(got) => Ok(Some(got.bytes().await.map_err(err)?.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// Replaces a side file (see [`read_side_file`](Self::read_side_file)) in one put: a
+    /// reader sees the old or the new content, never a mix.
+    pub async fn write_side_file(&self, path: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let store = self.table.log_store().object_store(None);
+        store
+            .put(&object_store::path::Path::from(path), bytes.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Delta {
+                table: self.spec.name.clone(),
+                source: Box::new(e.into()),
+            })
     }
 
     /// Buffers a batch of the table's schema. Empty batches are ignored.

@@ -383,6 +383,39 @@ fn the_demo_archives_an_hour_and_shows_the_alerts_its_incident_raised() {
         "{out}"
     );
     assert!(alerts[1].contains("resolved"), "{out}");
+    // The same events are rows of the archive's `anomalies` table, typed.
+    let events = std::fs::read_to_string(archive.join("anomalies.ndjson")).unwrap();
+    let query = "SELECT status, fingerprint, CAST(starts_at AS VARCHAR) AS s FROM anomalies \
+                 WHERE rule = 'Token Service Errors' ORDER BY detected_at";
+    let sql = |archive: &std::path::Path| {
+        vigil_ok(&[
+            "sql",
+            "--archive",
+            archive.to_str().unwrap(),
+            "--format",
+            "csv",
+            query,
+        ])
+    };
+    let rows = sql(&archive);
+    let token: Vec<serde_json::Value> = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["rule"] == "Token Service Errors")
+        .collect();
+    let expected: String = token
+        .iter()
+        .map(|e| {
+            format!(
+                "{},{},{}\n",
+                e["status"].as_str().unwrap(),
+                e["fingerprint"].as_str().unwrap(),
+                e["starts_at"].as_str().unwrap().replace(".000Z", "Z")
+            )
+        })
+        .collect();
+    assert!(rows.ends_with(&expected), "{rows}\nvs\n{expected}");
     // A second run replaces the demo archive rather than adding to it.
     vigil_ok(&["demo", "--archive", archive.to_str().unwrap()]);
+    assert_eq!(sql(&archive), rows);
 }

@@ -108,7 +108,7 @@ fn print_alerts(path: &Path) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     println!(
-        "Alerts from the seed's rules (pipelines/deals.toml), as a Kafka pipeline publishes them; all in {}",
+        "Alerts from the seed's rules (pipelines/deals.toml), as a Kafka pipeline publishes them; all in {} and the `anomalies` table",
         path.display()
     );
     let events: Vec<vigil_detect::AnomalyEvent> = text
@@ -147,7 +147,7 @@ fn prepare(root: &Path) -> anyhow::Result<()> {
             );
         }
         let _ = std::fs::remove_file(root.join("anomalies.ndjson"));
-        for table in ["logs", "metrics", "dead_letters"] {
+        for table in ["logs", "metrics", "dead_letters", "anomalies"] {
             let dir = root.join(table);
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)
