@@ -42,6 +42,8 @@
 
 use std::collections::VecDeque;
 
+use serde::{Deserialize, Serialize};
+
 const HOUR: i64 = 3_600_000_000;
 const DAY: i64 = 24 * HOUR;
 const WEEK: i64 = 7 * DAY;
@@ -112,7 +114,7 @@ fn alpha(half_life: f64) -> f64 {
 
 /// An exponentially weighted mean that is a plain mean while it has seen fewer than
 /// `1 / alpha` samples, so it is not biased towards its starting value.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 struct Ewma {
     value: f64,
     n: f64,
@@ -151,7 +153,7 @@ fn learn_error(error: &mut Ewma, residual: f64, floor: f64, config: &BaselineCon
 }
 
 /// A level: an EWMA of the value and of the absolute residual around it.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 struct Level {
     mean: Ewma,
     error: Ewma,
@@ -174,7 +176,7 @@ impl Level {
 }
 
 /// A profile by hour of the day or of the week: one EWMA of the value per hour.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Seasonal {
     period: i64,
     hours: Vec<Ewma>,
@@ -213,10 +215,10 @@ impl Seasonal {
 }
 
 /// The largest surprise seen in each 15-minute slot of the day, decaying over days.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Recurrence {
-    /// `(surprise, when)` per slot; decayed when read.
-    slots: [(f64, i64); PHASE_SLOTS],
+    /// `(surprise, when)` per slot (`PHASE_SLOTS` of them); decayed when read.
+    slots: Vec<(f64, i64)>,
 }
 
 impl Recurrence {
@@ -248,8 +250,12 @@ impl Recurrence {
 }
 
 /// The default online anomaly detector for one metric series; see the [module docs](self).
-#[derive(Debug, Clone)]
+///
+/// It serialises (serde) for checkpoints: everything it has learned, not its configuration,
+/// which a deserialised detector takes from [`BaselineConfig::default`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BaselineDetector {
+    #[serde(skip)]
     config: BaselineConfig,
     /// Finite samples seen.
     seen: u64,
@@ -290,11 +296,21 @@ impl BaselineDetector {
             weekly: Seasonal::new(WEEK),
             recent_error: Ewma::default(),
             recurrence: Recurrence {
-                slots: [(0.0, 0); PHASE_SLOTS],
+                slots: vec![(0.0, 0); PHASE_SLOTS],
             },
             hold: 0.0,
             deviation: 0.0,
         }
+    }
+
+    /// Whether a deserialised detector has the shape this build expects (a checkpoint from
+    /// another version may not); use a new one otherwise.
+    pub fn is_consistent(&self) -> bool {
+        self.recurrence.slots.len() == PHASE_SLOTS
+            && self.daily.hours.len() == (DAY / HOUR) as usize
+            && self.weekly.hours.len() == (WEEK / HOUR) as usize
+            && self.daily.period == DAY
+            && self.weekly.period == WEEK
     }
 
     /// How unusual the last scored sample is, in `[0, 1]` like the score, but without the

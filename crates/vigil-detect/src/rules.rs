@@ -151,9 +151,22 @@ pub enum SeriesState {
     },
 }
 
-/// The whole state of a rule: every series not inactive. Small and serialisable, for
-/// checkpoints.
+/// Where a rule's series stand: every series not inactive.
 pub type RuleState = BTreeMap<String, SeriesState>;
+
+/// Everything a rule has learned, serialisable for checkpoints: its series' states and, for
+/// baseline rules and rules with `no_data`, each series' detector and the series seen.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Saved {
+    /// Series pending or firing.
+    pub series: RuleState,
+    /// Baseline rules: each series' detector.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub baselines: BTreeMap<String, BaselineDetector>,
+    /// Rules with `no_data`: every series seen.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub seen: std::collections::BTreeSet<String>,
+}
 
 /// A transition that becomes an anomaly event.
 #[derive(Debug, Clone, PartialEq)]
@@ -223,9 +236,31 @@ impl RuleEvaluator {
         &self.rule
     }
 
-    /// The state to checkpoint.
+    /// Where its series stand.
     pub fn state(&self) -> &RuleState {
         &self.state
+    }
+
+    /// Everything to checkpoint.
+    pub fn save(&self) -> Saved {
+        Saved {
+            series: self.state.clone(),
+            baselines: self.detectors.clone(),
+            seen: self.seen.clone(),
+        }
+    }
+
+    /// A rule resumed from [`save`](Self::save). Detectors that do not fit this build start
+    /// afresh.
+    pub fn resume(rule: Rule, saved: Saved) -> Self {
+        let mut e = Self::restore(rule, saved.series);
+        e.detectors = saved
+            .baselines
+            .into_iter()
+            .filter(|(_, d)| d.is_consistent())
+            .collect();
+        e.seen = saved.seen;
+        e
     }
 
     /// The value of `series` in the window `[window_start, window_start + window)`, which has
@@ -611,5 +646,43 @@ mod tests {
             ev.annotations["deviation"].starts_with("0.99")
                 || ev.annotations["deviation"] == "1.0000"
         );
+    }
+
+    #[test]
+    fn a_baseline_rule_resumed_from_a_checkpoint_goes_on_as_if_never_stopped() {
+        let rule = Rule {
+            name: "Request Rate Anomaly".into(),
+            condition: Condition::Baseline,
+            no_data: Some(0.0),
+            for_: Duration::from_secs(120),
+            ..token_errors()
+        };
+        let t0 = 1_748_854_800_000_000;
+        let value = |i: i64| {
+            if (150..160).contains(&i) {
+                5.0
+            } else {
+                100.0 + (i * 37 % 21) as f64 - 10.0
+            }
+        };
+        let run = |e: &mut RuleEvaluator, range: std::ops::Range<i64>| -> Vec<(i64, Status)> {
+            range
+                .filter_map(|i| {
+                    e.observe("token-service", t0 + i * MIN, value(i))
+                        .map(|t| (i, t.status))
+                })
+                .collect()
+        };
+        let mut straight = RuleEvaluator::new(rule.clone());
+        let expected = run(&mut straight, 0..200);
+        assert_eq!(expected.len(), 2, "{expected:?}");
+        // Stopped after minute 152 (mid-drop, firing), saved as JSON, resumed.
+        let mut first = RuleEvaluator::new(rule.clone());
+        let mut got = run(&mut first, 0..153);
+        let json = serde_json::to_string(&first.save()).unwrap();
+        let mut resumed = RuleEvaluator::resume(rule, serde_json::from_str(&json).unwrap());
+        got.extend(run(&mut resumed, 153..200));
+        assert_eq!(got, expected);
+        assert_eq!(resumed.save(), straight.save());
     }
 }

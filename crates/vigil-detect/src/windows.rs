@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use vigil_config::RuleSpec;
 use vigil_core::schema::RecordKind;
 
-use crate::rules::{AnomalyEvent, Comparison, Condition, Rule, RuleEvaluator, RuleState, Severity};
+use crate::rules::{AnomalyEvent, Comparison, Condition, Rule, RuleEvaluator, Saved, Severity};
 
 /// Raw rows a group holds before they are folded into partial aggregate states.
 pub const FOLD_ROWS: usize = 65_536;
@@ -111,8 +111,8 @@ impl Group {
 /// window to close. Open windows' rows are not in it (they are in the archive).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
-    /// Rule name → its series' state.
-    pub rules: BTreeMap<String, RuleState>,
+    /// Rule name → what it has learned.
+    pub rules: BTreeMap<String, Saved>,
     /// `table/window/hop` (µs) → start of the next window to close.
     pub next_close: BTreeMap<String, i64>,
 }
@@ -543,7 +543,7 @@ impl WindowedRules {
             rules: self
                 .rules
                 .iter()
-                .map(|r| (r.evaluator.rule().name.clone(), r.evaluator.state().clone()))
+                .map(|r| (r.evaluator.rule().name.clone(), r.evaluator.save()))
                 .collect(),
             next_close: self
                 .groups
@@ -559,8 +559,8 @@ impl WindowedRules {
     /// again and rows for them count as late.
     pub fn restore(&mut self, c: &Checkpoint) {
         for r in &mut self.rules {
-            if let Some(state) = c.rules.get(&r.evaluator.rule().name) {
-                r.evaluator = RuleEvaluator::restore(r.evaluator.rule().clone(), state.clone());
+            if let Some(saved) = c.rules.get(&r.evaluator.rule().name) {
+                r.evaluator = RuleEvaluator::resume(r.evaluator.rule().clone(), saved.clone());
             }
         }
         for g in &mut self.groups {

@@ -204,6 +204,20 @@ impl Detection {
         self.sources.remove(source);
     }
 
+    /// Every source stops holding the watermark back (a Kafka rebalance revoked them all).
+    pub fn end_all_sources(&mut self) {
+        self.sources.clear();
+    }
+
+    /// `source` (e.g. a Kafka partition just assigned) will deliver rows: until it does, or
+    /// stays silent for the idle time, it holds the watermark back, so a source read first
+    /// does not close windows that another's rows still fall in.
+    pub fn expect_source(&mut self, source: &str) {
+        self.sources
+            .entry(source.to_string())
+            .or_insert((i64::MIN, std::time::Instant::now()));
+    }
+
     /// Closes the windows the watermark has passed and publishes their events. The watermark
     /// is the least advanced source's latest event time minus the allowed lateness: a
     /// partition that is behind (or a topic fetched in bigger bites) holds windows open
@@ -225,6 +239,7 @@ impl Detection {
         else {
             return Ok(());
         };
+        tracing::trace!(sources = ?self.sources, slowest, "watermark");
         self.close_until(slowest.saturating_sub(self.lateness))
             .await
     }
@@ -241,6 +256,17 @@ impl Detection {
             self.close_until(self.latest.saturating_add(self.longest_window))
                 .await?;
         }
+        self.deliver()
+    }
+
+    /// A stream stops but does not end (a Kafka pipeline shutting down): the events so far
+    /// are delivered, and open windows stay open for the next run, which restores them from
+    /// the checkpoint and the archive.
+    pub fn stop(&mut self) -> Result<(), PipelineError> {
+        self.deliver()
+    }
+
+    fn deliver(&mut self) -> Result<(), PipelineError> {
         if let Some((p, _)) = &mut self.topic {
             p.flush(std::time::Duration::from_secs(60))
                 .map_err(PipelineError::kafka)?;

@@ -239,6 +239,9 @@ pub(crate) fn consume(
             for change in changes {
                 match change {
                     Assigned::Revoked => {
+                        if let Some(d) = detection.as_mut() {
+                            d.end_all_sources();
+                        }
                         book.archived.clear();
                         book.dead_archived.clear();
                         ends.clear();
@@ -254,6 +257,9 @@ pub(crate) fn consume(
                         let dead =
                             std::mem::take(&mut *resumed.lock().unwrap_or_else(|e| e.into_inner()));
                         for (tp, o) in list {
+                            if let Some(d) = detection.as_mut() {
+                                d.expect_source(&format!("{}:{}", tp.topic, tp.partition));
+                            }
                             if opts.until_end {
                                 match consumer.high_watermark(&tp) {
                                     Ok(h) => ends.insert(tp.clone(), h),
@@ -363,7 +369,7 @@ pub(crate) fn consume(
     let result = result.and_then(|()| {
         flush_run!()?;
         if let Some(d) = detection.as_mut() {
-            d.finish(rt)?;
+            d.stop()?;
         }
         commit(
             &consumer,

@@ -467,6 +467,107 @@ fn anomalies_reach_the_anomaly_topic_and_match_the_contract() {
     assert_eq!(token[1]["status"], "resolved");
 }
 
+#[test]
+fn a_restart_mid_incident_neither_fires_twice_nor_loses_the_resolution() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    // One partition per topic: the watermark is the least advanced partition's, and a
+    // partition whose records end early holds it back until it has been idle for 10 s,
+    // longer than these runs to the end of the topics last.
+    broker.create_topic("r.logs", 1);
+    broker.create_topic("r.metrics", 1);
+    broker.create_topic("r.anomalies", 1);
+    // Token-service errors from 10m to 25m: the rule (10m `for`) fires at about 20m. The
+    // pipeline stops at 22m, mid-incident, and the rest arrives after it restarts.
+    let (logs, metrics) =
+        common::generate(dir.path(), "40m", "5", &["errors:token-service@10m+15m"]);
+    let split = "2025-06-02T09:22:00";
+    let (logs1, logs2) = split_at(&logs, split);
+    let (metrics1, metrics2) = split_at(&metrics, split);
+    let env = [
+        ("LOGS_TOPIC", "r.logs"),
+        ("METRICS_TOPIC", "r.metrics"),
+        ("ANOMALY_TOPIC", "r.anomalies"),
+        ("VIGIL_GROUP_ID", "restart-test"),
+    ];
+    let token_events = || -> Vec<serde_json::Value> {
+        client(&[
+            "consume",
+            &broker.addr,
+            "r.anomalies",
+            "--count",
+            "0",
+            "--idle",
+            "5",
+        ])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["value"].clone())
+        .filter(|e| e["rule"] == "Token Service Errors")
+        .collect()
+    };
+    produce(
+        &broker,
+        &[("r.logs", &logs1), ("r.metrics", &metrics1)],
+        &[],
+    );
+    run_deals(&broker, &archive, &env);
+    let before = token_events();
+    assert_eq!(before.len(), 1, "fired before the stop: {before:#?}");
+    assert_eq!(before[0]["status"], "firing");
+
+    produce(
+        &broker,
+        &[("r.logs", &logs2), ("r.metrics", &metrics2)],
+        &[],
+    );
+    run_deals(&broker, &archive, &env);
+    let after = token_events();
+    let statuses: Vec<_> = after
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["firing", "resolved"], "{after:#?}");
+    assert_eq!(after[0]["id"], after[1]["id"], "the same episode");
+    // The windows open at the stop were rebuilt from the archive: resolved as the incident
+    // ended (25m), as a run without the restart would.
+    let ends = after[1]["ends_at"].as_str().unwrap();
+    assert!(
+        ("2025-06-02T09:25:00".."2025-06-02T09:27:01").contains(&ends),
+        "{ends}"
+    );
+    // The anomalies table holds the same two events, once each.
+    let rows = query(
+        &archive,
+        "SELECT status, id FROM anomalies WHERE rule = 'Token Service Errors' ORDER BY detected_at",
+    );
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    assert_eq!(rows[0]["status"], "firing");
+    assert_eq!(rows[1]["status"], "resolved");
+    assert_eq!(rows[0]["id"], after[0]["id"]);
+}
+
+/// Splits an NDJSON file of records into those before `at` (an RFC 3339 prefix) and the rest.
+fn split_at(path: &Path, at: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let (mut first, mut rest) = (String::new(), String::new());
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let part = if v["timestamp"].as_str().unwrap() < at {
+            &mut first
+        } else {
+            &mut rest
+        };
+        part.push_str(line);
+        part.push('\n');
+    }
+    let a = path.with_extension("1.ndjson");
+    let b = path.with_extension("2.ndjson");
+    std::fs::write(&a, first).unwrap();
+    std::fs::write(&b, rest).unwrap();
+    (a, b)
+}
+
 /// `vigil produce` of each `(topic, file)`, with `extra` flags.
 fn produce(broker: &Broker, inputs: &[(&str, &Path)], extra: &[&str]) {
     for (topic, file) in inputs {
