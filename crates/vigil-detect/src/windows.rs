@@ -55,6 +55,11 @@ use crate::rules::{AnomalyEvent, Comparison, Condition, Rule, RuleEvaluator, Sav
 /// Raw rows a group holds before they are folded into partial aggregate states.
 pub const FOLD_ROWS: usize = 65_536;
 
+/// Empty windows closed one by one while series are pending, firing or expected (`no_data`):
+/// a week of minutes. After that many in a row (a clock far off, a source back after a long
+/// outage) the rest of the gap is skipped rather than evaluated window by window.
+const MAX_EMPTY_WINDOWS: i64 = 7 * 24 * 60;
+
 /// A rule could not be set up or evaluated.
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
@@ -98,6 +103,8 @@ struct Group {
     /// Rows not yet folded into partial states, by pane start.
     raw: BTreeMap<i64, Vec<RecordBatch>>,
     raw_rows: usize,
+    /// Windows closed in a row without any rows.
+    empty_run: i64,
 }
 
 impl Group {
@@ -124,6 +131,8 @@ pub struct WindowedRules {
     ctx: SessionContext,
     late: u64,
     fold_rows: usize,
+    /// The latest end of a window closed so far.
+    closed_through: Option<i64>,
 }
 
 fn micros(d: Duration) -> i64 {
@@ -182,6 +191,7 @@ impl WindowedRules {
                         closed: false,
                         raw: BTreeMap::new(),
                         raw_rows: 0,
+                        empty_run: 0,
                     });
                     groups.len() - 1
                 }
@@ -207,6 +217,7 @@ impl WindowedRules {
             ctx: SessionContext::new_with_state(state),
             late: 0,
             fold_rows: FOLD_ROWS,
+            closed_through: None,
         })
     }
 
@@ -220,6 +231,11 @@ impl WindowedRules {
     /// Rows that arrived after a window they belong to had closed.
     pub fn late_rows(&self) -> u64 {
         self.late
+    }
+
+    /// The latest end of any window closed so far.
+    pub fn closed_through(&self) -> Option<i64> {
+        self.closed_through
     }
 
     /// Raw rows not yet folded into partial aggregate states, over every group.
@@ -297,6 +313,7 @@ impl WindowedRules {
                     break;
                 }
                 group.closed = true;
+                self.closed_through = Some(self.closed_through.map_or(end, |c| c.max(end)));
                 self.fold(g, end).await?;
                 self.close(g, start, watermark, &mut out).await?;
                 self.skip_idle(g, watermark);
@@ -321,14 +338,24 @@ impl WindowedRules {
             .filter_map(|r| r.states.keys().next().copied())
             .chain(group.raw.keys().next().copied())
             .min();
-        group.next_close = Some(match first_data {
-            _ if active => next,
-            Some(pane) => next.max(group.first_window(pane)),
-            // No data at all: wait at the last window the watermark allows.
-            None => {
-                let last = (watermark - group.window).div_euclid(group.hop) * group.hop;
-                next.max(last + group.hop)
+        // The next window with data, or (no data at all) the first one the watermark does
+        // not allow yet.
+        let data_at = match first_data {
+            Some(pane) => group.first_window(pane),
+            None => (watermark - group.window).div_euclid(group.hop) * group.hop + group.hop,
+        };
+        group.next_close = Some(if active && group.empty_run < MAX_EMPTY_WINDOWS {
+            // Series to resolve or to count as absent: empty windows close one by one.
+            next
+        } else {
+            if active && data_at > next {
+                tracing::warn!(
+                    from = next,
+                    to = data_at,
+                    "no rows for a week of windows; skipping ahead to the next data"
+                );
             }
+            next.max(data_at)
         });
     }
 
@@ -445,6 +472,12 @@ impl WindowedRules {
         out: &mut Vec<AnomalyEvent>,
     ) -> Result<(), DetectError> {
         let (window, hop) = (self.groups[g].window, self.groups[g].hop);
+        let has_rows = self
+            .rules
+            .iter()
+            .any(|r| r.group == g && r.states.range(start..start + window).next().is_some());
+        let group = &mut self.groups[g];
+        group.empty_run = if has_rows { 0 } else { group.empty_run + 1 };
         for i in 0..self.rules.len() {
             if self.rules[i].group != g {
                 continue;
@@ -811,6 +844,21 @@ mod tests {
         });
         let statuses: Vec<_> = events.iter().map(|e| e.status).collect();
         assert_eq!(statuses, [crate::Status::Firing, crate::Status::Resolved]);
+        // With `no_data` every empty window counts, up to a week of them; beyond, the gap is
+        // skipped (this would otherwise close 3 billion windows).
+        let mut counted = spec("n", "count(*)", 1, 1, ("<", 0.5));
+        counted.no_data = Some(0.0);
+        let mut w = WindowedRules::new(&[counted]).unwrap();
+        let events = run(async {
+            w.push(RecordKind::Metrics, &batch(&[(T0, "a", 1.0)]));
+            w.advance(T0 + 100 * 365 * 24 * 60 * MIN).await.unwrap()
+        });
+        assert_eq!(
+            events.len(),
+            1,
+            "fires at the first empty window: {events:?}"
+        );
+        assert_eq!(events[0].value, Some(0.0));
     }
 
     #[test]

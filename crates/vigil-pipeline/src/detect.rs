@@ -295,6 +295,11 @@ impl Detection {
         self.engine.late_rows()
     }
 
+    /// The latest end of a window closed so far (event time, µs).
+    pub fn closed_through(&self) -> Option<i64> {
+        self.engine.closed_through()
+    }
+
     /// Anomaly events published so far.
     pub fn events(&self) -> u64 {
         self.events
