@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod format;
+pub mod trace;
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ use vigil_core::schema::{LogSchema, anomaly_schema, dead_letter_schema, metric_s
 use vigil_store::{Archive, StoreError};
 
 pub use format::{Format, render};
+pub use trace::{Trace, read_trace};
 
 /// A query failed.
 #[derive(Debug, thiserror::Error)]

@@ -45,6 +45,21 @@ pub enum Command {
     /// Run a pipeline's rules over recorded telemetry, in event-time order, and write every
     /// anomaly event they would have published.
     Backtest(BacktestArgs),
+    /// Show one trace across services as a tree, read from the archive.
+    Trace(TraceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
+
+    /// Output: `text` (a tree) or `json` (the same tree, nested).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub format: String,
+
+    /// The trace id, as logged in `trace_id`.
+    pub trace_id: String,
 }
 
 /// Archive location shared by several commands.
@@ -104,7 +119,8 @@ pub struct SqlArgs {
     #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
     pub format: String,
 
-    /// The query: SELECT, WITH, EXPLAIN, SHOW or DESCRIBE over logs, metrics, dead_letters.
+    /// The query: SELECT, WITH, EXPLAIN, SHOW or DESCRIBE over logs, metrics, dead_letters,
+    /// anomalies.
     /// May start with an SQL comment (`-- ...`).
     #[arg(allow_hyphen_values = true)]
     pub query: String,

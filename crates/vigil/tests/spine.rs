@@ -358,6 +358,7 @@ fn every_command_has_help() {
         "produce",
         "backtest",
         "detect-series",
+        "trace",
     ] {
         let out = vigil_ok(&[cmd, "--help"]);
         assert!(out.contains("Usage: vigil"), "{cmd}: {out}");
@@ -418,4 +419,83 @@ fn the_demo_archives_an_hour_and_shows_the_alerts_its_incident_raised() {
     // A second run replaces the demo archive rather than adding to it.
     vigil_ok(&["demo", "--archive", archive.to_str().unwrap()]);
     assert_eq!(sql(&archive), rows);
+}
+
+#[test]
+fn trace_shows_one_trace_across_services_as_a_tree_of_its_spans() {
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, _) = generate(dir.path(), "10m", "10", &["errors:token-service@2m+5m"]);
+    let archive = dir.path().join("archive");
+    let archive = archive.to_str().unwrap();
+    vigil_ok(&[
+        "ingest",
+        "--archive",
+        archive,
+        "--max-rows",
+        "5000",
+        logs.to_str().unwrap(),
+    ]);
+    // The trace with the most spans, and what its records say about their parents.
+    let mut traces: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    for line in std::fs::read_to_string(&logs).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        traces
+            .entry(v["trace_id"].as_str().unwrap().into())
+            .or_default()
+            .push(v);
+    }
+    let (id, records) = traces.iter().max_by_key(|(_, r)| r.len()).unwrap();
+    let parent_of: BTreeMap<&str, Option<&str>> = records
+        .iter()
+        .map(|r| (r["span_id"].as_str().unwrap(), r["parent_span_id"].as_str()))
+        .collect();
+    assert!(parent_of.len() >= 3, "a trace of several spans");
+
+    let tree: serde_json::Value = serde_json::from_str(&vigil_ok(&[
+        "trace",
+        "--archive",
+        archive,
+        "--format",
+        "json",
+        id,
+    ]))
+    .unwrap();
+    assert_eq!(tree["records"].as_u64(), Some(records.len() as u64));
+    // Every span once, each under the parent its records name; one root, the entry point.
+    let mut seen = BTreeMap::new();
+    fn walk(
+        s: &serde_json::Value,
+        parent: Option<&str>,
+        seen: &mut BTreeMap<String, Option<String>>,
+    ) {
+        let id = s["span_id"].as_str().unwrap();
+        assert_eq!(s["parent_span_id"].as_str(), parent, "{s}");
+        assert!(
+            seen.insert(id.into(), parent.map(str::to_string)).is_none(),
+            "{id} twice"
+        );
+        for c in s["children"].as_array().unwrap() {
+            walk(c, Some(id), seen);
+        }
+    }
+    let roots = tree["roots"].as_array().unwrap();
+    assert_eq!(roots.len(), 1, "{tree:#}");
+    walk(&roots[0], None, &mut seen);
+    let want: BTreeMap<String, Option<String>> = parent_of
+        .iter()
+        .map(|(s, p)| (s.to_string(), p.map(str::to_string)))
+        .collect();
+    assert_eq!(seen, want);
+
+    // The text form names every service of the trace; an unknown id is an error.
+    let text = vigil_ok(&["trace", "--archive", archive, id]);
+    for r in records {
+        assert!(text.contains(r["service"].as_str().unwrap()), "{text}");
+    }
+    assert!(
+        text.starts_with(&format!("trace {id}: {} records", records.len())),
+        "{text}"
+    );
+    let out = vigil(&["trace", "--archive", archive, "0000000000000000"]);
+    assert_eq!(out.status.code(), Some(1));
 }

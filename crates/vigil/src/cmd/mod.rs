@@ -8,6 +8,7 @@ mod ingest;
 mod produce;
 mod run;
 mod sql;
+mod trace;
 mod validate;
 
 use std::process::ExitCode;
@@ -25,6 +26,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Produce(a) => produce::run(a),
         Command::Backtest(a) => backtest::run(a),
         Command::DetectSeries(a) => detect_series::run(a),
+        Command::Trace(a) => trace::run(a),
     }
 }
 
