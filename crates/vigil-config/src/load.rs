@@ -15,8 +15,8 @@ use vigil_core::units::{format_duration, parse_bytes, parse_duration};
 
 use crate::env::substitute;
 use crate::model::{
-    Archive, Condition, Decode, Detect, Flush, Kafka, Pipeline, Retention, RuleSpec, Source,
-    SourceKind,
+    Archive, Comparison, Condition, Decode, Detect, Flush, Kafka, Pipeline, Retention, RuleSpec,
+    Severity, Source, SourceKind,
 };
 use crate::raw::{
     RawArchive, RawDecode, RawDetect, RawField, RawFileSource, RawGeneratorSource, RawKafkaSource,
@@ -342,13 +342,11 @@ impl Validator<'_> {
                 .unwrap_or(cond.len());
             let (op, number) = cond.split_at(split);
             let threshold = number.trim().parse::<f64>().ok().filter(|t| t.is_finite());
-            match threshold {
-                Some(threshold) if matches!(op, ">" | ">=" | "<" | "<=") => {
-                    Some(Condition::Threshold {
-                        comparison: op.to_string(),
-                        threshold,
-                    })
-                }
+            match (op.parse::<Comparison>(), threshold) {
+                (Ok(comparison), Some(threshold)) => Some(Condition::Threshold {
+                    comparison,
+                    threshold,
+                }),
                 _ => {
                     self.problem(
                         Some(raw.condition.span()),
@@ -365,17 +363,13 @@ impl Validator<'_> {
         {
             self.problem(Some(v.span()), "`no_data` must be a finite number".into());
         }
-        let severity = raw.severity.get_ref().to_ascii_uppercase();
-        if !matches!(severity.as_str(), "P1" | "P2" | "P3" | "P4") {
-            self.problem(
-                Some(raw.severity.span()),
-                format!(
-                    "severity `{}` should be P1, P2, P3 or P4",
-                    raw.severity.get_ref()
-                ),
-            );
-            return None;
-        }
+        let severity = match raw.severity.get_ref().parse::<Severity>() {
+            Ok(s) => s,
+            Err(e) => {
+                self.problem(Some(raw.severity.span()), e);
+                return None;
+            }
+        };
         let mut annotations = BTreeMap::new();
         if let Some(s) = raw.summary {
             annotations.insert("summary".to_string(), s);

@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use vigil_core::schema::{LogSchema, RecordKind};
 
 /// A validated pipeline file.
@@ -50,8 +52,8 @@ pub struct RuleSpec {
     pub no_data: Option<f64>,
     /// How long the condition must hold.
     pub for_: Duration,
-    /// `P1`..`P4`.
-    pub severity: String,
+    /// How urgent its alerts are.
+    pub severity: Severity,
     /// Summary, runbook URL.
     pub annotations: BTreeMap<String, String>,
     /// Labels.
@@ -59,18 +61,83 @@ pub struct RuleSpec {
 }
 
 /// A rule's condition.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Condition {
     /// `value <comparison> threshold`.
     Threshold {
-        /// `>`, `>=`, `<` or `<=`.
-        comparison: String,
+        /// How the value is compared.
+        comparison: Comparison,
         /// The threshold.
         threshold: f64,
     },
     /// The value deviates from what the series' own baseline (learned by the default
-    /// baseline detector) makes likely: no threshold to set.
+    /// baseline detector, one per series) makes likely: no threshold to set. A lasting change
+    /// becomes the new normal as the baseline adapts, and the alert then resolves.
     Baseline,
+}
+
+/// How urgent an alert is, as in the seed's alert table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Severity {
+    /// Critical: page now.
+    P1,
+    /// High.
+    P2,
+    /// Medium.
+    P3,
+    /// Low.
+    P4,
+}
+
+impl FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_uppercase().as_str() {
+            "P1" => Ok(Self::P1),
+            "P2" => Ok(Self::P2),
+            "P3" => Ok(Self::P3),
+            "P4" => Ok(Self::P4),
+            _ => Err(format!("unknown severity `{s}`, expected P1, P2, P3 or P4")),
+        }
+    }
+}
+
+/// How a value is compared with the threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    /// `value > threshold`
+    Above,
+    /// `value >= threshold`
+    AtLeast,
+    /// `value < threshold`
+    Below,
+    /// `value <= threshold`
+    AtMost,
+}
+
+impl Comparison {
+    /// Whether `value <comparison> threshold`; NaN never holds.
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Self::Above => value > threshold,
+            Self::AtLeast => value >= threshold,
+            Self::Below => value < threshold,
+            Self::AtMost => value <= threshold,
+        }
+    }
+}
+
+impl FromStr for Comparison {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            ">" => Ok(Self::Above),
+            ">=" => Ok(Self::AtLeast),
+            "<" => Ok(Self::Below),
+            "<=" => Ok(Self::AtMost),
+            _ => Err(format!("unknown comparison `{s}`, expected >, >=, < or <=")),
+        }
+    }
 }
 
 /// Window closing for detection.

@@ -22,5 +22,6 @@ pub mod rules;
 pub mod windows;
 
 pub use baseline::{BaselineConfig, BaselineDetector};
-pub use rules::{AnomalyEvent, Condition, Rule, RuleEvaluator, Severity, Status};
+pub use rules::{AnomalyEvent, Rule, RuleEvaluator, Status};
+pub use vigil_config::{Comparison, Condition, Severity};
 pub use windows::{DetectError, WindowedRules};

@@ -21,98 +21,19 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use vigil_core::time::format_rfc3339;
 
-use crate::baseline::{BaselineConfig, BaselineDetector};
+use vigil_config::{Condition, Severity};
 use vigil_core::units::format_duration;
 
-/// How urgent an alert is, as in the seed's alert table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Severity {
-    /// Critical: page now.
-    P1,
-    /// High.
-    P2,
-    /// Medium.
-    P3,
-    /// Low.
-    P4,
-}
-
-impl FromStr for Severity {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_uppercase().as_str() {
-            "P1" => Ok(Self::P1),
-            "P2" => Ok(Self::P2),
-            "P3" => Ok(Self::P3),
-            "P4" => Ok(Self::P4),
-            _ => Err(format!("unknown severity `{s}`, expected P1, P2, P3 or P4")),
-        }
-    }
-}
-
-/// How a value is compared with the threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Comparison {
-    /// `value > threshold`
-    Above,
-    /// `value >= threshold`
-    AtLeast,
-    /// `value < threshold`
-    Below,
-    /// `value <= threshold`
-    AtMost,
-}
-
-impl Comparison {
-    fn holds(self, value: f64, threshold: f64) -> bool {
-        match self {
-            Self::Above => value > threshold,
-            Self::AtLeast => value >= threshold,
-            Self::Below => value < threshold,
-            Self::AtMost => value <= threshold,
-        }
-    }
-}
-
-impl FromStr for Comparison {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            ">" => Ok(Self::Above),
-            ">=" => Ok(Self::AtLeast),
-            "<" => Ok(Self::Below),
-            "<=" => Ok(Self::AtMost),
-            _ => Err(format!("unknown comparison `{s}`, expected >, >=, < or <=")),
-        }
-    }
-}
+use crate::baseline::{BaselineConfig, BaselineDetector};
 
 /// A baseline rule's condition holds while the series' [deviation](BaselineDetector::deviation)
-/// is at least this: a value the learned baseline makes less likely than one in a hundred.
+/// is at least this: a value the learned baseline makes less likely than one in a thousand.
 pub const BASELINE_LEVEL: f64 = 0.999;
-
-/// When a rule's condition holds for a window's value.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Condition {
-    /// `value <comparison> threshold`.
-    Threshold {
-        /// How the value is compared.
-        comparison: Comparison,
-        /// The threshold.
-        threshold: f64,
-    },
-    /// The value deviates from the series' own baseline, learned online by the default
-    /// [`BaselineDetector`] (one per series): its deviation is at least [`BASELINE_LEVEL`].
-    /// There is no threshold to set; a lasting change becomes the new normal as the
-    /// baseline adapts, and the alert then resolves.
-    Baseline,
-}
 
 /// A rule on one signal.
 #[derive(Debug, Clone, PartialEq)]
@@ -208,11 +129,8 @@ impl fmt::Display for Status {
 #[derive(Debug, Clone)]
 pub struct RuleEvaluator {
     rule: Rule,
-    state: RuleState,
-    /// Baseline rules: each series' detector.
-    detectors: BTreeMap<String, BaselineDetector>,
-    /// With `no_data`: every series seen, so a window without its rows still counts.
-    seen: std::collections::BTreeSet<String>,
+    /// Everything it has learned: what a checkpoint saves.
+    saved: Saved,
 }
 
 impl RuleEvaluator {
@@ -221,14 +139,15 @@ impl RuleEvaluator {
         Self::restore(rule, RuleState::new())
     }
 
-    /// A rule resumed from a checkpoint of its state.
-    pub fn restore(rule: Rule, state: RuleState) -> Self {
-        Self {
+    /// A rule resumed from a checkpoint of its series' state alone.
+    pub fn restore(rule: Rule, series: RuleState) -> Self {
+        Self::resume(
             rule,
-            state,
-            detectors: BTreeMap::new(),
-            seen: std::collections::BTreeSet::new(),
-        }
+            Saved {
+                series,
+                ..Saved::default()
+            },
+        )
     }
 
     /// The rule.
@@ -238,37 +157,27 @@ impl RuleEvaluator {
 
     /// Where its series stand.
     pub fn state(&self) -> &RuleState {
-        &self.state
+        &self.saved.series
     }
 
     /// Everything to checkpoint.
-    pub fn save(&self) -> Saved {
-        Saved {
-            series: self.state.clone(),
-            baselines: self.detectors.clone(),
-            seen: self.seen.clone(),
-        }
+    pub fn save(&self) -> &Saved {
+        &self.saved
     }
 
     /// A rule resumed from [`save`](Self::save). Detectors that do not fit this build start
     /// afresh.
-    pub fn resume(rule: Rule, saved: Saved) -> Self {
-        let mut e = Self::restore(rule, saved.series);
-        e.detectors = saved
-            .baselines
-            .into_iter()
-            .filter(|(_, d)| d.is_consistent())
-            .collect();
-        e.seen = saved.seen;
-        e
+    pub fn resume(rule: Rule, mut saved: Saved) -> Self {
+        saved.baselines.retain(|_, d| d.is_consistent());
+        Self { rule, saved }
     }
 
     /// The value of `series` in the window `[window_start, window_start + window)`, which has
     /// just closed. Returns the transition it causes, if any. NaN never holds.
     pub fn observe(&mut self, series: &str, window_start: i64, value: f64) -> Option<Transition> {
         let window_end = window_start + micros(self.rule.window);
-        if self.rule.no_data.is_some() && !self.seen.contains(series) {
-            self.seen.insert(series.to_string());
+        if self.rule.no_data.is_some() && !self.saved.seen.contains(series) {
+            self.saved.seen.insert(series.to_string());
         }
         let (holds, deviation) = match self.rule.condition {
             Condition::Threshold {
@@ -277,7 +186,8 @@ impl RuleEvaluator {
             } => (comparison.holds(value, threshold), None),
             Condition::Baseline => {
                 let d = self
-                    .detectors
+                    .saved
+                    .baselines
                     .entry(series.to_string())
                     .or_insert_with(|| BaselineDetector::new(BaselineConfig::default()));
                 d.score(window_start, value);
@@ -289,14 +199,14 @@ impl RuleEvaluator {
                 .not_holding(series, window_end, value)
                 .map(|t| Transition { deviation, ..t });
         }
-        let since = match self.state.get(series) {
+        let state = &mut self.saved.series;
+        let since = match state.get(series) {
             Some(SeriesState::Firing { .. }) => return None,
             Some(SeriesState::Pending { since }) => *since,
             None => window_start,
         };
         if window_end - since >= micros(self.rule.for_) {
-            self.state
-                .insert(series.to_string(), SeriesState::Firing { since });
+            state.insert(series.to_string(), SeriesState::Firing { since });
             Some(Transition {
                 series: series.to_string(),
                 status: Status::Firing,
@@ -306,8 +216,7 @@ impl RuleEvaluator {
                 deviation,
             })
         } else {
-            self.state
-                .insert(series.to_string(), SeriesState::Pending { since });
+            state.insert(series.to_string(), SeriesState::Pending { since });
             None
         }
     }
@@ -324,13 +233,14 @@ impl RuleEvaluator {
 
     /// Series whose absence from a window must be reported with [`absent`](Self::absent):
     /// those pending or firing and, with `no_data`, every series seen.
-    pub fn active_series(&self) -> impl Iterator<Item = &str> {
-        let seen = self.seen.iter().filter(|s| !self.state.contains_key(*s));
-        self.state.keys().chain(seen).map(String::as_str)
+    pub fn reported_series(&self) -> impl Iterator<Item = &str> {
+        let Saved { series, seen, .. } = &self.saved;
+        let more = seen.iter().filter(|s| !series.contains_key(*s));
+        series.keys().chain(more).map(String::as_str)
     }
 
     fn not_holding(&mut self, series: &str, window_end: i64, value: f64) -> Option<Transition> {
-        match self.state.remove(series)? {
+        match self.saved.series.remove(series)? {
             SeriesState::Pending { .. } => None,
             SeriesState::Firing { since } => Some(Transition {
                 series: series.to_string(),
@@ -446,6 +356,7 @@ pub struct AnomalyEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vigil_config::Comparison;
 
     const MIN: i64 = 60_000_000;
 
@@ -622,7 +533,7 @@ mod tests {
             // Minutes 150..160: no rows at all, which `no_data` makes a count of 0.
             let t = if (150..160).contains(&i) {
                 assert!(
-                    e.active_series().any(|s| s == "token-service"),
+                    e.reported_series().any(|s| s == "token-service"),
                     "still known"
                 );
                 e.absent("token-service", start)
@@ -679,7 +590,7 @@ mod tests {
         // Stopped after minute 152 (mid-drop, firing), saved as JSON, resumed.
         let mut first = RuleEvaluator::new(rule.clone());
         let mut got = run(&mut first, 0..153);
-        let json = serde_json::to_string(&first.save()).unwrap();
+        let json = serde_json::to_string(first.save()).unwrap();
         let mut resumed = RuleEvaluator::resume(rule, serde_json::from_str(&json).unwrap());
         got.extend(run(&mut resumed, 153..200));
         assert_eq!(got, expected);

@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use vigil_config::RuleSpec;
 use vigil_core::schema::RecordKind;
 
-use crate::rules::{AnomalyEvent, Comparison, Condition, Rule, RuleEvaluator, Saved, Severity};
+use crate::rules::{AnomalyEvent, Rule, RuleEvaluator, Saved};
 
 /// Raw rows a group holds before they are folded into partial aggregate states.
 pub const FOLD_ROWS: usize = 65_536;
@@ -140,28 +140,16 @@ fn micros(d: Duration) -> i64 {
 }
 
 impl WindowedRules {
-    /// Compiles the pipeline's rules.
-    pub fn new(specs: &[RuleSpec]) -> Result<Self, DetectError> {
+    /// Compiles the pipeline's rules. Their SQL is planned at the first batch, when the
+    /// input schema is known; errors in it surface from [`advance`](Self::advance).
+    pub fn new(specs: &[RuleSpec]) -> Self {
         let mut rules = Vec::with_capacity(specs.len());
         let mut groups: Vec<Group> = Vec::new();
         for s in specs {
-            let bad = |reason: String| DetectError::Rule {
-                rule: s.name.clone(),
-                reason,
-            };
             let rule = Rule {
                 name: s.name.clone(),
-                severity: s.severity.parse::<Severity>().map_err(bad)?,
-                condition: match &s.condition {
-                    vigil_config::Condition::Threshold {
-                        comparison,
-                        threshold,
-                    } => Condition::Threshold {
-                        comparison: comparison.parse::<Comparison>().map_err(bad)?,
-                        threshold: *threshold,
-                    },
-                    vigil_config::Condition::Baseline => Condition::Baseline,
-                },
+                severity: s.severity,
+                condition: s.condition,
                 no_data: s.no_data,
                 window: s.window,
                 for_: s.for_,
@@ -211,14 +199,14 @@ impl WindowedRules {
             .with_default_features()
             .with_physical_optimizer_rules(vec![])
             .build();
-        Ok(Self {
+        Self {
             rules,
             groups,
             ctx: SessionContext::new_with_state(state),
             late: 0,
             fold_rows: FOLD_ROWS,
             closed_through: None,
-        })
+        }
     }
 
     /// Folds raw rows into partial states once a group holds `rows` of them (default
@@ -328,7 +316,7 @@ impl WindowedRules {
         let active = self
             .rules
             .iter()
-            .any(|r| r.group == g && r.evaluator.active_series().next().is_some());
+            .any(|r| r.group == g && r.evaluator.reported_series().next().is_some());
         let group = &mut self.groups[g];
         let next = group.next_close.expect("a window just closed") + group.hop;
         let first_data = self
@@ -500,7 +488,7 @@ impl WindowedRules {
             }
             let missing: Vec<String> = r
                 .evaluator
-                .active_series()
+                .reported_series()
                 .filter(|s| !seen.iter().any(|x| x == s))
                 .map(str::to_string)
                 .collect();
@@ -576,7 +564,7 @@ impl WindowedRules {
             rules: self
                 .rules
                 .iter()
-                .map(|r| (r.evaluator.rule().name.clone(), r.evaluator.save()))
+                .map(|r| (r.evaluator.rule().name.clone(), r.evaluator.save().clone()))
                 .collect(),
             next_close: self
                 .groups
@@ -646,12 +634,12 @@ mod tests {
             signal: signal.into(),
             filter: None,
             condition: vigil_config::Condition::Threshold {
-                comparison: condition.0.into(),
+                comparison: condition.0.parse().unwrap(),
                 threshold: condition.1,
             },
             no_data: None,
             for_: Duration::ZERO,
-            severity: "P3".into(),
+            severity: vigil_config::Severity::P3,
             annotations: BTreeMap::new(),
             labels: BTreeMap::new(),
         }
@@ -730,10 +718,8 @@ mod tests {
             60,
             (">", -1e18),
         ));
-        let mut folded = WindowedRules::new(&specs).unwrap().with_fold_rows(2_500);
-        let mut whole = WindowedRules::new(&specs)
-            .unwrap()
-            .with_fold_rows(usize::MAX);
+        let mut folded = WindowedRules::new(&specs).with_fold_rows(2_500);
+        let mut whole = WindowedRules::new(&specs).with_fold_rows(usize::MAX);
         let (mut a, mut b) = (Vec::new(), Vec::new());
         run(async {
             for chunk in rows.chunks(1_000) {
@@ -785,9 +771,9 @@ mod tests {
         // One row per minute for ten minutes; 3-minute windows every minute count 3 rows
         // once full, and the first ones (which start before the data) fewer.
         let rows: Vec<(i64, &str, f64)> = (0..10).map(|i| (T0 + i * MIN + 1, "a", 1.0)).collect();
-        let mut w = WindowedRules::new(&[spec("n", "count(*)", 180, 60, (">", 2.5))]).unwrap();
+        let mut w = WindowedRules::new(&[spec("n", "count(*)", 180, 60, (">", 2.5))]);
         let (mut events, mut counts) = (Vec::new(), Vec::new());
-        let mut every = WindowedRules::new(&[spec("n", "count(*)", 180, 60, (">", -1.0))]).unwrap();
+        let mut every = WindowedRules::new(&[spec("n", "count(*)", 180, 60, (">", -1.0))]);
         run(async {
             w.push(RecordKind::Metrics, &batch(&rows));
             every.push(RecordKind::Metrics, &batch(&rows));
@@ -821,7 +807,7 @@ mod tests {
 
     #[test]
     fn rows_of_closed_windows_are_late_and_counted_not_evaluated() {
-        let mut w = WindowedRules::new(&[spec("n", "count(*)", 60, 60, (">", 1.5))]).unwrap();
+        let mut w = WindowedRules::new(&[spec("n", "count(*)", 60, 60, (">", 1.5))]);
         let events = run(async {
             w.push(RecordKind::Metrics, &batch(&[(T0 + 1, "a", 1.0)]));
             let mut e = w.advance(T0 + MIN).await.unwrap();
@@ -836,7 +822,7 @@ mod tests {
 
     #[test]
     fn a_far_future_watermark_skips_empty_windows_instead_of_closing_each() {
-        let mut w = WindowedRules::new(&[spec("n", "count(*)", 1, 1, (">", 0.5))]).unwrap();
+        let mut w = WindowedRules::new(&[spec("n", "count(*)", 1, 1, (">", 0.5))]);
         let events = run(async {
             w.push(RecordKind::Metrics, &batch(&[(T0, "a", 1.0)]));
             // A hundred years of one-second windows: only the first holds data.
@@ -848,7 +834,7 @@ mod tests {
         // skipped (this would otherwise close 3 billion windows).
         let mut counted = spec("n", "count(*)", 1, 1, ("<", 0.5));
         counted.no_data = Some(0.0);
-        let mut w = WindowedRules::new(&[counted]).unwrap();
+        let mut w = WindowedRules::new(&[counted]);
         let events = run(async {
             w.push(RecordKind::Metrics, &batch(&[(T0, "a", 1.0)]));
             w.advance(T0 + 100 * 365 * 24 * 60 * MIN).await.unwrap()
@@ -864,7 +850,7 @@ mod tests {
     #[test]
     fn a_checkpoint_restores_rule_state_and_the_clock() {
         let specs = [spec("n", "count(*)", 60, 60, (">", 0.5))];
-        let mut w = WindowedRules::new(&specs).unwrap();
+        let mut w = WindowedRules::new(&specs);
         let first = run(async {
             w.push(RecordKind::Metrics, &batch(&[(T0, "a", 1.0)]));
             w.advance(T0 + MIN).await.unwrap()
@@ -872,7 +858,7 @@ mod tests {
         assert_eq!(first.len(), 1, "fires");
         let saved: Checkpoint =
             serde_json::from_str(&serde_json::to_string(&w.checkpoint()).unwrap()).unwrap();
-        let mut r = WindowedRules::new(&specs).unwrap();
+        let mut r = WindowedRules::new(&specs);
         r.restore(&saved);
         assert_eq!(r.open_since(), Some(T0 + MIN));
         let after = run(async {

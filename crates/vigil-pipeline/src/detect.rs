@@ -44,8 +44,8 @@ pub struct Detection {
 /// The archive's part: the `anomalies` table and, for restartable sources, the checkpoint.
 struct Persist {
     anomalies: TableWriter,
-    /// The checkpoint's side file and what it holds now.
-    checkpoint: Option<(String, Checkpoint)>,
+    /// The checkpoint's side file.
+    checkpoint: Option<String>,
 }
 
 /// The source replayed rows are pushed as: it stops holding the watermark once replayed.
@@ -61,8 +61,7 @@ impl Detection {
         if pipeline.rules.is_empty() {
             return Ok(None);
         }
-        let engine = WindowedRules::new(&pipeline.rules)
-            .map_err(|e| PipelineError::Detect(e.to_string()))?;
+        let engine = WindowedRules::new(&pipeline.rules);
         let topic = match (&pipeline.detect.anomaly_topic, brokers) {
             (Some(t), Some((b, props))) => Some((
                 vigil_kafka::Producer::new(b, &vigil_kafka::connection_properties(props))
@@ -130,7 +129,7 @@ impl Detection {
             };
             self.engine.restore(&saved);
             tracing::info!(checkpoint = %path, open_since = ?self.engine.open_since(), "detection state restored");
-            persist.checkpoint = Some((path, saved));
+            persist.checkpoint = Some(path);
             if let Some(since) = self.engine.open_since() {
                 self.replay(archive, since, tables).await?;
             }
@@ -188,12 +187,13 @@ impl Detection {
                 arrow::compute::max(batch.column(i).as_primitive::<TimestampMicrosecondType>())
         {
             self.latest = self.latest.max(t);
-            let e = self
-                .sources
-                .entry(source.to_string())
-                .or_insert((i64::MIN, std::time::Instant::now()));
-            if t > e.0 {
-                *e = (t, std::time::Instant::now());
+            let now = std::time::Instant::now();
+            match self.sources.get_mut(source) {
+                Some(e) if t > e.0 => *e = (t, now),
+                Some(_) => {}
+                None => {
+                    self.sources.insert(source.to_string(), (t, now));
+                }
             }
         }
         self.engine.push(kind, batch);
@@ -239,7 +239,6 @@ impl Detection {
         else {
             return Ok(());
         };
-        tracing::trace!(sources = ?self.sources, slowest, "watermark");
         self.close_until(slowest.saturating_sub(self.lateness))
             .await
     }
@@ -306,6 +305,7 @@ impl Detection {
     }
 
     async fn close_until(&mut self, watermark: i64) -> Result<(), PipelineError> {
+        let closed_before = self.engine.closed_through();
         let events = self
             .engine
             .advance(watermark)
@@ -321,13 +321,13 @@ impl Detection {
             p.anomalies.push(events_batch(&events));
             p.anomalies.commit(&[]).await?;
         }
-        if let Some((path, saved)) = &mut p.checkpoint {
-            let now = self.engine.checkpoint();
-            if now != *saved {
-                let json = serde_json::to_vec(&now).expect("a checkpoint serialises");
-                p.anomalies.write_side_file(path, json).await?;
-                *saved = now;
-            }
+        // Rule state and clocks change only when a window closes.
+        if let Some(path) = &p.checkpoint
+            && self.engine.closed_through() != closed_before
+        {
+            let json =
+                serde_json::to_vec(&self.engine.checkpoint()).expect("a checkpoint serialises");
+            p.anomalies.write_side_file(path, json).await?;
         }
         Ok(())
     }
