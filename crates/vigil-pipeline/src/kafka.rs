@@ -221,6 +221,20 @@ pub(crate) fn consume(
             .and_then(|()| detection.as_mut().map_or(Ok(()), |d| d.advance(rt)))
         };
     }
+    // Commits everything buffered (see `commit`).
+    macro_rules! commit_all {
+        () => {
+            commit(
+                &consumer,
+                &mut tables,
+                &mut book,
+                &mut dlq,
+                &routes,
+                rt,
+                &mut sink_stats,
+            )
+        };
+    }
     let result = 'consume: loop {
         if opts.stop.load(Ordering::Relaxed) {
             break Ok(());
@@ -353,15 +367,7 @@ pub(crate) fn consume(
                 break 'consume Err(e);
             }
             batch_started = None;
-            if let Err(e) = commit(
-                &consumer,
-                &mut tables,
-                &mut book,
-                &mut dlq,
-                &routes,
-                rt,
-                &mut sink_stats,
-            ) {
+            if let Err(e) = commit_all!() {
                 break Err(e);
             }
         }
@@ -371,15 +377,7 @@ pub(crate) fn consume(
         if let Some(d) = detection.as_mut() {
             d.stop()?;
         }
-        commit(
-            &consumer,
-            &mut tables,
-            &mut book,
-            &mut dlq,
-            &routes,
-            rt,
-            &mut sink_stats,
-        )
+        commit_all!()
     });
     if let Some(t) = first_message {
         let secs = t.elapsed().as_secs_f64();

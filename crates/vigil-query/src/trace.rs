@@ -134,8 +134,7 @@ fn assemble(trace_id: &str, batches: &[RecordBatch]) -> Result<Trace, arrow::err
             Some(p) if p != id && spans.contains_key(p) => {
                 children.entry(p.clone()).or_default().push(id.clone());
             }
-            Some(_) => roots.push(id.clone()),
-            None => roots.push(id.clone()),
+            _ => roots.push(id.clone()),
         }
     }
     fn build(
