@@ -18,6 +18,6 @@ pub mod raw;
 pub use env::{MissingVar, substitute};
 pub use load::{ConfigError, Problem, load, parse};
 pub use model::{
-    Archive, Comparison, Condition, Decode, Detect, Flush, Kafka, Pipeline, Retention, RuleSpec,
-    Severity, Source, SourceKind,
+    Archive, Comparison, Condition, Correlation, Decode, Detect, Flush, Kafka, Pipeline, Retention,
+    RuleSpec, Severity, Source, SourceKind,
 };

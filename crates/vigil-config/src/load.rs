@@ -15,8 +15,8 @@ use vigil_core::units::{format_duration, parse_bytes, parse_duration};
 
 use crate::env::substitute;
 use crate::model::{
-    Archive, Comparison, Condition, Decode, Detect, Flush, Kafka, Pipeline, Retention, RuleSpec,
-    Severity, Source, SourceKind,
+    Archive, Comparison, Condition, Correlation, Decode, Detect, Flush, Kafka, Pipeline, Retention,
+    RuleSpec, Severity, Source, SourceKind,
 };
 use crate::raw::{
     RawArchive, RawDecode, RawDetect, RawField, RawFileSource, RawGeneratorSource, RawKafkaSource,
@@ -271,6 +271,7 @@ impl Validator<'_> {
         let retention = self.retention(retention);
         let decode = self.decode(decode);
         let allowed_lateness = self.duration(&detect.allowed_lateness, Duration::from_secs(30));
+        let correlation = self.correlation(&detect);
         ok &= rules.iter().all(Option::is_some);
         let rules: Vec<RuleSpec> = rules.into_iter().flatten().collect();
         let mut names = std::collections::HashSet::new();
@@ -301,8 +302,44 @@ impl Validator<'_> {
                     .filter(|f| !f.is_empty())
                     .map(PathBuf::from),
                 anomaly_topic: detect.anomaly_topic.filter(|t| !t.is_empty()),
+                correlation: correlation?,
             },
         })
+    }
+
+    /// `Some(None)`: correlation turned off.
+    fn correlation(&mut self, d: &RawDetect) -> Option<Option<Correlation>> {
+        let default = Correlation::default();
+        let trace_timeout = self.duration(&d.trace_timeout, default.trace_timeout);
+        let window = self.duration(&d.correlation_window, default.window);
+        let incident_gap = self.duration(&d.incident_gap, default.incident_gap);
+        let mut ok = true;
+        for (name, parsed, span) in [
+            ("trace_timeout", trace_timeout, &d.trace_timeout),
+            ("correlation_window", window, &d.correlation_window),
+        ] {
+            if parsed.is_some_and(|p| p.is_zero()) {
+                self.problem(
+                    span.as_ref().map(|s| s.span()),
+                    format!("`detect.{name}` must be longer than 0"),
+                );
+                ok = false;
+            }
+        }
+        if d.max_open_traces == Some(0) {
+            self.problem(None, "`detect.max_open_traces` must be at least 1".into());
+            ok = false;
+        }
+        ok.then_some(())?;
+        let (trace_timeout, window, incident_gap) = (trace_timeout?, window?, incident_gap?);
+        Some(d.correlate.unwrap_or(true).then(|| Correlation {
+            trace_timeout,
+            window,
+            incident_gap,
+            max_open_traces: d.max_open_traces.unwrap_or(default.max_open_traces),
+            duration_column: d.duration_column.clone().unwrap_or(default.duration_column),
+            status_column: d.status_column.clone().unwrap_or(default.status_column),
+        }))
     }
 
     fn rule(&mut self, raw: RawRule) -> Option<RuleSpec> {

@@ -149,6 +149,8 @@ pub struct Detect {
     pub anomalies_file: Option<PathBuf>,
     /// Kafka topic for anomaly events.
     pub anomaly_topic: Option<String>,
+    /// Cross-service correlation; `None` when turned off.
+    pub correlation: Option<Correlation>,
 }
 
 impl Default for Detect {
@@ -157,6 +159,37 @@ impl Default for Detect {
             allowed_lateness: Duration::from_secs(30),
             anomalies_file: None,
             anomaly_topic: None,
+            correlation: Some(Correlation::default()),
+        }
+    }
+}
+
+/// Cross-service correlation: traces, the service graph, incidents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Correlation {
+    /// A trace is assembled from the records within this much event time of its first.
+    pub trace_timeout: Duration,
+    /// Window of the `service_edges` and `error_origin` tables.
+    pub window: Duration,
+    /// An incident stays open this long after its last anomaly resolved.
+    pub incident_gap: Duration,
+    /// Open traces beyond which the oldest are closed early.
+    pub max_open_traces: usize,
+    /// Log column with a span's duration in ms.
+    pub duration_column: String,
+    /// Log column with an HTTP-like status.
+    pub status_column: String,
+}
+
+impl Default for Correlation {
+    fn default() -> Self {
+        Self {
+            trace_timeout: Duration::from_secs(10),
+            window: Duration::from_secs(60),
+            incident_gap: Duration::from_secs(600),
+            max_open_traces: 1_000_000,
+            duration_column: "processing_time_ms".into(),
+            status_column: "status_code".into(),
         }
     }
 }

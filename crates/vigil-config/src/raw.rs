@@ -269,4 +269,22 @@ pub struct RawDetect {
     /// Kafka topic the anomaly events are published to (key = fingerprint), through the
     /// brokers of the pipeline's Kafka source. Optional.
     pub anomaly_topic: Option<String>,
+    /// Correlate: assemble traces, learn the service graph, group anomalies into incidents
+    /// with a root cause. Default `true` (when the pipeline has rules).
+    pub correlate: Option<bool>,
+    /// A trace is assembled from the records within this much event time of its first.
+    /// Default `10s`.
+    pub trace_timeout: Option<Spanned<String>>,
+    /// Window of the `service_edges` and `error_origin` tables. Default `1m`.
+    pub correlation_window: Option<Spanned<String>>,
+    /// An incident stays open this long after its last anomaly resolved. Default `10m`.
+    pub incident_gap: Option<Spanned<String>>,
+    /// Open traces beyond which the oldest are closed early (bounds memory). Default 1000000.
+    pub max_open_traces: Option<usize>,
+    /// Log column holding a span's duration in milliseconds, used to place spans without
+    /// `parent_span_id` by timing. Default `processing_time_ms`.
+    pub duration_column: Option<String>,
+    /// Log column holding an HTTP-like status: 500 or more marks a span failed, as ERROR and
+    /// CRITICAL do. Default `status_code`.
+    pub status_column: Option<String>,
 }

@@ -79,6 +79,10 @@ interval = "soon"
 [retention]
 hot = "30d"
 warm = "7d"
+
+[detect]
+trace_timeout = "0s"
+correlation_window = "a while"
 "#;
     let err = parse(text, "broken.toml", |_| None).unwrap_err();
     let lines: Vec<(usize, &str)> = err
@@ -103,7 +107,20 @@ warm = "7d"
     has(25, "`NOT_SET` is not set");
     has(28, "invalid duration `soon`");
     has(31, "hot ≤ warm ≤ cold");
+    has(35, "`detect.trace_timeout` must be longer than 0");
+    has(36, "invalid duration `a while`");
     assert!(err.to_string().starts_with("broken.toml: "), "{err}");
+}
+
+#[test]
+fn correlation_is_on_by_default_and_can_be_turned_off() {
+    let on = parse("[[sources]]\ntype = \"generator\"\n", "g.toml", |_| None).unwrap();
+    let c = on.detect.correlation.expect("on by default");
+    assert_eq!(c.trace_timeout.as_secs(), 10);
+    assert_eq!((c.window.as_secs(), c.incident_gap.as_secs()), (60, 600));
+    let text = "[[sources]]\ntype = \"generator\"\n[detect]\ncorrelate = false\n";
+    let off = parse(text, "g.toml", |_| None).unwrap();
+    assert_eq!(off.detect.correlation, None);
 }
 
 #[test]

@@ -379,6 +379,78 @@ pub fn anomaly_schema() -> SchemaRef {
     ]))
 }
 
+/// Column names of the `service_edges` table: calls between services learned from traces,
+/// one row per caller, callee and window.
+pub mod edge {
+    /// Window start (event time of the traces' first records).
+    pub const WINDOW_START: &str = "window_start";
+    /// Window end (exclusive).
+    pub const WINDOW_END: &str = "window_end";
+    /// The calling service.
+    pub const CALLER: &str = "caller";
+    /// The called service.
+    pub const CALLEE: &str = "callee";
+    /// Calls seen.
+    pub const CALLS: &str = "calls";
+    /// Calls whose callee span failed.
+    pub const ERRORS: &str = "errors";
+    /// Mean callee span duration, ms.
+    pub const LATENCY_AVG_MS: &str = "latency_avg_ms";
+    /// 95th percentile of callee span duration (t-digest), ms.
+    pub const LATENCY_P95_MS: &str = "latency_p95_ms";
+    /// Longest callee span, ms.
+    pub const LATENCY_MAX_MS: &str = "latency_max_ms";
+}
+
+/// The schema of the `service_edges` table.
+pub fn service_edges_schema() -> SchemaRef {
+    use edge::*;
+    Arc::new(Schema::new(vec![
+        Field::new(WINDOW_START, timestamp_type(), false),
+        Field::new(WINDOW_END, timestamp_type(), false),
+        Field::new(CALLER, DataType::Utf8, false),
+        Field::new(CALLEE, DataType::Utf8, false),
+        Field::new(CALLS, DataType::Int64, false),
+        Field::new(ERRORS, DataType::Int64, false),
+        Field::new(LATENCY_AVG_MS, DataType::Float64, false),
+        Field::new(LATENCY_P95_MS, DataType::Float64, false),
+        Field::new(LATENCY_MAX_MS, DataType::Float64, false),
+        Field::new(col::DATE, DataType::Date32, false),
+    ]))
+}
+
+/// Column names of the `error_origin` table: per window, the services where failing traces
+/// started.
+pub mod origin {
+    /// Window start (event time of the traces' first records).
+    pub const WINDOW_START: &str = "window_start";
+    /// Window end (exclusive).
+    pub const WINDOW_END: &str = "window_end";
+    /// The service where the failures started.
+    pub const SERVICE: &str = "service";
+    /// Failing traces whose failure started there.
+    pub const FAILING_TRACES: &str = "failing_traces";
+    /// A few of their trace ids.
+    pub const SAMPLE_TRACE_IDS: &str = "sample_trace_ids";
+}
+
+/// The schema of the `error_origin` table.
+pub fn error_origin_schema() -> SchemaRef {
+    use origin::*;
+    Arc::new(Schema::new(vec![
+        Field::new(WINDOW_START, timestamp_type(), false),
+        Field::new(WINDOW_END, timestamp_type(), false),
+        Field::new(SERVICE, DataType::Utf8, false),
+        Field::new(FAILING_TRACES, DataType::Int64, false),
+        Field::new(
+            SAMPLE_TRACE_IDS,
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            false,
+        ),
+        Field::new(col::DATE, DataType::Date32, false),
+    ]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,14 +14,18 @@
 //! into the anomaly events of DESIGN.md. [`windows`] feeds them: tumbling or hopping
 //! event-time windows closed by a watermark, each rule's signal computed by DataFusion SQL per
 //! service in two phases (partial aggregate states per bite of rows, final per window), so
-//! memory is bounded by services × open panes rather than by events.
+//! memory is bounded by services × open panes rather than by events. [`correlate`] assembles
+//! traces, learns the service dependency graph and groups anomalies into incidents with a
+//! root-cause service.
 #![warn(missing_docs)]
 
 pub mod baseline;
+pub mod correlate;
 pub mod rules;
 pub mod windows;
 
 pub use baseline::{BaselineConfig, BaselineDetector};
+pub use correlate::{CorrelateConfig, Correlator, IncidentView};
 pub use rules::{AnomalyEvent, Rule, RuleEvaluator, Status};
 pub use vigil_config::{Comparison, Condition, Severity};
 pub use windows::{DetectError, WindowedRules};

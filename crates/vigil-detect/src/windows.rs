@@ -71,6 +71,12 @@ pub enum DetectError {
         /// What is wrong.
         reason: String,
     },
+    /// Correlation's aggregation failed (an internal error).
+    #[error("correlation: {reason}")]
+    Correlation {
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// A rule's physical plan, split at its partial aggregate.

@@ -20,8 +20,9 @@ use tokio::runtime::Handle;
 use vigil_config::Pipeline;
 use vigil_core::schema::{RecordKind, anomaly_schema};
 use vigil_core::time::parse_rfc3339_micros;
+use vigil_detect::correlate::{IncidentState, WindowEvidence, edges_batch, origins_batch};
 use vigil_detect::windows::Checkpoint;
-use vigil_detect::{AnomalyEvent, WindowedRules};
+use vigil_detect::{AnomalyEvent, CorrelateConfig, Correlator, WindowedRules};
 use vigil_store::{Archive, FlushPolicy, TableSpec, TableWriter};
 
 use crate::error::PipelineError;
@@ -30,6 +31,7 @@ use crate::error::PipelineError;
 /// (Kafka, files, generator) and `vigil backtest`.
 pub struct Detection {
     engine: WindowedRules,
+    correlator: Option<Correlator>,
     lateness: i64,
     longest_window: i64,
     /// Latest event time per source (a Kafka partition), and when it last moved.
@@ -41,11 +43,23 @@ pub struct Detection {
     archive: Option<Persist>,
 }
 
-/// The archive's part: the `anomalies` table and, for restartable sources, the checkpoint.
+/// The archive's part: the `anomalies` table, correlation's `service_edges` and
+/// `error_origin`, and, for restartable sources, the checkpoint.
 struct Persist {
     anomalies: TableWriter,
+    /// `service_edges` and `error_origin`, when correlating.
+    evidence: Option<(TableWriter, TableWriter)>,
     /// The checkpoint's side file.
     checkpoint: Option<String>,
+}
+
+/// What a checkpoint holds: the rules' state and clocks, and what correlation remembers.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Saved {
+    #[serde(flatten)]
+    rules: Checkpoint,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    incidents: Option<IncidentState>,
 }
 
 /// The source replayed rows are pushed as: it stops holding the watermark once replayed.
@@ -62,6 +76,16 @@ impl Detection {
             return Ok(None);
         }
         let engine = WindowedRules::new(&pipeline.rules);
+        let correlator = pipeline.detect.correlation.as_ref().map(|c| {
+            Correlator::new(&CorrelateConfig {
+                trace_timeout: c.trace_timeout,
+                window: c.window,
+                incident_gap: c.incident_gap,
+                max_open_traces: c.max_open_traces,
+                duration_column: Some(c.duration_column.clone()),
+                status_column: Some(c.status_column.clone()),
+            })
+        });
         let topic = match (&pipeline.detect.anomaly_topic, brokers) {
             (Some(t), Some((b, props))) => Some((
                 vigil_kafka::Producer::new(b, &vigil_kafka::connection_properties(props))
@@ -82,6 +106,7 @@ impl Detection {
         let micros = |d: std::time::Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
         Ok(Some(Self {
             engine,
+            correlator,
             lateness: micros(pipeline.detect.allowed_lateness),
             longest_window: pipeline
                 .rules
@@ -115,19 +140,30 @@ impl Detection {
             interval: std::time::Duration::MAX,
         };
         let anomalies = TableWriter::open(archive, TableSpec::anomalies(), policy).await?;
+        let evidence = match self.correlator {
+            Some(_) => Some((
+                TableWriter::open(archive, TableSpec::service_edges(), policy).await?,
+                TableWriter::open(archive, TableSpec::error_origin(), policy).await?,
+            )),
+            None => None,
+        };
         let mut persist = Persist {
             anomalies,
+            evidence,
             checkpoint: None,
         };
         if let Some(name) = checkpoint {
             let path = format!("_vigil/detection/{}.json", sanitize(name));
             let saved = match persist.anomalies.read_side_file(&path).await? {
-                Some(bytes) => serde_json::from_slice::<Checkpoint>(&bytes).map_err(|e| {
+                Some(bytes) => serde_json::from_slice::<Saved>(&bytes).map_err(|e| {
                     PipelineError::Detect(format!("checkpoint {path} is unreadable: {e}"))
                 })?,
-                None => Checkpoint::default(),
+                None => Saved::default(),
             };
-            self.engine.restore(&saved);
+            self.engine.restore(&saved.rules);
+            if let (Some(c), Some(state)) = (&mut self.correlator, saved.incidents) {
+                c.restore(state);
+            }
             tracing::info!(checkpoint = %path, open_since = ?self.engine.open_since(), "detection state restored");
             persist.checkpoint = Some(path);
             if let Some(since) = self.engine.open_since() {
@@ -196,6 +232,11 @@ impl Detection {
                 }
             }
         }
+        if kind == RecordKind::Logs
+            && let Some(c) = &mut self.correlator
+        {
+            c.push(batch);
+        }
         self.engine.push(kind, batch);
     }
 
@@ -239,8 +280,8 @@ impl Detection {
         else {
             return Ok(());
         };
-        self.close_until(slowest.saturating_sub(self.lateness))
-            .await
+        let watermark = slowest.saturating_sub(self.lateness);
+        self.close_until(watermark, watermark).await
     }
 
     /// At the end of input: closes every window that holds a row, then waits for the events
@@ -252,7 +293,8 @@ impl Detection {
     /// [`finish`](Self::finish), from async code.
     pub async fn finish_async(&mut self) -> Result<(), PipelineError> {
         if self.latest != i64::MIN {
-            self.close_until(self.latest.saturating_add(self.longest_window))
+            // Every trace is complete: all of correlation's windows become final.
+            self.close_until(self.latest.saturating_add(self.longest_window), i64::MAX)
                 .await?;
         }
         self.deliver()
@@ -279,6 +321,9 @@ impl Detection {
         tracing::info!(
             events = self.events,
             late_rows = self.engine.late_rows(),
+            traces = self.correlator.as_ref().map(Correlator::traces),
+            late_spans = self.correlator.as_ref().map(Correlator::late),
+            traces_closed_early = self.correlator.as_ref().map(Correlator::forced_closes),
             "detection finished"
         );
         Ok(())
@@ -299,18 +344,33 @@ impl Detection {
         self.engine.closed_through()
     }
 
+    /// Traces assembled so far, when correlating.
+    pub fn traces(&self) -> Option<u64> {
+        self.correlator.as_ref().map(Correlator::traces)
+    }
+
     /// Anomaly events published so far.
     pub fn events(&self) -> u64 {
         self.events
     }
 
-    async fn close_until(&mut self, watermark: i64) -> Result<(), PipelineError> {
+    /// Closes the rules' windows up to `watermark` and correlation's up to `traces_until`
+    /// (evidence first, so events are filed with what the traces showed).
+    async fn close_until(
+        &mut self,
+        watermark: i64,
+        traces_until: i64,
+    ) -> Result<(), PipelineError> {
+        let detect = |e: vigil_detect::DetectError| PipelineError::Detect(e.to_string());
         let closed_before = self.engine.closed_through();
-        let events = self
-            .engine
-            .advance(watermark)
-            .await
-            .map_err(|e| PipelineError::Detect(e.to_string()))?;
+        let windows: Vec<WindowEvidence> = match &mut self.correlator {
+            Some(c) => c.advance(traces_until).await.map_err(detect)?,
+            None => Vec::new(),
+        };
+        let mut events = self.engine.advance(watermark).await.map_err(detect)?;
+        if let Some(c) = &mut self.correlator {
+            c.annotate(&mut events);
+        }
         for e in &events {
             self.publish(e)?;
         }
@@ -321,12 +381,23 @@ impl Detection {
             p.anomalies.push(events_batch(&events));
             p.anomalies.commit(&[]).await?;
         }
+        if let Some((edges, origins)) = &mut p.evidence
+            && !windows.is_empty()
+        {
+            edges.push(edges_batch(&windows));
+            edges.commit(&[]).await?;
+            origins.push(origins_batch(&windows));
+            origins.commit(&[]).await?;
+        }
         // Rule state and clocks change only when a window closes.
         if let Some(path) = &p.checkpoint
             && self.engine.closed_through() != closed_before
         {
-            let json =
-                serde_json::to_vec(&self.engine.checkpoint()).expect("a checkpoint serialises");
+            let saved = Saved {
+                rules: self.engine.checkpoint(),
+                incidents: self.correlator.as_ref().map(|c| c.checkpoint().clone()),
+            };
+            let json = serde_json::to_vec(&saved).expect("a checkpoint serialises");
             p.anomalies.write_side_file(path, json).await?;
         }
         Ok(())

@@ -21,7 +21,10 @@ use datafusion::catalog::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use vigil_core::ErrorKind;
-use vigil_core::schema::{LogSchema, anomaly_schema, dead_letter_schema, metric_schema};
+use vigil_core::schema::{
+    LogSchema, anomaly_schema, dead_letter_schema, error_origin_schema, metric_schema,
+    service_edges_schema,
+};
 use vigil_store::{Archive, StoreError};
 
 pub use format::{Format, render};
@@ -65,12 +68,14 @@ impl QueryError {
 }
 
 /// The tables of an archive and the schema each has before it exists.
-fn known_tables() -> [(&'static str, SchemaRef); 4] {
+fn known_tables() -> [(&'static str, SchemaRef); 6] {
     [
         ("logs", LogSchema::default().schema().clone()),
         ("metrics", metric_schema()),
         ("dead_letters", dead_letter_schema()),
         ("anomalies", anomaly_schema()),
+        ("service_edges", service_edges_schema()),
+        ("error_origin", error_origin_schema()),
     ]
 }
 

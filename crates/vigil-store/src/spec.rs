@@ -6,7 +6,8 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use vigil_core::schema::{
-    LogSchema, anomaly, anomaly_schema, col, dead, dead_letter_schema, metric_schema,
+    LogSchema, anomaly, anomaly_schema, col, dead, dead_letter_schema, edge, error_origin_schema,
+    metric_schema, origin, service_edges_schema,
 };
 
 /// Rows per Parquet row group: small enough that statistics and the `trace_id` bloom filter
@@ -101,6 +102,34 @@ impl TableSpec {
             bloom_columns: vec![],
             plain_columns: vec![anomaly::ID],
             no_stats_columns: vec![anomaly::LABELS, anomaly::ANNOTATIONS, anomaly::INCIDENT],
+        }
+    }
+
+    /// The `service_edges` table: calls between services per window, learned from traces.
+    pub fn service_edges() -> Self {
+        Self {
+            name: "service_edges".into(),
+            schema: service_edges_schema(),
+            partition: col::DATE,
+            sort_group: Some(edge::CALLER),
+            sort_time: edge::WINDOW_START,
+            bloom_columns: vec![],
+            plain_columns: vec![],
+            no_stats_columns: vec![],
+        }
+    }
+
+    /// The `error_origin` table: per window, where failing traces started.
+    pub fn error_origin() -> Self {
+        Self {
+            name: "error_origin".into(),
+            schema: error_origin_schema(),
+            partition: col::DATE,
+            sort_group: Some(origin::SERVICE),
+            sort_time: origin::WINDOW_START,
+            bloom_columns: vec![],
+            plain_columns: vec![],
+            no_stats_columns: vec![],
         }
     }
 

@@ -239,6 +239,11 @@ pub struct BacktestArgs {
     /// Where the anomaly events go, one JSON object per line.
     #[arg(long)]
     pub anomalies: PathBuf,
+
+    /// Skip correlation (traces, incidents) whatever the pipeline says: events carry no
+    /// incident. For measuring what correlation costs.
+    #[arg(long)]
+    pub no_correlate: bool,
 }
 
 #[derive(Debug, Args)]

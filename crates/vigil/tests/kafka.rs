@@ -580,12 +580,163 @@ fn produce(broker: &Broker, inputs: &[(&str, &Path)], extra: &[&str]) {
 
 /// pipelines/deals.toml to the end of its topics, configured only through the environment.
 fn run_deals(broker: &Broker, archive: &Path, env: &[(&str, &str)]) {
-    let deals = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/deals.toml");
+    run_shipped("deals.toml", broker, archive, env);
+}
+
+/// A pipeline file of pipelines/ to the end of its topics, configured only through the
+/// environment.
+fn run_shipped(file: &str, broker: &Broker, archive: &Path, env: &[(&str, &str)]) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../pipelines")
+        .join(file);
     let mut env = env.to_vec();
     env.push(("KAFKA_BROKERS", &broker.addr));
     env.push(("VIGIL_ARCHIVE", archive.to_str().unwrap()));
     common::vigil_ok_with(
-        &["run", "--until-end", "--pipeline", deals.to_str().unwrap()],
+        &["run", "--until-end", "--pipeline", path.to_str().unwrap()],
         &env,
+    );
+}
+
+/// The lines of `text` shuffled within blocks of `per_block` lines (deterministically): out of
+/// order, but by less than the allowed lateness.
+fn shuffled_within(text: &str, per_block: usize) -> String {
+    let mut out = String::with_capacity(text.len());
+    let lines: Vec<&str> = text.lines().collect();
+    for block in lines.chunks(per_block) {
+        let mut block = block.to_vec();
+        // A fixed permutation: order by a hash of the line.
+        block.sort_by_key(|l| {
+            l.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            })
+        });
+        for l in block {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn traces_split_across_partitions_and_out_of_order_still_find_where_failures_start() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    broker.create_topic("c.logs", 3);
+    broker.create_topic("c.metrics", 1);
+    broker.create_topic("c.anomalies", 1);
+    let (logs, metrics) = common::generate(dir.path(), "50m", "8", &["errors:database@30m+12m"]);
+    // About 37 log records a second: blocks of 400 lines span about 11 s of event time, well
+    // within the 30 s allowed lateness.
+    let shuffled = dir.path().join("shuffled.ndjson");
+    std::fs::write(
+        &shuffled,
+        shuffled_within(&std::fs::read_to_string(&logs).unwrap(), 400),
+    )
+    .unwrap();
+    // Keyed by span: the spans of one trace land on different partitions.
+    produce(&broker, &[("c.logs", &shuffled)], &["--key", "span_id"]);
+    produce(&broker, &[("c.metrics", &metrics)], &[]);
+    let env = [
+        ("LOGS_TOPIC", "c.logs"),
+        ("METRICS_TOPIC", "c.metrics"),
+        ("ANOMALY_TOPIC", "c.anomalies"),
+        ("VIGIL_GROUP_ID", "correlation-test"),
+    ];
+    run_shipped("services.toml", &broker, &archive, &env);
+
+    // Where failing traces started while the database failed: the database, and hardly
+    // anywhere else (a trace cut apart would start its failure at a caller).
+    let origins = query(
+        &archive,
+        "SELECT service, sum(failing_traces) AS n FROM error_origin \
+         WHERE window_start >= TIMESTAMP '2025-06-02T09:31:00Z' \
+           AND window_start < TIMESTAMP '2025-06-02T09:41:00Z' \
+         GROUP BY service ORDER BY n DESC",
+    );
+    assert_eq!(origins[0]["service"], "database", "{origins:#?}");
+    let n = |r: &serde_json::Value| r["n"].as_i64().unwrap();
+    let elsewhere: i64 = origins[1..].iter().map(n).sum();
+    assert!(
+        n(&origins[0]) > 100 && elsewhere * 20 < n(&origins[0]),
+        "{origins:#?}"
+    );
+    // The database failed once per failing trace that started there.
+    let db_errors = query(
+        &archive,
+        "SELECT count(*) AS n FROM logs WHERE service = 'database' AND level = 'ERROR' \
+         AND timestamp >= TIMESTAMP '2025-06-02T09:31:00Z' \
+         AND timestamp < TIMESTAMP '2025-06-02T09:41:00Z'",
+    );
+    let db_errors = n(&db_errors[0]);
+    assert!(
+        (n(&origins[0]) - db_errors).abs() * 50 <= db_errors,
+        "{} traces started at the database, which logged {db_errors} errors",
+        n(&origins[0])
+    );
+    // The dependency graph was learned: each call of the deals system, with the failures.
+    let edges = query(
+        &archive,
+        "SELECT caller, callee, sum(calls) AS calls, sum(errors) AS errors FROM service_edges \
+         GROUP BY caller, callee ORDER BY caller, callee",
+    );
+    let pairs: Vec<(String, String)> = edges
+        .iter()
+        .map(|e| {
+            (
+                e["caller"].as_str().unwrap().into(),
+                e["callee"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    for (caller, callee) in [
+        ("api-gateway", "auth-service"),
+        ("api-gateway", "deal-analysis-service"),
+        ("api-gateway", "token-service"),
+        ("auth-service", "database"),
+        ("deal-analysis-service", "ai-service"),
+        ("deal-analysis-service", "database"),
+        ("ai-service", "token-service"),
+        ("token-service", "database"),
+    ] {
+        assert!(
+            pairs.contains(&(caller.into(), callee.into())),
+            "{caller} → {callee} missing from {pairs:?}"
+        );
+    }
+    assert_eq!(
+        pairs.len(),
+        8,
+        "no edge that the system does not have: {pairs:?}"
+    );
+
+    // The anomalies: one incident, the database its root cause, its samples real traces.
+    let events: Vec<serde_json::Value> = client(&[
+        "consume",
+        &broker.addr,
+        "c.anomalies",
+        "--count",
+        "0",
+        "--idle",
+        "5",
+    ])
+    .lines()
+    .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["value"].clone())
+    .collect();
+    assert!(events.len() >= 4, "{events:#?}");
+    let ids: std::collections::BTreeSet<&str> = events
+        .iter()
+        .map(|e| e["incident"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1, "{events:#?}");
+    let last = &events.last().unwrap()["incident"];
+    assert_eq!(last["root_cause_service"], "database", "{last}");
+    let sample = last["evidence"]["sample_trace_ids"][0].as_str().unwrap();
+    let tree = vigil_ok(&["trace", "--archive", archive.to_str().unwrap(), sample]);
+    assert!(
+        tree.contains("database") && tree.contains("ERROR"),
+        "{tree}"
     );
 }

@@ -384,6 +384,30 @@ fn the_demo_archives_an_hour_and_shows_the_alerts_its_incident_raised() {
         "{out}"
     );
     assert!(alerts[1].contains("resolved"), "{out}");
+    // The token-service alert and the gateway's availability alert are one incident, whose
+    // root cause is token-service.
+    let incidents: Vec<&str> = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with("inc-"))
+        .collect();
+    assert_eq!(incidents.len(), 1, "{out}");
+    assert!(
+        incidents[0].contains("root cause token-service")
+            && incidents[0].contains("api-gateway")
+            && incidents[0].contains("token-service"),
+        "{out}"
+    );
+    // `vigil trace` works on the demo archive, with the sample trace the demo suggests.
+    let next = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("vigil trace"))
+        .expect("the demo suggests a trace");
+    let trace_id = next.split_whitespace().last().unwrap();
+    let tree = vigil_ok(&["trace", "--archive", archive.to_str().unwrap(), trace_id]);
+    assert!(
+        tree.contains("token-service") && tree.contains("ERROR"),
+        "{tree}"
+    );
     // The same events are rows of the archive's `anomalies` table, typed.
     let events = std::fs::read_to_string(archive.join("anomalies.ndjson")).unwrap();
     let query = "SELECT status, fingerprint, CAST(starts_at AS VARCHAR) AS s FROM anomalies \

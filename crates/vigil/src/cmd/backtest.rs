@@ -4,7 +4,8 @@
 //! The inputs are read in step: the next chunk always comes from the input whose latest event
 //! time is furthest behind, so the watermark (the least advanced input's latest event time,
 //! minus the allowed lateness) never closes a window another input still has rows for.
-//! Detection is the live pipelines' ([`Detection`]), writing its events to `--anomalies`.
+//! Detection is the live pipelines' ([`Detection`]), correlation included, writing its events
+//! (each with its incident) to `--anomalies`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -74,6 +75,9 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
             done: false,
         });
     }
+    if args.no_correlate {
+        pipeline.detect.correlation = None;
+    }
     pipeline.detect.anomaly_topic = None;
     pipeline.detect.anomalies_file = Some(args.anomalies.clone());
     let mut detection = Detection::new(&pipeline, None)?.expect("rules were checked above");
@@ -121,10 +125,13 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     let dead: u64 = feeds.iter().map(|f| f.decoder.stats().dead_letters).sum();
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "backtest: {} records ({} dead letters, {} late rows) in {secs:.2} s ({} records/s); {} anomaly events → {}",
+        "backtest: {} records ({} dead letters, {} late rows{}) in {secs:.2} s ({} records/s); {} anomaly events → {}",
         thousands(records),
         thousands(dead),
         thousands(detection.late_rows()),
+        detection
+            .traces()
+            .map_or(String::new(), |t| format!(", {} traces", thousands(t))),
         thousands((records as f64 / secs.max(1e-9)) as u64),
         detection.events(),
         args.anomalies.display()

@@ -85,26 +85,35 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                                        WHEN service = 'api-gateway' THEN 0.0 END), 2) AS gateway_availability_pct \
          FROM logs WHERE status_code IS NOT NULL GROUP BY 1 ORDER BY 1",
     )?;
-    let sample = "SELECT service, count(*) AS errors, min(timestamp) AS first_error \
-                  FROM logs WHERE level = 'ERROR' AND message NOT LIKE 'Upstream%' \
-                  GROUP BY service ORDER BY errors DESC";
-    println!("Sample query: where do errors originate (errors not caused by a failing upstream)?");
-    println!("  vigil sql --archive {} \"{sample}\"", args.archive);
-    show("", sample)?;
+    let origins = "SELECT service, sum(failing_traces) AS failing_traces, min(window_start) AS first_window \
+                   FROM error_origin GROUP BY service ORDER BY failing_traces DESC";
+    println!(
+        "Where failing traces started (correlation: each failing trace assembled across services)"
+    );
+    println!("  vigil sql --archive {} \"{origins}\"", args.archive);
+    show("", origins)?;
+    show(
+        "The dependency graph learned from traces (service_edges)",
+        "SELECT caller, callee, sum(calls) AS calls, sum(errors) AS errors, \
+                round(max(latency_p95_ms), 1) AS worst_p95_ms \
+         FROM service_edges GROUP BY caller, callee ORDER BY caller, callee",
+    )?;
     show(
         "Dead letters (the generator writes none; try `vigil ingest` on a bad file)",
         "SELECT count(*) AS dead_letters FROM dead_letters",
     )?;
-    print_alerts(&anomalies)?;
-    println!(
-        "Next: vigil sql --archive {} \"SELECT * FROM metrics WHERE name = 'cpu_percent' LIMIT 5\"",
-        args.archive
-    );
+    if let Some(trace) = print_alerts(&anomalies)? {
+        println!(
+            "Next: one failing trace across services, as a tree:\n  vigil trace --archive {} {trace}",
+            args.archive
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The alerts the seed's rules raised, one line per event.
-fn print_alerts(path: &Path) -> anyhow::Result<()> {
+/// The alerts the seed's rules raised, one line per event, then their incidents. Returns a
+/// sample trace id of the last incident.
+fn print_alerts(path: &Path) -> anyhow::Result<Option<String>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     println!(
@@ -117,7 +126,7 @@ fn print_alerts(path: &Path) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     if events.is_empty() {
         println!("  none\n");
-        return Ok(());
+        return Ok(None);
     }
     for e in &events {
         let value = e.value.map_or("no data".into(), |v| format!("{v:.3}"));
@@ -132,7 +141,31 @@ fn print_alerts(path: &Path) -> anyhow::Result<()> {
         );
     }
     println!();
-    Ok(())
+    // Each incident as its latest event describes it.
+    let mut incidents: Vec<vigil_detect::IncidentView> = Vec::new();
+    for e in &events {
+        let Some(i) = &e.incident else { continue };
+        let view: vigil_detect::IncidentView = serde_json::from_value(i.clone())?;
+        match incidents.iter_mut().find(|k| k.id == view.id) {
+            Some(k) => *k = view,
+            None => incidents.push(view),
+        }
+    }
+    println!("Incidents (anomalies connected in the dependency graph, grouped)");
+    for i in &incidents {
+        println!(
+            "  {}: root cause {} (confidence {:.2}), {} alert(s) on {}",
+            i.id,
+            i.root_cause_service,
+            i.confidence,
+            i.related.len(),
+            i.services.join(", ")
+        );
+    }
+    println!();
+    Ok(incidents
+        .last()
+        .and_then(|i| i.evidence.sample_trace_ids.first().cloned()))
 }
 
 /// Makes `root` ready for a fresh demo archive. An earlier demo archive is replaced; any
@@ -147,7 +180,14 @@ fn prepare(root: &Path) -> anyhow::Result<()> {
             );
         }
         let _ = std::fs::remove_file(root.join("anomalies.ndjson"));
-        for table in ["logs", "metrics", "dead_letters", "anomalies"] {
+        for table in [
+            "logs",
+            "metrics",
+            "dead_letters",
+            "anomalies",
+            "service_edges",
+            "error_origin",
+        ] {
             let dir = root.join(table);
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)

@@ -130,4 +130,41 @@ pub fn assert_anomaly_contract(e: &serde_json::Value) {
     ] {
         assert!(ok, "`{key}` breaks the anomaly contract in {e}");
     }
+    // With correlation on (the default) every event carries its incident.
+    let i = &e["incident"];
+    if !i.is_null() {
+        for (key, ok) in [
+            ("id", i["id"].is_string()),
+            ("root_cause_service", i["root_cause_service"].is_string()),
+            (
+                "confidence",
+                i["confidence"]
+                    .as_f64()
+                    .is_some_and(|c| (0.0..=1.0).contains(&c)),
+            ),
+            (
+                "related",
+                i["related"]
+                    .as_array()
+                    .is_some_and(|r| r.contains(&e["fingerprint"])),
+            ),
+            (
+                "evidence.sample_trace_ids",
+                i["evidence"]["sample_trace_ids"].is_array(),
+            ),
+        ] {
+            assert!(ok, "incident `{key}` breaks the anomaly contract in {e}");
+        }
+    }
+}
+
+/// The anomaly events of an NDJSON file, each checked against the contract.
+pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    events.iter().for_each(assert_anomaly_contract);
+    events
 }

@@ -1,0 +1,421 @@
+//! Trace assembly: log records grouped into traces by `trace_id` within a bounded time, then
+//! each trace into a tree of spans, its calls between services and, if it failed, the service
+//! where the failure started.
+//!
+//! A trace opens with its first record and closes when the watermark passes that record's
+//! time plus the trace timeout: by then (the watermark already allows for lateness) every
+//! record of a trace no longer than the timeout has arrived, in whatever order and from
+//! whatever partition. A record for a trace that has closed is late when the watermark has
+//! passed it (counted, not used); otherwise it opens a new part of a long trace. Open traces
+//! are capped: past the cap the oldest are closed early (counted), so memory is bounded by
+//! the cap whatever the rate.
+//!
+//! Spans are the records sharing a `span_id` (a record without one is a span of its own): a
+//! span runs from its earliest record, or its end minus its duration where a duration field
+//! is given, to its latest record, and failed if any record is ERROR/CRITICAL or has a status
+//! of 500 or more. A span's parent is the span its `parent_span_id` names; a span without one
+//! (or naming a span that never arrived) is placed under the tightest span of the trace whose
+//! time strictly contains it, i.e. by timing and call order. The failure's origin is the
+//! deepest failing span with no failing child, the earliest such on a tie: where the tree is
+//! unknown (every span a root) that is the earliest error.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Float64Type, TimestampMicrosecondType};
+use vigil_core::schema::col;
+
+/// Spans of one trace beyond which the timing fallback (quadratic in spans) is not tried.
+const MAX_TIMING_SPANS: usize = 512;
+
+/// How traces are assembled.
+#[derive(Debug, Clone)]
+pub struct AssembleConfig {
+    /// A trace closes this long (event time, µs) after its first record.
+    pub timeout: i64,
+    /// Open traces beyond which the oldest close early.
+    pub max_open: usize,
+    /// Column holding a span's duration in milliseconds, if the logs have it.
+    pub duration_column: Option<String>,
+    /// Column holding an HTTP-like status (failure when >= 500), if the logs have it.
+    pub status_column: Option<String>,
+}
+
+/// One span: the records of a trace sharing a `span_id`.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    id: u64,
+    /// 0: none given.
+    parent: u64,
+    service: u32,
+    start: i64,
+    end: i64,
+    /// Time of the first failing record; `i64::MAX` if none.
+    first_error: i64,
+}
+
+impl Span {
+    fn failed(&self) -> bool {
+        self.first_error != i64::MAX
+    }
+}
+
+struct OpenTrace {
+    first: i64,
+    spans: Vec<Span>,
+}
+
+/// A call from one service's span to another's, seen in a closed trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    /// Index into [`Assembler::service_name`].
+    pub caller: u32,
+    /// Index into [`Assembler::service_name`].
+    pub callee: u32,
+    /// The callee span's duration, milliseconds.
+    pub latency_ms: f64,
+    /// Whether the callee span failed.
+    pub failed: bool,
+}
+
+/// What one closed trace contributes to the evidence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClosedTrace {
+    /// The trace id.
+    pub trace_id: Arc<str>,
+    /// Event time of its first record: the window it counts in.
+    pub time: i64,
+    /// Its calls between different services.
+    pub calls: Vec<Call>,
+    /// If it failed: the service where the failure started.
+    pub origin: Option<u32>,
+    /// The services with a failing span, each once.
+    pub failing: Vec<u32>,
+}
+
+/// Groups log records into traces; see the module docs.
+pub struct Assembler {
+    cfg: AssembleConfig,
+    traces: HashMap<Arc<str>, OpenTrace, foldhash::fast::RandomState>,
+    /// Close time → traces opened then (a trace may have closed early already).
+    due: BTreeMap<i64, Vec<Arc<str>>>,
+    services: Vec<Arc<str>>,
+    service_ids: HashMap<Arc<str>, u32, foldhash::fast::RandomState>,
+    /// The watermark of the last [`close`](Self::close).
+    watermark: i64,
+    /// Spans without a `span_id` get even ids counting down from here.
+    anonymous: u64,
+    late: u64,
+    forced: u64,
+}
+
+fn hash_id(s: &str) -> u64 {
+    use std::hash::BuildHasher;
+    // Fixed seed: ids must hash alike across calls; 0 is reserved for "none".
+    foldhash::fast::FixedState::with_seed(0x7669_6769_6c00).hash_one(s) | 1
+}
+
+impl Assembler {
+    /// An empty assembler.
+    pub fn new(cfg: AssembleConfig) -> Self {
+        Self {
+            cfg,
+            traces: HashMap::default(),
+            due: BTreeMap::new(),
+            services: Vec::new(),
+            service_ids: HashMap::default(),
+            watermark: i64::MIN,
+            // Even, so never equal to a hashed id (always odd).
+            anonymous: u64::MAX - 1,
+            late: 0,
+            forced: 0,
+        }
+    }
+
+    /// How it assembles.
+    pub fn config(&self) -> &AssembleConfig {
+        &self.cfg
+    }
+
+    /// The name of service `id`.
+    pub fn service_name(&self, id: u32) -> &str {
+        &self.services[id as usize]
+    }
+
+    /// Traces open now.
+    pub fn open_traces(&self) -> usize {
+        self.traces.len()
+    }
+
+    /// Records that arrived after their trace had closed and the watermark had passed them.
+    pub fn late_records(&self) -> u64 {
+        self.late
+    }
+
+    /// Traces closed before their time because the open-trace cap was reached.
+    pub fn forced_closes(&self) -> u64 {
+        self.forced
+    }
+
+    /// The earliest first-record time of an open trace.
+    pub fn oldest_open(&self) -> Option<i64> {
+        self.traces.values().map(|t| t.first).min()
+    }
+
+    fn service_id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.service_ids.get(name) {
+            return id;
+        }
+        let id = self.services.len() as u32;
+        let name: Arc<str> = name.into();
+        self.services.push(Arc::clone(&name));
+        self.service_ids.insert(name, id);
+        id
+    }
+
+    /// Files a batch of log records. Records without a `trace_id` are not part of a trace
+    /// and are skipped; closed traces come out of [`close`](Self::close).
+    pub fn push(&mut self, batch: &RecordBatch, out: &mut Vec<ClosedTrace>) {
+        let text = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_string_opt::<i32>())
+        };
+        let (Some(traces), Some(services), Some(ts)) = (
+            text(col::TRACE_ID),
+            text(col::SERVICE),
+            batch
+                .column_by_name(col::TIMESTAMP)
+                .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>()),
+        ) else {
+            return;
+        };
+        let spans = text(col::SPAN_ID);
+        let parents = text(col::PARENT_SPAN_ID);
+        let levels = text(col::LEVEL);
+        let number = |name: &Option<String>| {
+            let c = batch.column_by_name(name.as_deref()?)?;
+            if !c.data_type().is_numeric() {
+                return None;
+            }
+            let c = arrow::compute::cast(c, &DataType::Float64).ok()?;
+            Some(c.as_primitive::<Float64Type>().clone())
+        };
+        let durations = number(&self.cfg.duration_column);
+        let statuses = number(&self.cfg.status_column);
+        for row in 0..batch.num_rows() {
+            let Some(trace_id) = value(Some(traces), row) else {
+                continue;
+            };
+            let t = ts.value(row);
+            let failed = matches!(value(levels, row), Some("ERROR" | "CRITICAL"))
+                || statuses
+                    .as_ref()
+                    .is_some_and(|s| s.is_valid(row) && s.value(row) >= 500.0);
+            let start = match &durations {
+                Some(d) if d.is_valid(row) && d.value(row) > 0.0 => {
+                    t - (d.value(row) * 1000.0) as i64
+                }
+                _ => t,
+            };
+            let id = match value(spans, row) {
+                Some(s) => hash_id(s),
+                None => {
+                    self.anonymous -= 2;
+                    self.anonymous
+                }
+            };
+            let span = Span {
+                id,
+                parent: value(parents, row).map_or(0, hash_id),
+                service: self.service_id(services.value(row)),
+                start: start.min(t),
+                end: t,
+                first_error: if failed { t } else { i64::MAX },
+            };
+            self.add(trace_id, t, span, out);
+        }
+    }
+
+    fn add(&mut self, trace_id: &str, t: i64, span: Span, out: &mut Vec<ClosedTrace>) {
+        if let Some(open) = self.traces.get_mut(trace_id) {
+            open.first = open.first.min(t);
+            // A span's records usually arrive together: look at the latest few only; the
+            // rest are merged when the trace closes.
+            match open
+                .spans
+                .iter_mut()
+                .rev()
+                .take(8)
+                .find(|s| s.id == span.id)
+            {
+                Some(s) => merge(s, &span),
+                None => open.spans.push(span),
+            }
+            return;
+        }
+        if t < self.watermark {
+            self.late += 1;
+            return;
+        }
+        let id: Arc<str> = trace_id.into();
+        self.due
+            .entry(t.saturating_add(self.cfg.timeout))
+            .or_default()
+            .push(Arc::clone(&id));
+        self.traces.insert(
+            id,
+            OpenTrace {
+                first: t,
+                spans: vec![span],
+            },
+        );
+        if self.traces.len() > self.cfg.max_open {
+            let closed = self.close_first(i64::MAX, self.traces.len() - self.cfg.max_open);
+            self.forced += closed.len() as u64;
+            out.extend(closed);
+        }
+    }
+
+    /// Closes every trace whose time is up at `watermark` (event time minus the allowed
+    /// lateness) and returns what they show.
+    pub fn close(&mut self, watermark: i64) -> Vec<ClosedTrace> {
+        self.watermark = self.watermark.max(watermark);
+        self.close_first(watermark, usize::MAX)
+    }
+
+    /// Closes up to `limit` traces due at or before `until`, oldest first.
+    fn close_first(&mut self, until: i64, limit: usize) -> Vec<ClosedTrace> {
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some(mut entry) = self.due.first_entry() else {
+                break;
+            };
+            if *entry.key() > until {
+                break;
+            }
+            let ids = entry.get_mut();
+            while out.len() < limit
+                && let Some(id) = ids.pop()
+            {
+                if let Some(open) = self.traces.remove(&id) {
+                    out.push(analyse(id, open));
+                }
+            }
+            if ids.is_empty() {
+                entry.remove();
+            }
+        }
+        out
+    }
+}
+
+/// Row `row` of a string column, if the column exists and the value is non-empty.
+fn value(a: Option<&StringArray>, row: usize) -> Option<&str> {
+    a.filter(|a| a.is_valid(row))
+        .map(|a| a.value(row))
+        .filter(|s| !s.is_empty())
+}
+
+fn merge(into: &mut Span, s: &Span) {
+    into.start = into.start.min(s.start);
+    into.end = into.end.max(s.end);
+    into.first_error = into.first_error.min(s.first_error);
+    if into.parent == 0 {
+        into.parent = s.parent;
+    }
+}
+
+/// The tree of one trace, its calls and its failure's origin.
+fn analyse(trace_id: Arc<str>, open: OpenTrace) -> ClosedTrace {
+    let mut spans = open.spans;
+    spans.sort_unstable_by_key(|s| s.id);
+    spans.dedup_by(|later, kept| {
+        let same = later.id == kept.id;
+        if same {
+            merge(kept, later);
+        }
+        same
+    });
+    let n = spans.len();
+    let parent: Vec<Option<usize>> = (0..n)
+        .map(|i| {
+            let s = &spans[i];
+            let named = (s.parent != 0)
+                .then(|| spans.binary_search_by_key(&s.parent, |p| p.id).ok())
+                .flatten()
+                .filter(|&p| p != i);
+            named.or_else(|| enclosing(&spans, i))
+        })
+        .collect();
+    let depth: Vec<usize> = (0..n)
+        .map(|i| {
+            let (mut d, mut at) = (0, i);
+            // A cycle of parent ids ends the walk after n steps.
+            while let Some(p) = parent[at]
+                && d < n
+            {
+                d += 1;
+                at = p;
+            }
+            d
+        })
+        .collect();
+    let mut calls = Vec::new();
+    let mut has_failing_child = vec![false; n];
+    for (i, s) in spans.iter().enumerate() {
+        let Some(p) = parent[i] else { continue };
+        if s.failed() {
+            has_failing_child[p] = true;
+        }
+        if spans[p].service != s.service {
+            calls.push(Call {
+                caller: spans[p].service,
+                callee: s.service,
+                latency_ms: (s.end - s.start) as f64 / 1000.0,
+                failed: s.failed(),
+            });
+        }
+    }
+    let origin = (0..n)
+        .filter(|&i| spans[i].failed() && !has_failing_child[i])
+        .min_by_key(|&i| {
+            (
+                std::cmp::Reverse(depth[i]),
+                spans[i].first_error,
+                spans[i].service,
+            )
+        })
+        .map(|i| spans[i].service);
+    let mut failing: Vec<u32> = spans
+        .iter()
+        .filter(|s| s.failed())
+        .map(|s| s.service)
+        .collect();
+    failing.sort_unstable();
+    failing.dedup();
+    ClosedTrace {
+        trace_id,
+        time: open.first,
+        calls,
+        origin,
+        failing,
+    }
+}
+
+/// The tightest other span whose time strictly contains span `i`'s: its caller by timing.
+fn enclosing(spans: &[Span], i: usize) -> Option<usize> {
+    if spans.len() > MAX_TIMING_SPANS {
+        return None;
+    }
+    let c = &spans[i];
+    spans
+        .iter()
+        .enumerate()
+        .filter(|&(j, p)| {
+            j != i && p.start <= c.start && c.end <= p.end && p.end - p.start > c.end - c.start
+        })
+        .min_by_key(|(_, p)| (p.end - p.start, p.start))
+        .map(|(j, _)| j)
+}

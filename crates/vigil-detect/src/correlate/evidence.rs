@@ -1,0 +1,359 @@
+//! What closed traces show, per event-time window: the calls between services aggregated by
+//! DataFusion into `service_edges` rows (calls, errors, latency average / p95 / max), and
+//! each failing trace's origin into `error_origin(service, window, failing_traces)`.
+//!
+//! A trace counts in the window of its first record. A window's evidence is final once every
+//! trace that can count in it has closed: when the watermark passes the window's end plus the
+//! trace timeout.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, AsArray, BooleanArray, Date32Array, Float64Array, Int64Array, ListBuilder,
+    RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use serde::{Deserialize, Serialize};
+use vigil_core::schema::{error_origin_schema, service_edges_schema};
+use vigil_core::time::date32_from_micros;
+
+use super::assemble::ClosedTrace;
+use crate::DetectError;
+
+/// Failing trace ids kept per window and origin, and per incident.
+pub const SAMPLES: usize = 5;
+
+/// Caller → callee over one window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Edge {
+    /// The calling service.
+    pub caller: String,
+    /// The called service.
+    pub callee: String,
+    /// Calls seen.
+    pub calls: i64,
+    /// Calls whose callee span failed.
+    pub errors: i64,
+    /// Callee span duration, ms: mean, p95 (t-digest), max.
+    pub latency_avg_ms: f64,
+    /// See `latency_avg_ms`.
+    pub latency_p95_ms: f64,
+    /// See `latency_avg_ms`.
+    pub latency_max_ms: f64,
+}
+
+/// The failing traces that started at one service in one window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Origin {
+    /// Failing traces whose failure started there.
+    pub failing_traces: i64,
+    /// A few of their ids.
+    pub samples: Vec<String>,
+}
+
+/// Everything closed traces showed in one window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowEvidence {
+    /// Window start, µs since the epoch.
+    pub start: i64,
+    /// Window end (exclusive).
+    pub end: i64,
+    /// Caller → callee aggregates.
+    pub edges: Vec<Edge>,
+    /// Origin service → its failing traces.
+    pub origins: BTreeMap<String, Origin>,
+    /// (Failing service, origin service) → traces where that service failed and the failure
+    /// started at that origin: which origin explains a service's failures.
+    pub blame: BTreeMap<String, BTreeMap<String, i64>>,
+    /// Per callee, the trace of its slowest call: a sample for latency incidents.
+    pub slowest: BTreeMap<String, (f64, String)>,
+}
+
+/// One window's rows while its traces are still closing.
+#[derive(Default)]
+struct Pending {
+    caller: Vec<u32>,
+    callee: Vec<u32>,
+    latency: Vec<f64>,
+    failed: Vec<bool>,
+    origins: BTreeMap<u32, (i64, Vec<Arc<str>>)>,
+    blame: BTreeMap<(u32, u32), i64>,
+    slowest: BTreeMap<u32, (f64, Arc<str>)>,
+}
+
+/// Per-window evidence from closed traces.
+pub struct Evidence {
+    window: i64,
+    /// Wait after a window's end before it is final (the trace timeout).
+    settle: i64,
+    pending: BTreeMap<i64, Pending>,
+    ctx: SessionContext,
+    /// Rows for windows already final (their traces were cut by the open-trace cap or were
+    /// long): counted, not used.
+    stale: u64,
+    /// The start of the next window to finalise, once one has been.
+    next: Option<i64>,
+}
+
+const EDGES_SQL: &str = "SELECT caller, callee, count(*) AS calls, \
+     sum(CASE WHEN failed THEN 1 ELSE 0 END) AS errors, \
+     avg(latency_ms) AS latency_avg_ms, \
+     approx_percentile_cont(latency_ms, 0.95) AS latency_p95_ms, \
+     max(latency_ms) AS latency_max_ms \
+     FROM calls GROUP BY caller, callee ORDER BY caller, callee";
+
+impl Evidence {
+    /// Windows of `window` µs, final `settle` µs after their end.
+    pub fn new(window: i64, settle: i64) -> Self {
+        let state = SessionStateBuilder::new()
+            .with_config(SessionConfig::new().with_target_partitions(1))
+            .with_default_features()
+            .build();
+        Self {
+            window: window.max(1),
+            settle,
+            pending: BTreeMap::new(),
+            ctx: SessionContext::new_with_state(state),
+            stale: 0,
+            next: None,
+        }
+    }
+
+    /// Closed traces that fell in windows already final.
+    pub fn stale_traces(&self) -> u64 {
+        self.stale
+    }
+
+    /// The start of the earliest window not yet final, if any rows wait.
+    pub fn pending_since(&self) -> Option<i64> {
+        self.pending.keys().next().copied()
+    }
+
+    /// Files what closed traces show into their windows.
+    pub fn add(&mut self, traces: Vec<ClosedTrace>) {
+        for t in traces {
+            let start = t.time.div_euclid(self.window) * self.window;
+            if self.next.is_some_and(|next| start < next) {
+                self.stale += 1;
+                continue;
+            }
+            let p = self.pending.entry(start).or_default();
+            for c in &t.calls {
+                p.caller.push(c.caller);
+                p.callee.push(c.callee);
+                p.latency.push(c.latency_ms);
+                p.failed.push(c.failed);
+                let slow = p
+                    .slowest
+                    .entry(c.callee)
+                    .or_insert((f64::MIN, Arc::clone(&t.trace_id)));
+                if c.latency_ms > slow.0 {
+                    *slow = (c.latency_ms, Arc::clone(&t.trace_id));
+                }
+            }
+            if let Some(origin) = t.origin {
+                let (n, samples) = p.origins.entry(origin).or_default();
+                *n += 1;
+                if samples.len() < SAMPLES {
+                    samples.push(Arc::clone(&t.trace_id));
+                }
+                for &s in &t.failing {
+                    *p.blame.entry((s, origin)).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    /// The windows final at `watermark`, oldest first; `name` turns service ids into names.
+    pub async fn finalise(
+        &mut self,
+        watermark: i64,
+        name: &dyn Fn(u32) -> String,
+    ) -> Result<Vec<WindowEvidence>, DetectError> {
+        let mut out = Vec::new();
+        while let Some(entry) = self.pending.first_entry() {
+            let start = *entry.key();
+            let end = start.saturating_add(self.window);
+            if end.saturating_add(self.settle) > watermark {
+                break;
+            }
+            let p = entry.remove();
+            self.next = Some(end);
+            out.push(self.window_evidence(start, end, p, name).await?);
+        }
+        Ok(out)
+    }
+
+    async fn window_evidence(
+        &self,
+        start: i64,
+        end: i64,
+        p: Pending,
+        name: &dyn Fn(u32) -> String,
+    ) -> Result<WindowEvidence, DetectError> {
+        let names = |ids: &[u32]| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(ids.iter().map(|&i| name(i))))
+        };
+        let mut edges = Vec::new();
+        if !p.caller.is_empty() {
+            let calls = RecordBatch::try_from_iter([
+                ("caller", names(&p.caller)),
+                ("callee", names(&p.callee)),
+                (
+                    "latency_ms",
+                    Arc::new(Float64Array::from(p.latency)) as ArrayRef,
+                ),
+                ("failed", Arc::new(BooleanArray::from(p.failed)) as ArrayRef),
+            ])
+            .expect("columns of one length");
+            let df_err = |e: datafusion::error::DataFusionError| DetectError::Correlation {
+                reason: e.to_string(),
+            };
+            self.ctx.register_batch("calls", calls).map_err(df_err)?;
+            let result = async { self.ctx.sql(EDGES_SQL).await?.collect().await }.await;
+            self.ctx.deregister_table("calls").map_err(df_err)?;
+            for b in result.map_err(df_err)? {
+                let text = |i: usize| {
+                    let c = arrow::compute::cast(b.column(i), &DataType::Utf8).expect("text");
+                    c.as_string::<i32>()
+                        .iter()
+                        .map(|v| v.unwrap_or_default().to_string())
+                        .collect::<Vec<_>>()
+                };
+                let int = |i: usize| {
+                    let c = arrow::compute::cast(b.column(i), &DataType::Int64).expect("int");
+                    c.as_primitive::<Int64Type>().values().to_vec()
+                };
+                let float = |i: usize| {
+                    let c = arrow::compute::cast(b.column(i), &DataType::Float64).expect("float");
+                    c.as_primitive::<Float64Type>().values().to_vec()
+                };
+                let (callers, callees) = (text(0), text(1));
+                let (calls, errors) = (int(2), int(3));
+                let (avg, p95, max) = (float(4), float(5), float(6));
+                for r in 0..b.num_rows() {
+                    edges.push(Edge {
+                        caller: callers[r].clone(),
+                        callee: callees[r].clone(),
+                        calls: calls[r],
+                        errors: errors[r],
+                        latency_avg_ms: avg[r],
+                        latency_p95_ms: p95[r],
+                        latency_max_ms: max[r],
+                    });
+                }
+            }
+        }
+        let mut blame: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+        for ((s, o), n) in p.blame {
+            blame.entry(name(s)).or_default().insert(name(o), n);
+        }
+        Ok(WindowEvidence {
+            start,
+            end,
+            edges,
+            origins: p
+                .origins
+                .into_iter()
+                .map(|(o, (n, samples))| {
+                    let samples = samples.iter().map(|s| s.to_string()).collect();
+                    (
+                        name(o),
+                        Origin {
+                            failing_traces: n,
+                            samples,
+                        },
+                    )
+                })
+                .collect(),
+            blame,
+            slowest: p
+                .slowest
+                .into_iter()
+                .map(|(s, (ms, t))| (name(s), (ms, t.to_string())))
+                .collect(),
+        })
+    }
+}
+
+fn times(values: impl Iterator<Item = i64>) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from_iter_values(values).with_timezone("UTC"))
+}
+
+fn days(values: impl Iterator<Item = i64>) -> ArrayRef {
+    Arc::new(Date32Array::from_iter_values(
+        values.map(date32_from_micros),
+    ))
+}
+
+/// Rows of the `service_edges` table for `windows`.
+pub fn edges_batch(windows: &[WindowEvidence]) -> RecordBatch {
+    let rows: Vec<(&WindowEvidence, &Edge)> = windows
+        .iter()
+        .flat_map(|w| w.edges.iter().map(move |e| (w, e)))
+        .collect();
+    let text = |f: &dyn Fn(&Edge) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|(_, e)| f(e)),
+        ))
+    };
+    let int = |f: &dyn Fn(&Edge) -> i64| -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, e)| f(e))))
+    };
+    let float = |f: &dyn Fn(&Edge) -> f64| -> ArrayRef {
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|(_, e)| f(e)),
+        ))
+    };
+    RecordBatch::try_new(
+        service_edges_schema(),
+        vec![
+            times(rows.iter().map(|(w, _)| w.start)),
+            times(rows.iter().map(|(w, _)| w.end)),
+            text(&|e| &e.caller),
+            text(&|e| &e.callee),
+            int(&|e| e.calls),
+            int(&|e| e.errors),
+            float(&|e| e.latency_avg_ms),
+            float(&|e| e.latency_p95_ms),
+            float(&|e| e.latency_max_ms),
+            days(rows.iter().map(|(w, _)| w.start)),
+        ],
+    )
+    .expect("columns match the service_edges schema")
+}
+
+/// Rows of the `error_origin` table for `windows`.
+pub fn origins_batch(windows: &[WindowEvidence]) -> RecordBatch {
+    let rows: Vec<(&WindowEvidence, &String, &Origin)> = windows
+        .iter()
+        .flat_map(|w| w.origins.iter().map(move |(s, o)| (w, s, o)))
+        .collect();
+    let mut samples = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
+        "item",
+        DataType::Utf8,
+        true,
+    )));
+    for (_, _, o) in &rows {
+        samples.append_value(o.samples.iter().map(Some));
+    }
+    RecordBatch::try_new(
+        error_origin_schema(),
+        vec![
+            times(rows.iter().map(|(w, _, _)| w.start)),
+            times(rows.iter().map(|(w, _, _)| w.end)),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|(_, s, _)| s.as_str()),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|(_, _, o)| o.failing_traces),
+            )),
+            Arc::new(samples.finish()),
+            days(rows.iter().map(|(w, _, _)| w.start)),
+        ],
+    )
+    .expect("columns match the error_origin schema")
+}

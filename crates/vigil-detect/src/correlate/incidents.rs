@@ -1,0 +1,458 @@
+//! Incidents: anomalies that overlap in time and are connected in the service dependency
+//! graph, with the service the evidence points to as their root cause.
+//!
+//! **Grouping.** A firing anomaly joins an open incident when one of the incident's anomalies
+//! is firing or ended less than the incident gap before this one started, and the two
+//! services are connected: the same service, one depends on the other (a path of calls in
+//! the graph learned from traces, either way), or one's failing traces started at the other.
+//! Siblings (two services called by the same caller) are not connected through their caller
+//! unless the caller is itself part of the incident. An anomaly connecting two open incidents
+//! merges them into the older. An incident ends when all its anomalies have resolved and the
+//! gap has passed.
+//!
+//! **Root cause.** Each candidate (the incident's services, and the services where their
+//! failing traces started, anomalous or not) is scored on three kinds of evidence:
+//! - *origin*: the candidate's share of the incident services' failing traces that started
+//!   there, above what they usually do in the hour before (failures propagate up the call
+//!   tree, and [`assemble`](super::assemble) finds where each started);
+//! - *dependency*: the share of the incident's other services that depend on it (effects
+//!   travel from callee to caller);
+//! - *first*: whether its anomaly started first.
+//!
+//! With enough failing traces the weights are 0.6 / 0.25 / 0.15, otherwise (a latency or
+//! saturation incident) 0.6 dependency and 0.4 first. The confidence blends the top score
+//! with its margin over the runner-up. Every event of an incident's anomalies carries the
+//! incident as it stands then, so a later event may name another root cause as evidence
+//! grows; the id stays.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use vigil_core::time::parse_rfc3339_micros;
+
+use super::evidence::{SAMPLES, WindowEvidence};
+use crate::rules::{AnomalyEvent, Status, fingerprint};
+
+/// Excess failing traces an incident needs before their origins count as evidence.
+const MIN_FAILING_TRACES: f64 = 5.0;
+/// Windows of evidence kept beyond what open incidents need: enough for an anomaly whose
+/// `for` reaches back that far to find its start's evidence.
+const RETAINED: i64 = 2 * 3600 * 1_000_000;
+/// An edge not seen for this long (event time) leaves the graph.
+const EDGE_TTL: i64 = 24 * 3600 * 1_000_000;
+/// Windows before an incident whose failing traces are its services' usual.
+const USUAL_WINDOWS: usize = 60;
+/// Share of a service's failing traces that must start at another to connect them.
+const BLAME_SHARE: f64 = 0.2;
+
+/// One anomaly episode in an incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Member {
+    fingerprint: String,
+    service: String,
+    starts_at: i64,
+    ends_at: Option<i64>,
+}
+
+/// A group of connected anomalies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Incident {
+    id: String,
+    members: Vec<Member>,
+}
+
+impl Incident {
+    fn first_start(&self) -> i64 {
+        self.members.iter().map(|m| m.starts_at).min().unwrap_or(0)
+    }
+
+    /// Whether an anomaly starting at `start` overlaps it, within `gap`.
+    fn overlaps(&self, start: i64, gap: i64) -> bool {
+        self.members
+            .iter()
+            .any(|m| m.ends_at.is_none_or(|end| end.saturating_add(gap) >= start))
+    }
+
+    fn services(&self) -> BTreeSet<&str> {
+        self.members.iter().map(|m| m.service.as_str()).collect()
+    }
+}
+
+/// A caller → callee edge of the learned graph.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Seen {
+    calls: i64,
+    /// End of the last window it was seen in.
+    last: i64,
+}
+
+/// What incidents remember, serialisable for checkpoints.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IncidentState {
+    /// Caller → callee → when seen.
+    graph: BTreeMap<String, BTreeMap<String, Seen>>,
+    /// Recent windows' evidence by start.
+    windows: BTreeMap<i64, WindowEvidence>,
+    /// Open incidents, oldest first.
+    open: Vec<Incident>,
+}
+
+/// The incident of an anomaly as it stands: what the event's `incident` field holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentView {
+    /// Stable for the incident's life.
+    pub id: String,
+    /// The service the evidence points to.
+    pub root_cause_service: String,
+    /// 0..1.
+    pub confidence: f64,
+    /// Fingerprints of the incident's anomalies.
+    pub related: Vec<String>,
+    /// The services with anomalies in it.
+    pub services: Vec<String>,
+    /// Sample trace ids and the scores behind the choice.
+    pub evidence: Evidence,
+}
+
+/// Why the root cause was chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Failing traces that started at the root cause (or, without failures, its slowest).
+    pub sample_trace_ids: Vec<String>,
+    /// Failing traces of the incident's services by origin, above the usual.
+    pub error_origins: BTreeMap<String, f64>,
+    /// The service whose anomaly started first.
+    pub first_anomaly: String,
+    /// Each candidate's score.
+    pub scores: BTreeMap<String, f64>,
+}
+
+/// Groups anomaly events into incidents; see the module docs.
+pub struct Incidents {
+    state: IncidentState,
+    gap: i64,
+}
+
+impl Incidents {
+    /// Incidents stay open `gap` µs after their last anomaly resolved.
+    pub fn new(gap: i64) -> Self {
+        Self {
+            state: IncidentState::default(),
+            gap,
+        }
+    }
+
+    /// What to checkpoint.
+    pub fn state(&self) -> &IncidentState {
+        &self.state
+    }
+
+    /// Resumes from a checkpoint.
+    pub fn restore(&mut self, state: IncidentState) {
+        self.state = state;
+    }
+
+    /// Open incidents.
+    pub fn open(&self) -> usize {
+        self.state.open.len()
+    }
+
+    /// Learns from one final window: its edges join the graph, its failures become
+    /// evidence.
+    pub fn observe(&mut self, w: WindowEvidence) {
+        let s = &mut self.state;
+        for e in &w.edges {
+            let seen = s
+                .graph
+                .entry(e.caller.clone())
+                .or_default()
+                .entry(e.callee.clone())
+                .or_insert(Seen {
+                    calls: 0,
+                    last: w.end,
+                });
+            seen.calls += e.calls;
+            seen.last = seen.last.max(w.end);
+        }
+        for callees in s.graph.values_mut() {
+            callees.retain(|_, seen| seen.last.saturating_add(EDGE_TTL) >= w.end);
+        }
+        s.graph.retain(|_, callees| !callees.is_empty());
+        let keep_from = s
+            .open
+            .iter()
+            .map(Incident::first_start)
+            .min()
+            .unwrap_or(i64::MAX)
+            .min(w.end.saturating_sub(RETAINED));
+        s.windows.insert(w.start, w);
+        s.windows = s
+            .windows
+            .split_off(&keep_from.saturating_sub(3600 * 1_000_000));
+    }
+
+    /// Files `event` into its incident and sets its `incident` field.
+    pub fn annotate(&mut self, event: &mut AnomalyEvent) {
+        let time = |s: &str| parse_rfc3339_micros(s.as_bytes()).unwrap_or(0);
+        let start = time(&event.starts_at);
+        let now = time(&event.detected_at);
+        let member = Member {
+            fingerprint: event.fingerprint.clone(),
+            service: event.service.clone(),
+            starts_at: start,
+            ends_at: event.ends_at.as_deref().map(time),
+        };
+        let known = self.state.open.iter().position(|i| {
+            i.members
+                .iter()
+                .any(|m| m.fingerprint == member.fingerprint && m.starts_at == start)
+        });
+        let at = match (known, event.status) {
+            (Some(i), _) => {
+                let m = self.state.open[i]
+                    .members
+                    .iter_mut()
+                    .find(|m| m.fingerprint == member.fingerprint && m.starts_at == start)
+                    .expect("found above");
+                m.ends_at = member.ends_at;
+                i
+            }
+            (None, Status::Firing) => self.join(member, &event.id),
+            // Resolved without its firing on record (state lost): an incident of its own.
+            (None, Status::Resolved) => self.found(member, &event.id),
+        };
+        let view = self.view(&self.state.open[at], now);
+        event.incident = Some(serde_json::to_value(view).expect("an incident serialises"));
+        let gap = self.gap;
+        self.state.open.retain(|i| {
+            i.members
+                .iter()
+                .any(|m| m.ends_at.is_none_or(|end| end.saturating_add(gap) >= now))
+        });
+    }
+
+    fn found(&mut self, member: Member, event_id: &str) -> usize {
+        self.state.open.push(Incident {
+            id: format!("inc-{}", fingerprint("incident", event_id)),
+            members: vec![member],
+        });
+        self.state.open.len() - 1
+    }
+
+    /// Adds a firing anomaly to the incidents it connects to (merging them), or a new one.
+    fn join(&mut self, member: Member, event_id: &str) -> usize {
+        let hits: Vec<usize> = (0..self.state.open.len())
+            .filter(|&i| {
+                let inc = &self.state.open[i];
+                inc.overlaps(member.starts_at, self.gap)
+                    && inc
+                        .services()
+                        .iter()
+                        .any(|s| self.connected(s, &member.service, inc.first_start()))
+            })
+            .collect();
+        let Some((&first, rest)) = hits.split_first() else {
+            return self.found(member, event_id);
+        };
+        for &i in rest.iter().rev() {
+            let merged = self.state.open.remove(i);
+            self.state.open[first].members.extend(merged.members);
+        }
+        self.state.open[first].members.push(member);
+        first
+    }
+
+    /// Whether `a` and `b` can affect each other (see the module docs).
+    fn connected(&self, a: &str, b: &str, since: i64) -> bool {
+        a == b
+            || self.reaches(a, b)
+            || self.reaches(b, a)
+            || self.blames(a, b, since)
+            || self.blames(b, a, since)
+    }
+
+    /// Whether `from` depends on `to` through calls.
+    fn reaches(&self, from: &str, to: &str) -> bool {
+        let mut seen = BTreeSet::from([from]);
+        let mut queue = VecDeque::from([from]);
+        while let Some(s) = queue.pop_front() {
+            for callee in self.state.graph.get(s).into_iter().flat_map(|c| c.keys()) {
+                if callee == to {
+                    return true;
+                }
+                if seen.insert(callee) {
+                    queue.push_back(callee);
+                }
+            }
+        }
+        false
+    }
+
+    /// Whether a good share of `service`'s failing traces since `since` started at `origin`.
+    fn blames(&self, service: &str, origin: &str, since: i64) -> bool {
+        let (mut from_origin, mut all) = (0, 0);
+        for w in self
+            .state
+            .windows
+            .range(since.saturating_sub(3600 * 1_000_000)..)
+        {
+            if let Some(b) = w.1.blame.get(service) {
+                from_origin += b.get(origin).copied().unwrap_or(0);
+                all += b.values().sum::<i64>();
+            }
+        }
+        from_origin >= MIN_FAILING_TRACES as i64 && from_origin as f64 >= BLAME_SHARE * all as f64
+    }
+
+    /// The incident as it stands at `now`, with its root cause.
+    fn view(&self, inc: &Incident, now: i64) -> IncidentView {
+        let first = inc.first_start();
+        let members = inc.services();
+        let windows: Vec<&WindowEvidence> = self
+            .state
+            .windows
+            .range(..now)
+            .map(|(_, w)| w)
+            .filter(|w| w.end > first)
+            .collect();
+        // Failing traces of the incident's services by origin, above the usual: the mean of
+        // the windows before the incident. A trace failing in several of the services counts
+        // once: per window, the most any of them saw.
+        let before: Vec<&WindowEvidence> = self
+            .state
+            .windows
+            .values()
+            .filter(|w| w.end.saturating_add(w.end - w.start) <= first)
+            .collect();
+        let before = &before[before.len().saturating_sub(USUAL_WINDOWS)..];
+        let mut usual: BTreeMap<(&str, &str), f64> = BTreeMap::new();
+        for w in before {
+            for m in &members {
+                for (o, n) in w.blame.get(*m).into_iter().flatten() {
+                    *usual.entry((m, o.as_str())).or_default() += *n as f64 / before.len() as f64;
+                }
+            }
+        }
+        // Per origin: traces seen and expected over the incident's windows. Only an excess
+        // well beyond the usual's Poisson noise is evidence.
+        let mut seen: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+        for w in &windows {
+            let mut most: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+            for m in &members {
+                for (o, n) in w.blame.get(*m).into_iter().flatten() {
+                    let usual = usual.get(&(*m, o.as_str())).copied().unwrap_or(0.0);
+                    let e = most.entry(o).or_default();
+                    *e = (e.0.max(*n as f64), e.1.max(usual));
+                }
+            }
+            for (o, (n, usual)) in most {
+                let e = seen.entry(o).or_default();
+                *e = (e.0 + n, e.1 + usual);
+            }
+        }
+        let mut origins: BTreeMap<String, f64> = seen
+            .into_iter()
+            .map(|(o, (n, usual))| (o.to_string(), n - usual - 3.0 * (usual + 1.0).sqrt()))
+            .collect();
+        origins.retain(|_, n| *n > 0.0);
+        let failing: f64 = origins.values().sum();
+        let starts: BTreeMap<&str, i64> = members
+            .iter()
+            .map(|s| {
+                let start = inc
+                    .members
+                    .iter()
+                    .filter(|m| m.service == *s)
+                    .map(|m| m.starts_at)
+                    .min()
+                    .unwrap_or(first);
+                (*s, start)
+            })
+            .collect();
+        let candidates: BTreeSet<&str> = members
+            .iter()
+            .copied()
+            .chain(origins.keys().map(String::as_str))
+            .collect();
+        let scores: BTreeMap<String, f64> = candidates
+            .iter()
+            .map(|&c| {
+                let others: Vec<&str> = members.iter().copied().filter(|m| *m != c).collect();
+                let dependency = if others.is_empty() {
+                    1.0
+                } else {
+                    others.iter().filter(|m| self.reaches(m, c)).count() as f64
+                        / others.len() as f64
+                };
+                let earliest = match starts.get(c) {
+                    Some(&s) if s == first => 1.0,
+                    _ => 0.0,
+                };
+                let score = if failing >= MIN_FAILING_TRACES {
+                    let origin = origins.get(c).copied().unwrap_or(0.0) / failing;
+                    0.6 * origin + 0.25 * dependency + 0.15 * earliest
+                } else {
+                    0.6 * dependency + 0.4 * earliest
+                };
+                (c.to_string(), round(score))
+            })
+            .collect();
+        let mut ranked: Vec<(&String, f64)> = scores.iter().map(|(c, s)| (c, *s)).collect();
+        // Highest score; on a tie the earliest anomaly, then the name.
+        ranked.sort_by(|a, b| {
+            b.1.total_cmp(&a.1)
+                .then_with(|| starts.get(a.0.as_str()).cmp(&starts.get(b.0.as_str())))
+                .then_with(|| a.0.cmp(b.0))
+        });
+        let (root, top) = ranked
+            .first()
+            .map(|(c, s)| ((*c).clone(), *s))
+            .unwrap_or_default();
+        let second = ranked.get(1).map_or(0.0, |r| r.1);
+        let margin = if top > 0.0 { (top - second) / top } else { 0.0 };
+        let mut samples: Vec<String> = windows
+            .iter()
+            .filter_map(|w| w.origins.get(&root))
+            .flat_map(|o| o.samples.iter().cloned())
+            .take(SAMPLES)
+            .collect();
+        if samples.is_empty() {
+            let mut slow: Vec<&(f64, String)> = windows
+                .iter()
+                .filter_map(|w| w.slowest.get(&root))
+                .collect();
+            slow.sort_by(|a, b| b.0.total_cmp(&a.0));
+            samples = slow
+                .into_iter()
+                .take(SAMPLES)
+                .map(|s| s.1.clone())
+                .collect();
+        }
+        let mut related: Vec<String> = inc.members.iter().map(|m| m.fingerprint.clone()).collect();
+        related.sort();
+        related.dedup();
+        let first_anomaly = inc
+            .members
+            .iter()
+            .min_by_key(|m| (m.starts_at, m.service.as_str()))
+            .map(|m| m.service.clone())
+            .unwrap_or_default();
+        IncidentView {
+            id: inc.id.clone(),
+            root_cause_service: root,
+            confidence: round(0.5 * top + 0.5 * margin),
+            related,
+            services: members.iter().map(|s| s.to_string()).collect(),
+            evidence: Evidence {
+                sample_trace_ids: samples,
+                error_origins: origins.into_iter().map(|(o, n)| (o, round(n))).collect(),
+                first_anomaly,
+                scores,
+            },
+        }
+    }
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}

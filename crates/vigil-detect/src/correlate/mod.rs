@@ -1,0 +1,165 @@
+//! Cross-service correlation: which service is actually broken.
+//!
+//! ```text
+//! log batches ─► assemble: traces by trace_id within the trace timeout ─► closed traces
+//!                  (tree by parent_span_id, else timing; calls; failure origin)
+//!                                              │ per window, final at end + timeout
+//!                                              ▼
+//!          evidence: service_edges (DataFusion aggregate), error_origin, blame
+//!                                              │
+//!   anomaly events ─► incidents: connected anomalies grouped, root cause scored ─► event.incident
+//! ```
+//!
+//! [`assemble`] groups records into traces and finds where each failing trace's failure
+//! started; [`evidence`] aggregates closed traces per window into the `service_edges` and
+//! `error_origin` rows the archive keeps; [`incidents`] learns the dependency graph from them
+//! and files each anomaly event into an incident with a root-cause service.
+//!
+//! Memory: open traces (capped), the rows of windows whose traces are still closing, and a
+//! couple of hours of per-window evidence (services², not events).
+
+pub mod assemble;
+pub mod evidence;
+pub mod incidents;
+
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+
+pub use assemble::{AssembleConfig, Assembler, ClosedTrace};
+pub use evidence::{Evidence, WindowEvidence, edges_batch, origins_batch};
+pub use incidents::{IncidentState, IncidentView, Incidents};
+
+use crate::{AnomalyEvent, DetectError};
+
+/// How correlation runs.
+#[derive(Debug, Clone)]
+pub struct CorrelateConfig {
+    /// A trace is assembled from the records within this much event time of its first.
+    pub trace_timeout: Duration,
+    /// Window of the `service_edges` and `error_origin` rows.
+    pub window: Duration,
+    /// An incident stays open this long after its last anomaly resolved.
+    pub incident_gap: Duration,
+    /// Open traces beyond which the oldest close early.
+    pub max_open_traces: usize,
+    /// Log column with a span's duration in ms (e.g. `processing_time_ms`), if any.
+    pub duration_column: Option<String>,
+    /// Log column with an HTTP-like status (e.g. `status_code`), if any.
+    pub status_column: Option<String>,
+}
+
+impl Default for CorrelateConfig {
+    fn default() -> Self {
+        Self {
+            trace_timeout: Duration::from_secs(10),
+            window: Duration::from_secs(60),
+            incident_gap: Duration::from_secs(600),
+            max_open_traces: 1_000_000,
+            duration_column: Some("processing_time_ms".into()),
+            status_column: Some("status_code".into()),
+        }
+    }
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Traces → evidence → incidents; see the module docs.
+pub struct Correlator {
+    assembler: Assembler,
+    evidence: Evidence,
+    incidents: Incidents,
+    /// Traces closed early by the open-trace cap, waiting for the next advance.
+    closed: Vec<ClosedTrace>,
+    traces: u64,
+}
+
+impl Correlator {
+    /// A correlator with nothing learned yet.
+    pub fn new(cfg: &CorrelateConfig) -> Self {
+        let timeout = micros(cfg.trace_timeout).max(1);
+        Self {
+            assembler: Assembler::new(AssembleConfig {
+                timeout,
+                max_open: cfg.max_open_traces.max(1),
+                duration_column: cfg.duration_column.clone(),
+                status_column: cfg.status_column.clone(),
+            }),
+            evidence: Evidence::new(micros(cfg.window), timeout),
+            incidents: Incidents::new(micros(cfg.incident_gap)),
+            closed: Vec::new(),
+            traces: 0,
+        }
+    }
+
+    /// Files a batch of log records.
+    pub fn push(&mut self, logs: &RecordBatch) {
+        self.assembler.push(logs, &mut self.closed);
+    }
+
+    /// Closes the traces whose time is up at `watermark`, and returns the windows of
+    /// evidence that became final (already learned from, for the archive to keep).
+    pub async fn advance(&mut self, watermark: i64) -> Result<Vec<WindowEvidence>, DetectError> {
+        let mut closed = std::mem::take(&mut self.closed);
+        closed.extend(self.assembler.close(watermark));
+        self.traces += closed.len() as u64;
+        self.evidence.add(closed);
+        let assembler = &self.assembler;
+        let windows = self
+            .evidence
+            .finalise(watermark, &|id| assembler.service_name(id).to_string())
+            .await?;
+        for w in &windows {
+            self.incidents.observe(w.clone());
+        }
+        Ok(windows)
+    }
+
+    /// Files each event into its incident (in order) and sets its `incident`.
+    pub fn annotate(&mut self, events: &mut [AnomalyEvent]) {
+        for e in events {
+            self.incidents.annotate(e);
+        }
+    }
+
+    /// What incidents remember, for a checkpoint (open traces are not in it: the archive
+    /// replay brings their rows back).
+    pub fn checkpoint(&self) -> &IncidentState {
+        self.incidents.state()
+    }
+
+    /// Resumes from a checkpoint.
+    pub fn restore(&mut self, state: IncidentState) {
+        self.incidents.restore(state);
+    }
+
+    /// Traces closed so far.
+    pub fn traces(&self) -> u64 {
+        self.traces
+    }
+
+    /// Open traces now.
+    pub fn open_traces(&self) -> usize {
+        self.assembler.open_traces()
+    }
+
+    /// Open incidents now.
+    pub fn open_incidents(&self) -> usize {
+        self.incidents.open()
+    }
+
+    /// Records too late for their trace, plus traces too late for their window.
+    pub fn late(&self) -> u64 {
+        self.assembler.late_records() + self.evidence.stale_traces()
+    }
+
+    /// Traces closed early because the open-trace cap was reached.
+    pub fn forced_closes(&self) -> u64 {
+        self.assembler.forced_closes()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,387 @@
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+
+use super::*;
+use crate::rules::Status;
+
+const SEC: i64 = 1_000_000;
+
+/// One log record: (time s, level, service, trace, span, parent, duration ms).
+type Rec = (
+    f64,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<f64>,
+);
+
+fn batch(recs: &[Rec]) -> RecordBatch {
+    let text = |f: &dyn Fn(&Rec) -> Option<&'static str>| -> ArrayRef {
+        Arc::new(StringArray::from_iter(recs.iter().map(f)))
+    };
+    RecordBatch::try_from_iter([
+        (
+            "timestamp",
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(
+                    recs.iter().map(|r| (r.0 * SEC as f64) as i64),
+                )
+                .with_timezone("UTC"),
+            ) as ArrayRef,
+        ),
+        ("level", text(&|r| Some(r.1))),
+        ("service", text(&|r| Some(r.2))),
+        ("trace_id", text(&|r| Some(r.3))),
+        ("span_id", text(&|r| Some(r.4))),
+        ("parent_span_id", text(&|r| r.5)),
+        (
+            "processing_time_ms",
+            Arc::new(Float64Array::from_iter(recs.iter().map(|r| r.6))) as ArrayRef,
+        ),
+    ])
+    .unwrap()
+}
+
+fn assembler() -> Assembler {
+    Assembler::new(AssembleConfig {
+        timeout: 10 * SEC,
+        max_open: 1000,
+        duration_column: Some("processing_time_ms".into()),
+        status_column: Some("status_code".into()),
+    })
+}
+
+/// gateway → token → database; the database fails first, then token and gateway.
+fn failing_trace(trace: &'static str, at: f64, parents: bool) -> Vec<Rec> {
+    let p = |s: &'static str| parents.then_some(s);
+    vec![
+        (
+            at + 0.010,
+            "ERROR",
+            "database",
+            trace,
+            "s3",
+            p("s2"),
+            Some(5.0),
+        ),
+        (
+            at + 0.020,
+            "ERROR",
+            "token-service",
+            trace,
+            "s2",
+            p("s1"),
+            Some(18.0),
+        ),
+        (
+            at + 0.025,
+            "ERROR",
+            "api-gateway",
+            trace,
+            "s1",
+            None,
+            Some(25.0),
+        ),
+    ]
+}
+
+fn names(a: &Assembler, ids: &[u32]) -> Vec<String> {
+    ids.iter().map(|&i| a.service_name(i).to_string()).collect()
+}
+
+fn closed(a: &mut Assembler, batches: &[Vec<Rec>], watermark: i64) -> Vec<ClosedTrace> {
+    let mut out = Vec::new();
+    for b in batches {
+        a.push(&batch(b), &mut out);
+    }
+    out.extend(a.close(watermark));
+    out
+}
+
+#[test]
+fn the_deepest_failing_span_is_the_origin() {
+    let mut a = assembler();
+    let t = closed(&mut a, &[failing_trace("t1", 100.0, true)], 200 * SEC);
+    assert_eq!(t.len(), 1);
+    assert_eq!(a.service_name(t[0].origin.unwrap()), "database");
+    assert_eq!(
+        names(&a, &t[0].failing),
+        ["database", "token-service", "api-gateway"]
+    );
+    let calls: Vec<(String, String, bool)> = t[0]
+        .calls
+        .iter()
+        .map(|c| {
+            (
+                a.service_name(c.caller).to_string(),
+                a.service_name(c.callee).to_string(),
+                c.failed,
+            )
+        })
+        .collect();
+    assert!(calls.contains(&("api-gateway".into(), "token-service".into(), true)));
+    assert!(calls.contains(&("token-service".into(), "database".into(), true)));
+    assert_eq!(calls.len(), 2);
+}
+
+#[test]
+fn spans_out_of_order_and_split_across_batches_give_the_same_trace() {
+    let mut recs = failing_trace("t1", 100.0, true);
+    let mut a = assembler();
+    let in_order = closed(&mut a, std::slice::from_ref(&recs), 200 * SEC);
+    recs.reverse();
+    let mut b = assembler();
+    let shuffled = closed(
+        &mut b,
+        &[vec![recs[0]], vec![recs[2]], vec![recs[1]]],
+        200 * SEC,
+    );
+    assert_eq!(shuffled.len(), 1);
+    assert_eq!(
+        b.service_name(shuffled[0].origin.unwrap()),
+        a.service_name(in_order[0].origin.unwrap())
+    );
+    assert_eq!(shuffled[0].calls.len(), in_order[0].calls.len());
+}
+
+#[test]
+fn without_parent_ids_timing_places_the_spans() {
+    let mut a = assembler();
+    let t = closed(&mut a, &[failing_trace("t1", 100.0, false)], 200 * SEC);
+    assert_eq!(a.service_name(t[0].origin.unwrap()), "database");
+    assert_eq!(t[0].calls.len(), 2, "{:?}", t[0].calls);
+}
+
+#[test]
+fn without_any_tree_the_earliest_error_is_the_origin() {
+    let mut recs = failing_trace("t1", 100.0, false);
+    for r in &mut recs {
+        r.6 = None;
+    }
+    // The gateway's error is logged first this time.
+    recs[2].0 = 100.001;
+    let mut a = assembler();
+    let t = closed(&mut a, &[recs], 200 * SEC);
+    assert_eq!(a.service_name(t[0].origin.unwrap()), "api-gateway");
+    assert!(t[0].calls.is_empty());
+}
+
+#[test]
+fn a_trace_waits_for_its_timeout_and_late_records_are_counted() {
+    let mut a = assembler();
+    let recs = failing_trace("t1", 100.0, true);
+    let mut out = Vec::new();
+    a.push(&batch(&recs[..2]), &mut out);
+    // 100.01 + 10 s timeout: still open at 105 s.
+    assert!(a.close(105 * SEC).is_empty());
+    a.push(&batch(&recs[2..]), &mut out);
+    let t = a.close(111 * SEC);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].failing.len(), 3);
+    // A record of the closed trace from before the watermark is late.
+    a.push(&batch(&recs[..1]), &mut out);
+    assert_eq!(a.late_records(), 1);
+    assert_eq!(a.open_traces(), 0);
+}
+
+#[test]
+fn the_open_trace_cap_closes_the_oldest_early() {
+    let mut a = Assembler::new(AssembleConfig {
+        max_open: 2,
+        ..assembler().config().clone()
+    });
+    let mut out = Vec::new();
+    for (i, t) in ["t1", "t2", "t3"].into_iter().enumerate() {
+        a.push(&batch(&failing_trace(t, 100.0 + i as f64, true)), &mut out);
+    }
+    assert_eq!(a.open_traces(), 2);
+    assert_eq!(a.forced_closes(), 1);
+    assert_eq!(&*out[0].trace_id, "t1");
+}
+
+fn window(start_s: i64, edges: &[(&str, &str)], blame: &[(&str, &str, i64)]) -> WindowEvidence {
+    let mut w = WindowEvidence {
+        start: start_s * SEC,
+        end: (start_s + 60) * SEC,
+        ..Default::default()
+    };
+    for (caller, callee) in edges {
+        w.edges.push(evidence::Edge {
+            caller: caller.to_string(),
+            callee: callee.to_string(),
+            calls: 100,
+            errors: 0,
+            latency_avg_ms: 10.0,
+            latency_p95_ms: 20.0,
+            latency_max_ms: 30.0,
+        });
+    }
+    for (service, origin, n) in blame {
+        w.blame
+            .entry(service.to_string())
+            .or_default()
+            .insert(origin.to_string(), *n);
+        if service == origin {
+            w.origins
+                .entry(origin.to_string())
+                .or_default()
+                .failing_traces += n;
+        }
+    }
+    w
+}
+
+fn event(
+    service: &str,
+    rule: &str,
+    starts_s: i64,
+    detected_s: i64,
+    status: Status,
+) -> AnomalyEvent {
+    let fp = crate::rules::fingerprint(rule, service);
+    AnomalyEvent {
+        id: format!("{fp}-{starts_s}"),
+        fingerprint: fp,
+        status,
+        rule: rule.into(),
+        kind: "threshold".into(),
+        severity: crate::Severity::P2,
+        service: service.into(),
+        value: Some(1.0),
+        threshold: Some(0.5),
+        window: "1m".into(),
+        for_: "2m".into(),
+        starts_at: vigil_core::time::format_rfc3339(starts_s * SEC),
+        ends_at: (status == Status::Resolved)
+            .then(|| vigil_core::time::format_rfc3339(detected_s * SEC)),
+        detected_at: vigil_core::time::format_rfc3339(detected_s * SEC),
+        labels: Default::default(),
+        annotations: Default::default(),
+        incident: None,
+    }
+}
+
+fn incident(e: &AnomalyEvent) -> IncidentView {
+    serde_json::from_value(e.incident.clone().expect("annotated")).unwrap()
+}
+
+const GRAPH: [(&str, &str); 5] = [
+    ("api-gateway", "auth-service"),
+    ("api-gateway", "token-service"),
+    ("token-service", "database"),
+    ("shop-front", "shop-payments"),
+    ("auth-service", "database"),
+];
+
+#[test]
+fn callers_failing_because_of_a_dependency_share_its_incident() {
+    let mut inc = Incidents::new(600 * SEC);
+    inc.observe(window(0, &GRAPH, &[]));
+    inc.observe(window(
+        60,
+        &GRAPH,
+        &[
+            ("database", "database", 40),
+            ("token-service", "database", 30),
+            ("api-gateway", "database", 38),
+        ],
+    ));
+    let mut events = [
+        event("api-gateway", "errors", 60, 180, Status::Firing),
+        event("token-service", "errors", 60, 180, Status::Firing),
+    ];
+    for e in &mut events {
+        inc.annotate(e);
+    }
+    let (a, b) = (incident(&events[0]), incident(&events[1]));
+    assert_eq!(a.id, b.id);
+    // The database has no anomaly of its own, but the failing traces started there.
+    assert_eq!(b.root_cause_service, "database");
+    assert!(b.confidence > 0.5, "{b:?}");
+    assert_eq!(b.related.len(), 2);
+}
+
+#[test]
+fn the_front_service_failing_on_its_own_is_its_own_root_cause() {
+    let mut inc = Incidents::new(600 * SEC);
+    inc.observe(window(0, &GRAPH, &[]));
+    inc.observe(window(60, &GRAPH, &[("api-gateway", "api-gateway", 50)]));
+    let mut events = [
+        event("api-gateway", "errors", 60, 180, Status::Firing),
+        // Its callee sees less traffic: connected, but not the cause.
+        event("token-service", "rate", 120, 300, Status::Firing),
+    ];
+    for e in &mut events {
+        inc.annotate(e);
+    }
+    let v = incident(&events[1]);
+    assert_eq!(v.id, incident(&events[0]).id);
+    assert_eq!(v.root_cause_service, "api-gateway");
+}
+
+#[test]
+fn unrelated_anomalies_at_the_same_time_stay_apart_and_incidents_end() {
+    let mut inc = Incidents::new(600 * SEC);
+    inc.observe(window(0, &GRAPH, &[]));
+    let mut events = [
+        event("token-service", "errors", 60, 180, Status::Firing),
+        event("shop-payments", "errors", 60, 180, Status::Firing),
+        // Siblings under the gateway: not connected unless the gateway is in the incident.
+        event("auth-service", "latency", 60, 200, Status::Firing),
+    ];
+    for e in &mut events {
+        inc.annotate(e);
+    }
+    let ids: Vec<String> = events.iter().map(|e| incident(e).id).collect();
+    assert_ne!(ids[0], ids[1]);
+    assert_ne!(ids[0], ids[2]);
+    assert_eq!(incident(&events[1]).root_cause_service, "shop-payments");
+    assert_eq!(inc.open(), 3);
+    // The gateway joins the token and auth incidents into one.
+    let mut gw = event("api-gateway", "errors", 120, 240, Status::Firing);
+    inc.annotate(&mut gw);
+    assert_eq!(incident(&gw).id, ids[0]);
+    assert_eq!(inc.open(), 2);
+    // Resolved, then the gap passes: the incident ends.
+    let mut done = event("shop-payments", "errors", 60, 300, Status::Resolved);
+    inc.annotate(&mut done);
+    assert_eq!(incident(&done).id, ids[1]);
+    let mut later = event("token-service", "other", 1000, 1000, Status::Firing);
+    inc.annotate(&mut later);
+    assert_eq!(
+        inc.open(),
+        1,
+        "shop's incident ended 700 s after it resolved"
+    );
+}
+
+#[test]
+fn a_latency_incident_points_downstream() {
+    let mut inc = Incidents::new(600 * SEC);
+    inc.observe(window(0, &GRAPH, &[]));
+    let mut events = [
+        event("api-gateway", "latency", 60, 240, Status::Firing),
+        event("token-service", "latency", 60, 240, Status::Firing),
+    ];
+    for e in &mut events {
+        inc.annotate(e);
+    }
+    assert_eq!(incident(&events[1]).root_cause_service, "token-service");
+}
+
+#[test]
+fn incident_state_survives_a_checkpoint() {
+    let mut inc = Incidents::new(600 * SEC);
+    inc.observe(window(0, &GRAPH, &[]));
+    let mut first = event("token-service", "errors", 60, 180, Status::Firing);
+    inc.annotate(&mut first);
+    let json = serde_json::to_string(inc.state()).unwrap();
+    let mut resumed = Incidents::new(600 * SEC);
+    resumed.restore(serde_json::from_str(&json).unwrap());
+    let mut gw = event("api-gateway", "errors", 60, 200, Status::Firing);
+    resumed.annotate(&mut gw);
+    assert_eq!(incident(&gw).id, incident(&first).id);
+}
