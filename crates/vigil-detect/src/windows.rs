@@ -391,24 +391,7 @@ impl WindowedRules {
         let r = &self.rules[i];
         let plan = r.plan.as_ref().expect("planned above");
         let bad = |e: datafusion::error::DataFusionError| r.error(e.to_string());
-        let partial = Arc::clone(&plan.partial)
-            .transform_down(|node| {
-                let Some(source) = node.downcast_ref::<DataSourceExec>() else {
-                    return Ok(Transformed::no(node));
-                };
-                let projection = source
-                    .data_source()
-                    .downcast_ref::<MemorySourceConfig>()
-                    .and_then(|m| m.projection().clone());
-                let exec: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
-                    &[rows.to_vec()],
-                    Arc::clone(&schema),
-                    projection,
-                )?;
-                Ok(Transformed::new(exec, true, TreeNodeRecursion::Jump))
-            })
-            .map_err(bad)?
-            .data;
+        let partial = with_rows(&plan.partial, rows.to_vec(), &schema).map_err(bad)?;
         let out = collect(partial, self.ctx.task_ctx()).await.map_err(bad)?;
         arrow::compute::concat_batches(&plan.partial.schema(), &out)
             .map_err(|e| r.error(e.to_string()))
@@ -607,6 +590,33 @@ impl WindowedRules {
             .filter_map(|g| g.next_close)
             .min()
     }
+}
+
+/// `plan`, planned over an in-memory table, reading `rows` (of `schema`) instead: a plan made
+/// once runs over every new bite of rows without being planned again.
+pub(crate) fn with_rows(
+    plan: &Arc<dyn ExecutionPlan>,
+    rows: Vec<RecordBatch>,
+    schema: &SchemaRef,
+) -> Result<Arc<dyn ExecutionPlan>, datafusion::error::DataFusionError> {
+    let mut rows = Some(rows);
+    Ok(Arc::clone(plan)
+        .transform_down(|node| {
+            let Some(source) = node.downcast_ref::<DataSourceExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            let projection = source
+                .data_source()
+                .downcast_ref::<MemorySourceConfig>()
+                .and_then(|m| m.projection().clone());
+            let exec: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
+                &[rows.take().unwrap_or_default()],
+                Arc::clone(schema),
+                projection,
+            )?;
+            Ok(Transformed::new(exec, true, TreeNodeRecursion::Jump))
+        })?
+        .data)
 }
 
 fn group_key(g: &Group) -> String {

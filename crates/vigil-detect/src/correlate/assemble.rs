@@ -26,6 +26,9 @@ use arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Float64Type, TimestampMicrosecondType};
 use vigil_core::schema::col;
 
+/// Granularity of trace close times, µs.
+const DUE_BUCKET: i64 = 250_000;
+
 /// Spans of one trace beyond which the timing fallback (quadratic in spans) is not tried.
 const MAX_TIMING_SPANS: usize = 512;
 
@@ -102,12 +105,23 @@ pub struct Assembler {
     due: BTreeMap<i64, Vec<Arc<str>>>,
     services: Vec<Arc<str>>,
     service_ids: HashMap<Arc<str>, u32, foldhash::fast::RandomState>,
+    /// The service of the last record.
+    last_service: Option<u32>,
     /// The watermark of the last [`close`](Self::close).
     watermark: i64,
     /// Spans without a `span_id` get even ids counting down from here.
     anonymous: u64,
     late: u64,
     forced: u64,
+    scratch: Scratch,
+}
+
+/// Buffers reused by every trace's analysis.
+#[derive(Default)]
+struct Scratch {
+    parent: Vec<Option<usize>>,
+    depth: Vec<usize>,
+    failing_child: Vec<bool>,
 }
 
 fn hash_id(s: &str) -> u64 {
@@ -125,11 +139,13 @@ impl Assembler {
             due: BTreeMap::new(),
             services: Vec::new(),
             service_ids: HashMap::default(),
+            last_service: None,
             watermark: i64::MIN,
             // Even, so never equal to a hashed id (always odd).
             anonymous: u64::MAX - 1,
             late: 0,
             forced: 0,
+            scratch: Scratch::default(),
         }
     }
 
@@ -164,13 +180,21 @@ impl Assembler {
     }
 
     fn service_id(&mut self, name: &str) -> u32 {
+        // Decoded batches come grouped by service: the last one usually matches.
+        if let Some(id) = self.last_service
+            && *self.services[id as usize] == *name
+        {
+            return id;
+        }
         if let Some(&id) = self.service_ids.get(name) {
+            self.last_service = Some(id);
             return id;
         }
         let id = self.services.len() as u32;
         let name: Arc<str> = name.into();
         self.services.push(Arc::clone(&name));
         self.service_ids.insert(name, id);
+        self.last_service = Some(id);
         id
     }
 
@@ -260,17 +284,14 @@ impl Assembler {
             return;
         }
         let id: Arc<str> = trace_id.into();
-        self.due
-            .entry(t.saturating_add(self.cfg.timeout))
-            .or_default()
-            .push(Arc::clone(&id));
-        self.traces.insert(
-            id,
-            OpenTrace {
-                first: t,
-                spans: vec![span],
-            },
-        );
+        // Due times rounded up to the next bucket: traces opened close together share one
+        // entry, and none closes before its time.
+        let due = t.saturating_add(self.cfg.timeout);
+        let bucket = due.div_euclid(DUE_BUCKET).saturating_add(1) * DUE_BUCKET;
+        self.due.entry(bucket).or_default().push(Arc::clone(&id));
+        let mut spans = Vec::with_capacity(8);
+        spans.push(span);
+        self.traces.insert(id, OpenTrace { first: t, spans });
         if self.traces.len() > self.cfg.max_open {
             let closed = self.close_first(i64::MAX, self.traces.len() - self.cfg.max_open);
             self.forced += closed.len() as u64;
@@ -300,7 +321,7 @@ impl Assembler {
                 && let Some(id) = ids.pop()
             {
                 if let Some(open) = self.traces.remove(&id) {
-                    out.push(analyse(id, open));
+                    out.push(analyse(id, open, &mut self.scratch));
                 }
             }
             if ids.is_empty() {
@@ -328,7 +349,7 @@ fn merge(into: &mut Span, s: &Span) {
 }
 
 /// The tree of one trace, its calls and its failure's origin.
-fn analyse(trace_id: Arc<str>, open: OpenTrace) -> ClosedTrace {
+fn analyse(trace_id: Arc<str>, open: OpenTrace, scratch: &mut Scratch) -> ClosedTrace {
     let mut spans = open.spans;
     spans.sort_unstable_by_key(|s| s.id);
     spans.dedup_by(|later, kept| {
@@ -339,35 +360,39 @@ fn analyse(trace_id: Arc<str>, open: OpenTrace) -> ClosedTrace {
         same
     });
     let n = spans.len();
-    let parent: Vec<Option<usize>> = (0..n)
-        .map(|i| {
-            let s = &spans[i];
-            let named = (s.parent != 0)
-                .then(|| spans.binary_search_by_key(&s.parent, |p| p.id).ok())
-                .flatten()
-                .filter(|&p| p != i);
-            named.or_else(|| enclosing(&spans, i))
-        })
-        .collect();
-    let depth: Vec<usize> = (0..n)
-        .map(|i| {
-            let (mut d, mut at) = (0, i);
-            // A cycle of parent ids ends the walk after n steps.
-            while let Some(p) = parent[at]
-                && d < n
-            {
-                d += 1;
-                at = p;
-            }
-            d
-        })
-        .collect();
+    let Scratch {
+        parent,
+        depth,
+        failing_child,
+    } = scratch;
+    parent.clear();
+    parent.extend((0..n).map(|i| {
+        let s = &spans[i];
+        let named = (s.parent != 0)
+            .then(|| spans.binary_search_by_key(&s.parent, |p| p.id).ok())
+            .flatten()
+            .filter(|&p| p != i);
+        named.or_else(|| enclosing(&spans, i))
+    }));
+    depth.clear();
+    depth.extend((0..n).map(|i| {
+        let (mut d, mut at) = (0, i);
+        // A cycle of parent ids ends the walk after n steps.
+        while let Some(p) = parent[at]
+            && d < n
+        {
+            d += 1;
+            at = p;
+        }
+        d
+    }));
     let mut calls = Vec::new();
-    let mut has_failing_child = vec![false; n];
+    failing_child.clear();
+    failing_child.resize(n, false);
     for (i, s) in spans.iter().enumerate() {
         let Some(p) = parent[i] else { continue };
         if s.failed() {
-            has_failing_child[p] = true;
+            failing_child[p] = true;
         }
         if spans[p].service != s.service {
             calls.push(Call {
@@ -379,7 +404,7 @@ fn analyse(trace_id: Arc<str>, open: OpenTrace) -> ClosedTrace {
         }
     }
     let origin = (0..n)
-        .filter(|&i| spans[i].failed() && !has_failing_child[i])
+        .filter(|&i| spans[i].failed() && !failing_child[i])
         .min_by_key(|&i| {
             (
                 std::cmp::Reverse(depth[i]),

@@ -9,12 +9,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use arrow::array::UInt32Array;
 use arrow::array::{
     ArrayRef, AsArray, BooleanArray, Date32Array, Float64Array, Int64Array, ListBuilder,
     RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
 };
-use arrow::datatypes::{DataType, Field, Float64Type, Int64Type};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
+use datafusion::datasource::MemTable;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use serde::{Deserialize, Serialize};
 use vigil_core::schema::{error_origin_schema, service_edges_schema};
@@ -22,6 +25,7 @@ use vigil_core::time::date32_from_micros;
 
 use super::assemble::ClosedTrace;
 use crate::DetectError;
+use crate::windows::with_rows;
 
 /// Failing trace ids kept per window and origin, and per incident.
 pub const SAMPLES: usize = 5;
@@ -96,6 +100,17 @@ pub struct Evidence {
     stale: u64,
     /// The start of the next window to finalise, once one has been.
     next: Option<i64>,
+    /// `EDGES_SQL`, planned at the first window with calls.
+    plan: Option<Arc<dyn ExecutionPlan>>,
+}
+
+fn calls_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("caller", DataType::Utf8, true),
+        Field::new("callee", DataType::Utf8, true),
+        Field::new("latency_ms", DataType::Float64, false),
+        Field::new("failed", DataType::Boolean, false),
+    ]))
 }
 
 const EDGES_SQL: &str = "SELECT caller, callee, count(*) AS calls, \
@@ -119,6 +134,7 @@ impl Evidence {
             ctx: SessionContext::new_with_state(state),
             stale: 0,
             next: None,
+            plan: None,
         }
     }
 
@@ -146,12 +162,13 @@ impl Evidence {
                 p.callee.push(c.callee);
                 p.latency.push(c.latency_ms);
                 p.failed.push(c.failed);
-                let slow = p
-                    .slowest
-                    .entry(c.callee)
-                    .or_insert((f64::MIN, Arc::clone(&t.trace_id)));
-                if c.latency_ms > slow.0 {
-                    *slow = (c.latency_ms, Arc::clone(&t.trace_id));
+                match p.slowest.get_mut(&c.callee) {
+                    Some(slow) if c.latency_ms <= slow.0 => {}
+                    Some(slow) => *slow = (c.latency_ms, Arc::clone(&t.trace_id)),
+                    None => {
+                        p.slowest
+                            .insert(c.callee, (c.latency_ms, Arc::clone(&t.trace_id)));
+                    }
                 }
             }
             if let Some(origin) = t.origin {
@@ -188,34 +205,51 @@ impl Evidence {
     }
 
     async fn window_evidence(
-        &self,
+        &mut self,
         start: i64,
         end: i64,
         p: Pending,
         name: &dyn Fn(u32) -> String,
     ) -> Result<WindowEvidence, DetectError> {
-        let names = |ids: &[u32]| -> ArrayRef {
-            Arc::new(StringArray::from_iter_values(ids.iter().map(|&i| name(i))))
-        };
         let mut edges = Vec::new();
         if !p.caller.is_empty() {
-            let calls = RecordBatch::try_from_iter([
-                ("caller", names(&p.caller)),
-                ("callee", names(&p.callee)),
-                (
-                    "latency_ms",
-                    Arc::new(Float64Array::from(p.latency)) as ArrayRef,
-                ),
-                ("failed", Arc::new(BooleanArray::from(p.failed)) as ArrayRef),
-            ])
-            .expect("columns of one length");
             let df_err = |e: datafusion::error::DataFusionError| DetectError::Correlation {
                 reason: e.to_string(),
             };
-            self.ctx.register_batch("calls", calls).map_err(df_err)?;
-            let result = async { self.ctx.sql(EDGES_SQL).await?.collect().await }.await;
-            self.ctx.deregister_table("calls").map_err(df_err)?;
-            for b in result.map_err(df_err)? {
+            // Service names by id, taken per row: no string is built per call.
+            let services = p.caller.iter().chain(&p.callee).max().map_or(0, |m| m + 1);
+            let names: ArrayRef = Arc::new(StringArray::from_iter_values((0..services).map(name)));
+            let take = |ids: Vec<u32>| {
+                arrow::compute::take(&names, &UInt32Array::from(ids), None).expect("ids in range")
+            };
+            let calls = RecordBatch::try_new(
+                calls_schema(),
+                vec![
+                    take(p.caller),
+                    take(p.callee),
+                    Arc::new(Float64Array::from(p.latency)),
+                    Arc::new(BooleanArray::from(p.failed)),
+                ],
+            )
+            .expect("columns of one length");
+            let plan = match &self.plan {
+                Some(plan) => Arc::clone(plan),
+                None => {
+                    let empty = MemTable::try_new(calls_schema(), vec![vec![]]).map_err(df_err)?;
+                    self.ctx
+                        .register_table("calls", Arc::new(empty))
+                        .map_err(df_err)?;
+                    let planned =
+                        async { self.ctx.sql(EDGES_SQL).await?.create_physical_plan().await }.await;
+                    self.ctx.deregister_table("calls").map_err(df_err)?;
+                    let plan = planned.map_err(df_err)?;
+                    self.plan = Some(Arc::clone(&plan));
+                    plan
+                }
+            };
+            let plan = with_rows(&plan, vec![calls], &calls_schema()).map_err(df_err)?;
+            let result = collect(plan, self.ctx.task_ctx()).await.map_err(df_err)?;
+            for b in result {
                 let text = |i: usize| {
                     let c = arrow::compute::cast(b.column(i), &DataType::Utf8).expect("text");
                     c.as_string::<i32>()

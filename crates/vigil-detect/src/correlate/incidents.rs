@@ -14,13 +14,16 @@
 //! failing traces started, anomalous or not) is scored on three kinds of evidence:
 //! - *origin*: the candidate's share of the incident services' failing traces that started
 //!   there, above what they usually do in the hour before (failures propagate up the call
-//!   tree, and [`assemble`](super::assemble) finds where each started);
+//!   tree, and [`assemble`](super::assemble) finds where each started), times the share of
+//!   the incident's windows in which it stood out: a one-minute blip elsewhere does not
+//!   explain a twenty-minute incident;
 //! - *dependency*: the share of the incident's other services that depend on it (effects
 //!   travel from callee to caller);
 //! - *first*: whether its anomaly started first.
 //!
-//! With enough failing traces the weights are 0.6 / 0.25 / 0.15, otherwise (a latency or
-//! saturation incident) 0.6 dependency and 0.4 first. The confidence blends the top score
+//! When an origin's evidence reaches 0.25 the weights are 0.6 / 0.25 / 0.15; otherwise (a
+//! latency or saturation incident) 0.6 dependency and 0.4 first, among the incident's own
+//! services. The confidence blends the top score
 //! with its margin over the runner-up. Every event of an incident's anomalies carries the
 //! incident as it stands then, so a later event may name another root cause as evidence
 //! grows; the id stays.
@@ -40,6 +43,9 @@ const MIN_FAILING_TRACES: f64 = 5.0;
 const RETAINED: i64 = 2 * 3600 * 1_000_000;
 /// An edge not seen for this long (event time) leaves the graph.
 const EDGE_TTL: i64 = 24 * 3600 * 1_000_000;
+/// Evidence (share of excess failing traces × share of windows) an origin needs to be a
+/// candidate, and the incident to count as one of failures.
+const MIN_EVIDENCE: f64 = 0.25;
 /// Windows before an incident whose failing traces are its services' usual.
 const USUAL_WINDOWS: usize = 60;
 /// Share of a service's failing traces that must start at another to connect them.
@@ -91,7 +97,7 @@ struct Seen {
 pub struct IncidentState {
     /// Caller → callee → when seen.
     graph: BTreeMap<String, BTreeMap<String, Seen>>,
-    /// Recent windows' evidence by start.
+    /// Recent windows' failure evidence by start (their edges are in `graph`).
     windows: BTreeMap<i64, WindowEvidence>,
     /// Open incidents, oldest first.
     open: Vec<Incident>,
@@ -159,7 +165,7 @@ impl Incidents {
 
     /// Learns from one final window: its edges join the graph, its failures become
     /// evidence.
-    pub fn observe(&mut self, w: WindowEvidence) {
+    pub fn observe(&mut self, mut w: WindowEvidence) {
         let s = &mut self.state;
         for e in &w.edges {
             let seen = s
@@ -185,6 +191,8 @@ impl Incidents {
             .min()
             .unwrap_or(i64::MAX)
             .min(w.end.saturating_sub(RETAINED));
+        // The graph holds what the edges taught; the window keeps only failure evidence.
+        w.edges = Vec::new();
         s.windows.insert(w.start, w);
         s.windows = s
             .windows
@@ -335,7 +343,9 @@ impl Incidents {
         }
         // Per origin: traces seen and expected over the incident's windows. Only an excess
         // well beyond the usual's Poisson noise is evidence.
-        let mut seen: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+        // A window supports an origin when its excess there is beyond that noise too: an
+        // origin that explains the incident does so window after window, a blip does not.
+        let mut seen: BTreeMap<&str, (f64, f64, usize)> = BTreeMap::new();
         for w in &windows {
             let mut most: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
             for m in &members {
@@ -347,15 +357,28 @@ impl Incidents {
             }
             for (o, (n, usual)) in most {
                 let e = seen.entry(o).or_default();
-                *e = (e.0 + n, e.1 + usual);
+                let supports = n - usual >= (3.0 * (usual + 1.0).sqrt()).max(2.0);
+                *e = (e.0 + n, e.1 + usual, e.2 + usize::from(supports));
             }
         }
-        let mut origins: BTreeMap<String, f64> = seen
+        let mut origins: BTreeMap<String, (f64, f64)> = seen
             .into_iter()
-            .map(|(o, (n, usual))| (o.to_string(), n - usual - 3.0 * (usual + 1.0).sqrt()))
+            .map(|(o, (n, usual, supported))| {
+                let excess = n - usual - 3.0 * (usual + 1.0).sqrt();
+                let persistence = supported as f64 / windows.len().max(1) as f64;
+                (o.to_string(), (excess, persistence))
+            })
             .collect();
-        origins.retain(|_, n| *n > 0.0);
-        let failing: f64 = origins.values().sum();
+        origins.retain(|_, (n, _)| *n > 0.0);
+        let failing: f64 = origins.values().map(|(n, _)| n).sum();
+        // Each origin's evidence: its share of the excess failing traces, times the share of
+        // the incident's windows it was behind.
+        let evidence: BTreeMap<&str, f64> = origins
+            .iter()
+            .map(|(o, (n, persistence))| (o.as_str(), n / failing * persistence))
+            .collect();
+        let failures =
+            failing >= MIN_FAILING_TRACES && evidence.values().any(|e| *e >= MIN_EVIDENCE);
         let starts: BTreeMap<&str, i64> = members
             .iter()
             .map(|s| {
@@ -372,7 +395,12 @@ impl Incidents {
         let candidates: BTreeSet<&str> = members
             .iter()
             .copied()
-            .chain(origins.keys().map(String::as_str))
+            .chain(
+                evidence
+                    .iter()
+                    .filter(|(_, e)| **e >= MIN_EVIDENCE)
+                    .map(|(o, _)| *o),
+            )
             .collect();
         let scores: BTreeMap<String, f64> = candidates
             .iter()
@@ -388,8 +416,8 @@ impl Incidents {
                     Some(&s) if s == first => 1.0,
                     _ => 0.0,
                 };
-                let score = if failing >= MIN_FAILING_TRACES {
-                    let origin = origins.get(c).copied().unwrap_or(0.0) / failing;
+                let score = if failures {
+                    let origin = evidence.get(c).copied().unwrap_or(0.0);
                     0.6 * origin + 0.25 * dependency + 0.15 * earliest
                 } else {
                     0.6 * dependency + 0.4 * earliest
@@ -445,7 +473,10 @@ impl Incidents {
             services: members.iter().map(|s| s.to_string()).collect(),
             evidence: Evidence {
                 sample_trace_ids: samples,
-                error_origins: origins.into_iter().map(|(o, n)| (o, round(n))).collect(),
+                error_origins: origins
+                    .into_iter()
+                    .map(|(o, (n, _))| (o, round(n)))
+                    .collect(),
                 first_anomaly,
                 scores,
             },

@@ -385,3 +385,29 @@ fn incident_state_survives_a_checkpoint() {
     resumed.annotate(&mut gw);
     assert_eq!(incident(&gw).id, incident(&first).id);
 }
+
+#[test]
+fn a_blip_of_failures_elsewhere_does_not_explain_a_long_latency_incident() {
+    let mut inc = Incidents::new(600 * SEC);
+    inc.observe(window(0, &GRAPH, &[]));
+    for m in 1..=10 {
+        // Minute 3: a short burst of failing traces starting at the database.
+        let blame: &[(&str, &str, i64)] = if m == 3 {
+            &[
+                ("api-gateway", "database", 40),
+                ("token-service", "database", 40),
+            ]
+        } else {
+            &[]
+        };
+        inc.observe(window(m * 60, &GRAPH, blame));
+    }
+    let mut events = [
+        event("api-gateway", "latency", 60, 660, Status::Firing),
+        event("token-service", "latency", 60, 660, Status::Firing),
+    ];
+    for e in &mut events {
+        inc.annotate(e);
+    }
+    assert_eq!(incident(&events[1]).root_cause_service, "token-service");
+}
