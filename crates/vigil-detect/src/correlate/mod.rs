@@ -17,6 +17,16 @@
 //!
 //! Memory: open traces (capped), the rows of windows whose traces are still closing, and a
 //! couple of hours of per-window evidence (services², not events).
+//!
+//! Why assembly is a hash map and not a DataFusion query: a trace's records arrive over
+//! seconds, across batches and partitions. Done as SQL, each step would group the open traces'
+//! rows again (every record scanned once per step it stays open) and join spans to parents;
+//! a keyed state touched once per record does the same work once. DataFusion aggregates what
+//! the closed traces show (calls into `service_edges`, with t-digest percentiles).
+//!
+//! Restarts: incidents, the graph and recent evidence are in the detection checkpoint; open
+//! traces are not, but the archive replay of the rules' open windows refills them, so at most
+//! the one window of evidence that was still settling at the stop is lost.
 
 pub mod assemble;
 pub mod evidence;
