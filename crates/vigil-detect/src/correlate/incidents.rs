@@ -38,11 +38,12 @@ use crate::rules::{AnomalyEvent, Status, fingerprint};
 
 /// Excess failing traces an incident needs before their origins count as evidence.
 const MIN_FAILING_TRACES: f64 = 5.0;
+const HOUR: i64 = 3600 * 1_000_000;
 /// Windows of evidence kept beyond what open incidents need: enough for an anomaly whose
 /// `for` reaches back that far to find its start's evidence.
-const RETAINED: i64 = 2 * 3600 * 1_000_000;
+const RETAINED: i64 = 2 * HOUR;
 /// An edge not seen for this long (event time) leaves the graph.
-const EDGE_TTL: i64 = 24 * 3600 * 1_000_000;
+const EDGE_TTL: i64 = 24 * HOUR;
 /// Evidence (share of excess failing traces × share of windows) an origin needs to be a
 /// candidate, and the incident to count as one of failures.
 const MIN_EVIDENCE: f64 = 0.25;
@@ -194,9 +195,8 @@ impl Incidents {
         // The graph holds what the edges taught; the window keeps only failure evidence.
         w.edges = Vec::new();
         s.windows.insert(w.start, w);
-        s.windows = s
-            .windows
-            .split_off(&keep_from.saturating_sub(3600 * 1_000_000));
+        // An hour more: the usual failing traces before an incident (`USUAL_WINDOWS`).
+        s.windows = s.windows.split_off(&keep_from.saturating_sub(HOUR));
     }
 
     /// Files `event` into its incident and sets its `incident` field.
@@ -296,14 +296,11 @@ impl Incidents {
         false
     }
 
-    /// Whether a good share of `service`'s failing traces since `since` started at `origin`.
+    /// Whether a good share of `service`'s failing traces from an hour before `since` on
+    /// started at `origin`.
     fn blames(&self, service: &str, origin: &str, since: i64) -> bool {
         let (mut from_origin, mut all) = (0, 0);
-        for w in self
-            .state
-            .windows
-            .range(since.saturating_sub(3600 * 1_000_000)..)
-        {
+        for w in self.state.windows.range(since.saturating_sub(HOUR)..) {
             if let Some(b) = w.1.blame.get(service) {
                 from_origin += b.get(origin).copied().unwrap_or(0);
                 all += b.values().sum::<i64>();
