@@ -25,7 +25,7 @@ pub mod rules;
 pub mod windows;
 
 pub use baseline::{BaselineConfig, BaselineDetector};
-pub use correlate::{CorrelateConfig, Correlator, IncidentView};
+pub use correlate::{Correlator, IncidentView};
 pub use rules::{AnomalyEvent, Rule, RuleEvaluator, Status};
 pub use vigil_config::{Comparison, Condition, Severity};
 pub use windows::{DetectError, WindowedRules};

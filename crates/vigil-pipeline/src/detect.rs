@@ -22,7 +22,7 @@ use vigil_core::schema::{RecordKind, anomaly_schema};
 use vigil_core::time::parse_rfc3339_micros;
 use vigil_detect::correlate::{IncidentState, WindowEvidence, edges_batch, origins_batch};
 use vigil_detect::windows::Checkpoint;
-use vigil_detect::{AnomalyEvent, CorrelateConfig, Correlator, WindowedRules};
+use vigil_detect::{AnomalyEvent, Correlator, WindowedRules};
 use vigil_store::{Archive, FlushPolicy, TableSpec, TableWriter};
 
 use crate::error::PipelineError;
@@ -76,16 +76,7 @@ impl Detection {
             return Ok(None);
         }
         let engine = WindowedRules::new(&pipeline.rules);
-        let correlator = pipeline.detect.correlation.as_ref().map(|c| {
-            Correlator::new(&CorrelateConfig {
-                trace_timeout: c.trace_timeout,
-                window: c.window,
-                incident_gap: c.incident_gap,
-                max_open_traces: c.max_open_traces,
-                duration_column: Some(c.duration_column.clone()),
-                status_column: Some(c.status_column.clone()),
-            })
-        });
+        let correlator = pipeline.detect.correlation.as_ref().map(Correlator::new);
         let topic = match (&pipeline.detect.anomaly_topic, brokers) {
             (Some(t), Some((b, props))) => Some((
                 vigil_kafka::Producer::new(b, &vigil_kafka::connection_properties(props))

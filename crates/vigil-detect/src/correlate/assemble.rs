@@ -174,11 +174,6 @@ impl Assembler {
         self.forced
     }
 
-    /// The earliest first-record time of an open trace.
-    pub fn oldest_open(&self) -> Option<i64> {
-        self.traces.values().map(|t| t.first).min()
-    }
-
     fn service_id(&mut self, name: &str) -> u32 {
         // Decoded batches come grouped by service: the last one usually matches.
         if let Some(id) = self.last_service

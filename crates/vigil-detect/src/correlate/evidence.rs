@@ -41,11 +41,11 @@ pub struct Edge {
     pub calls: i64,
     /// Calls whose callee span failed.
     pub errors: i64,
-    /// Callee span duration, ms: mean, p95 (t-digest), max.
+    /// Mean callee span duration, ms.
     pub latency_avg_ms: f64,
-    /// See `latency_avg_ms`.
+    /// 95th percentile of the callee span duration (t-digest), ms.
     pub latency_p95_ms: f64,
-    /// See `latency_avg_ms`.
+    /// Longest callee span, ms.
     pub latency_max_ms: f64,
 }
 
@@ -141,11 +141,6 @@ impl Evidence {
     /// Closed traces that fell in windows already final.
     pub fn stale_traces(&self) -> u64 {
         self.stale
-    }
-
-    /// The start of the earliest window not yet final, if any rows wait.
-    pub fn pending_since(&self) -> Option<i64> {
-        self.pending.keys().next().copied()
     }
 
     /// Files what closed traces show into their windows.

@@ -40,37 +40,9 @@ pub use assemble::{AssembleConfig, Assembler, ClosedTrace};
 pub use evidence::{Evidence, WindowEvidence, edges_batch, origins_batch};
 pub use incidents::{IncidentState, IncidentView, Incidents};
 
+use vigil_config::Correlation;
+
 use crate::{AnomalyEvent, DetectError};
-
-/// How correlation runs.
-#[derive(Debug, Clone)]
-pub struct CorrelateConfig {
-    /// A trace is assembled from the records within this much event time of its first.
-    pub trace_timeout: Duration,
-    /// Window of the `service_edges` and `error_origin` rows.
-    pub window: Duration,
-    /// An incident stays open this long after its last anomaly resolved.
-    pub incident_gap: Duration,
-    /// Open traces beyond which the oldest close early.
-    pub max_open_traces: usize,
-    /// Log column with a span's duration in ms (e.g. `processing_time_ms`), if any.
-    pub duration_column: Option<String>,
-    /// Log column with an HTTP-like status (e.g. `status_code`), if any.
-    pub status_column: Option<String>,
-}
-
-impl Default for CorrelateConfig {
-    fn default() -> Self {
-        Self {
-            trace_timeout: Duration::from_secs(10),
-            window: Duration::from_secs(60),
-            incident_gap: Duration::from_secs(600),
-            max_open_traces: 1_000_000,
-            duration_column: Some("processing_time_ms".into()),
-            status_column: Some("status_code".into()),
-        }
-    }
-}
 
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
@@ -87,15 +59,15 @@ pub struct Correlator {
 }
 
 impl Correlator {
-    /// A correlator with nothing learned yet.
-    pub fn new(cfg: &CorrelateConfig) -> Self {
+    /// A correlator with nothing learned yet, configured by the pipeline's `[detect]`.
+    pub fn new(cfg: &Correlation) -> Self {
         let timeout = micros(cfg.trace_timeout).max(1);
         Self {
             assembler: Assembler::new(AssembleConfig {
                 timeout,
                 max_open: cfg.max_open_traces.max(1),
-                duration_column: cfg.duration_column.clone(),
-                status_column: cfg.status_column.clone(),
+                duration_column: Some(cfg.duration_column.clone()),
+                status_column: Some(cfg.status_column.clone()),
             }),
             evidence: Evidence::new(micros(cfg.window), timeout),
             incidents: Incidents::new(micros(cfg.incident_gap)),
@@ -148,16 +120,6 @@ impl Correlator {
     /// Traces closed so far.
     pub fn traces(&self) -> u64 {
         self.traces
-    }
-
-    /// Open traces now.
-    pub fn open_traces(&self) -> usize {
-        self.assembler.open_traces()
-    }
-
-    /// Open incidents now.
-    pub fn open_incidents(&self) -> usize {
-        self.incidents.open()
     }
 
     /// Records too late for their trace, plus traces too late for their window.
