@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{assert_anomaly_contract, generate, vigil_ok};
+use common::{assert_anomaly_contract, generate};
 
 const MIN: i64 = 60_000_000;
 /// 2025-06-02T09:00:00Z, the generator's default start.
@@ -27,24 +27,7 @@ fn vigil_core_time(s: &str) -> i64 {
 }
 
 fn backtest(dir: &Path, logs: &Path, metrics: &Path, name: &str) -> Vec<serde_json::Value> {
-    let out = dir.join(name);
-    let deals = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/deals.toml");
-    vigil_ok(&[
-        "backtest",
-        "--pipeline",
-        deals.to_str().unwrap(),
-        "--logs",
-        logs.to_str().unwrap(),
-        "--metrics",
-        metrics.to_str().unwrap(),
-        "--anomalies",
-        out.to_str().unwrap(),
-    ]);
-    std::fs::read_to_string(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::backtest("deals.toml", logs, metrics, &dir.join(name))
 }
 
 fn of<'a>(events: &'a [serde_json::Value], rule: &str) -> Vec<&'a serde_json::Value> {

@@ -6,29 +6,30 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{generate, read_events, vigil_ok};
+use common::{generate, vigil_ok};
 use serde_json::Value;
 
-fn services_pipeline() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/services.toml")
+fn backtest(dir: &Path, logs: &Path, metrics: &Path) -> Vec<Value> {
+    common::backtest(
+        "services.toml",
+        logs,
+        metrics,
+        &dir.join("anomalies.ndjson"),
+    )
 }
 
-fn backtest(dir: &Path, logs: &Path, metrics: &Path) -> Vec<Value> {
-    let out = dir.join("anomalies.ndjson");
-    vigil_ok(&[
-        "backtest",
-        "--pipeline",
-        services_pipeline().to_str().unwrap(),
-        "--logs",
-        logs.to_str().unwrap(),
-        "--metrics",
-        metrics.to_str().unwrap(),
-        "--anomalies",
-        out.to_str().unwrap(),
-    ]);
-    read_events(&out)
+/// services.toml over an hour of generated telemetry with `incident`: requires one incident
+/// and returns its id and its events.
+fn one_incident(incident: &str) -> (String, Vec<Value>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, metrics) = generate(dir.path(), "60m", "10", &[incident]);
+    let events = backtest(dir.path(), &logs, &metrics);
+    let by_id = incidents(&events);
+    assert_eq!(by_id.len(), 1, "{by_id:#?}");
+    let (id, members) = by_id.into_iter().next().unwrap();
+    (id, members.into_iter().cloned().collect())
 }
 
 /// Incident id → its events, in order.
@@ -60,12 +61,8 @@ fn services_of(events: &[&Value]) -> BTreeSet<String> {
 
 #[test]
 fn callers_failing_because_of_a_dependency_share_one_incident_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let (logs, metrics) = generate(dir.path(), "60m", "10", &["errors:database@35m+12m"]);
-    let events = backtest(dir.path(), &logs, &metrics);
-    let by_id = incidents(&events);
-    assert_eq!(by_id.len(), 1, "{by_id:#?}");
-    let (id, members) = by_id.into_iter().next().unwrap();
+    let (id, members) = one_incident("errors:database@35m+12m");
+    let members: Vec<&Value> = members.iter().collect();
     let services = services_of(&members);
     // The database and callers up to the gateway raised anomalies of their own.
     for s in ["database", "api-gateway", "deal-analysis-service"] {
@@ -99,14 +96,10 @@ fn callers_failing_because_of_a_dependency_share_one_incident_naming_it() {
 
 #[test]
 fn a_front_service_failing_on_its_own_names_itself() {
-    let dir = tempfile::tempdir().unwrap();
-    let (logs, metrics) = generate(dir.path(), "60m", "10", &["errors:api-gateway@35m+12m"]);
-    let events = backtest(dir.path(), &logs, &metrics);
-    let by_id = incidents(&events);
-    assert_eq!(by_id.len(), 1, "{by_id:#?}");
-    let members = by_id.values().next().unwrap();
-    assert!(services_of(members).contains("api-gateway"));
-    assert_eq!(root_cause(members), "api-gateway");
+    let (_, members) = one_incident("errors:api-gateway@35m+12m");
+    let members: Vec<&Value> = members.iter().collect();
+    assert!(services_of(&members).contains("api-gateway"));
+    assert_eq!(root_cause(&members), "api-gateway");
 }
 
 /// Generated telemetry of a second, separate deals system: every service renamed with

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::kafka::{Broker, Replica, client, count, pipeline, pipeline_with, query, wait_for};
+use common::kafka::{
+    Broker, Replica, Setup, client, count, pipeline, pipeline_with, query, wait_for,
+};
 use common::vigil_ok;
 
 /// What the producers reported: good and bad totals, per-partition count and seq sum.
@@ -71,10 +73,11 @@ fn assert_exactly_once(archive: &Path, sent: &Sent, partitions: usize) {
 
 #[test]
 fn every_good_record_is_archived_and_every_bad_one_is_a_dead_letter() {
-    let broker = Broker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("archive");
-    broker.create_topic("telemetry.logs", 3);
+    let Setup {
+        broker,
+        dir,
+        archive,
+    } = Setup::new(&[("telemetry.logs", 3)]);
     let mut sent = Sent::default();
     sent.add(broker.produce("telemetry.logs", 0, 6000, 3, 50));
     assert_eq!(sent.bad, 120);
@@ -144,10 +147,11 @@ impl Lcg {
 
 #[test]
 fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
-    let broker = Broker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("archive");
-    broker.create_topic("logs", 4);
+    let Setup {
+        broker,
+        dir,
+        archive,
+    } = Setup::new(&[("logs", 4)]);
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -228,10 +232,11 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
 
 #[test]
 fn a_replica_joining_and_another_dying_loses_and_duplicates_nothing() {
-    let broker = Broker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("archive");
-    broker.create_topic("logs", 4);
+    let Setup {
+        broker,
+        dir,
+        archive,
+    } = Setup::new(&[("logs", 4)]);
     let file = pipeline(dir.path(), &broker.addr, "logs", "g3", &archive);
 
     let mut sent = Sent::default();
@@ -298,10 +303,11 @@ fn two_writers_on_the_same_partitions_are_fenced_not_duplicated() {
     // Two groups consuming the same topic into the same archive: each replica believes it owns
     // every partition, the situation of a zombie that lost its partitions without noticing.
     // Delta's conflict on the partitions' `txn` app ids must fence one of the two each time.
-    let broker = Broker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("archive");
-    broker.create_topic("logs", 2);
+    let Setup {
+        broker,
+        dir,
+        archive,
+    } = Setup::new(&[("logs", 2)]);
     let mut sent = Sent::default();
     sent.add(broker.produce("logs", 0, 20_000, 2, 0));
     let mut x = Replica::start(
@@ -332,11 +338,11 @@ fn two_writers_on_the_same_partitions_are_fenced_not_duplicated() {
 
 #[test]
 fn dead_letters_can_go_to_a_topic_instead_of_the_table() {
-    let broker = Broker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("archive");
-    broker.create_topic("logs", 2);
-    broker.create_topic("logs.dead", 1);
+    let Setup {
+        broker,
+        dir,
+        archive,
+    } = Setup::new(&[("logs", 2), ("logs.dead", 1)]);
     let mut sent = Sent::default();
     sent.add(broker.produce("logs", 0, 2000, 2, 40));
     let file = pipeline_with(
@@ -388,11 +394,11 @@ fn dead_letters_can_go_to_a_topic_instead_of_the_table() {
 
 #[test]
 fn deals_pipeline_consumes_both_topics_from_the_environment() {
-    let broker = Broker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("archive");
-    broker.create_topic("prod.logs", 2);
-    broker.create_topic("prod.metrics", 1);
+    let Setup {
+        broker,
+        dir,
+        archive,
+    } = Setup::new(&[("prod.logs", 2), ("prod.metrics", 1)]);
     let (logs, metrics) = common::generate(dir.path(), "10m", "5", &[]);
     produce(
         &broker,
@@ -416,12 +422,11 @@ fn deals_pipeline_consumes_both_topics_from_the_environment() {
 
 #[test]
 fn anomalies_reach_the_anomaly_topic_and_match_the_contract() {
-    let broker = Broker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("archive");
-    broker.create_topic("t.logs", 2);
-    broker.create_topic("t.metrics", 1);
-    broker.create_topic("t.anomalies", 1);
+    let Setup {
+        broker,
+        dir,
+        archive,
+    } = Setup::new(&[("t.logs", 2), ("t.metrics", 1), ("t.anomalies", 1)]);
     let (logs, metrics) =
         common::generate(dir.path(), "40m", "5", &["errors:token-service@10m+15m"]);
     produce(&broker, &[("t.logs", &logs), ("t.metrics", &metrics)], &[]);
@@ -437,19 +442,7 @@ fn anomalies_reach_the_anomaly_topic_and_match_the_contract() {
     );
 
     // An alerting service's view: a plain confluent-kafka consumer.
-    let lines = client(&[
-        "consume",
-        &broker.addr,
-        "t.anomalies",
-        "--count",
-        "0",
-        "--idle",
-        "5",
-    ]);
-    let messages: Vec<serde_json::Value> = lines
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let messages = broker.consume_all("t.anomalies");
     assert!(!messages.is_empty());
     for m in &messages {
         let e = &m["value"];
@@ -469,15 +462,14 @@ fn anomalies_reach_the_anomaly_topic_and_match_the_contract() {
 
 #[test]
 fn a_restart_mid_incident_neither_fires_twice_nor_loses_the_resolution() {
-    let broker = Broker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("archive");
     // One partition per topic: the watermark is the least advanced partition's, and a
     // partition whose records end early holds it back until it has been idle for 10 s,
     // longer than these runs to the end of the topics last.
-    broker.create_topic("r.logs", 1);
-    broker.create_topic("r.metrics", 1);
-    broker.create_topic("r.anomalies", 1);
+    let Setup {
+        broker,
+        dir,
+        archive,
+    } = Setup::new(&[("r.logs", 1), ("r.metrics", 1), ("r.anomalies", 1)]);
     // Token-service errors from 10m to 25m: the rule (10m `for`) fires at about 20m. The
     // pipeline stops at 22m, mid-incident, and the rest arrives after it restarts.
     let (logs, metrics) =
@@ -492,19 +484,12 @@ fn a_restart_mid_incident_neither_fires_twice_nor_loses_the_resolution() {
         ("VIGIL_GROUP_ID", "restart-test"),
     ];
     let token_events = || -> Vec<serde_json::Value> {
-        client(&[
-            "consume",
-            &broker.addr,
-            "r.anomalies",
-            "--count",
-            "0",
-            "--idle",
-            "5",
-        ])
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["value"].clone())
-        .filter(|e| e["rule"] == "Token Service Errors")
-        .collect()
+        broker
+            .consume_all("r.anomalies")
+            .into_iter()
+            .map(|m| m["value"].clone())
+            .filter(|e| e["rule"] == "Token Service Errors")
+            .collect()
     };
     produce(
         &broker,
@@ -586,9 +571,7 @@ fn run_deals(broker: &Broker, archive: &Path, env: &[(&str, &str)]) {
 /// A pipeline file of pipelines/ to the end of its topics, configured only through the
 /// environment.
 fn run_shipped(file: &str, broker: &Broker, archive: &Path, env: &[(&str, &str)]) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../pipelines")
-        .join(file);
+    let path = common::shipped_pipeline(file);
     let mut env = env.to_vec();
     env.push(("KAFKA_BROKERS", &broker.addr));
     env.push(("VIGIL_ARCHIVE", archive.to_str().unwrap()));
@@ -621,12 +604,11 @@ fn shuffled_within(text: &str, per_block: usize) -> String {
 
 #[test]
 fn traces_split_across_partitions_and_out_of_order_still_find_where_failures_start() {
-    let broker = Broker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("archive");
-    broker.create_topic("c.logs", 3);
-    broker.create_topic("c.metrics", 1);
-    broker.create_topic("c.anomalies", 1);
+    let Setup {
+        broker,
+        dir,
+        archive,
+    } = Setup::new(&[("c.logs", 3), ("c.metrics", 1), ("c.anomalies", 1)]);
     let (logs, metrics) = common::generate(dir.path(), "50m", "8", &["errors:database@30m+12m"]);
     // About 37 log records a second: blocks of 400 lines span about 11 s of event time, well
     // within the 30 s allowed lateness.
@@ -713,18 +695,11 @@ fn traces_split_across_partitions_and_out_of_order_still_find_where_failures_sta
     );
 
     // The anomalies: one incident, the database its root cause, its samples real traces.
-    let events: Vec<serde_json::Value> = client(&[
-        "consume",
-        &broker.addr,
-        "c.anomalies",
-        "--count",
-        "0",
-        "--idle",
-        "5",
-    ])
-    .lines()
-    .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["value"].clone())
-    .collect();
+    let events: Vec<serde_json::Value> = broker
+        .consume_all("c.anomalies")
+        .into_iter()
+        .map(|m| m["value"].clone())
+        .collect();
     assert!(events.len() >= 4, "{events:#?}");
     let ids: std::collections::BTreeSet<&str> = events
         .iter()

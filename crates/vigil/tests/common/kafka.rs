@@ -100,6 +100,42 @@ impl Drop for Broker {
     }
 }
 
+/// A test's broker with its topics, and a temporary directory holding the archive.
+pub struct Setup {
+    pub broker: Broker,
+    pub dir: tempfile::TempDir,
+    /// `dir/archive`, not created yet.
+    pub archive: PathBuf,
+}
+
+impl Setup {
+    /// A fresh broker with each `(topic, partitions)` created.
+    pub fn new(topics: &[(&str, usize)]) -> Setup {
+        let broker = Broker::start();
+        for (topic, partitions) in topics {
+            broker.create_topic(topic, *partitions);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("archive");
+        Setup {
+            broker,
+            dir,
+            archive,
+        }
+    }
+}
+
+impl Broker {
+    /// Every message of `topic` (until it has been idle for 5 s), as the client reports them:
+    /// JSON objects with `key` and `value`.
+    pub fn consume_all(&self, topic: &str) -> Vec<serde_json::Value> {
+        client(&["consume", &self.addr, topic, "--count", "0", "--idle", "5"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
 /// Runs the Python Kafka client; returns stdout.
 pub fn client(args: &[&str]) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/kafka_client.py");

@@ -158,6 +158,30 @@ pub fn assert_anomaly_contract(e: &serde_json::Value) {
     }
 }
 
+/// A pipeline file shipped in `pipelines/`.
+pub fn shipped_pipeline(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../pipelines")
+        .join(file)
+}
+
+/// `vigil backtest` of the shipped pipeline `pipeline` over `logs` and `metrics`, events to
+/// `out`; returns them, each checked against the anomaly contract.
+pub fn backtest(pipeline: &str, logs: &Path, metrics: &Path, out: &Path) -> Vec<serde_json::Value> {
+    vigil_ok(&[
+        "backtest",
+        "--pipeline",
+        shipped_pipeline(pipeline).to_str().unwrap(),
+        "--logs",
+        logs.to_str().unwrap(),
+        "--metrics",
+        metrics.to_str().unwrap(),
+        "--anomalies",
+        out.to_str().unwrap(),
+    ]);
+    read_events(out)
+}
+
 /// The anomaly events of an NDJSON file, each checked against the contract.
 pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
     let events: Vec<serde_json::Value> = std::fs::read_to_string(path)
