@@ -361,6 +361,17 @@ mod tests {
     const MIN: i64 = 60_000_000;
 
     /// The seed's Token Service Errors: error rate > 5% for 10 minutes, P2, 1-minute windows.
+    /// A baseline rule on a count, with `no_data = 0` and a 2-minute `for`.
+    fn request_rate() -> Rule {
+        Rule {
+            name: "Request Rate Anomaly".into(),
+            condition: Condition::Baseline,
+            no_data: Some(0.0),
+            for_: Duration::from_secs(120),
+            ..token_errors()
+        }
+    }
+
     fn token_errors() -> Rule {
         Rule {
             name: "Token Service Errors".into(),
@@ -513,13 +524,7 @@ mod tests {
 
     #[test]
     fn a_baseline_rule_fires_when_a_count_stops_and_resolves_when_it_is_back() {
-        let rule = Rule {
-            name: "Request Rate Anomaly".into(),
-            condition: Condition::Baseline,
-            no_data: Some(0.0),
-            for_: Duration::from_secs(120),
-            ..token_errors()
-        };
+        let rule = request_rate();
         let mut e = RuleEvaluator::new(rule);
         let t0 = 1_748_854_800_000_000;
         let mut events = Vec::new();
@@ -561,13 +566,7 @@ mod tests {
 
     #[test]
     fn a_baseline_rule_resumed_from_a_checkpoint_goes_on_as_if_never_stopped() {
-        let rule = Rule {
-            name: "Request Rate Anomaly".into(),
-            condition: Condition::Baseline,
-            no_data: Some(0.0),
-            for_: Duration::from_secs(120),
-            ..token_errors()
-        };
+        let rule = request_rate();
         let t0 = 1_748_854_800_000_000;
         let value = |i: i64| {
             if (150..160).contains(&i) {

@@ -166,7 +166,7 @@ impl Incidents {
 
     /// Learns from one final window: its edges join the graph, its failures become
     /// evidence.
-    pub fn observe(&mut self, mut w: WindowEvidence) {
+    pub fn observe(&mut self, w: &WindowEvidence) {
         let s = &mut self.state;
         for e in &w.edges {
             let seen = s
@@ -193,8 +193,15 @@ impl Incidents {
             .unwrap_or(i64::MAX)
             .min(w.end.saturating_sub(RETAINED));
         // The graph holds what the edges taught; the window keeps only failure evidence.
-        w.edges = Vec::new();
-        s.windows.insert(w.start, w);
+        let failures = WindowEvidence {
+            start: w.start,
+            end: w.end,
+            edges: Vec::new(),
+            origins: w.origins.clone(),
+            blame: w.blame.clone(),
+            slowest: w.slowest.clone(),
+        };
+        s.windows.insert(w.start, failures);
         // An hour more: the usual failing traces before an incident (`USUAL_WINDOWS`).
         s.windows = s.windows.split_off(&keep_from.saturating_sub(HOUR));
     }

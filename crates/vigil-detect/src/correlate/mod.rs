@@ -94,7 +94,7 @@ impl Correlator {
             .finalise(watermark, &|id| assembler.service_name(id).to_string())
             .await?;
         for w in &windows {
-            self.incidents.observe(w.clone());
+            self.incidents.observe(w);
         }
         Ok(windows)
     }

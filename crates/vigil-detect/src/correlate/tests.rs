@@ -268,6 +268,13 @@ fn incident(e: &AnomalyEvent) -> IncidentView {
     serde_json::from_value(e.incident.clone().expect("annotated")).unwrap()
 }
 
+/// Incidents (10-minute gap) that have seen one quiet window of [`GRAPH`].
+fn learned() -> Incidents {
+    let mut inc = Incidents::new(600 * SEC);
+    inc.observe(&window(0, &GRAPH, &[]));
+    inc
+}
+
 const GRAPH: [(&str, &str); 5] = [
     ("api-gateway", "auth-service"),
     ("api-gateway", "token-service"),
@@ -278,9 +285,8 @@ const GRAPH: [(&str, &str); 5] = [
 
 #[test]
 fn callers_failing_because_of_a_dependency_share_its_incident() {
-    let mut inc = Incidents::new(600 * SEC);
-    inc.observe(window(0, &GRAPH, &[]));
-    inc.observe(window(
+    let mut inc = learned();
+    inc.observe(&window(
         60,
         &GRAPH,
         &[
@@ -293,9 +299,7 @@ fn callers_failing_because_of_a_dependency_share_its_incident() {
         event("api-gateway", "errors", 60, 180, Status::Firing),
         event("token-service", "errors", 60, 180, Status::Firing),
     ];
-    for e in &mut events {
-        inc.annotate(e);
-    }
+    events.iter_mut().for_each(|e| inc.annotate(e));
     let (a, b) = (incident(&events[0]), incident(&events[1]));
     assert_eq!(a.id, b.id);
     // The database has no anomaly of its own, but the failing traces started there.
@@ -306,17 +310,14 @@ fn callers_failing_because_of_a_dependency_share_its_incident() {
 
 #[test]
 fn the_front_service_failing_on_its_own_is_its_own_root_cause() {
-    let mut inc = Incidents::new(600 * SEC);
-    inc.observe(window(0, &GRAPH, &[]));
-    inc.observe(window(60, &GRAPH, &[("api-gateway", "api-gateway", 50)]));
+    let mut inc = learned();
+    inc.observe(&window(60, &GRAPH, &[("api-gateway", "api-gateway", 50)]));
     let mut events = [
         event("api-gateway", "errors", 60, 180, Status::Firing),
         // Its callee sees less traffic: connected, but not the cause.
         event("token-service", "rate", 120, 300, Status::Firing),
     ];
-    for e in &mut events {
-        inc.annotate(e);
-    }
+    events.iter_mut().for_each(|e| inc.annotate(e));
     let v = incident(&events[1]);
     assert_eq!(v.id, incident(&events[0]).id);
     assert_eq!(v.root_cause_service, "api-gateway");
@@ -324,17 +325,14 @@ fn the_front_service_failing_on_its_own_is_its_own_root_cause() {
 
 #[test]
 fn unrelated_anomalies_at_the_same_time_stay_apart_and_incidents_end() {
-    let mut inc = Incidents::new(600 * SEC);
-    inc.observe(window(0, &GRAPH, &[]));
+    let mut inc = learned();
     let mut events = [
         event("token-service", "errors", 60, 180, Status::Firing),
         event("shop-payments", "errors", 60, 180, Status::Firing),
         // Siblings under the gateway: not connected unless the gateway is in the incident.
         event("auth-service", "latency", 60, 200, Status::Firing),
     ];
-    for e in &mut events {
-        inc.annotate(e);
-    }
+    events.iter_mut().for_each(|e| inc.annotate(e));
     let ids: Vec<String> = events.iter().map(|e| incident(e).id).collect();
     assert_ne!(ids[0], ids[1]);
     assert_ne!(ids[0], ids[2]);
@@ -360,22 +358,18 @@ fn unrelated_anomalies_at_the_same_time_stay_apart_and_incidents_end() {
 
 #[test]
 fn a_latency_incident_points_downstream() {
-    let mut inc = Incidents::new(600 * SEC);
-    inc.observe(window(0, &GRAPH, &[]));
+    let mut inc = learned();
     let mut events = [
         event("api-gateway", "latency", 60, 240, Status::Firing),
         event("token-service", "latency", 60, 240, Status::Firing),
     ];
-    for e in &mut events {
-        inc.annotate(e);
-    }
+    events.iter_mut().for_each(|e| inc.annotate(e));
     assert_eq!(incident(&events[1]).root_cause_service, "token-service");
 }
 
 #[test]
 fn incident_state_survives_a_checkpoint() {
-    let mut inc = Incidents::new(600 * SEC);
-    inc.observe(window(0, &GRAPH, &[]));
+    let mut inc = learned();
     let mut first = event("token-service", "errors", 60, 180, Status::Firing);
     inc.annotate(&mut first);
     let json = serde_json::to_string(inc.state()).unwrap();
@@ -388,8 +382,7 @@ fn incident_state_survives_a_checkpoint() {
 
 #[test]
 fn a_blip_of_failures_elsewhere_does_not_explain_a_long_latency_incident() {
-    let mut inc = Incidents::new(600 * SEC);
-    inc.observe(window(0, &GRAPH, &[]));
+    let mut inc = learned();
     for m in 1..=10 {
         // Minute 3: a short burst of failing traces starting at the database.
         let blame: &[(&str, &str, i64)] = if m == 3 {
@@ -400,14 +393,12 @@ fn a_blip_of_failures_elsewhere_does_not_explain_a_long_latency_incident() {
         } else {
             &[]
         };
-        inc.observe(window(m * 60, &GRAPH, blame));
+        inc.observe(&window(m * 60, &GRAPH, blame));
     }
     let mut events = [
         event("api-gateway", "latency", 60, 660, Status::Firing),
         event("token-service", "latency", 60, 660, Status::Firing),
     ];
-    for e in &mut events {
-        inc.annotate(e);
-    }
+    events.iter_mut().for_each(|e| inc.annotate(e));
     assert_eq!(incident(&events[1]).root_cause_service, "token-service");
 }
