@@ -35,7 +35,7 @@ use vigil_config::{Kafka, Pipeline, Source};
 use vigil_core::schema::{RecordKind, dead};
 use vigil_decode::Decoder;
 use vigil_kafka::{Assigned, Consumer, ConsumerSettings, MessageExt, TopicPartition};
-use vigil_store::{Archive, StoreError, TableSpec, TableWriter, app_version};
+use vigil_store::{AppTxn, Archive, StoreError, TableSpec, TableWriter, app_version};
 
 use crate::detect::Detection;
 use crate::error::PipelineError;
@@ -606,10 +606,10 @@ fn commit(
     if let Some(topic) = dlq {
         topic.flush()?;
     }
-    let dead_txns: Vec<(String, i64)> = book
+    let dead_txns: Vec<AppTxn> = book
         .dead_buffered
         .iter()
-        .map(|(tp, &o)| (app_id(&tp.topic, tp.partition), o))
+        .map(|(tp, &o)| txn(tp, book.dead_archived.get(tp), o))
         .collect();
     let outcome = (|| {
         commit_with_retry(&mut tables.dead, &dead_txns, rt, stats)?;
@@ -623,9 +623,9 @@ fn commit(
                 })
                 .map(|(tp, &o)| (tp, o))
                 .collect();
-            let txns: Vec<(String, i64)> = moved
+            let txns: Vec<AppTxn> = moved
                 .iter()
-                .map(|(tp, &o)| (app_id(&tp.topic, tp.partition), o))
+                .map(|(tp, &o)| txn(tp, book.archived.get(*tp), o))
                 .collect();
             let writer = match kind {
                 RecordKind::Logs => tables.logs.as_mut(),
@@ -660,9 +660,18 @@ fn commit(
     }
 }
 
+/// The partition's offset moving from what this consumer last saw archived to `to`.
+fn txn(tp: &TopicPartition, from: Option<&i64>, to: i64) -> AppTxn {
+    AppTxn {
+        app_id: app_id(&tp.topic, tp.partition),
+        from: from.copied(),
+        to,
+    }
+}
+
 fn commit_with_retry(
     writer: &mut TableWriter,
-    txns: &[(String, i64)],
+    txns: &[AppTxn],
     rt: &Handle,
     stats: &mut SinkStats,
 ) -> Result<(), StoreError> {

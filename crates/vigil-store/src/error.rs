@@ -32,6 +32,21 @@ pub enum StoreError {
         #[source]
         source: Box<deltalake::DeltaTableError>,
     },
+    /// An application transaction (e.g. a Kafka partition's offset) is no longer where the
+    /// committer last saw it: another writer recorded it since. The commit was not made.
+    #[error(
+        "table `{table}`: `{app_id}` is at {found:?}, not at {expected:?} as this writer last saw: another writer committed it"
+    )]
+    Fenced {
+        /// Table name.
+        table: String,
+        /// The application id.
+        app_id: String,
+        /// The version the committer expected.
+        expected: Option<i64>,
+        /// The version the table holds.
+        found: Option<i64>,
+    },
     /// Arrow failed while preparing a batch (a bug: batches are checked upstream).
     #[error("preparing a batch for `{table}`: {source}")]
     Arrow {
@@ -55,24 +70,27 @@ impl StoreError {
                 | deltalake::DeltaTableError::NotATable(_) => ErrorKind::User,
                 _ => ErrorKind::External,
             },
+            StoreError::Fenced { .. } => ErrorKind::External,
             StoreError::Arrow { .. } => ErrorKind::Internal,
         }
     }
 
-    /// Whether a commit lost to a concurrent commit that wrote the same application transaction
-    /// (e.g. another replica archived the same Kafka partition): the committer was fenced off
-    /// and must reload its offsets rather than retry.
+    /// Whether another writer recorded one of the commit's application transactions (e.g.
+    /// another replica archived the same Kafka partition), before the commit's snapshot or
+    /// concurrently with it: the committer was fenced off and must reload its offsets rather
+    /// than retry.
     pub fn is_fenced(&self) -> bool {
         use deltalake::kernel::transaction::{CommitConflictError, TransactionError};
-        matches!(
-            self,
-            StoreError::Delta { source, .. } if matches!(
-                source.as_ref(),
-                deltalake::DeltaTableError::Transaction {
-                    source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction)
-                }
+        matches!(self, StoreError::Fenced { .. })
+            || matches!(
+                self,
+                StoreError::Delta { source, .. } if matches!(
+                    source.as_ref(),
+                    deltalake::DeltaTableError::Transaction {
+                        source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction)
+                    }
+                )
             )
-        )
     }
 
     pub(crate) fn delta(table: &str) -> impl FnOnce(deltalake::DeltaTableError) -> StoreError + '_ {

@@ -25,4 +25,4 @@ mod writer;
 pub use archive::Archive;
 pub use error::StoreError;
 pub use spec::{ROW_GROUP_ROWS, TableSpec};
-pub use writer::{Committed, FlushPolicy, TableWriter, app_version};
+pub use writer::{AppTxn, Committed, FlushPolicy, TableWriter, app_version};

@@ -1,5 +1,6 @@
 //! Buffers batches for one table and commits them as sorted, partitioned Parquet files.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
@@ -51,6 +52,18 @@ pub struct Committed {
     pub files: usize,
 }
 
+/// An application transaction in a commit: `app_id` (e.g. a Kafka partition) moves from
+/// `from`, the version this writer last saw recorded (`None`: none), to `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppTxn {
+    /// The application id.
+    pub app_id: String,
+    /// The version the committer expects the table to hold.
+    pub from: Option<i64>,
+    /// The version this commit records.
+    pub to: i64,
+}
+
 /// Buffers batches for one table; [`commit`](Self::commit) writes them as Parquet files sorted
 /// by (date, group, time), one or more per date partition, and commits them to the Delta log in
 /// one transaction together with any application transaction versions (source offsets).
@@ -66,6 +79,9 @@ pub struct TableWriter {
     date_col: usize,
     group_col: Option<usize>,
     time_col: usize,
+    /// Application transaction versions known to hold at table version `.0`: read from the
+    /// log once, then carried over this writer's own commits while nobody else commits.
+    txns_seen: (Option<u64>, HashMap<String, Option<i64>>),
 }
 
 impl TableWriter {
@@ -93,6 +109,7 @@ impl TableWriter {
             pending_rows: 0,
             pending_bytes: 0,
             oldest: None,
+            txns_seen: (None, HashMap::new()),
         })
     }
 
@@ -224,18 +241,23 @@ impl TableWriter {
         self.oldest = None;
     }
 
-    /// Writes everything buffered and commits it, with `txns` as `(app_id, version)` pairs in
-    /// the same commit. Returns `None` when there was nothing to commit.
+    /// Writes everything buffered and commits it, with `txns` recorded in the same commit.
+    /// Returns `None` when there was nothing to commit.
     ///
-    /// On error the buffer is kept, so the caller may retry; files written by the failed
-    /// attempt are never referenced by the log.
-    pub async fn commit(
-        &mut self,
-        txns: &[(String, i64)],
-    ) -> Result<Option<Committed>, StoreError> {
+    /// Each transaction must still be where its `from` says, both in the snapshot the commit
+    /// builds on and in any commit made concurrently; otherwise nothing is committed and the
+    /// error [is fenced](StoreError::is_fenced). The snapshot matters as much as the race: it
+    /// moves on with every commit (ours are rebased over others' that touch other ids), so a
+    /// writer can hold a snapshot that already has another writer's record of a partition it is
+    /// about to commit again.
+    ///
+    /// On any other error the buffer is kept, so the caller may retry; files written by the
+    /// failed attempt are never referenced by the log.
+    pub async fn commit(&mut self, txns: &[AppTxn]) -> Result<Option<Committed>, StoreError> {
         if self.pending.is_empty() && txns.is_empty() {
             return Ok(None);
         }
+        self.check_txns(txns).await?;
         let name = self.spec.name.clone();
         let err = StoreError::delta(&name);
         let mut actions = Vec::new();
@@ -262,9 +284,9 @@ impl TableWriter {
         }
         let files = actions.len();
         let now = chrono::Utc::now().timestamp_millis();
-        let txns: Vec<Transaction> = txns
+        let actions_txns: Vec<Transaction> = txns
             .iter()
-            .map(|(app, v)| Transaction::new_with_last_update(app, *v, Some(now)))
+            .map(|t| Transaction::new_with_last_update(&t.app_id, t.to, Some(now)))
             .collect();
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
@@ -272,14 +294,22 @@ impl TableWriter {
             predicate: None,
         };
         let snapshot = self.table.snapshot().map_err(StoreError::delta(&name))?;
-        let finalized =
-            CommitBuilder::from(CommitProperties::default().with_application_transactions(txns))
-                .with_actions(actions)
-                .build(Some(snapshot), self.table.log_store(), operation)
-                .await
-                .map_err(err)?;
+        let read_version = snapshot.version();
+        let finalized = CommitBuilder::from(
+            CommitProperties::default().with_application_transactions(actions_txns),
+        )
+        .with_actions(actions)
+        .build(Some(snapshot), self.table.log_store(), operation)
+        .await
+        .map_err(err)?;
         let version = finalized.version();
         self.table.state = Some(finalized.snapshot());
+        // Others' commits rebased under ours are not read: the next check reads the log again.
+        let (seen_at, seen) = &mut self.txns_seen;
+        if *seen_at == Some(read_version) && version == read_version + 1 {
+            *seen_at = Some(version);
+            seen.extend(txns.iter().map(|t| (t.app_id.clone(), Some(t.to))));
+        }
         let rows = self.pending_rows;
         self.discard();
         tracing::debug!(table = %name, version, rows, files, "committed");
@@ -288,6 +318,43 @@ impl TableWriter {
             rows,
             files,
         }))
+    }
+}
+
+impl TableWriter {
+    /// Fails, fenced, when a transaction's recorded version in the current snapshot is not its
+    /// `from`.
+    async fn check_txns(&mut self, txns: &[AppTxn]) -> Result<(), StoreError> {
+        if txns.is_empty() {
+            return Ok(());
+        }
+        let at = self
+            .table
+            .snapshot()
+            .map_err(StoreError::delta(&self.spec.name))?
+            .version();
+        if self.txns_seen.0 != Some(at) {
+            self.txns_seen = (Some(at), HashMap::new());
+        }
+        for t in txns {
+            let found = match self.txns_seen.1.get(&t.app_id) {
+                Some(&v) => v,
+                None => {
+                    let v = app_version(&self.table, &self.spec.name, &t.app_id).await?;
+                    self.txns_seen.1.insert(t.app_id.clone(), v);
+                    v
+                }
+            };
+            if found != t.from {
+                return Err(StoreError::Fenced {
+                    table: self.spec.name.clone(),
+                    app_id: t.app_id.clone(),
+                    expected: t.from,
+                    found,
+                });
+            }
+        }
+        Ok(())
     }
 }
 
