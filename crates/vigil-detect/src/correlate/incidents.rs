@@ -8,7 +8,8 @@
 //! Siblings (two services called by the same caller) are not connected through their caller
 //! unless the caller is itself part of the incident. An anomaly connecting two open incidents
 //! merges them into the older. An incident ends when all its anomalies have resolved and the
-//! gap has passed.
+//! gap has passed. Anomalies detected at the same instant are filed before any of their events
+//! is annotated, so none stands alone for its event only because the rules' order put it first.
 //!
 //! **Root cause.** Each candidate (the incident's services, and the services where their
 //! failing traces started, anomalous or not) is scored on three kinds of evidence:
@@ -206,23 +207,53 @@ impl Incidents {
         s.windows = s.windows.split_off(&keep_from.saturating_sub(HOUR));
     }
 
-    /// Files `event` into its incident and sets its `incident` field.
-    pub fn annotate(&mut self, event: &mut AnomalyEvent) {
-        let time = |s: &str| parse_rfc3339_micros(s.as_bytes()).unwrap_or(0);
-        let start = time(&event.starts_at);
-        let now = time(&event.detected_at);
+    /// Files `events` into their incidents and sets each one's `incident` field. Events
+    /// detected at the same instant (one evaluation of the rules) are filed together before any
+    /// is annotated: anomalies firing at once are seen as one incident from its first event,
+    /// rather than the first of them standing alone for an event because of the rules' order.
+    pub fn annotate(&mut self, events: &mut [AnomalyEvent]) {
+        for run in events.chunk_by_mut(|a, b| a.detected_at == b.detected_at) {
+            let now = micros(&run[0].detected_at);
+            for event in run.iter() {
+                self.file(event);
+            }
+            for event in run.iter_mut() {
+                let start = micros(&event.starts_at);
+                let at = self
+                    .position(&event.fingerprint, start)
+                    .expect("every event was filed above");
+                let view = self.view(&self.state.open[at], now);
+                event.incident = Some(serde_json::to_value(view).expect("an incident serialises"));
+            }
+            let gap = self.gap;
+            self.state.open.retain(|i| {
+                i.members
+                    .iter()
+                    .any(|m| m.ends_at.is_none_or(|end| end.saturating_add(gap) >= now))
+            });
+        }
+    }
+
+    /// The open incident holding the anomaly `fingerprint` that started at `start`.
+    fn position(&self, fingerprint: &str, start: i64) -> Option<usize> {
+        self.state.open.iter().position(|i| {
+            i.members
+                .iter()
+                .any(|m| m.fingerprint == fingerprint && m.starts_at == start)
+        })
+    }
+
+    /// Files one event: a firing anomaly joins (or founds) an incident, a later event of it
+    /// updates its member.
+    fn file(&mut self, event: &AnomalyEvent) {
+        let start = micros(&event.starts_at);
         let member = Member {
             fingerprint: event.fingerprint.clone(),
             service: event.service.clone(),
             starts_at: start,
-            ends_at: event.ends_at.as_deref().map(time),
+            ends_at: event.ends_at.as_deref().map(micros),
         };
-        let known = self.state.open.iter().position(|i| {
-            i.members
-                .iter()
-                .any(|m| m.fingerprint == member.fingerprint && m.starts_at == start)
-        });
-        let at = match (known, event.status) {
+        match (self.position(&member.fingerprint, start), event.status) {
             (Some(i), _) => {
                 let m = self.state.open[i]
                     .members
@@ -230,32 +261,22 @@ impl Incidents {
                     .find(|m| m.fingerprint == member.fingerprint && m.starts_at == start)
                     .expect("found above");
                 m.ends_at = member.ends_at;
-                i
             }
             (None, Status::Firing) => self.join(member, &event.id),
             // Resolved without its firing on record (state lost): an incident of its own.
             (None, Status::Resolved) => self.found(member, &event.id),
-        };
-        let view = self.view(&self.state.open[at], now);
-        event.incident = Some(serde_json::to_value(view).expect("an incident serialises"));
-        let gap = self.gap;
-        self.state.open.retain(|i| {
-            i.members
-                .iter()
-                .any(|m| m.ends_at.is_none_or(|end| end.saturating_add(gap) >= now))
-        });
+        }
     }
 
-    fn found(&mut self, member: Member, event_id: &str) -> usize {
+    fn found(&mut self, member: Member, event_id: &str) {
         self.state.open.push(Incident {
             id: format!("inc-{}", fingerprint("incident", event_id)),
             members: vec![member],
         });
-        self.state.open.len() - 1
     }
 
     /// Adds a firing anomaly to the incidents it connects to (merging them), or a new one.
-    fn join(&mut self, member: Member, event_id: &str) -> usize {
+    fn join(&mut self, member: Member, event_id: &str) {
         let hits: Vec<usize> = (0..self.state.open.len())
             .filter(|&i| {
                 let inc = &self.state.open[i];
@@ -274,7 +295,6 @@ impl Incidents {
             self.state.open[first].members.extend(merged.members);
         }
         self.state.open[first].members.push(member);
-        first
     }
 
     /// Whether `a` and `b` can affect each other (see the module docs).
@@ -486,6 +506,11 @@ impl Incidents {
             },
         }
     }
+}
+
+/// An event's RFC 3339 time in microseconds (the evaluator wrote it: 0 if unreadable).
+fn micros(s: &str) -> i64 {
+    parse_rfc3339_micros(s.as_bytes()).unwrap_or(0)
 }
 
 fn round(x: f64) -> f64 {

@@ -99,11 +99,10 @@ impl Correlator {
         Ok(windows)
     }
 
-    /// Files each event into its incident (in order) and sets its `incident`.
+    /// Files the events into their incidents (in order; those detected at the same instant
+    /// together) and sets each one's `incident`.
     pub fn annotate(&mut self, events: &mut [AnomalyEvent]) {
-        for e in events {
-            self.incidents.annotate(e);
-        }
+        self.incidents.annotate(events);
     }
 
     /// What incidents remember, for a checkpoint (open traces are not in it: the archive

@@ -299,13 +299,41 @@ fn callers_failing_because_of_a_dependency_share_its_incident() {
         event("api-gateway", "errors", 60, 180, Status::Firing),
         event("token-service", "errors", 60, 180, Status::Firing),
     ];
-    events.iter_mut().for_each(|e| inc.annotate(e));
+    events
+        .iter_mut()
+        .for_each(|e| inc.annotate(std::slice::from_mut(e)));
     let (a, b) = (incident(&events[0]), incident(&events[1]));
     assert_eq!(a.id, b.id);
     // The database has no anomaly of its own, but the failing traces started there.
     assert_eq!(b.root_cause_service, "database");
     assert!(b.confidence > 0.5, "{b:?}");
     assert_eq!(b.related.len(), 2);
+}
+
+#[test]
+fn anomalies_detected_at_once_are_one_incident_from_its_first_event() {
+    // A caller and its dependency fire in the same evaluation, the caller first in the rules'
+    // order, with no failing traces to go by (e.g. latency): the caller's event must not stand
+    // alone and name itself.
+    let mut inc = learned();
+    let mut events = [
+        event("api-gateway", "latency", 60, 240, Status::Firing),
+        event("token-service", "latency", 60, 240, Status::Firing),
+    ];
+    inc.annotate(&mut events);
+    let (a, b) = (incident(&events[0]), incident(&events[1]));
+    assert_eq!(a.id, b.id);
+    assert_eq!(a.root_cause_service, "token-service", "{a:?}");
+    assert_eq!(b.root_cause_service, "token-service");
+    assert_eq!(a.related.len(), 2);
+    // Filed one by one, the first event could only name the caller.
+    let mut alone = learned();
+    let mut events = [
+        event("api-gateway", "latency", 60, 240, Status::Firing),
+        event("token-service", "latency", 60, 240, Status::Firing),
+    ];
+    alone.annotate(std::slice::from_mut(&mut events[0]));
+    assert_eq!(incident(&events[0]).root_cause_service, "api-gateway");
 }
 
 #[test]
@@ -317,7 +345,9 @@ fn the_front_service_failing_on_its_own_is_its_own_root_cause() {
         // Its callee sees less traffic: connected, but not the cause.
         event("token-service", "rate", 120, 300, Status::Firing),
     ];
-    events.iter_mut().for_each(|e| inc.annotate(e));
+    events
+        .iter_mut()
+        .for_each(|e| inc.annotate(std::slice::from_mut(e)));
     let v = incident(&events[1]);
     assert_eq!(v.id, incident(&events[0]).id);
     assert_eq!(v.root_cause_service, "api-gateway");
@@ -332,7 +362,8 @@ fn unrelated_anomalies_at_the_same_time_stay_apart_and_incidents_end() {
         // Siblings under the gateway: not connected unless the gateway is in the incident.
         event("auth-service", "latency", 60, 200, Status::Firing),
     ];
-    events.iter_mut().for_each(|e| inc.annotate(e));
+    // The first two are detected at once and filed together: still apart.
+    inc.annotate(&mut events);
     let ids: Vec<String> = events.iter().map(|e| incident(e).id).collect();
     assert_ne!(ids[0], ids[1]);
     assert_ne!(ids[0], ids[2]);
@@ -340,15 +371,15 @@ fn unrelated_anomalies_at_the_same_time_stay_apart_and_incidents_end() {
     assert_eq!(inc.open(), 3);
     // The gateway joins the token and auth incidents into one.
     let mut gw = event("api-gateway", "errors", 120, 240, Status::Firing);
-    inc.annotate(&mut gw);
+    inc.annotate(std::slice::from_mut(&mut gw));
     assert_eq!(incident(&gw).id, ids[0]);
     assert_eq!(inc.open(), 2);
     // Resolved, then the gap passes: the incident ends.
     let mut done = event("shop-payments", "errors", 60, 300, Status::Resolved);
-    inc.annotate(&mut done);
+    inc.annotate(std::slice::from_mut(&mut done));
     assert_eq!(incident(&done).id, ids[1]);
     let mut later = event("token-service", "other", 1000, 1000, Status::Firing);
-    inc.annotate(&mut later);
+    inc.annotate(std::slice::from_mut(&mut later));
     assert_eq!(
         inc.open(),
         1,
@@ -363,7 +394,9 @@ fn a_latency_incident_points_downstream() {
         event("api-gateway", "latency", 60, 240, Status::Firing),
         event("token-service", "latency", 60, 240, Status::Firing),
     ];
-    events.iter_mut().for_each(|e| inc.annotate(e));
+    events
+        .iter_mut()
+        .for_each(|e| inc.annotate(std::slice::from_mut(e)));
     assert_eq!(incident(&events[1]).root_cause_service, "token-service");
 }
 
@@ -371,12 +404,12 @@ fn a_latency_incident_points_downstream() {
 fn incident_state_survives_a_checkpoint() {
     let mut inc = learned();
     let mut first = event("token-service", "errors", 60, 180, Status::Firing);
-    inc.annotate(&mut first);
+    inc.annotate(std::slice::from_mut(&mut first));
     let json = serde_json::to_string(inc.state()).unwrap();
     let mut resumed = Incidents::new(600 * SEC);
     resumed.restore(serde_json::from_str(&json).unwrap());
     let mut gw = event("api-gateway", "errors", 60, 200, Status::Firing);
-    resumed.annotate(&mut gw);
+    resumed.annotate(std::slice::from_mut(&mut gw));
     assert_eq!(incident(&gw).id, incident(&first).id);
 }
 
@@ -399,6 +432,8 @@ fn a_blip_of_failures_elsewhere_does_not_explain_a_long_latency_incident() {
         event("api-gateway", "latency", 60, 660, Status::Firing),
         event("token-service", "latency", 60, 660, Status::Firing),
     ];
-    events.iter_mut().for_each(|e| inc.annotate(e));
+    events
+        .iter_mut()
+        .for_each(|e| inc.annotate(std::slice::from_mut(e)));
     assert_eq!(incident(&events[1]).root_cause_service, "token-service");
 }
