@@ -95,6 +95,9 @@ pub struct ClosedTrace {
     pub origin: Option<u32>,
     /// The services with a failing span, each once.
     pub failing: Vec<u32>,
+    /// Per service in the trace (each once): the time its spans spent themselves, their
+    /// duration less their children's, in milliseconds. Where latency starts.
+    pub self_ms: Vec<(u32, f64)>,
 }
 
 /// Groups log records into traces; see the module docs.
@@ -122,6 +125,8 @@ struct Scratch {
     parent: Vec<Option<usize>>,
     depth: Vec<usize>,
     failing_child: Vec<bool>,
+    /// Per span, the summed duration of its children (µs).
+    children_us: Vec<i64>,
 }
 
 fn hash_id(s: &str) -> u64 {
@@ -359,6 +364,7 @@ fn analyse(trace_id: Arc<str>, open: OpenTrace, scratch: &mut Scratch) -> Closed
         parent,
         depth,
         failing_child,
+        children_us,
     } = scratch;
     parent.clear();
     parent.extend((0..n).map(|i| {
@@ -384,11 +390,14 @@ fn analyse(trace_id: Arc<str>, open: OpenTrace, scratch: &mut Scratch) -> Closed
     let mut calls = Vec::new();
     failing_child.clear();
     failing_child.resize(n, false);
+    children_us.clear();
+    children_us.resize(n, 0);
     for (i, s) in spans.iter().enumerate() {
         let Some(p) = parent[i] else { continue };
         if s.failed() {
             failing_child[p] = true;
         }
+        children_us[p] += s.end - s.start;
         if spans[p].service != s.service {
             calls.push(Call {
                 caller: spans[p].service,
@@ -415,12 +424,28 @@ fn analyse(trace_id: Arc<str>, open: OpenTrace, scratch: &mut Scratch) -> Closed
         .collect();
     failing.sort_unstable();
     failing.dedup();
+    // Children called one after another: a span's own time is what they leave of it
+    // (children run concurrently leave less, never below zero).
+    let mut self_ms: Vec<(u32, f64)> = spans
+        .iter()
+        .zip(children_us.iter())
+        .map(|(s, &c)| (s.service, (s.end - s.start - c).max(0) as f64 / 1000.0))
+        .collect();
+    self_ms.sort_unstable_by_key(|(service, _)| *service);
+    self_ms.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            kept.1 += later.1;
+        }
+        same
+    });
     ClosedTrace {
         trace_id,
         time: open.first,
         calls,
         origin,
         failing,
+        self_ms,
     }
 }
 

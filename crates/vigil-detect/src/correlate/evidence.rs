@@ -58,6 +58,47 @@ pub struct Origin {
     pub samples: Vec<String>,
 }
 
+/// The count, sum and sum of squares of a quantity: its mean and spread, mergeable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Moments {
+    /// Values.
+    pub n: f64,
+    /// Their sum.
+    pub sum: f64,
+    /// The sum of their squares.
+    pub sumsq: f64,
+}
+
+impl Moments {
+    /// Adds one value.
+    pub fn add(&mut self, x: f64) {
+        self.n += 1.0;
+        self.sum += x;
+        self.sumsq += x * x;
+    }
+
+    /// Adds another's values.
+    pub fn merge(&mut self, o: &Moments) {
+        self.n += o.n;
+        self.sum += o.sum;
+        self.sumsq += o.sumsq;
+    }
+
+    /// The mean (0 without values).
+    pub fn mean(&self) -> f64 {
+        if self.n > 0.0 { self.sum / self.n } else { 0.0 }
+    }
+
+    /// The variance of the mean: the values' variance over their count.
+    pub fn mean_variance(&self) -> f64 {
+        if self.n < 2.0 {
+            return 0.0;
+        }
+        let var = (self.sumsq - self.sum * self.sum / self.n) / (self.n - 1.0);
+        var.max(0.0) / self.n
+    }
+}
+
 /// Everything closed traces showed in one window.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WindowEvidence {
@@ -74,6 +115,9 @@ pub struct WindowEvidence {
     pub blame: BTreeMap<String, BTreeMap<String, i64>>,
     /// Per callee, the trace of its slowest call: a sample for latency incidents.
     pub slowest: BTreeMap<String, (f64, String)>,
+    /// Per service, the time it spent itself per trace (ms): where latency started.
+    #[serde(default)]
+    pub self_ms: BTreeMap<String, Moments>,
 }
 
 /// One window's rows while its traces are still closing.
@@ -86,6 +130,7 @@ struct Pending {
     origins: BTreeMap<u32, (i64, Vec<Arc<str>>)>,
     blame: BTreeMap<(u32, u32), i64>,
     slowest: BTreeMap<u32, (f64, Arc<str>)>,
+    self_ms: BTreeMap<u32, Moments>,
 }
 
 /// Per-window evidence from closed traces.
@@ -165,6 +210,9 @@ impl Evidence {
                             .insert(c.callee, (c.latency_ms, Arc::clone(&t.trace_id)));
                     }
                 }
+            }
+            for &(service, ms) in &t.self_ms {
+                p.self_ms.entry(service).or_default().add(ms);
             }
             if let Some(origin) = t.origin {
                 let (n, samples) = p.origins.entry(origin).or_default();
@@ -304,6 +352,7 @@ impl Evidence {
                 .into_iter()
                 .map(|(s, (ms, t))| (name(s), (ms, t.to_string())))
                 .collect(),
+            self_ms: p.self_ms.into_iter().map(|(s, m)| (name(s), m)).collect(),
         })
     }
 }

@@ -22,9 +22,12 @@
 //!   travel from callee to caller);
 //! - *first*: whether its anomaly started first.
 //!
-//! When an origin's evidence reaches 0.25 the weights are 0.6 / 0.25 / 0.15; otherwise (a
-//! latency or saturation incident) 0.6 dependency and 0.4 first, among the incident's own
-//! services. The confidence blends the top score
+//! When an origin's evidence reaches 0.25 the weights are 0.6 / 0.25 / 0.15. Without failures
+//! to go by (a latency incident), the *origin* is where the time was added instead: services
+//! (the incident's, or ones they call) whose own time per trace (their spans less the spans
+//! they call) rose well beyond its usual, by their share of the time added, times the share of
+//! windows they stood out in; weighted the same way. Without either (e.g. saturation), 0.6
+//! dependency and 0.4 first, among the incident's own services. The confidence blends the top score
 //! with its margin over the runner-up. Every event of an incident's anomalies carries the
 //! incident as it stands then, so a later event may name another root cause as evidence
 //! grows; the id stays.
@@ -34,7 +37,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 use vigil_core::time::parse_rfc3339_micros;
 
-use super::evidence::{SAMPLES, WindowEvidence};
+use super::evidence::{Moments, SAMPLES, WindowEvidence};
 use crate::rules::{AnomalyEvent, Status, fingerprint};
 
 /// Excess failing traces an incident needs before their origins count as evidence.
@@ -50,6 +53,10 @@ const EDGE_TTL: i64 = 24 * HOUR;
 const MIN_EVIDENCE: f64 = 0.25;
 /// Windows before an incident whose failing traces are its services' usual.
 const USUAL_WINDOWS: usize = 60;
+/// How far a service's own time per trace must rise to count as where latency started: in
+/// standard errors of the difference of means, and as a share of its usual.
+const SLOW_SIGMAS: f64 = 4.0;
+const SLOW_SHARE: f64 = 0.2;
 /// Share of a service's failing traces that must start at another to connect them.
 const BLAME_SHARE: f64 = 0.2;
 
@@ -129,6 +136,10 @@ pub struct Evidence {
     pub sample_trace_ids: Vec<String>,
     /// Failing traces of the incident's services by origin, above the usual.
     pub error_origins: BTreeMap<String, f64>,
+    /// In an incident without failures to go by: the services (the incident's, and those they
+    /// call) whose own time per trace rose well beyond its usual, by how much (ms).
+    #[serde(default)]
+    pub self_time_added_ms: BTreeMap<String, f64>,
     /// The service whose anomaly started first.
     pub first_anomaly: String,
     /// Each candidate's score.
@@ -201,6 +212,7 @@ impl Incidents {
             origins: w.origins.clone(),
             blame: w.blame.clone(),
             slowest: w.slowest.clone(),
+            self_ms: w.self_ms.clone(),
         };
         s.windows.insert(w.start, failures);
         // An hour more: the usual failing traces before an incident (`USUAL_WINDOWS`).
@@ -403,6 +415,20 @@ impl Incidents {
             .collect();
         let failures =
             failing >= MIN_FAILING_TRACES && evidence.values().any(|e| *e >= MIN_EVIDENCE);
+        // Without failures to go by, where the incident's time went instead.
+        let slowed = if failures {
+            BTreeMap::new()
+        } else {
+            self.slowed(&members, &windows, before)
+        };
+        let slow_evidence: BTreeMap<&str, f64> =
+            slowed.iter().map(|(s, (_, e))| (s.as_str(), *e)).collect();
+        // The evidence where it is: failing traces' origins, or else where time was added.
+        let (evidence, by_evidence) = if slow_evidence.values().any(|e| *e >= MIN_EVIDENCE) {
+            (slow_evidence, true)
+        } else {
+            (evidence, failures)
+        };
         let starts: BTreeMap<&str, i64> = members
             .iter()
             .map(|s| {
@@ -440,7 +466,7 @@ impl Incidents {
                     Some(&s) if s == first => 1.0,
                     _ => 0.0,
                 };
-                let score = if failures {
+                let score = if by_evidence {
                     let origin = evidence.get(c).copied().unwrap_or(0.0);
                     0.6 * origin + 0.25 * dependency + 0.15 * earliest
                 } else {
@@ -501,10 +527,74 @@ impl Incidents {
                     .into_iter()
                     .map(|(o, (n, _))| (o, round(n)))
                     .collect(),
+                self_time_added_ms: slowed
+                    .into_iter()
+                    .map(|(s, (ms, _))| (s, round(ms)))
+                    .collect(),
                 first_anomaly,
                 scores,
             },
         }
+    }
+}
+
+impl Incidents {
+    /// Services whose own time per trace (span time less their calls') rose during the
+    /// incident's `windows` well beyond its usual in `before`: those the incident's services
+    /// call, or themselves, since latency travels from callee to caller. Each with the mean
+    /// time added per trace (ms) and its evidence: its share of all the time added, times the
+    /// share of the windows in which it stood out.
+    fn slowed(
+        &self,
+        members: &BTreeSet<&str>,
+        windows: &[&WindowEvidence],
+        before: &[&WindowEvidence],
+    ) -> BTreeMap<String, (f64, f64)> {
+        let relevant = |s: &str| members.contains(s) || members.iter().any(|m| self.reaches(m, s));
+        let mut usual: BTreeMap<&str, Moments> = BTreeMap::new();
+        for w in before {
+            for (s, m) in &w.self_ms {
+                usual.entry(s).or_default().merge(m);
+            }
+        }
+        // Well beyond: `SLOW_SIGMAS` standard errors and `SLOW_SHARE` of the usual.
+        let beyond = |now: &Moments, usual: &Moments| {
+            let added = now.mean() - usual.mean();
+            let noise = (now.mean_variance() + usual.mean_variance()).sqrt();
+            (usual.n >= MIN_FAILING_TRACES
+                && added > SLOW_SIGMAS * noise
+                && added > SLOW_SHARE * usual.mean())
+            .then_some(added)
+        };
+        let mut during: BTreeMap<&str, (Moments, usize)> = BTreeMap::new();
+        for w in windows {
+            for (s, m) in &w.self_ms {
+                let Some(u) = usual.get(s.as_str()) else {
+                    continue;
+                };
+                if !relevant(s) {
+                    continue;
+                }
+                let e = during.entry(s).or_default();
+                e.0.merge(m);
+                e.1 += usize::from(beyond(m, u).is_some());
+            }
+        }
+        let added: BTreeMap<&str, (f64, f64, usize)> = during
+            .into_iter()
+            .filter_map(|(s, (m, stood_out))| {
+                let ms = beyond(&m, &usual[s])?;
+                Some((s, (ms, ms * m.n, stood_out)))
+            })
+            .collect();
+        let total: f64 = added.values().map(|a| a.1).sum();
+        added
+            .into_iter()
+            .map(|(s, (ms, time, stood_out))| {
+                let persistence = stood_out as f64 / windows.len().max(1) as f64;
+                (s.to_string(), (ms, time / total * persistence))
+            })
+            .collect()
     }
 }
 

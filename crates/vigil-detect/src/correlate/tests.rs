@@ -125,6 +125,22 @@ fn the_deepest_failing_span_is_the_origin() {
     assert!(calls.contains(&("api-gateway".into(), "token-service".into(), true)));
     assert!(calls.contains(&("token-service".into(), "database".into(), true)));
     assert_eq!(calls.len(), 2);
+    // Each service's own time: its span less the span it called.
+    let own: Vec<(String, f64)> = t[0]
+        .self_ms
+        .iter()
+        .map(|&(s, ms)| (a.service_name(s).to_string(), ms))
+        .collect();
+    let expect = [
+        ("api-gateway", 7.0),
+        ("token-service", 13.0),
+        ("database", 5.0),
+    ];
+    assert_eq!(own.len(), 3, "{own:?}");
+    for (service, ms) in expect {
+        let got = own.iter().find(|(s, _)| s == service).expect(service).1;
+        assert!((got - ms).abs() < 0.01, "{service}: {got} ms, not {ms}");
+    }
 }
 
 #[test]
@@ -436,4 +452,68 @@ fn a_blip_of_failures_elsewhere_does_not_explain_a_long_latency_incident() {
         .iter_mut()
         .for_each(|e| inc.annotate(std::slice::from_mut(e)));
     assert_eq!(incident(&events[1]).root_cause_service, "token-service");
+}
+
+/// `w` with each service's own time per trace: 200 traces around `mean` ms (spread 30%).
+fn timed(mut w: WindowEvidence, own: &[(&str, f64)]) -> WindowEvidence {
+    for &(service, mean) in own {
+        let (n, sd) = (200.0, 0.3 * mean);
+        w.self_ms.insert(
+            service.to_string(),
+            evidence::Moments {
+                n,
+                sum: n * mean,
+                sumsq: n * (mean * mean + sd * sd),
+            },
+        );
+    }
+    w
+}
+
+#[test]
+fn latency_is_traced_to_the_service_whose_own_time_grew() {
+    // Only the gateway's latency fires; the time was added in the database, which it reaches
+    // through the token service. The shop's payments slow down at the same time, but nothing
+    // in the incident calls them.
+    let usual = [
+        ("api-gateway", 2.0),
+        ("token-service", 8.0),
+        ("database", 3.0),
+        ("shop-payments", 20.0),
+    ];
+    let slow = [
+        ("api-gateway", 2.0),
+        ("token-service", 8.0),
+        ("database", 12.0),
+        ("shop-payments", 90.0),
+    ];
+    // The gateway's latency anomaly from minute 61, seen at 66.
+    let gateway = |inc: &mut Incidents| {
+        let mut gw = [event(
+            "api-gateway",
+            "latency",
+            61 * 60,
+            66 * 60,
+            Status::Firing,
+        )];
+        inc.annotate(&mut gw);
+        incident(&gw[0])
+    };
+    let mut inc = learned();
+    for m in 1..=65 {
+        let own: &[(&str, f64)] = if m > 60 { &slow } else { &usual };
+        inc.observe(&timed(window(m * 60, &GRAPH, &[]), own));
+    }
+    let v = gateway(&mut inc);
+    assert_eq!(v.root_cause_service, "database", "{v:?}");
+    let added = &v.evidence.self_time_added_ms;
+    assert!((added["database"] - 9.0).abs() < 0.01, "{added:?}");
+    assert!(!added.contains_key("shop-payments"), "{added:?}");
+    assert!(!added.contains_key("token-service"), "{added:?}");
+    // Without the usual to compare with, the same windows say nothing.
+    let mut fresh = learned();
+    for m in 61..=65 {
+        fresh.observe(&timed(window(m * 60, &GRAPH, &[]), &slow));
+    }
+    assert_eq!(gateway(&mut fresh).root_cause_service, "api-gateway");
 }
