@@ -262,7 +262,9 @@ pub(crate) fn consume(
                     }
                     Assigned::Partitions(list) => {
                         // The writers' snapshots must include every commit the resume offsets
-                        // were read from, or Delta would see those as conflicting with ours.
+                        // were read from: each commit is checked against its snapshot's offsets
+                        // (and Delta's conflict check against later commits), so an older
+                        // snapshot would fence us off our own partitions.
                         for t in tables.all() {
                             if let Err(e) = rt.block_on(t.refresh()) {
                                 break 'consume Err(e.into());

@@ -79,9 +79,15 @@ pub struct TableWriter {
     date_col: usize,
     group_col: Option<usize>,
     time_col: usize,
-    /// Application transaction versions known to hold at table version `.0`: read from the
-    /// log once, then carried over this writer's own commits while nobody else commits.
-    txns_seen: (Option<u64>, HashMap<String, Option<i64>>),
+    txns_seen: SeenTxns,
+}
+
+/// Application transaction versions known to hold at table version `at`: read from the log
+/// once, then carried over the writer's own commits while nobody else commits.
+#[derive(Default)]
+struct SeenTxns {
+    at: Option<u64>,
+    versions: HashMap<String, Option<i64>>,
 }
 
 impl TableWriter {
@@ -109,7 +115,7 @@ impl TableWriter {
             pending_rows: 0,
             pending_bytes: 0,
             oldest: None,
-            txns_seen: (None, HashMap::new()),
+            txns_seen: SeenTxns::default(),
         })
     }
 
@@ -305,10 +311,11 @@ impl TableWriter {
         let version = finalized.version();
         self.table.state = Some(finalized.snapshot());
         // Others' commits rebased under ours are not read: the next check reads the log again.
-        let (seen_at, seen) = &mut self.txns_seen;
-        if *seen_at == Some(read_version) && version == read_version + 1 {
-            *seen_at = Some(version);
-            seen.extend(txns.iter().map(|t| (t.app_id.clone(), Some(t.to))));
+        let seen = &mut self.txns_seen;
+        if seen.at == Some(read_version) && version == read_version + 1 {
+            seen.at = Some(version);
+            seen.versions
+                .extend(txns.iter().map(|t| (t.app_id.clone(), Some(t.to))));
         }
         let rows = self.pending_rows;
         self.discard();
@@ -319,9 +326,7 @@ impl TableWriter {
             files,
         }))
     }
-}
 
-impl TableWriter {
     /// Fails, fenced, when a transaction's recorded version in the current snapshot is not its
     /// `from`.
     async fn check_txns(&mut self, txns: &[AppTxn]) -> Result<(), StoreError> {
@@ -333,15 +338,18 @@ impl TableWriter {
             .snapshot()
             .map_err(StoreError::delta(&self.spec.name))?
             .version();
-        if self.txns_seen.0 != Some(at) {
-            self.txns_seen = (Some(at), HashMap::new());
+        if self.txns_seen.at != Some(at) {
+            self.txns_seen = SeenTxns {
+                at: Some(at),
+                versions: HashMap::new(),
+            };
         }
         for t in txns {
-            let found = match self.txns_seen.1.get(&t.app_id) {
+            let found = match self.txns_seen.versions.get(&t.app_id) {
                 Some(&v) => v,
                 None => {
                     let v = app_version(&self.table, &self.spec.name, &t.app_id).await?;
-                    self.txns_seen.1.insert(t.app_id.clone(), v);
+                    self.txns_seen.versions.insert(t.app_id.clone(), v);
                     v
                 }
             };

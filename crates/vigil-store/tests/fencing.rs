@@ -58,6 +58,20 @@ async fn a_concurrent_commit_of_the_same_partition_is_fenced() {
 }
 
 #[tokio::test]
+async fn what_a_writer_knew_of_a_partition_is_read_again_once_another_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, mut b) = writers(dir.path()).await;
+    b.commit(&[txn("p0", None, 5)]).await.unwrap();
+    // A (a zombie that once saw p0 at 5) moves p0 on; B's next commit, of p1, is rebased over
+    // it, so B's snapshot holds p0 at 10 while B last recorded 5 itself.
+    a.refresh().await.unwrap();
+    a.commit(&[txn("p0", Some(5), 10)]).await.unwrap();
+    b.commit(&[txn("p1", None, 1)]).await.unwrap();
+    let err = b.commit(&[txn("p0", Some(5), 8)]).await.unwrap_err();
+    assert!(err.is_fenced(), "{err}");
+}
+
+#[tokio::test]
 async fn a_writers_own_consecutive_commits_go_through() {
     let dir = tempfile::tempdir().unwrap();
     let (mut a, mut b) = writers(dir.path()).await;
