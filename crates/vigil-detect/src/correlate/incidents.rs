@@ -57,6 +57,8 @@ const USUAL_WINDOWS: usize = 60;
 /// standard errors of the difference of means, and as a share of its usual.
 const SLOW_SIGMAS: f64 = 4.0;
 const SLOW_SHARE: f64 = 0.2;
+/// Traces of a service before an incident needed for its usual own time to mean anything.
+const MIN_USUAL_TRACES: f64 = 5.0;
 /// Share of a service's failing traces that must start at another to connect them.
 const BLAME_SHARE: f64 = 0.2;
 
@@ -231,7 +233,7 @@ impl Incidents {
             }
             for event in run.iter_mut() {
                 let start = micros(&event.starts_at);
-                let at = self
+                let (at, _) = self
                     .position(&event.fingerprint, start)
                     .expect("every event was filed above");
                 let view = self.view(&self.state.open[at], now);
@@ -246,12 +248,15 @@ impl Incidents {
         }
     }
 
-    /// The open incident holding the anomaly `fingerprint` that started at `start`.
-    fn position(&self, fingerprint: &str, start: i64) -> Option<usize> {
-        self.state.open.iter().position(|i| {
-            i.members
+    /// The open incident holding the anomaly `fingerprint` that started at `start`, and its
+    /// member there.
+    fn position(&self, fingerprint: &str, start: i64) -> Option<(usize, usize)> {
+        self.state.open.iter().enumerate().find_map(|(i, inc)| {
+            let m = inc
+                .members
                 .iter()
-                .any(|m| m.fingerprint == fingerprint && m.starts_at == start)
+                .position(|m| m.fingerprint == fingerprint && m.starts_at == start)?;
+            Some((i, m))
         })
     }
 
@@ -266,14 +271,7 @@ impl Incidents {
             ends_at: event.ends_at.as_deref().map(micros),
         };
         match (self.position(&member.fingerprint, start), event.status) {
-            (Some(i), _) => {
-                let m = self.state.open[i]
-                    .members
-                    .iter_mut()
-                    .find(|m| m.fingerprint == member.fingerprint && m.starts_at == start)
-                    .expect("found above");
-                m.ends_at = member.ends_at;
-            }
+            (Some((i, m)), _) => self.state.open[i].members[m].ends_at = member.ends_at,
             (None, Status::Firing) => self.join(member, &event.id),
             // Resolved without its firing on record (state lost): an incident of its own.
             (None, Status::Resolved) => self.found(member, &event.id),
@@ -536,9 +534,7 @@ impl Incidents {
             },
         }
     }
-}
 
-impl Incidents {
     /// Services whose own time per trace (span time less their calls') rose during the
     /// incident's `windows` well beyond its usual in `before`: those the incident's services
     /// call, or themselves, since latency travels from callee to caller. Each with the mean
@@ -561,7 +557,7 @@ impl Incidents {
         let beyond = |now: &Moments, usual: &Moments| {
             let added = now.mean() - usual.mean();
             let noise = (now.mean_variance() + usual.mean_variance()).sqrt();
-            (usual.n >= MIN_FAILING_TRACES
+            (usual.n >= MIN_USUAL_TRACES
                 && added > SLOW_SIGMAS * noise
                 && added > SLOW_SHARE * usual.mean())
             .then_some(added)

@@ -331,11 +331,14 @@ fn anomalies_detected_at_once_are_one_incident_from_its_first_event() {
     // A caller and its dependency fire in the same evaluation, the caller first in the rules'
     // order, with no failing traces to go by (e.g. latency): the caller's event must not stand
     // alone and name itself.
+    let both = || {
+        [
+            event("api-gateway", "latency", 60, 240, Status::Firing),
+            event("token-service", "latency", 60, 240, Status::Firing),
+        ]
+    };
     let mut inc = learned();
-    let mut events = [
-        event("api-gateway", "latency", 60, 240, Status::Firing),
-        event("token-service", "latency", 60, 240, Status::Firing),
-    ];
+    let mut events = both();
     inc.annotate(&mut events);
     let (a, b) = (incident(&events[0]), incident(&events[1]));
     assert_eq!(a.id, b.id);
@@ -344,10 +347,7 @@ fn anomalies_detected_at_once_are_one_incident_from_its_first_event() {
     assert_eq!(a.related.len(), 2);
     // Filed one by one, the first event could only name the caller.
     let mut alone = learned();
-    let mut events = [
-        event("api-gateway", "latency", 60, 240, Status::Firing),
-        event("token-service", "latency", 60, 240, Status::Firing),
-    ];
+    let mut events = both();
     alone.annotate(std::slice::from_mut(&mut events[0]));
     assert_eq!(incident(&events[0]).root_cause_service, "api-gateway");
 }
