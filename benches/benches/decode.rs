@@ -7,41 +7,21 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use vigil_core::schema::{FieldType, LogSchema, PromotedField};
+use vigil_core::schema::LogSchema;
 use vigil_decode::{Decoder, DecoderOptions};
 
 const BATCH: usize = 8192;
 
-fn vigil_schema() -> LogSchema {
-    let f = |k: &str, t| PromotedField {
-        key: k.into(),
-        column: k.into(),
-        field_type: t,
-    };
-    LogSchema::new(vec![
-        f("status_code", FieldType::Int32),
-        f("processing_time_ms", FieldType::Float64),
-    ])
-    .unwrap()
-}
-
 fn decode_vigil(input: &[u8]) -> usize {
     let mut d = Decoder::logs(
-        vigil_schema(),
+        LogSchema::seed(),
         DecoderOptions {
             batch_size: BATCH,
             ..Default::default()
         },
     );
     let mut rows = 0;
-    let mut rest = input;
-    while !rest.is_empty() {
-        let n = d.decode(rest);
-        rest = &rest[n..];
-        if let Some(b) = d.flush() {
-            rows += b.num_records();
-        }
-    }
+    d.decode_all(input, |b| rows += b.num_records());
     d.end_of_input();
     if let Some(b) = d.flush() {
         rows += b.num_records();

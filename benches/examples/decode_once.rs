@@ -12,33 +12,16 @@
 
 use std::hint::black_box;
 
-use vigil_core::schema::{FieldType, LogSchema, PromotedField};
+use vigil_core::schema::LogSchema;
 use vigil_decode::{Decoder, DecoderOptions};
 
 #[inline(never)]
 fn run(which: &str, input: &[u8]) -> usize {
     match which {
         "vigil" => {
-            let f = |k: &str, t| PromotedField {
-                key: k.into(),
-                column: k.into(),
-                field_type: t,
-            };
-            let schema = LogSchema::new(vec![
-                f("status_code", FieldType::Int32),
-                f("processing_time_ms", FieldType::Float64),
-            ])
-            .unwrap();
-            let mut d = Decoder::logs(schema, DecoderOptions::default());
+            let mut d = Decoder::logs(LogSchema::seed(), DecoderOptions::default());
             let mut rows = 0;
-            let mut rest = input;
-            while !rest.is_empty() {
-                let n = d.decode(rest);
-                rest = &rest[n..];
-                if let Some(b) = d.flush() {
-                    rows += b.num_records();
-                }
-            }
+            d.decode_all(input, |b| rows += b.num_records());
             d.end_of_input();
             rows + d.flush().map_or(0, |b| b.num_records())
         }

@@ -53,7 +53,7 @@ fn main() {
     pipeline.detect.anomaly_topic = None;
     pipeline.detect.anomalies_file = Some(events.clone());
     let lateness = i64::try_from(pipeline.detect.allowed_lateness.as_micros()).unwrap();
-    let mut detection = Detection::new(&pipeline, None)
+    let mut detection = Detection::new(&pipeline)
         .expect("detection")
         .expect("deals.toml has rules");
 
@@ -82,7 +82,7 @@ fn main() {
     };
     let t0 = cfg.start_micros;
     let mut generator = Generator::new(cfg);
-    let options = vigil_pipeline::decoder_options(&pipeline);
+    let options = pipeline.decode.clone();
     let mut logs_decoder = Decoder::new(
         RecordKind::Logs,
         pipeline.log_schema.clone(),
@@ -122,14 +122,7 @@ fn main() {
             let mut push = |d: &mut Decoder, kind, bytes: &[u8], detection: &mut Detection| {
                 // The decoder takes what fits in its batch; the rest waits for a flush.
                 let mut batches = Vec::new();
-                let mut rest = bytes;
-                while !rest.is_empty() {
-                    let used = d.decode(rest);
-                    rest = &rest[used..];
-                    if !rest.is_empty() {
-                        batches.extend(d.flush());
-                    }
-                }
+                d.decode_all(bytes, |b| batches.push(b));
                 batches.extend(d.flush());
                 for b in &batches {
                     for r in &b.records {
@@ -151,7 +144,7 @@ fn main() {
                 );
             }
             let before = detection.events();
-            detection.advance(rt.handle()).expect("advance");
+            rt.block_on(detection.advance()).expect("advance");
             if let Some(c) = detection.closed_through()
                 && closed != Some(c)
             {

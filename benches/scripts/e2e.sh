@@ -9,13 +9,9 @@
 # This machine is shared: wall time swings with neighbours, CPU time much less. DuckDB is timed
 # inside Python around the COPY statement only; vigil as a whole process (start-up included).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+source "$(dirname "$0")/common.sh"
 records="${1:-400000}"
 runs="${2:-5}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vigil/target}"
-py="${VIGIL_PYTHON:-$HOME/.cache/vigil/venv/bin/python}"
-cargo build --release -q -p vigil
-vigil="$CARGO_TARGET_DIR/release/vigil"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 input="$work/logs.ndjson"

@@ -6,16 +6,12 @@
 # Usage: benches/scripts/kafka.sh [records] [partitions] [runs]   (default 400000, 4, 3)
 # Needs Tansu (installed by .ci/run into ~/.cache/vigil/tools) or VIGIL_TANSU.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+source "$(dirname "$0")/common.sh"
 records="${1:-400000}"
 partitions="${2:-4}"
 runs="${3:-3}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vigil/target}"
-py="${VIGIL_PYTHON:-$HOME/.cache/vigil/venv/bin/python}"
 tansu="${VIGIL_TANSU:-$HOME/.cache/vigil/tools/bin/tansu}"
-cargo build --release -q -p vigil
 cargo build --release -q -p vigil-benches --example kafka_count
-vigil="$CARGO_TARGET_DIR/release/vigil"
 count="$CARGO_TARGET_DIR/release/examples/kafka_count"
 work="$(mktemp -d)"
 port=$((20000 + RANDOM % 20000))

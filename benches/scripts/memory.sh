@@ -3,10 +3,7 @@
 # seed-format NDJSON; bounded means the two peaks are about equal.
 # Usage: benches/scripts/memory.sh [threads]    (default: all cores)
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/vigil/target}"
-cargo build --release -q -p vigil
-vigil="$CARGO_TARGET_DIR/release/vigil"
+source "$(dirname "$0")/common.sh"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 threads_flag=()

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use vigil_config::{SourceKind, parse};
+use vigil_config::parse;
+use vigil_pipeline::SourceKind;
 
 #[test]
 fn every_pipeline_file_validates() {
@@ -155,13 +156,13 @@ fn deals_pipeline_takes_its_kafka_settings_from_the_environment() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/deals.toml"),
     )
     .unwrap();
-    let kafka_of = |p: &vigil_config::Pipeline| match &p.sources[0].kind {
+    let kafka_of = |p: &vigil_pipeline::Pipeline| match &p.sources[0].kind {
         SourceKind::Kafka(k) => k.clone(),
         other => panic!("expected a kafka source, got {other:?}"),
     };
     let defaults = kafka_of(&parse(&text, "deals.toml", |_| None).unwrap());
-    assert_eq!(defaults.brokers, "localhost:9092");
-    assert_eq!(defaults.group_id, "vigil");
+    assert_eq!(defaults.consumer.brokers, "localhost:9092");
+    assert_eq!(defaults.consumer.group_id, "vigil");
     let topics: Vec<_> = defaults
         .topics
         .iter()
@@ -186,11 +187,11 @@ fn deals_pipeline_takes_its_kafka_settings_from_the_environment() {
         )
     };
     let k = kafka_of(&parse(&text, "deals.toml", env).unwrap());
-    assert_eq!(k.brokers, "b1:9092,b2:9092");
-    assert_eq!(k.group_id, "vigil-eu");
+    assert_eq!(k.consumer.brokers, "b1:9092,b2:9092");
+    assert_eq!(k.consumer.group_id, "vigil-eu");
     assert_eq!(k.topics[0].0, "prod.logs");
     assert_eq!(k.topics[1].0, "prod.metrics");
-    assert_eq!(k.properties["security.protocol"], "sasl_ssl");
+    assert_eq!(k.consumer.properties["security.protocol"], "sasl_ssl");
 }
 
 #[test]

@@ -34,3 +34,16 @@ impl fmt::Display for ErrorKind {
         })
     }
 }
+
+/// A value as a user wrote it (a duration, a size, a record kind, a severity, ...) that cannot
+/// be used; the message names the value and what would be accepted. Always a user error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidInput(pub String);
+
+impl InvalidInput {
+    /// Who has to act: the user.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::User
+    }
+}

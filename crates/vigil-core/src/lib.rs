@@ -1,5 +1,6 @@
 //! Shared vocabulary of vigil: error kinds, the Arrow schemas of the archive tables, event-time
-//! helpers, durations and byte sizes as written in pipeline files, and source positions.
+//! helpers, durations and byte sizes as written in pipeline files, and the partitions whose
+//! positions the archive records.
 //!
 //! ```text
 //! sources ─► decode ─► detect / archive ─► query
@@ -15,5 +16,5 @@ pub mod schema;
 pub mod time;
 pub mod units;
 
-pub use error::ErrorKind;
-pub use position::SourcePosition;
+pub use error::{ErrorKind, InvalidInput};
+pub use position::Partition;

@@ -1,27 +1,37 @@
-//! Where a record came from, so a dead letter or a checkpoint can point back at it.
+//! Where a replayable source is: its partitions and the positions the archive records for
+//! them.
 
 use std::fmt;
 use std::sync::Arc;
 
-/// The position of one record in its source.
-///
-/// For a file or stdin the `offset` is the 1-based line number and `partition` is `None`; for
-/// Kafka `source` is the topic, `partition` the partition and `offset` the message offset.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SourcePosition {
-    /// File path, `-` for stdin, topic name, or generator name.
+/// One partition of a partitioned, replayable source (a Kafka topic's partition): the unit
+/// whose read position the archive records, so a restart resumes where the archive ends.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Partition {
+    /// The topic (or other stream name).
     pub source: Arc<str>,
-    /// Kafka partition, if the source has partitions.
-    pub partition: Option<i32>,
-    /// Line number (files) or message offset (Kafka).
-    pub offset: i64,
+    /// The partition number.
+    pub partition: i32,
 }
 
-impl fmt::Display for SourcePosition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.partition {
-            Some(p) => write!(f, "{}[{}]@{}", self.source, p, self.offset),
-            None => write!(f, "{}:{}", self.source, self.offset),
+impl Partition {
+    /// A partition of `source`.
+    pub fn new(source: &str, partition: i32) -> Self {
+        Self {
+            source: Arc::from(source),
+            partition,
         }
+    }
+
+    /// The Delta application id under which the archive records the partition's next
+    /// position (a `txn` action): `vigil:<topic>:<partition>`, as kafka-delta-ingest does.
+    pub fn app_id(&self) -> String {
+        format!("vigil:{}:{}", self.source, self.partition)
+    }
+}
+
+impl fmt::Display for Partition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.source, self.partition)
     }
 }

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
+use crate::error::InvalidInput;
+
 /// Column names shared by the schemas.
 pub mod col {
     /// Event time, `Timestamp(Microsecond, "UTC")`.
@@ -70,14 +72,14 @@ impl fmt::Display for RecordKind {
 }
 
 impl FromStr for RecordKind {
-    type Err = String;
+    type Err = InvalidInput;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "logs" | "log" => Ok(RecordKind::Logs),
             "metrics" | "metric" => Ok(RecordKind::Metrics),
-            other => Err(format!(
+            other => Err(InvalidInput(format!(
                 "unknown record kind `{other}`, expected `logs` or `metrics`"
-            )),
+            ))),
         }
     }
 }
@@ -132,7 +134,7 @@ impl fmt::Display for FieldType {
 }
 
 impl FromStr for FieldType {
-    type Err = String;
+    type Err = InvalidInput;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(match s {
             "int32" | "int" => FieldType::Int32,
@@ -142,9 +144,9 @@ impl FromStr for FieldType {
             "string" | "utf8" => FieldType::Utf8,
             "timestamp" => FieldType::Timestamp,
             other => {
-                return Err(format!(
+                return Err(InvalidInput(format!(
                     "unknown field type `{other}`, expected one of int32, int64, float64, bool, string, timestamp"
-                ));
+                )));
             }
         })
     }
@@ -188,7 +190,7 @@ pub const LOG_FIXED_COLUMNS: [&str; 8] = [
 impl LogSchema {
     /// Builds the schema, rejecting promoted columns that collide with each other or with the
     /// fixed columns.
-    pub fn new(promoted: Vec<PromotedField>) -> Result<Self, String> {
+    pub fn new(promoted: Vec<PromotedField>) -> Result<Self, InvalidInput> {
         let reserved =
             LOG_FIXED_COLUMNS
                 .iter()
@@ -197,13 +199,16 @@ impl LogSchema {
         let mut keys = HashSet::new();
         for p in &promoted {
             if !seen.insert(p.column.as_str()) {
-                return Err(format!(
+                return Err(InvalidInput(format!(
                     "promoted field `additional_data.{}` would be column `{}`, which already exists; rename it",
                     p.key, p.column
-                ));
+                )));
             }
             if !keys.insert(p.key.as_str()) {
-                return Err(format!("`additional_data.{}` is promoted twice", p.key));
+                return Err(InvalidInput(format!(
+                    "`additional_data.{}` is promoted twice",
+                    p.key
+                )));
             }
         }
         let utf8 = |name: &str| Field::new(name, DataType::Utf8, true);
@@ -239,6 +244,24 @@ impl LogSchema {
     /// The Arrow schema, `date` last.
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
+    }
+}
+
+impl LogSchema {
+    /// The seed's log format: `additional_data.status_code` as `int32` and
+    /// `additional_data.processing_time_ms` as `float64`, the two fields its alerts read.
+    /// What `vigil ingest` and the demo use without a pipeline file.
+    pub fn seed() -> Self {
+        let field = |key: &str, field_type| PromotedField {
+            key: key.into(),
+            column: key.into(),
+            field_type,
+        };
+        Self::new(vec![
+            field("status_code", FieldType::Int32),
+            field("processing_time_ms", FieldType::Float64),
+        ])
+        .expect("the seed's fields do not collide")
     }
 }
 
@@ -481,6 +504,6 @@ mod tests {
             field_type: FieldType::Utf8,
         }])
         .unwrap_err();
-        assert!(err.contains("already exists"), "{err}");
+        assert!(err.to_string().contains("already exists"), "{err}");
     }
 }

@@ -9,6 +9,12 @@ pub const MICROS_PER_SECOND: i64 = 1_000_000;
 /// Microseconds in one day.
 pub const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
 
+/// A duration in microseconds, the unit of event time; saturates at `i64::MAX` (about 292,000
+/// years), so a configured "forever" stays comparable instead of wrapping.
+pub fn micros(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
 /// Parses an RFC 3339 timestamp into microseconds since the epoch.
 ///
 /// Accepts `YYYY-MM-DD` then `T`, `t` or a space, `HH:MM:SS`, an optional fraction of any

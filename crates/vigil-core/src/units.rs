@@ -3,15 +3,20 @@
 
 use std::time::Duration;
 
+use crate::error::InvalidInput;
+
 /// Parses a duration: one or more `<number><unit>` parts, units `ms`, `s`, `m`, `h`, `d`,
 /// `w`. `"0"` is zero.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, InvalidInput> {
     let t = s.trim();
     if t == "0" {
         return Ok(Duration::ZERO);
     }
-    let bad =
-        || format!("invalid duration `{s}`: expected e.g. `500ms`, `30s`, `10m`, `1h30m`, `7d`");
+    let bad = || {
+        InvalidInput(format!(
+            "invalid duration `{s}`: expected e.g. `500ms`, `30s`, `10m`, `1h30m`, `7d`"
+        ))
+    };
     let mut total = Duration::ZERO;
     let mut rest = t;
     if rest.is_empty() {
@@ -68,10 +73,14 @@ pub fn format_duration(d: Duration) -> String {
 
 /// Parses a byte size: a number with an optional unit `B`, `KB`, `MB`, `GB` (powers of
 /// 1000) or `KiB`, `MiB`, `GiB` (powers of 1024).
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
+pub fn parse_bytes(s: &str) -> Result<u64, InvalidInput> {
     let t = s.trim();
     let n = t.bytes().take_while(u8::is_ascii_digit).count();
-    let bad = || format!("invalid size `{s}`: expected e.g. `1048576`, `64KiB`, `128MiB`, `1GB`");
+    let bad = || {
+        InvalidInput(format!(
+            "invalid size `{s}`: expected e.g. `1048576`, `64KiB`, `128MiB`, `1GB`"
+        ))
+    };
     if n == 0 {
         return Err(bad());
     }

@@ -15,7 +15,7 @@ use crate::tape::span;
 use crate::verbatim::Raw;
 
 /// Limits and sizes of a [`Decoder`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecoderOptions {
     /// Records (good and bad) buffered before [`Decoder::decode`] stops consuming input and
     /// waits for a [`Decoder::flush`].
@@ -117,6 +117,14 @@ struct Parser {
 }
 
 impl DecodedBatch {
+    /// No records and no dead letters: what a run of blank input decodes to.
+    pub fn empty() -> Self {
+        Self {
+            records: Vec::new(),
+            dead_letters: RecordBatch::new_empty(vigil_core::schema::dead_letter_schema()),
+        }
+    }
+
     /// Good records in all batches.
     pub fn num_records(&self) -> usize {
         self.records.iter().map(RecordBatch::num_rows).sum()
@@ -259,6 +267,22 @@ impl Decoder {
         self.lines = lines;
         self.stats.bytes += pos as u64;
         pos
+    }
+
+    /// Decodes all of `bytes` (newline-delimited, as [`decode`](Self::decode)), handing every
+    /// batch that fills up to `emit`. Records of a batch not yet full stay buffered for the
+    /// next call, or for [`flush`](Self::flush) at the end of the input. The drain loop every
+    /// reader of NDJSON needs, once.
+    pub fn decode_all(&mut self, mut bytes: &[u8], mut emit: impl FnMut(DecodedBatch)) {
+        while !bytes.is_empty() {
+            let used = self.decode(bytes);
+            bytes = &bytes[used..];
+            if !bytes.is_empty()
+                && let Some(batch) = self.flush()
+            {
+                emit(batch);
+            }
+        }
     }
 
     /// Ends the current NDJSON source: a last line without a trailing newline is decoded.

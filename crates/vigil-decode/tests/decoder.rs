@@ -22,14 +22,8 @@ fn schema() -> LogSchema {
 
 fn decode_all(dec: &mut Decoder, input: &[u8], chunk: usize) -> Vec<DecodedBatch> {
     let mut out = Vec::new();
-    for mut piece in input.chunks(chunk) {
-        while !piece.is_empty() {
-            let n = dec.decode(piece);
-            piece = &piece[n..];
-            if !piece.is_empty() {
-                out.extend(dec.flush());
-            }
-        }
+    for piece in input.chunks(chunk) {
+        dec.decode_all(piece, |b| out.push(b));
     }
     dec.end_of_input();
     out.extend(dec.flush());

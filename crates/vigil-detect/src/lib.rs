@@ -1,7 +1,10 @@
-//! Online anomaly detectors for metric series.
+//! Detection: rules over event-time windows, the baseline detector, correlation, and the
+//! anomaly events they produce.
 //!
 //! ```text
-//! metric samples ─► one detector per series ─► anomaly score in [0, 1] per sample ─► alerts
+//! decoded batches ─► windows (DataFusion partial/final aggregates) ─► rules ─► AnomalyEvent
+//!        └────────► correlate (traces, service graph) ──────────────────────► its incident
+//! metric samples ─► one baseline detector per series ─► anomaly score in [0, 1] per sample
 //! ```
 //!
 //! A detector sees one series' samples in time order, one at a time, and answers each with
@@ -16,16 +19,23 @@
 //! service in two phases (partial aggregate states per bite of rows, final per window), so
 //! memory is bounded by services × open panes rather than by events. [`correlate`] assembles
 //! traces, learns the service dependency graph and groups anomalies into incidents with a
-//! root-cause service.
+//! root-cause service. [`event`] is the anomaly event of DESIGN.md (times in µs until
+//! serialised as RFC 3339). [`spec`] holds what a pipeline file declares about all of this
+//! (`vigil-config` parses into it). The pipeline (`vigil-pipeline`) feeds and drives it.
 #![warn(missing_docs)]
 
 pub mod baseline;
 pub mod correlate;
+mod error;
+pub mod event;
 pub mod rules;
+pub mod spec;
 pub mod windows;
 
 pub use baseline::{BaselineConfig, BaselineDetector};
-pub use correlate::{Correlator, IncidentView};
-pub use rules::{AnomalyEvent, Rule, RuleEvaluator, Status};
-pub use vigil_config::{Comparison, Condition, Severity};
-pub use windows::{DetectError, WindowedRules};
+pub use correlate::Correlator;
+pub use error::DetectError;
+pub use event::{AnomalyEvent, IncidentEvidence, IncidentView, Status};
+pub use rules::{Rule, RuleEvaluator};
+pub use spec::{Comparison, Condition, CorrelationConfig, RuleSpec, Severity};
+pub use windows::WindowedRules;

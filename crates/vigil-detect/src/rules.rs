@@ -20,16 +20,15 @@
 //! with [`RuleEvaluator::absent`] so a pending series resets and a firing one resolves.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use vigil_core::time::format_rfc3339;
-
-use vigil_config::{Condition, Severity};
+use vigil_core::time::micros;
 use vigil_core::units::format_duration;
 
 use crate::baseline::{BaselineConfig, BaselineDetector};
+use crate::event::{AnomalyEvent, Status};
+use crate::spec::{Condition, Severity};
 
 /// A baseline rule's condition holds while the series' [deviation](BaselineDetector::deviation)
 /// is at least this: a value the learned baseline makes less likely than one in a thousand.
@@ -104,25 +103,6 @@ pub struct Transition {
     pub ends_at: Option<i64>,
     /// For a baseline rule, the series' deviation in that window.
     pub deviation: Option<f64>,
-}
-
-/// An event's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// The condition has held for `for`.
-    Firing,
-    /// It no longer holds.
-    Resolved,
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Firing => "firing",
-            Self::Resolved => "resolved",
-        })
-    }
 }
 
 /// Evaluates one rule over the values of its series, window by window.
@@ -276,18 +256,14 @@ impl RuleEvaluator {
             threshold,
             window: format_duration(self.rule.window),
             for_: format_duration(self.rule.for_),
-            starts_at: format_rfc3339(t.starts_at),
-            ends_at: t.ends_at.map(format_rfc3339),
-            detected_at: format_rfc3339(detected_at),
+            starts_at: t.starts_at,
+            ends_at: t.ends_at,
+            detected_at,
             labels: self.rule.labels.clone(),
             annotations,
             incident: None,
         }
     }
-}
-
-fn micros(d: Duration) -> i64 {
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// A stable identifier of a rule's series: 16 hex digits of FNV-1a over the rule name and the
@@ -301,62 +277,10 @@ pub fn fingerprint(rule: &str, series: &str) -> String {
     format!("{h:016x}")
 }
 
-impl AnomalyEvent {
-    /// `P1`..`P4`.
-    pub fn severity_name(&self) -> &'static str {
-        match self.severity {
-            Severity::P1 => "P1",
-            Severity::P2 => "P2",
-            Severity::P3 => "P3",
-            Severity::P4 => "P4",
-        }
-    }
-}
-
-/// The anomaly event of DESIGN.md, one per state change; its Kafka key is `fingerprint`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AnomalyEvent {
-    /// Unique per episode: the fingerprint and the episode's start.
-    pub id: String,
-    /// Stable per rule and series.
-    pub fingerprint: String,
-    /// `firing` or `resolved`.
-    pub status: Status,
-    /// The rule's name.
-    pub rule: String,
-    /// `threshold` or `baseline`.
-    pub kind: String,
-    /// P1–P4.
-    pub severity: Severity,
-    /// The service the series belongs to.
-    pub service: String,
-    /// The signal's value in the window that caused the event (null for no data).
-    pub value: Option<f64>,
-    /// The rule's threshold (null for baselines).
-    pub threshold: Option<f64>,
-    /// Window length, e.g. `1m`.
-    pub window: String,
-    /// The rule's `for`, e.g. `10m`.
-    #[serde(rename = "for")]
-    pub for_: String,
-    /// RFC 3339: when the episode started.
-    pub starts_at: String,
-    /// RFC 3339: when it ended; null while firing.
-    pub ends_at: Option<String>,
-    /// RFC 3339: when vigil detected the change.
-    pub detected_at: String,
-    /// The rule's labels.
-    pub labels: BTreeMap<String, String>,
-    /// Summary, runbook URL, ...
-    pub annotations: BTreeMap<String, String>,
-    /// The incident this anomaly belongs to (correlation); null until correlation exists.
-    pub incident: Option<serde_json::Value>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_config::Comparison;
+    use crate::spec::Comparison;
 
     const MIN: i64 = 60_000_000;
 

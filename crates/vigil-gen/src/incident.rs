@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use vigil_core::InvalidInput;
 use vigil_core::units::{format_duration, parse_duration};
 
 use crate::topology::service_index;
@@ -102,14 +103,14 @@ impl fmt::Display for Incident {
 }
 
 impl FromStr for Incident {
-    type Err = String;
+    type Err = InvalidInput;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let usage = || {
-            format!(
+            InvalidInput(format!(
                 "invalid incident `{s}`: expected `kind:service@start+duration[*intensity]`, \
                  e.g. `errors:token-service@30m+15m`; kinds are errors, outage, latency, cpu, traffic-drop"
-            )
+            ))
         };
         let (kind, rest) = s.split_once(':').ok_or_else(usage)?;
         let (service, rest) = rest.split_once('@').ok_or_else(usage)?;
@@ -127,10 +128,10 @@ impl FromStr for Incident {
             _ => return Err(usage()),
         };
         let service = service_index(service).ok_or_else(|| {
-            format!(
+            InvalidInput(format!(
                 "invalid incident `{s}`: unknown service `{service}`, expected one of {}",
                 crate::SERVICES.join(", ")
-            )
+            ))
         })?;
         Ok(Self {
             kind,
@@ -158,6 +159,7 @@ mod tests {
             "errors:nope@1m+1m"
                 .parse::<Incident>()
                 .unwrap_err()
+                .to_string()
                 .contains("unknown service")
         );
         assert!("boom".parse::<Incident>().is_err());

@@ -6,7 +6,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 
 /// What a consumer needs to know.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerSettings {
     /// `bootstrap.servers`.
     pub brokers: String,
@@ -22,6 +22,22 @@ pub struct ConsumerSettings {
     pub stats_interval: Duration,
     /// Any librdkafka property; applied last.
     pub properties: BTreeMap<String, String>,
+}
+
+impl Default for ConsumerSettings {
+    /// Brokers and topics are the user's to give; the rest: group `vigil`, start from the
+    /// earliest offset, 16 MiB of fetched messages per partition, statistics every 5 s.
+    fn default() -> Self {
+        Self {
+            brokers: String::new(),
+            group_id: "vigil".into(),
+            topics: Vec::new(),
+            start_earliest: true,
+            max_fetch_buffer: 16 << 20,
+            stats_interval: Duration::from_secs(5),
+            properties: BTreeMap::new(),
+        }
+    }
 }
 
 /// A client config of `brokers` with `properties` applied over vigil's `defaults`.

@@ -28,8 +28,11 @@ pub struct TopicPartition {
 /// Where the archive ends for each partition: the next offset to read, or `None` when the
 /// archive has nothing from it (the group's committed offset, else `auto.offset.reset`,
 /// applies). Called during a rebalance, on the thread that polls.
-pub type ResumeFn =
-    Box<dyn Fn(&[TopicPartition]) -> Result<Vec<Option<i64>>, String> + Send + Sync>;
+pub type ResumeFn = Box<
+    dyn Fn(&[TopicPartition]) -> Result<Vec<Option<i64>>, Box<dyn std::error::Error + Send + Sync>>
+        + Send
+        + Sync,
+>;
 
 /// A change of assignment, seen by the thread that polls, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +94,7 @@ impl ConsumerContext for Context {
             .collect();
         let offsets = match (self.resume)(&tps) {
             Ok(o) => o,
-            Err(reason) => {
+            Err(source) => {
                 // Without the archive's offsets, reading could duplicate records: own nothing,
                 // and let the poll loop stop with the error.
                 let tp = tps.first().cloned().unwrap_or(TopicPartition {
@@ -102,7 +105,7 @@ impl ConsumerContext for Context {
                     Some(KafkaError::Resume {
                         topic: tp.topic,
                         partition: tp.partition,
-                        reason,
+                        source,
                     });
                 let _ = consumer.unassign();
                 return;
@@ -232,7 +235,7 @@ impl Consumer {
     }
 
     /// Leaves the group cleanly (partitions are revoked first, so they move at once).
-    pub fn close(self) {
+    pub fn close(&self) {
         self.inner.unsubscribe();
         // Serve the revocation so the group rebalances now rather than after the session
         // timeout.

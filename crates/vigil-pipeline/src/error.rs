@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use vigil_core::ErrorKind;
+use vigil_detect::DetectError;
+use vigil_kafka::KafkaError;
 use vigil_store::StoreError;
 
 /// A pipeline stopped.
@@ -17,38 +19,59 @@ pub enum PipelineError {
         #[source]
         source: std::io::Error,
     },
+    /// An output file (e.g. `detect.anomalies_file`) could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Output {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The archive failed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Kafka failed (configuration, broker, or reading offsets during a rebalance).
     #[error(transparent)]
-    Kafka(Box<vigil_kafka::KafkaError>),
-    /// Detection could not run a rule.
+    Kafka(Box<KafkaError>),
+    /// Detection could not run a rule, or correlation failed.
     #[error("detection: {0}")]
-    Detect(String),
-    /// A worker thread died; this is a bug.
-    #[error("a pipeline thread panicked: {0}")]
+    Detect(#[from] DetectError),
+    /// Detection's checkpoint in the archive cannot be read.
+    #[error("detection checkpoint {path} is unreadable: {source}")]
+    Checkpoint {
+        /// Its path under the `anomalies` table.
+        path: String,
+        /// What is wrong with it.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A worker thread died or a runtime could not start; this is a bug.
+    #[error("a pipeline thread failed: {0}")]
     Panicked(String),
 }
 
 impl PipelineError {
-    pub(crate) fn kafka(e: vigil_kafka::KafkaError) -> Self {
+    pub(crate) fn kafka(e: KafkaError) -> Self {
         Self::Kafka(Box::new(e))
     }
 
     /// Who has to act, and whether a retry can help.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            PipelineError::Input { source, .. } => match source.kind() {
-                std::io::ErrorKind::NotFound
-                | std::io::ErrorKind::PermissionDenied
-                | std::io::ErrorKind::IsADirectory
-                | std::io::ErrorKind::InvalidData => ErrorKind::User,
-                _ => ErrorKind::External,
-            },
+            PipelineError::Input { source, .. } | PipelineError::Output { source, .. } => {
+                match source.kind() {
+                    std::io::ErrorKind::NotFound
+                    | std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::IsADirectory
+                    | std::io::ErrorKind::InvalidData => ErrorKind::User,
+                    _ => ErrorKind::External,
+                }
+            }
             PipelineError::Store(e) => e.kind(),
-            PipelineError::Kafka(_) => ErrorKind::External,
-            PipelineError::Detect(_) => ErrorKind::User,
+            PipelineError::Kafka(e) => e.kind(),
+            PipelineError::Detect(e) => e.kind(),
+            PipelineError::Checkpoint { .. } => ErrorKind::Internal,
             PipelineError::Panicked(_) => ErrorKind::Internal,
         }
     }

@@ -1,25 +1,38 @@
-//! Wires a pipeline together: sources → decode → archive, with backpressure and an orderly
-//! shutdown. A library, so tests run whole pipelines in-process.
+//! Wires a pipeline together: one route for every source.
 //!
 //! ```text
-//! file / stdin / generator ─► Decoder ─► (bounded channel) ─► Sink ─► TableWriter per table
+//! Source (file | stdin | generator | kafka) ─► Step::Batch (RecordKind, DecodedBatch, CheckpointDelta)
+//!    ─► Sink ─┬─► Detection (one per pipeline: rules, correlation, anomaly events)
+//!             └─► archive: each table's files and the batch's positions (Delta `txn`
+//!                 actions) in one Delta commit
 //! ```
 //!
+//! [`source`] turns inputs into decoded batches, each with the checkpoint delta it advances;
+//! [`Sink`] hands every batch to the pipeline's [`Detection`] and to the archive, and commits
+//! rows and positions together, retrying and fencing in one place; [`run`] drives them, on one
+//! thread or with each source on its own. [`config`] is what a pipeline is made of (read from
+//! pipeline files by `vigil-config`). A library, so tests run whole pipelines in-process.
+//!
 //! Delivery: every record read is either a row or a dead letter, and everything decoded is
-//! committed before [`run`] returns, including after a stop request.
+//! committed before [`run`] returns, including after a stop request; a source with positions
+//! (Kafka) is archived exactly once across restarts, rebalances and zombie replicas.
 #![warn(missing_docs)]
 
+pub mod config;
 mod detect;
 mod error;
-mod input;
-mod kafka;
 mod run;
 mod sink;
+pub mod source;
+mod summary;
 
-pub use detect::Detection;
+pub use config::{
+    ArchiveConfig, DetectConfig, KafkaSourceConfig, Pipeline, SourceConfig, SourceKind,
+};
+pub use detect::{Detection, IDLE};
 pub use error::PipelineError;
-pub use input::{Input, check_readable};
-pub use kafka::app_id;
-pub use run::{Counters, RunOptions, Summary, decoder_options, run};
-pub use sink::{Sink, SinkStats};
+pub use run::run;
+pub use sink::{DeadLetterTopic, Sink};
+pub use source::{Input, check_readable};
+pub use summary::{Counters, RunOptions, SinkStats, Summary};
 pub use vigil_kafka::{PartitionStats, StatsBook};

@@ -17,15 +17,15 @@ pub enum Format {
 }
 
 impl FromStr for Format {
-    type Err = String;
+    type Err = vigil_core::InvalidInput;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "table" => Ok(Format::Table),
             "csv" => Ok(Format::Csv),
             "json" => Ok(Format::Json),
-            other => Err(format!(
+            other => Err(vigil_core::InvalidInput(format!(
                 "unknown format `{other}`, expected table, csv or json"
-            )),
+            ))),
         }
     }
 }

@@ -16,16 +16,12 @@ pub mod trace;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
 use datafusion::catalog::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use vigil_core::ErrorKind;
-use vigil_core::schema::{
-    LogSchema, anomaly_schema, dead_letter_schema, error_origin_schema, metric_schema,
-    service_edges_schema,
-};
-use vigil_store::{Archive, StoreError};
+use vigil_core::schema::LogSchema;
+use vigil_store::{Archive, StoreError, TableSpec};
 
 pub use format::{Format, render};
 pub use trace::{Trace, read_trace};
@@ -67,18 +63,6 @@ impl QueryError {
     }
 }
 
-/// The tables of an archive and the schema each has before it exists.
-fn known_tables() -> [(&'static str, SchemaRef); 6] {
-    [
-        ("logs", LogSchema::default().schema().clone()),
-        ("metrics", metric_schema()),
-        ("dead_letters", dead_letter_schema()),
-        ("anomalies", anomaly_schema()),
-        ("service_edges", service_edges_schema()),
-        ("error_origin", error_origin_schema()),
-    ]
-}
-
 /// A DataFusion session over one archive.
 pub struct Engine {
     ctx: SessionContext,
@@ -93,7 +77,8 @@ impl Engine {
             .set_bool("datafusion.execution.parquet.reorder_filters", true);
         let ctx = SessionContext::new_with_config(config);
         let mut found = 0;
-        for (name, schema) in known_tables() {
+        for spec in TableSpec::all(&LogSchema::default()) {
+            let name = spec.name.as_str();
             match archive.open(name).await? {
                 Some(table) => {
                     table.update_datafusion_session(&ctx.state()).map_err(|e| {
@@ -107,7 +92,7 @@ impl Engine {
                     found += 1;
                 }
                 None => {
-                    let empty = MemTable::try_new(schema, vec![vec![]])?;
+                    let empty = MemTable::try_new(spec.schema.clone(), vec![vec![]])?;
                     ctx.register_table(name, Arc::new(empty))?;
                 }
             }

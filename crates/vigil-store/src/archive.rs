@@ -93,6 +93,24 @@ impl Archive {
         }
     }
 
+    /// The versions the table records for `app_ids` (their `txn` actions, e.g. the next
+    /// offset of each Kafka partition), as of its latest commit; `None` where it records
+    /// none, or the table does not exist.
+    pub async fn app_versions(
+        &self,
+        table: &str,
+        app_ids: &[String],
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        let Some(t) = self.open(table).await? else {
+            return Ok(vec![None; app_ids.len()]);
+        };
+        let mut out = Vec::with_capacity(app_ids.len());
+        for id in app_ids {
+            out.push(app_version(&t, table, id).await?);
+        }
+        Ok(out)
+    }
+
     /// Opens a table, creating it from `spec` if it does not exist. Two writers creating the
     /// same table at once both end up with the one that won.
     pub async fn open_or_create(&self, spec: &TableSpec) -> Result<DeltaTable, StoreError> {
@@ -170,4 +188,18 @@ fn check_schema(table: &DeltaTable, spec: &TableSpec, url: &Url) -> Result<(), S
         }
     }
     Ok(())
+}
+
+/// The version last committed for `app_id` in `table` (its `txn` actions), as of the table's
+/// loaded snapshot.
+pub async fn app_version(
+    table: &DeltaTable,
+    name: &str,
+    app_id: &str,
+) -> Result<Option<i64>, StoreError> {
+    let snapshot = table.snapshot().map_err(StoreError::delta(name))?;
+    snapshot
+        .transaction_version(table.log_store().as_ref(), app_id)
+        .await
+        .map_err(StoreError::delta(name))
 }

@@ -133,6 +133,19 @@ impl TableSpec {
         }
     }
 
+    /// Every table of an archive, `logs` with `log_schema`: records, dead letters, then what
+    /// detection writes.
+    pub fn all(log_schema: &LogSchema) -> [TableSpec; 6] {
+        [
+            Self::logs(log_schema),
+            Self::metrics(),
+            Self::dead_letters(),
+            Self::anomalies(),
+            Self::service_edges(),
+            Self::error_origin(),
+        ]
+    }
+
     /// Parquet properties: zstd, page-level statistics (so the page index is written),
     /// bloom filters, no dictionaries on unique columns, and the sort order recorded in the
     /// file metadata.

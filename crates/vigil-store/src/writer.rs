@@ -15,7 +15,7 @@ use indexmap::IndexMap;
 use object_store::ObjectStoreExt;
 use parquet::file::properties::WriterProperties;
 
-use crate::archive::Archive;
+use crate::archive::{Archive, app_version};
 use crate::error::StoreError;
 use crate::sort::{Piece, sort_rows};
 use crate::spec::{ROW_GROUP_ROWS, TableSpec};
@@ -31,7 +31,20 @@ pub struct FlushPolicy {
     pub interval: Duration,
 }
 
+impl FlushPolicy {
+    /// Never due: the owner commits when it chooses (e.g. detection, after each window close).
+    pub fn manual() -> Self {
+        Self {
+            max_rows: usize::MAX,
+            max_bytes: usize::MAX,
+            interval: Duration::MAX,
+        }
+    }
+}
+
 impl Default for FlushPolicy {
+    /// Commit at 1,000,000 rows, 256 MiB of Arrow buffers, or 30 s after the oldest row
+    /// arrived, whichever comes first.
     fn default() -> Self {
         Self {
             max_rows: 1_000_000,
@@ -73,6 +86,8 @@ pub struct TableWriter {
     props: WriterProperties,
     policy: FlushPolicy,
     pending: Vec<RecordBatch>,
+    /// Who each pending batch came from (see [`push_from`](Self::push_from)).
+    origins: Vec<u32>,
     pending_rows: usize,
     pending_bytes: usize,
     oldest: Option<Instant>,
@@ -112,6 +127,7 @@ impl TableWriter {
             spec,
             policy,
             pending: Vec::new(),
+            origins: Vec::new(),
             pending_rows: 0,
             pending_bytes: 0,
             oldest: None,
@@ -162,6 +178,12 @@ impl TableWriter {
 
     /// Buffers a batch of the table's schema. Empty batches are ignored.
     pub fn push(&mut self, batch: RecordBatch) {
+        self.push_from(0, batch);
+    }
+
+    /// Buffers a batch that came from `origin` (e.g. one source of a pipeline), so that
+    /// [`discard_from`](Self::discard_from) can drop that origin's rows and keep the rest.
+    pub fn push_from(&mut self, origin: u32, batch: RecordBatch) {
         if batch.num_rows() == 0 {
             return;
         }
@@ -170,6 +192,27 @@ impl TableWriter {
         self.pending_bytes += batch.get_array_memory_size();
         self.oldest.get_or_insert_with(Instant::now);
         self.pending.push(batch);
+        self.origins.push(origin);
+    }
+
+    /// Drops the buffered rows that came from `origin` without writing them (its source is
+    /// re-read from the archive's positions), keeping every other origin's.
+    pub fn discard_from(&mut self, origin: u32) {
+        if !self.origins.contains(&origin) {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let origins = std::mem::take(&mut self.origins);
+        let oldest = self.oldest;
+        self.discard();
+        for (o, batch) in origins.into_iter().zip(pending) {
+            if o != origin {
+                self.push_from(o, batch);
+            }
+        }
+        if !self.pending.is_empty() {
+            self.oldest = oldest;
+        }
     }
 
     /// Rows buffered and not yet committed.
@@ -242,6 +285,7 @@ impl TableWriter {
     /// Drops everything buffered without writing it.
     pub fn discard(&mut self) {
         self.pending.clear();
+        self.origins.clear();
         self.pending_rows = 0;
         self.pending_bytes = 0;
         self.oldest = None;
@@ -364,18 +408,4 @@ impl TableWriter {
         }
         Ok(())
     }
-}
-
-/// The version last committed for `app_id` in `table` (its `txn` actions), as of the table's
-/// loaded snapshot.
-pub async fn app_version(
-    table: &DeltaTable,
-    name: &str,
-    app_id: &str,
-) -> Result<Option<i64>, StoreError> {
-    let snapshot = table.snapshot().map_err(StoreError::delta(name))?;
-    snapshot
-        .transaction_version(table.log_store().as_ref(), app_id)
-        .await
-        .map_err(StoreError::delta(name))
 }

@@ -35,10 +35,10 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
-use vigil_core::time::parse_rfc3339_micros;
 
 use super::evidence::{Moments, SAMPLES, WindowEvidence};
-use crate::rules::{AnomalyEvent, Status, fingerprint};
+use crate::event::{AnomalyEvent, IncidentEvidence, IncidentView, Status};
+use crate::rules::fingerprint;
 
 /// Excess failing traces an incident needs before their origins count as evidence.
 const MIN_FAILING_TRACES: f64 = 5.0;
@@ -112,40 +112,6 @@ pub struct IncidentState {
     windows: BTreeMap<i64, WindowEvidence>,
     /// Open incidents, oldest first.
     open: Vec<Incident>,
-}
-
-/// The incident of an anomaly as it stands: what the event's `incident` field holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IncidentView {
-    /// Stable for the incident's life.
-    pub id: String,
-    /// The service the evidence points to.
-    pub root_cause_service: String,
-    /// 0..1.
-    pub confidence: f64,
-    /// Fingerprints of the incident's anomalies.
-    pub related: Vec<String>,
-    /// The services with anomalies in it.
-    pub services: Vec<String>,
-    /// Sample trace ids and the scores behind the choice.
-    pub evidence: Evidence,
-}
-
-/// Why the root cause was chosen.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Evidence {
-    /// Failing traces that started at the root cause (or, without failures, its slowest).
-    pub sample_trace_ids: Vec<String>,
-    /// Failing traces of the incident's services by origin, above the usual.
-    pub error_origins: BTreeMap<String, f64>,
-    /// In an incident without failures to go by: the services (the incident's, and those they
-    /// call) whose own time per trace rose well beyond its usual, by how much (ms).
-    #[serde(default)]
-    pub self_time_added_ms: BTreeMap<String, f64>,
-    /// The service whose anomaly started first.
-    pub first_anomaly: String,
-    /// Each candidate's score.
-    pub scores: BTreeMap<String, f64>,
 }
 
 /// Groups anomaly events into incidents; see the module docs.
@@ -227,17 +193,17 @@ impl Incidents {
     /// rather than the first of them standing alone for an event because of the rules' order.
     pub fn annotate(&mut self, events: &mut [AnomalyEvent]) {
         for run in events.chunk_by_mut(|a, b| a.detected_at == b.detected_at) {
-            let now = micros(&run[0].detected_at);
+            let now = run[0].detected_at;
             for event in run.iter() {
                 self.file(event);
             }
             for event in run.iter_mut() {
-                let start = micros(&event.starts_at);
+                let start = event.starts_at;
                 let (at, _) = self
                     .position(&event.fingerprint, start)
                     .expect("every event was filed above");
                 let view = self.view(&self.state.open[at], now);
-                event.incident = Some(serde_json::to_value(view).expect("an incident serialises"));
+                event.incident = Some(view);
             }
             let gap = self.gap;
             self.state.open.retain(|i| {
@@ -263,12 +229,12 @@ impl Incidents {
     /// Files one event: a firing anomaly joins (or founds) an incident, a later event of it
     /// updates its member.
     fn file(&mut self, event: &AnomalyEvent) {
-        let start = micros(&event.starts_at);
+        let start = event.starts_at;
         let member = Member {
             fingerprint: event.fingerprint.clone(),
             service: event.service.clone(),
             starts_at: start,
-            ends_at: event.ends_at.as_deref().map(micros),
+            ends_at: event.ends_at,
         };
         match (self.position(&member.fingerprint, start), event.status) {
             (Some((i, m)), _) => self.state.open[i].members[m].ends_at = member.ends_at,
@@ -519,7 +485,7 @@ impl Incidents {
             confidence: round(0.5 * top + 0.5 * margin),
             related,
             services: members.iter().map(|s| s.to_string()).collect(),
-            evidence: Evidence {
+            evidence: IncidentEvidence {
                 sample_trace_ids: samples,
                 error_origins: origins
                     .into_iter()
@@ -592,11 +558,6 @@ impl Incidents {
             })
             .collect()
     }
-}
-
-/// An event's RFC 3339 time in microseconds (the evaluator wrote it: 0 if unreadable).
-fn micros(s: &str) -> i64 {
-    parse_rfc3339_micros(s.as_bytes()).unwrap_or(0)
 }
 
 fn round(x: f64) -> f64 {

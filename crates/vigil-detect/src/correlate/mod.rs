@@ -32,21 +32,15 @@ pub mod assemble;
 pub mod evidence;
 pub mod incidents;
 
-use std::time::Duration;
-
 use arrow::array::RecordBatch;
 
 pub use assemble::{AssembleConfig, Assembler, ClosedTrace};
 pub use evidence::{Evidence, WindowEvidence, edges_batch, origins_batch};
-pub use incidents::{IncidentState, IncidentView, Incidents};
+pub use incidents::{IncidentState, Incidents};
 
-use vigil_config::Correlation;
+use vigil_core::time::micros;
 
-use crate::{AnomalyEvent, DetectError};
-
-fn micros(d: Duration) -> i64 {
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
-}
+use crate::{AnomalyEvent, CorrelationConfig, DetectError};
 
 /// Traces → evidence → incidents; see the module docs.
 pub struct Correlator {
@@ -60,7 +54,7 @@ pub struct Correlator {
 
 impl Correlator {
     /// A correlator with nothing learned yet, configured by the pipeline's `[detect]`.
-    pub fn new(cfg: &Correlation) -> Self {
+    pub fn new(cfg: &CorrelationConfig) -> Self {
         let timeout = micros(cfg.trace_timeout).max(1);
         Self {
             assembler: Assembler::new(AssembleConfig {

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 
 use super::*;
-use crate::rules::Status;
+use crate::event::{IncidentView, Status};
 
 const SEC: i64 = 1_000_000;
 
@@ -270,10 +270,9 @@ fn event(
         threshold: Some(0.5),
         window: "1m".into(),
         for_: "2m".into(),
-        starts_at: vigil_core::time::format_rfc3339(starts_s * SEC),
-        ends_at: (status == Status::Resolved)
-            .then(|| vigil_core::time::format_rfc3339(detected_s * SEC)),
-        detected_at: vigil_core::time::format_rfc3339(detected_s * SEC),
+        starts_at: starts_s * SEC,
+        ends_at: (status == Status::Resolved).then_some(detected_s * SEC),
+        detected_at: detected_s * SEC,
         labels: Default::default(),
         annotations: Default::default(),
         incident: None,
@@ -281,7 +280,7 @@ fn event(
 }
 
 fn incident(e: &AnomalyEvent) -> IncidentView {
-    serde_json::from_value(e.incident.clone().expect("annotated")).unwrap()
+    e.incident.clone().expect("annotated")
 }
 
 /// Incidents (10-minute gap) that have seen one quiet window of [`GRAPH`].

@@ -60,11 +60,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     for (kind, path) in inputs {
         let input = Input::File(path);
         vigil_pipeline::check_readable(std::slice::from_ref(&input))?;
-        let mut decoder = Decoder::new(
-            kind,
-            pipeline.log_schema.clone(),
-            vigil_pipeline::decoder_options(&pipeline),
-        );
+        let mut decoder = Decoder::new(kind, pipeline.log_schema.clone(), pipeline.decode.clone());
         decoder.begin_source(&input.name());
         feeds.push(Feed {
             kind,
@@ -80,7 +76,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     }
     pipeline.detect.anomaly_topic = None;
     pipeline.detect.anomalies_file = Some(args.anomalies.clone());
-    let mut detection = Detection::new(&pipeline, None)?.expect("rules were checked above");
+    let mut detection = Detection::new(&pipeline)?.expect("rules were checked above");
     let rt = super::runtime()?;
     let started = Instant::now();
     // Small reads keep the watermark close to the data, so events are detected (and stamped)
@@ -98,14 +94,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
             batches.extend(feed.decoder.flush());
             feed.done = true;
         } else {
-            let mut rest = &buf[..n];
-            while !rest.is_empty() {
-                let used = feed.decoder.decode(rest);
-                rest = &rest[used..];
-                if !rest.is_empty() || used == 0 {
-                    batches.extend(feed.decoder.flush());
-                }
-            }
+            feed.decoder.decode_all(&buf[..n], |b| batches.push(b));
             batches.extend(feed.decoder.flush());
         }
         for b in batches {
@@ -117,10 +106,10 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         if feed.done {
             detection.end_source(&feed.name);
         }
-        detection.advance(rt.handle())?;
+        rt.block_on(detection.advance())?;
     }
     // Every input is read: close every window that holds a row.
-    detection.finish(rt.handle())?;
+    rt.block_on(detection.finish())?;
     let records: u64 = feeds.iter().map(|f| f.decoder.stats().records).sum();
     let dead: u64 = feeds.iter().map(|f| f.decoder.stats().dead_letters).sum();
     let secs = started.elapsed().as_secs_f64();

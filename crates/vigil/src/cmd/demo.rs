@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use vigil_config::{Source, SourceKind};
+use vigil_core::schema::LogSchema;
+use vigil_core::time::format_rfc3339;
+use vigil_pipeline::{Pipeline, SourceConfig, SourceKind};
 use vigil_query::{Engine, Format, render};
+use vigil_store::TableSpec;
 
 use crate::cli::DemoArgs;
 use crate::output::{Progress, summary_line};
@@ -20,8 +23,7 @@ const DEALS: &str = include_str!("../../../../pipelines/deals.toml");
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     prepare(Path::new(&args.archive))?;
-    let mut pipeline = super::ingest::default_pipeline();
-    pipeline.name = "demo".into();
+    let mut pipeline = Pipeline::new("demo");
     pipeline.archive.url = args.archive.clone();
     let config = vigil_gen::Config {
         seed: args.seed,
@@ -37,7 +39,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let anomalies = Path::new(&args.archive).join("anomalies.ndjson");
     pipeline.detect.anomalies_file = Some(anomalies.clone());
     let start = vigil_core::time::format_rfc3339(config.start_micros);
-    pipeline.sources = vec![Source {
+    pipeline.sources = vec![SourceConfig {
         name: "generator".into(),
         kind: SourceKind::Generator {
             config,
@@ -130,25 +132,24 @@ fn print_alerts(path: &Path) -> anyhow::Result<Option<String>> {
     }
     for e in &events {
         let value = e.value.map_or("no data".into(), |v| format!("{v:.3}"));
-        let at = e.ends_at.as_deref().unwrap_or(&e.detected_at);
+        let at = format_rfc3339(e.ends_at.unwrap_or(e.detected_at));
         println!(
             "  {:<8} {} {:<22} {:<14} value {value:<9} since {} (at {at})",
             e.status.to_string(),
-            e.severity_name(),
+            e.severity.name(),
             e.rule,
             e.service,
-            e.starts_at
+            format_rfc3339(e.starts_at)
         );
     }
     println!();
     // Each incident as its latest event describes it.
     let mut incidents: Vec<vigil_detect::IncidentView> = Vec::new();
     for e in &events {
-        let Some(i) = &e.incident else { continue };
-        let view: vigil_detect::IncidentView = serde_json::from_value(i.clone())?;
+        let Some(view) = &e.incident else { continue };
         match incidents.iter_mut().find(|k| k.id == view.id) {
-            Some(k) => *k = view,
-            None => incidents.push(view),
+            Some(k) => *k = view.clone(),
+            None => incidents.push(view.clone()),
         }
     }
     println!("Incidents (anomalies connected in the dependency graph, grouped)");
@@ -180,15 +181,8 @@ fn prepare(root: &Path) -> anyhow::Result<()> {
             );
         }
         let _ = std::fs::remove_file(root.join("anomalies.ndjson"));
-        for table in [
-            "logs",
-            "metrics",
-            "dead_letters",
-            "anomalies",
-            "service_edges",
-            "error_origin",
-        ] {
-            let dir = root.join(table);
+        for spec in TableSpec::all(&LogSchema::default()) {
+            let dir = root.join(&spec.name);
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)
                     .with_context(|| format!("removing {}", dir.display()))?;

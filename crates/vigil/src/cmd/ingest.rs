@@ -2,9 +2,8 @@
 
 use std::process::ExitCode;
 
-use vigil_config::{Pipeline, Source, SourceKind};
-use vigil_core::schema::{FieldType, LogSchema, PromotedField, RecordKind};
-use vigil_pipeline::{Input, RunOptions};
+use vigil_core::schema::{LogSchema, PromotedField, RecordKind};
+use vigil_pipeline::{Input, Pipeline, RunOptions, SourceConfig, SourceKind};
 
 use crate::cli::IngestArgs;
 use crate::output::{Progress, summary_line};
@@ -13,7 +12,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let kind: RecordKind = args.kind.parse().map_err(anyhow::Error::msg)?;
     let mut pipeline = match &args.pipeline {
         Some(path) => vigil_config::load(path)?,
-        None => default_pipeline(),
+        None => Pipeline::new("ingest"),
     };
     if !args.fields.is_empty() {
         pipeline.log_schema = schema_from_flags(&args.fields)?;
@@ -32,7 +31,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
         args.files.iter().cloned().map(Input::File).collect()
     };
     let total_bytes = inputs.iter().map(Input::file_size).sum::<Option<u64>>();
-    pipeline.sources = vec![Source {
+    pipeline.sources = vec![SourceConfig {
         name: "ingest".into(),
         kind: if args.files.is_empty() {
             SourceKind::Stdin { records: kind }
@@ -56,39 +55,6 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let summary = result?;
     eprintln!("ingested {}", summary_line(&summary));
     Ok(ExitCode::SUCCESS)
-}
-
-/// The pipeline `ingest` uses without `--pipeline`: defaults everywhere, and the seed's two
-/// numeric fields promoted.
-pub fn default_pipeline() -> Pipeline {
-    Pipeline {
-        name: "ingest".into(),
-        sources: Vec::new(),
-        log_schema: default_log_schema(),
-        decode: Default::default(),
-        archive: vigil_config::Archive {
-            url: "./vigil-data".into(),
-            storage_options: Default::default(),
-            flush: Default::default(),
-        },
-        retention: Default::default(),
-        rules: Vec::new(),
-        detect: Default::default(),
-    }
-}
-
-/// `status_code: int32` and `processing_time_ms: float64`, as in the seed's log format.
-pub fn default_log_schema() -> LogSchema {
-    let field = |key: &str, field_type| PromotedField {
-        key: key.into(),
-        column: key.into(),
-        field_type,
-    };
-    LogSchema::new(vec![
-        field("status_code", FieldType::Int32),
-        field("processing_time_ms", FieldType::Float64),
-    ])
-    .expect("default fields do not collide")
 }
 
 fn schema_from_flags(fields: &[(String, String)]) -> anyhow::Result<LogSchema> {

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use vigil_config::SourceKind;
+use vigil_pipeline::SourceKind;
 
 use crate::cli::ValidateArgs;
 

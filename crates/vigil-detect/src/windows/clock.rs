@@ -1,0 +1,141 @@
+//! The pane clock of a group of rules: rules sharing a table, a window length and a hop share
+//! their panes (hop-long slices of event time, the unit raw rows are filed and folded by) and
+//! the start of the next window to close.
+
+use std::collections::BTreeMap;
+
+use arrow::array::RecordBatch;
+use vigil_core::schema::RecordKind;
+
+/// Empty windows closed one by one while series are pending, firing or expected (`no_data`):
+/// a week of minutes. After that many in a row (a clock far off, a source back after a long
+/// outage) the rest of the gap is skipped rather than evaluated window by window.
+const MAX_EMPTY_WINDOWS: i64 = 7 * 24 * 60;
+
+/// Rules sharing a table, a window length and a hop share their panes and their clock.
+pub(super) struct Group {
+    pub(super) table: RecordKind,
+    /// Window length, µs.
+    pub(super) window: i64,
+    /// Distance between window starts, µs; divides `window`.
+    pub(super) hop: i64,
+    /// Start of the next window to close; `closed` once one has.
+    pub(super) next_close: Option<i64>,
+    pub(super) closed: bool,
+    /// Rows not yet folded into partial states, by pane start.
+    pub(super) raw: BTreeMap<i64, Vec<RecordBatch>>,
+    pub(super) raw_rows: usize,
+    /// Windows closed in a row without any rows.
+    pub(super) empty_run: i64,
+}
+
+/// Where a pane's rows go.
+pub(super) enum Filing {
+    /// Into the pane: its windows are still open.
+    Open,
+    /// Nowhere: a window the pane belongs to has closed.
+    Late,
+}
+
+impl Group {
+    pub(super) fn new(table: RecordKind, window: i64, hop: i64) -> Self {
+        Self {
+            table,
+            window,
+            hop,
+            next_close: None,
+            closed: false,
+            raw: BTreeMap::new(),
+            raw_rows: 0,
+            empty_run: 0,
+        }
+    }
+
+    /// The name of the clock in checkpoints: `table/window/hop` (µs).
+    pub(super) fn key(&self) -> String {
+        format!("{}/{}/{}", self.table.table(), self.window, self.hop)
+    }
+
+    /// The start of the pane an event time falls in.
+    pub(super) fn pane(&self, t: i64) -> i64 {
+        t.div_euclid(self.hop) * self.hop
+    }
+
+    /// The first window a row of pane `pane` belongs to.
+    pub(super) fn first_window(&self, pane: i64) -> i64 {
+        pane - self.window + self.hop
+    }
+
+    /// Whether rows of `pane` still count, starting the clock (or moving it earlier, before
+    /// any window closed) so the pane's first window is the next to close.
+    pub(super) fn admit(&mut self, pane: i64) -> Filing {
+        let first = self.first_window(pane);
+        match self.next_close {
+            Some(next) if self.closed && first < next => return Filing::Late,
+            // Out of order before any window closed: the clock starts earlier.
+            Some(next) if first < next => self.next_close = Some(first),
+            Some(_) => {}
+            None => self.next_close = Some(first),
+        }
+        Filing::Open
+    }
+
+    /// The window to close next if the watermark has passed its end: `(start, end)`.
+    pub(super) fn due(&self, watermark: i64) -> Option<(i64, i64)> {
+        let start = self.next_close?;
+        let end = start.saturating_add(self.window);
+        (end <= watermark).then_some((start, end))
+    }
+
+    /// Files `rows` into pane `pane`.
+    pub(super) fn file(&mut self, pane: i64, rows: RecordBatch) {
+        self.raw_rows += rows.num_rows();
+        self.raw.entry(pane).or_default().push(rows);
+    }
+
+    /// Takes the raw rows of panes starting before `before`.
+    pub(super) fn take_raw(&mut self, before: i64) -> Vec<(i64, Vec<RecordBatch>)> {
+        let rest = self.raw.split_off(&before);
+        let taken = std::mem::replace(&mut self.raw, rest);
+        let n: usize = taken.values().flatten().map(RecordBatch::num_rows).sum();
+        self.raw_rows -= n;
+        taken.into_iter().collect()
+    }
+
+    /// A window closed; `had_rows`: whether any of its rules had rows in it.
+    pub(super) fn closed_one(&mut self, had_rows: bool) {
+        self.closed = true;
+        self.empty_run = if had_rows { 0 } else { self.empty_run + 1 };
+    }
+
+    /// After a close: moves the clock to the next window, jumping over windows that have no
+    /// rows and no series to resolve (a gap in the data, or a timestamp far ahead).
+    /// `active`: some rule has series pending, firing or expected. `first_state`: the
+    /// earliest pane holding partial states.
+    pub(super) fn skip_idle(&mut self, watermark: i64, active: bool, first_state: Option<i64>) {
+        let next = self.next_close.expect("a window just closed") + self.hop;
+        let first_data = first_state
+            .into_iter()
+            .chain(self.raw.keys().next().copied())
+            .min();
+        // The next window with data, or (no data at all) the first one the watermark does
+        // not allow yet.
+        let data_at = match first_data {
+            Some(pane) => self.first_window(pane),
+            None => (watermark - self.window).div_euclid(self.hop) * self.hop + self.hop,
+        };
+        self.next_close = Some(if active && self.empty_run < MAX_EMPTY_WINDOWS {
+            // Series to resolve or to count as absent: empty windows close one by one.
+            next
+        } else {
+            if active && data_at > next {
+                tracing::warn!(
+                    from = next,
+                    to = data_at,
+                    "no rows for a week of windows; skipping ahead to the next data"
+                );
+            }
+            next.max(data_at)
+        });
+    }
+}

@@ -1,0 +1,361 @@
+//! Rules over event-time windows (tumbling or hopping), with their signals computed by
+//! DataFusion's two-phase aggregation so state stays bounded.
+//!
+//! ```text
+//! batches ─► split by pane (hop) ─► raw rows, at most FOLD_ROWS per group
+//!                                     │ fold: the rule's plan up to its Partial aggregate
+//!                                     ▼
+//!                     partial aggregate states per rule and pane (one row per service)
+//!                                     │ watermark passes a window's end: the panes it spans
+//!                                     ▼
+//!            the rule's plan above its Partial aggregate (Final + projection)
+//!                                     ▼
+//!                  RuleEvaluator::observe / absent ─► anomaly events
+//! ```
+//!
+//! A rule's signal is SQL, `SELECT service, CAST((<signal>) AS DOUBLE) FROM w WHERE <filter>
+//! GROUP BY service`, planned once by DataFusion and split at its `Partial` aggregate: the
+//! lower half (filter, partial aggregation) runs over every bite of raw rows, the upper half
+//! (final aggregation, the signal's arithmetic) over the partial states of the panes a window
+//! spans. Partial states are DataFusion's own: sums and counts for `avg`, a t-digest for
+//! `approx_percentile_cont`, so a window's value is the same as one query over all its rows
+//! (exactly, or within the sketch's error for percentiles).
+//!
+//! Memory: raw rows are folded into partial states once a group holds [`FOLD_ROWS`] of them
+//! (and before any window closes), so what stays is at most `FOLD_ROWS` rows per group plus
+//! the partial states: services × open panes × folds, not events.
+//!
+//! Windows start at multiples of the hop and close in order when the watermark (the
+//! caller's: latest event time minus the allowed lateness) passes their end; a window with no
+//! rows still closes, so a firing series that stopped reporting resolves. A row is late when a
+//! window it belongs to has already closed: it is counted ([`WindowedRules::late_rows`]), not
+//! evaluated.
+
+use std::collections::BTreeMap;
+
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
+use datafusion::prelude::SessionContext;
+use vigil_core::schema::RecordKind;
+use vigil_core::time::micros;
+
+use crate::error::DetectError;
+use crate::event::AnomalyEvent;
+use crate::rules::{Rule, RuleEvaluator};
+use crate::spec::RuleSpec;
+
+mod checkpoint;
+mod clock;
+mod plan;
+#[cfg(test)]
+mod tests;
+
+pub use checkpoint::Checkpoint;
+pub(crate) use plan::with_rows;
+
+use clock::{Filing, Group};
+use plan::{Plan, PlanError};
+
+/// Raw rows a group holds before they are folded into partial aggregate states.
+pub const FOLD_ROWS: usize = 65_536;
+
+/// A rule, its plan and its partial states.
+struct Compiled {
+    evaluator: RuleEvaluator,
+    /// Index of its group (clock and panes).
+    group: usize,
+    sql: String,
+    plan: Option<Plan>,
+    /// Partial aggregate states by pane start.
+    states: BTreeMap<i64, Vec<RecordBatch>>,
+}
+
+impl Compiled {
+    fn error(&self, reason: String) -> DetectError {
+        DetectError::Rule {
+            rule: self.evaluator.rule().name.clone(),
+            reason,
+        }
+    }
+
+    fn plan_error(&self, e: PlanError) -> DetectError {
+        self.error(match e {
+            PlanError::DataFusion(e) => format!("{e} (in `{}`)", self.sql),
+            PlanError::NotAnAggregate => {
+                format!("the signal is not an aggregate (in `{}`)", self.sql)
+            }
+            PlanError::ServiceColumn(t) => format!("service column is {t}"),
+            PlanError::NotANumber => "the signal is not a number".into(),
+        })
+    }
+}
+
+/// Every rule of a pipeline over its windows.
+pub struct WindowedRules {
+    rules: Vec<Compiled>,
+    groups: Vec<Group>,
+    ctx: SessionContext,
+    late: u64,
+    fold_rows: usize,
+    /// The latest end of a window closed so far.
+    closed_through: Option<i64>,
+}
+
+impl WindowedRules {
+    /// Compiles the pipeline's rules. Their SQL is planned at the first batch, when the
+    /// input schema is known; errors in it surface from [`advance`](Self::advance).
+    pub fn new(specs: &[RuleSpec]) -> Self {
+        let mut rules = Vec::with_capacity(specs.len());
+        let mut groups: Vec<Group> = Vec::new();
+        for s in specs {
+            let rule = Rule {
+                name: s.name.clone(),
+                severity: s.severity,
+                condition: s.condition,
+                no_data: s.no_data,
+                window: s.window,
+                for_: s.for_,
+                labels: s.labels.clone(),
+                annotations: s.annotations.clone(),
+            };
+            let filter = s
+                .filter
+                .as_deref()
+                .map_or(String::new(), |f| format!(" WHERE {f}"));
+            let sql = format!(
+                "SELECT service, CAST(({}) AS DOUBLE) AS value FROM w{filter} GROUP BY service",
+                s.signal
+            );
+            let (window, hop) = (micros(s.window).max(1), micros(s.hop).max(1));
+            let group = match groups
+                .iter()
+                .position(|g| (g.table, g.window, g.hop) == (s.table, window, hop))
+            {
+                Some(g) => g,
+                None => {
+                    groups.push(Group::new(s.table, window, hop));
+                    groups.len() - 1
+                }
+            };
+            rules.push(Compiled {
+                evaluator: RuleEvaluator::new(rule),
+                group,
+                sql,
+                plan: None,
+                states: BTreeMap::new(),
+            });
+        }
+        Self {
+            rules,
+            groups,
+            ctx: plan::session(),
+            late: 0,
+            fold_rows: FOLD_ROWS,
+            closed_through: None,
+        }
+    }
+
+    /// Folds raw rows into partial states once a group holds `rows` of them (default
+    /// [`FOLD_ROWS`]).
+    pub fn with_fold_rows(mut self, rows: usize) -> Self {
+        self.fold_rows = rows.max(1);
+        self
+    }
+
+    /// Rows that arrived after a window they belong to had closed.
+    pub fn late_rows(&self) -> u64 {
+        self.late
+    }
+
+    /// The latest end of any window closed so far.
+    pub fn closed_through(&self) -> Option<i64> {
+        self.closed_through
+    }
+
+    /// Raw rows not yet folded into partial aggregate states, over every group.
+    pub fn raw_rows(&self) -> usize {
+        self.groups.iter().map(|g| g.raw_rows).sum()
+    }
+
+    /// Partial aggregate state rows held, over every rule and pane.
+    pub fn state_rows(&self) -> usize {
+        self.rules
+            .iter()
+            .flat_map(|r| r.states.values().flatten())
+            .map(RecordBatch::num_rows)
+            .sum()
+    }
+
+    /// Files `batch` (rows of `kind`) into the panes its rows fall in. Rows are folded into
+    /// partial states by the next [`advance`](Self::advance).
+    pub fn push(&mut self, kind: RecordKind, batch: &RecordBatch) {
+        if batch.num_rows() == 0 {
+            return;
+        }
+        let Ok(col) = batch.schema().index_of("timestamp") else {
+            return;
+        };
+        let ts = batch.column(col).as_primitive::<TimestampMicrosecondType>();
+        for g in self.groups.iter_mut().filter(|g| g.table == kind) {
+            let panes: Vec<i64> = ts.values().iter().map(|&t| g.pane(t)).collect();
+            let mut distinct = panes.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            for pane in distinct {
+                let mask = BooleanArray::from_iter(panes.iter().map(|&p| Some(p == pane)));
+                if let Filing::Late = g.admit(pane) {
+                    self.late += mask.true_count() as u64;
+                    continue;
+                }
+                let rows = if mask.true_count() == mask.len() {
+                    batch.clone()
+                } else {
+                    filter_record_batch(batch, &mask).expect("mask as long as the batch")
+                };
+                g.file(pane, rows);
+            }
+        }
+    }
+
+    /// Closes every window whose end is at or before `watermark`, oldest first, and returns
+    /// the anomaly events their rules produce, detected at `watermark`. Folds raw rows into
+    /// partial states first where a group holds more than its limit (see
+    /// [`with_fold_rows`](Self::with_fold_rows)).
+    pub async fn advance(&mut self, watermark: i64) -> Result<Vec<AnomalyEvent>, DetectError> {
+        let mut out = Vec::new();
+        for g in 0..self.groups.len() {
+            if self.groups[g].raw_rows >= self.fold_rows {
+                self.fold(g, i64::MAX).await?;
+            }
+            while let Some((start, end)) = self.groups[g].due(watermark) {
+                self.closed_through = Some(self.closed_through.map_or(end, |c| c.max(end)));
+                self.fold(g, end).await?;
+                self.close(g, start, watermark, &mut out).await?;
+                let active = self
+                    .rules
+                    .iter()
+                    .any(|r| r.group == g && r.evaluator.reported_series().next().is_some());
+                let first_state = self
+                    .rules
+                    .iter()
+                    .filter(|r| r.group == g)
+                    .filter_map(|r| r.states.keys().next().copied())
+                    .min();
+                self.groups[g].skip_idle(watermark, active, first_state);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Folds the raw rows of panes starting before `before` into every rule's partial states.
+    async fn fold(&mut self, g: usize, before: i64) -> Result<(), DetectError> {
+        let taken = self.groups[g].take_raw(before);
+        if taken.is_empty() {
+            return Ok(());
+        }
+        for i in 0..self.rules.len() {
+            if self.rules[i].group != g {
+                continue;
+            }
+            for (pane, rows) in &taken {
+                let state = self.partial(i, rows).await?;
+                if state.num_rows() > 0 {
+                    self.rules[i].states.entry(*pane).or_default().push(state);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The rule's partial aggregate states over `rows`.
+    async fn partial(
+        &mut self,
+        i: usize,
+        rows: &[RecordBatch],
+    ) -> Result<RecordBatch, DetectError> {
+        self.plan(i, &rows[0].schema()).await?;
+        let r = &self.rules[i];
+        let plan = r.plan.as_ref().expect("planned above");
+        plan.partial(&self.ctx, rows)
+            .await
+            .map_err(|e| r.plan_error(e))
+    }
+
+    /// Plans rule `i` for input `schema`, unless it already is.
+    async fn plan(&mut self, i: usize, schema: &SchemaRef) -> Result<(), DetectError> {
+        let r = &self.rules[i];
+        if r.plan.as_ref().is_some_and(|p| p.reads(schema)) {
+            return Ok(());
+        }
+        let plan = Plan::new(&self.ctx, &r.sql, schema)
+            .await
+            .map_err(|e| r.plan_error(e))?;
+        self.rules[i].plan = Some(plan);
+        Ok(())
+    }
+
+    /// Closes the window `[start, start + window)` of group `g` for each of its rules.
+    async fn close(
+        &mut self,
+        g: usize,
+        start: i64,
+        detected_at: i64,
+        out: &mut Vec<AnomalyEvent>,
+    ) -> Result<(), DetectError> {
+        let (window, hop) = (self.groups[g].window, self.groups[g].hop);
+        let has_rows = self
+            .rules
+            .iter()
+            .any(|r| r.group == g && r.states.range(start..start + window).next().is_some());
+        self.groups[g].closed_one(has_rows);
+        for i in 0..self.rules.len() {
+            if self.rules[i].group != g {
+                continue;
+            }
+            let states: Vec<RecordBatch> = self.rules[i]
+                .states
+                .range(start..start + window)
+                .flat_map(|(_, s)| s.iter().cloned())
+                .collect();
+            let values = self.finish(i, states).await?;
+            let r = &mut self.rules[i];
+            // Panes before the next window's start are no longer needed.
+            r.states = r.states.split_off(&(start + hop));
+            let mut seen = Vec::with_capacity(values.len());
+            for (service, value) in &values {
+                seen.push(service.clone());
+                if let Some(t) = r.evaluator.observe(service, start, *value) {
+                    out.push(r.evaluator.event(&t, detected_at));
+                }
+            }
+            let missing: Vec<String> = r
+                .evaluator
+                .reported_series()
+                .filter(|s| !seen.iter().any(|x| x == s))
+                .map(str::to_string)
+                .collect();
+            for s in missing {
+                if let Some(t) = r.evaluator.absent(&s, start) {
+                    out.push(r.evaluator.event(&t, detected_at));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The signal per service from a window's partial states, sorted by service.
+    async fn finish(
+        &self,
+        i: usize,
+        states: Vec<RecordBatch>,
+    ) -> Result<Vec<(String, f64)>, DetectError> {
+        let r = &self.rules[i];
+        let Some(plan) = r.plan.as_ref().filter(|_| !states.is_empty()) else {
+            return Ok(Vec::new());
+        };
+        plan.finish(&self.ctx, states)
+            .await
+            .map_err(|e| r.plan_error(e))
+    }
+}

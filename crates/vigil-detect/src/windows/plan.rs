@@ -1,0 +1,179 @@
+//! A rule's physical plan split at its `Partial` aggregate: the lower half folds bites of raw
+//! rows into partial aggregate states, the upper half (final aggregation and the signal's
+//! arithmetic) turns a window's partial states into one value per service.
+//!
+//! The plan is made once per input schema; each run swaps the plan's in-memory source (raw
+//! rows, or the partial states under the upper half) for the rows at hand, so nothing is
+//! planned again per bite or per window.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, Float64Array, RecordBatch};
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::datasource::MemTable;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+/// Why a plan could not be made or run: DataFusion's error, or a signal that is not what a
+/// rule needs. The caller names the rule.
+pub(super) enum PlanError {
+    DataFusion(DataFusionError),
+    NotAnAggregate,
+    ServiceColumn(DataType),
+    NotANumber,
+}
+
+impl From<DataFusionError> for PlanError {
+    fn from(e: DataFusionError) -> Self {
+        Self::DataFusion(e)
+    }
+}
+
+/// A session that keeps a plan's Partial and Final aggregates apart: one partition and no
+/// physical optimizer (which would merge them into one Single aggregate).
+pub(super) fn session() -> SessionContext {
+    let state = SessionStateBuilder::new()
+        .with_config(SessionConfig::new().with_target_partitions(1))
+        .with_default_features()
+        .with_physical_optimizer_rules(vec![])
+        .build();
+    SessionContext::new_with_state(state)
+}
+
+/// A rule's physical plan, split at its partial aggregate.
+pub(super) struct Plan {
+    /// The input schema it was planned for.
+    input: SchemaRef,
+    /// The `Partial` aggregate and everything under it.
+    partial: Arc<dyn ExecutionPlan>,
+    /// The whole plan (it contains `partial`).
+    whole: Arc<dyn ExecutionPlan>,
+}
+
+impl Plan {
+    /// Plans `sql` (which reads the table `w`) over rows of `schema`.
+    pub(super) async fn new(
+        ctx: &SessionContext,
+        sql: &str,
+        schema: &SchemaRef,
+    ) -> Result<Self, PlanError> {
+        let table = MemTable::try_new(Arc::clone(schema), vec![vec![]])?;
+        ctx.register_table("w", Arc::new(table))?;
+        let planned = async { ctx.sql(sql).await?.create_physical_plan().await }.await;
+        let _ = ctx.deregister_table("w");
+        let whole = planned?;
+        let mut partial = None;
+        whole.apply(|node| {
+            if let Some(agg) = node.downcast_ref::<AggregateExec>()
+                && *agg.mode() == AggregateMode::Partial
+            {
+                partial = Some(Arc::clone(node));
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        let partial = partial.ok_or(PlanError::NotAnAggregate)?;
+        Ok(Self {
+            input: Arc::clone(schema),
+            partial,
+            whole,
+        })
+    }
+
+    /// Whether the plan was made for rows of `schema`.
+    pub(super) fn reads(&self, schema: &SchemaRef) -> bool {
+        &self.input == schema
+    }
+
+    /// The partial aggregate states of `rows`, as one batch.
+    pub(super) async fn partial(
+        &self,
+        ctx: &SessionContext,
+        rows: &[RecordBatch],
+    ) -> Result<RecordBatch, PlanError> {
+        let plan = with_rows(&self.partial, rows.to_vec(), &self.input)?;
+        let out = collect(plan, ctx.task_ctx()).await?;
+        Ok(arrow::compute::concat_batches(&self.partial.schema(), &out)
+            .map_err(DataFusionError::from)?)
+    }
+
+    /// The signal per service from a window's partial states, sorted by service. A null
+    /// value is NaN (the condition then never holds).
+    pub(super) async fn finish(
+        &self,
+        ctx: &SessionContext,
+        states: Vec<RecordBatch>,
+    ) -> Result<Vec<(String, f64)>, PlanError> {
+        let partial = &self.partial;
+        let whole = Arc::clone(&self.whole)
+            .transform_down(|node| {
+                if !Arc::ptr_eq(&node, partial) {
+                    return Ok(Transformed::no(node));
+                }
+                let exec: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
+                    std::slice::from_ref(&states),
+                    partial.schema(),
+                    None,
+                )?;
+                Ok(Transformed::new(exec, true, TreeNodeRecursion::Jump))
+            })?
+            .data;
+        let batches = collect(whole, ctx.task_ctx()).await?;
+        let mut values = Vec::new();
+        for b in &batches {
+            let services = b.column(0);
+            let Some(services) = services.as_string_opt::<i32>() else {
+                return Err(PlanError::ServiceColumn(services.data_type().clone()));
+            };
+            let Some(v) = b.column(1).as_any().downcast_ref::<Float64Array>() else {
+                return Err(PlanError::NotANumber);
+            };
+            for row in 0..b.num_rows() {
+                if services.is_null(row) {
+                    continue;
+                }
+                let value = if v.is_null(row) {
+                    f64::NAN
+                } else {
+                    v.value(row)
+                };
+                values.push((services.value(row).to_string(), value));
+            }
+        }
+        values.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(values)
+    }
+}
+
+/// `plan`, planned over an in-memory table, reading `rows` (of `schema`) instead: a plan made
+/// once runs over every new bite of rows without being planned again.
+pub(crate) fn with_rows(
+    plan: &Arc<dyn ExecutionPlan>,
+    rows: Vec<RecordBatch>,
+    schema: &SchemaRef,
+) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+    let mut rows = Some(rows);
+    Ok(Arc::clone(plan)
+        .transform_down(|node| {
+            let Some(source) = node.downcast_ref::<DataSourceExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            let projection = source
+                .data_source()
+                .downcast_ref::<MemorySourceConfig>()
+                .and_then(|m| m.projection().clone());
+            let exec: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
+                &[rows.take().unwrap_or_default()],
+                Arc::clone(schema),
+                projection,
+            )?;
+            Ok(Transformed::new(exec, true, TreeNodeRecursion::Jump))
+        })?
+        .data)
+}

@@ -1,0 +1,267 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Float64Array, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use vigil_core::time::format_rfc3339;
+
+use super::*;
+use crate::spec::{Condition, Severity};
+
+const MIN: i64 = 60_000_000;
+const T0: i64 = 1_748_854_800_000_000; // 2025-06-02T09:00:00Z
+
+fn spec(name: &str, signal: &str, window: u64, hop: u64, condition: (&str, f64)) -> RuleSpec {
+    RuleSpec {
+        name: name.into(),
+        table: RecordKind::Metrics,
+        window: Duration::from_secs(window),
+        hop: Duration::from_secs(hop),
+        signal: signal.into(),
+        filter: None,
+        condition: Condition::Threshold {
+            comparison: condition.0.parse().unwrap(),
+            threshold: condition.1,
+        },
+        no_data: None,
+        for_: Duration::ZERO,
+        severity: Severity::P3,
+        annotations: BTreeMap::new(),
+        labels: BTreeMap::new(),
+    }
+}
+
+fn batch(rows: &[(i64, &str, f64)]) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("service", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, false),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.0))
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))),
+        ],
+    )
+    .unwrap()
+}
+
+fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Deterministic pseudo-random values (xorshift), for rows no test can tune to.
+fn noise(n: usize, seed: u64) -> Vec<f64> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 10_000) as f64 / 10.0
+        })
+        .collect()
+}
+
+/// (window start, service, value) of the firing events.
+fn values_of(events: &[AnomalyEvent]) -> Vec<(i64, String, f64)> {
+    events
+        .iter()
+        .filter(|e| e.status == crate::Status::Firing)
+        .map(|e| (e.starts_at, e.service.clone(), e.value.unwrap()))
+        .collect()
+}
+
+#[test]
+fn folded_partial_states_give_the_same_signal_as_one_query_over_all_rows() {
+    // 3 services, 20 000 rows over one minute, pushed in bites of 1 000 and folded every
+    // 2 500 rows: many partial states per window must merge to the whole-window value.
+    let values = noise(20_000, 7);
+    let services = ["a", "b", "c"];
+    let rows: Vec<(i64, &str, f64)> = values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (T0 + (i as i64 * 3_000) % MIN, services[i % 3], v))
+        .collect();
+    let signal = "sum(value) / count(*) + max(value) - min(value) + count(DISTINCT value)";
+    let mut specs = vec![spec("mix", signal, 60, 60, (">", -1e18))];
+    specs.push(spec(
+        "p95",
+        "approx_percentile_cont(value, 0.95)",
+        60,
+        60,
+        (">", -1e18),
+    ));
+    let mut folded = WindowedRules::new(&specs).with_fold_rows(2_500);
+    let mut whole = WindowedRules::new(&specs).with_fold_rows(usize::MAX);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    run(async {
+        for chunk in rows.chunks(1_000) {
+            folded.push(RecordKind::Metrics, &batch(chunk));
+            whole.push(RecordKind::Metrics, &batch(chunk));
+            a.extend(folded.advance(T0).await.unwrap());
+            assert!(folded.raw_rows() < 2_500 + 1_000, "raw rows are folded");
+        }
+        assert!(
+            folded.state_rows() >= 6 * 2,
+            "several partial states per service"
+        );
+        a.extend(folded.advance(T0 + MIN).await.unwrap());
+        b.extend(whole.advance(T0 + MIN).await.unwrap());
+    });
+    assert_eq!(a.len(), 6, "{a:?}");
+    assert_eq!(values_of(&a).len(), values_of(&b).len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(
+            (&x.rule, &x.service, &x.starts_at),
+            (&y.rule, &y.service, &y.starts_at)
+        );
+        let p95 = x.rule == "p95";
+        let (x, y) = (x.value.unwrap(), y.value.unwrap());
+        // A t-digest merged from parts is within its error of one built at once; the
+        // other aggregates are exact.
+        let tolerance = if p95 { 0.02 } else { 1e-9 } * y.abs();
+        assert!((x - y).abs() <= tolerance, "{x} vs {y}");
+    }
+    // And the exact signal matches arithmetic done here.
+    let a_rows: Vec<f64> = rows.iter().filter(|r| r.1 == "a").map(|r| r.2).collect();
+    let mean = a_rows.iter().sum::<f64>() / a_rows.len() as f64;
+    let max = a_rows.iter().cloned().fold(f64::MIN, f64::max);
+    let min = a_rows.iter().cloned().fold(f64::MAX, f64::min);
+    let mut distinct = a_rows.clone();
+    distinct.sort_by(f64::total_cmp);
+    distinct.dedup();
+    let mix_a = a
+        .iter()
+        .find(|e| e.rule == "mix" && e.service == "a")
+        .and_then(|e| e.value)
+        .unwrap();
+    let expected = mean + max - min + distinct.len() as f64;
+    assert!((mix_a - expected).abs() < 1e-6, "{mix_a} vs {expected}");
+}
+
+#[test]
+fn hopping_windows_overlap_and_each_counts_its_own_rows() {
+    // One row per minute for ten minutes; 3-minute windows every minute count 3 rows
+    // once full, and the first ones (which start before the data) fewer.
+    let rows: Vec<(i64, &str, f64)> = (0..10).map(|i| (T0 + i * MIN + 1, "a", 1.0)).collect();
+    let mut w = WindowedRules::new(&[spec("n", "count(*)", 180, 60, (">", 2.5))]);
+    let (mut events, mut counts) = (Vec::new(), Vec::new());
+    let mut every = WindowedRules::new(&[spec("n", "count(*)", 180, 60, (">", -1.0))]);
+    run(async {
+        w.push(RecordKind::Metrics, &batch(&rows));
+        every.push(RecordKind::Metrics, &batch(&rows));
+        events = w.advance(T0 + 20 * MIN).await.unwrap();
+        counts = every.advance(T0 + 20 * MIN).await.unwrap();
+    });
+    // Windows start every minute from T0-2m; their counts are 1, 2, then 3 (from T0),
+    // then 2 and 1 as the data ends. `> 2.5` fires at the first window of 3 rows and
+    // resolves at the first window of 2 (starting at T0+8m, ending at T0+11m).
+    let statuses: Vec<_> = events
+        .iter()
+        .map(|e| (e.status, format_rfc3339(e.starts_at), e.value))
+        .collect();
+    assert_eq!(statuses.len(), 2, "{statuses:?}");
+    assert_eq!(statuses[0].0, crate::Status::Firing);
+    assert_eq!(statuses[0].1, "2025-06-02T09:00:00.000Z");
+    assert_eq!(statuses[0].2, Some(3.0));
+    assert_eq!(statuses[1].0, crate::Status::Resolved);
+    assert_eq!(
+        events[1].ends_at.map(format_rfc3339).as_deref(),
+        Some("2025-06-02T09:11:00.000Z")
+    );
+    assert_eq!(statuses[1].2, Some(2.0));
+    // The always-holding rule fires at the first window, which starts 2 minutes before
+    // the first row (hopping windows containing it) with a count of 1.
+    assert_eq!(
+        format_rfc3339(counts[0].starts_at),
+        "2025-06-02T08:58:00.000Z"
+    );
+    assert_eq!(counts[0].value, Some(1.0));
+    // Nothing kept once every window closed.
+    assert_eq!(w.raw_rows() + w.state_rows(), 0);
+}
+
+#[test]
+fn rows_of_closed_windows_are_late_and_counted_not_evaluated() {
+    let mut w = WindowedRules::new(&[spec("n", "count(*)", 60, 60, (">", 1.5))]);
+    let events = run(async {
+        w.push(RecordKind::Metrics, &batch(&[(T0 + 1, "a", 1.0)]));
+        let mut e = w.advance(T0 + MIN).await.unwrap();
+        // Three rows for the closed window: late, so the count stays 1 and nothing fires.
+        w.push(RecordKind::Metrics, &batch(&[(T0 + 2, "a", 1.0); 3]));
+        e.extend(w.advance(T0 + 3 * MIN).await.unwrap());
+        e
+    });
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(w.late_rows(), 3);
+}
+
+#[test]
+fn a_far_future_watermark_skips_empty_windows_instead_of_closing_each() {
+    let mut w = WindowedRules::new(&[spec("n", "count(*)", 1, 1, (">", 0.5))]);
+    let events = run(async {
+        w.push(RecordKind::Metrics, &batch(&[(T0, "a", 1.0)]));
+        // A hundred years of one-second windows: only the first holds data.
+        w.advance(T0 + 100 * 365 * 24 * 60 * MIN).await.unwrap()
+    });
+    let statuses: Vec<_> = events.iter().map(|e| e.status).collect();
+    assert_eq!(statuses, [crate::Status::Firing, crate::Status::Resolved]);
+    // With `no_data` every empty window counts, up to a week of them; beyond, the gap is
+    // skipped (this would otherwise close 3 billion windows).
+    let mut counted = spec("n", "count(*)", 1, 1, ("<", 0.5));
+    counted.no_data = Some(0.0);
+    let mut w = WindowedRules::new(&[counted]);
+    let events = run(async {
+        w.push(RecordKind::Metrics, &batch(&[(T0, "a", 1.0)]));
+        w.advance(T0 + 100 * 365 * 24 * 60 * MIN).await.unwrap()
+    });
+    assert_eq!(
+        events.len(),
+        1,
+        "fires at the first empty window: {events:?}"
+    );
+    assert_eq!(events[0].value, Some(0.0));
+}
+
+#[test]
+fn a_checkpoint_restores_rule_state_and_the_clock() {
+    let specs = [spec("n", "count(*)", 60, 60, (">", 0.5))];
+    let mut w = WindowedRules::new(&specs);
+    let first = run(async {
+        w.push(RecordKind::Metrics, &batch(&[(T0, "a", 1.0)]));
+        w.advance(T0 + MIN).await.unwrap()
+    });
+    assert_eq!(first.len(), 1, "fires");
+    let saved: Checkpoint =
+        serde_json::from_str(&serde_json::to_string(&w.checkpoint()).unwrap()).unwrap();
+    let mut r = WindowedRules::new(&specs);
+    r.restore(&saved);
+    assert_eq!(r.open_since(), Some(T0 + MIN));
+    let after = run(async {
+        // The closed window's row again (a replay): late, not a second firing.
+        r.push(
+            RecordKind::Metrics,
+            &batch(&[(T0, "a", 1.0), (T0 + MIN, "a", 1.0)]),
+        );
+        let mut e = r.advance(T0 + 2 * MIN).await.unwrap();
+        e.extend(r.advance(T0 + 3 * MIN).await.unwrap());
+        e
+    });
+    let statuses: Vec<_> = after.iter().map(|e| e.status).collect();
+    assert_eq!(statuses, [crate::Status::Resolved], "{after:?}");
+    assert_eq!(r.late_rows(), 1);
+}

@@ -1,0 +1,171 @@
+//! What a pipeline is made of, validated: its sources, the decoder's limits, the archive, the
+//! rules and where detection's events go. `vigil-config` reads pipeline files into a
+//! [`Pipeline`]; the option types of each part live in the crate that uses it
+//! ([`DecoderOptions`], [`FlushPolicy`], [`ConsumerSettings`], [`vigil_gen::Config`],
+//! [`RuleSpec`], [`CorrelationConfig`]) with their defaults, and the ones only the pipeline
+//! uses live here.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use vigil_core::schema::{LogSchema, RecordKind};
+use vigil_decode::DecoderOptions;
+use vigil_detect::{CorrelationConfig, RuleSpec};
+use vigil_kafka::ConsumerSettings;
+use vigil_store::{FlushPolicy, Retention};
+
+/// A validated pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// Pipeline name (logs, the detection checkpoint's name).
+    pub name: String,
+    /// Where records come from.
+    pub sources: Vec<SourceConfig>,
+    /// The `logs` schema, with promoted fields.
+    pub log_schema: LogSchema,
+    /// Decoder limits.
+    pub decode: DecoderOptions,
+    /// Where records go.
+    pub archive: ArchiveConfig,
+    /// Tier ages.
+    pub retention: Retention,
+    /// Alerting rules.
+    pub rules: Vec<RuleSpec>,
+    /// Window closing, correlation, and where anomaly events go.
+    pub detect: DetectConfig,
+}
+
+impl Pipeline {
+    /// A pipeline named `name` with no sources or rules, the seed's log schema and every
+    /// default: what `vigil ingest` runs without a pipeline file.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            sources: Vec::new(),
+            log_schema: LogSchema::seed(),
+            decode: DecoderOptions::default(),
+            archive: ArchiveConfig::default(),
+            retention: Retention::default(),
+            rules: Vec::new(),
+            detect: DetectConfig::default(),
+        }
+    }
+
+    /// Its first Kafka source, if any: the anomaly topic is published through its brokers,
+    /// and its group names the detection checkpoint.
+    pub fn first_kafka(&self) -> Option<&KafkaSourceConfig> {
+        self.sources.iter().find_map(|s| match &s.kind {
+            SourceKind::Kafka(k) => Some(k),
+            _ => None,
+        })
+    }
+}
+
+/// The archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveConfig {
+    /// Root URL or path.
+    pub url: String,
+    /// object_store options.
+    pub storage_options: BTreeMap<String, String>,
+    /// When buffered rows are written and committed.
+    pub flush: FlushPolicy,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        Self {
+            url: "./vigil-data".into(),
+            storage_options: BTreeMap::new(),
+            flush: FlushPolicy::default(),
+        }
+    }
+}
+
+/// Window closing and where anomaly events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetectConfig {
+    /// How late a record may be and still count in its window.
+    pub allowed_lateness: Duration,
+    /// NDJSON file for anomaly events.
+    pub anomalies_file: Option<PathBuf>,
+    /// Kafka topic for anomaly events (through the first Kafka source's brokers).
+    pub anomaly_topic: Option<String>,
+    /// Cross-service correlation; `None` when turned off.
+    pub correlation: Option<CorrelationConfig>,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        Self {
+            allowed_lateness: Duration::from_secs(30),
+            anomalies_file: None,
+            anomaly_topic: None,
+            correlation: Some(CorrelationConfig::default()),
+        }
+    }
+}
+
+/// A source of records.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// Name used in logs, metrics and dead letters.
+    pub name: String,
+    /// What it reads.
+    pub kind: SourceKind,
+}
+
+/// The kinds of source.
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    /// NDJSON files, plain or gzip.
+    File {
+        /// Which table the records go to.
+        records: RecordKind,
+        /// Files, read in order.
+        paths: Vec<PathBuf>,
+    },
+    /// NDJSON on standard input.
+    Stdin {
+        /// Which table the records go to.
+        records: RecordKind,
+    },
+    /// A Kafka consumer group.
+    Kafka(KafkaSourceConfig),
+    /// The built-in generator (logs and metrics).
+    Generator {
+        /// What to generate.
+        config: vigil_gen::Config,
+        /// Pace to the wall clock.
+        realtime: bool,
+    },
+}
+
+/// A Kafka source: a consumer group over topics, each feeding one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSourceConfig {
+    /// The consumer: brokers, group, where to start, fetch buffer, librdkafka properties.
+    /// Its `topics` are the keys of `topics` below.
+    pub consumer: ConsumerSettings,
+    /// Topics, each with the table it feeds.
+    pub topics: Vec<(String, RecordKind)>,
+    /// Records per decoded batch (one partition's run of messages).
+    pub max_batch_records: usize,
+    /// Longest a batch waits for more records.
+    pub max_batch_wait: Duration,
+    /// Send dead letters to this topic instead of the `dead_letters` table.
+    pub dead_letter_topic: Option<String>,
+}
+
+impl Default for KafkaSourceConfig {
+    fn default() -> Self {
+        Self {
+            consumer: ConsumerSettings::default(),
+            topics: Vec::new(),
+            max_batch_records: 8192,
+            max_batch_wait: Duration::from_secs(1),
+            dead_letter_topic: None,
+        }
+    }
+}

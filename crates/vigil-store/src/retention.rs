@@ -1,0 +1,28 @@
+//! How long data stays in each tier of the archive.
+
+use std::time::Duration;
+
+/// Tier ages, by event date: hot until `hot`, warm until `warm`, cold until `cold`, then
+/// deleted. Validated (`hot ≤ warm ≤ cold`) when a pipeline file is read. Not enforced yet:
+/// every table is one hot tier until tiering lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Hot until this age.
+    pub hot: Duration,
+    /// Warm until this age.
+    pub warm: Duration,
+    /// Deleted after this age.
+    pub cold: Duration,
+}
+
+impl Default for Retention {
+    /// The seed's policy: hot 7 days, warm 30 days, cold one year.
+    fn default() -> Self {
+        const DAY: u64 = 86_400;
+        Self {
+            hot: Duration::from_secs(7 * DAY),
+            warm: Duration::from_secs(30 * DAY),
+            cold: Duration::from_secs(365 * DAY),
+        }
+    }
+}
