@@ -80,6 +80,9 @@ pub struct RawKafkaSource {
     /// Messages of one partition decoded together as one batch and handed to the archive; a
     /// batch ends early when a message of another partition arrives. Default 8192.
     pub max_batch_records: Option<usize>,
+    /// Message bytes decoded together as one batch at most; a batch ends early when the next
+    /// message would pass it (bounds memory with large messages). Default `16MiB`.
+    pub max_batch_bytes: Option<Spanned<RawSize>>,
     /// Longest a batch waits for more records. Default `1s`.
     pub max_batch_wait: Option<Spanned<String>>,
     /// Upper bound on fetched but unprocessed messages per partition, in bytes (librdkafka
@@ -218,6 +221,13 @@ pub struct RawDecode {
     pub max_depth: Option<usize>,
     /// Bytes of a bad record kept in its dead letter. Default `64KiB`.
     pub dead_letter_raw_limit: Option<Spanned<RawSize>>,
+    /// Records whose event time is further than this ahead of vigil's clock are dead letters
+    /// (`timestamp_out_of_range`): one wrong clock must not move detection's watermark or
+    /// make a partition years away. `"off"`: only years after 9999 are refused. Default `10m`.
+    pub max_future_skew: Option<Spanned<String>>,
+    /// Records whose event time is further than this behind vigil's clock are dead letters.
+    /// Default `"off"`: any age since year 0001 (backfills and replays of old data).
+    pub max_past: Option<Spanned<String>>,
 }
 
 /// `[[rules]]`: an alerting rule on a windowed signal.
@@ -234,7 +244,7 @@ pub struct RawRule {
     pub hop: Option<Spanned<String>>,
     /// SQL aggregate computed per service per window, e.g.
     /// `"avg(CASE WHEN level = 'ERROR' THEN 1.0 ELSE 0.0 END)"`.
-    pub signal: String,
+    pub signal: Spanned<String>,
     /// SQL filter applied before aggregating, e.g. `"service = 'token-service'"`.
     #[serde(rename = "where")]
     pub filter: Option<String>,
@@ -287,4 +297,10 @@ pub struct RawDetect {
     /// Log column holding an HTTP-like status: 500 or more marks a span failed, as ERROR and
     /// CRITICAL do. Default `status_code`.
     pub status_column: Option<String>,
+    /// Series each rule remembers (baseline detectors, series expected with `no_data`);
+    /// beyond, the longest silent are forgotten. Pending and firing series are kept.
+    /// Default 10000.
+    pub max_series: Option<usize>,
+    /// A series without rows for this long is forgotten. Default `1d`.
+    pub series_ttl: Option<Spanned<String>>,
 }

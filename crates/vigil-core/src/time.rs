@@ -273,6 +273,23 @@ mod tests {
         }
 
         #[test]
+        fn every_time_it_accepts_is_written_back_and_read_unchanged(
+            s in "[0-9+-]{0,2}[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,12})?([Zz]|[+-][0-9]{2}:[0-9]{2})",
+        ) {
+            if let Some(t) = parse_rfc3339_micros(s.as_bytes()) {
+                prop_assert_eq!(parse_rfc3339_micros(format_rfc3339(t).as_bytes()), Some(t), "{}", s);
+            }
+        }
+
+        #[test]
+        fn any_epoch_milliseconds_are_a_time_or_refused(ms in any::<f64>()) {
+            if let Some(t) = micros_from_epoch_millis(ms) {
+                prop_assert!(ms.is_finite());
+                let _ = format_rfc3339(t);
+            }
+        }
+
+        #[test]
         fn civil_round_trips(days in -1_000_000i64..1_000_000) {
             let (y, m, d) = civil_from_days(days);
             prop_assert_eq!(days_from_civil(y, m, d), days);

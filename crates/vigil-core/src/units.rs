@@ -100,7 +100,19 @@ pub fn parse_bytes(s: &str) -> Result<u64, InvalidInput> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn any_text_is_a_duration_or_size_or_refused(s in "[0-9 .eE+-]{0,24}[a-zA-Zµ]{0,4}") {
+            if let Ok(d) = parse_duration(&s) {
+                prop_assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+            }
+            let _ = parse_bytes(&s);
+        }
+    }
 
     #[test]
     fn durations() {

@@ -25,6 +25,10 @@ pub enum ReasonCode {
     WrongType,
     /// `timestamp` is neither RFC 3339 nor epoch milliseconds.
     InvalidTimestamp,
+    /// `timestamp` is outside the plausible range: beyond the clock plus
+    /// `decode.max_future_skew`, before the clock less `decode.max_past`, or outside years
+    /// 0001–9999.
+    TimestampOutOfRange,
     /// A value has the right type but cannot be stored (integer out of range, unknown
     /// metric type).
     InvalidValue,
@@ -36,13 +40,14 @@ pub enum ReasonCode {
 
 impl ReasonCode {
     /// Every code, for metrics and docs.
-    pub const ALL: [ReasonCode; 9] = [
+    pub const ALL: [ReasonCode; 10] = [
         ReasonCode::InvalidJson,
         ReasonCode::InvalidUtf8,
         ReasonCode::NotAnObject,
         ReasonCode::MissingField,
         ReasonCode::WrongType,
         ReasonCode::InvalidTimestamp,
+        ReasonCode::TimestampOutOfRange,
         ReasonCode::InvalidValue,
         ReasonCode::Oversized,
         ReasonCode::TooDeep,
@@ -57,6 +62,7 @@ impl ReasonCode {
             ReasonCode::MissingField => "missing_field",
             ReasonCode::WrongType => "wrong_type",
             ReasonCode::InvalidTimestamp => "invalid_timestamp",
+            ReasonCode::TimestampOutOfRange => "timestamp_out_of_range",
             ReasonCode::InvalidValue => "invalid_value",
             ReasonCode::Oversized => "oversized",
             ReasonCode::TooDeep => "too_deep",

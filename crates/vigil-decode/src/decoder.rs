@@ -1,6 +1,7 @@
 //! The push decoder: bytes in, `RecordBatch`es of records and dead letters out.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use arrow::array::RecordBatch;
 use memchr::memchr;
@@ -10,7 +11,7 @@ use vigil_core::schema::{LogSchema, RecordKind};
 use crate::dead::{DeadLetters, ReasonCode, Rejection};
 use crate::logs::LogRows;
 use crate::metrics::MetricRows;
-use crate::rows::Rows;
+use crate::rows::{Rows, TimeBounds};
 use crate::tape::span;
 use crate::verbatim::Raw;
 
@@ -26,6 +27,12 @@ pub struct DecoderOptions {
     pub max_depth: usize,
     /// At most this many bytes of a rejected record are kept in the dead letter.
     pub dead_letter_raw_limit: usize,
+    /// Records with an event time further than this ahead of the wall clock are dead letters
+    /// (`timestamp_out_of_range`); `None`: no limit but year 9999.
+    pub max_future_skew: Option<Duration>,
+    /// Records with an event time further than this behind the wall clock are dead letters;
+    /// `None`: no limit but year 0001.
+    pub max_past: Option<Duration>,
 }
 
 impl Default for DecoderOptions {
@@ -35,6 +42,8 @@ impl Default for DecoderOptions {
             max_record_bytes: 1 << 20,
             max_depth: 64,
             dead_letter_raw_limit: 64 << 10,
+            max_future_skew: Some(Duration::from_secs(600)),
+            max_past: None,
         }
     }
 }
@@ -65,6 +74,9 @@ pub struct DecodeStats {
     /// object, and every record of a group that failed as a whole. On clean input this stays
     /// at zero; it measures how much bad input costs.
     pub parsed_alone: u64,
+    /// Records of services beyond the per-batch limit of services with builders of their
+    /// own, decoded into one shared group (memory stays bounded; the archive sorts them).
+    pub overflowed: u64,
 }
 
 /// Consecutive well-formed-looking records are parsed as one JSON array of at most this many
@@ -86,6 +98,8 @@ pub struct Decoder {
     stats: DecodeStats,
     /// Records buffered since the last flush, good or bad.
     buffered: usize,
+    /// The event times accepted, as of the last `process`.
+    bounds: TimeBounds,
     // NDJSON stream state.
     source: Arc<str>,
     next_line: i64,
@@ -168,6 +182,7 @@ impl Decoder {
             },
             opts,
             stats: DecodeStats::default(),
+            bounds: TimeBounds::at(0, None, None),
             buffered: 0,
             source: Arc::from("-"),
             next_line: 1,
@@ -183,7 +198,10 @@ impl Decoder {
 
     /// Totals since the decoder was created.
     pub fn stats(&self) -> DecodeStats {
-        self.stats
+        DecodeStats {
+            overflowed: self.rows.overflowed(),
+            ..self.stats
+        }
     }
 
     /// Dead letters per reason since the decoder was created.
@@ -381,6 +399,15 @@ impl Decoder {
     /// are parsed together as one array; anything else, and every record of a group that
     /// fails as a whole, is parsed alone so it gets its own reason.
     fn process(&mut self, source: &str, partition: Option<i32>, units: &[(&[u8], i64)]) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, vigil_core::time::micros);
+        let limit = |d: Option<Duration>| d.map(vigil_core::time::micros);
+        self.bounds = TimeBounds::at(
+            now,
+            limit(self.opts.max_future_skew),
+            limit(self.opts.max_past),
+        );
         let mut group_start = 0;
         self.start_group();
         for (i, &(bytes, offset)) in units.iter().enumerate() {
@@ -465,7 +492,8 @@ impl Decoder {
             let records = group.iter().filter(|&&u| u != usize::MAX);
             for (&u, &start) in records.zip(starts.iter()) {
                 let (bytes, offset) = units[u];
-                match self.rows.append(&t.0, idx, Raw::new(bytes, base + start)) {
+                let raw = Raw::new(bytes, base + start);
+                match self.rows.append(&t.0, idx, raw, &self.bounds) {
                     Ok(()) => {
                         self.stats.records += 1;
                         self.buffered += 1;
@@ -507,7 +535,9 @@ impl Decoder {
         let mut t = std::mem::replace(tape, Tape::null().reset()).reset();
         let base = scratch.as_ptr() as usize;
         let result = match simd_json::fill_tape_padded(scratch, len, buffers, &mut t) {
-            Ok(()) => self.rows.append(&t.0, 0, Raw::new(bytes, base)),
+            Ok(()) => self
+                .rows
+                .append(&t.0, 0, Raw::new(bytes, base), &self.bounds),
             Err(e) => Err(parse_rejection(&e)),
         };
         *tape = t.reset();

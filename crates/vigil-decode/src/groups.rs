@@ -4,6 +4,11 @@
 //! in input order. Telemetry arrives in time order per service, so each batch is already in
 //! the archive's sort order (service, then time) and the writer can encode it as it is,
 //! without gathering rows from many batches into a sorted copy.
+//!
+//! Memory is bounded whatever the input: at most [`MAX_GROUPS`] services get builders of
+//! their own per batch (the rest share one overflow group, which the writer sorts like any
+//! mixed batch, and [`Groups::overflowed`] counts), and a new group starts with a share of
+//! the previous batch's size, not all of it.
 
 use std::collections::HashMap;
 
@@ -19,10 +24,18 @@ pub(crate) trait Columns {
     fn finish(&mut self) -> RecordBatch;
 }
 
+/// Services with builders of their own per batch; rows of further services share one
+/// overflow group.
+pub(crate) const MAX_GROUPS: usize = 1024;
+
 /// Builders keyed by service, created on first sight.
 pub(crate) struct Groups<C> {
     index: HashMap<Box<str>, usize, RandomState>,
     groups: Vec<(Box<str>, C)>,
+    /// Rows of services beyond [`MAX_GROUPS`], mixed.
+    overflow: Option<C>,
+    /// Rows that went to the overflow group, since the decoder was created.
+    overflowed: u64,
     /// The group used last: consecutive records often share a service.
     last: usize,
 }
@@ -32,17 +45,28 @@ impl<C: Columns> Groups<C> {
         Self {
             index: HashMap::default(),
             groups: Vec::new(),
+            overflow: None,
+            overflowed: 0,
             last: usize::MAX,
         }
     }
 
-    /// The builders for `key`, made by `make` the first time.
-    pub(crate) fn get(&mut self, key: &str, make: impl FnOnce() -> C) -> &mut C {
+    /// The builders for `key`, made by `make` the first time; `make` is given the rows a new
+    /// group should have room for, out of `hint` (the rows of the previous batch's largest):
+    /// a share that shrinks with the number of groups, so many new services cannot each
+    /// reserve a whole batch.
+    pub(crate) fn get(&mut self, key: &str, hint: usize, make: impl FnOnce(usize) -> C) -> &mut C {
         if !matches!(self.groups.get(self.last), Some((k, _)) if **k == *key) {
             self.last = match self.index.get(key) {
                 Some(&i) => i,
+                None if self.groups.len() >= MAX_GROUPS => {
+                    self.overflowed += 1;
+                    let rows = (hint / MAX_GROUPS).max(16);
+                    return self.overflow.get_or_insert_with(|| make(rows));
+                }
                 None => {
-                    self.groups.push((key.into(), make()));
+                    let rows = (hint / (self.groups.len() + 1)).max(16);
+                    self.groups.push((key.into(), make(rows)));
                     self.index.insert(key.into(), self.groups.len() - 1);
                     self.groups.len() - 1
                 }
@@ -51,9 +75,16 @@ impl<C: Columns> Groups<C> {
         &mut self.groups[self.last].1
     }
 
+    /// Rows that went to the overflow group because a batch had more than [`MAX_GROUPS`]
+    /// services, since the decoder was created.
+    pub(crate) fn overflowed(&self) -> u64 {
+        self.overflowed
+    }
+
     /// Rows appended since the last finish, all groups.
     pub(crate) fn len(&self) -> usize {
-        self.groups.iter().map(|(_, c)| c.len()).sum()
+        let overflow = self.overflow.as_ref().map_or(0, Columns::len);
+        self.groups.iter().map(|(_, c)| c.len()).sum::<usize>() + overflow
     }
 
     /// One batch per group that has rows, in key order. Groups that received nothing since
@@ -68,7 +99,11 @@ impl<C: Columns> Groups<C> {
             .map(|(i, (k, _))| (k.clone(), i))
             .collect();
         self.last = usize::MAX;
-        self.groups.iter_mut().map(|(_, c)| c.finish()).collect()
+        let mut batches: Vec<RecordBatch> =
+            self.groups.iter_mut().map(|(_, c)| c.finish()).collect();
+        // The overflow group's builders are not kept: the next batch may not need them.
+        batches.extend(self.overflow.take().map(|mut c| c.finish()));
+        batches
     }
 }
 

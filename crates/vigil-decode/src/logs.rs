@@ -13,7 +13,9 @@ use vigil_core::time::date32_from_micros;
 
 use crate::dead::{ReasonCode, Rejection};
 use crate::groups::{Columns, Groups, sized_like};
-use crate::rows::{Rows, optional_str, read_timestamp, required_str, required_timestamp};
+use crate::rows::{
+    Rows, TimeBounds, optional_str, read_timestamp, required_str, required_timestamp,
+};
 use crate::tape::{as_f64, as_i64, is_null, span, write_members, wrong_type};
 use crate::verbatim::Raw;
 
@@ -273,7 +275,13 @@ impl LogRows {
 }
 
 impl Rows for LogRows {
-    fn append(&mut self, tape: &[Node<'_>], idx: usize, raw: Raw<'_>) -> Result<(), Rejection> {
+    fn append(
+        &mut self,
+        tape: &[Node<'_>],
+        idx: usize,
+        raw: Raw<'_>,
+        bounds: &TimeBounds,
+    ) -> Result<(), Rejection> {
         let Node::Object { len, .. } = tape[idx] else {
             return Err(Rejection::new(
                 ReasonCode::NotAnObject,
@@ -312,7 +320,7 @@ impl Rows for LogRows {
         }
 
         // Validate everything before touching a builder, so a rejected record leaves no trace.
-        let micros = required_timestamp(tape, ts)?;
+        let micros = required_timestamp(tape, ts, bounds)?;
         let service = required_str(tape, service, "service")?;
         let level = match optional_str(tape, level, "level")? {
             None => Level::Null,
@@ -358,7 +366,9 @@ impl Rows for LogRows {
 
         // Append.
         let (schema, hint) = (&self.schema, self.rows_hint);
-        let c = self.groups.get(service, || LogColumns::new(schema, hint));
+        let c = self
+            .groups
+            .get(service, hint, |rows| LogColumns::new(schema, rows));
         c.timestamp.append_value(micros);
         c.date.append_value(date32_from_micros(micros));
         c.service.append_value(service);
@@ -387,6 +397,10 @@ impl Rows for LogRows {
         append_json(&mut c.additional_data, ad_json);
         append_json(&mut c.extra, extra_json);
         Ok(())
+    }
+
+    fn overflowed(&self) -> u64 {
+        self.groups.overflowed()
     }
 
     fn len(&self) -> usize {

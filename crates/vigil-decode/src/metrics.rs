@@ -14,7 +14,7 @@ use vigil_core::time::date32_from_micros;
 
 use crate::dead::{ReasonCode, Rejection};
 use crate::groups::{Columns, Groups};
-use crate::rows::{Rows, optional_str, required_str, required_timestamp};
+use crate::rows::{Rows, TimeBounds, optional_str, required_str, required_timestamp};
 use crate::tape::{as_f64, span, type_name, write_members, write_static, wrong_type};
 use crate::verbatim::Raw;
 
@@ -102,7 +102,13 @@ impl MetricRows {
 }
 
 impl Rows for MetricRows {
-    fn append(&mut self, tape: &[Node<'_>], idx: usize, raw: Raw<'_>) -> Result<(), Rejection> {
+    fn append(
+        &mut self,
+        tape: &[Node<'_>],
+        idx: usize,
+        raw: Raw<'_>,
+        bounds: &TimeBounds,
+    ) -> Result<(), Rejection> {
         let Node::Object { len, .. } = tape[idx] else {
             return Err(Rejection::new(
                 ReasonCode::NotAnObject,
@@ -136,7 +142,7 @@ impl Rows for MetricRows {
             }
         }
 
-        let micros = required_timestamp(tape, ts)?;
+        let micros = required_timestamp(tape, ts, bounds)?;
         let name = required_str(tape, name, "name")?;
         let service = required_str(tape, service, "service")?;
         let kind = match optional_str(tape, kind, "type")? {
@@ -194,7 +200,7 @@ impl Rows for MetricRows {
         }
 
         let schema = &self.schema;
-        let c = self.groups.get(service, || MetricColumns::new(schema));
+        let c = self.groups.get(service, 0, |_| MetricColumns::new(schema));
         c.timestamp.append_value(micros);
         c.date.append_value(date32_from_micros(micros));
         c.name.append_value(name);
@@ -234,6 +240,10 @@ impl Rows for MetricRows {
             c.extra.append_value(&self.json);
         }
         Ok(())
+    }
+
+    fn overflowed(&self) -> u64 {
+        self.groups.overflowed()
     }
 
     fn len(&self) -> usize {

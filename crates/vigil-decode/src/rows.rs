@@ -3,7 +3,7 @@
 
 use arrow::array::RecordBatch;
 use simd_json::Node;
-use vigil_core::time::{micros_from_epoch_millis, parse_rfc3339_micros};
+use vigil_core::time::{format_rfc3339, micros_from_epoch_millis, parse_rfc3339_micros};
 
 use crate::dead::{ReasonCode, Rejection};
 use crate::tape::{as_f64, is_null, wrong_type};
@@ -11,12 +11,22 @@ use crate::verbatim::Raw;
 
 /// Column builders for one record kind.
 pub(crate) trait Rows {
-    /// Validates the object at `tape[idx]`, parsed from `raw`, and appends it as one row. On
-    /// `Err` nothing has been appended: every column still has the same length.
-    fn append(&mut self, tape: &[Node<'_>], idx: usize, raw: Raw<'_>) -> Result<(), Rejection>;
+    /// Validates the object at `tape[idx]`, parsed from `raw`, and appends it as one row; its
+    /// event time must lie within `bounds`. On `Err` nothing has been appended: every column
+    /// still has the same length.
+    fn append(
+        &mut self,
+        tape: &[Node<'_>],
+        idx: usize,
+        raw: Raw<'_>,
+        bounds: &TimeBounds,
+    ) -> Result<(), Rejection>;
 
     /// Rows appended since the last [`Rows::finish`].
     fn len(&self) -> usize;
+
+    /// Rows that shared the overflow group because their batch had too many services.
+    fn overflowed(&self) -> u64;
 
     /// Takes the rows appended so far, one batch per service in service order, each in input
     /// order, and resets the builders.
@@ -44,14 +54,72 @@ pub(crate) fn read_timestamp(field: &str, node: &Node<'_>) -> Result<i64, Reject
     }
 }
 
-/// The required `timestamp` field. `idx == usize::MAX` means absent.
-pub(crate) fn required_timestamp(tape: &[Node<'_>], idx: usize) -> Result<i64, Rejection> {
+/// The event times a record may have. Outside them it is a dead letter
+/// (`timestamp_out_of_range`): one implausible clock must not move detection's watermark,
+/// nor make a date partition years away, nor a time RFC 3339 cannot write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimeBounds {
+    /// Earliest accepted, µs.
+    pub(crate) min: i64,
+    /// Latest accepted, µs.
+    pub(crate) max: i64,
+}
+
+/// 0001-01-01T00:00:00Z: RFC 3339 has four-digit years.
+const EARLIEST: i64 = -62_135_596_800_000_000;
+/// 9999-12-31T23:59:59.999999Z.
+const LATEST: i64 = 253_402_300_799_999_999;
+
+impl TimeBounds {
+    /// The bounds at wall-clock time `now` (µs): no later than `now + max_future_skew`, no
+    /// earlier than `now - max_past`, and always within years 0001–9999.
+    pub(crate) fn at(now: i64, max_future_skew: Option<i64>, max_past: Option<i64>) -> Self {
+        Self {
+            min: max_past.map_or(EARLIEST, |p| now.saturating_sub(p).max(EARLIEST)),
+            max: max_future_skew.map_or(LATEST, |s| now.saturating_add(s).min(LATEST)),
+        }
+    }
+
+    fn check(&self, micros: i64) -> Result<i64, Rejection> {
+        if (self.min..=self.max).contains(&micros) {
+            return Ok(micros);
+        }
+        let reason = if !(EARLIEST..=LATEST).contains(&micros) {
+            format!(
+                "`timestamp` ({micros} µs since 1970) is outside years 0001 to 9999, the times \
+                 RFC 3339 can write"
+            )
+        } else if micros > self.max {
+            format!(
+                "`timestamp` {} is later than {}, the latest plausible time (the clock plus \
+                 `decode.max_future_skew`)",
+                format_rfc3339(micros),
+                format_rfc3339(self.max)
+            )
+        } else {
+            format!(
+                "`timestamp` {} is earlier than {}, the earliest accepted time (the clock less \
+                 `decode.max_past`)",
+                format_rfc3339(micros),
+                format_rfc3339(self.min)
+            )
+        };
+        Err(Rejection::new(ReasonCode::TimestampOutOfRange, reason))
+    }
+}
+
+/// The required `timestamp` field, within `bounds`. `idx == usize::MAX` means absent.
+pub(crate) fn required_timestamp(
+    tape: &[Node<'_>],
+    idx: usize,
+    bounds: &TimeBounds,
+) -> Result<i64, Rejection> {
     match tape.get(idx) {
         None | Some(Node::Static(simd_json::StaticNode::Null)) => Err(Rejection::new(
             ReasonCode::MissingField,
             "required field `timestamp` is missing",
         )),
-        Some(node) => read_timestamp("timestamp", node),
+        Some(node) => bounds.check(read_timestamp("timestamp", node)?),
     }
 }
 

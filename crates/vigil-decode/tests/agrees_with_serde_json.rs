@@ -284,6 +284,8 @@ fn check(lines: &[Vec<u8>], splits: &[usize], batch_size: usize) -> Result<(), T
             max_record_bytes: LIMITS.max_record_bytes,
             max_depth: LIMITS.max_depth,
             dead_letter_raw_limit: 4096,
+            max_future_skew: None,
+            max_past: None,
         },
     );
     let (mut rows, mut dead) = (Vec::new(), Vec::new());

@@ -44,6 +44,9 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+/// The largest `|value|` a detector learns from: squares and sums of squares stay finite.
+pub const MAX_MAGNITUDE: f64 = 1e150;
+
 const HOUR: i64 = 3_600_000_000;
 const DAY: i64 = 24 * HOUR;
 const WEEK: i64 = 7 * DAY;
@@ -323,10 +326,12 @@ impl BaselineDetector {
     }
 
     /// Scores a sample in `[0, 1]` (see the [module docs](self)), then learns from it.
-    /// Non-finite values score 0 and are not learned.
+    /// Non-finite values, and values beyond ±[`MAX_MAGNITUDE`] (whose squares would overflow
+    /// the learned variability and poison the state, and its checkpoint), score 0 and are
+    /// not learned.
     pub fn score(&mut self, timestamp_micros: i64, value: f64) -> f64 {
         self.deviation = 0.0;
-        if !value.is_finite() {
+        if !value.is_finite() || value.abs() > MAX_MAGNITUDE {
             return 0.0;
         }
         let (t, x) = (timestamp_micros, value);

@@ -37,5 +37,5 @@ pub use correlate::Correlator;
 pub use error::DetectError;
 pub use event::{AnomalyEvent, IncidentEvidence, IncidentView, Status};
 pub use rules::{Rule, RuleEvaluator};
-pub use spec::{Comparison, Condition, CorrelationConfig, RuleSpec, Severity};
+pub use spec::{Comparison, Condition, CorrelationConfig, RuleSpec, SeriesLimits, Severity};
 pub use windows::WindowedRules;

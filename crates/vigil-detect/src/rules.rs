@@ -28,7 +28,7 @@ use vigil_core::units::format_duration;
 
 use crate::baseline::{BaselineConfig, BaselineDetector};
 use crate::event::{AnomalyEvent, Status};
-use crate::spec::{Condition, Severity};
+use crate::spec::{Condition, SeriesLimits, Severity};
 
 /// A baseline rule's condition holds while the series' [deviation](BaselineDetector::deviation)
 /// is at least this: a value the learned baseline makes less likely than one in a thousand.
@@ -86,6 +86,10 @@ pub struct Saved {
     /// Rules with `no_data`: every series seen.
     #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     pub seen: std::collections::BTreeSet<String>,
+    /// Baseline rules and rules with `no_data`: the start of the last window in which each
+    /// series had rows, for [eviction](RuleEvaluator::evict).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_seen: BTreeMap<String, i64>,
 }
 
 /// A transition that becomes an anomaly event.
@@ -111,6 +115,10 @@ pub struct RuleEvaluator {
     rule: Rule,
     /// Everything it has learned: what a checkpoint saves.
     saved: Saved,
+    /// How many series it may remember, and for how long without rows.
+    limits: SeriesLimits,
+    /// Series forgotten so far because of `limits`.
+    forgotten: u64,
 }
 
 impl RuleEvaluator {
@@ -149,13 +157,55 @@ impl RuleEvaluator {
     /// afresh.
     pub fn resume(rule: Rule, mut saved: Saved) -> Self {
         saved.baselines.retain(|_, d| d.is_consistent());
-        Self { rule, saved }
+        Self {
+            rule,
+            saved,
+            limits: SeriesLimits::default(),
+            forgotten: 0,
+        }
+    }
+
+    /// Bounds the series it remembers (default [`SeriesLimits::default`]): at the cap, a new
+    /// series first makes room by forgetting the longest silent ones.
+    pub fn set_limits(&mut self, limits: SeriesLimits) {
+        self.limits = limits;
+    }
+
+    /// Series forgotten so far because of its [`SeriesLimits`].
+    pub fn forgotten(&self) -> u64 {
+        self.forgotten
     }
 
     /// The value of `series` in the window `[window_start, window_start + window)`, which has
     /// just closed. Returns the transition it causes, if any. NaN never holds.
     pub fn observe(&mut self, series: &str, window_start: i64, value: f64) -> Option<Transition> {
-        let window_end = window_start + micros(self.rule.window);
+        if self.remembers() {
+            match self.saved.last_seen.get_mut(series) {
+                Some(t) => *t = (*t).max(window_start),
+                None => {
+                    // At the cap, make room for an eighth more before remembering a new one:
+                    // a window of a million one-off names holds no more than the cap.
+                    let max = self.limits.max;
+                    if self.saved.last_seen.len() >= max {
+                        let ttl = micros(self.limits.ttl);
+                        self.evict(window_start, ttl, max.saturating_sub(max / 8 + 1));
+                    }
+                    self.saved
+                        .last_seen
+                        .insert(series.to_string(), window_start);
+                }
+            }
+        }
+        self.evaluate(series, window_start, value)
+    }
+
+    /// Whether the rule keeps state per series beyond pending and firing ones.
+    fn remembers(&self) -> bool {
+        self.rule.no_data.is_some() || self.rule.condition == Condition::Baseline
+    }
+
+    fn evaluate(&mut self, series: &str, window_start: i64, value: f64) -> Option<Transition> {
+        let window_end = window_start.saturating_add(micros(self.rule.window));
         if self.rule.no_data.is_some() && !self.saved.seen.contains(series) {
             self.saved.seen.insert(series.to_string());
         }
@@ -205,9 +255,9 @@ impl RuleEvaluator {
     /// rule's `no_data` value if it has one, else a window that does not hold.
     pub fn absent(&mut self, series: &str, window_start: i64) -> Option<Transition> {
         if let Some(v) = self.rule.no_data {
-            return self.observe(series, window_start, v);
+            return self.evaluate(series, window_start, v);
         }
-        let window_end = window_start + micros(self.rule.window);
+        let window_end = window_start.saturating_add(micros(self.rule.window));
         self.not_holding(series, window_end, f64::NAN)
     }
 
@@ -217,6 +267,60 @@ impl RuleEvaluator {
         let Saved { series, seen, .. } = &self.saved;
         let more = seen.iter().filter(|s| !series.contains_key(*s));
         series.keys().chain(more).map(String::as_str)
+    }
+
+    /// Forgets series that have had no rows since `now - ttl`, and, beyond `max` series, the
+    /// longest silent first; never a series pending or firing (its episode must end with a
+    /// resolution). Returns how many were forgotten. Series a rule remembers are bounded:
+    /// one-off names (a flood of bad service names) do not hold memory or cost work in every
+    /// later window.
+    pub fn evict(&mut self, now: i64, ttl: i64, max: usize) -> u64 {
+        if !self.remembers() {
+            return 0;
+        }
+        let Saved {
+            series,
+            baselines,
+            seen,
+            last_seen,
+        } = &mut self.saved;
+        // Series of a checkpoint written before `last_seen` existed count as seen now.
+        for s in baselines.keys().chain(seen.iter()) {
+            if !last_seen.contains_key(s) {
+                last_seen.insert(s.clone(), now);
+            }
+        }
+        let cutoff = now.saturating_sub(ttl);
+        let mut gone: Vec<String> = last_seen
+            .iter()
+            .filter(|&(s, &t)| t < cutoff && !series.contains_key(s))
+            .map(|(s, _)| s.clone())
+            .collect();
+        let over = last_seen
+            .len()
+            .saturating_sub(gone.len())
+            .saturating_sub(max);
+        if over > 0 {
+            let mut silent: Vec<(i64, &String)> = last_seen
+                .iter()
+                .filter(|&(s, &t)| t >= cutoff && !series.contains_key(s))
+                .map(|(s, &t)| (t, s))
+                .collect();
+            silent.sort_unstable();
+            gone.extend(silent.into_iter().take(over).map(|(_, s)| s.clone()));
+        }
+        for s in &gone {
+            last_seen.remove(s);
+            baselines.remove(s);
+            seen.remove(s);
+        }
+        self.forgotten += gone.len() as u64;
+        gone.len() as u64
+    }
+
+    /// Series the rule remembers (beyond pending and firing ones).
+    pub fn remembered(&self) -> usize {
+        self.saved.last_seen.len()
     }
 
     fn not_holding(&mut self, series: &str, window_end: i64, value: f64) -> Option<Transition> {
@@ -518,5 +622,71 @@ mod tests {
         got.extend(run(&mut resumed, 153..200));
         assert_eq!(got, expected);
         assert_eq!(resumed.save(), straight.save());
+    }
+
+    #[test]
+    fn silent_series_are_forgotten_after_the_ttl_and_the_most_silent_beyond_the_cap() {
+        let mut e = RuleEvaluator::new(request_rate());
+        let t0 = 1_748_854_800_000_000;
+        // 1,000 one-off services in the first window, then one steady service.
+        for i in 0..1_000 {
+            e.observe(&format!("once-{i}"), t0, 3.0);
+        }
+        for i in 0..30 {
+            e.observe("steady", t0 + i * MIN, 100.0);
+        }
+        assert_eq!(e.remembered(), 1_001);
+        // Over the cap of 100: the most silent go first, the steady one stays.
+        assert_eq!(e.evict(t0 + 30 * MIN, 3_600 * 1_000_000, 100), 901);
+        assert_eq!(e.remembered(), 100);
+        assert!(e.save().last_seen.contains_key("steady"));
+        for i in 30..120 {
+            e.observe("steady", t0 + i * MIN, 100.0);
+        }
+        // Silent for longer than the TTL: forgotten, baselines and all.
+        assert_eq!(e.evict(t0 + 120 * MIN, 3_600 * 1_000_000, 100), 99);
+        assert_eq!(e.remembered(), 1);
+        assert_eq!(e.save().baselines.len(), 1);
+        // A firing series is never forgotten: its resolution is still owed.
+        let mut e = RuleEvaluator::new(request_rate());
+        for i in 0..200 {
+            e.observe("x", t0 + i * MIN, 100.0 + (i % 7) as f64);
+        }
+        let fired = (200..203).any(|i| e.observe("x", t0 + i * MIN, 0.0).is_some());
+        assert!(fired);
+        assert_eq!(e.evict(t0 + 10_000 * MIN, MIN, 0), 0);
+        assert_eq!(e.remembered(), 1);
+    }
+
+    #[test]
+    fn a_flood_of_new_series_in_one_window_never_holds_more_than_the_cap() {
+        let mut e = RuleEvaluator::new(request_rate());
+        e.set_limits(SeriesLimits {
+            max: 100,
+            ttl: std::time::Duration::from_secs(86_400),
+        });
+        let t0 = 1_748_854_800_000_000;
+        for i in 0..10_000 {
+            e.observe(&format!("once-{i}"), t0, 1.0);
+            assert!(e.remembered() <= 100);
+        }
+        assert!(e.save().baselines.len() <= 100);
+        assert!(e.forgotten() >= 9_900);
+    }
+
+    #[test]
+    fn extreme_values_keep_the_checkpoint_loadable() {
+        let mut e = RuleEvaluator::new(request_rate());
+        let t0 = 1_748_854_800_000_000;
+        for (i, v) in [1e308, -1e308, f64::MAX, 5.0, f64::INFINITY, f64::NAN, 7.0]
+            .into_iter()
+            .enumerate()
+        {
+            e.observe("svc", t0 + i as i64 * MIN, v);
+        }
+        let json = serde_json::to_string(e.save()).unwrap();
+        assert!(!json.contains("null"), "{json}");
+        let back: Saved = serde_json::from_str(&json).unwrap();
+        assert_eq!(&back, e.save());
     }
 }

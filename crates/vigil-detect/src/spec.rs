@@ -166,3 +166,24 @@ impl Default for CorrelationConfig {
         }
     }
 }
+
+/// How many series each rule remembers (baseline detectors, series expected with
+/// `no_data`), and for how long a silent one is kept: per-series state stays bounded
+/// whatever names the input invents. Pending and firing series are never forgotten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesLimits {
+    /// Series per rule; beyond, the longest silent are forgotten first.
+    pub max: usize,
+    /// A series without rows for this long is forgotten.
+    pub ttl: Duration,
+}
+
+impl Default for SeriesLimits {
+    /// 10,000 series per rule, forgotten after a day without rows.
+    fn default() -> Self {
+        Self {
+            max: 10_000,
+            ttl: Duration::from_secs(86_400),
+        }
+    }
+}

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use vigil_core::InvalidInput;
 use vigil_core::time::{MICROS_PER_SECOND, parse_rfc3339_micros, write_rfc3339};
 
 use crate::incident::{Incident, IncidentKind};
@@ -26,6 +27,30 @@ pub struct Config {
     pub base_error_rate: f64,
     /// Incidents to inject.
     pub incidents: Vec<Incident>,
+}
+
+/// The highest `rate` the generator takes: a million requests per second already makes
+/// about five million log lines per second of event time.
+pub const MAX_RATE: f64 = 1e6;
+
+impl Config {
+    /// Checks what input alone could make unusable: a rate that is not a positive number up
+    /// to [`MAX_RATE`] (NaN would never advance, infinity never finish a tick), a metrics
+    /// interval of zero.
+    pub fn check(&self) -> Result<(), InvalidInput> {
+        if !(self.rate.is_finite() && self.rate > 0.0 && self.rate <= MAX_RATE) {
+            return Err(InvalidInput(format!(
+                "rate {} is not a number of requests per second between 0 and {MAX_RATE}",
+                self.rate
+            )));
+        }
+        if self.metrics_interval.is_zero() {
+            return Err(InvalidInput(
+                "the metrics interval must be longer than 0".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {

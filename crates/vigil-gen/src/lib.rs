@@ -19,7 +19,7 @@ mod incident;
 mod rng;
 mod topology;
 
-pub use generator::{Config, Generator};
+pub use generator::{Config, Generator, MAX_RATE};
 pub use incident::{Incident, IncidentKind};
 pub use rng::Rng;
 pub use topology::{SERVICES, service_index};

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use vigil_core::schema::{LogSchema, RecordKind};
 use vigil_decode::DecoderOptions;
-use vigil_detect::{CorrelationConfig, RuleSpec};
+use vigil_detect::{CorrelationConfig, RuleSpec, SeriesLimits};
 use vigil_kafka::ConsumerSettings;
 use vigil_store::{FlushPolicy, Retention};
 
@@ -94,6 +94,8 @@ pub struct DetectConfig {
     pub anomaly_topic: Option<String>,
     /// Cross-service correlation; `None` when turned off.
     pub correlation: Option<CorrelationConfig>,
+    /// How many series each rule remembers, and how long.
+    pub series: SeriesLimits,
 }
 
 impl Default for DetectConfig {
@@ -103,6 +105,7 @@ impl Default for DetectConfig {
             anomalies_file: None,
             anomaly_topic: None,
             correlation: Some(CorrelationConfig::default()),
+            series: SeriesLimits::default(),
         }
     }
 }
@@ -152,6 +155,8 @@ pub struct KafkaSourceConfig {
     pub topics: Vec<(String, RecordKind)>,
     /// Records per decoded batch (one partition's run of messages).
     pub max_batch_records: usize,
+    /// Message bytes per decoded batch: with large messages, the batch ends sooner.
+    pub max_batch_bytes: usize,
     /// Longest a batch waits for more records.
     pub max_batch_wait: Duration,
     /// Send dead letters to this topic instead of the `dead_letters` table.
@@ -164,6 +169,7 @@ impl Default for KafkaSourceConfig {
             consumer: ConsumerSettings::default(),
             topics: Vec::new(),
             max_batch_records: 8192,
+            max_batch_bytes: 16 << 20,
             max_batch_wait: Duration::from_secs(1),
             dead_letter_topic: None,
         }

@@ -37,15 +37,6 @@ pub enum PipelineError {
     /// Detection could not run a rule, or correlation failed.
     #[error("detection: {0}")]
     Detect(#[from] DetectError),
-    /// Detection's checkpoint in the archive cannot be read.
-    #[error("detection checkpoint {path} is unreadable: {source}")]
-    Checkpoint {
-        /// Its path under the `anomalies` table.
-        path: String,
-        /// What is wrong with it.
-        #[source]
-        source: serde_json::Error,
-    },
     /// A worker thread died or a runtime could not start; this is a bug.
     #[error("a pipeline thread failed: {0}")]
     Panicked(String),
@@ -71,7 +62,6 @@ impl PipelineError {
             PipelineError::Store(e) => e.kind(),
             PipelineError::Kafka(e) => e.kind(),
             PipelineError::Detect(e) => e.kind(),
-            PipelineError::Checkpoint { .. } => ErrorKind::Internal,
             PipelineError::Panicked(_) => ErrorKind::Internal,
         }
     }

@@ -104,7 +104,11 @@ async fn open_sink(
         // Rule state survives restarts per pipeline and consumer group. Sources read from
         // their beginning on every run have no rule state to resume.
         let checkpoint = match (resumable, pipeline.first_kafka()) {
-            (true, Some(k)) => Some(format!("{}-{}", pipeline.name, k.consumer.group_id)),
+            (true, Some(k)) => Some(checkpoint_name(
+                &pipeline.name,
+                &k.consumer.group_id,
+                std::env::var("VIGIL_REPLICA_ID").ok().as_deref(),
+            )),
             _ => None,
         };
         let schemas: Vec<_> = kinds
@@ -144,6 +148,17 @@ struct Route<'a> {
     rt: &'a Runtime,
     /// Detection keeps its windows open at the end (see [`Sink::finish`]).
     resumable: bool,
+}
+
+/// The name of a pipeline's detection checkpoint: per pipeline, consumer group and replica.
+/// Replicas sharing a group each evaluate the rules over their own partitions, so each keeps
+/// its own state; a stable replica id (`VIGIL_REPLICA_ID`, e.g. a StatefulSet pod's name)
+/// lets a restarted replica find its own again.
+fn checkpoint_name(pipeline: &str, group: &str, replica: Option<&str>) -> String {
+    match replica.filter(|r| !r.is_empty()) {
+        Some(replica) => format!("{pipeline}-{group}-{replica}"),
+        None => format!("{pipeline}-{group}"),
+    }
 }
 
 impl Route<'_> {
@@ -293,5 +308,20 @@ fn feed(
 fn count(counters: &Counters, step: &Step) {
     if let Step::Batch(b) = step {
         counters.count(&b.batch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checkpoint_name;
+
+    #[test]
+    fn each_replica_keeps_its_own_checkpoint() {
+        assert_eq!(checkpoint_name("deals", "vigil", None), "deals-vigil");
+        assert_eq!(checkpoint_name("deals", "vigil", Some("")), "deals-vigil");
+        assert_ne!(
+            checkpoint_name("deals", "vigil", Some("vigil-0")),
+            checkpoint_name("deals", "vigil", Some("vigil-1"))
+        );
     }
 }

@@ -11,19 +11,26 @@
 #![warn(missing_docs)]
 
 mod format;
+mod limits;
 pub mod trace;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use datafusion::catalog::MemTable;
 use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use futures::StreamExt;
 use vigil_core::ErrorKind;
 use vigil_core::schema::LogSchema;
 use vigil_store::{Archive, StoreError, TableSpec};
 
-pub use format::{Format, render};
+pub use format::{Format, ResultWriter, escape_controls, render};
+pub use limits::QueryLimits;
 pub use trace::{Trace, read_trace};
 
 /// A query failed.
@@ -41,6 +48,9 @@ pub enum QueryError {
     /// The archive has no vigil tables.
     #[error("no vigil archive at {0}: it has no logs, metrics or dead_letters table")]
     NoArchive(String),
+    /// The query ran past its time limit and was stopped.
+    #[error("the query ran longer than its limit of {0:?} and was stopped")]
+    Timeout(Duration),
 }
 
 impl QueryError {
@@ -48,12 +58,16 @@ impl QueryError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             QueryError::Store(e) => e.kind(),
-            QueryError::ReadOnly(_) | QueryError::NoArchive(_) => ErrorKind::User,
+            QueryError::ReadOnly(_) | QueryError::NoArchive(_) | QueryError::Timeout(_) => {
+                ErrorKind::User
+            }
             QueryError::DataFusion(e) => match e {
                 DataFusionError::SQL(..)
                 | DataFusionError::Plan(_)
                 | DataFusionError::SchemaError(..)
-                | DataFusionError::NotImplemented(_) => ErrorKind::User,
+                | DataFusionError::NotImplemented(_)
+                | DataFusionError::ResourcesExhausted(_)
+                | DataFusionError::Execution(_) => ErrorKind::User,
                 DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => {
                     ErrorKind::External
                 }
@@ -66,16 +80,50 @@ impl QueryError {
 /// A DataFusion session over one archive.
 pub struct Engine {
     ctx: SessionContext,
+    limits: QueryLimits,
+}
+
+/// The rows of a query as they are computed, under its deadline.
+pub struct ResultStream {
+    inner: SendableRecordBatchStream,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+}
+
+impl ResultStream {
+    /// The result's columns.
+    pub fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    /// The next batch of rows; `None` at the end. Past the deadline the query is stopped
+    /// and this is [`QueryError::Timeout`].
+    pub async fn next(&mut self) -> Option<Result<RecordBatch, QueryError>> {
+        match tokio::time::timeout_at(self.deadline, self.inner.next()).await {
+            Ok(item) => item.map(|r| r.map_err(QueryError::from)),
+            Err(_) => Some(Err(QueryError::Timeout(self.timeout))),
+        }
+    }
 }
 
 impl Engine {
-    /// Opens every table of the archive. Fails if the archive has none of them.
+    /// Opens every table of the archive, with the default [`QueryLimits`]. Fails if the
+    /// archive has none of them.
     pub async fn open(archive: &Archive) -> Result<Self, QueryError> {
+        Self::open_with(archive, QueryLimits::default()).await
+    }
+
+    /// Opens every table of the archive; every query runs under `limits`.
+    pub async fn open_with(archive: &Archive, limits: QueryLimits) -> Result<Self, QueryError> {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.reorder_filters", true);
-        let ctx = SessionContext::new_with_config(config);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(limits.memory, 1.0)
+            .build_arc()?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        limits::guard_string_builders(&ctx, limits.max_string_bytes)?;
         let mut found = 0;
         for spec in TableSpec::all(&LogSchema::default()) {
             let name = spec.name.as_str();
@@ -100,7 +148,7 @@ impl Engine {
         if found == 0 {
             return Err(QueryError::NoArchive(archive.root().to_string()));
         }
-        Ok(Self { ctx })
+        Ok(Self { ctx, limits })
     }
 
     /// The DataFusion session, for callers that register more tables.
@@ -108,22 +156,44 @@ impl Engine {
         &self.ctx
     }
 
-    /// Runs one read-only statement and collects its result.
-    pub async fn sql(&self, query: &str) -> Result<Vec<RecordBatch>, QueryError> {
+    /// Runs one read-only statement and streams its result, under the engine's limits.
+    pub async fn sql_stream(&self, query: &str) -> Result<ResultStream, QueryError> {
+        let timeout = self.limits.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let df = self
-            .ctx
-            .sql_with_options(query, options)
+        let planned = async {
+            let df = self
+                .ctx
+                .sql_with_options(query, options)
+                .await
+                .map_err(|e| match e {
+                    DataFusionError::Plan(msg) if msg.contains("not supported") => {
+                        QueryError::ReadOnly(msg)
+                    }
+                    other => QueryError::DataFusion(other),
+                })?;
+            Ok::<_, QueryError>(df.execute_stream().await?)
+        };
+        let inner = tokio::time::timeout_at(deadline, planned)
             .await
-            .map_err(|e| match e {
-                DataFusionError::Plan(msg) if msg.contains("not supported") => {
-                    QueryError::ReadOnly(msg)
-                }
-                other => QueryError::DataFusion(other),
-            })?;
-        Ok(df.collect().await?)
+            .map_err(|_| QueryError::Timeout(timeout))??;
+        Ok(ResultStream {
+            inner,
+            deadline,
+            timeout,
+        })
+    }
+
+    /// Runs one read-only statement and collects its result.
+    pub async fn sql(&self, query: &str) -> Result<Vec<RecordBatch>, QueryError> {
+        let mut stream = self.sql_stream(query).await?;
+        let mut out = Vec::new();
+        while let Some(batch) = stream.next().await {
+            out.push(batch?);
+        }
+        Ok(out)
     }
 }

@@ -220,7 +220,8 @@ impl Trace {
         for (i, r) in self.roots.iter().enumerate() {
             line(&mut out, r, t0, "", i + 1 == self.roots.len());
         }
-        out
+        // Messages are the input's: nothing in them may drive the terminal.
+        crate::format::escape_controls(&out).into_owned()
     }
 }
 

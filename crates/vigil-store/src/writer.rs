@@ -345,13 +345,26 @@ impl TableWriter {
         };
         let snapshot = self.table.snapshot().map_err(StoreError::delta(&name))?;
         let read_version = snapshot.version();
-        let finalized = CommitBuilder::from(
+        let written: Vec<String> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Add(add) => Some(add.path.clone()),
+                _ => None,
+            })
+            .collect();
+        let finalized = match CommitBuilder::from(
             CommitProperties::default().with_application_transactions(actions_txns),
         )
         .with_actions(actions)
         .build(Some(snapshot), self.table.log_store(), operation)
         .await
-        .map_err(err)?;
+        {
+            Ok(f) => f,
+            Err(e) => {
+                self.remove_unreferenced(&written).await;
+                return Err(err(e));
+            }
+        };
         let version = finalized.version();
         self.table.state = Some(finalized.snapshot());
         // Others' commits rebased under ours are not read: the next check reads the log again.
@@ -369,6 +382,22 @@ impl TableWriter {
             rows,
             files,
         }))
+    }
+
+    /// Deletes files a failed commit wrote: no log entry references them, and no reader ever
+    /// sees them. Best effort: a file that cannot be deleted now (or one written before a crash)
+    /// is left for a vacuum.
+    async fn remove_unreferenced(&self, paths: &[String]) {
+        let store = self.table.log_store().object_store(None);
+        for p in paths {
+            let path = object_store::path::Path::from(p.as_str());
+            if let Err(e) = store.delete(&path).await {
+                tracing::warn!(table = %self.spec.name, file = %p, error = %e, "cannot remove a file of a failed commit; a vacuum will");
+            }
+        }
+        if !paths.is_empty() {
+            tracing::debug!(table = %self.spec.name, files = paths.len(), "removed the files of a failed commit");
+        }
     }
 
     /// Fails, fenced, when a transaction's recorded version in the current snapshot is not its

@@ -2,9 +2,12 @@
 //! table: whichever commits second is fenced, whether the other's commit raced it or already sat
 //! in the snapshot it builds on, and a writer's own consecutive commits are never fenced.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use common::samples;
 use vigil_store::{AppTxn, Archive, FlushPolicy, TableSpec, TableWriter};
 
 fn txn(app_id: &str, from: Option<i64>, to: i64) -> AppTxn {
@@ -55,6 +58,31 @@ async fn a_concurrent_commit_of_the_same_partition_is_fenced() {
     assert!(err.is_fenced(), "{err}");
     a.refresh().await.unwrap();
     assert_eq!(a.app_version("p0").await.unwrap(), Some(10));
+}
+
+/// The Parquet files under `dir`, recursively.
+fn parquet_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| match p.is_dir() {
+            true => parquet_files(&p),
+            false => usize::from(p.extension().is_some_and(|e| e == "parquet")),
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn a_fenced_commit_leaves_no_files_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, mut b) = writers(dir.path()).await;
+    a.push(samples(10));
+    let committed = a.commit(&[txn("p0", None, 10)]).await.unwrap().unwrap();
+    // B wrote its Parquet file before Delta's conflict check fenced the commit.
+    b.push(samples(20));
+    let err = b.commit(&[txn("p0", None, 7)]).await.unwrap_err();
+    assert!(err.is_fenced(), "{err}");
+    assert_eq!(parquet_files(dir.path()), committed.files);
 }
 
 #[tokio::test]

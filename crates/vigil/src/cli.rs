@@ -119,6 +119,19 @@ pub struct SqlArgs {
     #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
     pub format: String,
 
+    /// Rows printed at most (a note on stderr says when there were more); 0: all of them.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_rows: usize,
+
+    /// The query is stopped after this long, e.g. `30s`, `10m`.
+    #[arg(long, default_value = "5m")]
+    pub timeout: String,
+
+    /// Memory for sorts, joins and aggregations, e.g. `512MiB`, `4GiB`; a query needing more
+    /// fails instead of exhausting the machine.
+    #[arg(long, default_value = "1GiB")]
+    pub memory: String,
+
     /// The query: SELECT, WITH, EXPLAIN, SHOW or DESCRIBE over logs, metrics, dead_letters,
     /// anomalies.
     /// May start with an SQL comment (`-- ...`).

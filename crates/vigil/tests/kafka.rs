@@ -462,6 +462,8 @@ fn anomalies_reach_the_anomaly_topic_and_match_the_contract() {
 
 #[test]
 fn a_restart_mid_incident_neither_fires_twice_nor_loses_the_resolution() {
+    // The topic also holds records whose times are implausible (fixtures/hostile/times.ndjson:
+    // past year 9999, decades ahead, before year 1); they once crashed every restart.
     // One partition per topic: the watermark is the least advanced partition's, and a
     // partition whose records end early holds it back until it has been idle for 10 s,
     // longer than these runs to the end of the topics last.
@@ -477,6 +479,17 @@ fn a_restart_mid_incident_neither_fires_twice_nor_loses_the_resolution() {
     let split = "2025-06-02T09:22:00";
     let (logs1, logs2) = split_at(&logs, split);
     let (metrics1, metrics2) = split_at(&metrics, split);
+    let hostile = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/hostile/times.ndjson"),
+    )
+    .unwrap();
+    let mut lines: Vec<String> = std::fs::read_to_string(&logs1)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.insert(200, hostile.trim_end().to_string());
+    std::fs::write(&logs1, lines.join("\n") + "\n").unwrap();
     let env = [
         ("LOGS_TOPIC", "r.logs"),
         ("METRICS_TOPIC", "r.metrics"),
@@ -530,6 +543,14 @@ fn a_restart_mid_incident_neither_fires_twice_nor_loses_the_resolution() {
     assert_eq!(rows[0]["status"], "firing");
     assert_eq!(rows[1]["status"], "resolved");
     assert_eq!(rows[0]["id"], after[0]["id"]);
+    // The implausible records are dead letters, once each across the restart.
+    let dead = query(
+        &archive,
+        "SELECT reason_code, count(*) AS n FROM dead_letters GROUP BY reason_code",
+    );
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    assert_eq!(dead[0]["reason_code"], "timestamp_out_of_range");
+    assert_eq!(dead[0]["n"], 3);
 }
 
 /// Splits an NDJSON file of records into those before `at` (an RFC 3339 prefix) and the rest.

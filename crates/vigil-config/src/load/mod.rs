@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
-use vigil_core::schema::RecordKind;
+use vigil_core::schema::{LogSchema, RecordKind};
 use vigil_core::units::{parse_bytes, parse_duration};
 use vigil_detect::RuleSpec;
 use vigil_pipeline::{DetectConfig, Pipeline, SourceConfig};
@@ -243,7 +243,10 @@ impl Validator<'_> {
                         for (i, item) in items.iter().enumerate() {
                             let path = format!("rules[{i}]");
                             let raw: Option<RawRule> = self.de(item.clone(), &path);
-                            rules.push(raw.and_then(|r| self.rule(r)));
+                            rules.push(raw.and_then(|r| {
+                                let at = r.signal.span();
+                                self.rule(r).map(|spec| (spec, at))
+                            }));
                         }
                     }
                     _ => {
@@ -281,8 +284,13 @@ impl Validator<'_> {
         let allowed_lateness =
             self.duration(&detect.allowed_lateness, detect_defaults.allowed_lateness);
         let correlation = self.correlation(&detect);
+        let series = self.series_limits(&detect);
         ok &= rules.iter().all(Option::is_some);
-        let rules: Vec<RuleSpec> = rules.into_iter().flatten().collect();
+        let rules: Vec<(RuleSpec, Range<usize>)> = rules.into_iter().flatten().collect();
+        if let Some(schema) = &log_schema {
+            ok &= self.check_signals(&rules, schema);
+        }
+        let rules: Vec<RuleSpec> = rules.into_iter().map(|(r, _)| r).collect();
         let mut names = std::collections::HashSet::new();
         for s in &sources {
             if !names.insert(s.name.clone()) {
@@ -312,8 +320,26 @@ impl Validator<'_> {
                     .map(PathBuf::from),
                 anomaly_topic: detect.anomaly_topic.filter(|t| !t.is_empty()),
                 correlation: correlation?,
+                series: series?,
             },
         })
+    }
+
+    /// Plans every rule's SQL over its table's columns, as the pipeline will: an unknown
+    /// column or function is reported here, at the rule's `signal`.
+    fn check_signals(&mut self, rules: &[(RuleSpec, Range<usize>)], logs: &LogSchema) -> bool {
+        let mut ok = true;
+        for (rule, at) in rules {
+            let schema = match rule.table {
+                RecordKind::Logs => logs.schema().clone(),
+                RecordKind::Metrics => vigil_core::schema::metric_schema(),
+            };
+            if let Err(e) = vigil_detect::windows::check_rule(rule, &schema) {
+                self.problem(Some(at.clone()), e.to_string());
+                ok = false;
+            }
+        }
+        ok
     }
 
     pub(super) fn record_kind(&mut self, kind: &Spanned<String>) -> Option<RecordKind> {
@@ -333,6 +359,19 @@ impl Validator<'_> {
             Some(d) => parse_duration(d.get_ref())
                 .map_err(|e| self.problem(Some(d.span()), e.to_string()))
                 .ok(),
+        }
+    }
+
+    /// A duration that can be `"off"` (`None`).
+    pub(super) fn optional_duration(
+        &mut self,
+        d: &Option<Spanned<String>>,
+        default: Option<Duration>,
+    ) -> Option<Option<Duration>> {
+        match d {
+            Some(v) if v.get_ref().trim() == "off" => Some(None),
+            Some(_) => self.duration(d, Duration::ZERO).map(Some),
+            None => Some(default),
         }
     }
 

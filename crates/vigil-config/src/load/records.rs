@@ -63,7 +63,11 @@ impl Validator<'_> {
             self.problem(None, "`decode.batch_size` must be at least 1".into());
             return None;
         }
+        let max_future_skew = self.optional_duration(&raw.max_future_skew, d.max_future_skew);
+        let max_past = self.optional_duration(&raw.max_past, d.max_past);
         Some(DecoderOptions {
+            max_future_skew: max_future_skew?,
+            max_past: max_past?,
             batch_size,
             max_record_bytes: max_record_bytes?,
             max_depth: raw.max_depth.unwrap_or(d.max_depth),

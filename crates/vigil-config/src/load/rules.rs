@@ -5,12 +5,27 @@ use std::time::Duration;
 
 use toml::Spanned;
 use vigil_core::units::format_duration;
-use vigil_detect::{Comparison, Condition, CorrelationConfig, RuleSpec, Severity};
+use vigil_detect::{Comparison, Condition, CorrelationConfig, RuleSpec, SeriesLimits, Severity};
 
 use super::Validator;
 use crate::raw::{RawDetect, RawRule};
 
+/// The longest window or hop a rule may have: event-time arithmetic stays far from
+/// overflow, and a window longer than a year is not an alerting window.
+const MAX_WINDOW: Duration = Duration::from_secs(366 * 86_400);
+
 impl Validator<'_> {
+    pub(super) fn series_limits(&mut self, d: &RawDetect) -> Option<SeriesLimits> {
+        let defaults = SeriesLimits::default();
+        let ttl = self.duration(&d.series_ttl, defaults.ttl)?;
+        let max = d.max_series.unwrap_or(defaults.max);
+        if max == 0 {
+            self.problem(None, "`detect.max_series` must be at least 1".into());
+            return None;
+        }
+        Some(SeriesLimits { max, ttl })
+    }
+
     pub(super) fn rule(&mut self, raw: RawRule) -> Option<RuleSpec> {
         let table = self.record_kind(&raw.table);
         let window = self.duration(&Some(raw.window.clone()), Duration::ZERO);
@@ -20,6 +35,13 @@ impl Validator<'_> {
                 Some(raw.window.span()),
                 "`window` must be longer than 0".into(),
             );
+        }
+        if window.is_some_and(|w| w > MAX_WINDOW) {
+            self.problem(
+                Some(raw.window.span()),
+                "`window` must be at most 366d".into(),
+            );
+            return None;
         }
         let hop = match (&raw.hop, window) {
             (None, w) => w,
@@ -88,7 +110,7 @@ impl Validator<'_> {
             table: table?,
             window: window.filter(|w| !w.is_zero())?,
             hop: hop?,
-            signal: raw.signal,
+            signal: raw.signal.into_inner(),
             filter: raw.filter,
             condition: condition?,
             no_data: raw.no_data.map(Spanned::into_inner),

@@ -126,6 +126,7 @@ impl Validator<'_> {
         let defaults = KafkaSourceConfig::default();
         let max_batch_wait = self.duration(&raw.max_batch_wait, defaults.max_batch_wait);
         let max_fetch_buffer = self.size(&raw.max_fetch_buffer, defaults.consumer.max_fetch_buffer);
+        let max_batch_bytes = self.size(&raw.max_batch_bytes, defaults.max_batch_bytes);
         let mut properties = BTreeMap::new();
         for (key, value) in &raw.properties {
             // vigil owns these: its exactly-once protocol depends on them.
@@ -167,6 +168,7 @@ impl Validator<'_> {
             },
             topics,
             max_batch_records: max_batch_records.max(1),
+            max_batch_bytes: max_batch_bytes?.max(1),
             max_batch_wait: max_batch_wait?,
             dead_letter_topic: raw.dead_letter_topic.filter(|t| !t.is_empty()),
         })
@@ -192,17 +194,7 @@ impl Validator<'_> {
         };
         let duration = self.duration(&raw.duration, defaults.duration);
         let interval = self.duration(&raw.metrics_interval, defaults.metrics_interval);
-        let rate = match &raw.rate {
-            Some(r) if !(r.get_ref().is_finite() && *r.get_ref() > 0.0) => {
-                self.problem(
-                    Some(r.span()),
-                    "`rate` must be a positive number of requests per second".into(),
-                );
-                None
-            }
-            Some(r) => Some(*r.get_ref()),
-            None => Some(defaults.rate),
-        };
+        let rate = raw.rate.as_ref().map_or(defaults.rate, |r| *r.get_ref());
         let mut incidents = Vec::new();
         for i in &raw.incidents {
             match i.get_ref().parse::<vigil_gen::Incident>() {
@@ -210,17 +202,25 @@ impl Validator<'_> {
                 Err(e) => self.problem(Some(i.span()), e.to_string()),
             }
         }
-        Some((
-            vigil_gen::Config {
-                seed: raw.seed.unwrap_or(defaults.seed),
-                start_micros: start?,
-                duration: duration?,
-                rate: rate?,
-                metrics_interval: interval?,
-                incidents,
-                ..defaults
-            },
-            realtime,
-        ))
+        let config = vigil_gen::Config {
+            seed: raw.seed.unwrap_or(defaults.seed),
+            start_micros: start?,
+            duration: duration?,
+            rate,
+            metrics_interval: interval?,
+            incidents,
+            ..defaults
+        };
+        if let Err(e) = config.check() {
+            let rate_ok = rate.is_finite() && rate > 0.0 && rate <= vigil_gen::MAX_RATE;
+            let span = if rate_ok {
+                raw.metrics_interval.as_ref().map(Spanned::span)
+            } else {
+                raw.rate.as_ref().map(Spanned::span)
+            };
+            self.problem(span, e.to_string());
+            return None;
+        }
+        Some((config, realtime))
     }
 }

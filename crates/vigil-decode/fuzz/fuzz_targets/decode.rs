@@ -35,6 +35,8 @@ fuzz_target!(|data: &[u8]| {
             max_record_bytes: limits.max_record_bytes,
             max_depth: limits.max_depth,
             dead_letter_raw_limit: 64,
+            max_future_skew: None,
+            max_past: None,
         },
     );
     let (mut rows, mut dead) = (0usize, Vec::new());

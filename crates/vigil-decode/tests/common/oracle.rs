@@ -132,6 +132,10 @@ fn expect_value(
         None | Some(Value::Null) => return Err("missing_field"),
         Some(t) => timestamp(t)?,
     };
+    // Years 0001 to 9999 (what RFC 3339 can write); the tests set no clock-relative bounds.
+    if !(-62_135_596_800_000_000..=253_402_300_799_999_999).contains(&ts) {
+        return Err("timestamp_out_of_range");
+    }
     let service = match o.get("service") {
         None | Some(Value::Null) => return Err("missing_field"),
         Some(Value::String(s)) if s.is_empty() => return Err("missing_field"),

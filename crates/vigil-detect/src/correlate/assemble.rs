@@ -32,6 +32,16 @@ const DUE_BUCKET: i64 = 250_000;
 /// Spans of one trace beyond which the timing fallback (quadratic in spans) is not tried.
 const MAX_TIMING_SPANS: usize = 512;
 
+/// Spans one trace may hold; more are dropped (and counted): a trace of runaway depth or
+/// fan-out must not hold unbounded memory or stall the pipeline when it closes.
+pub const MAX_SPANS_PER_TRACE: usize = 10_000;
+
+/// Distinct services remembered; records of further services count as [`OTHER_SERVICE`].
+pub const MAX_SERVICES: usize = 10_000;
+
+/// The name under which services beyond [`MAX_SERVICES`] are counted.
+pub const OTHER_SERVICE: &str = "(other services)";
+
 /// How traces are assembled.
 #[derive(Debug, Clone)]
 pub struct AssembleConfig {
@@ -116,6 +126,10 @@ pub struct Assembler {
     anonymous: u64,
     late: u64,
     forced: u64,
+    /// Spans dropped because their trace held [`MAX_SPANS_PER_TRACE`].
+    dropped_spans: u64,
+    /// Records whose service was counted as [`OTHER_SERVICE`].
+    other_service: u64,
     scratch: Scratch,
 }
 
@@ -150,6 +164,8 @@ impl Assembler {
             anonymous: u64::MAX - 1,
             late: 0,
             forced: 0,
+            dropped_spans: 0,
+            other_service: 0,
             scratch: Scratch::default(),
         }
     }
@@ -179,6 +195,16 @@ impl Assembler {
         self.forced
     }
 
+    /// Spans dropped because their trace already held [`MAX_SPANS_PER_TRACE`].
+    pub fn dropped_spans(&self) -> u64 {
+        self.dropped_spans
+    }
+
+    /// Records whose service was one too many to remember ([`MAX_SERVICES`]).
+    pub fn other_service_records(&self) -> u64 {
+        self.other_service
+    }
+
     fn service_id(&mut self, name: &str) -> u32 {
         // Decoded batches come grouped by service: the last one usually matches.
         if let Some(id) = self.last_service
@@ -190,6 +216,15 @@ impl Assembler {
             self.last_service = Some(id);
             return id;
         }
+        let name = if self.services.len() < MAX_SERVICES {
+            name
+        } else {
+            self.other_service += 1;
+            if let Some(&id) = self.service_ids.get(OTHER_SERVICE) {
+                return id;
+            }
+            OTHER_SERVICE
+        };
         let id = self.services.len() as u32;
         let name: Arc<str> = name.into();
         self.services.push(Arc::clone(&name));
@@ -267,6 +302,7 @@ impl Assembler {
             open.first = open.first.min(t);
             // A span's records usually arrive together: look at the latest few only; the
             // rest are merged when the trace closes.
+            let full = open.spans.len() >= MAX_SPANS_PER_TRACE;
             match open
                 .spans
                 .iter_mut()
@@ -275,6 +311,7 @@ impl Assembler {
                 .find(|s| s.id == span.id)
             {
                 Some(s) => merge(s, &span),
+                None if full => self.dropped_spans += 1,
                 None => open.spans.push(span),
             }
             return;
@@ -375,18 +412,7 @@ fn analyse(trace_id: Arc<str>, open: OpenTrace, scratch: &mut Scratch) -> Closed
             .filter(|&p| p != i);
         named.or_else(|| enclosing(&spans, i))
     }));
-    depth.clear();
-    depth.extend((0..n).map(|i| {
-        let (mut d, mut at) = (0, i);
-        // A cycle of parent ids ends the walk after n steps.
-        while let Some(p) = parent[at]
-            && d < n
-        {
-            d += 1;
-            at = p;
-        }
-        d
-    }));
+    depths(parent, depth);
     let mut calls = Vec::new();
     failing_child.clear();
     failing_child.resize(n, false);
@@ -446,6 +472,37 @@ fn analyse(trace_id: Arc<str>, open: OpenTrace, scratch: &mut Scratch) -> Closed
         origin,
         failing,
         self_ms,
+    }
+}
+
+/// Each span's depth in the tree of `parent` links, in linear time: a walk up stops at the
+/// first span whose depth is known. Spans on a cycle of parent ids (bad input) are roots.
+pub(super) fn depths(parent: &[Option<usize>], depth: &mut Vec<usize>) {
+    const UNKNOWN: usize = usize::MAX;
+    const ON_PATH: usize = usize::MAX - 1;
+    depth.clear();
+    depth.resize(parent.len(), UNKNOWN);
+    let mut path = Vec::new();
+    for i in 0..parent.len() {
+        let mut at = i;
+        // Up to a root, a known depth, or back onto this walk (a cycle).
+        let base = loop {
+            match depth[at] {
+                UNKNOWN => {}
+                ON_PATH => break 0,
+                d => break d + 1,
+            }
+            depth[at] = ON_PATH;
+            path.push(at);
+            match parent[at] {
+                Some(p) => at = p,
+                None => break 0,
+            }
+        };
+        for (k, &span) in path.iter().rev().enumerate() {
+            depth[span] = base + k;
+        }
+        path.clear();
     }
 }
 

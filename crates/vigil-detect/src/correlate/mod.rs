@@ -124,6 +124,11 @@ impl Correlator {
     pub fn forced_closes(&self) -> u64 {
         self.assembler.forced_closes()
     }
+
+    /// Spans dropped because their trace already held the most a trace may.
+    pub fn dropped_spans(&self) -> u64 {
+        self.assembler.dropped_spans()
+    }
 }
 
 #[cfg(test)]

@@ -516,3 +516,88 @@ fn latency_is_traced_to_the_service_whose_own_time_grew() {
     }
     assert_eq!(gateway(&mut fresh).root_cause_service, "api-gateway");
 }
+
+/// One trace of `n` spans, each the child of the one before: span `i` on service `s{i % 3}`
+/// (or one of `services` distinct services, when given), one record each.
+fn chain(trace: &str, n: usize, services: usize) -> RecordBatch {
+    let ids: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+    let names: Vec<String> = (0..n).map(|i| format!("svc-{}", i % services)).collect();
+    RecordBatch::try_from_iter([
+        (
+            "timestamp",
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values((0..n).map(|i| 100 * SEC + i as i64))
+                    .with_timezone("UTC"),
+            ) as ArrayRef,
+        ),
+        (
+            "level",
+            Arc::new(StringArray::from(vec!["INFO"; n])) as ArrayRef,
+        ),
+        (
+            "service",
+            Arc::new(StringArray::from_iter_values(&names)) as ArrayRef,
+        ),
+        (
+            "trace_id",
+            Arc::new(StringArray::from(vec![trace; n])) as ArrayRef,
+        ),
+        (
+            "span_id",
+            Arc::new(StringArray::from_iter_values(&ids)) as ArrayRef,
+        ),
+        (
+            "parent_span_id",
+            Arc::new(StringArray::from_iter(
+                (0..n).map(|i| i.checked_sub(1).map(|p| ids[p].as_str())),
+            )) as ArrayRef,
+        ),
+        (
+            "processing_time_ms",
+            Arc::new(Float64Array::from(vec![1.0; n])) as ArrayRef,
+        ),
+    ])
+    .unwrap()
+}
+
+#[test]
+fn a_trace_holds_at_most_its_cap_of_spans_and_counts_the_rest() {
+    let mut a = assembler();
+    let mut out = Vec::new();
+    a.push(
+        &chain("deep", assemble::MAX_SPANS_PER_TRACE + 2_500, 3),
+        &mut out,
+    );
+    assert_eq!(a.dropped_spans(), 2_500);
+    let closed = a.close(i64::MAX);
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].self_ms.len(), 3, "the spans kept are assembled");
+}
+
+#[test]
+fn services_beyond_the_cap_share_one_name() {
+    let mut a = assembler();
+    let mut out = Vec::new();
+    a.push(
+        &chain("wide", assemble::MAX_SERVICES + 50, usize::MAX),
+        &mut out,
+    );
+    a.close(i64::MAX);
+    assert_eq!(a.other_service_records(), 50);
+}
+
+#[test]
+fn span_depths_take_one_step_per_span_even_on_a_deep_chain() {
+    // A quadratic walk would take 5·10¹¹ steps here; the linear one is instant.
+    let n = 1_000_000;
+    let parent: Vec<Option<usize>> = (0..n).map(|i| (i + 1 < n).then_some(i + 1)).collect();
+    let mut depth = Vec::new();
+    assemble::depths(&parent, &mut depth);
+    assert!(depth.iter().enumerate().all(|(i, &d)| d == n - 1 - i));
+    // Parent links that loop (bad input) end the walk instead of looping with it.
+    let parent = vec![Some(1), Some(2), Some(0), Some(0)];
+    assemble::depths(&parent, &mut depth);
+    assert_eq!(depth.len(), 4);
+    assert!(depth[..3].iter().all(|&d| d < 3), "{depth:?}");
+    assert_eq!(depth[3], depth[0] + 1);
+}

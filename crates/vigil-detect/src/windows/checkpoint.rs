@@ -43,6 +43,7 @@ impl WindowedRules {
         for r in &mut self.rules {
             if let Some(saved) = c.rules.get(&r.evaluator.rule().name) {
                 r.evaluator = RuleEvaluator::resume(r.evaluator.rule().clone(), saved.clone());
+                r.evaluator.set_limits(self.limits);
             }
         }
         for g in &mut self.groups {

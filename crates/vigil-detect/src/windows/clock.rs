@@ -58,12 +58,12 @@ impl Group {
 
     /// The start of the pane an event time falls in.
     pub(super) fn pane(&self, t: i64) -> i64 {
-        t.div_euclid(self.hop) * self.hop
+        t.div_euclid(self.hop).saturating_mul(self.hop)
     }
 
     /// The first window a row of pane `pane` belongs to.
     pub(super) fn first_window(&self, pane: i64) -> i64 {
-        pane - self.window + self.hop
+        pane.saturating_sub(self.window).saturating_add(self.hop)
     }
 
     /// Whether rows of `pane` still count, starting the clock (or moving it earlier, before
@@ -80,10 +80,12 @@ impl Group {
         Filing::Open
     }
 
-    /// The window to close next if the watermark has passed its end: `(start, end)`.
+    /// The window to close next if the watermark has passed its end: `(start, end)`. A
+    /// window that would end past the last representable time never closes (saturating,
+    /// its end would stay due forever).
     pub(super) fn due(&self, watermark: i64) -> Option<(i64, i64)> {
         let start = self.next_close?;
-        let end = start.saturating_add(self.window);
+        let end = start.checked_add(self.window)?;
         (end <= watermark).then_some((start, end))
     }
 
@@ -113,7 +115,10 @@ impl Group {
     /// `active`: some rule has series pending, firing or expected. `first_state`: the
     /// earliest pane holding partial states.
     pub(super) fn skip_idle(&mut self, watermark: i64, active: bool, first_state: Option<i64>) {
-        let next = self.next_close.expect("a window just closed") + self.hop;
+        let next = self
+            .next_close
+            .expect("a window just closed")
+            .saturating_add(self.hop);
         let first_data = first_state
             .into_iter()
             .chain(self.raw.keys().next().copied())
@@ -122,7 +127,11 @@ impl Group {
         // not allow yet.
         let data_at = match first_data {
             Some(pane) => self.first_window(pane),
-            None => (watermark - self.window).div_euclid(self.hop) * self.hop + self.hop,
+            None => watermark
+                .saturating_sub(self.window)
+                .div_euclid(self.hop)
+                .saturating_mul(self.hop)
+                .saturating_add(self.hop),
         };
         self.next_close = Some(if active && self.empty_run < MAX_EMPTY_WINDOWS {
             // Series to resolve or to count as absent: empty windows close one by one.

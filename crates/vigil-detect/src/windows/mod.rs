@@ -43,7 +43,7 @@ use vigil_core::time::micros;
 use crate::error::DetectError;
 use crate::event::AnomalyEvent;
 use crate::rules::{Rule, RuleEvaluator};
-use crate::spec::RuleSpec;
+use crate::spec::{RuleSpec, SeriesLimits};
 
 mod checkpoint;
 mod clock;
@@ -72,22 +72,44 @@ struct Compiled {
 }
 
 impl Compiled {
-    fn error(&self, reason: String) -> DetectError {
-        DetectError::Rule {
-            rule: self.evaluator.rule().name.clone(),
-            reason,
-        }
-    }
-
     fn plan_error(&self, e: PlanError) -> DetectError {
-        self.error(match e {
-            PlanError::DataFusion(e) => format!("{e} (in `{}`)", self.sql),
-            PlanError::NotAnAggregate => {
-                format!("the signal is not an aggregate (in `{}`)", self.sql)
-            }
+        plan_error(&self.evaluator.rule().name, &self.sql, e)
+    }
+}
+
+/// The query computing a rule's signal per service over the rows of a window (table `w`).
+fn signal_sql(spec: &RuleSpec) -> String {
+    let filter = spec
+        .filter
+        .as_deref()
+        .map_or(String::new(), |f| format!(" WHERE {f}"));
+    format!(
+        "SELECT service, CAST(({}) AS DOUBLE) AS value FROM w{filter} GROUP BY service",
+        spec.signal
+    )
+}
+
+/// Plans a rule's SQL over rows of `schema` as the pipeline will at its first batch, so that
+/// an error in its signal or filter (an unknown column or function, a signal that is not an
+/// aggregate) is reported when the pipeline file is checked, not when data arrives.
+pub fn check_rule(spec: &RuleSpec, schema: &SchemaRef) -> Result<(), DetectError> {
+    let sql = signal_sql(spec);
+    let ctx = plan::session();
+    // Planning over an in-memory table does no I/O: no runtime needed.
+    futures::executor::block_on(Plan::new(&ctx, &sql, schema))
+        .map(drop)
+        .map_err(|e| plan_error(&spec.name, &sql, e))
+}
+
+fn plan_error(rule: &str, sql: &str, e: PlanError) -> DetectError {
+    DetectError::Rule {
+        rule: rule.to_string(),
+        reason: match e {
+            PlanError::DataFusion(e) => format!("{e} (in `{sql}`)"),
+            PlanError::NotAnAggregate => format!("the signal is not an aggregate (in `{sql}`)"),
             PlanError::ServiceColumn(t) => format!("service column is {t}"),
             PlanError::NotANumber => "the signal is not a number".into(),
-        })
+        },
     }
 }
 
@@ -100,6 +122,7 @@ pub struct WindowedRules {
     fold_rows: usize,
     /// The latest end of a window closed so far.
     closed_through: Option<i64>,
+    limits: SeriesLimits,
 }
 
 impl WindowedRules {
@@ -119,14 +142,7 @@ impl WindowedRules {
                 labels: s.labels.clone(),
                 annotations: s.annotations.clone(),
             };
-            let filter = s
-                .filter
-                .as_deref()
-                .map_or(String::new(), |f| format!(" WHERE {f}"));
-            let sql = format!(
-                "SELECT service, CAST(({}) AS DOUBLE) AS value FROM w{filter} GROUP BY service",
-                s.signal
-            );
+            let sql = signal_sql(s);
             let (window, hop) = (micros(s.window).max(1), micros(s.hop).max(1));
             let group = match groups
                 .iter()
@@ -153,7 +169,22 @@ impl WindowedRules {
             late: 0,
             fold_rows: FOLD_ROWS,
             closed_through: None,
+            limits: SeriesLimits::default(),
         }
+    }
+
+    /// Bounds the series each rule remembers.
+    pub fn with_series_limits(mut self, limits: SeriesLimits) -> Self {
+        self.limits = limits;
+        for r in &mut self.rules {
+            r.evaluator.set_limits(limits);
+        }
+        self
+    }
+
+    /// Series forgotten so far because of the [`SeriesLimits`].
+    pub fn evicted_series(&self) -> u64 {
+        self.rules.iter().map(|r| r.evaluator.forgotten()).sum()
     }
 
     /// Folds raw rows into partial states once a group holds `rows` of them (default
@@ -304,10 +335,13 @@ impl WindowedRules {
         out: &mut Vec<AnomalyEvent>,
     ) -> Result<(), DetectError> {
         let (window, hop) = (self.groups[g].window, self.groups[g].hop);
-        let has_rows = self
-            .rules
-            .iter()
-            .any(|r| r.group == g && r.states.range(start..start + window).next().is_some());
+        let has_rows = self.rules.iter().any(|r| {
+            r.group == g
+                && r.states
+                    .range(start..start.saturating_add(window))
+                    .next()
+                    .is_some()
+        });
         self.groups[g].closed_one(has_rows);
         for i in 0..self.rules.len() {
             if self.rules[i].group != g {
@@ -315,16 +349,14 @@ impl WindowedRules {
             }
             let states: Vec<RecordBatch> = self.rules[i]
                 .states
-                .range(start..start + window)
+                .range(start..start.saturating_add(window))
                 .flat_map(|(_, s)| s.iter().cloned())
                 .collect();
             let values = self.finish(i, states).await?;
             let r = &mut self.rules[i];
             // Panes before the next window's start are no longer needed.
-            r.states = r.states.split_off(&(start + hop));
-            let mut seen = Vec::with_capacity(values.len());
+            r.states = r.states.split_off(&start.saturating_add(hop));
             for (service, value) in &values {
-                seen.push(service.clone());
                 if let Some(t) = r.evaluator.observe(service, start, *value) {
                     out.push(r.evaluator.event(&t, detected_at));
                 }
@@ -332,13 +364,18 @@ impl WindowedRules {
             let missing: Vec<String> = r
                 .evaluator
                 .reported_series()
-                .filter(|s| !seen.iter().any(|x| x == s))
+                .filter(|s| values.binary_search_by(|(v, _)| v.as_str().cmp(s)).is_err())
                 .map(str::to_string)
                 .collect();
             for s in missing {
                 if let Some(t) = r.evaluator.absent(&s, start) {
                     out.push(r.evaluator.event(&t, detected_at));
                 }
+            }
+            let ttl = micros(self.limits.ttl);
+            let evicted = r.evaluator.evict(start, ttl, self.limits.max);
+            if evicted > 0 {
+                tracing::debug!(rule = %r.evaluator.rule().name, evicted, "series forgotten");
             }
         }
         Ok(())

@@ -265,3 +265,76 @@ fn a_checkpoint_restores_rule_state_and_the_clock() {
     assert_eq!(statuses, [crate::Status::Resolved], "{after:?}");
     assert_eq!(r.late_rows(), 1);
 }
+
+mod hostile {
+    //! Detection fed whatever records come: times anywhere in the i64 range, values of any
+    //! float, services without end, watermarks jumping to the end of time. No panic, and the
+    //! series remembered stay within their limits. (The cargo-fuzz target `detect` in
+    //! `crates/vigil-detect/fuzz` runs the same longer.)
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn time() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            4 => (0i64..120).prop_map(|m| T0 + m * MIN / 2),
+            1 => any::<i64>(),
+            1 => Just(i64::MAX),
+            1 => Just(i64::MIN),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            4 => -1e3f64..1e3,
+            1 => any::<f64>(),
+            1 => Just(f64::MAX),
+            1 => Just(f64::NAN),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_records_and_watermarks_leave_detection_running_and_bounded(
+            pushes in proptest::collection::vec(
+                (proptest::collection::vec((time(), 0u32..400, value()), 1..40), time()),
+                1..6,
+            ),
+        ) {
+            let mut baseline = spec("rate", "count(*)", 60, 60, (">", 0.0));
+            baseline.condition = Condition::Baseline;
+            baseline.no_data = Some(0.0);
+            let mut threshold = spec("big", "max(value)", 120, 60, (">", 100.0));
+            threshold.for_ = Duration::from_secs(120);
+            let limits = SeriesLimits { max: 50, ttl: Duration::from_secs(600) };
+            let mut rules = WindowedRules::new(&[baseline, threshold]).with_series_limits(limits);
+            run(async {
+                for (rows, watermark) in &pushes {
+                    let names: Vec<String> = rows.iter().map(|r| format!("s{}", r.1)).collect();
+                    let rows: Vec<(i64, &str, f64)> = rows
+                        .iter()
+                        .zip(&names)
+                        .map(|(r, n)| (r.0, n.as_str(), r.2))
+                        .collect();
+                    rules.push(RecordKind::Metrics, &batch(&rows));
+                    let events = rules.advance(*watermark).await.unwrap();
+                    for e in &events {
+                        assert!(serde_json::to_string(e).is_ok());
+                    }
+                }
+            });
+            for r in &rules.rules {
+                let firing = r.evaluator.state().len();
+                assert!(
+                    r.evaluator.remembered() <= 50 + firing,
+                    "{} remembers {}",
+                    r.evaluator.rule().name,
+                    r.evaluator.remembered()
+                );
+            }
+        }
+    }
+}

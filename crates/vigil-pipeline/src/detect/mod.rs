@@ -55,7 +55,7 @@ impl Detection {
         if pipeline.rules.is_empty() {
             return Ok(None);
         }
-        let engine = WindowedRules::new(&pipeline.rules);
+        let engine = WindowedRules::new(&pipeline.rules).with_series_limits(pipeline.detect.series);
         let correlator = pipeline.detect.correlation.as_ref().map(Correlator::new);
         let topic = match (&pipeline.detect.anomaly_topic, pipeline.first_kafka()) {
             (Some(t), Some(k)) => Some((
@@ -214,6 +214,8 @@ impl Detection {
             traces = self.correlator.as_ref().map(Correlator::traces),
             late_spans = self.correlator.as_ref().map(Correlator::late),
             traces_closed_early = self.correlator.as_ref().map(Correlator::forced_closes),
+            spans_dropped = self.correlator.as_ref().map(Correlator::dropped_spans),
+            series_forgotten = self.engine.evicted_series(),
             "detection finished"
         );
         Ok(())
@@ -227,6 +229,17 @@ impl Detection {
     /// Rows that arrived after their window had closed.
     pub fn late_rows(&self) -> u64 {
         self.engine.late_rows()
+    }
+
+    /// What detection's state caps dropped so far: rule series forgotten (silent past
+    /// `detect.series_ttl`, or beyond `detect.max_series`) and spans past a trace's cap.
+    pub fn forgotten(&self) -> (u64, u64) {
+        (
+            self.engine.evicted_series(),
+            self.correlator
+                .as_ref()
+                .map_or(0, Correlator::dropped_spans),
+        )
     }
 
     /// The latest end of a window closed so far (event time, µs).

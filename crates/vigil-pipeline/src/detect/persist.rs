@@ -67,12 +67,20 @@ impl Persist {
         let Some(bytes) = self.anomalies.read_side_file(path).await? else {
             return Ok(Some(Saved::default()));
         };
-        let saved = serde_json::from_slice(&bytes).map_err(|source| PipelineError::Checkpoint {
-            path: path.clone(),
-            source,
-        })?;
-        tracing::info!(checkpoint = %path, "detection state restored");
-        Ok(Some(saved))
+        match serde_json::from_slice(&bytes) {
+            Ok(saved) => {
+                tracing::info!(checkpoint = %path, "detection state restored");
+                Ok(Some(saved))
+            }
+            Err(e) => {
+                // Losing rule state beats never starting again: keep the file for a look,
+                // start afresh.
+                let aside = format!("{path}.unreadable");
+                self.anomalies.write_side_file(&aside, bytes).await?;
+                tracing::error!(checkpoint = %path, kept_as = %aside, error = %e, "detection checkpoint unreadable; starting without rule state");
+                Ok(Some(Saved::default()))
+            }
+        }
     }
 
     /// Whether a checkpoint is kept.
@@ -144,4 +152,37 @@ fn sanitize(name: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_checkpoint_is_kept_aside_and_detection_starts_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Archive::new(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let persist = Persist::open(&archive, false, Some("p-g")).await.unwrap();
+            assert!(persist.load().await.unwrap().is_some(), "none saved yet");
+            let garbage = b"{\"rules\": [nul".to_vec();
+            persist
+                .anomalies
+                .write_side_file("_vigil/detection/p-g.json", garbage.clone())
+                .await
+                .unwrap();
+            let saved = persist.load().await.unwrap().expect("starts afresh");
+            assert!(saved.incidents.is_none());
+            let aside = persist
+                .anomalies
+                .read_side_file("_vigil/detection/p-g.json.unreadable")
+                .await
+                .unwrap();
+            assert_eq!(aside, Some(garbage));
+        });
+    }
 }

@@ -266,7 +266,9 @@ impl State {
         let payload = m.payload().unwrap_or_default();
         self.counters.add_bytes(payload.len());
         let same = self.run.partition.as_ref().map(|(p, _)| p) == Some(&partition);
-        if !same || self.run.spans.len() >= self.config.max_batch_records {
+        let full = self.run.spans.len() >= self.config.max_batch_records
+            || self.run.bytes.len() + payload.len() > self.config.max_batch_bytes;
+        if !same || full {
             self.flush_run();
             self.run.partition = Some((partition, kind));
             self.run.started = Some(Instant::now());

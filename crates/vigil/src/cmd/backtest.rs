@@ -51,7 +51,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!inputs.is_empty(), "give --logs, --metrics or both");
     for (_, path) in &inputs {
         anyhow::ensure!(
-            !same_file(path, &args.anomalies),
+            !super::same_file(path, &args.anomalies),
             "--anomalies {} is also an input",
             args.anomalies.display()
         );
@@ -113,8 +113,16 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     let records: u64 = feeds.iter().map(|f| f.decoder.stats().records).sum();
     let dead: u64 = feeds.iter().map(|f| f.decoder.stats().dead_letters).sum();
     let secs = started.elapsed().as_secs_f64();
+    let (series, spans) = detection.forgotten();
+    let mut capped = String::new();
+    if series > 0 {
+        capped += &format!(", {} rule series forgotten", thousands(series));
+    }
+    if spans > 0 {
+        capped += &format!(", {} spans over a trace's cap", thousands(spans));
+    }
     eprintln!(
-        "backtest: {} records ({} dead letters, {} late rows{}) in {secs:.2} s ({} records/s); {} anomaly events → {}",
+        "backtest: {} records ({} dead letters, {} late rows{capped}{}) in {secs:.2} s ({} records/s); {} anomaly events → {}",
         thousands(records),
         thousands(dead),
         thousands(detection.late_rows()),
@@ -126,11 +134,4 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         args.anomalies.display()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
 }

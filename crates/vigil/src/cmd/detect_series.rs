@@ -12,6 +12,12 @@ use vigil_detect::{BaselineConfig, BaselineDetector};
 use crate::cli::DetectSeriesArgs;
 
 pub fn run(args: DetectSeriesArgs) -> anyhow::Result<ExitCode> {
+    if super::same_file(&args.input, &args.output) {
+        bail!(
+            "--output {} is the --input file: it would be overwritten before it is read",
+            args.output.display()
+        );
+    }
     let input = File::open(&args.input)
         .with_context(|| format!("cannot open --input {}", args.input.display()))?;
     let output = File::create(&args.output)

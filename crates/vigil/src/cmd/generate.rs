@@ -26,6 +26,12 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         incidents,
         ..Default::default()
     };
+    config.check()?;
+    if let (Some(l), Some(m)) = (&args.logs, &args.metrics)
+        && (l == m || super::same_file(l, m))
+    {
+        anyhow::bail!("--logs and --metrics are the same file: give each its own");
+    }
     let mut logs = args.logs.as_deref().map(open).transpose()?;
     let mut metrics = args.metrics.as_deref().map(open).transpose()?;
     let mut generator = vigil_gen::Generator::new(config);

@@ -30,6 +30,15 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Whether two paths name the same existing file (an output that is also an input would be
+/// truncated before it is read).
+pub fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// A multi-threaded runtime for object-store I/O and DataFusion.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()

@@ -1,22 +1,49 @@
-//! `vigil sql`
+//! `vigil sql`: streams the result, stopping at `--max-rows` and `--timeout`.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use vigil_query::{Engine, Format, render};
+use vigil_query::{Engine, Format, QueryLimits, ResultWriter};
 
 use crate::cli::SqlArgs;
 
 pub fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
-    let format: Format = args.format.parse().map_err(anyhow::Error::msg)?;
+    let format: Format = args.format.parse()?;
+    let limits = QueryLimits {
+        timeout: vigil_core::units::parse_duration(&args.timeout)?,
+        memory: usize::try_from(vigil_core::units::parse_bytes(&args.memory)?)?,
+        ..QueryLimits::default()
+    };
     let archive = args.archive.open()?;
     let rt = super::runtime()?;
-    let batches = rt.block_on(async {
-        let engine = Engine::open(&archive).await?;
-        engine.sql(&args.query).await
+    let stdout = std::io::stdout();
+    let terminal = stdout.is_terminal();
+    let mut out = ResultWriter::new(format, stdout.lock(), terminal);
+    let max_rows = if args.max_rows == 0 {
+        usize::MAX
+    } else {
+        args.max_rows
+    };
+    let shown = rt.block_on(async {
+        let engine = Engine::open_with(&archive, limits).await?;
+        let mut rows = engine.sql_stream(&args.query).await?;
+        let mut shown = 0usize;
+        while let Some(batch) = rows.next().await {
+            let batch = batch?;
+            let room = max_rows - shown;
+            if batch.num_rows() > room {
+                out.write(&batch.slice(0, room))?;
+                // Stop the query rather than compute rows nobody will see.
+                return Ok::<_, anyhow::Error>(Some(max_rows));
+            }
+            shown += batch.num_rows();
+            out.write(&batch)?;
+        }
+        Ok(None)
     })?;
-    print!("{}", render(&batches, format)?);
-    if format == Format::Table {
-        println!();
+    out.finish()?;
+    if let Some(n) = shown {
+        eprintln!("(stopped at {n} rows, --max-rows; --max-rows 0 prints them all)");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The cargo-fuzz targets, each for a fixed time (CI runs their proptest equivalents for a
+# fixed number of cases instead): the decoder, the time parser, the pipeline-file loader and
+# detection. Needs the nightly toolchain; installs cargo-fuzz from crates.io if missing.
+# Usage: benches/scripts/fuzz.sh [seconds per target] [target...]   (default 300; all four)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+secs="${1:-300}"
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(decode time pipeline detect)
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+for t in "${targets[@]}"; do
+  case "$t" in
+    decode) dir=crates/vigil-decode ;;
+    time) dir=crates/vigil-core ;;
+    pipeline) dir=crates/vigil-config ;;
+    detect) dir=crates/vigil-detect ;;
+    *) echo "unknown target $t" >&2; exit 2 ;;
+  esac
+  echo "== $t: $secs s"
+  (cd "$dir" && CARGO_TARGET_DIR="$HOME/.cache/vigil/fuzz-target" cargo +nightly fuzz run "$t" \
+    -- -max_total_time="$secs" -rss_limit_mb=4096 2>&1 | tail -4)
+done
