@@ -451,11 +451,30 @@ fn analyse(trace_id: Arc<str>, open: OpenTrace, scratch: &mut Scratch) -> Closed
     failing.sort_unstable();
     failing.dedup();
     // Children called one after another: a span's own time is what they leave of it
-    // (children run concurrently leave less, never below zero).
+    // (children run concurrently leave less, never below zero). An inner span of a service
+    // (its parent in the same service) whose one child is in another service is a client
+    // span: what it adds to its child is the network between them and the callee's
+    // queueing, counted on the callee's side of the edge, not as the caller's own time. (A
+    // service's entry span with one call is not: its own time is its work.)
+    let mut children = vec![(0u32, None); n];
+    for (i, p) in parent.iter().enumerate() {
+        if let Some(p) = *p {
+            children[p] = (children[p].0 + 1, Some(i));
+        }
+    }
     let mut self_ms: Vec<(u32, f64)> = spans
         .iter()
         .zip(children_us.iter())
-        .map(|(s, &c)| (s.service, (s.end - s.start - c).max(0) as f64 / 1000.0))
+        .zip(&children)
+        .zip(parent.iter())
+        .map(|(((s, &c), &(count, last)), p)| {
+            let own = (s.end - s.start - c).max(0) as f64 / 1000.0;
+            let inner = p.is_some_and(|p| spans[p].service == s.service);
+            match last.map(|c| spans[c].service) {
+                Some(callee) if inner && count == 1 && callee != s.service => (callee, own),
+                _ => (s.service, own),
+            }
+        })
         .collect();
     self_ms.sort_unstable_by_key(|(service, _)| *service);
     self_ms.dedup_by(|later, kept| {

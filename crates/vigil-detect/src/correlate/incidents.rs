@@ -11,8 +11,12 @@
 //! gap has passed. Anomalies detected at the same instant are filed before any of their events
 //! is annotated, so none stands alone for its event only because the rules' order put it first.
 //!
-//! **Root cause.** Each candidate (the incident's services, and the services where their
-//! failing traces started, anomalous or not) is scored on three kinds of evidence:
+//! **Root cause.** Evidence is read from the incident's latest *wave* (the newest anomaly
+//! and those active within five minutes of the wave's start; a flapping re-fire does not
+//! carry a wave on) against the hour before the wave: a service failing steadily can keep
+//! an incident open for hours, and judged over that whole life its steady failures would
+//! outweigh every later fault. Each candidate (the wave's services, and the services where
+//! their failing traces started, anomalous or not) is scored on three kinds of evidence:
 //! - *origin*: the candidate's share of the incident services' failing traces that started
 //!   there, above what they usually do in the hour before (failures propagate up the call
 //!   tree, and [`assemble`](super::assemble) finds where each started), times the share of
@@ -61,6 +65,8 @@ const SLOW_SHARE: f64 = 0.2;
 const MIN_USUAL_TRACES: f64 = 5.0;
 /// Share of a service's failing traces that must start at another to connect them.
 const BLAME_SHARE: f64 = 0.2;
+/// Anomalies starting this close to one another are one wave of an incident.
+const WAVE_GAP: i64 = 5 * 60 * 1_000_000;
 
 /// One anomaly episode in an incident.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +98,41 @@ impl Incident {
 
     fn services(&self) -> BTreeSet<&str> {
         self.members.iter().map(|m| m.service.as_str()).collect()
+    }
+
+    /// The start of its latest wave: the newest anomaly, and every anomaly that started
+    /// within [`WAVE_GAP`] before the wave's start or was still firing at it, back to the
+    /// first. Evidence is read from the wave on, against the hour before it: an incident
+    /// kept open for hours by one service's flapping would otherwise judge every later fault
+    /// by its whole life, where the steady errors dominate; an anomaly joining a fault still
+    /// firing belongs to that fault's wave. A re-firing of an anomaly that resolved less than
+    /// [`WAVE_GAP`] before (flapping) joins the wave it falls in but does not carry one on.
+    fn wave_start(&self) -> i64 {
+        let flapping = |m: &Member| {
+            self.members.iter().any(|o| {
+                o.fingerprint == m.fingerprint
+                    && o.ends_at
+                        .is_some_and(|end| end <= m.starts_at && m.starts_at - end <= WAVE_GAP)
+            })
+        };
+        let carriers: Vec<&Member> = self.members.iter().filter(|m| !flapping(m)).collect();
+        let Some(mut since) = carriers.iter().map(|m| m.starts_at).max() else {
+            return self.first_start();
+        };
+        loop {
+            let reaching = carriers
+                .iter()
+                .filter(|m| m.starts_at < since)
+                .filter(|m| {
+                    since - m.starts_at <= WAVE_GAP || m.ends_at.is_none_or(|end| end >= since)
+                })
+                .map(|m| m.starts_at)
+                .min();
+            match reaching {
+                Some(s) => since = s,
+                None => return since,
+            }
+        }
     }
 }
 
@@ -168,7 +209,7 @@ impl Incidents {
         let keep_from = s
             .open
             .iter()
-            .map(Incident::first_start)
+            .map(Incident::wave_start)
             .min()
             .unwrap_or(i64::MAX)
             .min(w.end.saturating_sub(RETAINED));
@@ -314,8 +355,14 @@ impl Incidents {
 
     /// The incident as it stands at `now`, with its root cause.
     fn view(&self, inc: &Incident, now: i64) -> IncidentView {
-        let first = inc.first_start();
-        let members = inc.services();
+        let first = inc.wave_start();
+        // The wave's services: those of anomalies that started in it.
+        let members: BTreeSet<&str> = inc
+            .members
+            .iter()
+            .filter(|m| m.starts_at >= first)
+            .map(|m| m.service.as_str())
+            .collect();
         let windows: Vec<&WindowEvidence> = self
             .state
             .windows
@@ -399,7 +446,7 @@ impl Incidents {
                 let start = inc
                     .members
                     .iter()
-                    .filter(|m| m.service == *s)
+                    .filter(|m| m.service == *s && m.starts_at >= first)
                     .map(|m| m.starts_at)
                     .min()
                     .unwrap_or(first);
@@ -476,6 +523,7 @@ impl Incidents {
         let first_anomaly = inc
             .members
             .iter()
+            .filter(|m| m.starts_at >= first)
             .min_by_key(|m| (m.starts_at, m.service.as_str()))
             .map(|m| m.service.clone())
             .unwrap_or_default();

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
@@ -600,4 +601,150 @@ fn span_depths_take_one_step_per_span_even_on_a_deep_chain() {
     assert_eq!(depth.len(), 4);
     assert!(depth[..3].iter().all(|&d| d < 3), "{depth:?}");
     assert_eq!(depth[3], depth[0] + 1);
+}
+
+#[test]
+fn the_time_a_client_span_adds_to_its_callee_counts_on_the_callee_side() {
+    // The gateway's client span (s2) takes 40 ms for a call the auth service served in 10:
+    // 30 ms of network (a delay injected at auth-service's side) are auth-service's, not the
+    // gateway's own time.
+    let mut a = assembler();
+    let mut out = Vec::new();
+    let recs: Vec<Rec> = vec![
+        (
+            100.044,
+            "INFO",
+            "auth-service",
+            "t",
+            "s3",
+            Some("s2"),
+            Some(10.0),
+        ),
+        // The gateway's entry span, the client span's parent in the same service.
+        (
+            100.045,
+            "INFO",
+            "api-gateway",
+            "t",
+            "s2",
+            Some("s1"),
+            Some(40.0),
+        ),
+        (100.050, "INFO", "api-gateway", "t", "s1", None, Some(50.0)),
+    ];
+    a.push(&batch(&recs), &mut out);
+    let closed = a.close(i64::MAX);
+    let own: BTreeMap<String, f64> = closed[0]
+        .self_ms
+        .iter()
+        .map(|(s, ms)| {
+            (
+                a.service_name(*s).to_string(),
+                (ms * 1000.0).round() / 1000.0,
+            )
+        })
+        .collect();
+    assert_eq!(own["auth-service"], 40.0, "{own:?}");
+    assert_eq!(own["api-gateway"], 10.0, "{own:?}");
+}
+
+#[test]
+fn a_service_failing_steadily_does_not_take_the_blame_for_a_new_fault() {
+    // The gateway fails steadily (10 failing traces a minute, starting there) and its
+    // error rule flaps all along: fires for two minutes, quiet for four, fires again. That
+    // keeps one incident open for hours. At minute 100 the database starts failing and
+    // token-service's rule fires, joining the gateway's incident (the gateway calls it):
+    // judged by the incident's whole life, the gateway's steady failures outnumber the
+    // database's; judged by what changed in the new wave against the
+    // hour before it, the database is the root.
+    let mut inc = learned();
+    let mut events: Vec<AnomalyEvent> = Vec::new();
+    for k in 0..17 {
+        let start = 60 + k * 360;
+        events.push(event(
+            "api-gateway",
+            "errors",
+            start,
+            start + 60,
+            Status::Firing,
+        ));
+        events.push(event(
+            "api-gateway",
+            "errors",
+            start,
+            start + 120,
+            Status::Resolved,
+        ));
+    }
+    events.push(event("token-service", "errors", 6000, 6120, Status::Firing));
+    let mut last = None;
+    for m in 1..=103 {
+        let start = m * 60;
+        let mut blame = vec![("api-gateway", "api-gateway", 10)];
+        if (6000..6300).contains(&start) {
+            blame.extend([
+                ("database", "database", 40),
+                ("token-service", "database", 30),
+                ("api-gateway", "database", 35),
+            ]);
+        }
+        inc.observe(&window(start, &GRAPH, &blame));
+        for e in events
+            .iter_mut()
+            .filter(|e| e.detected_at == (start + 60) * SEC)
+        {
+            inc.annotate(std::slice::from_mut(e));
+            last = Some(e.clone());
+        }
+    }
+    let token = last.expect("token-service's event");
+    assert_eq!(token.service, "token-service");
+    let view = incident(&token);
+    assert_eq!(
+        view.related.len(),
+        2,
+        "joined the gateway's incident: {view:?}"
+    );
+    assert_eq!(view.root_cause_service, "database", "{view:?}");
+}
+
+#[test]
+fn an_anomaly_joining_a_fault_still_firing_is_judged_with_that_fault() {
+    // auth-service is down from minute 1 (its failing traces and the gateway's start there);
+    // eight minutes in, a one-minute burst of token-service errors joins the incident. The
+    // outage is still firing: the burst belongs to its wave, and auth-service stays the root.
+    let mut inc = learned();
+    let mut events = [
+        event("auth-service", "errors", 60, 180, Status::Firing),
+        event("api-gateway", "errors", 60, 180, Status::Firing),
+        event("token-service", "errors", 540, 660, Status::Firing),
+    ];
+    let mut last = None;
+    for m in 1..=11 {
+        let start = m * 60;
+        let mut blame = vec![
+            ("auth-service", "auth-service", 30),
+            ("api-gateway", "auth-service", 25),
+        ];
+        if start == 540 {
+            blame.extend([
+                ("token-service", "token-service", 40),
+                ("api-gateway", "token-service", 30),
+            ]);
+        }
+        inc.observe(&window(start, &GRAPH, &blame));
+        let now = (start + 60) * SEC;
+        let run: Vec<usize> = (0..events.len())
+            .filter(|&i| events[i].detected_at == now)
+            .collect();
+        if let (Some(&a), Some(&b)) = (run.first(), run.last()) {
+            inc.annotate(&mut events[a..=b]);
+            last = Some(events[b].clone());
+        }
+    }
+    let token = last.expect("token-service's event");
+    assert_eq!(token.service, "token-service");
+    let view = incident(&token);
+    assert_eq!(view.related.len(), 3, "{view:?}");
+    assert_eq!(view.root_cause_service, "auth-service", "{view:?}");
 }
