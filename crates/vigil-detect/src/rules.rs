@@ -171,6 +171,17 @@ impl RuleEvaluator {
         self.limits = limits;
     }
 
+    /// Its limits.
+    pub fn limits(&self) -> SeriesLimits {
+        self.limits
+    }
+
+    /// [`evict`](Self::evict) by its own limits, at the close of the window starting `now`.
+    pub fn forget_silent(&mut self, now: i64) -> u64 {
+        let SeriesLimits { max, ttl } = self.limits;
+        self.evict(now, micros(ttl), max)
+    }
+
     /// Series forgotten so far because of its [`SeriesLimits`].
     pub fn forgotten(&self) -> u64 {
         self.forgotten

@@ -40,7 +40,7 @@ pub fn run(pipeline: &Pipeline, opts: &RunOptions, rt: &Runtime) -> Result<Summa
     let io = kafka_rt.as_ref().map_or(rt.handle(), |k| k.handle());
     let mut sources = source::build(pipeline, &archive, opts, io)?;
     let resumable = sources.iter().any(|s| s.resumable());
-    let mut sink = rt.block_on(open_sink(pipeline, archive, resumable))?;
+    let mut sink = rt.block_on(open_sink(pipeline, archive, resumable, opts))?;
     let mut feedback: Vec<Option<Receiver<Feedback>>> = Vec::with_capacity(sources.len());
     for (i, s) in pipeline.sources.iter().enumerate() {
         let origin = i as u32;
@@ -85,6 +85,7 @@ async fn open_sink(
     pipeline: &Pipeline,
     archive: Archive,
     resumable: bool,
+    opts: &RunOptions,
 ) -> Result<Sink, PipelineError> {
     let mut kinds: Vec<RecordKind> = Vec::new();
     for s in &pipeline.sources {
@@ -107,7 +108,7 @@ async fn open_sink(
             (true, Some(k)) => Some(checkpoint_name(
                 &pipeline.name,
                 &k.consumer.group_id,
-                std::env::var("VIGIL_REPLICA_ID").ok().as_deref(),
+                opts.replica.as_deref(),
             )),
             _ => None,
         };
@@ -152,7 +153,7 @@ struct Route<'a> {
 
 /// The name of a pipeline's detection checkpoint: per pipeline, consumer group and replica.
 /// Replicas sharing a group each evaluate the rules over their own partitions, so each keeps
-/// its own state; a stable replica id (`VIGIL_REPLICA_ID`, e.g. a StatefulSet pod's name)
+/// its own state; a stable replica id ([`RunOptions::replica`], e.g. a StatefulSet pod's name)
 /// lets a restarted replica find its own again.
 fn checkpoint_name(pipeline: &str, group: &str, replica: Option<&str>) -> String {
     match replica.filter(|r| !r.is_empty()) {

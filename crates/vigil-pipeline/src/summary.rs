@@ -50,6 +50,9 @@ pub struct RunOptions {
     /// Kafka sources stop once every assigned partition is read up to the high watermark it
     /// had when assigned (a backfill), instead of running until `stop`.
     pub until_end: bool,
+    /// This replica's stable id, when several share a consumer group (e.g. a StatefulSet
+    /// pod's name): each keeps its own detection checkpoint.
+    pub replica: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -59,6 +62,7 @@ impl Default for RunOptions {
             counters: Arc::default(),
             stop: Arc::default(),
             until_end: false,
+            replica: None,
             kafka_stats: vigil_kafka::StatsBook::default(),
         }
     }

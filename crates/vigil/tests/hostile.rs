@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{generate, json_rows, python, vigil, vigil_ok, vigil_ok_with};
+use common::{generate, json_rows, python, sql_rows as sql, vigil, vigil_ok, vigil_ok_with};
 
 fn hostile(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -45,17 +45,6 @@ fn vigil_peak_rss(args: &[&str]) -> (Output, f64) {
         .parse()
         .unwrap();
     (out, kib / 1024.0)
-}
-
-fn sql(archive: &str, query: &str) -> Vec<serde_json::Value> {
-    json_rows(&vigil_ok(&[
-        "sql",
-        "--archive",
-        archive,
-        "--format",
-        "json",
-        query,
-    ]))
 }
 
 /// Writes `lines` after the first `at` lines of `base` into `dir/name`.
@@ -124,7 +113,7 @@ fn implausible_event_times_are_dead_letters_and_detection_is_not_blinded() {
 }
 
 #[test]
-fn a_thousand_distinct_services_per_batch_keep_decoder_memory_bounded() {
+fn thousands_of_distinct_services_per_batch_keep_decoder_memory_bounded() {
     // Blocks of 8,192 records of one service alternating with 8,192 records of as many
     // distinct services: sized by the previous batch's largest group, the builders for each
     // new service once took 5.8 GB for this 6 MB input.

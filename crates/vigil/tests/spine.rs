@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use common::{duckdb, generate, json_rows, vigil, vigil_ok};
+use common::{duckdb, generate, json_rows, sql_rows, vigil, vigil_ok};
 
 /// Per-service record count and sum of processing_time_ms, straight from the NDJSON.
 fn expected(path: &std::path::Path) -> BTreeMap<String, (u64, f64)> {
@@ -167,16 +167,7 @@ fn one_percent_malformed_lines_of_every_kind_are_dead_letters_and_the_rest_is_ar
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("dead letter"));
 
-    let count = |sql: &str| {
-        json_rows(&vigil_ok(&[
-            "sql",
-            "--archive",
-            archive,
-            "--format",
-            "json",
-            sql,
-        ]))
-    };
+    let count = |sql: &str| sql_rows(archive, sql);
     assert_eq!(
         count("SELECT count(*) AS n FROM logs")[0]["n"],
         good.len() as u64

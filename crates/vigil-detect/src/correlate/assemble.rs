@@ -141,6 +141,8 @@ struct Scratch {
     failing_child: Vec<bool>,
     /// Per span, the summed duration of its children (µs).
     children_us: Vec<i64>,
+    /// Per span, how many children it has and the last of them.
+    children: Vec<(u32, Option<usize>)>,
 }
 
 fn hash_id(s: &str) -> u64 {
@@ -402,6 +404,7 @@ fn analyse(trace_id: Arc<str>, open: OpenTrace, scratch: &mut Scratch) -> Closed
         depth,
         failing_child,
         children_us,
+        children,
     } = scratch;
     parent.clear();
     parent.extend((0..n).map(|i| {
@@ -456,7 +459,8 @@ fn analyse(trace_id: Arc<str>, open: OpenTrace, scratch: &mut Scratch) -> Closed
     // span: what it adds to its child is the network between them and the callee's
     // queueing, counted on the callee's side of the edge, not as the caller's own time. (A
     // service's entry span with one call is not: its own time is its work.)
-    let mut children = vec![(0u32, None); n];
+    children.clear();
+    children.resize(n, (0, None));
     for (i, p) in parent.iter().enumerate() {
         if let Some(p) = *p {
             children[p] = (children[p].0 + 1, Some(i));
@@ -465,7 +469,7 @@ fn analyse(trace_id: Arc<str>, open: OpenTrace, scratch: &mut Scratch) -> Closed
     let mut self_ms: Vec<(u32, f64)> = spans
         .iter()
         .zip(children_us.iter())
-        .zip(&children)
+        .zip(children.iter())
         .zip(parent.iter())
         .map(|(((s, &c), &(count, last)), p)| {
             let own = (s.end - s.start - c).max(0) as f64 / 1000.0;

@@ -42,8 +42,9 @@ impl WindowedRules {
     pub fn restore(&mut self, c: &Checkpoint) {
         for r in &mut self.rules {
             if let Some(saved) = c.rules.get(&r.evaluator.rule().name) {
+                let limits = r.evaluator.limits();
                 r.evaluator = RuleEvaluator::resume(r.evaluator.rule().clone(), saved.clone());
-                r.evaluator.set_limits(self.limits);
+                r.evaluator.set_limits(limits);
             }
         }
         for g in &mut self.groups {

@@ -122,7 +122,6 @@ pub struct WindowedRules {
     fold_rows: usize,
     /// The latest end of a window closed so far.
     closed_through: Option<i64>,
-    limits: SeriesLimits,
 }
 
 impl WindowedRules {
@@ -169,13 +168,11 @@ impl WindowedRules {
             late: 0,
             fold_rows: FOLD_ROWS,
             closed_through: None,
-            limits: SeriesLimits::default(),
         }
     }
 
     /// Bounds the series each rule remembers.
     pub fn with_series_limits(mut self, limits: SeriesLimits) -> Self {
-        self.limits = limits;
         for r in &mut self.rules {
             r.evaluator.set_limits(limits);
         }
@@ -372,8 +369,7 @@ impl WindowedRules {
                     out.push(r.evaluator.event(&t, detected_at));
                 }
             }
-            let ttl = micros(self.limits.ttl);
-            let evicted = r.evaluator.evict(start, ttl, self.limits.max);
+            let evicted = r.evaluator.forget_silent(start);
             if evicted > 0 {
                 tracing::debug!(rule = %r.evaluator.rule().name, evicted, "series forgotten");
             }

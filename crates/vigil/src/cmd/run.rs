@@ -21,6 +21,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         opts.threads = t;
     }
     opts.until_end = args.until_end;
+    opts.replica = std::env::var("VIGIL_REPLICA_ID")
+        .ok()
+        .filter(|r| !r.is_empty());
     super::stop_on_signal(&rt, opts.stop.clone());
     tracing::info!(pipeline = %pipeline.name, sources = pipeline.sources.len(), archive = %pipeline.archive.url, "starting");
     let progress = Progress::start(opts.counters.clone(), None);

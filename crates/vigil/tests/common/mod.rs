@@ -68,6 +68,19 @@ pub fn json_rows(out: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Runs `query` with `vigil sql --format json` over `archive`, requiring success; returns
+/// the rows.
+pub fn sql_rows(archive: &str, query: &str) -> Vec<serde_json::Value> {
+    json_rows(&vigil_ok(&[
+        "sql",
+        "--archive",
+        archive,
+        "--format",
+        "json",
+        query,
+    ]))
+}
+
 /// The Python with DuckDB and duckdb-ext-delta: `VIGIL_PYTHON` (set by .ci/run) or `python3`.
 pub fn python() -> String {
     std::env::var("VIGIL_PYTHON").unwrap_or_else(|_| "python3".into())
