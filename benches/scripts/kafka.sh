@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Kafka → archive throughput against the ceiling measured in the same run: a bare rdkafka
-# consumer (benches/examples/kafka_count.rs) that only counts bytes from the same topic.
+# consumer (benches/kafka-count, a crate of its own) that only counts bytes from the same topic.
 #   vigil:  vigil run --until-end over a pipeline consuming the topic into a fresh archive
 #           (decode, sort, Parquet zstd, Delta commits with offsets)
 # Usage: benches/scripts/kafka.sh [records] [partitions] [runs]   (default 400000, 4, 3)
@@ -11,8 +11,8 @@ records="${1:-400000}"
 partitions="${2:-4}"
 runs="${3:-3}"
 tansu="${VIGIL_TANSU:-$HOME/.cache/vigil/tools/bin/tansu}"
-cargo build --release -q -p vigil-benches --example kafka_count
-count="$CARGO_TARGET_DIR/release/examples/kafka_count"
+cargo build --release -q -p kafka-count
+count="$CARGO_TARGET_DIR/release/kafka-count"
 work="$(mktemp -d)"
 port=$((20000 + RANDOM % 20000))
 "$tansu" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \

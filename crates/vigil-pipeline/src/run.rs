@@ -185,7 +185,7 @@ impl Route<'_> {
                         }
                     }
                     let step = source.next()?;
-                    live[i] = !matches!(step, Step::End);
+                    live[i] = !step.is_last();
                     count(&opts.counters, &step);
                     rt.block_on(sink.handle(i as u32, step))?;
                 }
@@ -294,7 +294,7 @@ fn feed(
             }
         }
         let step = source.next()?;
-        let end = matches!(step, Step::End);
+        let end = step.is_last();
         count(&opts.counters, &step);
         if to.send((origin, step)).is_err() {
             // The sink stopped; its error is the one reported.

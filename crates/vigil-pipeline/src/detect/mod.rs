@@ -42,6 +42,8 @@ pub struct Detection {
     /// Latest event time per stream (a Kafka partition, a file source), and when it last moved.
     streams: HashMap<String, (i64, Instant)>,
     latest: i64,
+    /// A stream ended with its input complete ([`end_source`](Self::end_source)).
+    ended: bool,
     topic: Option<(vigil_kafka::Producer, String)>,
     file: Option<std::io::BufWriter<std::fs::File>>,
     events: u64,
@@ -89,6 +91,7 @@ impl Detection {
                 .unwrap_or(0),
             streams: HashMap::new(),
             latest: i64::MIN,
+            ended: false,
             topic,
             file,
             events: 0,
@@ -118,7 +121,7 @@ impl Detection {
                     self.push(kind, REPLAY_STREAM, batch)
                 })
                 .await?;
-                self.end_source(REPLAY_STREAM);
+                self.forget_source(REPLAY_STREAM);
                 tracing::info!(rows, since = %format_rfc3339(since), "replayed the open windows from the archive");
             }
         }
@@ -150,8 +153,19 @@ impl Detection {
         self.engine.push(kind, batch);
     }
 
-    /// `stream` has no more rows: it stops holding the watermark back.
+    /// `stream` has no more rows (its input is complete): it stops holding the watermark
+    /// back, and once every stream has ended, windows close up to the latest row less the
+    /// allowed lateness.
     pub fn end_source(&mut self, stream: &str) {
+        if self.streams.remove(stream).is_some() {
+            self.ended = true;
+        }
+    }
+
+    /// `stream` sends nothing more here (a partition revoked, a source stopped), though its
+    /// input goes on elsewhere or later: it stops holding the watermark back, but does not
+    /// count as complete.
+    pub fn forget_source(&mut self, stream: &str) {
         self.streams.remove(stream);
     }
 
@@ -166,14 +180,17 @@ impl Detection {
 
     /// Closes the windows the watermark has passed and publishes their events.
     pub async fn advance(&mut self) -> Result<(), PipelineError> {
-        let Some(slowest) = self
+        let live = self
             .streams
             .values()
             .filter(|(_, moved)| moved.elapsed() < IDLE)
             .map(|(t, _)| *t)
-            .min()
-        else {
-            return Ok(());
+            .min();
+        let slowest = match live {
+            Some(t) => t,
+            // Every stream ended with its input complete: nothing holds the watermark back.
+            None if self.streams.is_empty() && self.ended && self.latest != i64::MIN => self.latest,
+            None => return Ok(()),
         };
         let watermark = slowest.saturating_sub(self.lateness);
         self.close_until(watermark, watermark).await

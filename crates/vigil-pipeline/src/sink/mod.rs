@@ -150,7 +150,8 @@ impl Sink {
             Step::Batch(batch) => self.accept(origin, batch).await?,
             Step::Assigned(partitions) => self.assigned(origin, partitions).await?,
             Step::Revoked => self.revoked(origin),
-            Step::End => self.ended(origin),
+            Step::End => self.ended(origin, true).await?,
+            Step::Stopped => self.ended(origin, false).await?,
             Step::Idle => return self.tick().await,
         }
         self.commit(false).await
@@ -242,17 +243,32 @@ impl Sink {
         self.positions.forget(&partitions);
         if let Some(d) = &mut self.detection {
             for p in &partitions {
-                d.end_source(&p.to_string());
+                d.forget_source(&p.to_string());
             }
         }
     }
 
-    fn ended(&mut self, origin: u32) {
-        if let Some(d) = &mut self.detection {
-            for s in &self.origins[origin as usize].streams {
-                d.end_source(s);
+    /// `origin` sends nothing more. If its input is `complete`, its streams stop holding the
+    /// watermark back, and the windows the others allow close now; otherwise (asked to stop)
+    /// they stay open for the next run.
+    async fn ended(&mut self, origin: u32, complete: bool) -> Result<(), PipelineError> {
+        let Some(d) = &mut self.detection else {
+            return Ok(());
+        };
+        let o = &self.origins[origin as usize];
+        // Partitions assigned but never heard from are held back too.
+        let assigned = o.partitions.keys().map(Partition::to_string);
+        for s in o.streams.iter().map(|s| s.to_string()).chain(assigned) {
+            if complete {
+                d.end_source(&s);
+            } else {
+                d.forget_source(&s);
             }
         }
+        if complete {
+            d.advance().await?;
+        }
+        Ok(())
     }
 
     /// How long until something falls due: a table's interval, or positions that moved with

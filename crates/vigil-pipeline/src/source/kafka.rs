@@ -84,7 +84,10 @@ struct State {
     ready: VecDeque<Step>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
+    /// Every partition is read to its end (`until_end`).
     ended: bool,
+    /// Asked to stop.
+    stopped: bool,
     messages: u64,
     first_message: Option<Instant>,
     last_error_log: Option<Instant>,
@@ -160,6 +163,7 @@ impl KafkaSource {
                 counters: Arc::clone(&opts.counters),
                 stop: Arc::clone(&opts.stop),
                 ended: false,
+                stopped: false,
                 messages: 0,
                 first_message: None,
                 last_error_log: None,
@@ -299,13 +303,16 @@ impl Source for KafkaSource {
         if let Some(step) = state.ready.pop_front() {
             return Ok(step);
         }
+        if state.stopped {
+            return Ok(Step::Stopped);
+        }
         if state.ended {
             return Ok(Step::End);
         }
         if state.stop.load(Ordering::Relaxed) {
             state.flush_run();
-            state.ended = true;
-            return Ok(state.ready.pop_front().unwrap_or(Step::End));
+            state.stopped = true;
+            return Ok(state.ready.pop_front().unwrap_or(Step::Stopped));
         }
         let polled = consumer.poll(POLL);
         if let Some(e) = consumer.take_failure() {

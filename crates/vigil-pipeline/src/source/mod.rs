@@ -93,8 +93,19 @@ pub enum Step {
     Revoked,
     /// Nothing right now; ask again.
     Idle,
-    /// The source has ended (its input is exhausted, or it was asked to stop).
+    /// The source has ended: its input is exhausted (a Kafka source run `until_end`: every
+    /// partition is read to its end), so what it delivered is complete.
     End,
+    /// The source was asked to stop: it sends nothing more, but its input goes on (the next
+    /// run resumes it), so windows its streams still hold back stay open.
+    Stopped,
+}
+
+impl Step {
+    /// Whether the source sends nothing after this step.
+    pub fn is_last(&self) -> bool {
+        matches!(self, Step::End | Step::Stopped)
+    }
 }
 
 /// What the sink tells a source after handling its batches.
@@ -117,7 +128,7 @@ pub trait Source: Send {
     /// The source's name, as in the pipeline file.
     fn name(&self) -> &str;
 
-    /// The next step. After [`Step::End`] it is not called again.
+    /// The next step. After [`Step::End`] or [`Step::Stopped`] it is not called again.
     fn next(&mut self) -> Result<Step, PipelineError>;
 
     /// Whether the archive records its positions: a restart resumes it where the archive

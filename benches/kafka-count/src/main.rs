@@ -2,7 +2,7 @@
 //! topic to its end and only counts messages and bytes.
 //!
 //! ```sh
-//! kafka_count BROKERS TOPIC
+//! kafka-count BROKERS TOPIC
 //! ```
 //!
 //! Prints `messages bytes seconds`. Same librdkafka, same fetch settings as vigil's consumer
@@ -19,7 +19,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let [_, brokers, topic] = &args[..] else {
-        eprintln!("usage: kafka_count BROKERS TOPIC");
+        eprintln!("usage: kafka-count BROKERS TOPIC");
         std::process::exit(2);
     };
     let consumer: BaseConsumer = ClientConfig::new()
