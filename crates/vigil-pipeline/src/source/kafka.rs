@@ -300,60 +300,63 @@ impl Source for KafkaSource {
 
     fn next(&mut self) -> Result<Step, PipelineError> {
         let Self { consumer, state } = self;
-        if let Some(step) = state.ready.pop_front() {
-            return Ok(step);
-        }
-        if state.stopped {
-            return Ok(Step::Stopped);
-        }
-        if state.ended {
-            return Ok(Step::End);
-        }
-        if state.stop.load(Ordering::Relaxed) {
-            state.flush_run();
-            state.stopped = true;
-            return Ok(state.ready.pop_front().unwrap_or(Step::Stopped));
-        }
-        let polled = consumer.poll(POLL);
-        if let Some(e) = consumer.take_failure() {
-            return Err(PipelineError::kafka(e));
-        }
-        // Assignment changes happen inside poll, before the message it returns.
-        for change in consumer.take_assignments() {
-            state.assignment_changed(consumer, change)?;
-        }
-        let idle = match polled {
-            None => true,
-            Some(Err(e)) => {
-                if state
-                    .last_error_log
-                    .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
-                {
-                    tracing::warn!(error = %e, "kafka consumer error (retrying)");
-                    state.last_error_log = Some(Instant::now());
+        // Polls until a step is ready: one message at a time would hand the sink an `Idle`
+        // per message (a thread wake-up each in the threaded route).
+        loop {
+            if let Some(step) = state.ready.pop_front() {
+                return Ok(step);
+            }
+            if state.stopped {
+                return Ok(Step::Stopped);
+            }
+            if state.ended {
+                return Ok(Step::End);
+            }
+            if state.stop.load(Ordering::Relaxed) {
+                state.flush_run();
+                state.stopped = true;
+                continue;
+            }
+            let polled = consumer.poll(POLL);
+            if let Some(e) = consumer.take_failure() {
+                return Err(PipelineError::kafka(e));
+            }
+            // Assignment changes happen inside poll, before the message it returns.
+            for change in consumer.take_assignments() {
+                state.assignment_changed(consumer, change)?;
+            }
+            let idle = match polled {
+                None => true,
+                Some(Err(e)) => {
+                    if state
+                        .last_error_log
+                        .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+                    {
+                        tracing::warn!(error = %e, "kafka consumer error (retrying)");
+                        state.last_error_log = Some(Instant::now());
+                    }
+                    true
                 }
-                true
+                Some(Ok(m)) => {
+                    state.message(&m);
+                    false
+                }
+            };
+            let waited = state
+                .run
+                .started
+                .is_some_and(|t| t.elapsed() >= state.config.max_batch_wait);
+            if idle || waited {
+                state.flush_run();
             }
-            Some(Ok(m)) => {
-                state.message(&m);
-                false
+            if idle && state.ready.is_empty() {
+                if !state.at_end() {
+                    return Ok(Step::Idle);
+                }
+                tracing::info!(source = %state.name, "every assigned partition is read to its end");
+                state.ended = true;
             }
-        };
-        let waited = state
-            .run
-            .started
-            .is_some_and(|t| t.elapsed() >= state.config.max_batch_wait);
-        if idle || waited {
-            state.flush_run();
         }
-        if idle && state.ready.is_empty() && state.at_end() {
-            tracing::info!(source = %state.name, "every assigned partition is read to its end");
-            state.ended = true;
-        }
-        Ok(state
-            .ready
-            .pop_front()
-            .unwrap_or(if state.ended { Step::End } else { Step::Idle }))
     }
 
     fn resumable(&self) -> bool {
