@@ -257,6 +257,9 @@ pub struct RawRule {
     /// How long the condition must hold before the alert fires. Default `0s`.
     #[serde(rename = "for")]
     pub for_: Option<Spanned<String>>,
+    /// How long a firing alert keeps firing after its condition stopped holding, as
+    /// Prometheus' `keep_firing_for`. Default `0s`.
+    pub keep_firing_for: Option<Spanned<String>>,
     /// P1, P2, P3 or P4.
     pub severity: Spanned<String>,
     /// One-line description for the alert.

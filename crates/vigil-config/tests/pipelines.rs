@@ -217,3 +217,19 @@ start_from = "middle"
     assert!(e.contains("partition.assignment.strategy"), "{e}");
     assert!(!e.contains("fetch.min.bytes"), "{e}");
 }
+
+#[test]
+fn keep_firing_for_is_read_and_defaults_to_zero() {
+    let rule = |extra: &str| {
+        format!(
+            "[[sources]]\ntype = \"generator\"\n[[rules]]\nname = \"e\"\ntable = \"logs\"\n\
+             window = \"1m\"\nsignal = \"count(*)\"\ncondition = \"> 1\"\nseverity = \"P3\"\n{extra}"
+        )
+    };
+    let p = parse(&rule("keep_firing_for = \"10m\"\n"), "r.toml", |_| None).unwrap();
+    assert_eq!(p.rules[0].keep_firing_for.as_secs(), 600);
+    let p = parse(&rule(""), "r.toml", |_| None).unwrap();
+    assert!(p.rules[0].keep_firing_for.is_zero());
+    let err = parse(&rule("keep_firing_for = \"soon\"\n"), "r.toml", |_| None).unwrap_err();
+    assert_eq!(err.problems[0].line, 10, "{err}");
+}

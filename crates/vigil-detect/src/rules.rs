@@ -50,6 +50,8 @@ pub struct Rule {
     pub window: Duration,
     /// How long the condition must hold before the alert fires.
     pub for_: Duration,
+    /// How long a firing alert keeps firing once the condition stopped holding.
+    pub keep_firing_for: Duration,
     /// Labels added to every event.
     pub labels: BTreeMap<String, String>,
     /// Annotations (summary, runbook URL) added to every event.
@@ -68,6 +70,9 @@ pub enum SeriesState {
     Firing {
         /// Start of the first window in which it held, µs since the epoch.
         since: i64,
+        /// With `keep_firing_for`: start of the first window since which it has not held.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quiet_since: Option<i64>,
     },
 }
 
@@ -241,13 +246,22 @@ impl RuleEvaluator {
                 .map(|t| Transition { deviation, ..t });
         }
         let state = &mut self.saved.series;
-        let since = match state.get(series) {
-            Some(SeriesState::Firing { .. }) => return None,
+        let since = match state.get_mut(series) {
+            Some(SeriesState::Firing { quiet_since, .. }) => {
+                *quiet_since = None;
+                return None;
+            }
             Some(SeriesState::Pending { since }) => *since,
             None => window_start,
         };
         if window_end - since >= micros(self.rule.for_) {
-            state.insert(series.to_string(), SeriesState::Firing { since });
+            state.insert(
+                series.to_string(),
+                SeriesState::Firing {
+                    since,
+                    quiet_since: None,
+                },
+            );
             Some(Transition {
                 series: series.to_string(),
                 status: Status::Firing,
@@ -334,17 +348,32 @@ impl RuleEvaluator {
         self.saved.last_seen.len()
     }
 
+    /// The window ending at `window_end` did not hold: a pending series is dropped, a firing
+    /// one resolves once it has not held for `keep_firing_for`.
     fn not_holding(&mut self, series: &str, window_end: i64, value: f64) -> Option<Transition> {
-        match self.saved.series.remove(series)? {
-            SeriesState::Pending { .. } => None,
-            SeriesState::Firing { since } => Some(Transition {
-                series: series.to_string(),
-                status: Status::Resolved,
-                value,
-                starts_at: since,
-                ends_at: Some(window_end),
-                deviation: None,
-            }),
+        let window_start = window_end.saturating_sub(micros(self.rule.window));
+        let keep = micros(self.rule.keep_firing_for);
+        match self.saved.series.get_mut(series)? {
+            SeriesState::Pending { .. } => {
+                self.saved.series.remove(series);
+                None
+            }
+            SeriesState::Firing { since, quiet_since } => {
+                let quiet = *quiet_since.get_or_insert(window_start);
+                if window_end.saturating_sub(quiet) < keep.max(1) {
+                    return None;
+                }
+                let since = *since;
+                self.saved.series.remove(series);
+                Some(Transition {
+                    series: series.to_string(),
+                    status: Status::Resolved,
+                    value,
+                    starts_at: since,
+                    ends_at: Some(window_end),
+                    deviation: None,
+                })
+            }
         }
     }
 
@@ -422,6 +451,7 @@ mod tests {
             no_data: None,
             window: Duration::from_secs(60),
             for_: Duration::from_secs(600),
+            keep_firing_for: Duration::ZERO,
             labels: BTreeMap::from([("team".into(), "platform".into())]),
             annotations: BTreeMap::from([("summary".into(), "token-service errors".into())]),
         }
@@ -456,6 +486,56 @@ mod tests {
         assert_eq!(events[1].0, 15);
         assert_eq!(events[1].1.status, Status::Resolved);
         assert_eq!(events[1].1.ends_at, Some(1_748_854_800_000_000 + 16 * MIN));
+    }
+
+    #[test]
+    fn keep_firing_for_fires_a_flapping_signal_once_and_resolves_after_a_quiet_stretch() {
+        let rule = Rule {
+            for_: Duration::from_secs(120),
+            keep_firing_for: Duration::from_secs(300),
+            ..token_errors()
+        };
+        // Around the threshold, quiet for up to four minutes at a time, then quiet for good.
+        let mut values = vec![0.2; 3];
+        for _ in 0..5 {
+            values.extend([0.01; 4]);
+            values.extend([0.2; 2]);
+        }
+        values.extend([0.01; 8]);
+        let events = feed(&mut RuleEvaluator::new(rule.clone()), &values);
+        let statuses: Vec<Status> = events.iter().map(|(_, t)| t.status).collect();
+        assert_eq!(statuses, [Status::Firing, Status::Resolved], "{events:?}");
+        // Quiet from minute 33 (the 34th value): resolved as the fifth quiet window closes.
+        assert_eq!(events[1].0, 37);
+        assert_eq!(events[1].1.ends_at, Some(1_748_854_800_000_000 + 38 * MIN));
+        // Without it, the same signal fires and resolves again and again.
+        let flapping = feed(
+            &mut RuleEvaluator::new(Rule {
+                keep_firing_for: Duration::ZERO,
+                ..rule.clone()
+            }),
+            &values,
+        );
+        assert_eq!(flapping.len(), 12, "{flapping:?}");
+        // The quiet stretch survives a checkpoint: resumed mid-way, it resolves on time.
+        let mut e = RuleEvaluator::new(rule.clone());
+        let cut = 36;
+        feed(&mut e, &values[..cut]);
+        let saved: Saved = serde_json::from_str(&serde_json::to_string(e.save()).unwrap()).unwrap();
+        let mut resumed = RuleEvaluator::resume(rule, saved);
+        let t0 = 1_748_854_800_000_000;
+        let rest: Vec<(usize, Transition)> = values[cut..]
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &v)| {
+                let at = cut + i;
+                resumed
+                    .observe("token-service", t0 + at as i64 * MIN, v)
+                    .map(|t| (at, t))
+            })
+            .collect();
+        assert_eq!(rest.len(), 1, "{rest:?}");
+        assert_eq!(rest[0].0, 37);
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub struct RuleSpec {
     pub no_data: Option<f64>,
     /// How long the condition must hold.
     pub for_: Duration,
+    /// How long a firing alert keeps firing after its condition stopped holding (Prometheus'
+    /// `keep_firing_for`): a signal flapping around its threshold fires once, not again and
+    /// again. Zero: it resolves in the first window that does not hold.
+    pub keep_firing_for: Duration,
     /// How urgent its alerts are.
     pub severity: Severity,
     /// Summary, runbook URL.

@@ -30,6 +30,7 @@ impl Validator<'_> {
         let table = self.record_kind(&raw.table);
         let window = self.duration(&Some(raw.window.clone()), Duration::ZERO);
         let for_ = self.duration(&raw.for_, Duration::ZERO);
+        let keep_firing_for = self.duration(&raw.keep_firing_for, Duration::ZERO);
         if window.is_some_and(|w| w.is_zero()) {
             self.problem(
                 Some(raw.window.span()),
@@ -115,6 +116,7 @@ impl Validator<'_> {
             condition: condition?,
             no_data: raw.no_data.map(Spanned::into_inner),
             for_: for_?,
+            keep_firing_for: keep_firing_for?,
             severity,
             annotations,
             labels: raw.labels,

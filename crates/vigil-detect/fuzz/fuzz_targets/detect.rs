@@ -30,6 +30,7 @@ fn rule(name: &str, signal: &str, condition: Condition, no_data: Option<f64>) ->
         condition,
         no_data,
         for_: Duration::from_secs(120),
+        keep_firing_for: Duration::ZERO,
         severity: Severity::P3,
         annotations: BTreeMap::new(),
         labels: BTreeMap::new(),

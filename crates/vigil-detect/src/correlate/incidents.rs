@@ -26,13 +26,16 @@
 //!   travel from callee to caller);
 //! - *first*: whether its anomaly started first.
 //!
-//! When an origin's evidence reaches 0.25 the weights are 0.6 / 0.25 / 0.15. Without failures
-//! to go by (a latency incident), the *origin* is where the time was added instead: services
-//! (the incident's, or ones they call) whose own time per trace (their spans less the spans
-//! they call) rose well beyond its usual, by their share of the time added, times the share of
-//! windows they stood out in; weighted the same way. Without either (e.g. saturation), 0.6
-//! dependency and 0.4 first, among the incident's own services. The confidence blends the top score
-//! with its margin over the runner-up. Every event of an incident's anomalies carries the
+//! When an origin's evidence reaches 0.25 the weights are 0.6 / 0.25 / 0.15. The *origin* may
+//! instead be where the time was added: services (the incident's, or ones they call) whose own
+//! time per trace (their spans less the spans they call, a callee's side of its callers' client
+//! spans included) rose well beyond its usual, by their share of the time added, times the
+//! share of windows they stood out in; weighted the same way. Of the two, the evidence that
+//! rose more against its usual decides (failing traces against the usual count plus one a
+//! window, time against the usual plus 1 ms): services that fail steadily all day rise little
+//! when another fault adds latency, a new failure rises from nothing. Without either (e.g.
+//! saturation), 0.6 dependency and 0.4 first, among the incident's own services. The
+//! confidence blends the top score with its margin over the runner-up. Every event of an incident's anomalies carries the
 //! incident as it stands then, so a later event may name another root cause as evidence
 //! grows; the id stays.
 
@@ -61,6 +64,9 @@ const USUAL_WINDOWS: usize = 60;
 /// standard errors of the difference of means, and as a share of its usual.
 const SLOW_SIGMAS: f64 = 4.0;
 const SLOW_SHARE: f64 = 0.2;
+/// Added own time is judged against the usual plus this (ms): a service that usually takes
+/// microseconds does not rise a hundredfold by taking one millisecond more.
+const RISE_FLOOR_MS: f64 = 1.0;
 /// Traces of a service before an incident needed for its usual own time to mean anything.
 const MIN_USUAL_TRACES: f64 = 5.0;
 /// Share of a service's failing traces that must start at another to connect them.
@@ -106,7 +112,8 @@ impl Incident {
     /// kept open for hours by one service's flapping would otherwise judge every later fault
     /// by its whole life, where the steady errors dominate; an anomaly joining a fault still
     /// firing belongs to that fault's wave. A re-firing of an anomaly that resolved less than
-    /// [`WAVE_GAP`] before (flapping) joins the wave it falls in but does not carry one on.
+    /// [`WAVE_GAP`] before (flapping) joins the wave it falls in but does not carry one on,
+    /// and one that started over an hour before the newest is background, not wave.
     fn wave_start(&self) -> i64 {
         let flapping = |m: &Member| {
             self.members.iter().any(|o| {
@@ -116,9 +123,16 @@ impl Incident {
             })
         };
         let carriers: Vec<&Member> = self.members.iter().filter(|m| !flapping(m)).collect();
-        let Some(mut since) = carriers.iter().map(|m| m.starts_at).max() else {
+        let Some(newest) = carriers.iter().map(|m| m.starts_at).max() else {
             return self.first_start();
         };
+        // An anomaly that started over an hour before the newest is the background the wave
+        // is judged against (a service failing all day, kept firing), not part of the wave.
+        let carriers: Vec<&Member> = carriers
+            .into_iter()
+            .filter(|m| m.starts_at >= newest.saturating_sub(HOUR))
+            .collect();
+        let mut since = newest;
         loop {
             let reaching = carriers
                 .iter()
@@ -408,34 +422,54 @@ impl Incidents {
                 *e = (e.0 + n, e.1 + usual, e.2 + usize::from(supports));
             }
         }
-        let mut origins: BTreeMap<String, (f64, f64)> = seen
+        // Per origin: excess failing traces (beyond the noise), the share of windows it
+        // stood out in, and how far it rose against its usual (one trace a window at least).
+        let mut origins: BTreeMap<String, (f64, f64, f64)> = seen
             .into_iter()
             .map(|(o, (n, usual, supported))| {
                 let excess = n - usual - 3.0 * (usual + 1.0).sqrt();
                 let persistence = supported as f64 / windows.len().max(1) as f64;
-                (o.to_string(), (excess, persistence))
+                let rise = (n - usual) / (usual + windows.len().max(1) as f64);
+                (o.to_string(), (excess, persistence, rise))
             })
             .collect();
-        origins.retain(|_, (n, _)| *n > 0.0);
-        let failing: f64 = origins.values().map(|(n, _)| n).sum();
+        origins.retain(|_, (n, _, _)| *n > 0.0);
+        let failing: f64 = origins.values().map(|(n, _, _)| n).sum();
         // Each origin's evidence: its share of the excess failing traces, times the share of
         // the incident's windows it was behind.
         let evidence: BTreeMap<&str, f64> = origins
             .iter()
-            .map(|(o, (n, persistence))| (o.as_str(), n / failing * persistence))
+            .map(|(o, (n, persistence, _))| (o.as_str(), n / failing * persistence))
             .collect();
         let failures =
             failing >= MIN_FAILING_TRACES && evidence.values().any(|e| *e >= MIN_EVIDENCE);
-        // Without failures to go by, where the incident's time went instead.
-        let slowed = if failures {
-            BTreeMap::new()
-        } else {
-            self.slowed(&members, &windows, before)
+        // Where the incident's time went: added own time (a callee's share of its callers'
+        // client spans included, so network delay counts on the callee's side).
+        let slowed = self.slowed(&members, &windows, before);
+        let slow_evidence: BTreeMap<&str, f64> = slowed
+            .iter()
+            .map(|(s, (_, e, _))| (s.as_str(), *e))
+            .collect();
+        // The evidence of the larger change, each against its usual: failing traces that
+        // started at an origin, or time a service added. Steady background failures (a
+        // service failing 10% of the time all day) rise little, a network delay adds
+        // hundreds of times a call's usual time, a new failure rises from nothing.
+        let strongest = |rises: Vec<(f64, f64)>| {
+            rises
+                .into_iter()
+                .filter(|(e, _)| *e >= MIN_EVIDENCE)
+                .map(|(_, r)| r)
+                .fold(0.0_f64, f64::max)
         };
-        let slow_evidence: BTreeMap<&str, f64> =
-            slowed.iter().map(|(s, (_, e))| (s.as_str(), *e)).collect();
-        // The evidence where it is: failing traces' origins, or else where time was added.
-        let (evidence, by_evidence) = if slow_evidence.values().any(|e| *e >= MIN_EVIDENCE) {
+        let failure_rise = strongest(
+            origins
+                .iter()
+                .map(|(o, (_, _, rise))| (evidence[o.as_str()], *rise))
+                .collect(),
+        );
+        let slow_rise = strongest(slowed.values().map(|(_, e, rise)| (*e, *rise)).collect());
+        let by_time = slow_rise > 0.0 && (!failures || slow_rise > failure_rise);
+        let (evidence, by_evidence) = if by_time {
             (slow_evidence, true)
         } else {
             (evidence, failures)
@@ -537,11 +571,11 @@ impl Incidents {
                 sample_trace_ids: samples,
                 error_origins: origins
                     .into_iter()
-                    .map(|(o, (n, _))| (o, round(n)))
+                    .map(|(o, (n, _, _))| (o, round(n)))
                     .collect(),
                 self_time_added_ms: slowed
                     .into_iter()
-                    .map(|(s, (ms, _))| (s, round(ms)))
+                    .map(|(s, (ms, _, _))| (s, round(ms)))
                     .collect(),
                 first_anomaly,
                 scores,
@@ -552,14 +586,14 @@ impl Incidents {
     /// Services whose own time per trace (span time less their calls') rose during the
     /// incident's `windows` well beyond its usual in `before`: those the incident's services
     /// call, or themselves, since latency travels from callee to caller. Each with the mean
-    /// time added per trace (ms) and its evidence: its share of all the time added, times the
-    /// share of the windows in which it stood out.
+    /// time added per trace (ms), its evidence (its share of all the time added, times the
+    /// share of the windows in which it stood out) and the time added against its usual.
     fn slowed(
         &self,
         members: &BTreeSet<&str>,
         windows: &[&WindowEvidence],
         before: &[&WindowEvidence],
-    ) -> BTreeMap<String, (f64, f64)> {
+    ) -> BTreeMap<String, (f64, f64, f64)> {
         let relevant = |s: &str| members.contains(s) || members.iter().any(|m| self.reaches(m, s));
         let mut usual: BTreeMap<&str, Moments> = BTreeMap::new();
         for w in before {
@@ -602,7 +636,8 @@ impl Incidents {
             .into_iter()
             .map(|(s, (ms, time, stood_out))| {
                 let persistence = stood_out as f64 / windows.len().max(1) as f64;
-                (s.to_string(), (ms, time / total * persistence))
+                let rise = ms / (usual[s].mean() + RISE_FLOOR_MS);
+                (s.to_string(), (ms, time / total * persistence, rise))
             })
             .collect()
     }

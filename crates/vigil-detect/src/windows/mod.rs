@@ -138,6 +138,7 @@ impl WindowedRules {
                 no_data: s.no_data,
                 window: s.window,
                 for_: s.for_,
+                keep_firing_for: s.keep_firing_for,
                 labels: s.labels.clone(),
                 annotations: s.annotations.clone(),
             };

@@ -26,6 +26,7 @@ fn spec(name: &str, signal: &str, window: u64, hop: u64, condition: (&str, f64))
         },
         no_data: None,
         for_: Duration::ZERO,
+        keep_firing_for: Duration::ZERO,
         severity: Severity::P3,
         annotations: BTreeMap::new(),
         labels: BTreeMap::new(),
