@@ -1,7 +1,8 @@
 //! Correlation end to end: `vigil backtest` with pipelines/services.toml (rules that name no
 //! service) over generated telemetry. Callers failing because a dependency fails share one
 //! incident naming the dependency; a front service failing on its own names itself; two
-//! unrelated incidents at the same time on disconnected systems stay two.
+//! unrelated incidents at the same time on disconnected systems stay two; a service failing
+//! steadily all along does not take the blame for a new fault (e71dfa5 blamed it).
 
 mod common;
 
@@ -172,4 +173,54 @@ fn two_unrelated_incidents_at_once_stay_two() {
             "mixed systems: {services:?}"
         );
     }
+}
+
+/// Issue 13's first failure mode on generated data: a service failing steadily around the
+/// error-rate threshold all along (its rule flaps, each re-firing within the incident gap of
+/// the last) must not take the blame for a new fault elsewhere.
+#[test]
+fn a_service_failing_steadily_does_not_take_the_blame_for_a_new_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, metrics) = generate(
+        dir.path(),
+        "130m",
+        "10",
+        &[
+            "errors:auth-service@0m+130m*0.06",
+            "errors:token-service@95m+12m",
+        ],
+    );
+    let events = backtest(dir.path(), &logs, &metrics);
+    let min = |m: i64| 1_748_854_800_000_000_i64 + m * 60_000_000;
+    let starts = |e: &Value| micros(e["starts_at"].as_str().unwrap());
+    // The steady failures do fire (and re-fire) the error-rate rule: the noise is real.
+    let steady: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["service"] == "auth-service" && e["status"] == "firing")
+        .collect();
+    assert!(
+        !steady.is_empty(),
+        "auth-service never fired: the test would prove nothing"
+    );
+    // Every firing event of an anomaly that started with the fault names the faulty service.
+    let during: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["status"] == "firing" && e["service"] != "auth-service")
+        .filter(|e| (min(94)..min(107)).contains(&starts(e)))
+        .collect();
+    assert!(
+        during.iter().any(|e| e["service"] == "token-service"),
+        "{during:#?}"
+    );
+    for e in &during {
+        assert_eq!(
+            e["incident"]["root_cause_service"], "token-service",
+            "{e:#}"
+        );
+    }
+}
+
+/// Microseconds since the epoch of an RFC 3339 time as vigil writes it.
+fn micros(t: &str) -> i64 {
+    vigil_core::time::parse_rfc3339_micros(t.as_bytes()).expect("vigil writes RFC 3339")
 }
