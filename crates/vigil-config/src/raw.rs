@@ -58,6 +58,9 @@ pub struct RawGeneratorSource {
     /// `"errors:token-service@30m+15m"`.
     #[serde(default)]
     pub incidents: Vec<Spanned<String>>,
+    /// Log a client span in the caller around every call to another service, as
+    /// OpenTelemetry instrumentation does. Default false.
+    pub client_spans: Option<bool>,
     /// Pace output to the wall clock instead of generating as fast as possible. Default false.
     pub realtime: Option<bool>,
 }

@@ -27,6 +27,10 @@ pub struct Config {
     pub base_error_rate: f64,
     /// Incidents to inject.
     pub incidents: Vec<Incident>,
+    /// Log a client span in the caller around each call to another service (the shape of
+    /// OpenTelemetry traces): `HTTP <op>`, whose child is the callee's span, with the time on
+    /// the wire (about a millisecond, more under a `network` incident) between the two.
+    pub client_spans: bool,
 }
 
 /// The highest `rate` the generator takes: a million requests per second already makes
@@ -63,6 +67,7 @@ impl Default for Config {
             metrics_interval: Duration::from_secs(10),
             base_error_rate: 0.0008,
             incidents: Vec::new(),
+            client_spans: false,
         }
     }
 }
@@ -238,7 +243,7 @@ impl Generator {
                     outage = true;
                 }
                 IncidentKind::Latency => self_ms *= inc.intensity,
-                IncidentKind::Cpu | IncidentKind::TrafficDrop => {}
+                IncidentKind::Cpu | IncidentKind::TrafficDrop | IncidentKind::Network => {}
             }
         }
         let own_failure = self.rng.chance(p_fail);
@@ -254,7 +259,17 @@ impl Generator {
         let mut rejected_by_child = false;
         if !own_failure && !rejected {
             for child in call.children {
-                let r = self.span(child, req, Some(&span_id), t);
+                let r = if self.cfg.client_spans {
+                    self.client_span(call, child, req, &span_id, t)
+                } else {
+                    // Time on the wire shows as the caller's own.
+                    let half = (self.network_delay_ms(child, t) * 500.0) as i64;
+                    let r = self.span(child, req, Some(&span_id), t + half);
+                    Outcome {
+                        end: r.end + half,
+                        ..r
+                    }
+                };
                 t = r.end + (self.rng.f64() * 500.0) as i64;
                 if r.failed {
                     failed_child = Some(child.service);
@@ -311,16 +326,7 @@ impl Generator {
 
         let elapsed_ms = (end - start) as f64 / 1000.0;
         let mut line = String::with_capacity(400);
-        line.push_str("{\"timestamp\":\"");
-        write_rfc3339(&mut line, self.cfg.start_micros + end);
-        let _ = write!(
-            line,
-            "\",\"level\":\"{level}\",\"service\":\"{}\",\"trace_id\":\"{}\",\"span_id\":\"{span_id}\",",
-            SERVICES[call.service], req.trace_id
-        );
-        if let Some(p) = parent {
-            let _ = write!(line, "\"parent_span_id\":\"{p}\",");
-        }
+        self.head(&mut line, end, level, call.service, req, (&span_id, parent));
         match req.user_id {
             Some(u) => {
                 let _ = write!(line, "\"user_id\":\"user-{u}\",");
@@ -365,6 +371,80 @@ impl Generator {
         }
     }
 
+    /// A call from `caller` to `callee` as OpenTelemetry instrumentation shows it: a client
+    /// span in the caller (`HTTP <op>`) whose child is the callee's span, with the time on
+    /// the wire split either side of it.
+    fn client_span(
+        &mut self,
+        caller: &Call,
+        callee: &Call,
+        req: &Request<'_>,
+        parent: &str,
+        start: i64,
+    ) -> Outcome {
+        let mut span_id = String::with_capacity(16);
+        self.rng.hex(&mut span_id, 16);
+        let wire_ms = self.rng.lognormal(0.8, 0.3) + self.network_delay_ms(callee, start);
+        let half = (wire_ms * 500.0) as i64;
+        let r = self.span(callee, req, Some(&span_id), start + half);
+        let end = ((r.end + half) / 1000 + 1) * 1000;
+        let (level, status) = if r.failed {
+            ("ERROR", 500)
+        } else if r.rejected {
+            ("INFO", 401)
+        } else {
+            ("INFO", 200)
+        };
+        let mut line = String::with_capacity(300);
+        self.head(
+            &mut line,
+            end,
+            level,
+            caller.service,
+            req,
+            (&span_id, Some(parent)),
+        );
+        let _ = write!(
+            line,
+            "\"message\":\"HTTP call to {} returned {status}\",\"additional_data\":{{\"processing_time_ms\":{:.1},\"status_code\":{status},\"operation\":\"HTTP {}\",\"span_kind\":\"client\"}}}}",
+            SERVICES[callee.service],
+            (end - start) as f64 / 1000.0,
+            callee.op
+        );
+        self.pending.push((self.cfg.start_micros + end, line));
+        Outcome { end, ..r }
+    }
+
+    /// Milliseconds a `network` incident adds to a call to `callee` at `at`.
+    fn network_delay_ms(&self, callee: &Call, at: i64) -> f64 {
+        self.active(callee.service, at)
+            .filter(|i| i.kind == IncidentKind::Network)
+            .map(|i| i.intensity)
+            .sum()
+    }
+
+    /// The start of a record: timestamp, level, service and the trace's ids (span, parent).
+    fn head(
+        &self,
+        line: &mut String,
+        at: i64,
+        level: &str,
+        service: usize,
+        req: &Request<'_>,
+        (span_id, parent): (&str, Option<&str>),
+    ) {
+        line.push_str("{\"timestamp\":\"");
+        write_rfc3339(line, self.cfg.start_micros + at);
+        let _ = write!(
+            line,
+            "\",\"level\":\"{level}\",\"service\":\"{}\",\"trace_id\":\"{}\",\"span_id\":\"{span_id}\",",
+            SERVICES[service], req.trace_id
+        );
+        if let Some(p) = parent {
+            let _ = write!(line, "\"parent_span_id\":\"{p}\",");
+        }
+    }
+
     fn debug_line(
         &mut self,
         call: &Call,
@@ -375,16 +455,7 @@ impl Generator {
     ) {
         let ts = (at / 1000) * 1000;
         let mut line = String::with_capacity(300);
-        line.push_str("{\"timestamp\":\"");
-        write_rfc3339(&mut line, self.cfg.start_micros + ts);
-        let _ = write!(
-            line,
-            "\",\"level\":\"DEBUG\",\"service\":\"{}\",\"trace_id\":\"{}\",\"span_id\":\"{span_id}\",",
-            SERVICES[call.service], req.trace_id
-        );
-        if let Some(p) = parent {
-            let _ = write!(line, "\"parent_span_id\":\"{p}\",");
-        }
+        self.head(&mut line, ts, "DEBUG", call.service, req, (span_id, parent));
         let _ = write!(
             line,
             "\"message\":\"Processing deal with ID: deal-{}\",\"additional_data\":{{\"deal_id\":\"deal-{}\",\"operation\":\"{}\"}}}}",
@@ -466,6 +537,52 @@ mod tests {
     fn deterministic_for_a_seed() {
         assert_eq!(run(short()), run(short()));
         assert_ne!(run(short()).0, run(Config { seed: 1, ..short() }).0);
+    }
+
+    #[test]
+    fn client_spans_sit_between_caller_and_callee_and_carry_the_network_delay() {
+        let network = "network:database@0m+2m*50".parse().unwrap();
+        let cfg = Config {
+            client_spans: true,
+            incidents: vec![network],
+            ..short()
+        };
+        let (logs, _) = run(cfg);
+        let spans: Vec<serde_json::Value> = logs
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .filter(|v: &serde_json::Value| v["level"] != "DEBUG")
+            .collect();
+        let by_id: std::collections::HashMap<&str, &serde_json::Value> = spans
+            .iter()
+            .map(|v| (v["span_id"].as_str().unwrap(), v))
+            .collect();
+        let ms =
+            |v: &serde_json::Value| v["additional_data"]["processing_time_ms"].as_f64().unwrap();
+        let mut calls_to_database = 0;
+        for v in &spans {
+            let Some(parent) = v["parent_span_id"].as_str().and_then(|p| by_id.get(p)) else {
+                continue;
+            };
+            let client = |s: &serde_json::Value| s["additional_data"]["span_kind"] == "client";
+            if client(v) {
+                // A client span is its caller's, under one of the caller's own spans.
+                assert_eq!(v["service"], parent["service"], "{v}");
+            } else {
+                // Every span of another service hangs under a client span of its caller.
+                assert!(client(parent), "{v}");
+                assert!(ms(parent) >= ms(v), "{parent} {v}");
+                if v["service"] == "database" {
+                    calls_to_database += 1;
+                    assert!(
+                        ms(parent) - ms(v) > 45.0,
+                        "the delay is on the wire: {parent} {v}"
+                    );
+                }
+            }
+        }
+        assert!(calls_to_database > 100, "{calls_to_database}");
     }
 
     #[test]

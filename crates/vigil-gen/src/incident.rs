@@ -25,6 +25,11 @@ pub enum IncidentKind {
     /// A share (`intensity`, default 0.8) of the requests that would reach the service never
     /// arrive.
     TrafficDrop,
+    /// Calls to the service spend `intensity` more milliseconds on the network (default
+    /// 200), between the caller's client span and the service's own span: the service itself
+    /// is no slower. Shows as such only with client spans (`Config::client_spans`); without
+    /// them it looks like the caller's own time.
+    Network,
 }
 
 impl IncidentKind {
@@ -35,6 +40,7 @@ impl IncidentKind {
             IncidentKind::Latency => "latency",
             IncidentKind::Cpu => "cpu",
             IncidentKind::TrafficDrop => "traffic-drop",
+            IncidentKind::Network => "network",
         }
     }
 
@@ -45,6 +51,7 @@ impl IncidentKind {
             IncidentKind::Latency => 4.0,
             IncidentKind::Cpu => 93.0,
             IncidentKind::TrafficDrop => 0.8,
+            IncidentKind::Network => 200.0,
         }
     }
 }
@@ -109,7 +116,7 @@ impl FromStr for Incident {
         let usage = || {
             InvalidInput(format!(
                 "invalid incident `{s}`: expected `kind:service@start+duration[*intensity]`, \
-                 e.g. `errors:token-service@30m+15m`; kinds are errors, outage, latency, cpu, traffic-drop"
+                 e.g. `errors:token-service@30m+15m`; kinds are errors, outage, latency, cpu, traffic-drop, network"
             ))
         };
         let (kind, rest) = s.split_once(':').ok_or_else(usage)?;
@@ -125,6 +132,7 @@ impl FromStr for Incident {
             "latency" => IncidentKind::Latency,
             "cpu" => IncidentKind::Cpu,
             "traffic-drop" => IncidentKind::TrafficDrop,
+            "network" => IncidentKind::Network,
             _ => return Err(usage()),
         };
         let service = service_index(service).ok_or_else(|| {

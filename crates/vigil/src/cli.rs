@@ -226,9 +226,16 @@ pub struct GenerateArgs {
     pub seed: u64,
 
     /// Inject an incident, `kind:service@start+duration[*intensity]`, e.g.
-    /// `errors:token-service@30m+15m`. Kinds: errors, outage, latency, cpu, traffic-drop. Repeatable.
+    /// `errors:token-service@30m+15m`. Kinds: errors, outage, latency, cpu, traffic-drop,
+    /// network (added time on the wire to the service; see --client-spans). Repeatable.
     #[arg(long = "incident")]
     pub incidents: Vec<String>,
+
+    /// Log a client span in the caller around every call to another service, as
+    /// OpenTelemetry instrumentation does (`HTTP <op>`, its child the callee's span), with
+    /// the time on the wire between the two.
+    #[arg(long)]
+    pub client_spans: bool,
 
     /// Stop after this many log lines, whatever the duration.
     #[arg(long)]

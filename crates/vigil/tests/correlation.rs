@@ -2,14 +2,15 @@
 //! service) over generated telemetry. Callers failing because a dependency fails share one
 //! incident naming the dependency; a front service failing on its own names itself; two
 //! unrelated incidents at the same time on disconnected systems stay two; a service failing
-//! steadily all along does not take the blame for a new fault (e71dfa5 blamed it).
+//! steadily all along does not take the blame for a new fault (e71dfa5 blamed it); a network
+//! delay on the way to a service is that service's, where client spans show it.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use common::{generate, vigil_ok};
+use common::{generate, generate_with, vigil_ok};
 use serde_json::Value;
 
 fn backtest(dir: &Path, logs: &Path, metrics: &Path) -> Vec<Value> {
@@ -223,4 +224,30 @@ fn a_service_failing_steadily_does_not_take_the_blame_for_a_new_fault() {
 /// Microseconds since the epoch of an RFC 3339 time as vigil writes it.
 fn micros(t: &str) -> i64 {
     vigil_core::time::parse_rfc3339_micros(t.as_bytes()).expect("vigil writes RFC 3339")
+}
+
+/// Issue 13's second failure mode on generated data: time added on the wire to a service sits
+/// between its callers' client spans and its own; it is the service's, not its callers'.
+/// (Without client spans the same delay is indistinguishable from the callers' own time.)
+#[test]
+fn a_network_delay_to_a_service_is_blamed_on_that_service_where_client_spans_show_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, metrics) = generate_with(
+        dir.path(),
+        "100m",
+        "10",
+        &["--client-spans", "--incident", "network:database@70m+15m"],
+    );
+    let events = backtest(dir.path(), &logs, &metrics);
+    let firing: Vec<&Value> = events.iter().filter(|e| e["status"] == "firing").collect();
+    // The callers slow down (the database itself does not), and every one names it.
+    let callers = services_of(&firing);
+    assert!(callers.len() >= 2, "{firing:#?}");
+    assert!(!callers.contains("database"), "{callers:?}");
+    for e in &firing {
+        let i = &e["incident"];
+        assert_eq!(i["root_cause_service"], "database", "{e:#}");
+        let added = i["evidence"]["self_time_added_ms"]["database"].as_f64();
+        assert!(added.is_some_and(|ms| ms > 100.0), "{e:#}");
+    }
 }

@@ -209,6 +209,7 @@ impl Validator<'_> {
             rate,
             metrics_interval: interval?,
             incidents,
+            client_spans: raw.client_spans.unwrap_or(defaults.client_spans),
             ..defaults
         };
         if let Err(e) = config.check() {

@@ -24,6 +24,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         duration: vigil_core::units::parse_duration(&args.duration).map_err(anyhow::Error::msg)?,
         rate: args.rate,
         incidents,
+        client_spans: args.client_spans,
         ..Default::default()
     };
     config.check()?;

@@ -40,6 +40,12 @@ pub fn vigil_ok_with(args: &[&str], env: &[(&str, &str)]) -> String {
 
 /// Generated seed-format log lines (and metric samples) into `dir`.
 pub fn generate(dir: &Path, duration: &str, rate: &str, incidents: &[&str]) -> (PathBuf, PathBuf) {
+    let args: Vec<&str> = incidents.iter().flat_map(|i| ["--incident", i]).collect();
+    generate_with(dir, duration, rate, &args)
+}
+
+/// [`generate`] with any further `vigil generate` arguments (`--incident X`, `--client-spans`).
+pub fn generate_with(dir: &Path, duration: &str, rate: &str, more: &[&str]) -> (PathBuf, PathBuf) {
     let logs = dir.join("logs.ndjson");
     let metrics = dir.join("metrics.ndjson");
     let mut args = vec![
@@ -53,9 +59,7 @@ pub fn generate(dir: &Path, duration: &str, rate: &str, incidents: &[&str]) -> (
         "--rate",
         rate,
     ];
-    for i in incidents {
-        args.extend(["--incident", i]);
-    }
+    args.extend(more);
     vigil_ok(&args);
     (logs, metrics)
 }
