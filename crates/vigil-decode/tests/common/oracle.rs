@@ -97,6 +97,42 @@ fn timestamp(v: &Value) -> Result<i64, &'static str> {
     }
 }
 
+/// Whether the decoder's dead-letter `code` for `line` is what [`expect`] allows (`want`).
+/// Invalid JSON (`want` = `None`) is `invalid_json` or `invalid_utf8`, or `too_deep` when its
+/// brackets nest beyond the limit: the decoder stops at the depth limit and never reads on to
+/// the error serde_json reports.
+pub fn acceptable(code: &str, want: Option<&str>, line: &[u8], limits: &Limits) -> bool {
+    match want {
+        Some(w) => code == w,
+        None => {
+            code == "invalid_json"
+                || code == "invalid_utf8"
+                || (code == "too_deep" && bracket_depth(line) > limits.max_depth)
+        }
+    }
+}
+
+/// The deepest nesting of `[` and `{` outside strings, closed or not.
+fn bracket_depth(line: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
+    for &b in line {
+        match (in_string, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'[' | b'{') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (false, _, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// The expected outcome of one line (without its newline).
 pub fn expect(line: &[u8], promoted: &[PromotedField], limits: &Limits) -> Expected {
     if line.len() > limits.max_record_bytes {
