@@ -10,6 +10,7 @@ shift || true
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(decode time pipeline detect)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+logs="${FUZZ_LOGS:-$(mktemp -d)}"
 for t in "${targets[@]}"; do
   case "$t" in
     decode) dir=crates/vigil-decode ;;
@@ -18,7 +19,14 @@ for t in "${targets[@]}"; do
     detect) dir=crates/vigil-detect ;;
     *) echo "unknown target $t" >&2; exit 2 ;;
   esac
-  echo "== $t: $secs s"
+  echo "== $t: $secs s (full output: $logs/$t.log)"
+  status=0
   (cd "$dir" && CARGO_TARGET_DIR="$HOME/.cache/vigil/fuzz-target" cargo +nightly fuzz run "$t" \
-    -- -max_total_time="$secs" -rss_limit_mb=4096 2>&1 | tail -4)
+    -- -max_total_time="$secs" -rss_limit_mb=4096) >"$logs/$t.log" 2>&1 || status=$?
+  # The last stats line (executions, coverage, corpus, exec/s), and a crash's message and
+  # artifact if there is one.
+  grep -E "^#[0-9]+" "$logs/$t.log" | tail -1 || true
+  grep -E "panicked at|^Done|ERROR: libFuzzer|Test unit written|assertion" "$logs/$t.log" | head -8 || true
+  [ "$status" -eq 0 ] || { echo "$t: exit $status"; failed=1; }
 done
+exit "${failed:-0}"

@@ -5,7 +5,7 @@
 
 #![no_main]
 
-use arrow::array::{Array, AsArray};
+use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 use libfuzzer_sys::fuzz_target;
 use vigil_core::schema::{FieldType, LogSchema, PromotedField};
