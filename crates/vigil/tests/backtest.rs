@@ -8,23 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{assert_anomaly_contract, generate};
-
-const MIN: i64 = 60_000_000;
-/// 2025-06-02T09:00:00Z, the generator's default start.
-const T0: i64 = 1_748_854_800_000_000;
-
-fn micros(rfc3339: &str) -> i64 {
-    vigil_core_time(rfc3339)
-}
-
-fn vigil_core_time(s: &str) -> i64 {
-    // Minimal RFC 3339 (UTC, millisecond) parser for the events vigil writes.
-    let d = |a: usize, b: usize| s[a..b].parse::<i64>().unwrap();
-    let (h, m, sec, ms) = (d(11, 13), d(14, 16), d(17, 19), d(20, 23));
-    assert_eq!(&s[..10], "2025-06-02", "{s}");
-    T0 + ((h - 9) * 3600 + m * 60 + sec) * 1_000_000 + ms * 1000
-}
+use common::{MIN, T0, assert_anomaly_contract, generate, micros};
 
 fn backtest(dir: &Path, logs: &Path, metrics: &Path, name: &str) -> Vec<serde_json::Value> {
     common::backtest("deals.toml", logs, metrics, &dir.join(name))

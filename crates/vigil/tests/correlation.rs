@@ -10,7 +10,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use common::{generate, generate_with, vigil_ok};
+use common::{MIN, T0, generate, generate_with, micros, vigil_ok};
 use serde_json::Value;
 
 fn backtest(dir: &Path, logs: &Path, metrics: &Path) -> Vec<Value> {
@@ -192,7 +192,7 @@ fn a_service_failing_steadily_does_not_take_the_blame_for_a_new_fault() {
         ],
     );
     let events = backtest(dir.path(), &logs, &metrics);
-    let min = |m: i64| 1_748_854_800_000_000_i64 + m * 60_000_000;
+    let min = |m: i64| T0 + m * MIN;
     let starts = |e: &Value| micros(e["starts_at"].as_str().unwrap());
     // The steady failures do fire (and re-fire) the error-rate rule: the noise is real.
     let steady: Vec<&Value> = events
@@ -219,11 +219,6 @@ fn a_service_failing_steadily_does_not_take_the_blame_for_a_new_fault() {
             "{e:#}"
         );
     }
-}
-
-/// Microseconds since the epoch of an RFC 3339 time as vigil writes it.
-fn micros(t: &str) -> i64 {
-    vigil_core::time::parse_rfc3339_micros(t.as_bytes()).expect("vigil writes RFC 3339")
 }
 
 /// Issue 13's second failure mode on generated data: time added on the wire to a service sits

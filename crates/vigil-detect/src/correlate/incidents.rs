@@ -122,16 +122,13 @@ impl Incident {
                         .is_some_and(|end| end <= m.starts_at && m.starts_at - end <= WAVE_GAP)
             })
         };
-        let carriers: Vec<&Member> = self.members.iter().filter(|m| !flapping(m)).collect();
+        let mut carriers: Vec<&Member> = self.members.iter().filter(|m| !flapping(m)).collect();
         let Some(newest) = carriers.iter().map(|m| m.starts_at).max() else {
             return self.first_start();
         };
         // An anomaly that started over an hour before the newest is the background the wave
         // is judged against (a service failing all day, kept firing), not part of the wave.
-        let carriers: Vec<&Member> = carriers
-            .into_iter()
-            .filter(|m| m.starts_at >= newest.saturating_sub(HOUR))
-            .collect();
+        carriers.retain(|m| m.starts_at >= newest.saturating_sub(HOUR));
         let mut since = newest;
         loop {
             let reaching = carriers
@@ -454,20 +451,12 @@ impl Incidents {
         // started at an origin, or time a service added. Steady background failures (a
         // service failing 10% of the time all day) rise little, a network delay adds
         // hundreds of times a call's usual time, a new failure rises from nothing.
-        let strongest = |rises: Vec<(f64, f64)>| {
-            rises
-                .into_iter()
-                .filter(|(e, _)| *e >= MIN_EVIDENCE)
-                .map(|(_, r)| r)
-                .fold(0.0_f64, f64::max)
-        };
         let failure_rise = strongest(
             origins
                 .iter()
-                .map(|(o, (_, _, rise))| (evidence[o.as_str()], *rise))
-                .collect(),
+                .map(|(o, (_, _, rise))| (evidence[o.as_str()], *rise)),
         );
-        let slow_rise = strongest(slowed.values().map(|(_, e, rise)| (*e, *rise)).collect());
+        let slow_rise = strongest(slowed.values().map(|(_, e, rise)| (*e, *rise)));
         let by_time = slow_rise > 0.0 && (!failures || slow_rise > failure_rise);
         let (evidence, by_evidence) = if by_time {
             (slow_evidence, true)
@@ -641,6 +630,14 @@ impl Incidents {
             })
             .collect()
     }
+}
+
+/// The largest rise among `(evidence, rise)` pairs whose evidence makes a candidate; 0 if none.
+fn strongest(rises: impl Iterator<Item = (f64, f64)>) -> f64 {
+    rises
+        .filter(|(e, _)| *e >= MIN_EVIDENCE)
+        .map(|(_, r)| r)
+        .fold(0.0, f64::max)
 }
 
 fn round(x: f64) -> f64 {

@@ -38,6 +38,16 @@ pub fn vigil_ok_with(args: &[&str], env: &[(&str, &str)]) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
+/// A minute, in µs.
+pub const MIN: i64 = 60_000_000;
+/// 2025-06-02T09:00:00Z, the generator's default start, in µs since the epoch.
+pub const T0: i64 = 1_748_854_800_000_000;
+
+/// Microseconds since the epoch of an RFC 3339 time as vigil writes it.
+pub fn micros(rfc3339: &str) -> i64 {
+    vigil_core::time::parse_rfc3339_micros(rfc3339.as_bytes()).expect("vigil writes RFC 3339")
+}
+
 /// Generated seed-format log lines (and metric samples) into `dir`.
 pub fn generate(dir: &Path, duration: &str, rate: &str, incidents: &[&str]) -> (PathBuf, PathBuf) {
     let args: Vec<&str> = incidents.iter().flat_map(|i| ["--incident", i]).collect();
