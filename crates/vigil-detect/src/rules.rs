@@ -18,6 +18,19 @@
 //!
 //! A series absent from a window (no data) counts as the condition not holding: report it
 //! with [`RuleEvaluator::absent`] so a pending series resets and a firing one resolves.
+//!
+//! **Above usual.** A rule whose signal is a share of the window's rows (an error rate) can
+//! fire on a share well above the series' own usual one rather than above a fixed threshold:
+//! the usual share is the series' hits over its rows, each window weighted down by
+//! `e^(-age / 1h)`, with a prior of twenty rows at 5%. After half an hour of history, a window
+//! holds when it has at least
+//! [`MIN_HITS`] hits, its share is at least [`MIN_RISE`] times the usual, and the Chernoff bound
+//! on the binomial tail,
+//! `P(X >= hits) <= exp(-rows * KL(share || usual))`, is below one in a thousand (as for
+//! [`BASELINE_LEVEL`]). Volume counts: three failures in ten requests of a service that never
+//! fails fire, three in a thousand do not, and a service failing steadily at 12% fires only
+//! when it fails clearly more. Every window, holding or not, then joins the usual, so a lasting
+//! change becomes the new normal within a few hours.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,6 +46,72 @@ use crate::spec::{Condition, SeriesLimits, Severity};
 /// A baseline rule's condition holds while the series' [deviation](BaselineDetector::deviation)
 /// is at least this: a value the learned baseline makes less likely than one in a thousand.
 pub const BASELINE_LEVEL: f64 = 0.999;
+
+/// Hits (e.g. failures) a window needs before an `above usual` rule can hold.
+pub const MIN_HITS: f64 = 3.0;
+/// How many times its usual share a window's share must be for an `above usual` rule to hold:
+/// a busy service's rise from 0.3% to 0.5% may be beyond chance, but it is no incident.
+pub const MIN_RISE: f64 = 2.0;
+/// How fast an `above usual` rule forgets: a window's weight falls by e every hour.
+const USUAL_HORIZON: f64 = 3600.0 * 1e6;
+/// History an `above usual` rule needs of a series before it can hold: half its horizon. A
+/// few minutes of a busy service without failures make a usual of nearly zero, and its
+/// first handful of failures would all look like a rise.
+const WARM_UP: i64 = 1800 * 1_000_000;
+/// The prior of an `above usual` rule's usual share: this many rows at [`PRIOR_SHARE`] (the
+/// seed's 5% error-rate threshold), so a series just seen does not fire on its first failures.
+const PRIOR_ROWS: f64 = 20.0;
+const PRIOR_SHARE: f64 = 0.05;
+
+/// What an `above usual` rule has learned of one series: its hits and rows, each window's
+/// weight falling with its age.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Usual {
+    /// Weighted hits.
+    pub hits: f64,
+    /// Weighted rows.
+    pub rows: f64,
+    /// Start of the last window learned, µs.
+    pub at: i64,
+    /// Start of the first window learned, µs.
+    #[serde(default)]
+    pub since: i64,
+}
+
+impl Usual {
+    /// The usual share, with its prior.
+    fn share(&self) -> f64 {
+        ((self.hits + PRIOR_ROWS * PRIOR_SHARE) / (self.rows + PRIOR_ROWS)).clamp(1e-4, 0.999)
+    }
+
+    /// Whether `hits` of `rows` is well above the usual share (see the module docs).
+    fn exceeded_by(&self, start: i64, hits: f64, rows: f64) -> bool {
+        if rows.is_nan()
+            || rows <= 0.0
+            || hits < MIN_HITS
+            || start.saturating_sub(self.since) < WARM_UP
+        {
+            return false;
+        }
+        let (share, usual) = ((hits / rows).min(1.0), self.share());
+        share >= MIN_RISE * usual && rows * kl(share, usual) >= (1.0 - BASELINE_LEVEL).recip().ln()
+    }
+
+    /// Learns the window starting at `start`.
+    fn learn(&mut self, start: i64, hits: f64, rows: f64) {
+        let age = start.saturating_sub(self.at).max(0) as f64;
+        let keep = (-age / USUAL_HORIZON).exp();
+        self.hits = self.hits * keep + hits;
+        self.rows = self.rows * keep + rows;
+        self.at = self.at.max(start);
+    }
+}
+
+/// Kullback–Leibler divergence of Bernoulli(`a`) from Bernoulli(`b`), `b` in (0, 1).
+fn kl(a: f64, b: f64) -> f64 {
+    let term = |x: f64, y: f64| if x > 0.0 { x * (x / y).ln() } else { 0.0 };
+    term(a, b) + term(1.0 - a, 1.0 - b)
+}
 
 /// A rule on one signal.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +167,9 @@ pub struct Saved {
     /// Baseline rules: each series' detector.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub baselines: BTreeMap<String, BaselineDetector>,
+    /// `above usual` rules: each series' usual share.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub usual: BTreeMap<String, Usual>,
     /// Rules with `no_data`: every series seen.
     #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     pub seen: std::collections::BTreeSet<String>,
@@ -193,8 +275,20 @@ impl RuleEvaluator {
     }
 
     /// The value of `series` in the window `[window_start, window_start + window)`, which has
-    /// just closed. Returns the transition it causes, if any. NaN never holds.
+    /// just closed. Returns the transition it causes, if any. NaN never holds, nor does an
+    /// `above usual` rule's value without its rows (see [`observe_rows`](Self::observe_rows)).
     pub fn observe(&mut self, series: &str, window_start: i64, value: f64) -> Option<Transition> {
+        self.observe_rows(series, window_start, value, f64::NAN)
+    }
+
+    /// [`observe`](Self::observe) with the number of rows the value was computed over.
+    pub fn observe_rows(
+        &mut self,
+        series: &str,
+        window_start: i64,
+        value: f64,
+        rows: f64,
+    ) -> Option<Transition> {
         if self.remembers() {
             match self.saved.last_seen.get_mut(series) {
                 Some(t) => *t = (*t).max(window_start),
@@ -212,15 +306,25 @@ impl RuleEvaluator {
                 }
             }
         }
-        self.evaluate(series, window_start, value)
+        self.evaluate(series, window_start, value, rows)
     }
 
     /// Whether the rule keeps state per series beyond pending and firing ones.
     fn remembers(&self) -> bool {
-        self.rule.no_data.is_some() || self.rule.condition == Condition::Baseline
+        self.rule.no_data.is_some()
+            || matches!(
+                self.rule.condition,
+                Condition::Baseline | Condition::AboveUsual
+            )
     }
 
-    fn evaluate(&mut self, series: &str, window_start: i64, value: f64) -> Option<Transition> {
+    fn evaluate(
+        &mut self,
+        series: &str,
+        window_start: i64,
+        value: f64,
+        rows: f64,
+    ) -> Option<Transition> {
         let window_end = window_start.saturating_add(micros(self.rule.window));
         if self.rule.no_data.is_some() && !self.saved.seen.contains(series) {
             self.saved.seen.insert(series.to_string());
@@ -238,6 +342,20 @@ impl RuleEvaluator {
                     .or_insert_with(|| BaselineDetector::new(BaselineConfig::default()));
                 d.score(window_start, value);
                 (d.deviation() >= BASELINE_LEVEL, Some(d.deviation()))
+            }
+            Condition::AboveUsual => {
+                let u = self.saved.usual.entry(series.to_string()).or_insert(Usual {
+                    hits: 0.0,
+                    rows: 0.0,
+                    at: window_start,
+                    since: window_start,
+                });
+                let hits = (value * rows).round();
+                let holds = value.is_finite() && u.exceeded_by(window_start, hits, rows);
+                if value.is_finite() && rows > 0.0 {
+                    u.learn(window_start, hits.clamp(0.0, rows), rows);
+                }
+                (holds, None)
             }
         };
         if !holds {
@@ -280,7 +398,7 @@ impl RuleEvaluator {
     /// rule's `no_data` value if it has one, else a window that does not hold.
     pub fn absent(&mut self, series: &str, window_start: i64) -> Option<Transition> {
         if let Some(v) = self.rule.no_data {
-            return self.evaluate(series, window_start, v);
+            return self.evaluate(series, window_start, v, 0.0);
         }
         let window_end = window_start.saturating_add(micros(self.rule.window));
         self.not_holding(series, window_end, f64::NAN)
@@ -306,11 +424,12 @@ impl RuleEvaluator {
         let Saved {
             series,
             baselines,
+            usual,
             seen,
             last_seen,
         } = &mut self.saved;
         // Series of a checkpoint written before `last_seen` existed count as seen now.
-        for s in baselines.keys().chain(seen.iter()) {
+        for s in baselines.keys().chain(usual.keys()).chain(seen.iter()) {
             if !last_seen.contains_key(s) {
                 last_seen.insert(s.clone(), now);
             }
@@ -337,6 +456,7 @@ impl RuleEvaluator {
         for s in &gone {
             last_seen.remove(s);
             baselines.remove(s);
+            usual.remove(s);
             seen.remove(s);
         }
         self.forgotten += gone.len() as u64;
@@ -382,7 +502,8 @@ impl RuleEvaluator {
         let fingerprint = fingerprint(&self.rule.name, &t.series);
         let (kind, threshold) = match self.rule.condition {
             Condition::Threshold { threshold, .. } => ("threshold", Some(threshold)),
-            Condition::Baseline => ("baseline", None),
+            // Judged against the series' own usual level, as the contract's `baseline` is.
+            Condition::Baseline | Condition::AboveUsual => ("baseline", None),
         };
         let mut annotations = self.rule.annotations.clone();
         if let Some(d) = t.deviation {
@@ -779,5 +900,88 @@ mod tests {
         assert!(!json.contains("null"), "{json}");
         let back: Saved = serde_json::from_str(&json).unwrap();
         assert_eq!(&back, e.save());
+    }
+
+    /// The error rate judged against the service's own usual share, one-minute windows and
+    /// `for = 1m`.
+    fn errors_above_usual() -> Rule {
+        Rule {
+            name: "Error Rate".into(),
+            condition: Condition::AboveUsual,
+            for_: Duration::from_secs(60),
+            ..token_errors()
+        }
+    }
+
+    /// Feeds `(failures, requests)` per minute from minute `from` after `t0`; returns (index
+    /// into `windows`, status).
+    fn feed_rows(e: &mut RuleEvaluator, from: i64, windows: &[(u32, u32)]) -> Vec<(usize, Status)> {
+        let t0 = 1_748_854_800_000_000 + from * MIN;
+        windows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &(hits, rows))| {
+                let share = f64::from(hits) / f64::from(rows.max(1));
+                e.observe_rows("svc", t0 + i as i64 * MIN, share, f64::from(rows))
+                    .map(|t| (i, t.status))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn above_usual_ignores_a_service_failing_at_its_usual_rate_and_fires_when_it_fails_more() {
+        let mut e = RuleEvaluator::new(errors_above_usual());
+        // Three hours at about 12% of 50 requests a minute, with the usual binomial scatter
+        // (3 to 10 failures): a fixed `> 0.05` would fire almost every minute.
+        let steady: Vec<(u32, u32)> = (0..180).map(|i| ([6, 3, 9, 5, 7, 10][i % 6], 50)).collect();
+        assert!(feed_rows(&mut e, 0, &steady).is_empty());
+        // Twice its usual failures for two minutes: well beyond chance at that volume.
+        let rise = feed_rows(&mut e, 180, &[(25, 50), (27, 50), (6, 50)]);
+        assert_eq!(rise, vec![(0, Status::Firing), (2, Status::Resolved)]);
+    }
+
+    #[test]
+    fn above_usual_weighs_failures_by_volume() {
+        // A service that never fails: three failures of ten requests fire, the same share of
+        // two requests (one failure) is too few to mean anything, and three of a thousand
+        // are within what its prior allows.
+        let quiet: Vec<(u32, u32)> = vec![(0, 10); 120];
+        for (window, fires) in [((3, 10), true), ((1, 2), false), ((3, 1000), false)] {
+            let mut e = RuleEvaluator::new(errors_above_usual());
+            assert!(feed_rows(&mut e, 0, &quiet).is_empty());
+            let got = feed_rows(&mut e, 120, &[window]);
+            assert_eq!(!got.is_empty(), fires, "{window:?}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn above_usual_waits_for_half_an_hour_of_history() {
+        // A busy service quiet for ten minutes, then a handful of failures: far above a usual
+        // of nearly nothing, but ten minutes are no usual yet.
+        let mut e = RuleEvaluator::new(errors_above_usual());
+        assert!(feed_rows(&mut e, 0, &[(0, 500); 10]).is_empty());
+        assert!(feed_rows(&mut e, 10, &[(6, 500)]).is_empty());
+        assert!(feed_rows(&mut e, 11, &[(0, 500); 30]).is_empty());
+        assert_eq!(
+            feed_rows(&mut e, 41, &[(6, 500)]),
+            vec![(0, Status::Firing)]
+        );
+    }
+
+    #[test]
+    fn a_lasting_rise_becomes_the_usual_and_the_alert_resolves() {
+        let mut e = RuleEvaluator::new(errors_above_usual());
+        feed_rows(&mut e, 0, &vec![(1, 100); 120]);
+        let got = feed_rows(&mut e, 120, &vec![(20, 100); 600]);
+        assert_eq!(got.first(), Some(&(0, Status::Firing)));
+        assert!(
+            matches!(got.last(), Some((i, Status::Resolved)) if *i < 400),
+            "{got:?}"
+        );
+        // Its usual survives a checkpoint.
+        let json = serde_json::to_string(e.save()).unwrap();
+        let back: Saved = serde_json::from_str(&json).unwrap();
+        assert_eq!(&back, e.save());
+        assert!(back.usual["svc"].rows > 1000.0);
     }
 }

@@ -59,6 +59,11 @@ pub enum Condition {
     /// baseline detector, one per series) makes likely: no threshold to set. A lasting change
     /// becomes the new normal as the baseline adapts, and the alert then resolves.
     Baseline,
+    /// The value is a share of the window's rows (e.g. `avg(CASE WHEN level = 'ERROR' THEN 1.0
+    /// ELSE 0.0 END)`, the error rate) and is well above the series' own usual share: a
+    /// service that always fails 10% of its requests does not fire at 10%, one that never
+    /// fails does at a few failures. See [`crate::rules`] for the test.
+    AboveUsual,
 }
 
 /// How urgent an alert is, as in the seed's alert table.

@@ -65,6 +65,8 @@ impl Validator<'_> {
         let cond = raw.condition.get_ref().trim();
         let condition = if cond == "baseline" {
             Some(Condition::Baseline)
+        } else if cond == "above usual" {
+            Some(Condition::AboveUsual)
         } else {
             let split = cond
                 .find(|c: char| !matches!(c, '<' | '>' | '='))
@@ -80,7 +82,7 @@ impl Validator<'_> {
                     self.problem(
                         Some(raw.condition.span()),
                         format!(
-                            "condition `{cond}` should be a comparison and a number, e.g. `> 0.05`, or `baseline`"
+                            "condition `{cond}` should be a comparison and a number, e.g. `> 0.05`, `baseline` or `above usual`"
                         ),
                     );
                     None

@@ -84,7 +84,8 @@ fn signal_sql(spec: &RuleSpec) -> String {
         .as_deref()
         .map_or(String::new(), |f| format!(" WHERE {f}"));
     format!(
-        "SELECT service, CAST(({}) AS DOUBLE) AS value FROM w{filter} GROUP BY service",
+        "SELECT service, CAST(({}) AS DOUBLE) AS value, CAST(count(*) AS DOUBLE) AS rows \
+         FROM w{filter} GROUP BY service",
         spec.signal
     )
 }
@@ -354,15 +355,19 @@ impl WindowedRules {
             let r = &mut self.rules[i];
             // Panes before the next window's start are no longer needed.
             r.states = r.states.split_off(&start.saturating_add(hop));
-            for (service, value) in &values {
-                if let Some(t) = r.evaluator.observe(service, start, *value) {
+            for (service, value, rows) in &values {
+                if let Some(t) = r.evaluator.observe_rows(service, start, *value, *rows) {
                     out.push(r.evaluator.event(&t, detected_at));
                 }
             }
             let missing: Vec<String> = r
                 .evaluator
                 .reported_series()
-                .filter(|s| values.binary_search_by(|(v, _)| v.as_str().cmp(s)).is_err())
+                .filter(|s| {
+                    values
+                        .binary_search_by(|(v, ..)| v.as_str().cmp(s))
+                        .is_err()
+                })
                 .map(str::to_string)
                 .collect();
             for s in missing {
@@ -383,7 +388,7 @@ impl WindowedRules {
         &self,
         i: usize,
         states: Vec<RecordBatch>,
-    ) -> Result<Vec<(String, f64)>, DetectError> {
+    ) -> Result<Vec<(String, f64, f64)>, DetectError> {
         let r = &self.rules[i];
         let Some(plan) = r.plan.as_ref().filter(|_| !states.is_empty()) else {
             return Ok(Vec::new());

@@ -103,13 +103,13 @@ impl Plan {
             .map_err(DataFusionError::from)?)
     }
 
-    /// The signal per service from a window's partial states, sorted by service. A null
-    /// value is NaN (the condition then never holds).
+    /// The signal per service from a window's partial states, with the rows it was computed
+    /// over, sorted by service. A null value is NaN (the condition then never holds).
     pub(super) async fn finish(
         &self,
         ctx: &SessionContext,
         states: Vec<RecordBatch>,
-    ) -> Result<Vec<(String, f64)>, PlanError> {
+    ) -> Result<Vec<(String, f64, f64)>, PlanError> {
         let partial = &self.partial;
         let whole = Arc::clone(&self.whole)
             .transform_down(|node| {
@@ -134,6 +134,9 @@ impl Plan {
             let Some(v) = b.column(1).as_any().downcast_ref::<Float64Array>() else {
                 return Err(PlanError::NotANumber);
             };
+            let Some(rows) = b.column(2).as_any().downcast_ref::<Float64Array>() else {
+                return Err(PlanError::NotANumber);
+            };
             for row in 0..b.num_rows() {
                 if services.is_null(row) {
                     continue;
@@ -143,7 +146,7 @@ impl Plan {
                 } else {
                     v.value(row)
                 };
-                values.push((services.value(row).to_string(), value));
+                values.push((services.value(row).to_string(), value, rows.value(row)));
             }
         }
         values.sort_by(|a, b| a.0.cmp(&b.0));
