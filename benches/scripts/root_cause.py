@@ -7,7 +7,9 @@ Each scenario is 100 minutes of the deals system from the built-in generator (it
 and request rate) with one injected incident at minute 70 — errors, an outage, added
 latency or CPU saturation on one service — plus noise: in every other scenario another
 service fails 1-2% of its calls for the whole run, and in the rest another service has a
-one-minute error blip (shorter than any rule's `for`). `vigil backtest` runs
+one-minute error blip shortly before or during the incident (30% of its calls: it fires the
+error-rate rule, whose `for` is one minute, and is the first event of the incident when it
+comes first). `vigil backtest` runs
 pipelines/services.toml (rules that name no service) over it, and the script reads the
 incidents from the anomaly events.
 
