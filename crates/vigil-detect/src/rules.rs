@@ -23,11 +23,9 @@
 //! fire on a share well above the series' own usual one rather than above a fixed threshold:
 //! the usual share is the series' hits over its rows, each window weighted down by
 //! `e^(-age / 1h)`, with a prior of twenty rows at 5%. After half an hour of history, a window
-//! holds when it has at least
-//! [`MIN_HITS`] hits, its share is at least [`MIN_RISE`] times the usual, and the Chernoff bound
-//! on the binomial tail,
-//! `P(X >= hits) <= exp(-rows * KL(share || usual))`, is below one in a thousand (as for
-//! [`BASELINE_LEVEL`]). Volume counts: three failures in ten requests of a service that never
+//! holds when it has at least [`MIN_HITS`] hits, its share is at least [`MIN_RISE`] times the
+//! usual, and the Chernoff bound on the binomial tail, `P(X >= hits) <= exp(-rows * KL(share ||
+//! usual))`, is below one in a thousand (as for [`BASELINE_LEVEL`]). Volume counts: three failures in ten requests of a service that never
 //! fails fire, three in a thousand do not, and a service failing steadily at 12% fires only
 //! when it fails clearly more. Every window, holding or not, then joins the usual, so a lasting
 //! change becomes the new normal within a few hours.
@@ -84,16 +82,13 @@ impl Usual {
         ((self.hits + PRIOR_ROWS * PRIOR_SHARE) / (self.rows + PRIOR_ROWS)).clamp(1e-4, 0.999)
     }
 
-    /// Whether `hits` of `rows` is well above the usual share (see the module docs).
+    /// Whether `hits` of `rows` (more than none) is well above the usual share (see the
+    /// module docs).
     fn exceeded_by(&self, start: i64, hits: f64, rows: f64) -> bool {
-        if rows.is_nan()
-            || rows <= 0.0
-            || hits < MIN_HITS
-            || start.saturating_sub(self.since) < WARM_UP
-        {
+        if hits < MIN_HITS || start.saturating_sub(self.since) < WARM_UP {
             return false;
         }
-        let (share, usual) = ((hits / rows).min(1.0), self.share());
+        let (share, usual) = (hits / rows, self.share());
         share >= MIN_RISE * usual && rows * kl(share, usual) >= (1.0 - BASELINE_LEVEL).recip().ln()
     }
 
@@ -350,11 +345,15 @@ impl RuleEvaluator {
                     at: window_start,
                     since: window_start,
                 });
-                let hits = (value * rows).round();
-                let holds = value.is_finite() && u.exceeded_by(window_start, hits, rows);
-                if value.is_finite() && rows > 0.0 {
-                    u.learn(window_start, hits.clamp(0.0, rows), rows);
-                }
+                // A value without its rows (NaN) or of no rows says nothing either way.
+                let holds = if value.is_finite() && rows > 0.0 {
+                    let hits = (value * rows).round().clamp(0.0, rows);
+                    let holds = u.exceeded_by(window_start, hits, rows);
+                    u.learn(window_start, hits, rows);
+                    holds
+                } else {
+                    false
+                };
                 (holds, None)
             }
         };
@@ -944,7 +943,7 @@ mod tests {
     fn above_usual_weighs_failures_by_volume() {
         // A service that never fails: three failures of ten requests fire, the same share of
         // two requests (one failure) is too few to mean anything, and three of a thousand
-        // are within what its prior allows.
+        // are within chance at that volume.
         let quiet: Vec<(u32, u32)> = vec![(0, 10); 120];
         for (window, fires) in [((3, 10), true), ((1, 2), false), ((3, 1000), false)] {
             let mut e = RuleEvaluator::new(errors_above_usual());

@@ -3,8 +3,8 @@
 //! incident naming the dependency; a front service failing on its own names itself; two
 //! unrelated incidents at the same time on disconnected systems stay two; a service failing
 //! steadily all along does not fire, nor, where a fixed threshold makes it fire, take the blame
-//! for a new fault (e71dfa5 blamed it); a network
-//! delay on the way to a service is that service's, where client spans show it.
+//! for a new fault (e71dfa5 blamed it); a network delay on the way to a service is that
+//! service's, where client spans show it.
 
 mod common;
 
@@ -177,9 +177,6 @@ fn two_unrelated_incidents_at_once_stay_two() {
     }
 }
 
-/// Issue 13's first failure mode on generated data: a service failing steadily around the
-/// error-rate threshold all along (its rule flaps, each re-firing within the incident gap of
-/// the last) must not take the blame for a new fault elsewhere.
 /// Issue 13's first failure mode on generated data: a service failing steadily (auth-service
 /// at 6% all along) and a new fault elsewhere (token-service from minute 95). services.toml
 /// judges the error rate against each service's usual, so the steady service does not fire at

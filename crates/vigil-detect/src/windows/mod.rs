@@ -43,7 +43,7 @@ use vigil_core::time::micros;
 use crate::error::DetectError;
 use crate::event::AnomalyEvent;
 use crate::rules::{Rule, RuleEvaluator};
-use crate::spec::{RuleSpec, SeriesLimits};
+use crate::spec::{Condition, RuleSpec, SeriesLimits};
 
 mod checkpoint;
 mod clock;
@@ -77,15 +77,20 @@ impl Compiled {
     }
 }
 
-/// The query computing a rule's signal per service over the rows of a window (table `w`).
+/// The query computing a rule's signal per service over the rows of a window (table `w`),
+/// and their number where the condition weighs the value by it (`above usual`).
 fn signal_sql(spec: &RuleSpec) -> String {
     let filter = spec
         .filter
         .as_deref()
         .map_or(String::new(), |f| format!(" WHERE {f}"));
+    let rows = if spec.condition == Condition::AboveUsual {
+        ", CAST(count(*) AS DOUBLE) AS rows"
+    } else {
+        ""
+    };
     format!(
-        "SELECT service, CAST(({}) AS DOUBLE) AS value, CAST(count(*) AS DOUBLE) AS rows \
-         FROM w{filter} GROUP BY service",
+        "SELECT service, CAST(({}) AS DOUBLE) AS value{rows} FROM w{filter} GROUP BY service",
         spec.signal
     )
 }

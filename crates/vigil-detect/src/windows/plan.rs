@@ -104,7 +104,8 @@ impl Plan {
     }
 
     /// The signal per service from a window's partial states, with the rows it was computed
-    /// over, sorted by service. A null value is NaN (the condition then never holds).
+    /// over where the query counts them (NaN where not), sorted by service. A null value is
+    /// NaN (the condition then never holds).
     pub(super) async fn finish(
         &self,
         ctx: &SessionContext,
@@ -134,8 +135,13 @@ impl Plan {
             let Some(v) = b.column(1).as_any().downcast_ref::<Float64Array>() else {
                 return Err(PlanError::NotANumber);
             };
-            let Some(rows) = b.column(2).as_any().downcast_ref::<Float64Array>() else {
-                return Err(PlanError::NotANumber);
+            let rows = match b.columns().get(2) {
+                Some(c) => Some(
+                    c.as_any()
+                        .downcast_ref::<Float64Array>()
+                        .ok_or(PlanError::NotANumber)?,
+                ),
+                None => None,
             };
             for row in 0..b.num_rows() {
                 if services.is_null(row) {
@@ -146,7 +152,8 @@ impl Plan {
                 } else {
                     v.value(row)
                 };
-                values.push((services.value(row).to_string(), value, rows.value(row)));
+                let rows = rows.map_or(f64::NAN, |r| r.value(row));
+                values.push((services.value(row).to_string(), value, rows));
             }
         }
         values.sort_by(|a, b| a.0.cmp(&b.0));
