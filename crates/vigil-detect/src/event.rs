@@ -27,6 +27,17 @@ impl fmt::Display for Status {
     }
 }
 
+/// A series whose rule's condition holds but not yet for the rule's `for`: no event yet, but
+/// evidence an incident may use (a fault shorter than `for` never fires, yet explains what
+/// does).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingAnomaly {
+    /// The service the series belongs to.
+    pub service: String,
+    /// Start of the first window in which the condition held (µs).
+    pub since: i64,
+}
+
 /// The anomaly event of DESIGN.md, one per state change; its Kafka key is `fingerprint`.
 ///
 /// Times are microseconds since the epoch until the event is serialised: as JSON they are

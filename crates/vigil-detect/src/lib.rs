@@ -35,7 +35,7 @@ pub mod windows;
 pub use baseline::{BaselineConfig, BaselineDetector};
 pub use correlate::Correlator;
 pub use error::DetectError;
-pub use event::{AnomalyEvent, IncidentEvidence, IncidentView, Status};
+pub use event::{AnomalyEvent, IncidentEvidence, IncidentView, PendingAnomaly, Status};
 pub use rules::{Rule, RuleEvaluator};
 pub use spec::{Comparison, Condition, CorrelationConfig, RuleSpec, SeriesLimits, Severity};
 pub use windows::WindowedRules;

@@ -230,6 +230,18 @@ impl RuleEvaluator {
         &self.saved.series
     }
 
+    /// Series pending (holding, not yet for `for`), with the start of their first window that
+    /// held.
+    pub fn pending(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.saved
+            .series
+            .iter()
+            .filter_map(|(s, state)| match state {
+                SeriesState::Pending { since } => Some((s.as_str(), *since)),
+                SeriesState::Firing { .. } => None,
+            })
+    }
+
     /// Everything to checkpoint.
     pub fn save(&self) -> &Saved {
         &self.saved
@@ -593,10 +605,19 @@ mod tests {
     #[test]
     fn fires_when_the_condition_held_for_every_window_of_for_and_resolves_after() {
         let mut e = RuleEvaluator::new(token_errors());
+        // Holding for five windows is pending since the first of them (evidence for incidents).
+        let mut pending = RuleEvaluator::new(token_errors());
+        feed(&mut pending, &[0.01, 0.01, 0.01, 0.2, 0.2, 0.2, 0.2, 0.2]);
+        let t3 = 1_748_854_800_000_000 + 3 * MIN;
+        assert_eq!(
+            pending.pending().collect::<Vec<_>>(),
+            [("token-service", t3)]
+        );
         let mut values = vec![0.01; 3];
         values.extend([0.2; 12]);
         values.extend([0.01; 3]);
         let events = feed(&mut e, &values);
+        assert_eq!(e.pending().count(), 0, "resolved: nothing pending");
         assert_eq!(events.len(), 2, "{events:?}");
         // Held from minute 3; the 10th holding window (minute 12) closes 10 minutes later.
         assert_eq!(events[0].0, 12);

@@ -139,8 +139,11 @@ struct Scratch {
     parent: Vec<Option<usize>>,
     depth: Vec<usize>,
     failing_child: Vec<bool>,
-    /// Per span, the summed duration of its children (µs).
+    /// Per span, the time its children cover within it (µs): their union, so calls made
+    /// concurrently count once.
     children_us: Vec<i64>,
+    /// Children's (parent, start, end), sorted to take the union per parent.
+    intervals: Vec<(usize, i64, i64)>,
     /// Per span, how many children it has and the last of them.
     children: Vec<(u32, Option<usize>)>,
 }
@@ -404,6 +407,7 @@ fn analyse(trace_id: Arc<str>, open: OpenTrace, scratch: &mut Scratch) -> Closed
         depth,
         failing_child,
         children_us,
+        intervals,
         children,
     } = scratch;
     parent.clear();
@@ -419,14 +423,13 @@ fn analyse(trace_id: Arc<str>, open: OpenTrace, scratch: &mut Scratch) -> Closed
     let mut calls = Vec::new();
     failing_child.clear();
     failing_child.resize(n, false);
-    children_us.clear();
-    children_us.resize(n, 0);
+    intervals.clear();
     for (i, s) in spans.iter().enumerate() {
         let Some(p) = parent[i] else { continue };
         if s.failed() {
             failing_child[p] = true;
         }
-        children_us[p] += s.end - s.start;
+        intervals.push((p, s.start, s.end));
         if spans[p].service != s.service {
             calls.push(Call {
                 caller: spans[p].service,
@@ -453,8 +456,10 @@ fn analyse(trace_id: Arc<str>, open: OpenTrace, scratch: &mut Scratch) -> Closed
         .collect();
     failing.sort_unstable();
     failing.dedup();
-    // Children called one after another: a span's own time is what they leave of it
-    // (children run concurrently leave less, never below zero). An inner span of a service
+    covered(&spans, intervals, children_us);
+    // A span's own time is what its children leave of it: calls made concurrently count
+    // once (their union, within the span), so a fan-out of parallel calls does not hide
+    // the caller's own work, nor make it negative. An inner span of a service
     // (its parent in the same service) whose one child is in another service is a client
     // span: what it adds to its child is the network between them and the callee's
     // queueing, counted on the callee's side of the edge, not as the caller's own time. (A
@@ -472,7 +477,7 @@ fn analyse(trace_id: Arc<str>, open: OpenTrace, scratch: &mut Scratch) -> Closed
         .zip(children.iter())
         .zip(parent.iter())
         .map(|(((s, &c), &(count, last)), p)| {
-            let own = (s.end - s.start - c).max(0) as f64 / 1000.0;
+            let own = (s.end - s.start - c) as f64 / 1000.0;
             let inner = p.is_some_and(|p| spans[p].service == s.service);
             match last.map(|c| spans[c].service) {
                 Some(callee) if inner && count == 1 && callee != s.service => (callee, own),
@@ -495,6 +500,35 @@ fn analyse(trace_id: Arc<str>, open: OpenTrace, scratch: &mut Scratch) -> Closed
         origin,
         failing,
         self_ms,
+    }
+}
+
+/// Per span, the time its children's `intervals` cover within it (µs): the length of their
+/// union clipped to the span, so concurrent calls count once and never more than the span.
+fn covered(spans: &[Span], intervals: &mut [(usize, i64, i64)], children_us: &mut Vec<i64>) {
+    children_us.clear();
+    children_us.resize(spans.len(), 0);
+    intervals.sort_unstable();
+    for run in intervals.chunk_by(|a, b| a.0 == b.0) {
+        let p = &spans[run[0].0];
+        let mut total = 0;
+        let mut current: Option<(i64, i64)> = None;
+        for &(_, start, end) in run {
+            let (start, end) = (start.max(p.start), end.min(p.end));
+            if end <= start {
+                continue;
+            }
+            current = match current {
+                Some((s, e)) if start <= e => Some((s, e.max(end))),
+                Some((s, e)) => {
+                    total += e - s;
+                    Some((start, end))
+                }
+                None => Some((start, end)),
+            };
+        }
+        total += current.map_or(0, |(s, e)| e - s);
+        children_us[run[0].0] = total;
     }
 }
 

@@ -40,7 +40,7 @@ pub use incidents::{IncidentState, Incidents};
 
 use vigil_core::time::micros;
 
-use crate::{AnomalyEvent, CorrelationConfig, DetectError};
+use crate::{AnomalyEvent, CorrelationConfig, DetectError, PendingAnomaly};
 
 /// Traces → evidence → incidents; see the module docs.
 pub struct Correlator {
@@ -94,8 +94,10 @@ impl Correlator {
     }
 
     /// Files the events into their incidents (in order; those detected at the same instant
-    /// together) and sets each one's `incident`.
-    pub fn annotate(&mut self, events: &mut [AnomalyEvent]) {
+    /// together) and sets each one's `incident`; `pending` are the rules' series holding but
+    /// not yet for `for`, whose evidence counts too.
+    pub fn annotate(&mut self, events: &mut [AnomalyEvent], pending: Vec<PendingAnomaly>) {
+        self.incidents.set_pending(pending);
         self.incidents.annotate(events);
     }
 

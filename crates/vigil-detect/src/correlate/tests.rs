@@ -4,7 +4,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 
 use super::*;
-use crate::event::{IncidentView, Status};
+use crate::event::{IncidentView, PendingAnomaly, Status};
 
 const SEC: i64 = 1_000_000;
 
@@ -284,6 +284,26 @@ fn incident(e: &AnomalyEvent) -> IncidentView {
     e.incident.clone().expect("annotated")
 }
 
+/// Files one event and returns its incident.
+fn filed(inc: &mut Incidents, e: AnomalyEvent) -> IncidentView {
+    let mut e = [e];
+    inc.annotate(&mut e);
+    incident(&e[0])
+}
+
+/// Each service's own time (ms, to the µs) in a closed trace.
+fn own_times(a: &Assembler, t: &ClosedTrace) -> BTreeMap<String, f64> {
+    t.self_ms
+        .iter()
+        .map(|(s, ms)| {
+            (
+                a.service_name(*s).to_string(),
+                (ms * 1000.0).round() / 1000.0,
+            )
+        })
+        .collect()
+}
+
 /// Incidents (10-minute gap) that have seen one quiet window of [`GRAPH`].
 fn learned() -> Incidents {
     let mut inc = Incidents::new(600 * SEC);
@@ -489,15 +509,8 @@ fn latency_is_traced_to_the_service_whose_own_time_grew() {
     ];
     // The gateway's latency anomaly from minute 61, seen at 66.
     let gateway = |inc: &mut Incidents| {
-        let mut gw = [event(
-            "api-gateway",
-            "latency",
-            61 * 60,
-            66 * 60,
-            Status::Firing,
-        )];
-        inc.annotate(&mut gw);
-        incident(&gw[0])
+        let gw = event("api-gateway", "latency", 61 * 60, 66 * 60, Status::Firing);
+        filed(inc, gw)
     };
     let mut inc = learned();
     for m in 1..=65 {
@@ -516,6 +529,66 @@ fn latency_is_traced_to_the_service_whose_own_time_grew() {
         fresh.observe(&timed(window(m * 60, &GRAPH, &[]), &slow));
     }
     assert_eq!(gateway(&mut fresh).root_cause_service, "api-gateway");
+}
+
+#[test]
+fn a_fault_still_pending_explains_what_fired() {
+    // The gateway's own time rises from minute 61 (CPU starved): its latency rule holds but
+    // its `for` has not passed. What fires is the token service's request rate, which falls
+    // because the gateway forwards less. The token service does not call the gateway, so
+    // without the pending anomaly the gateway is not even a candidate.
+    let usual = [
+        ("api-gateway", 2.0),
+        ("token-service", 8.0),
+        ("database", 3.0),
+    ];
+    let slow = [
+        ("api-gateway", 30.0),
+        ("token-service", 8.0),
+        ("database", 3.0),
+    ];
+    let fired = |inc: &mut Incidents| {
+        let rate = event(
+            "token-service",
+            "request rate",
+            62 * 60,
+            64 * 60,
+            Status::Firing,
+        );
+        filed(inc, rate)
+    };
+    let run = |pending: Vec<PendingAnomaly>| {
+        let mut inc = learned();
+        for m in 1..=63 {
+            let own: &[(&str, f64)] = if m > 60 { &slow } else { &usual };
+            inc.observe(&timed(window(m * 60, &GRAPH, &[]), own));
+        }
+        inc.set_pending(pending);
+        fired(&mut inc)
+    };
+    let gateway = PendingAnomaly {
+        service: "api-gateway".into(),
+        since: 61 * 60 * SEC,
+    };
+    let v = run(vec![gateway.clone()]);
+    assert_eq!(v.root_cause_service, "api-gateway", "{v:?}");
+    assert_eq!(
+        v.services,
+        ["token-service"],
+        "pending is evidence, not a member"
+    );
+    assert_eq!(run(Vec::new()).root_cause_service, "token-service");
+    // Pending in an unconnected service, or long before the wave, it is not evidence.
+    let far = PendingAnomaly {
+        service: "shop-front".into(),
+        ..gateway.clone()
+    };
+    assert_eq!(run(vec![far]).root_cause_service, "token-service");
+    let old = PendingAnomaly {
+        since: 50 * 60 * SEC,
+        ..gateway
+    };
+    assert_eq!(run(vec![old]).root_cause_service, "token-service");
 }
 
 /// One trace of `n` spans, each the child of the one before: span `i` on service `s{i % 3}`
@@ -634,18 +707,38 @@ fn the_time_a_client_span_adds_to_its_callee_counts_on_the_callee_side() {
     ];
     a.push(&batch(&recs), &mut out);
     let closed = a.close(i64::MAX);
-    let own: BTreeMap<String, f64> = closed[0]
-        .self_ms
-        .iter()
-        .map(|(s, ms)| {
-            (
-                a.service_name(*s).to_string(),
-                (ms * 1000.0).round() / 1000.0,
-            )
-        })
-        .collect();
+    let own = own_times(&a, &closed[0]);
     assert_eq!(own["auth-service"], 40.0, "{own:?}");
     assert_eq!(own["api-gateway"], 10.0, "{own:?}");
+}
+
+#[test]
+fn calls_made_concurrently_count_once_against_the_callers_own_time() {
+    // The gateway (100 ms) calls three services at once, each for 40 ms, from 20 ms on, then
+    // one more from 70 to 80 ms: 50 ms are covered by calls, 50 are its own. Summing the
+    // calls (130 ms) would leave it no own time at all.
+    let mut a = assembler();
+    let mut out = Vec::new();
+    let mut recs: Vec<Rec> = ["auth-service", "deals-service", "user-service"]
+        .into_iter()
+        .zip(["s2", "s3", "s4"])
+        .map(|(service, span)| (100.060, "INFO", service, "t", span, Some("s1"), Some(40.0)))
+        .collect();
+    recs.push((
+        100.080,
+        "INFO",
+        "auth-service",
+        "t",
+        "s5",
+        Some("s1"),
+        Some(10.0),
+    ));
+    recs.push((100.100, "INFO", "api-gateway", "t", "s1", None, Some(100.0)));
+    a.push(&batch(&recs), &mut out);
+    let closed = a.close(i64::MAX);
+    let own = own_times(&a, &closed[0]);
+    assert_eq!(own["api-gateway"], 50.0, "{own:?}");
+    assert_eq!(own["auth-service"], 50.0, "{own:?}");
 }
 
 #[test]

@@ -41,7 +41,7 @@ use vigil_core::schema::RecordKind;
 use vigil_core::time::micros;
 
 use crate::error::DetectError;
-use crate::event::AnomalyEvent;
+use crate::event::{AnomalyEvent, PendingAnomaly};
 use crate::rules::{Rule, RuleEvaluator};
 use crate::spec::{Condition, RuleSpec, SeriesLimits};
 
@@ -206,6 +206,19 @@ impl WindowedRules {
     /// The latest end of any window closed so far.
     pub fn closed_through(&self) -> Option<i64> {
         self.closed_through
+    }
+
+    /// Every rule's pending series (holding, not yet for `for`) as of the windows closed so
+    /// far: evidence for incidents before `for` ends.
+    pub fn pending(&self) -> Vec<PendingAnomaly> {
+        self.rules
+            .iter()
+            .flat_map(|r| r.evaluator.pending())
+            .map(|(service, since)| PendingAnomaly {
+                service: service.to_string(),
+                since,
+            })
+            .collect()
     }
 
     /// Raw rows not yet folded into partial aggregate states, over every group.

@@ -287,8 +287,8 @@ impl Detection {
             None => Vec::new(),
         };
         let mut events = self.engine.advance(watermark).await?;
-        if let Some(c) = &mut self.correlator {
-            c.annotate(&mut events);
+        if let Some(c) = self.correlator.as_mut().filter(|_| !events.is_empty()) {
+            c.annotate(&mut events, self.engine.pending());
         }
         for e in &events {
             self.publish(e)?;
