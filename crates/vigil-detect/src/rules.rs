@@ -23,12 +23,19 @@
 //! fire on a share well above the series' own usual one rather than above a fixed threshold:
 //! the usual share is the series' hits over its rows, each window weighted down by
 //! `e^(-age / 1h)`, with a prior of twenty rows at 5%. After half an hour of history, a window
-//! holds when it has at least [`MIN_HITS`] hits, its share is at least [`MIN_RISE`] times the
-//! usual, and the Chernoff bound on the binomial tail, `P(X >= hits) <= exp(-rows * KL(share ||
-//! usual))`, is below one in a thousand (as for [`BASELINE_LEVEL`]). Volume counts: three failures in ten requests of a service that never
-//! fails fire, three in a thousand do not, and a service failing steadily at 12% fires only
-//! when it fails clearly more. Every window, holding or not, then joins the usual, so a lasting
-//! change becomes the new normal within a few hours.
+//! holds when it has a hit, its share is at least [`MIN_RISE`] times the usual, and chance
+//! explains it less than one time in ten (the bound below, at [`RUN_LEVEL`]; once firing,
+//! the first two suffice); the series
+//! fires once it has held for `for` and the run of holding windows, taken as one, is well
+//! above: at least [`MIN_HITS`] hits and the Chernoff bound on the binomial tail, `P(X >= hits)
+//! <= exp(-rows * KL(share || usual))`, below one in a thousand (as for [`BASELINE_LEVEL`]).
+//! Until then it stays pending. Volume counts: three failures in ten requests of a service that
+//! never fails fire, three in a thousand do not, and a service failing steadily at 12% fires
+//! only when it fails clearly more. Duration counts too: with `for = "3m"` a one-minute burst
+//! does not fire however large, and a rise too small to fire in one window fires when it
+//! lasts. A firing series keeps firing while its share stays above twice the usual
+//! (hysteresis: against flapping, it need not stay beyond chance). Every window, holding or not, then joins the
+//! usual, so a lasting change becomes the new normal within a few hours.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -50,6 +57,10 @@ pub const MIN_HITS: f64 = 3.0;
 /// How many times its usual share a window's share must be for an `above usual` rule to hold:
 /// a busy service's rise from 0.3% to 0.5% may be beyond chance, but it is no incident.
 pub const MIN_RISE: f64 = 2.0;
+/// A window joins an `above usual` run when chance explains it less often than this (its own
+/// Chernoff bound below one in ten): one failure among fifty requests of a service that fails
+/// 0.5% of them is no start of a fault.
+const RUN_LEVEL: f64 = 0.9;
 /// How fast an `above usual` rule forgets: a window's weight falls by e every hour.
 const USUAL_HORIZON: f64 = 3600.0 * 1e6;
 /// History an `above usual` rule needs of a series before it can hold: half its horizon. A
@@ -74,6 +85,13 @@ pub struct Usual {
     /// Start of the first window learned, µs.
     #[serde(default)]
     pub since: i64,
+    /// Hits and rows of the current run of windows above the usual (see
+    /// [`step`](Self::step)); zero outside one.
+    #[serde(default)]
+    pub run_hits: f64,
+    /// Rows of that run.
+    #[serde(default)]
+    pub run_rows: f64,
 }
 
 impl Usual {
@@ -82,14 +100,32 @@ impl Usual {
         ((self.hits + PRIOR_ROWS * PRIOR_SHARE) / (self.rows + PRIOR_ROWS)).clamp(1e-4, 0.999)
     }
 
-    /// Whether `hits` of `rows` (more than none) is well above the usual share (see the
-    /// module docs).
-    fn exceeded_by(&self, start: i64, hits: f64, rows: f64) -> bool {
-        if hits < MIN_HITS || start.saturating_sub(self.since) < WARM_UP {
-            return false;
+    /// Judges the window starting at `start` with `hits` of `rows` (more than none), then
+    /// learns it. Returns whether it holds and whether the run of holding windows it ends is
+    /// well above: at least [`MIN_HITS`] hits over the run and the binomial tail's Chernoff
+    /// bound below one in a thousand (see the module docs). A window holds with some hits, a
+    /// share at least [`MIN_RISE`] times the usual and, unless the series is `firing` already
+    /// (hysteresis), chance explaining it less often than [`RUN_LEVEL`].
+    fn step(&mut self, start: i64, hits: f64, rows: f64, firing: bool) -> (bool, bool) {
+        let usual = self.share();
+        let share = hits / rows;
+        let above = hits >= 1.0
+            && share >= MIN_RISE * usual
+            && (firing || rows * kl(share, usual) >= (1.0 - RUN_LEVEL).recip().ln())
+            && start.saturating_sub(self.since) >= WARM_UP;
+        if above {
+            self.run_hits += hits;
+            self.run_rows += rows;
+        } else {
+            self.run_hits = 0.0;
+            self.run_rows = 0.0;
         }
-        let (share, usual) = (hits / rows, self.share());
-        share >= MIN_RISE * usual && rows * kl(share, usual) >= (1.0 - BASELINE_LEVEL).recip().ln()
+        let (hits_run, rows_run) = (self.run_hits, self.run_rows);
+        let well_above = above
+            && hits_run >= MIN_HITS
+            && rows_run * kl(hits_run / rows_run, usual) >= (1.0 - BASELINE_LEVEL).recip().ln();
+        self.learn(start, hits, rows);
+        (above, well_above)
     }
 
     /// Learns the window starting at `start`.
@@ -336,11 +372,13 @@ impl RuleEvaluator {
         if self.rule.no_data.is_some() && !self.saved.seen.contains(series) {
             self.saved.seen.insert(series.to_string());
         }
-        let (holds, deviation) = match self.rule.condition {
+        // `ready`: whether a series that has held for `for` may fire (an `above usual` run
+        // must also be well above as a whole).
+        let (holds, ready, deviation) = match self.rule.condition {
             Condition::Threshold {
                 comparison,
                 threshold,
-            } => (comparison.holds(value, threshold), None),
+            } => (comparison.holds(value, threshold), true, None),
             Condition::Baseline => {
                 let d = self
                     .saved
@@ -348,25 +386,31 @@ impl RuleEvaluator {
                     .entry(series.to_string())
                     .or_insert_with(|| BaselineDetector::new(BaselineConfig::default()));
                 d.score(window_start, value);
-                (d.deviation() >= BASELINE_LEVEL, Some(d.deviation()))
+                (d.deviation() >= BASELINE_LEVEL, true, Some(d.deviation()))
             }
             Condition::AboveUsual => {
+                let firing = matches!(
+                    self.saved.series.get(series),
+                    Some(SeriesState::Firing { .. })
+                );
                 let u = self.saved.usual.entry(series.to_string()).or_insert(Usual {
                     hits: 0.0,
                     rows: 0.0,
                     at: window_start,
                     since: window_start,
+                    run_hits: 0.0,
+                    run_rows: 0.0,
                 });
                 // A value without its rows (NaN) or of no rows says nothing either way.
-                let holds = if value.is_finite() && rows > 0.0 {
+                let (above, well_above) = if value.is_finite() && rows > 0.0 {
                     let hits = (value * rows).round().clamp(0.0, rows);
-                    let holds = u.exceeded_by(window_start, hits, rows);
-                    u.learn(window_start, hits, rows);
-                    holds
+                    u.step(window_start, hits, rows, firing)
                 } else {
-                    false
+                    u.run_hits = 0.0;
+                    u.run_rows = 0.0;
+                    (false, false)
                 };
-                (holds, None)
+                (above, well_above, None)
             }
         };
         if !holds {
@@ -383,7 +427,7 @@ impl RuleEvaluator {
             Some(SeriesState::Pending { since }) => *since,
             None => window_start,
         };
-        if window_end - since >= micros(self.rule.for_) {
+        if window_end - since >= micros(self.rule.for_) && ready {
             state.insert(
                 series.to_string(),
                 SeriesState::Firing {
@@ -986,6 +1030,40 @@ mod tests {
             feed_rows(&mut e, 41, &[(6, 500)]),
             vec![(0, Status::Firing)]
         );
+    }
+
+    #[test]
+    fn above_usual_judges_a_run_of_windows_as_one_and_a_burst_waits_for_its_for() {
+        let rule = Rule {
+            for_: Duration::from_secs(120),
+            ..errors_above_usual()
+        };
+        let quiet: Vec<(u32, u32)> = vec![(0, 100); 60];
+        // A one-minute burst, however large, is over before `for`: nothing fires.
+        let mut e = RuleEvaluator::new(rule.clone());
+        feed_rows(&mut e, 0, &quiet);
+        assert!(feed_rows(&mut e, 60, &[(30, 100), (0, 100)]).is_empty());
+        // Two failures a minute are too few in any one minute, but three minutes of them
+        // are well above a usual of none: the run fires, from its first window.
+        let mut e = RuleEvaluator::new(rule.clone());
+        feed_rows(&mut e, 0, &quiet);
+        let got = feed_rows(&mut e, 60, &[(2, 100), (2, 100), (2, 100), (0, 100)]);
+        assert_eq!(got, vec![(1, Status::Firing), (3, Status::Resolved)]);
+        let pending_from = 1_748_854_800_000_000 + 60 * MIN;
+        let mut e2 = RuleEvaluator::new(rule.clone());
+        feed_rows(&mut e2, 0, &quiet);
+        feed_rows(&mut e2, 60, &[(2, 100)]);
+        assert_eq!(e2.pending().collect::<Vec<_>>(), [("svc", pending_from)]);
+        // Firing, it keeps firing while the share stays above twice its usual, though none
+        // of those later windows would fire on its own (hysteresis), and resolves when not.
+        let mut e = RuleEvaluator::new(rule);
+        feed_rows(&mut e, 0, &quiet);
+        let got = feed_rows(
+            &mut e,
+            60,
+            &[(10, 100), (10, 100), (2, 100), (2, 100), (2, 100), (0, 100)],
+        );
+        assert_eq!(got, vec![(1, Status::Firing), (5, Status::Resolved)]);
     }
 
     #[test]
