@@ -389,9 +389,10 @@ impl Incidents {
             .collect();
         // Anomalies still pending (holding, not yet for their `for`) in services connected to
         // the wave's, since shortly before it began: a fault shorter than `for` does not fire
-        // before it explains what did. They are candidates and their evidence is read, though
-        // they are not (yet) the incident's. (Episodes that ended without firing are not:
-        // counted too, they named the wrong service in six more Nezha cases.)
+        // before it explains what did. Their evidence is read with the wave's, so the evidence
+        // can name them, though they are not (yet) the incident's. (Episodes that ended
+        // without firing are not: counted too, they named the wrong service in six more
+        // Nezha cases.)
         let mut pending: BTreeMap<&str, i64> = BTreeMap::new();
         for p in &self.pending {
             if p.since < first.saturating_sub(WAVE_GAP)
