@@ -24,18 +24,18 @@
 //! the usual share is the series' hits over its rows, each window weighted down by
 //! `e^(-age / 1h)`, with a prior of twenty rows at 5%. After half an hour of history, a window
 //! holds when it has a hit, its share is at least [`MIN_RISE`] times the usual, and chance
-//! explains it less than one time in ten (the bound below, at [`RUN_LEVEL`]; once firing,
-//! the first two suffice); the series
-//! fires once it has held for `for` and the run of holding windows, taken as one, is well
-//! above: at least [`MIN_HITS`] hits and the Chernoff bound on the binomial tail, `P(X >= hits)
-//! <= exp(-rows * KL(share || usual))`, below one in a thousand (as for [`BASELINE_LEVEL`]).
-//! Until then it stays pending. Volume counts: three failures in ten requests of a service that
-//! never fails fire, three in a thousand do not, and a service failing steadily at 12% fires
-//! only when it fails clearly more. Duration counts too: with `for = "3m"` a one-minute burst
-//! does not fire however large, and a rise too small to fire in one window fires when it
-//! lasts. A firing series keeps firing while its share stays above twice the usual
-//! (hysteresis: against flapping, it need not stay beyond chance). Every window, holding or not, then joins the
-//! usual, so a lasting change becomes the new normal within a few hours.
+//! explains it less than one time in ten (the bound below, at [`RUN_LEVEL`]; once firing, the
+//! first two suffice). The series fires once it has held for `for` and the run of holding
+//! windows, taken as one, is well above: at least [`MIN_HITS`] hits and the Chernoff bound on
+//! the binomial tail, `P(X >= hits) <= exp(-rows * KL(share || usual))`, below one in a
+//! thousand (as for [`BASELINE_LEVEL`]); until then it stays pending. Volume counts: three
+//! failures in ten requests of a service that never fails fire, three in a thousand do not,
+//! and a service failing steadily at 12% fires only when it fails clearly more. Duration
+//! counts too: with a `for` longer than a window, a one-minute burst does not fire however
+//! large, and a rise too small to fire in one window fires when it lasts. A firing series
+//! keeps firing while its share stays above twice the usual (hysteresis against flapping: it
+//! need not stay beyond chance). Every window, holding or not, then joins the usual, so a
+//! lasting change becomes the new normal within a few hours.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -117,15 +117,20 @@ impl Usual {
             self.run_hits += hits;
             self.run_rows += rows;
         } else {
-            self.run_hits = 0.0;
-            self.run_rows = 0.0;
+            self.end_run();
         }
-        let (hits_run, rows_run) = (self.run_hits, self.run_rows);
         let well_above = above
-            && hits_run >= MIN_HITS
-            && rows_run * kl(hits_run / rows_run, usual) >= (1.0 - BASELINE_LEVEL).recip().ln();
+            && self.run_hits >= MIN_HITS
+            && self.run_rows * kl(self.run_hits / self.run_rows, usual)
+                >= (1.0 - BASELINE_LEVEL).recip().ln();
         self.learn(start, hits, rows);
         (above, well_above)
+    }
+
+    /// A window that does not hold (or says nothing) ends the run.
+    fn end_run(&mut self) {
+        self.run_hits = 0.0;
+        self.run_rows = 0.0;
     }
 
     /// Learns the window starting at `start`.
@@ -406,8 +411,7 @@ impl RuleEvaluator {
                     let hits = (value * rows).round().clamp(0.0, rows);
                     u.step(window_start, hits, rows, firing)
                 } else {
-                    u.run_hits = 0.0;
-                    u.run_rows = 0.0;
+                    u.end_run();
                     (false, false)
                 };
                 (above, well_above, None)

@@ -395,10 +395,7 @@ impl Incidents {
         // Nezha cases.)
         let mut pending: BTreeMap<&str, i64> = BTreeMap::new();
         for p in &self.pending {
-            if p.since < first.saturating_sub(WAVE_GAP)
-                || p.since > now
-                || wave.contains(p.service.as_str())
-            {
+            if p.since < first.saturating_sub(WAVE_GAP) || wave.contains(p.service.as_str()) {
                 continue;
             }
             if wave

@@ -135,14 +135,12 @@ impl Plan {
             let Some(v) = b.column(1).as_any().downcast_ref::<Float64Array>() else {
                 return Err(PlanError::NotANumber);
             };
-            let rows = match b.columns().get(2) {
-                Some(c) => Some(
-                    c.as_any()
-                        .downcast_ref::<Float64Array>()
-                        .ok_or(PlanError::NotANumber)?,
-                ),
-                None => None,
-            };
+            let rows = b
+                .columns()
+                .get(2)
+                .map(|c| c.as_any().downcast_ref::<Float64Array>())
+                .map(|c| c.ok_or(PlanError::NotANumber))
+                .transpose()?;
             for row in 0..b.num_rows() {
                 if services.is_null(row) {
                     continue;
