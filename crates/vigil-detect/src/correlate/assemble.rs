@@ -279,7 +279,7 @@ impl Assembler {
                     .is_some_and(|s| s.is_valid(row) && s.value(row) >= 500.0);
             let start = match &durations {
                 Some(d) if d.is_valid(row) && d.value(row) > 0.0 => {
-                    t - (d.value(row) * 1000.0) as i64
+                    t.saturating_sub((d.value(row) * 1000.0) as i64)
                 }
                 _ => t,
             };

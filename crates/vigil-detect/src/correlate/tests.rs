@@ -713,6 +713,17 @@ fn the_time_a_client_span_adds_to_its_callee_counts_on_the_callee_side() {
 }
 
 #[test]
+fn a_duration_longer_than_time_since_the_epoch_does_not_overflow() {
+    // A record from before 1970 with an absurd duration: the span starts at the earliest
+    // time there is, and the trace closes.
+    let mut a = assembler();
+    let mut out = Vec::new();
+    let recs: Vec<Rec> = vec![(-100.0, "INFO", "api-gateway", "t", "s1", None, Some(1e300))];
+    a.push(&batch(&recs), &mut out);
+    assert_eq!(a.close(i64::MAX).len(), 1);
+}
+
+#[test]
 fn calls_made_concurrently_count_once_against_the_callers_own_time() {
     // The gateway (100 ms) calls three services at once, each for 40 ms, from 20 ms on, then
     // one more from 70 to 80 ms: 50 ms are covered by calls, 50 are its own. Summing the
