@@ -272,6 +272,9 @@ pub struct RawRule {
     /// Labels added to the alert.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The rule watches a cause, not a symptom (a saturated resource): a service where it
+    /// fires or is pending is where an incident it is connected to starts. Default `false`.
+    pub cause: Option<bool>,
 }
 
 /// `[detect]`: how windows close.

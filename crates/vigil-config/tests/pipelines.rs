@@ -233,3 +233,17 @@ fn keep_firing_for_is_read_and_defaults_to_zero() {
     let err = parse(&rule("keep_firing_for = \"soon\"\n"), "r.toml", |_| None).unwrap_err();
     assert_eq!(err.problems[0].line, 10, "{err}");
 }
+
+#[test]
+fn a_rule_watches_a_symptom_unless_it_says_cause() {
+    let rule = |extra: &str| {
+        format!(
+            "[[sources]]\ntype = \"generator\"\n[[rules]]\nname = \"cpu\"\ntable = \"metrics\"\n\
+             window = \"1m\"\nsignal = \"avg(value)\"\ncondition = \"> 85\"\nseverity = \"P3\"\n{extra}"
+        )
+    };
+    assert!(!parse(&rule(""), "r.toml", |_| None).unwrap().rules[0].cause);
+    let p = parse(&rule("cause = true\n"), "r.toml", |_| None).unwrap();
+    assert!(p.rules[0].cause);
+    assert!(parse(&rule("cause = \"yes\"\n"), "r.toml", |_| None).is_err());
+}

@@ -28,6 +28,9 @@ pub struct RuleSpec {
     pub filter: Option<String>,
     /// When the rule's condition holds.
     pub condition: Condition,
+    /// The rule watches a cause (a saturated resource), not a symptom: incidents take a
+    /// service where it fires or is pending as their root cause.
+    pub cause: bool,
     /// The signal's value in a window where a known series has no rows (e.g. `0` for a
     /// count); `None`: no value, which never holds.
     pub no_data: Option<f64>,

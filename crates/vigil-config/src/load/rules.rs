@@ -122,6 +122,7 @@ impl Validator<'_> {
             severity,
             annotations,
             labels: raw.labels,
+            cause: raw.cause.unwrap_or(false),
         })
     }
 

@@ -37,10 +37,18 @@
 //! rose more against its usual decides (failing traces against the usual count plus one a
 //! window, time against the usual plus 1 ms): services that fail steadily all day rise little
 //! when another fault adds latency, a new failure rises from nothing. Without either (e.g.
-//! saturation), 0.6 dependency and 0.4 first, among the incident's own services. The
-//! confidence blends the top score with its margin over the runner-up. Every event of an incident's anomalies carries the
-//! incident as it stands then, so a later event may name another root cause as evidence
-//! grows; the id stays.
+//! saturation), 0.6 dependency and 0.4 first, among the incident's own services.
+//!
+//! **Causes.** A rule may watch a cause rather than a symptom (`cause = true`: a saturated
+//! CPU). When the wave holds such an anomaly (firing, or pending in a connected service), the
+//! service where it was active last is the cause: half its score is that, half the evidence
+//! above. The cost of a starved service shows up in its callers' time and errors as much as
+//! in its own, so traces alone often point one step up; saturation is where it started. It
+//! keeps that weight once resolved, while its wave lasts: the slowness it caused outlives it.
+//!
+//! The confidence blends the top score with its margin over the runner-up. Every event of an
+//! incident's anomalies carries the incident as it stands then, so a later event may name
+//! another root cause as evidence grows; the id stays.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -84,6 +92,9 @@ struct Member {
     service: String,
     starts_at: i64,
     ends_at: Option<i64>,
+    /// Its rule watches a cause.
+    #[serde(default)]
+    cause: bool,
 }
 
 /// A group of connected anomalies.
@@ -176,6 +187,8 @@ pub struct Incidents {
     /// The rules' pending series as of the events being filed (not checkpointed: the rules'
     /// checkpoint holds them).
     pending: Vec<PendingAnomaly>,
+    /// Rules that watch a cause.
+    causes: BTreeSet<String>,
 }
 
 impl Incidents {
@@ -185,7 +198,14 @@ impl Incidents {
             state: IncidentState::default(),
             gap,
             pending: Vec::new(),
+            causes: BTreeSet::new(),
         }
+    }
+
+    /// Names the rules that watch a cause: a service where one fires is where the incident
+    /// it joins starts.
+    pub fn set_causes(&mut self, rules: BTreeSet<String>) {
+        self.causes = rules;
     }
 
     /// The rules' series holding but not yet for `for` as of the next events filed: those
@@ -300,6 +320,7 @@ impl Incidents {
             service: event.service.clone(),
             starts_at: start,
             ends_at: event.ends_at,
+            cause: self.causes.contains(&event.rule),
         };
         match (self.position(&member.fingerprint, start), event.status) {
             (Some((i, m)), _) => self.state.open[i].members[m].ends_at = member.ends_at,
@@ -394,14 +415,32 @@ impl Incidents {
         // without firing are not: counted too, they named the wrong service in six more
         // Nezha cases.)
         let mut pending: BTreeMap<&str, i64> = BTreeMap::new();
+        // Services where a cause (saturation) was part of the wave, firing or pending, with
+        // when it was last active.
+        let mut causes: BTreeMap<&str, i64> = BTreeMap::new();
+        for m in inc
+            .members
+            .iter()
+            .filter(|m| m.cause && m.starts_at >= first)
+        {
+            let until = causes.entry(m.service.as_str()).or_insert(i64::MIN);
+            *until = (*until).max(m.ends_at.unwrap_or(now));
+        }
         for p in &self.pending {
-            if p.since < first.saturating_sub(WAVE_GAP) || wave.contains(p.service.as_str()) {
+            if p.since < first.saturating_sub(WAVE_GAP) {
                 continue;
             }
-            if wave
-                .iter()
-                .any(|m| self.connected(m, &p.service, inc.first_start()))
-            {
+            let linked = wave.contains(p.service.as_str())
+                || wave
+                    .iter()
+                    .any(|m| self.connected(m, &p.service, inc.first_start()));
+            if !linked {
+                continue;
+            }
+            if p.cause {
+                causes.insert(p.service.as_str(), now);
+            }
+            if !wave.contains(p.service.as_str()) {
                 let since = pending.entry(p.service.as_str()).or_insert(p.since);
                 *since = (*since).min(p.since);
             }
@@ -516,6 +555,7 @@ impl Incidents {
         let candidates: BTreeSet<&str> = wave
             .iter()
             .copied()
+            .chain(causes.keys().copied())
             .chain(
                 evidence
                     .iter()
@@ -542,6 +582,14 @@ impl Incidents {
                     0.6 * origin + 0.25 * dependency + 0.15 * earliest
                 } else {
                     0.6 * dependency + 0.4 * earliest
+                };
+                // The cause active most recently explains the wave.
+                let score = match causes.values().max() {
+                    None => score,
+                    Some(latest) => {
+                        let cause = causes.get(c).is_some_and(|until| until == latest);
+                        0.5 * f64::from(u8::from(cause)) + 0.5 * score
+                    }
                 };
                 (c.to_string(), round(score))
             })

@@ -70,6 +70,13 @@ impl Correlator {
         }
     }
 
+    /// Names the rules that watch a cause (`RuleSpec::cause`): their anomalies point an
+    /// incident at their service.
+    pub fn with_causes(mut self, rules: impl IntoIterator<Item = String>) -> Self {
+        self.incidents.set_causes(rules.into_iter().collect());
+        self
+    }
+
     /// Files a batch of log records.
     pub fn push(&mut self, logs: &RecordBatch) {
         self.assembler.push(logs, &mut self.closed);

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
@@ -569,6 +569,7 @@ fn a_fault_still_pending_explains_what_fired() {
     let gateway = PendingAnomaly {
         service: "api-gateway".into(),
         since: 61 * 60 * SEC,
+        cause: false,
     };
     let v = run(vec![gateway.clone()]);
     assert_eq!(v.root_cause_service, "api-gateway", "{v:?}");
@@ -851,4 +852,77 @@ fn an_anomaly_joining_a_fault_still_firing_is_judged_with_that_fault() {
     let view = incident(&token);
     assert_eq!(view.related.len(), 3, "{view:?}");
     assert_eq!(view.root_cause_service, "auth-service", "{view:?}");
+}
+
+#[test]
+fn a_saturated_service_is_the_root_cause_of_what_it_slows() {
+    // The database's CPU saturates from minute 61 (its rule watches a cause). The time it
+    // costs shows up as the token service's own time (waiting on a starved connection pool),
+    // so the traces alone point at the token service; the saturation names the database,
+    // and keeps naming it once the CPU is back to normal while the slowness lasts.
+    let usual = [("token-service", 8.0), ("database", 3.0)];
+    let slow = [("token-service", 30.0), ("database", 3.0)];
+    let run = |causes: &[&str]| {
+        let mut inc = learned();
+        inc.set_causes(causes.iter().map(|c| c.to_string()).collect());
+        let mut views = Vec::new();
+        let events = [
+            event("database", "cpu", 61 * 60, 62 * 60, Status::Firing),
+            event("token-service", "latency", 61 * 60, 64 * 60, Status::Firing),
+            event("database", "cpu", 61 * 60, 65 * 60, Status::Resolved),
+            event(
+                "token-service",
+                "latency",
+                61 * 60,
+                67 * 60,
+                Status::Resolved,
+            ),
+        ];
+        for m in 1..=66 {
+            let own: &[(&str, f64)] = if m > 60 { &slow } else { &usual };
+            inc.observe(&timed(window(m * 60, &GRAPH, &[]), own));
+            for e in events
+                .iter()
+                .filter(|e| e.detected_at == (m + 1) * 60 * SEC)
+            {
+                views.push(filed(&mut inc, e.clone()));
+            }
+        }
+        views
+    };
+    let traced = run(&[]);
+    assert_eq!(traced[1].root_cause_service, "token-service", "{traced:?}");
+    let saturated = run(&["cpu"]);
+    assert_eq!(saturated.len(), 4);
+    for v in &saturated {
+        assert_eq!(v.root_cause_service, "database", "{v:?}");
+    }
+    assert_eq!(saturated[0].id, saturated[3].id, "one incident");
+}
+
+#[test]
+fn the_cause_active_last_explains_the_wave() {
+    // The database's CPU spiked for a minute and recovered; three minutes later the token
+    // service's saturates and the gateway slows. Both causes are in the wave, and the
+    // database, called by both others and first, would win on dependency and timing; the
+    // cause still active explains the wave.
+    let mut inc = learned();
+    inc.set_causes(BTreeSet::from(["cpu".to_string()]));
+    for m in 1..=66 {
+        inc.observe(&window(m * 60, &GRAPH, &[]));
+    }
+    let events = [
+        event("database", "cpu", 60 * 60, 61 * 60, Status::Firing),
+        event("database", "cpu", 60 * 60, 62 * 60, Status::Resolved),
+        event("token-service", "cpu", 64 * 60, 65 * 60, Status::Firing),
+        event("api-gateway", "latency", 64 * 60, 66 * 60, Status::Firing),
+    ];
+    let views: Vec<IncidentView> = events.into_iter().map(|e| filed(&mut inc, e)).collect();
+    assert_eq!(views[0].root_cause_service, "database");
+    assert_eq!(views[0].id, views[3].id, "one incident");
+    assert_eq!(
+        views[3].root_cause_service, "token-service",
+        "{:?}",
+        views[3]
+    );
 }

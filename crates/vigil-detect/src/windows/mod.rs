@@ -69,6 +69,8 @@ struct Compiled {
     plan: Option<Plan>,
     /// Partial aggregate states by pane start.
     states: BTreeMap<i64, Vec<RecordBatch>>,
+    /// The rule watches a cause (`RuleSpec::cause`).
+    cause: bool,
 }
 
 impl Compiled {
@@ -166,6 +168,7 @@ impl WindowedRules {
                 sql,
                 plan: None,
                 states: BTreeMap::new(),
+                cause: s.cause,
             });
         }
         Self {
@@ -213,10 +216,14 @@ impl WindowedRules {
     pub fn pending(&self) -> Vec<PendingAnomaly> {
         self.rules
             .iter()
-            .flat_map(|r| r.evaluator.pending())
-            .map(|(service, since)| PendingAnomaly {
-                service: service.to_string(),
-                since,
+            .flat_map(|r| {
+                r.evaluator
+                    .pending()
+                    .map(|(service, since)| PendingAnomaly {
+                        service: service.to_string(),
+                        since,
+                        cause: r.cause,
+                    })
             })
             .collect()
     }

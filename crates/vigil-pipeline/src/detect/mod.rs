@@ -58,7 +58,16 @@ impl Detection {
             return Ok(None);
         }
         let engine = WindowedRules::new(&pipeline.rules).with_series_limits(pipeline.detect.series);
-        let correlator = pipeline.detect.correlation.as_ref().map(Correlator::new);
+        let causes = pipeline
+            .rules
+            .iter()
+            .filter(|r| r.cause)
+            .map(|r| r.name.clone());
+        let correlator = pipeline
+            .detect
+            .correlation
+            .as_ref()
+            .map(|c| Correlator::new(c).with_causes(causes));
         let topic = match (&pipeline.detect.anomaly_topic, pipeline.first_kafka()) {
             (Some(t), Some(k)) => Some((
                 vigil_kafka::Producer::new(
