@@ -5,13 +5,14 @@
 
 Each scenario is 100 minutes of the deals system from the built-in generator (its own seed
 and request rate) with one injected incident at minute 70 — errors, an outage, added
-latency or CPU saturation on one service — plus noise: in every other scenario another
-service fails 1-2% of its calls for the whole run, and in the rest another service has a
-one-minute error blip shortly before or during the incident (30% of its calls: it fires the
-error-rate rule, whose `for` is one minute, and is the first event of the incident when it
-comes first). `vigil backtest` runs
-pipelines/services.toml (rules that name no service) over it, and the script reads the
-incidents from the anomaly events.
+latency or CPU saturation on one service; then the lessons of real faults (issue 13):
+exceptions only the callers log (with client spans, which are what can show them), network
+delay on the wire to a service (client spans), and faults of three minutes — plus noise: in
+every other scenario another service fails 1-2% of its calls for the whole run, and in the
+rest another service has a one-minute error blip shortly before or during the incident (30%
+of its calls; with a one-minute `for` on the error rate it fired and was the first event of
+the incident when it came first). `vigil backtest` runs pipelines/services.toml (rules that
+name no service) over it, and the script reads the incidents from the anomaly events.
 
 A scenario counts as correct when the incident holding the anomalies that started during
 the injected window (the one with the most events, if several) names the injected service
@@ -36,20 +37,30 @@ AT_MIN = 70
 
 
 def scenarios():
-    """(kind, service, intensity or None) for every scenario, in a fixed order."""
+    """(kind, service, intensity or None, minutes or None, client spans) for every scenario,
+    in a fixed order; minutes None: 12, 15 or 20 at random."""
     out = []
     for s in SERVICES:
-        out.append(("errors", s, None))
-        out.append(("outage", s, None))
+        out.append(("errors", s, None, None, False))
+        out.append(("outage", s, None, None, False))
     # The gateway's own processing is 2 ms of requests lasting hundreds: slower gateway
     # code does not move its p95 enough to detect, so latency goes on the others.
     for s in SERVICES[1:]:
-        out.append(("latency", s, None))
+        out.append(("latency", s, None, None, False))
     for s in ["database", "ai-service"]:
-        out.append(("cpu", s, None))
+        out.append(("cpu", s, None, None, False))
     # A second round of error incidents at other intensities.
     for i, s in enumerate(SERVICES):
-        out.append(("errors", s, [0.15, 0.5, 0.2, 0.4, 0.25, 0.35][i]))
+        out.append(("errors", s, [0.15, 0.5, 0.2, 0.4, 0.25, 0.35][i], None, False))
+    # Issue 13's lessons: failures the service does not log, delay on the wire, short faults.
+    for s in ["auth-service", "token-service", "database"]:
+        out.append(("exception", s, None, None, True))
+    for s in ["token-service", "database"]:
+        out.append(("network", s, None, None, True))
+    out.append(("latency", "database", None, 3, False))
+    out.append(("errors", "auth-service", 0.15, 3, False))
+    out.append(("cpu", "ai-service", None, 3, False))
+    out.append(("exception", "database", None, 3, True))
     return out
 
 
@@ -70,10 +81,12 @@ def main():
                           ("logs.ndjson", "metrics.ndjson", "anomalies.ndjson"))
     results = []
     started = time.time()
-    for n, (kind, service, intensity) in enumerate(scenarios()):
+    for n, (kind, service, intensity, minutes, client_spans) in enumerate(scenarios()):
         seed = rng.randrange(1, 1 << 30)
         rate = rng.choice([8, 12, 20, 30])
         duration = rng.choice([12, 15, 20])
+        if minutes is not None:
+            duration = minutes
         incident = f"{kind}:{service}@{AT_MIN}m+{duration}m"
         if intensity is not None:
             incident += f"*{intensity}"
@@ -85,7 +98,8 @@ def main():
             noise = f"errors:{other}@{AT_MIN + rng.randrange(-5, 10)}m+1m*0.3"
         subprocess.run([args.vigil, "generate", "--logs", logs, "--metrics", metrics,
                         "--duration", "100m", "--rate", str(rate), "--seed", str(seed),
-                        "--incident", incident, "--incident", noise],
+                        "--incident", incident, "--incident", noise]
+                       + (["--client-spans"] if client_spans else []),
                        check=True, stderr=subprocess.DEVNULL)
         subprocess.run([args.vigil, "backtest", "--pipeline", args.pipeline, "--logs", logs,
                         "--metrics", metrics, "--anomalies", out],

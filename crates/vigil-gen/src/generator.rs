@@ -235,6 +235,7 @@ impl Generator {
         let mut p_fail = self.cfg.base_error_rate;
         let mut self_ms = self.rng.lognormal(call.self_ms, 0.35);
         let mut outage = false;
+        let mut p_silent: f64 = 0.0;
         for inc in self.active(call.service, start) {
             match inc.kind {
                 IncidentKind::Errors => p_fail = p_fail.max(inc.intensity),
@@ -243,10 +244,13 @@ impl Generator {
                     outage = true;
                 }
                 IncidentKind::Latency => self_ms *= inc.intensity,
+                IncidentKind::Exception => p_silent = p_silent.max(inc.intensity),
                 IncidentKind::Cpu | IncidentKind::TrafficDrop | IncidentKind::Network => {}
             }
         }
         let own_failure = self.rng.chance(p_fail);
+        // Drawn only under an `exception` incident: other streams keep their bytes.
+        let silent = !own_failure && p_silent > 0.0 && self.rng.chance(p_silent);
         if own_failure && outage {
             self_ms = self_ms.min(5.0);
         }
@@ -257,7 +261,7 @@ impl Generator {
         let mut t = start + (self_ms * 300.0) as i64;
         let mut failed_child = None;
         let mut rejected_by_child = false;
-        if !own_failure && !rejected {
+        if !own_failure && !silent && !rejected {
             for child in call.children {
                 let r = if self.cfg.client_spans {
                     self.client_span(call, child, req, &span_id, t)
@@ -283,7 +287,15 @@ impl Generator {
         }
         // Spans log at completion, with millisecond timestamps like the seed's.
         let end = ((t + (self_ms * 700.0) as i64) / 1000 + 1) * 1000;
-        let (level, status, message, failed): (&str, u16, String, bool) = if own_failure {
+        let (level, status, message, failed): (&str, u16, String, bool) = if silent {
+            // Thrown and not logged: no level above INFO, no status (0: not written).
+            (
+                "INFO",
+                0,
+                success_message(call.service, call.op).into(),
+                false,
+            )
+        } else if own_failure {
             let status = if outage { 503 } else { 500 };
             let level = if outage && call.service != DB {
                 "CRITICAL"
@@ -335,9 +347,12 @@ impl Generator {
         }
         let _ = write!(
             line,
-            "\"message\":\"{message}\",\"additional_data\":{{\"processing_time_ms\":{elapsed_ms:.1},\"status_code\":{status},\"operation\":\"{}\"",
-            call.op
+            "\"message\":\"{message}\",\"additional_data\":{{\"processing_time_ms\":{elapsed_ms:.1},"
         );
+        if status != 0 {
+            let _ = write!(line, "\"status_code\":{status},");
+        }
+        let _ = write!(line, "\"operation\":\"{}\"", call.op);
         if parent.is_none() {
             let _ = write!(
                 line,
@@ -366,7 +381,7 @@ impl Generator {
         self.pending.push((self.cfg.start_micros + end, line));
         Outcome {
             end,
-            failed,
+            failed: failed || silent,
             rejected: rejected || rejected_by_child,
         }
     }
@@ -537,6 +552,42 @@ mod tests {
     fn deterministic_for_a_seed() {
         assert_eq!(run(short()), run(short()));
         assert_ne!(run(short()).0, run(Config { seed: 1, ..short() }).0);
+    }
+
+    #[test]
+    fn an_exception_is_logged_by_the_callers_only() {
+        let exception = "exception:database@0m+2m*0.5".parse().unwrap();
+        let cfg = Config {
+            client_spans: true,
+            incidents: vec![exception],
+            ..short()
+        };
+        let (logs, _) = run(cfg);
+        let spans: Vec<serde_json::Value> = logs
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .filter(|v: &serde_json::Value| v["level"] != "DEBUG")
+            .collect();
+        let database = |v: &&serde_json::Value| v["service"] == "database";
+        let silent = spans
+            .iter()
+            .filter(database)
+            .filter(|v| v["additional_data"].get("status_code").is_none())
+            .count();
+        let logged = spans
+            .iter()
+            .filter(database)
+            .filter(|v| v["level"] == "ERROR")
+            .count();
+        let seen = spans
+            .iter()
+            .filter(|v| v["message"] == "HTTP call to database returned 500")
+            .count();
+        // Half the database's spans throw silently; its callers' client spans record each.
+        assert!(silent > 100, "{silent}");
+        assert!(logged * 50 < silent, "{logged} {silent}");
+        assert!(seen >= silent, "{seen} {silent}");
     }
 
     #[test]

@@ -30,6 +30,12 @@ pub enum IncidentKind {
     /// is no slower. Shows as such only with client spans (`Config::client_spans`); without
     /// them it looks like the caller's own time.
     Network,
+    /// The service throws on a share of its operations (`intensity`, default 0.3) without
+    /// logging it: its span ends early at INFO with no status code, as in traces without
+    /// status codes. Only its callers show the failure: their client span records the 500
+    /// (`Config::client_spans`), or without client spans their own span logs the upstream
+    /// error.
+    Exception,
 }
 
 impl IncidentKind {
@@ -41,6 +47,7 @@ impl IncidentKind {
             IncidentKind::Cpu => "cpu",
             IncidentKind::TrafficDrop => "traffic-drop",
             IncidentKind::Network => "network",
+            IncidentKind::Exception => "exception",
         }
     }
 
@@ -52,6 +59,7 @@ impl IncidentKind {
             IncidentKind::Cpu => 93.0,
             IncidentKind::TrafficDrop => 0.8,
             IncidentKind::Network => 200.0,
+            IncidentKind::Exception => 0.3,
         }
     }
 }
@@ -116,7 +124,8 @@ impl FromStr for Incident {
         let usage = || {
             InvalidInput(format!(
                 "invalid incident `{s}`: expected `kind:service@start+duration[*intensity]`, \
-                 e.g. `errors:token-service@30m+15m`; kinds are errors, outage, latency, cpu, traffic-drop, network"
+                 e.g. `errors:token-service@30m+15m`; kinds are errors, outage, latency, cpu, traffic-drop, network, \
+                 exception"
             ))
         };
         let (kind, rest) = s.split_once(':').ok_or_else(usage)?;
@@ -133,6 +142,7 @@ impl FromStr for Incident {
             "cpu" => IncidentKind::Cpu,
             "traffic-drop" => IncidentKind::TrafficDrop,
             "network" => IncidentKind::Network,
+            "exception" => IncidentKind::Exception,
             _ => return Err(usage()),
         };
         let service = service_index(service).ok_or_else(|| {

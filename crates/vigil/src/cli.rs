@@ -227,7 +227,8 @@ pub struct GenerateArgs {
 
     /// Inject an incident, `kind:service@start+duration[*intensity]`, e.g.
     /// `errors:token-service@30m+15m`. Kinds: errors, outage, latency, cpu, traffic-drop,
-    /// network (added time on the wire to the service; see --client-spans). Repeatable.
+    /// network (added time on the wire to the service; see --client-spans), exception
+    /// (failures the service does not log: only its callers show them). Repeatable.
     #[arg(long = "incident")]
     pub incidents: Vec<String>,
 

@@ -17,7 +17,9 @@
 //! (or naming a span that never arrived) is placed under the tightest span of the trace whose
 //! time strictly contains it, i.e. by timing and call order. The failure's origin is the
 //! deepest failing span with no failing child, the earliest such on a tie: where the tree is
-//! unknown (every span a root) that is the earliest error.
+//! unknown (every span a root) that is the earliest error. When that span is a client span
+//! (an inner span of a service whose one child is another service's span), the origin is
+//! the callee: it answered with an error it did not log, or never answered.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -439,6 +441,24 @@ fn analyse(trace_id: Arc<str>, open: OpenTrace, scratch: &mut Scratch) -> Closed
             });
         }
     }
+    children.clear();
+    children.resize(n, (0, None));
+    for (i, p) in parent.iter().enumerate() {
+        if let Some(p) = *p {
+            children[p] = (children[p].0 + 1, Some(i));
+        }
+    }
+    // The callee of a client span: an inner span of a service (its parent in the same
+    // service) whose one child is in another service.
+    let callee = |i: usize| -> Option<usize> {
+        let inner = parent[i].is_some_and(|p| spans[p].service == spans[i].service);
+        match children[i] {
+            (1, Some(c)) if inner && spans[c].service != spans[i].service => Some(c),
+            _ => None,
+        }
+    };
+    // A failing client span whose callee's span did not fail points at the callee: it
+    // answered with an error it did not log (or never answered).
     let origin = (0..n)
         .filter(|&i| spans[i].failed() && !failing_child[i])
         .min_by_key(|&i| {
@@ -448,7 +468,7 @@ fn analyse(trace_id: Arc<str>, open: OpenTrace, scratch: &mut Scratch) -> Closed
                 spans[i].service,
             )
         })
-        .map(|i| spans[i].service);
+        .map(|i| callee(i).map_or(spans[i].service, |c| spans[c].service));
     let mut failing: Vec<u32> = spans
         .iter()
         .filter(|s| s.failed())
@@ -464,25 +484,13 @@ fn analyse(trace_id: Arc<str>, open: OpenTrace, scratch: &mut Scratch) -> Closed
     // span: what it adds to its child is the network between them and the callee's
     // queueing, counted on the callee's side of the edge, not as the caller's own time. (A
     // service's entry span with one call is not: its own time is its work.)
-    children.clear();
-    children.resize(n, (0, None));
-    for (i, p) in parent.iter().enumerate() {
-        if let Some(p) = *p {
-            children[p] = (children[p].0 + 1, Some(i));
-        }
-    }
     let mut self_ms: Vec<(u32, f64)> = spans
         .iter()
         .zip(children_us.iter())
-        .zip(children.iter())
-        .zip(parent.iter())
-        .map(|(((s, &c), &(count, last)), p)| {
+        .enumerate()
+        .map(|(i, (s, &c))| {
             let own = (s.end - s.start - c) as f64 / 1000.0;
-            let inner = p.is_some_and(|p| spans[p].service == s.service);
-            match last.map(|c| spans[c].service) {
-                Some(callee) if inner && count == 1 && callee != s.service => (callee, own),
-                _ => (s.service, own),
-            }
+            (callee(i).map_or(s.service, |c| spans[c].service), own)
         })
         .collect();
     self_ms.sort_unstable_by_key(|(service, _)| *service);

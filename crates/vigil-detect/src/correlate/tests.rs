@@ -714,6 +714,56 @@ fn the_time_a_client_span_adds_to_its_callee_counts_on_the_callee_side() {
 }
 
 #[test]
+fn a_failing_client_span_whose_callee_logged_nothing_points_at_the_callee() {
+    // The gateway's client span (s2) to the auth service failed; the auth service's span
+    // (s3) says nothing went wrong (no status, INFO): it threw without logging. The origin
+    // is the auth service. Had the auth service logged its failure, it would be anyway; had
+    // the gateway's entry span (no client span in between) failed alone, the gateway is.
+    let trace = |auth: &'static str, client: &'static str| -> Vec<Rec> {
+        vec![
+            (
+                100.044,
+                auth,
+                "auth-service",
+                "t",
+                "s3",
+                Some("s2"),
+                Some(10.0),
+            ),
+            (
+                100.045,
+                client,
+                "api-gateway",
+                "t",
+                "s2",
+                Some("s1"),
+                Some(12.0),
+            ),
+            (100.050, "ERROR", "api-gateway", "t", "s1", None, Some(20.0)),
+        ]
+    };
+    let origin = |recs: Vec<Rec>| {
+        let mut a = assembler();
+        let mut out = Vec::new();
+        a.push(&batch(&recs), &mut out);
+        let closed = a.close(i64::MAX);
+        closed[0].origin.map(|o| a.service_name(o).to_string())
+    };
+    assert_eq!(
+        origin(trace("INFO", "ERROR")).as_deref(),
+        Some("auth-service")
+    );
+    assert_eq!(
+        origin(trace("ERROR", "ERROR")).as_deref(),
+        Some("auth-service")
+    );
+    assert_eq!(
+        origin(trace("INFO", "INFO")).as_deref(),
+        Some("api-gateway")
+    );
+}
+
+#[test]
 fn a_duration_longer_than_time_since_the_epoch_does_not_overflow() {
     // A record from before 1970 with an absurd duration: the span starts at the earliest
     // time there is, and the trace closes.
