@@ -245,7 +245,11 @@ impl Generator {
                 }
                 IncidentKind::Latency => self_ms *= inc.intensity,
                 IncidentKind::Exception => p_silent = p_silent.max(inc.intensity),
-                IncidentKind::Cpu | IncidentKind::TrafficDrop | IncidentKind::Network => {}
+                // A starved CPU queues the work: 1 / (1 - utilisation), up to 4×.
+                IncidentKind::Cpu => {
+                    self_ms /= 1.0 - (inc.intensity / 100.0).clamp(0.0, 0.75);
+                }
+                IncidentKind::TrafficDrop | IncidentKind::Network => {}
             }
         }
         let own_failure = self.rng.chance(p_fail);

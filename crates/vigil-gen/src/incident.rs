@@ -20,7 +20,8 @@ pub enum IncidentKind {
     Outage,
     /// The service's own processing time is multiplied by `intensity` (default 4).
     Latency,
-    /// The service's `cpu_percent` sits near `intensity` percent (default 93).
+    /// The service's `cpu_percent` sits near `intensity` percent (default 93), and its own
+    /// processing slows as work queues for the CPU (by `1 / (1 - utilisation)`, at most 4×).
     Cpu,
     /// A share (`intensity`, default 0.8) of the requests that would reach the service never
     /// arrive.

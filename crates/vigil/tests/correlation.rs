@@ -337,7 +337,8 @@ fn an_exception_only_its_callers_log_is_named_where_client_spans_show_it() {
 }
 
 /// Issue 13's fourth failure mode on generated data: faults of three minutes, shorter than or
-/// as long as services.toml's `for` (latency `3m`, error rate `2m`), are still named.
+/// as long as services.toml's `for` (latency `3m`, error rate `2m`, CPU `5m`: the saturation
+/// never fires, its pending episode explains the latency it causes), are still named.
 #[test]
 fn faults_of_three_minutes_are_named() {
     for fault in [

@@ -40,9 +40,11 @@
 //! saturation), 0.6 dependency and 0.4 first, among the incident's own services.
 //!
 //! **Causes.** A rule may watch a cause rather than a symptom (`cause = true`: a saturated
-//! CPU). When the wave holds such an anomaly (firing, or pending in a connected service), the
-//! service where it was active last is the cause: half its score is that, half the evidence
-//! above. The cost of a starved service shows up in its callers' time and errors as much as
+//! CPU). When the wave holds such an anomaly (firing, or pending in a connected service, now
+//! or in an episode seen pending since shortly before the wave: a saturation over before its
+//! `for` still explains what fires after it), the service where it was active last is the
+//! cause and outranks every other candidate: 0.6 of its score is that, 0.4 the evidence above
+//! (which still decides among causes, and among the rest). The cost of a starved service shows up in its callers' time and errors as much as
 //! in its own, so traces alone often point one step up; saturation is where it started. It
 //! keeps that weight once resolved, while its wave lasts: the slowness it caused outlives it.
 //!
@@ -178,6 +180,10 @@ pub struct IncidentState {
     windows: BTreeMap<i64, WindowEvidence>,
     /// Open incidents, oldest first.
     open: Vec<Incident>,
+    /// Per service, the latest episode of a cause rule pending there (since, last seen
+    /// pending): a saturation shorter than its `for` still explains what fires after it.
+    #[serde(default)]
+    pending_causes: BTreeMap<String, (i64, i64)>,
 }
 
 /// Groups anomaly events into incidents; see the module docs.
@@ -212,6 +218,20 @@ impl Incidents {
     /// connected to an incident's services since its wave began count as its evidence.
     pub fn set_pending(&mut self, pending: Vec<PendingAnomaly>) {
         self.pending = pending;
+    }
+
+    /// Remembers the cause rules' series pending as of `now` (their episodes, while recent),
+    /// whether or not anything fires then.
+    pub fn note_pending(&mut self, pending: &[PendingAnomaly], now: i64) {
+        let seen = &mut self.state.pending_causes;
+        for p in pending.iter().filter(|p| p.cause) {
+            let e = seen.entry(p.service.clone()).or_insert((p.since, now));
+            if e.0 != p.since {
+                *e = (p.since, now);
+            }
+            e.1 = e.1.max(now);
+        }
+        seen.retain(|_, (_, last)| last.saturating_add(RETAINED) >= now);
     }
 
     /// What to checkpoint.
@@ -426,23 +446,34 @@ impl Incidents {
             let until = causes.entry(m.service.as_str()).or_insert(i64::MIN);
             *until = (*until).max(m.ends_at.unwrap_or(now));
         }
-        for p in &self.pending {
-            if p.since < first.saturating_sub(WAVE_GAP) {
+        // Cause episodes seen pending since shortly before the wave, and those pending now.
+        let remembered = self
+            .state
+            .pending_causes
+            .iter()
+            .map(|(s, &(since, last))| (s.as_str(), since, last.min(now), true));
+        let current = self
+            .pending
+            .iter()
+            .map(|p| (p.service.as_str(), p.since, now, p.cause));
+        for (service, since, until, cause) in remembered.chain(current) {
+            if since < first.saturating_sub(WAVE_GAP) || since > now {
                 continue;
             }
-            let linked = wave.contains(p.service.as_str())
+            let linked = wave.contains(service)
                 || wave
                     .iter()
-                    .any(|m| self.connected(m, &p.service, inc.first_start()));
+                    .any(|m| self.connected(m, service, inc.first_start()));
             if !linked {
                 continue;
             }
-            if p.cause {
-                causes.insert(p.service.as_str(), now);
+            if cause {
+                let last = causes.entry(service).or_insert(until);
+                *last = (*last).max(until);
             }
-            if !wave.contains(p.service.as_str()) {
-                let since = pending.entry(p.service.as_str()).or_insert(p.since);
-                *since = (*since).min(p.since);
+            if !wave.contains(service) {
+                let first_seen = pending.entry(service).or_insert(since);
+                *first_seen = (*first_seen).min(since);
             }
         }
         let members: BTreeSet<&str> = wave.iter().chain(pending.keys()).copied().collect();
@@ -588,7 +619,7 @@ impl Incidents {
                     None => score,
                     Some(latest) => {
                         let cause = causes.get(c).is_some_and(|until| until == latest);
-                        0.5 * f64::from(u8::from(cause)) + 0.5 * score
+                        0.6 * f64::from(u8::from(cause)) + 0.4 * score
                     }
                 };
                 (c.to_string(), round(score))

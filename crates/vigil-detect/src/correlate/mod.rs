@@ -100,6 +100,13 @@ impl Correlator {
         Ok(windows)
     }
 
+    /// Remembers the rules' pending series of cause rules as of `now` (the end of the
+    /// windows closed so far), so a saturation shorter than its `for` still explains an
+    /// incident that fires after it ended.
+    pub fn note_pending(&mut self, pending: &[PendingAnomaly], now: i64) {
+        self.incidents.note_pending(pending, now);
+    }
+
     /// Files the events into their incidents (in order; those detected at the same instant
     /// together) and sets each one's `incident`; `pending` are the rules' series holding but
     /// not yet for `for`, whose evidence counts too.

@@ -976,3 +976,33 @@ fn the_cause_active_last_explains_the_wave() {
         views[3]
     );
 }
+
+#[test]
+fn a_saturation_over_before_its_for_still_explains_what_fires_after() {
+    // The database's CPU is saturated from minute 61 to 63, shorter than its rule's `for`: it
+    // never fires, it is only pending. The token service's latency fires at minute 66, when
+    // nothing is pending any more; the saturation seen pending is remembered as its cause.
+    let usual = [("token-service", 8.0), ("database", 3.0)];
+    let slow = [("token-service", 30.0), ("database", 3.0)];
+    let run = |cause: bool| {
+        let mut inc = learned();
+        for m in 1..=65 {
+            let own: &[(&str, f64)] = if m > 60 { &slow } else { &usual };
+            inc.observe(&timed(window(m * 60, &GRAPH, &[]), own));
+            if (62..=64).contains(&m) {
+                let cpu = PendingAnomaly {
+                    service: "database".into(),
+                    since: 61 * 60 * SEC,
+                    cause,
+                };
+                inc.note_pending(&[cpu], m * 60 * SEC);
+            }
+        }
+        let latency = event("token-service", "latency", 62 * 60, 66 * 60, Status::Firing);
+        filed(&mut inc, latency)
+    };
+    assert_eq!(run(false).root_cause_service, "token-service");
+    let v = run(true);
+    assert_eq!(v.root_cause_service, "database", "{v:?}");
+    assert_eq!(v.services, ["token-service"], "remembered, not a member");
+}

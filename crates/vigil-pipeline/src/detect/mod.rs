@@ -296,8 +296,17 @@ impl Detection {
             None => Vec::new(),
         };
         let mut events = self.engine.advance(watermark).await?;
-        if let Some(c) = self.correlator.as_mut().filter(|_| !events.is_empty()) {
-            c.annotate(&mut events, self.engine.pending());
+        if let Some(c) = self.correlator.as_mut() {
+            let closed = self.engine.closed_through();
+            if !events.is_empty() || closed != closed_before {
+                let pending = self.engine.pending();
+                if let Some(now) = closed.filter(|_| closed != closed_before) {
+                    c.note_pending(&pending, now);
+                }
+                if !events.is_empty() {
+                    c.annotate(&mut events, pending);
+                }
+            }
         }
         for e in &events {
             self.publish(e)?;
