@@ -17,6 +17,40 @@ pub struct CorpusReport {
     pub windows: usize,
     /// One score per profile, at its optimised threshold.
     pub scores: Vec<ProfileScore>,
+    /// Leave-one-category-out, per profile: each category with windows scored at the
+    /// threshold optimised on the other categories.
+    pub loco: Vec<Loco>,
+}
+
+/// A profile's leave-one-category-out score: for each category (the first directory of a
+/// series' name) that has windows, the threshold that maximises the raw score over every
+/// *other* category, and the category's normalised score at it; their mean is the score.
+/// No setting is chosen on the series it is scored on.
+#[derive(Debug, Clone)]
+pub struct Loco {
+    /// The profile's name.
+    pub profile: String,
+    /// Per category: its score at the threshold chosen without it.
+    pub categories: Vec<(String, ProfileScore)>,
+}
+
+impl Loco {
+    /// The mean of the categories' normalised scores.
+    pub fn mean(&self) -> f64 {
+        let n = self.categories.len().max(1) as f64;
+        self.categories
+            .iter()
+            .map(|(_, s)| s.normalised)
+            .sum::<f64>()
+            / n
+    }
+}
+
+/// One series of a corpus with a detector's scores.
+struct Scored {
+    category: String,
+    series: LabelledSeries,
+    scores: Vec<f64>,
 }
 
 /// Scores a detector's results against an on-disk NAB corpus.
@@ -39,7 +73,7 @@ pub fn score_directory(nab_dir: &Path, results_dir: &Path) -> Result<CorpusRepor
         )));
     }
 
-    let mut sweep = Sweep::new();
+    let mut corpus = Vec::new();
     for (name, windows) in &labels {
         let data_path = nab_dir.join("data").join(name);
         let timestamps = parse_data_csv(&read_text(&data_path)?)
@@ -55,19 +89,53 @@ pub fn score_directory(nab_dir: &Path, results_dir: &Path) -> Result<CorpusRepor
             .map_err(|e| NabError::in_file(&results_path, e))?;
         check_rows_match(&timestamps, &results.timestamps)
             .map_err(|e| NabError::in_file(&results_path, e))?;
-        let series = LabelledSeries {
-            name: name.clone(),
-            timestamps,
-            windows: windows.clone(),
-        };
-        sweep.add_series(&series, &results.scores)?;
+        corpus.push(Scored {
+            category: name.split('/').next().unwrap_or_default().to_string(),
+            series: LabelledSeries {
+                name: name.clone(),
+                timestamps,
+                windows: windows.clone(),
+            },
+            scores: results.scores,
+        });
     }
 
-    let curve = sweep.curve();
+    let sweep = |keep: &dyn Fn(&Scored) -> bool| -> Result<Sweep, NabError> {
+        let mut sweep = Sweep::new();
+        for s in corpus.iter().filter(|s| keep(s)) {
+            sweep.add_series(&s.series, &s.scores)?;
+        }
+        Ok(sweep)
+    };
+    let all = sweep(&|_| true)?;
+    let curve = all.curve();
+    let mut categories: Vec<&str> = corpus
+        .iter()
+        .filter(|s| !s.series.windows.is_empty())
+        .map(|s| s.category.as_str())
+        .collect();
+    categories.dedup();
+    let mut held_out = Vec::new();
+    for c in &categories {
+        let train = sweep(&|s| s.category != *c)?.curve();
+        let test = sweep(&|s| s.category == *c)?.curve();
+        held_out.push((c.to_string(), train, test));
+    }
+    let loco = profiles
+        .iter()
+        .map(|p| Loco {
+            profile: p.name.clone(),
+            categories: held_out
+                .iter()
+                .map(|(c, train, test)| (c.clone(), test.score_at(p, train.optimise(p).threshold)))
+                .collect(),
+        })
+        .collect();
     Ok(CorpusReport {
         series: labels.len(),
-        windows: sweep.labelled_windows(),
+        windows: all.labelled_windows(),
         scores: profiles.iter().map(|p| curve.optimise(p)).collect(),
+        loco,
     })
 }
 

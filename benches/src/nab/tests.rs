@@ -321,3 +321,65 @@ fn tolerates_repeated_timestamps_outside_windows() {
     let r = sweep.curve().score_at(&profile("standard"), 1.0);
     assert!(close(r.raw, 1.0) && close(r.normalised, 100.0));
 }
+
+#[test]
+fn leave_one_category_out_scores_each_category_at_the_others_threshold() {
+    // Category A detects its window at 0.6 and nothing else; B at 0.9, with two false
+    // positives at 0.6. Alone, B's best threshold is 0.9, which misses A's window; A's
+    // (anything down to 0.6) keeps B's false positives. Each is scored at the other's.
+    let dir = std::env::temp_dir().join(format!("vigil-nab-loco-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let write = |rel: &str, text: &str| {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    let stamp = |i: i64| format_timestamp(minute(i));
+    let mut data = String::from("timestamp,value\n");
+    for i in 0..100 {
+        data.push_str(&format!("{},1\n", stamp(i)));
+    }
+    let results = |hits: &[(usize, f64)]| {
+        let s = scores(hits);
+        let mut text = String::from("timestamp,value,anomaly_score\n");
+        for (i, v) in s.iter().enumerate() {
+            text.push_str(&format!("{},1,{v}\n", stamp(i as i64)));
+        }
+        text
+    };
+    let window = format!("[[\"{}\", \"{}\"]]", stamp(50), stamp(54));
+    for c in ["A", "B"] {
+        write(&format!("nab/data/{c}/s.csv"), &data);
+    }
+    write(
+        "nab/labels/combined_windows.json",
+        &format!("{{\"A/s.csv\": {window}, \"B/s.csv\": {window}}}"),
+    );
+    write(
+        "nab/config/profiles.json",
+        r#"{"standard": {"CostMatrix": {"tpWeight": 1.0, "fnWeight": 1.0, "fpWeight": 0.11, "tnWeight": 1.0}}}"#,
+    );
+    write("results/A/s.csv", &results(&[(50, 0.6)]));
+    write(
+        "results/B/s.csv",
+        &results(&[(50, 0.9), (20, 0.6), (99, 0.6)]),
+    );
+    let report = score_directory(&dir.join("nab"), &dir.join("results")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    // Corpus-wide, 0.6 wins: both windows for two false positives.
+    assert!(close(report.scores[0].threshold, 0.6), "{report:?}");
+    let loco = &report.loco[0];
+    let (a, b) = (&loco.categories[0], &loco.categories[1]);
+    assert_eq!((a.0.as_str(), b.0.as_str()), ("A", "B"));
+    assert!(
+        close(a.1.threshold, 0.9) && close(a.1.normalised, 0.0),
+        "{a:?}"
+    );
+    // B at 0.6: its window (1) and two far false positives (-0.11 each).
+    assert!(close(b.1.threshold, 0.6), "{b:?}");
+    assert!(
+        close(b.1.normalised, 100.0 * (1.0 - 0.22 + 1.0) / 2.0),
+        "{b:?}"
+    );
+    assert!(close(loco.mean(), (a.1.normalised + b.1.normalised) / 2.0));
+}
