@@ -43,7 +43,7 @@ fn main() {
     let mesh = 10_000.0 / 60.0;
     println!(
         "{POINTS} points: {:.0} ns per point (best of 5); state {state} bytes as JSON; \
-         10k series at 1 point/min: {:.4} of a core",
+         10k series at 1 point/min: {:.1e} of a core",
         best * 1e9,
         best * mesh
     );
