@@ -44,9 +44,10 @@
 //! or in an episode seen pending since shortly before the wave: a saturation over before its
 //! `for` still explains what fires after it), the service where it was active last is the
 //! cause and outranks every other candidate: 0.6 of its score is that, 0.4 the evidence above
-//! (which still decides among causes, and among the rest). The cost of a starved service shows up in its callers' time and errors as much as
-//! in its own, so traces alone often point one step up; saturation is where it started. It
-//! keeps that weight once resolved, while its wave lasts: the slowness it caused outlives it.
+//! (which still decides among causes, and among the rest). The cost of a starved service
+//! shows up in its callers' time and errors as much as in its own, so traces alone often
+//! point one step up; saturation is where it started. It keeps that weight once resolved,
+//! while its wave lasts: the slowness it caused outlives it.
 //!
 //! The confidence blends the top score with its margin over the runner-up. Every event of an
 //! incident's anomalies carries the incident as it stands then, so a later event may name
@@ -432,8 +433,8 @@ impl Incidents {
         // the wave's, since shortly before it began: a fault shorter than `for` does not fire
         // before it explains what did. Their evidence is read with the wave's, so the evidence
         // can name them, though they are not (yet) the incident's. (Episodes that ended
-        // without firing are not: counted too, they named the wrong service in six more
-        // Nezha cases.)
+        // without firing are not, except a cause rule's: counted for every rule, they named
+        // the wrong service in six more Nezha cases.)
         let mut pending: BTreeMap<&str, i64> = BTreeMap::new();
         // Services where a cause (saturation) was part of the wave, firing or pending, with
         // when it was last active.
