@@ -36,8 +36,8 @@ pub struct PendingAnomaly {
     pub service: String,
     /// Start of the first window in which the condition held (µs).
     pub since: i64,
-    /// Whether the rule watches a cause (see [`RuleSpec::cause`](crate::RuleSpec::cause)).
-    pub cause: bool,
+    /// The rule's name.
+    pub rule: String,
 }
 
 /// The anomaly event of DESIGN.md, one per state change; its Kafka key is `fingerprint`.

@@ -215,17 +215,12 @@ impl Incidents {
         self.causes = rules;
     }
 
-    /// The rules' series holding but not yet for `for` as of the next events filed: those
-    /// connected to an incident's services since its wave began count as its evidence.
-    pub fn set_pending(&mut self, pending: Vec<PendingAnomaly>) {
-        self.pending = pending;
-    }
-
-    /// Remembers the cause rules' series pending as of `now` (their episodes, while recent),
-    /// whether or not anything fires then.
-    pub fn note_pending(&mut self, pending: &[PendingAnomaly], now: i64) {
+    /// The rules' series holding but not yet for `for` as of `now`: those connected to an
+    /// incident's services since its wave began count as its evidence when events are filed,
+    /// and a cause rule's episodes are remembered while recent (the latest per service).
+    pub fn set_pending(&mut self, pending: Vec<PendingAnomaly>, now: i64) {
         let seen = &mut self.state.pending_causes;
-        for p in pending.iter().filter(|p| p.cause) {
+        for p in pending.iter().filter(|p| self.causes.contains(&p.rule)) {
             let e = seen.entry(p.service.clone()).or_insert((p.since, now));
             if e.0 != p.since {
                 *e = (p.since, now);
@@ -233,6 +228,7 @@ impl Incidents {
             e.1 = e.1.max(now);
         }
         seen.retain(|_, (_, last)| last.saturating_add(RETAINED) >= now);
+        self.pending = pending;
     }
 
     /// What to checkpoint.
@@ -453,10 +449,14 @@ impl Incidents {
             .pending_causes
             .iter()
             .map(|(s, &(since, last))| (s.as_str(), since, last.min(now), true));
-        let current = self
-            .pending
-            .iter()
-            .map(|p| (p.service.as_str(), p.since, now, p.cause));
+        let current = self.pending.iter().map(|p| {
+            (
+                p.service.as_str(),
+                p.since,
+                now,
+                self.causes.contains(&p.rule),
+            )
+        });
         for (service, since, until, cause) in remembered.chain(current) {
             if since < first.saturating_sub(WAVE_GAP) || since > now {
                 continue;

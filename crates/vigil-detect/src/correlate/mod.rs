@@ -100,18 +100,17 @@ impl Correlator {
         Ok(windows)
     }
 
-    /// Remembers the rules' pending series of cause rules as of `now` (the end of the
-    /// windows closed so far), so a saturation shorter than its `for` still explains an
-    /// incident that fires after it ended.
-    pub fn note_pending(&mut self, pending: &[PendingAnomaly], now: i64) {
-        self.incidents.note_pending(pending, now);
+    /// The rules' series holding but not yet for `for`, as of `now` (the end of the windows
+    /// closed so far): evidence for the events filed next, and a cause rule's episodes are
+    /// remembered, so a saturation shorter than its `for` still explains what fires after it.
+    /// Pending series change only when windows close: call it then.
+    pub fn set_pending(&mut self, pending: Vec<PendingAnomaly>, now: i64) {
+        self.incidents.set_pending(pending, now);
     }
 
     /// Files the events into their incidents (in order; those detected at the same instant
-    /// together) and sets each one's `incident`; `pending` are the rules' series holding but
-    /// not yet for `for`, whose evidence counts too.
-    pub fn annotate(&mut self, events: &mut [AnomalyEvent], pending: Vec<PendingAnomaly>) {
-        self.incidents.set_pending(pending);
+    /// together) and sets each one's `incident`.
+    pub fn annotate(&mut self, events: &mut [AnomalyEvent]) {
         self.incidents.annotate(events);
     }
 

@@ -563,13 +563,13 @@ fn a_fault_still_pending_explains_what_fired() {
             let own: &[(&str, f64)] = if m > 60 { &slow } else { &usual };
             inc.observe(&timed(window(m * 60, &GRAPH, &[]), own));
         }
-        inc.set_pending(pending);
+        inc.set_pending(pending, 64 * 60 * SEC);
         fired(&mut inc)
     };
     let gateway = PendingAnomaly {
         service: "api-gateway".into(),
         since: 61 * 60 * SEC,
-        cause: false,
+        rule: "latency".into(),
     };
     let v = run(vec![gateway.clone()]);
     assert_eq!(v.root_cause_service, "api-gateway", "{v:?}");
@@ -986,17 +986,23 @@ fn a_saturation_over_before_its_for_still_explains_what_fires_after() {
     let slow = [("token-service", 30.0), ("database", 3.0)];
     let run = |cause: bool| {
         let mut inc = learned();
+        if cause {
+            inc.set_causes(BTreeSet::from(["cpu".to_string()]));
+        }
         for m in 1..=65 {
             let own: &[(&str, f64)] = if m > 60 { &slow } else { &usual };
             inc.observe(&timed(window(m * 60, &GRAPH, &[]), own));
-            if (62..=64).contains(&m) {
-                let cpu = PendingAnomaly {
-                    service: "database".into(),
-                    since: 61 * 60 * SEC,
-                    cause,
-                };
-                inc.note_pending(&[cpu], m * 60 * SEC);
-            }
+            let cpu = PendingAnomaly {
+                service: "database".into(),
+                since: 61 * 60 * SEC,
+                rule: "cpu".into(),
+            };
+            let pending = if (62..=64).contains(&m) {
+                vec![cpu]
+            } else {
+                Vec::new()
+            };
+            inc.set_pending(pending, m * 60 * SEC);
         }
         let latency = event("token-service", "latency", 62 * 60, 66 * 60, Status::Firing);
         filed(&mut inc, latency)

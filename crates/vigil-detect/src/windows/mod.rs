@@ -69,8 +69,6 @@ struct Compiled {
     plan: Option<Plan>,
     /// Partial aggregate states by pane start.
     states: BTreeMap<i64, Vec<RecordBatch>>,
-    /// The rule watches a cause (`RuleSpec::cause`).
-    cause: bool,
 }
 
 impl Compiled {
@@ -168,7 +166,6 @@ impl WindowedRules {
                 sql,
                 plan: None,
                 states: BTreeMap::new(),
-                cause: s.cause,
             });
         }
         Self {
@@ -222,7 +219,7 @@ impl WindowedRules {
                     .map(|(service, since)| PendingAnomaly {
                         service: service.to_string(),
                         since,
-                        cause: r.cause,
+                        rule: r.evaluator.rule().name.clone(),
                     })
             })
             .collect()

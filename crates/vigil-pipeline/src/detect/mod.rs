@@ -298,15 +298,10 @@ impl Detection {
         let mut events = self.engine.advance(watermark).await?;
         if let Some(c) = self.correlator.as_mut() {
             let closed = self.engine.closed_through();
-            if !events.is_empty() || closed != closed_before {
-                let pending = self.engine.pending();
-                if let Some(now) = closed.filter(|_| closed != closed_before) {
-                    c.note_pending(&pending, now);
-                }
-                if !events.is_empty() {
-                    c.annotate(&mut events, pending);
-                }
+            if let Some(now) = closed.filter(|_| closed != closed_before) {
+                c.set_pending(self.engine.pending(), now);
             }
+            c.annotate(&mut events);
         }
         for e in &events {
             self.publish(e)?;
