@@ -218,32 +218,32 @@ start_from = "middle"
     assert!(!e.contains("fetch.min.bytes"), "{e}");
 }
 
+/// A pipeline of one rule on the generator, with `extra` settings appended to the rule (its
+/// tenth line on).
+fn one_rule(extra: &str) -> String {
+    format!(
+        "[[sources]]\ntype = \"generator\"\n[[rules]]\nname = \"e\"\ntable = \"logs\"\n\
+         window = \"1m\"\nsignal = \"count(*)\"\ncondition = \"> 1\"\nseverity = \"P3\"\n{extra}"
+    )
+}
+
 #[test]
 fn keep_firing_for_is_read_and_defaults_to_zero() {
-    let rule = |extra: &str| {
-        format!(
-            "[[sources]]\ntype = \"generator\"\n[[rules]]\nname = \"e\"\ntable = \"logs\"\n\
-             window = \"1m\"\nsignal = \"count(*)\"\ncondition = \"> 1\"\nseverity = \"P3\"\n{extra}"
-        )
-    };
-    let p = parse(&rule("keep_firing_for = \"10m\"\n"), "r.toml", |_| None).unwrap();
+    let p = parse(&one_rule("keep_firing_for = \"10m\"\n"), "r.toml", |_| None).unwrap();
     assert_eq!(p.rules[0].keep_firing_for.as_secs(), 600);
-    let p = parse(&rule(""), "r.toml", |_| None).unwrap();
+    let p = parse(&one_rule(""), "r.toml", |_| None).unwrap();
     assert!(p.rules[0].keep_firing_for.is_zero());
-    let err = parse(&rule("keep_firing_for = \"soon\"\n"), "r.toml", |_| None).unwrap_err();
+    let err = parse(&one_rule("keep_firing_for = \"soon\"\n"), "r.toml", |_| {
+        None
+    })
+    .unwrap_err();
     assert_eq!(err.problems[0].line, 10, "{err}");
 }
 
 #[test]
 fn a_rule_watches_a_symptom_unless_it_says_cause() {
-    let rule = |extra: &str| {
-        format!(
-            "[[sources]]\ntype = \"generator\"\n[[rules]]\nname = \"cpu\"\ntable = \"metrics\"\n\
-             window = \"1m\"\nsignal = \"avg(value)\"\ncondition = \"> 85\"\nseverity = \"P3\"\n{extra}"
-        )
-    };
-    assert!(!parse(&rule(""), "r.toml", |_| None).unwrap().rules[0].cause);
-    let p = parse(&rule("cause = true\n"), "r.toml", |_| None).unwrap();
+    assert!(!parse(&one_rule(""), "r.toml", |_| None).unwrap().rules[0].cause);
+    let p = parse(&one_rule("cause = true\n"), "r.toml", |_| None).unwrap();
     assert!(p.rules[0].cause);
-    assert!(parse(&rule("cause = \"yes\"\n"), "r.toml", |_| None).is_err());
+    assert!(parse(&one_rule("cause = \"yes\"\n"), "r.toml", |_| None).is_err());
 }

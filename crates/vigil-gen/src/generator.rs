@@ -552,6 +552,21 @@ mod tests {
         }
     }
 
+    /// The spans (every log line but DEBUG) of two minutes with client spans and `incident`.
+    fn client_span_run(incident: &str) -> Vec<serde_json::Value> {
+        let cfg = Config {
+            client_spans: true,
+            incidents: vec![incident.parse().unwrap()],
+            ..short()
+        };
+        let (logs, _) = run(cfg);
+        logs.split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .filter(|v: &serde_json::Value| v["level"] != "DEBUG")
+            .collect()
+    }
+
     #[test]
     fn deterministic_for_a_seed() {
         assert_eq!(run(short()), run(short()));
@@ -560,19 +575,7 @@ mod tests {
 
     #[test]
     fn an_exception_is_logged_by_the_callers_only() {
-        let exception = "exception:database@0m+2m*0.5".parse().unwrap();
-        let cfg = Config {
-            client_spans: true,
-            incidents: vec![exception],
-            ..short()
-        };
-        let (logs, _) = run(cfg);
-        let spans: Vec<serde_json::Value> = logs
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).unwrap())
-            .filter(|v: &serde_json::Value| v["level"] != "DEBUG")
-            .collect();
+        let spans = client_span_run("exception:database@0m+2m*0.5");
         let database = |v: &&serde_json::Value| v["service"] == "database";
         let silent = spans
             .iter()
@@ -596,19 +599,7 @@ mod tests {
 
     #[test]
     fn client_spans_sit_between_caller_and_callee_and_carry_the_network_delay() {
-        let network = "network:database@0m+2m*50".parse().unwrap();
-        let cfg = Config {
-            client_spans: true,
-            incidents: vec![network],
-            ..short()
-        };
-        let (logs, _) = run(cfg);
-        let spans: Vec<serde_json::Value> = logs
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).unwrap())
-            .filter(|v: &serde_json::Value| v["level"] != "DEBUG")
-            .collect();
+        let spans = client_span_run("network:database@0m+2m*50");
         let by_id: std::collections::HashMap<&str, &serde_json::Value> = spans
             .iter()
             .map(|v| (v["span_id"].as_str().unwrap(), v))

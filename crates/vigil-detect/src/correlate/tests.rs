@@ -677,6 +677,41 @@ fn span_depths_take_one_step_per_span_even_on_a_deep_chain() {
     assert_eq!(depth[3], depth[0] + 1);
 }
 
+/// The gateway's entry span (s1) calls the auth service (s3) through a client span (s2): their
+/// levels and durations (ms), in that order of records (callee first, as spans end).
+fn gateway_calls_auth(levels: [&'static str; 3], ms: [f64; 3]) -> Vec<Rec> {
+    vec![
+        (
+            100.044,
+            levels[0],
+            "auth-service",
+            "t",
+            "s3",
+            Some("s2"),
+            Some(ms[0]),
+        ),
+        // The client span's parent is the gateway's entry span, in the same service.
+        (
+            100.045,
+            levels[1],
+            "api-gateway",
+            "t",
+            "s2",
+            Some("s1"),
+            Some(ms[1]),
+        ),
+        (
+            100.050,
+            levels[2],
+            "api-gateway",
+            "t",
+            "s1",
+            None,
+            Some(ms[2]),
+        ),
+    ]
+}
+
 #[test]
 fn the_time_a_client_span_adds_to_its_callee_counts_on_the_callee_side() {
     // The gateway's client span (s2) takes 40 ms for a call the auth service served in 10:
@@ -684,28 +719,7 @@ fn the_time_a_client_span_adds_to_its_callee_counts_on_the_callee_side() {
     // gateway's own time.
     let mut a = assembler();
     let mut out = Vec::new();
-    let recs: Vec<Rec> = vec![
-        (
-            100.044,
-            "INFO",
-            "auth-service",
-            "t",
-            "s3",
-            Some("s2"),
-            Some(10.0),
-        ),
-        // The gateway's entry span, the client span's parent in the same service.
-        (
-            100.045,
-            "INFO",
-            "api-gateway",
-            "t",
-            "s2",
-            Some("s1"),
-            Some(40.0),
-        ),
-        (100.050, "INFO", "api-gateway", "t", "s1", None, Some(50.0)),
-    ];
+    let recs = gateway_calls_auth(["INFO"; 3], [10.0, 40.0, 50.0]);
     a.push(&batch(&recs), &mut out);
     let closed = a.close(i64::MAX);
     let own = own_times(&a, &closed[0]);
@@ -719,28 +733,8 @@ fn a_failing_client_span_whose_callee_logged_nothing_points_at_the_callee() {
     // (s3) says nothing went wrong (no status, INFO): it threw without logging. The origin
     // is the auth service. Had the auth service logged its failure, it would be anyway; had
     // the gateway's entry span (no client span in between) failed alone, the gateway is.
-    let trace = |auth: &'static str, client: &'static str| -> Vec<Rec> {
-        vec![
-            (
-                100.044,
-                auth,
-                "auth-service",
-                "t",
-                "s3",
-                Some("s2"),
-                Some(10.0),
-            ),
-            (
-                100.045,
-                client,
-                "api-gateway",
-                "t",
-                "s2",
-                Some("s1"),
-                Some(12.0),
-            ),
-            (100.050, "ERROR", "api-gateway", "t", "s1", None, Some(20.0)),
-        ]
+    let trace = |auth: &'static str, client: &'static str| {
+        gateway_calls_auth([auth, client, "ERROR"], [10.0, 12.0, 20.0])
     };
     let origin = |recs: Vec<Rec>| {
         let mut a = assembler();
