@@ -152,9 +152,27 @@ pub struct RawArchive {
     /// `aws_access_key_id`, `aws_region`, `aws_allow_http`.
     #[serde(default)]
     pub storage_options: BTreeMap<String, String>,
+    /// Exactly one vigil process ever writes this archive: allows an S3 store without
+    /// conditional PUT (`AWS_S3_ALLOW_UNSAFE_RENAME`). Default false.
+    pub single_writer: Option<bool>,
+    /// `vigil run` runs a maintenance pass this often, e.g. `5m`. Default: never.
+    pub maintain_every: Option<Spanned<String>>,
     /// When buffered rows are written out as Parquet and committed.
     #[serde(default)]
     pub flush: RawFlush,
+    /// Where the warm and cold tiers live.
+    #[serde(default)]
+    pub tiers: RawTiers,
+}
+
+/// `[archive.tiers]`: each tier's root URL (default: `warm/` and `cold/` under the archive
+/// root).
+#[derive(Debug, Deserialize, Default)]
+pub struct RawTiers {
+    /// Root of the warm tier: a path, `file://` or `s3://` URL.
+    pub warm: Option<Spanned<String>>,
+    /// Root of the cold tier.
+    pub cold: Option<Spanned<String>>,
 }
 
 /// `[archive.flush]`: a table is flushed when any limit is reached.
@@ -211,6 +229,9 @@ pub struct RawRetention {
     pub warm: Option<Spanned<String>>,
     /// Age after which data is deleted. Default `365d`.
     pub cold: Option<Spanned<String>>,
+    /// How long a file removed by maintenance stays for queries already reading it.
+    /// Default `1h`.
+    pub grace: Option<Spanned<String>>,
 }
 
 /// `[decode]`

@@ -69,8 +69,27 @@ pub struct ArchiveConfig {
     pub url: String,
     /// object_store options.
     pub storage_options: BTreeMap<String, String>,
+    /// Exactly one process ever commits to the archive: only then may a store without
+    /// conditional PUT be used (`vigil_store::Archive::check_commits`).
+    pub single_writer: bool,
+    /// Root of the warm tier; `None`: `warm/` under `url`.
+    pub warm: Option<String>,
+    /// Root of the cold tier; `None`: `cold/` under `url`.
+    pub cold: Option<String>,
+    /// `vigil run` runs a maintenance pass (tiers, retention, vacuum) this often; `None`: never
+    /// (`vigil maintain` does it).
+    pub maintain_every: Option<Duration>,
     /// When buffered rows are written and committed.
     pub flush: FlushPolicy,
+}
+
+impl ArchiveConfig {
+    /// The archive these settings describe (nothing is created until a table is written).
+    pub fn open(&self) -> Result<vigil_store::Archive, vigil_store::StoreError> {
+        vigil_store::Archive::new(&self.url, &self.storage_options)?
+            .with_single_writer(self.single_writer)
+            .with_tiers(self.warm.as_deref(), self.cold.as_deref())
+    }
 }
 
 impl Default for ArchiveConfig {
@@ -78,6 +97,10 @@ impl Default for ArchiveConfig {
         Self {
             url: "./vigil-data".into(),
             storage_options: BTreeMap::new(),
+            single_writer: false,
+            warm: None,
+            cold: None,
+            maintain_every: None,
             flush: FlushPolicy::default(),
         }
     }

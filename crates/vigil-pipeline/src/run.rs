@@ -23,7 +23,7 @@ use crate::summary::{Counters, RunOptions, SinkStats, Summary};
 /// over it, and commits everything before returning.
 pub fn run(pipeline: &Pipeline, opts: &RunOptions, rt: &Runtime) -> Result<Summary, PipelineError> {
     let started = Instant::now();
-    let archive = Archive::new(&pipeline.archive.url, &pipeline.archive.storage_options)?;
+    let archive = pipeline.archive.open()?;
     // A Kafka source reads the archive's positions from inside librdkafka's rebalance
     // callback, on the thread that polls: through a runtime with a worker of its own.
     let kafka_rt = match pipeline.first_kafka() {

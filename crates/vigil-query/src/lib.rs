@@ -5,12 +5,16 @@
 //! ```
 //!
 //! Every table of the archive is registered under its name (`logs`, `metrics`,
-//! `dead_letters`); a table that does not exist yet is registered empty with its schema, so a
-//! query over a young archive returns no rows rather than failing. Statements that would change
+//! `dead_letters`, ...) as the union of its tiers, each row once (the tier layout:
+//! `vigil_store::Tier`), and each tier under `<name>_hot`, `<name>_warm`, `<name>_cold` where
+//! it exists; a table that does not exist yet is registered empty with its schema, so a query
+//! over a young archive returns no rows rather than failing. Filters reach every tier's scan,
+//! so a query for the last hour skips warm and cold files by their statistics. Statements that would change
 //! anything (DDL, DML, `SET`, `COPY`) are refused before planning.
 #![warn(missing_docs)]
 
 mod format;
+pub mod http;
 mod limits;
 pub mod trace;
 
@@ -19,15 +23,17 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use datafusion::catalog::MemTable;
+use datafusion::catalog::{MemTable, TableProvider};
+use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlanBuilder;
 use futures::StreamExt;
 use vigil_core::ErrorKind;
 use vigil_core::schema::LogSchema;
-use vigil_store::{Archive, StoreError, TableSpec};
+use vigil_store::{Archive, StoreError, TableSpec, Tier};
 
 pub use format::{Format, ResultWriter, escape_controls, render};
 pub use limits::QueryLimits;
@@ -48,6 +54,9 @@ pub enum QueryError {
     /// The archive has no vigil tables.
     #[error("no vigil archive at {0}: it has no logs, metrics or dead_letters table")]
     NoArchive(String),
+    /// The result has more rows than the server returns in one answer.
+    #[error("the result has more than {0} rows: add a LIMIT, or aggregate")]
+    TooManyRows(usize),
     /// The query ran past its time limit and was stopped.
     #[error("the query ran longer than its limit of {0:?} and was stopped")]
     Timeout(Duration),
@@ -58,9 +67,10 @@ impl QueryError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             QueryError::Store(e) => e.kind(),
-            QueryError::ReadOnly(_) | QueryError::NoArchive(_) | QueryError::Timeout(_) => {
-                ErrorKind::User
-            }
+            QueryError::ReadOnly(_)
+            | QueryError::NoArchive(_)
+            | QueryError::Timeout(_)
+            | QueryError::TooManyRows(_) => ErrorKind::User,
             QueryError::DataFusion(e) => match e {
                 DataFusionError::SQL(..)
                 | DataFusionError::Plan(_)
@@ -124,26 +134,35 @@ impl Engine {
             .build_arc()?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         limits::guard_string_builders(&ctx, limits.max_string_bytes)?;
+        let (archive, _) = archive.clone().with_recorded_tiers().await?;
         let mut found = 0;
         for spec in TableSpec::all(&LogSchema::default()) {
             let name = spec.name.as_str();
-            match archive.open(name).await? {
-                Some(table) => {
-                    table.update_datafusion_session(&ctx.state()).map_err(|e| {
-                        StoreError::Delta {
-                            table: name.into(),
-                            source: Box::new(e),
-                        }
-                    })?;
-                    let provider = table.table_provider().await?;
-                    ctx.register_table(name, provider)?;
-                    found += 1;
-                }
-                None => {
-                    let empty = MemTable::try_new(spec.schema.clone(), vec![vec![]])?;
-                    ctx.register_table(name, Arc::new(empty))?;
-                }
+            let views = archive.tier_views(name).await?;
+            let tiers = views.providers(&ctx.state()).await?;
+            for (tier, provider) in &tiers {
+                ctx.register_table(format!("{name}_{}", tier.name()), provider.clone())?;
             }
+            let table: Arc<dyn TableProvider> = match tiers.as_slice() {
+                [] => Arc::new(MemTable::try_new(spec.schema.clone(), vec![vec![]])?),
+                [(_, only)] => only.clone(),
+                [(first, p), rest @ ..] => {
+                    let scan = |tier: Tier, p: &Arc<dyn TableProvider>| {
+                        LogicalPlanBuilder::scan(
+                            format!("{name}_{}", tier.name()),
+                            provider_as_source(p.clone()),
+                            None,
+                        )
+                    };
+                    let mut plan = scan(*first, p)?;
+                    for (tier, p) in rest {
+                        plan = plan.union(scan(*tier, p)?.build()?)?;
+                    }
+                    Arc::new(ViewTable::new(plan.build()?, None))
+                }
+            };
+            found += usize::from(!tiers.is_empty());
+            ctx.register_table(name, table)?;
         }
         if found == 0 {
             return Err(QueryError::NoArchive(archive.root().to_string()));

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use deltalake::DeltaTable;
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{StructType, engine::arrow_conversion::TryIntoKernel};
 use deltalake::protocol::SaveMode;
 use url::Url;
@@ -13,14 +14,22 @@ use crate::spec::TableSpec;
 /// The root of an archive: `<root>/logs`, `<root>/metrics`, `<root>/dead_letters`, ...
 #[derive(Debug, Clone)]
 pub struct Archive {
-    root: Url,
-    options: HashMap<String, String>,
+    pub(crate) root: Url,
+    pub(crate) options: HashMap<String, String>,
+    single_writer: bool,
+    /// Roots of the warm and cold tiers (default `<root>/warm/`, `<root>/cold/`).
+    pub(crate) warm: Url,
+    pub(crate) cold: Url,
+    /// Whether `warm` and `cold` were set by [`with_tiers`](Self::with_tiers).
+    pub(crate) tiers_configured: bool,
 }
 
 impl Archive {
     /// An archive at `url`: a plain path, a `file://` URL, or an `s3://` URL configured by
     /// `options` (`aws_endpoint`, `aws_region`, `aws_access_key_id`, ...; `AWS_*` environment
-    /// variables are read too). Nothing is created until a table is written.
+    /// variables are read too, as are a Kubernetes web-identity token's
+    /// `AWS_WEB_IDENTITY_TOKEN_FILE` and `AWS_ROLE_ARN`). An `http://` endpoint allows plain
+    /// HTTP without `aws_allow_http`. Nothing is created until a table is written.
     pub fn new(url: &str, options: &BTreeMap<String, String>) -> Result<Self, StoreError> {
         let invalid = |reason: String| StoreError::InvalidUrl {
             url: url.to_string(),
@@ -51,12 +60,87 @@ impl Archive {
             check_dir(&path).map_err(invalid)?;
             Url::from_directory_path(&path).map_err(|()| invalid("not an absolute path".into()))?
         };
+        let mut options: HashMap<String, String> = options
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect();
+        if matches!(root.scheme(), "s3" | "s3a") {
+            s3_defaults(&mut options);
+        }
+        let under_root = |name: &str| {
+            root.join(&format!("{name}/"))
+                .expect("a valid relative URL")
+        };
         Ok(Self {
+            warm: under_root("warm"),
+            cold: under_root("cold"),
             root,
-            options: options
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            options,
+            single_writer: false,
+            tiers_configured: false,
+        })
+    }
+
+    /// Puts the warm and cold tiers at their own URLs (paths, `file://` or `s3://`, with the
+    /// archive's storage options); `None` keeps a tier under the root.
+    pub fn with_tiers(
+        mut self,
+        warm: Option<&str>,
+        cold: Option<&str>,
+    ) -> Result<Self, StoreError> {
+        let url = |u: &str| Archive::new(u, &BTreeMap::new()).map(|a| a.root);
+        if let Some(w) = warm {
+            self.warm = url(w)?;
+            self.tiers_configured = true;
+        }
+        if let Some(c) = cold {
+            self.cold = url(c)?;
+            self.tiers_configured = true;
+        }
+        Ok(self)
+    }
+
+    /// Declares that this process is the only one that ever commits to the archive, which
+    /// makes a store without conditional PUT usable (see [`check_commits`](Self::check_commits)).
+    pub fn with_single_writer(mut self, single_writer: bool) -> Self {
+        self.single_writer = single_writer;
+        self
+    }
+
+    /// Fails unless concurrent commits to the archive are safe. A Delta commit is the creation
+    /// of the log's next file, which must fail if another writer created it first: on S3 that
+    /// is a conditional PUT (`If-None-Match: *`; object_store's `conditional_put = "etag"`,
+    /// its default, which AWS S3, MinIO, R2 and moto honour). `AWS_S3_ALLOW_UNSAFE_RENAME`
+    /// or `conditional_put = "disabled"` let a second writer overwrite a commit and lose its
+    /// rows, so they are refused unless the archive has a single writer.
+    pub fn check_commits(&self) -> Result<(), StoreError> {
+        if !matches!(self.root.scheme(), "s3" | "s3a") || self.single_writer {
+            return Ok(());
+        }
+        let setting = |keys: &[&str]| {
+            keys.iter().find_map(|k| {
+                self.options
+                    .get(&k.to_ascii_lowercase())
+                    .cloned()
+                    .or_else(|| std::env::var(k.to_ascii_uppercase()).ok())
+            })
+        };
+        let unsafe_rename = setting(&["aws_s3_allow_unsafe_rename"]).is_some_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        });
+        let no_conditional_put = setting(&["aws_conditional_put", "conditional_put"])
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("disabled"));
+        let reason = match (unsafe_rename, no_conditional_put) {
+            (true, _) => "AWS_S3_ALLOW_UNSAFE_RENAME is set",
+            (_, true) => "conditional_put is disabled",
+            _ => return Ok(()),
+        };
+        Err(StoreError::UnsafeCommits {
+            url: self.root.to_string(),
+            reason: reason.into(),
         })
     }
 
@@ -138,6 +222,10 @@ impl Archive {
             .with_columns(schema.fields().cloned())
             .with_partition_columns([spec.partition])
             .with_save_mode(SaveMode::Ignore)
+            // No retry: a create that lost the race for version 0 would otherwise commit its
+            // metadata again as version 1, and every writer holding version 0 would then fail
+            // its next commit on a metadata change.
+            .with_commit_properties(CommitProperties::default().with_max_retries(0))
             .await;
         match created {
             Ok(t) => Ok(t),
@@ -147,6 +235,33 @@ impl Archive {
                 None => Err(StoreError::delta(&spec.name)(e)),
             },
         }
+    }
+}
+
+/// S3 settings vigil fills in when they are missing: an `http://` endpoint (a local MinIO or
+/// moto) needs `aws_allow_http`, which a user who wrote `http://` clearly wants.
+/// An endpoint given under one of object_store's aliases is filed under `aws_endpoint`, the
+/// key delta-rs looks for to tell an S3-compatible server from AWS.
+fn s3_defaults(options: &mut HashMap<String, String>) {
+    if !options.contains_key("aws_endpoint")
+        && let Some(alias) = ["aws_endpoint_url", "endpoint", "endpoint_url"]
+            .iter()
+            .find(|k| options.contains_key(**k))
+    {
+        let value = options.remove(*alias).expect("found above");
+        options.insert("aws_endpoint".into(), value);
+    }
+    let endpoint = options
+        .get("aws_endpoint")
+        .cloned()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+        .or_else(|| std::env::var("AWS_ENDPOINT").ok());
+    let allow_http_set = ["aws_allow_http", "allow_http"]
+        .iter()
+        .any(|k| options.contains_key(*k))
+        || std::env::var_os("AWS_ALLOW_HTTP").is_some();
+    if endpoint.is_some_and(|e| e.starts_with("http://")) && !allow_http_set {
+        options.insert("aws_allow_http".into(), "true".into());
     }
 }
 

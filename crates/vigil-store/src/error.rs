@@ -13,6 +13,24 @@ pub enum StoreError {
         /// Why it is unusable.
         reason: String,
     },
+    /// The archive's settings would let two writers overwrite each other's commits.
+    #[error(
+        "archive `{url}`: {reason}, so two writers committing at once could overwrite each other's commit and lose its rows. Remove it (vigil commits with a conditional PUT, which AWS S3, MinIO, R2 and moto support), or set `[archive] single_writer = true` if exactly one vigil process ever writes this archive"
+    )]
+    UnsafeCommits {
+        /// The archive root.
+        url: String,
+        /// The setting at fault.
+        reason: String,
+    },
+    /// Another maintenance pass holds the archive's maintenance lock.
+    #[error("archive `{url}`: another maintenance pass is running ({holder}); one runs at a time")]
+    MaintenanceBusy {
+        /// The archive root.
+        url: String,
+        /// Who holds the lock.
+        holder: String,
+    },
     /// A table exists with a schema vigil cannot write into.
     #[error("table `{table}` at {url} has an incompatible schema: {reason}")]
     IncompatibleSchema {
@@ -62,15 +80,15 @@ impl StoreError {
     /// Who has to act, and whether a retry can help.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::InvalidUrl { .. } | StoreError::IncompatibleSchema { .. } => {
-                ErrorKind::User
-            }
+            StoreError::InvalidUrl { .. }
+            | StoreError::IncompatibleSchema { .. }
+            | StoreError::UnsafeCommits { .. } => ErrorKind::User,
             StoreError::Delta { source, .. } => match source.as_ref() {
                 deltalake::DeltaTableError::InvalidTableLocation(_)
                 | deltalake::DeltaTableError::NotATable(_) => ErrorKind::User,
                 _ => ErrorKind::External,
             },
-            StoreError::Fenced { .. } => ErrorKind::External,
+            StoreError::Fenced { .. } | StoreError::MaintenanceBusy { .. } => ErrorKind::External,
             StoreError::Arrow { .. } => ErrorKind::Internal,
         }
     }

@@ -21,14 +21,18 @@
 
 mod archive;
 mod error;
+mod maintain;
 mod retention;
 mod scan;
 mod sort;
 mod spec;
+mod tiers;
 mod writer;
 
 pub use archive::{Archive, app_version};
 pub use error::StoreError;
+pub use maintain::{COLD_ZSTD_LEVEL, MaintainOptions, TableReport};
 pub use retention::Retention;
 pub use spec::{ROW_GROUP_ROWS, TableSpec};
+pub use tiers::{LAYOUT_PATH, Layout, TableLayout, Tier, TierViews};
 pub use writer::{AppTxn, Committed, FlushPolicy, TableWriter};

@@ -65,7 +65,7 @@ impl Archive {
 }
 
 /// `batch` with `schema`'s columns, in its order and types.
-fn conform(
+pub(crate) fn conform(
     batch: &RecordBatch,
     schema: &SchemaRef,
 ) -> Result<RecordBatch, arrow::error::ArrowError> {

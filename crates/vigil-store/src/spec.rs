@@ -150,6 +150,12 @@ impl TableSpec {
     /// bloom filters, no dictionaries on unique columns, and the sort order recorded in the
     /// file metadata.
     pub fn writer_properties(&self) -> WriterProperties {
+        self.writer_properties_at(1)
+    }
+
+    /// [`writer_properties`](Self::writer_properties) with zstd at `level` (1 for hot files,
+    /// written often; higher for cold ones, written once and kept long).
+    pub fn writer_properties_at(&self, level: i32) -> WriterProperties {
         let file_columns: Vec<&str> = self
             .schema
             .fields()
@@ -171,7 +177,7 @@ impl TableSpec {
             .collect();
         let mut b = WriterProperties::builder()
             .set_compression(Compression::ZSTD(
-                ZstdLevel::try_new(1).expect("level 1 is valid"),
+                ZstdLevel::try_new(level.clamp(1, 22)).expect("levels 1 to 22 are valid"),
             ))
             .set_statistics_enabled(EnabledStatistics::Page)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))

@@ -112,6 +112,7 @@ impl TableWriter {
         spec: TableSpec,
         policy: FlushPolicy,
     ) -> Result<Self, StoreError> {
+        archive.check_commits()?;
         let table = archive.open_or_create(&spec).await?;
         let index = |name: &str| {
             spec.schema
@@ -133,6 +134,11 @@ impl TableWriter {
             oldest: None,
             txns_seen: SeenTxns::default(),
         })
+    }
+
+    /// Writes the next files with `props` instead of the spec's defaults.
+    pub fn set_writer_properties(&mut self, props: WriterProperties) {
+        self.props = props;
     }
 
     /// The table's spec.

@@ -47,6 +47,62 @@ pub enum Command {
     Backtest(BacktestArgs),
     /// Show one trace across services as a tree, read from the archive.
     Trace(TraceArgs),
+    /// Serve SQL over the archive to analysts: HTTP (`POST /sql`).
+    Serve(ServeArgs),
+    /// Move archive days on (hot → warm → cold), delete what is past retention, and vacuum
+    /// removed files after their grace period. One pass at a time per archive.
+    Maintain(MaintainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
+
+    /// HTTP address: `POST /sql` with the query as the body (JSON, or CSV / Arrow IPC by
+    /// `Accept`), `GET /healthz`.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http: String,
+
+    /// The bearer token HTTP clients must send (`Authorization: Bearer TOKEN`).
+    #[arg(long, env = "VIGIL_SQL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Serve without authentication. Only where the network itself is trusted.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+
+    /// Rows one answer may hold; a larger result fails and asks for a LIMIT.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_rows: usize,
+
+    /// Longest a query may run, its answer included.
+    #[arg(long, default_value = "5m")]
+    pub timeout: String,
+
+    /// Memory for a query's sorts, joins and aggregations.
+    #[arg(long, default_value = "1GiB")]
+    pub memory: String,
+}
+
+#[derive(Debug, Args)]
+pub struct MaintainArgs {
+    /// The pipeline file: its archive, tiers, retention and logs schema.
+    #[arg(long)]
+    pub pipeline: PathBuf,
+
+    /// Count the ages back from this time (RFC 3339) instead of the clock: for tests and
+    /// backfills. Vacuum's grace is always on the clock.
+    #[arg(long)]
+    pub now: Option<String>,
+
+    /// One pass, then exit. Without it, a pass every `--every` until stopped.
+    #[arg(long)]
+    pub once: bool,
+
+    /// Time between passes.
+    #[arg(long, default_value = "5m")]
+    pub every: String,
 }
 
 #[derive(Debug, Args)]

@@ -20,6 +20,7 @@ impl Validator<'_> {
                 "`archive.url` is empty".into(),
             );
         }
+        let defaults_single_writer = defaults.single_writer;
         let defaults = defaults.flush;
         let max_rows = raw.flush.max_rows.unwrap_or(defaults.max_rows);
         if max_rows == 0 {
@@ -27,9 +28,17 @@ impl Validator<'_> {
         }
         let max_bytes = self.size(&raw.flush.max_bytes, defaults.max_bytes);
         let interval = self.duration(&raw.flush.interval, defaults.interval);
+        let maintain_every = match &raw.maintain_every {
+            Some(_) => Some(self.duration(&raw.maintain_every, Default::default())?),
+            None => None,
+        };
         Some(ArchiveConfig {
             url,
             storage_options: raw.storage_options,
+            single_writer: raw.single_writer.unwrap_or(defaults_single_writer),
+            warm: raw.tiers.warm.map(Spanned::into_inner),
+            cold: raw.tiers.cold.map(Spanned::into_inner),
+            maintain_every,
             flush: FlushPolicy {
                 max_rows,
                 max_bytes: max_bytes?,
@@ -43,6 +52,7 @@ impl Validator<'_> {
         let hot = self.duration(&raw.hot, d.hot)?;
         let warm = self.duration(&raw.warm, d.warm)?;
         let cold = self.duration(&raw.cold, d.cold)?;
+        let grace = self.duration(&raw.grace, d.grace)?;
         if !(hot <= warm && warm <= cold) {
             self.problem(
                 raw.hot.as_ref().map(Spanned::span),
@@ -50,6 +60,11 @@ impl Validator<'_> {
             );
             return None;
         }
-        Some(Retention { hot, warm, cold })
+        Some(Retention {
+            hot,
+            warm,
+            cold,
+            grace,
+        })
     }
 }

@@ -1,4 +1,7 @@
-//! Helpers shared by the store's integration tests.
+//! Helpers shared by the store's integration tests; each test binary uses some of them.
+#![allow(dead_code)]
+
+pub mod s3;
 
 use std::sync::Arc;
 
@@ -8,9 +11,17 @@ use arrow::array::{
 };
 use vigil_core::schema::{labels_type, metric_schema};
 
+/// 2025-06-02T09:00:00Z in µs.
+pub const T0: i64 = 1_748_854_800_000_000;
+
 /// `n` samples of one metric.
 pub fn samples(n: usize) -> RecordBatch {
-    let t0 = 1_748_854_800_000_000_i64;
+    samples_at(T0, n)
+}
+
+/// `n` samples of one metric, a microsecond apart from `t0` (µs).
+pub fn samples_at(t0: i64, n: usize) -> RecordBatch {
+    let day = (t0.div_euclid(86_400_000_000)) as i32;
     let columns: Vec<ArrayRef> = vec![
         Arc::new(
             TimestampMicrosecondArray::from_iter_values((0..n as i64).map(|i| t0 + i))
@@ -22,7 +33,7 @@ pub fn samples(n: usize) -> RecordBatch {
         Arc::new(Float64Array::from_iter_values((0..n).map(|i| i as f64))),
         new_null_array(&labels_type(), n),
         Arc::new(StringArray::from_iter((0..n).map(|_| None::<&str>))),
-        Arc::new(Date32Array::from_iter_values((0..n).map(|_| 20_241))),
+        Arc::new(Date32Array::from_iter_values((0..n).map(|_| day))),
     ];
     RecordBatch::try_new(metric_schema(), columns).unwrap()
 }

@@ -5,8 +5,10 @@ mod demo;
 mod detect_series;
 mod generate;
 mod ingest;
+mod maintain;
 mod produce;
 mod run;
+mod serve;
 mod sql;
 mod trace;
 mod validate;
@@ -27,6 +29,8 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Backtest(a) => backtest::run(a),
         Command::DetectSeries(a) => detect_series::run(a),
         Command::Trace(a) => trace::run(a),
+        Command::Maintain(a) => maintain::run(a),
+        Command::Serve(a) => serve::run(a),
     }
 }
 

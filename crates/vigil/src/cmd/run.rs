@@ -25,6 +25,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .ok()
         .filter(|r| !r.is_empty());
     super::stop_on_signal(&rt, opts.stop.clone());
+    if let Some(every) = pipeline.archive.maintain_every {
+        // Every replica tries; the one that takes the archive's maintenance lock runs the
+        // pass, the others skip it.
+        let (pipeline, stop) = (pipeline.clone(), opts.stop.clone());
+        rt.spawn(async move {
+            if let Err(e) = super::maintain::passes(&pipeline, None, Some(every), &stop).await {
+                tracing::error!(error = %e, "background maintenance stopped");
+            }
+        });
+    }
     tracing::info!(pipeline = %pipeline.name, sources = pipeline.sources.len(), archive = %pipeline.archive.url, "starting");
     let progress = Progress::start(opts.counters.clone(), None);
     let result = vigil_pipeline::run(&pipeline, &opts, &rt);

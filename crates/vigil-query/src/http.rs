@@ -1,0 +1,233 @@
+//! SQL over HTTP: `POST /sql` with the query as the body.
+//!
+//! The answer is JSON (an array of row objects) unless `Accept` asks for CSV (`text/csv`) or
+//! an Arrow IPC stream (`application/vnd.apache.arrow.stream`). Every request opens the
+//! archive afresh (its latest commits, its tier layout), so a long-running server never serves
+//! a stale snapshot, and runs under the server's [`QueryLimits`] and row cap. Errors are JSON,
+//! `{"error": "...", "kind": "user" | "external" | "internal"}`, with a status that says who has
+//! to act: 400 for the query, 401 for a missing or wrong token, 413 for a body over 1 MiB,
+//! 503 when the archive's store cannot be reached, 500 for a bug.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use vigil_core::ErrorKind;
+use vigil_store::Archive;
+
+use crate::{Engine, QueryError, QueryLimits};
+
+/// The largest query text accepted.
+const MAX_BODY: usize = 1 << 20;
+
+/// What the HTTP server serves and how.
+#[derive(Clone)]
+pub struct HttpConfig {
+    /// The archive every query reads.
+    pub archive: Archive,
+    /// Each query's limits.
+    pub limits: QueryLimits,
+    /// A result with more rows fails and asks for a `LIMIT`.
+    pub max_rows: usize,
+    /// The bearer token every request must carry; `None` only with `--insecure-no-auth`.
+    pub token: Option<String>,
+}
+
+/// Serves `config` on `listener` until the future is dropped.
+pub async fn serve_http(listener: TcpListener, config: HttpConfig) -> std::io::Result<()> {
+    let config = Arc::new(config);
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let config = config.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let config = config.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(&config, req, peer).await) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "http connection ended");
+            }
+        });
+    }
+}
+
+/// The result formats, by `Accept`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Json,
+    Csv,
+    Arrow,
+}
+
+impl Answer {
+    fn from_accept(accept: Option<&HeaderValue>) -> Self {
+        let accept = accept.and_then(|a| a.to_str().ok()).unwrap_or("");
+        if accept.contains("application/vnd.apache.arrow.stream") {
+            Answer::Arrow
+        } else if accept.contains("text/csv") {
+            Answer::Csv
+        } else {
+            Answer::Json
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Answer::Json => "application/json",
+            Answer::Csv => "text/csv; charset=utf-8",
+            Answer::Arrow => "application/vnd.apache.arrow.stream",
+        }
+    }
+}
+
+async fn handle(
+    config: &HttpConfig,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
+        (&Method::POST, "/sql") => {
+            if let Some(token) = &config.token
+                && !authorized(req.headers().get(AUTHORIZATION), token)
+            {
+                let mut r = error(
+                    StatusCode::UNAUTHORIZED,
+                    "user",
+                    "missing or wrong bearer token: send `Authorization: Bearer <VIGIL_SQL_TOKEN>`",
+                );
+                r.headers_mut()
+                    .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+                return r;
+            }
+            let answer = Answer::from_accept(req.headers().get(ACCEPT));
+            let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "user",
+                        "the query is larger than 1 MiB",
+                    );
+                }
+            };
+            let Ok(query) = std::str::from_utf8(&body) else {
+                return error(StatusCode::BAD_REQUEST, "user", "the query is not UTF-8");
+            };
+            let started = std::time::Instant::now();
+            let result = run(config, query, answer).await;
+            tracing::info!(%peer, ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "sql over http");
+            match result {
+                Ok(bytes) => {
+                    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+                    r.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static(answer.content_type()),
+                    );
+                    r
+                }
+                Err(e) => {
+                    let (status, kind) = match e.kind() {
+                        ErrorKind::User => (StatusCode::BAD_REQUEST, "user"),
+                        ErrorKind::External => (StatusCode::SERVICE_UNAVAILABLE, "external"),
+                        ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+                    };
+                    error(status, kind, &e.to_string())
+                }
+            }
+        }
+        (_, "/sql") => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "user",
+            "use POST /sql with the query as the body",
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "user",
+            "no such endpoint: POST /sql, GET /healthz",
+        ),
+    }
+}
+
+/// Whether `header` is `Bearer <token>`, compared in constant time.
+fn authorized(header: Option<&HeaderValue>, token: &str) -> bool {
+    let Some(given) = header
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Runs one query and renders its whole result.
+async fn run(config: &HttpConfig, query: &str, answer: Answer) -> Result<Vec<u8>, QueryError> {
+    let engine = Engine::open_with(&config.archive, config.limits).await?;
+    let mut rows = engine.sql_stream(query).await?;
+    let schema = rows.schema();
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    let mut n = 0usize;
+    while let Some(batch) = rows.next().await {
+        let batch = batch?;
+        n += batch.num_rows();
+        if n > config.max_rows {
+            return Err(QueryError::TooManyRows(config.max_rows));
+        }
+        batches.push(batch);
+    }
+    let mut out = Vec::new();
+    let encoded = match answer {
+        Answer::Json => {
+            let mut w = arrow::json::ArrayWriter::new(&mut out);
+            batches
+                .iter()
+                .try_for_each(|b| w.write(b))
+                .and_then(|()| w.finish())
+        }
+        Answer::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut out);
+            batches.iter().try_for_each(|b| w.write(b))
+        }
+        Answer::Arrow => {
+            arrow::ipc::writer::StreamWriter::try_new(&mut out, &schema).and_then(|mut w| {
+                batches.iter().try_for_each(|b| w.write(b))?;
+                w.finish()
+            })
+        }
+    };
+    encoded.map_err(|e| QueryError::DataFusion(e.into()))?;
+    if answer == Answer::Json && out.is_empty() {
+        out.extend_from_slice(b"[]");
+    }
+    Ok(out)
+}
+
+fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, kind: &str, message: &str) -> Response<Full<Bytes>> {
+    json(
+        status,
+        serde_json::json!({ "error": message, "kind": kind }).to_string(),
+    )
+}
