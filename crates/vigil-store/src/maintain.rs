@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use chrono::{DateTime, NaiveDate, Utc};
-use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use deltalake::delta_datafusion::FileSelection;
 use deltalake::kernel::Action;
@@ -30,7 +29,6 @@ use serde::{Deserialize, Serialize};
 use crate::archive::Archive;
 use crate::error::StoreError;
 use crate::retention::Retention;
-use crate::scan::conform;
 use crate::spec::TableSpec;
 use crate::tiers::{Layout, TableLayout, Tier};
 use crate::writer::{FlushPolicy, TableWriter};
@@ -590,39 +588,6 @@ async fn scan_files(
     futures::stream::BoxStream<'static, Result<arrow::array::RecordBatch, StoreError>>,
     StoreError,
 > {
-    let df_err = {
-        let name = name.to_string();
-        move |e: datafusion::error::DataFusionError| StoreError::Delta {
-            table: name.clone(),
-            source: Box::new(e.into()),
-        }
-    };
-    let ctx = SessionContext::new();
-    table
-        .update_datafusion_session(&ctx.state())
-        .map_err(StoreError::delta(name))?;
-    let provider = table
-        .table_provider()
-        .with_file_selection(FileSelection::from_file_paths(
-            files.iter().map(|f| f.path.clone()),
-        ))
-        .await
-        .map_err(&df_err)?;
-    let stream = ctx
-        .read_table(provider)
-        .map_err(&df_err)?
-        .execute_stream()
-        .await
-        .map_err(&df_err)?;
-    let schema = schema.clone();
-    let name = name.to_string();
-    Ok(stream
-        .map(move |b| {
-            let b = b.map_err(&df_err)?;
-            conform(&b, &schema).map_err(|source| StoreError::Arrow {
-                table: name.clone(),
-                source,
-            })
-        })
-        .boxed())
+    let selection = FileSelection::from_file_paths(files.iter().map(|f| f.path.clone()));
+    crate::scan::scan(table, name, Some(selection), None, schema.clone()).await
 }

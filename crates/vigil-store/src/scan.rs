@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use datafusion::prelude::{SessionContext, col, lit};
+use datafusion::prelude::{Expr, SessionContext, col, lit};
 use datafusion::scalar::ScalarValue;
+use deltalake::DeltaTable;
+use deltalake::delta_datafusion::FileSelection;
 use futures::stream::{self, BoxStream, StreamExt};
 
 use crate::archive::Archive;
@@ -28,40 +30,54 @@ impl Archive {
         let Some(delta) = self.open(table).await? else {
             return Ok(stream::empty().boxed());
         };
-        let name = table.to_string();
-        let df_err = {
-            let name = name.clone();
-            move |e: datafusion::error::DataFusionError| StoreError::Delta {
-                table: name.clone(),
-                source: Box::new(e.into()),
-            }
-        };
-        let ctx = SessionContext::new();
-        delta
-            .update_datafusion_session(&ctx.state())
-            .map_err(StoreError::delta(table))?;
-        let provider = delta.table_provider().await.map_err(&df_err)?;
         let from = lit(ScalarValue::TimestampMicrosecond(
             Some(since),
             Some("UTC".into()),
         ));
-        let batches = ctx
-            .read_table(provider)
-            .and_then(|df| df.filter(col(column).gt_eq(from)))
-            .map_err(&df_err)?
-            .execute_stream()
-            .await
-            .map_err(&df_err)?;
-        Ok(batches
-            .map(move |b| {
-                let b = b.map_err(&df_err)?;
-                conform(&b, &schema).map_err(|source| StoreError::Arrow {
-                    table: name.clone(),
-                    source,
-                })
-            })
-            .boxed())
+        scan(&delta, table, None, Some(col(column).gt_eq(from)), schema).await
     }
+}
+
+/// The rows of `table` (of only `files` when given) that pass `filter`, as batches of
+/// `schema` (see [`conform`]).
+pub(crate) async fn scan(
+    table: &DeltaTable,
+    name: &str,
+    files: Option<FileSelection>,
+    filter: Option<Expr>,
+    schema: SchemaRef,
+) -> Result<BoxStream<'static, Result<RecordBatch, StoreError>>, StoreError> {
+    let name = name.to_string();
+    let df_err = {
+        let name = name.clone();
+        move |e: datafusion::error::DataFusionError| StoreError::Delta {
+            table: name.clone(),
+            source: Box::new(e.into()),
+        }
+    };
+    let ctx = SessionContext::new();
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(StoreError::delta(&name))?;
+    let mut provider = table.table_provider();
+    if let Some(files) = files {
+        provider = provider.with_file_selection(files);
+    }
+    let provider = provider.await.map_err(&df_err)?;
+    let mut df = ctx.read_table(provider).map_err(&df_err)?;
+    if let Some(filter) = filter {
+        df = df.filter(filter).map_err(&df_err)?;
+    }
+    let batches = df.execute_stream().await.map_err(&df_err)?;
+    Ok(batches
+        .map(move |b| {
+            let b = b.map_err(&df_err)?;
+            conform(&b, &schema).map_err(|source| StoreError::Arrow {
+                table: name.clone(),
+                source,
+            })
+        })
+        .boxed())
 }
 
 /// `batch` with `schema`'s columns, in its order and types.

@@ -43,6 +43,15 @@ pub fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
     }
 }
 
+/// A query's limits from the `--timeout` and `--memory` flags of `vigil sql` and `vigil serve`.
+pub fn query_limits(timeout: &str, memory: &str) -> anyhow::Result<vigil_query::QueryLimits> {
+    Ok(vigil_query::QueryLimits {
+        timeout: vigil_core::units::parse_duration(timeout)?,
+        memory: usize::try_from(vigil_core::units::parse_bytes(memory)?)?,
+        ..vigil_query::QueryLimits::default()
+    })
+}
+
 /// A multi-threaded runtime for object-store I/O and DataFusion.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()

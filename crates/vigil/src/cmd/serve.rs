@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use vigil_query::QueryLimits;
 use vigil_query::http::{HttpConfig, serve_http};
 
 use crate::cli::ServeArgs;
@@ -14,11 +13,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "no token: set VIGIL_SQL_TOKEN (or --token) for HTTP clients to send as `Authorization: Bearer ...`, or pass --insecure-no-auth on a trusted network"
         );
     }
-    let limits = QueryLimits {
-        timeout: vigil_core::units::parse_duration(&args.timeout)?,
-        memory: usize::try_from(vigil_core::units::parse_bytes(&args.memory)?)?,
-        ..QueryLimits::default()
-    };
+    let limits = super::query_limits(&args.timeout, &args.memory)?;
     let archive = args.archive.open()?;
     let rt = super::runtime()?;
     rt.block_on(async {

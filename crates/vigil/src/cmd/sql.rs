@@ -3,17 +3,13 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use vigil_query::{Engine, Format, QueryLimits, ResultWriter};
+use vigil_query::{Engine, Format, ResultWriter};
 
 use crate::cli::SqlArgs;
 
 pub fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
     let format: Format = args.format.parse()?;
-    let limits = QueryLimits {
-        timeout: vigil_core::units::parse_duration(&args.timeout)?,
-        memory: usize::try_from(vigil_core::units::parse_bytes(&args.memory)?)?,
-        ..QueryLimits::default()
-    };
+    let limits = super::query_limits(&args.timeout, &args.memory)?;
     let archive = args.archive.open()?;
     let rt = super::runtime()?;
     let stdout = std::io::stdout();
