@@ -16,6 +16,7 @@
 mod format;
 pub mod http;
 mod limits;
+pub mod pg;
 pub mod trace;
 
 use std::sync::Arc;
@@ -24,12 +25,14 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::catalog::{MemTable, TableProvider};
+use datafusion::common::ParamValues;
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::LogicalPlanBuilder;
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::sql::parser::Statement;
 use futures::StreamExt;
 use vigil_core::ErrorKind;
 use vigil_core::schema::LogSchema;
@@ -177,23 +180,55 @@ impl Engine {
 
     /// Runs one read-only statement and streams its result, under the engine's limits.
     pub async fn sql_stream(&self, query: &str) -> Result<ResultStream, QueryError> {
-        let timeout = self.limits.timeout;
+        let state = self.ctx.state();
+        self.stream(
+            async move { Ok(state.create_logical_plan(query).await?) },
+            None,
+        )
+        .await
+    }
+
+    /// Plans one parsed statement (the Postgres wire parses with its own dialect) and
+    /// streams its result, like [`Engine::sql_stream`]. `params` fill `$1`, `$2`, ...;
+    /// `timeout`, when shorter than the engine's, is the client's own limit.
+    pub async fn statement_stream(
+        &self,
+        statement: Statement,
+        params: Option<ParamValues>,
+        timeout: Option<Duration>,
+    ) -> Result<ResultStream, QueryError> {
+        let state = self.ctx.state();
+        let planned = async move {
+            let plan = state.statement_to_plan(statement).await?;
+            Ok(match params {
+                Some(params) => plan.replace_params_with_values(&params)?,
+                None => plan,
+            })
+        };
+        self.stream(planned, timeout).await
+    }
+
+    /// Plans one parsed statement and checks that it is a query, without running it: the
+    /// columns it will answer with.
+    pub async fn describe(&self, statement: Statement) -> Result<LogicalPlan, QueryError> {
+        let plan = self.ctx.state().statement_to_plan(statement).await?;
+        read_only(&plan)?;
+        Ok(plan)
+    }
+
+    /// Checks a plan is read-only and runs it under the deadline; the deadline covers
+    /// planning and every batch of the answer.
+    async fn stream(
+        &self,
+        plan: impl Future<Output = Result<LogicalPlan, QueryError>>,
+        timeout: Option<Duration>,
+    ) -> Result<ResultStream, QueryError> {
+        let timeout = timeout.map_or(self.limits.timeout, |t| t.min(self.limits.timeout));
         let deadline = tokio::time::Instant::now() + timeout;
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
         let planned = async {
-            let df = self
-                .ctx
-                .sql_with_options(query, options)
-                .await
-                .map_err(|e| match e {
-                    DataFusionError::Plan(msg) if msg.contains("not supported") => {
-                        QueryError::ReadOnly(msg)
-                    }
-                    other => QueryError::DataFusion(other),
-                })?;
+            let plan = plan.await?;
+            read_only(&plan)?;
+            let df = self.ctx.execute_logical_plan(plan).await?;
             Ok::<_, QueryError>(df.execute_stream().await?)
         };
         let inner = tokio::time::timeout_at(deadline, planned)
@@ -215,4 +250,19 @@ impl Engine {
         }
         Ok(out)
     }
+}
+
+/// Refuses a plan that is not a query: DDL (`CREATE EXTERNAL TABLE` included), DML (`INSERT`,
+/// `COPY ... TO`), and statements (`SET`, transactions). The plan is checked, not the text,
+/// so no spelling gets past it.
+fn read_only(plan: &LogicalPlan) -> Result<(), QueryError> {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+        .verify_plan(plan)
+        .map_err(|e| match e {
+            DataFusionError::Plan(msg) => QueryError::ReadOnly(msg),
+            other => QueryError::DataFusion(other),
+        })
 }

@@ -47,7 +47,7 @@ pub enum Command {
     Backtest(BacktestArgs),
     /// Show one trace across services as a tree, read from the archive.
     Trace(TraceArgs),
-    /// Serve SQL over the archive to analysts: HTTP (`POST /sql`).
+    /// Serve SQL over the archive to analysts: HTTP (`POST /sql`) and the Postgres wire.
     Serve(ServeArgs),
     /// Move archive days on (hot → warm → cold), delete what is past retention, and vacuum
     /// removed files after their grace period. One pass at a time per archive.
@@ -60,13 +60,25 @@ pub struct ServeArgs {
     pub archive: ArchiveArgs,
 
     /// HTTP address: `POST /sql` with the query as the body (JSON, or CSV / Arrow IPC by
-    /// `Accept`), `GET /healthz`.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub http: String,
+    /// `Accept`), `GET /healthz`. The default when neither --http nor --pg is given is
+    /// 127.0.0.1:8080.
+    #[arg(long)]
+    pub http: Option<String>,
+
+    /// Postgres wire address, for psql, Grafana and any Postgres driver (e.g.
+    /// 127.0.0.1:5432). Clients log in as VIGIL_SQL_USER with VIGIL_SQL_PASSWORD
+    /// (SCRAM-SHA-256).
+    #[arg(long)]
+    pub pg: Option<String>,
 
     /// The bearer token HTTP clients must send (`Authorization: Bearer TOKEN`).
     #[arg(long, env = "VIGIL_SQL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// The user Postgres clients log in as; the password is read from VIGIL_SQL_PASSWORD
+    /// only, never from the command line.
+    #[arg(long, env = "VIGIL_SQL_USER")]
+    pub user: Option<String>,
 
     /// Serve without authentication. Only where the network itself is trusted.
     #[arg(long)]

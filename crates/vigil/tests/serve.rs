@@ -12,29 +12,56 @@ use common::{generate, sql_rows, vigil_ok};
 /// A `vigil serve` child, stopped when dropped.
 struct Server {
     child: Child,
+    /// The HTTP address, `host:port`.
     addr: String,
+    /// The Postgres-wire port, when served.
+    pg_port: Option<String>,
 }
 
 impl Server {
     fn start(archive: &str, token: &str) -> Server {
+        Self::start_with(archive, &[], &[("VIGIL_SQL_TOKEN", token)])
+    }
+
+    /// `vigil serve --archive ARCHIVE --http 127.0.0.1:0` and `more`, with `env`; waits for
+    /// its listening lines (one per protocol).
+    fn start_with(archive: &str, more: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
             .args(["serve", "--archive", archive, "--http", "127.0.0.1:0"])
-            .env("VIGIL_SQL_TOKEN", token)
+            .args(more)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("vigil runs");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stderr.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
+        let mut read_line = || {
+            line.clear();
+            stderr.read_line(&mut line).unwrap();
+            line.clone()
+        };
+        let http = read_line();
+        let addr = http
             .split("http://")
             .nth(1)
             .and_then(|rest| rest.split('/').next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .unwrap_or_else(|| panic!("no address in {http:?}"))
             .to_string();
-        Server { child, addr }
+        let pg_port = more.contains(&"--pg").then(|| {
+            let pg = read_line();
+            pg.split("postgres://")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|addr| addr.rsplit(':').next())
+                .unwrap_or_else(|| panic!("no address in {pg:?}"))
+                .to_string()
+        });
+        Server {
+            child,
+            addr,
+            pg_port,
+        }
     }
 
     /// `POST /sql`: status, content type and body.
@@ -151,4 +178,165 @@ fn serve_answers_queries_with_a_token_and_refuses_everything_else() {
     let again: Vec<serde_json::Value> =
         serde_json::from_slice(&server.post(query, &[auth]).2).unwrap();
     assert_eq!(again, got);
+}
+
+/// psql as `user` with `password`: one command, unaligned and tuples only.
+fn psql(port: &str, user: &str, password: &str, command: &str) -> std::process::Output {
+    Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", port, "-U", user, "-d", "vigil"])
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", command])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .expect("psql runs (Debian postgresql-client; .ci/run installs it)")
+}
+
+#[test]
+fn serve_speaks_postgres_to_psql_and_drivers_with_scram_and_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, _) = generate(dir.path(), "10m", "5", &[]);
+    let archive = dir.path().join("archive");
+    let archive = archive.to_str().unwrap();
+    vigil_ok(&["ingest", "--archive", archive, logs.to_str().unwrap()]);
+    let server = Server::start_with(
+        archive,
+        &["--pg", "127.0.0.1:0"],
+        &[
+            ("VIGIL_SQL_TOKEN", "t"),
+            ("VIGIL_SQL_USER", "analyst"),
+            ("VIGIL_SQL_PASSWORD", "correct horse"),
+        ],
+    );
+    let port = server.pg_port.as_deref().unwrap();
+    let ok = |command: &str| {
+        let out = psql(port, "analyst", "correct horse", command);
+        assert!(
+            out.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    // The same answer as `vigil sql`, over the wire.
+    let query = "SELECT service, count(*) AS n FROM logs GROUP BY service ORDER BY service";
+    let want: Vec<String> = sql_rows(archive, query)
+        .iter()
+        .map(|r| format!("{}|{}", r["service"].as_str().unwrap(), r["n"]))
+        .collect();
+    let got = ok(query);
+    assert_eq!(got.lines().collect::<Vec<_>>(), want);
+    assert_eq!(want.len(), 6);
+
+    // What psql's \dt and Grafana's Postgres data source ask before any query: the tables
+    // and columns, through pg_catalog and information_schema.
+    let tables = ok("\\dt");
+    assert!(tables.contains("|logs|"), "{tables}");
+    let grafana_tables = ok(
+        "SELECT quote_ident(table_name) AS \"table\" FROM information_schema.tables \
+         WHERE quote_ident(table_schema) NOT IN ('information_schema', 'pg_catalog') ORDER BY 1",
+    );
+    assert!(
+        grafana_tables.lines().any(|t| t == "logs"),
+        "{grafana_tables}"
+    );
+    let columns = ok(
+        "SELECT quote_ident(column_name) AS \"column\", data_type AS \"type\" \
+         FROM information_schema.columns WHERE quote_ident(table_name) = 'logs'",
+    );
+    assert!(
+        columns.lines().any(|c| c.starts_with("timestamp|")),
+        "{columns}"
+    );
+    // Client settings are the connection's own; the session is read-only.
+    let shown = ok("SET statement_timeout = '30s'; SHOW statement_timeout");
+    assert_eq!(shown.lines().last(), Some("30000ms"), "{shown}");
+    assert!(ok("BEGIN; SELECT 1; COMMIT").contains('1'));
+
+    // A driver binding parameters server-side (the extended protocol), on a pooled
+    // connection that outlives a new commit: the second query sees the new rows.
+    let script = r#"
+import sys, psycopg
+port, archive_cmd = sys.argv[1], sys.argv[2:]
+with psycopg.connect(host="127.0.0.1", port=port, user="analyst", password="correct horse",
+                     dbname="vigil", autocommit=True) as conn:
+    q = "SELECT count(*) FROM logs WHERE service = %s AND level <> %s"
+    print(conn.execute(q, ("gateway", "DEBUG")).fetchone()[0])
+    print(conn.execute("SELECT count(*) FROM logs").fetchone()[0])
+    import subprocess; subprocess.run(archive_cmd, check=True, capture_output=True)
+    print(conn.execute("SELECT count(*) FROM logs").fetchone()[0])
+"#;
+    std::fs::create_dir(dir.path().join("more")).unwrap();
+    let (more, _) = common::generate_with(&dir.path().join("more"), "1m", "5", &["--seed", "9"]);
+    let out = Command::new(common::python())
+        .args([
+            "-c",
+            script,
+            port,
+            env!("CARGO_BIN_EXE_vigil"),
+            "ingest",
+            "--archive",
+        ])
+        .args([archive, more.to_str().unwrap()])
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts: Vec<u64> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let gateway = "SELECT count(*) AS n FROM logs WHERE service = 'gateway' AND level <> 'DEBUG'";
+    let before: u64 = want
+        .iter()
+        .map(|r| r.rsplit('|').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(counts[1], before);
+    assert!(
+        counts[2] > counts[1],
+        "a pooled connection saw no new commit: {counts:?}"
+    );
+    assert_eq!(
+        counts[0] as i64,
+        sql_rows(archive, gateway)[0]["n"].as_i64().unwrap()
+    );
+
+    // Nothing but a query, whatever the spelling; the archive is unchanged afterwards.
+    for statement in [
+        "INSERT INTO logs SELECT * FROM logs",
+        "COPY (SELECT 1) TO '/tmp/vigil-pg-copy.csv'",
+        "COPY logs FROM STDIN",
+        "CREATE EXTERNAL TABLE p (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd'",
+        "CREATE TABLE t AS SELECT 1",
+        "DROP TABLE logs",
+        "SET datafusion.execution.batch_size = 1",
+    ] {
+        let out = psql(port, "analyst", "correct horse", statement);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("ERROR"),
+            "{statement}: {err}"
+        );
+    }
+    assert!(!std::path::Path::new("/tmp/vigil-pg-copy.csv").exists());
+    assert_eq!(
+        ok("SELECT count(*) FROM logs").trim(),
+        counts[2].to_string()
+    );
+
+    // A wrong password, an unknown user: refused alike.
+    for (user, password) in [("analyst", "wrong"), ("postgres", "correct horse")] {
+        let out = psql(port, user, password, "SELECT 1");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{user}/{password} got in");
+        assert!(
+            err.to_lowercase()
+                .contains("password authentication failed"),
+            "{user}: {err}"
+        );
+    }
 }
