@@ -309,6 +309,12 @@ pub struct RawDetect {
     /// Kafka topic the anomaly events are published to (key = fingerprint), through the
     /// brokers of the pipeline's Kafka source. Optional.
     pub anomaly_topic: Option<String>,
+    /// Alertmanagers the anomalies are posted to as alerts (`POST /api/v2/alerts`), by base
+    /// URL, e.g. `["http://alertmanager:9093"]`; every one of an HA cluster. Optional.
+    pub alertmanagers: Option<Vec<Spanned<String>>>,
+    /// How often firing alerts are posted again (Prometheus' `resend-delay`); each post says
+    /// the alert ends four of these later unless posted again. Default `1m`.
+    pub alertmanager_resend: Option<Spanned<String>>,
     /// Correlate: assemble traces, learn the service graph, group anomalies into incidents
     /// with a root cause. Default `true` (when the pipeline has rules).
     pub correlate: Option<bool>,

@@ -1,6 +1,6 @@
 //! Shared vocabulary of vigil: error kinds, the Arrow schemas of the archive tables, event-time
 //! helpers, durations and byte sizes as written in pipeline files, and the partitions whose
-//! positions the archive records.
+//! positions the archive records; and the process's own metrics, which every crate records into.
 //!
 //! ```text
 //! sources ─► decode ─► detect / archive ─► query
@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod metrics;
 pub mod position;
 pub mod schema;
 pub mod time;

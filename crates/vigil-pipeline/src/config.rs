@@ -115,6 +115,10 @@ pub struct DetectConfig {
     pub anomalies_file: Option<PathBuf>,
     /// Kafka topic for anomaly events (through the first Kafka source's brokers).
     pub anomaly_topic: Option<String>,
+    /// Alertmanagers' base URLs the anomalies are posted to as alerts.
+    pub alertmanagers: Vec<String>,
+    /// How often firing alerts are posted again.
+    pub alertmanager_resend: Duration,
     /// Cross-service correlation; `None` when turned off.
     pub correlation: Option<CorrelationConfig>,
     /// How many series each rule remembers, and how long.
@@ -127,6 +131,8 @@ impl Default for DetectConfig {
             allowed_lateness: Duration::from_secs(30),
             anomalies_file: None,
             anomaly_topic: None,
+            alertmanagers: Vec::new(),
+            alertmanager_resend: Duration::from_secs(60),
             correlation: Some(CorrelationConfig::default()),
             series: SeriesLimits::default(),
         }

@@ -35,4 +35,4 @@ pub use run::run;
 pub use sink::{DeadLetterTopic, Sink};
 pub use source::{Input, check_readable};
 pub use summary::{Counters, RunOptions, SinkStats, Summary};
-pub use vigil_kafka::{PartitionStats, StatsBook};
+pub use vigil_kafka::{Membership, PartitionStats, StatsBook};

@@ -63,11 +63,13 @@ pub fn run(pipeline: &Pipeline, opts: &RunOptions, rt: &Runtime) -> Result<Summa
         rt,
         resumable,
     };
+    opts.running.store(true, Ordering::Relaxed);
     let result = if opts.threads <= 1 {
         route.inline(sink)
     } else {
         route.threaded(sink)
     };
+    opts.running.store(false, Ordering::Relaxed);
     let (sink_stats, anomalies) = result?;
     let mut summary = Summary::default();
     for s in &sources {
@@ -186,7 +188,7 @@ impl Route<'_> {
                     }
                     let step = source.next()?;
                     live[i] = !step.is_last();
-                    count(&opts.counters, &step);
+                    count(&opts.counters, source.name(), &step);
                     rt.block_on(sink.handle(i as u32, step))?;
                 }
             }
@@ -295,7 +297,7 @@ fn feed(
         }
         let step = source.next()?;
         let end = step.is_last();
-        count(&opts.counters, &step);
+        count(&opts.counters, source.name(), &step);
         if to.send((origin, step)).is_err() {
             // The sink stopped; its error is the one reported.
             return Ok(());
@@ -306,9 +308,9 @@ fn feed(
     }
 }
 
-fn count(counters: &Counters, step: &Step) {
+fn count(counters: &Counters, source: &str, step: &Step) {
     if let Step::Batch(b) = step {
-        counters.count(&b.batch);
+        counters.count(source, b.kind, &b.batch);
     }
 }
 

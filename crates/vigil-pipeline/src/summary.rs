@@ -5,10 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use arrow::array::AsArray;
+use vigil_core::metrics::{Counter, metrics};
+use vigil_core::schema::RecordKind;
 use vigil_decode::{DecodeStats, DecodedBatch, Decoder};
 use vigil_store::Committed;
 
-/// Live totals, readable while the pipeline runs (progress bars, metrics).
+/// Live totals, readable while the pipeline runs (the progress line); each count also goes to
+/// the process's metrics, per source.
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Input bytes read (after decompression).
@@ -20,17 +24,48 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Counts a decoded batch's records and dead letters.
-    pub fn count(&self, batch: &DecodedBatch) {
-        self.records
-            .fetch_add(batch.num_records() as u64, Ordering::Relaxed);
+    /// Counts a decoded batch of `source`'s records (for `kind`'s table) and dead letters.
+    pub fn count(&self, source: &str, kind: RecordKind, batch: &DecodedBatch) {
+        let m = metrics();
+        let records = batch.num_records() as u64;
+        self.records.fetch_add(records, Ordering::Relaxed);
+        if records > 0 {
+            m.records.inc_by(&[source, kind.table()], records);
+        }
+        let dead = &batch.dead_letters;
+        if dead.num_rows() == 0 {
+            return;
+        }
         self.dead_letters
-            .fetch_add(batch.dead_letters.num_rows() as u64, Ordering::Relaxed);
+            .fetch_add(dead.num_rows() as u64, Ordering::Relaxed);
+        if let Some(codes) = dead
+            .column_by_name(vigil_core::schema::dead::REASON_CODE)
+            .and_then(|c| c.as_string_opt::<i32>())
+        {
+            // Dead letters of one batch mostly share a reason or two.
+            let mut by_reason: Vec<(&str, u64)> = Vec::new();
+            for code in codes.iter().flatten() {
+                match by_reason.iter_mut().find(|(c, _)| *c == code) {
+                    Some((_, n)) => *n += 1,
+                    None => by_reason.push((code, 1)),
+                }
+            }
+            for (code, n) in by_reason {
+                m.dead_letters.inc_by(&[source, code], n);
+            }
+        }
     }
 
-    /// Counts input bytes read.
-    pub fn add_bytes(&self, n: usize) {
+    /// Counts input bytes a source read; `source` is its series of `vigil_input_bytes_total`
+    /// ([`Counters::bytes_of`]).
+    pub fn add_bytes(&self, source: &Counter, n: usize) {
         self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        source.inc_by(n as u64);
+    }
+
+    /// The series `source`'s input bytes are counted in.
+    pub fn bytes_of(source: &str) -> Counter {
+        metrics().input_bytes.counter(&[source])
     }
 }
 
@@ -44,6 +79,9 @@ pub struct RunOptions {
     pub counters: Arc<Counters>,
     /// Set to stop reading; what was read is still committed.
     pub stop: Arc<AtomicBool>,
+    /// Set while the pipeline reads: its archive tables are open and its sources built (for
+    /// `/readyz`).
+    pub running: Arc<AtomicBool>,
     /// Per-partition consumer lag and throughput of the Kafka sources, for the metrics
     /// endpoint; refreshed every few seconds while they run.
     pub kafka_stats: vigil_kafka::StatsBook,
@@ -61,6 +99,7 @@ impl Default for RunOptions {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             counters: Arc::default(),
             stop: Arc::default(),
+            running: Arc::default(),
             until_end: false,
             replica: None,
             kafka_stats: vigil_kafka::StatsBook::default(),

@@ -1,4 +1,4 @@
-//! SQL over HTTP: `POST /sql` with the query as the body.
+//! SQL over HTTP: `POST /sql` with the query as the body (and [`crate::ops`]' endpoints).
 //!
 //! The answer is JSON (an array of row objects) unless `Accept` asks for CSV (`text/csv`) or
 //! an Arrow IPC stream (`application/vnd.apache.arrow.stream`). Every request opens the
@@ -39,6 +39,7 @@ pub struct HttpConfig {
     /// A result with more rows fails and asks for a `LIMIT`.
     pub max_rows: usize,
     /// The bearer token every request must carry; `None` only with `--insecure-no-auth`.
+    /// `/metrics`, `/healthz` and `/readyz` need none (see [`crate::ops`]).
     pub token: Option<String>,
 }
 
@@ -97,8 +98,11 @@ async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
+    let probe = crate::ops::ArchiveProbe(config.archive.clone());
+    if let Some(r) = crate::ops::answer(&req, &probe).await {
+        return r;
+    }
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/healthz") => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
         (&Method::POST, "/sql") => {
             if let Some(token) = &config.token
                 && !authorized(req.headers().get(AUTHORIZATION), token)
@@ -127,7 +131,9 @@ async fn handle(
                 return error(StatusCode::BAD_REQUEST, "user", "the query is not UTF-8");
             };
             let started = std::time::Instant::now();
+            let served = crate::Served::start("http");
             let result = run(config, query, answer).await;
+            served.end(&result);
             tracing::info!(%peer, ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "sql over http");
             match result {
                 Ok(bytes) => {
@@ -156,7 +162,7 @@ async fn handle(
         _ => error(
             StatusCode::NOT_FOUND,
             "user",
-            "no such endpoint: POST /sql, GET /healthz",
+            "no such endpoint: POST /sql; GET /metrics, /healthz, /readyz",
         ),
     }
 }
@@ -217,17 +223,9 @@ async fn run(config: &HttpConfig, query: &str, answer: Answer) -> Result<Vec<u8>
     Ok(out)
 }
 
-fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
-
 fn error(status: StatusCode, kind: &str, message: &str) -> Response<Full<Bytes>> {
-    json(
+    crate::ops::json_response(
         status,
-        serde_json::json!({ "error": message, "kind": kind }).to_string(),
+        serde_json::json!({ "error": message, "kind": kind }),
     )
 }

@@ -16,6 +16,7 @@
 mod format;
 pub mod http;
 mod limits;
+pub mod ops;
 pub mod pg;
 pub mod trace;
 
@@ -87,6 +88,62 @@ impl QueryError {
                 _ => ErrorKind::Internal,
             },
         }
+    }
+}
+
+impl QueryError {
+    /// The `outcome` label of `vigil_queries_total`.
+    fn outcome(&self) -> &'static str {
+        match self {
+            QueryError::ReadOnly(_) => "refused",
+            QueryError::Timeout(_) => "timeout",
+            QueryError::TooManyRows(_) => "too_many_rows",
+            e => match e.kind() {
+                ErrorKind::User => "invalid",
+                ErrorKind::External | ErrorKind::Internal => "failed",
+            },
+        }
+    }
+}
+
+/// One statement served over `interface` (`http`, `pg`), counted in the process's metrics when
+/// it ends; dropped before it ends (the client went away), it counts as `cancelled`.
+pub(crate) struct Served {
+    interface: &'static str,
+    started: std::time::Instant,
+    outcome: Option<&'static str>,
+}
+
+impl Served {
+    pub(crate) fn start(interface: &'static str) -> Self {
+        Self {
+            interface,
+            started: std::time::Instant::now(),
+            outcome: None,
+        }
+    }
+
+    /// The statement ended with `result`.
+    pub(crate) fn end<T>(mut self, result: &Result<T, QueryError>) {
+        self.outcome = Some(match result {
+            Ok(_) => "ok",
+            Err(e) => e.outcome(),
+        });
+    }
+
+    /// The statement failed with `e`.
+    pub(crate) fn failed(mut self, e: &QueryError) {
+        self.outcome = Some(e.outcome());
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let m = vigil_core::metrics::metrics();
+        let outcome = self.outcome.unwrap_or("cancelled");
+        m.queries.inc(&[self.interface, outcome]);
+        m.query_seconds
+            .observe(&[self.interface], self.started.elapsed().as_secs_f64());
     }
 }
 

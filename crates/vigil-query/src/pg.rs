@@ -59,7 +59,7 @@ use tokio::net::TcpListener;
 use vigil_core::ErrorKind;
 use vigil_store::Archive;
 
-use crate::{Engine, QueryError, QueryLimits};
+use crate::{Engine, QueryError, QueryLimits, Served};
 
 /// SCRAM iterations the client hashes the password with (Postgres' own default).
 const SCRAM_ITERATIONS: usize = 4096;
@@ -235,12 +235,10 @@ impl Shared {
     }
 
     /// A session over a fresh snapshot of the archive, with Postgres' catalog.
-    async fn engine(&self) -> PgWireResult<Engine> {
-        let engine = Engine::open_with(&self.archive, self.limits)
-            .await
-            .map_err(to_pg)?;
+    async fn engine(&self) -> Result<Engine, QueryError> {
+        let engine = Engine::open_with(&self.archive, self.limits).await?;
         setup_pg_catalog(engine.context(), CATALOG, EmptyContextProvider)
-            .map_err(|e| to_pg(QueryError::DataFusion(*e)))?;
+            .map_err(|e| QueryError::DataFusion(*e))?;
         Ok(engine)
     }
 
@@ -252,12 +250,19 @@ impl Shared {
         params: Option<ParamValues>,
         format: &Format,
     ) -> PgWireResult<Response> {
-        let engine = self.engine().await?;
+        let served = Served::start("pg");
+        let engine = match self.engine().await {
+            Ok(e) => e,
+            Err(e) => return Err(to_pg(ended(served, e))),
+        };
         let statement = DfStatement::Statement(Box::new(statement));
-        let rows = engine
+        let rows = match engine
             .statement_stream(statement, params, statement_timeout(client))
             .await
-            .map_err(to_pg)?;
+        {
+            Ok(rows) => rows,
+            Err(e) => return Err(to_pg(ended(served, e))),
+        };
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         let fields = Arc::new(arrow_schema_to_pg_fields(
             &rows.schema(),
@@ -265,8 +270,25 @@ impl Shared {
             Some(options),
         )?);
         let encode = fields.clone();
-        let batches = stream::unfold(rows, |mut rows| async move {
-            rows.next().await.map(|batch| (batch, rows))
+        // The statement ends when its last row is sent, or its first error.
+        let batches = stream::unfold((rows, Some(served)), |(mut rows, served)| async move {
+            let batch = rows.next().await;
+            match batch {
+                Some(Ok(b)) => Some((Ok(b), (rows, served))),
+                Some(Err(e)) => {
+                    let e = match served {
+                        Some(s) => ended(s, e),
+                        None => e,
+                    };
+                    Some((Err(e), (rows, None)))
+                }
+                None => {
+                    if let Some(s) = served {
+                        s.end::<()>(&Ok(()));
+                    }
+                    None
+                }
+            }
         });
         let rows = batches.flat_map(move |batch| {
             let rows: Box<dyn Iterator<Item = PgWireResult<_>> + Send> = match batch {
@@ -430,7 +452,7 @@ impl QueryParser for Parser {
         let plan = match session_plan(&statement, client).await {
             Some(plan) => plan?,
             None => {
-                let engine = self.0.engine().await?;
+                let engine = self.0.engine().await.map_err(to_pg)?;
                 let parsed = DfStatement::Statement(Box::new(statement.clone()));
                 engine.describe(parsed).await.map_err(to_pg)?
             }
@@ -477,6 +499,12 @@ fn parameter_types(
         .collect();
     ordered.sort_by_key(|(n, _)| *n);
     Ok(ordered)
+}
+
+/// Counts a statement that ended in `e`, and passes `e` on.
+fn ended(served: Served, e: QueryError) -> QueryError {
+    served.failed(&e);
+    e
 }
 
 /// The client's `statement_timeout`, which datafusion-postgres' `SET` hook keeps in the

@@ -419,6 +419,7 @@ impl Archive {
             interval: Duration::MAX,
         };
         let mut writer = TableWriter::open(&self.tier(to), spec.clone(), policy).await?;
+        writer.set_tier(to);
         if to == Tier::Cold {
             writer.set_writer_properties(spec.writer_properties_at(COLD_ZSTD_LEVEL));
         }

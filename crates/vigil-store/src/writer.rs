@@ -19,6 +19,7 @@ use crate::archive::{Archive, app_version};
 use crate::error::StoreError;
 use crate::sort::{Piece, sort_rows};
 use crate::spec::{ROW_GROUP_ROWS, TableSpec};
+use crate::tiers::Tier;
 
 /// When a table's buffer is written out: whichever limit is reached first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +96,8 @@ pub struct TableWriter {
     group_col: Option<usize>,
     time_col: usize,
     txns_seen: SeenTxns,
+    /// The tier this table is in (the metrics' `tier` label).
+    tier: Tier,
 }
 
 /// Application transaction versions known to hold at table version `at`: read from the log
@@ -133,7 +136,13 @@ impl TableWriter {
             pending_bytes: 0,
             oldest: None,
             txns_seen: SeenTxns::default(),
+            tier: Tier::Hot,
         })
+    }
+
+    /// The table is in `tier` (hot unless said): what its commits count as in the metrics.
+    pub fn set_tier(&mut self, tier: Tier) {
+        self.tier = tier;
     }
 
     /// Writes the next files with `props` instead of the spec's defaults.
@@ -317,6 +326,7 @@ impl TableWriter {
         let name = self.spec.name.clone();
         let err = StoreError::delta(&name);
         let mut actions = Vec::new();
+        let started = Instant::now();
         if !self.pending.is_empty() {
             let mut writer = RecordBatchWriter::for_table(&self.table)
                 .map_err(StoreError::delta(&name))?
@@ -339,6 +349,14 @@ impl TableWriter {
             actions.extend(adds.into_iter().map(Action::Add));
         }
         let files = actions.len();
+        let written_bytes: i64 = actions
+            .iter()
+            .map(|a| match a {
+                Action::Add(add) => add.size,
+                _ => 0,
+            })
+            .sum();
+        let flushed = Instant::now();
         let now = chrono::Utc::now().timestamp_millis();
         let actions_txns: Vec<Transaction> = txns
             .iter()
@@ -382,6 +400,15 @@ impl TableWriter {
         }
         let rows = self.pending_rows;
         self.discard();
+        let m = vigil_core::metrics::metrics();
+        let labels = [name.as_str(), self.tier.name()];
+        m.flush_seconds
+            .observe(&labels, (flushed - started).as_secs_f64());
+        m.commit_seconds
+            .observe(&labels, flushed.elapsed().as_secs_f64());
+        m.archive_commits.inc(&labels);
+        m.archive_rows.inc_by(&labels, rows as u64);
+        m.archive_bytes.inc_by(&labels, written_bytes.max(0) as u64);
         tracing::debug!(table = %name, version, rows, files, "committed");
         Ok(Some(Committed {
             version,

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// vigil: a high-throughput log and metric stream processor.
 ///
@@ -19,6 +19,17 @@ pub struct Cli {
     /// More log output on stderr (-v info, -vv debug). VIGIL_LOG overrides, e.g. VIGIL_LOG=vigil=debug.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+
+    /// How log lines are written on stderr: `text` for people, `json` for a log collector
+    /// (one object per line in the seed's log format, service = vigil).
+    #[arg(
+        long,
+        value_enum,
+        env = "VIGIL_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
 
     #[command(subcommand)]
     pub command: Command,
@@ -207,6 +218,15 @@ pub struct SqlArgs {
     pub query: String,
 }
 
+/// The form of vigil's own log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Plain lines for people.
+    Text,
+    /// One JSON object per line, for a log collector.
+    Json,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The pipeline file.
@@ -221,6 +241,21 @@ pub struct RunArgs {
     /// the end it had when assigned, instead of running until Ctrl-C / SIGTERM. For backfills.
     #[arg(long)]
     pub until_end: bool,
+
+    /// Serve GET /metrics (Prometheus), /healthz and /readyz here, e.g. 0.0.0.0:9090.
+    #[arg(long, env = "VIGIL_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// After SIGTERM or Ctrl-C: how long to flush and commit what is in flight before exiting
+    /// regardless (uncommitted input is read again on the next start). Keep it under
+    /// Kubernetes' terminationGracePeriodSeconds.
+    #[arg(
+        long,
+        env = "VIGIL_GRACE",
+        default_value = "25s",
+        value_name = "DURATION"
+    )]
+    pub grace: String,
 }
 
 #[derive(Debug, Args)]

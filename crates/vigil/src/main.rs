@@ -3,6 +3,7 @@
 
 mod cli;
 mod cmd;
+mod logs;
 mod output;
 
 use std::process::ExitCode;
@@ -16,7 +17,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_tracing(cli.verbose);
+    init_tracing(cli.verbose, cli.log_format == cli::LogFormat::Json);
     match cmd::dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -26,19 +27,25 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(verbose: u8) {
+fn init_tracing(verbose: u8, json: bool) {
     use tracing_subscriber::EnvFilter;
     // `-v` is about vigil; the libraries' own info logs (Delta snapshots, ...) need VIGIL_LOG.
-    let default = match verbose {
-        0 => "warn",
-        1 => "warn,vigil=info",
-        2 => "info,vigil=debug",
+    // JSON logs are for a collector, which expects a service's INFO lines.
+    let default = match (verbose, json) {
+        (0, false) => "warn",
+        (0, true) | (1, _) => "warn,vigil=info",
+        (2, _) => "info,vigil=debug",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        logs::set_json();
+        fmt.event_format(logs::JsonLines).init();
+    } else {
+        fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
 }

@@ -6,12 +6,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::kafka::{
     Broker, Replica, Setup, client, count, pipeline, pipeline_with, query, wait_for,
 };
-use common::vigil_ok;
+use common::{free_port, http, metric, promtool_check_metrics, try_http, vigil_ok};
 
 /// What the producers reported: good and bad totals, per-partition count and seq sum.
 #[derive(Default, Debug)]
@@ -738,4 +738,152 @@ fn traces_split_across_partitions_and_out_of_order_still_find_where_failures_sta
         tree.contains("database") && tree.contains("ERROR"),
         "{tree}"
     );
+}
+
+/// The production surface of `vigil run` against a real broker: `/readyz` turns ready once the
+/// replica holds its partitions; `/metrics` passes `promtool check metrics` and shows consumer
+/// lag per partition; its log lines are JSON in the seed's format; and SIGTERM mid-stream
+/// commits everything read so far (nothing had been committed: the flush interval is an hour),
+/// exits 0 well within the grace period, and the next start resumes exactly where it stopped.
+#[test]
+fn sigterm_mid_stream_commits_what_was_read_and_the_next_start_resumes() {
+    let Setup {
+        broker,
+        dir,
+        archive,
+    } = Setup::new(&[("logs", 4)]);
+    let file = pipeline(dir.path(), &broker.addr, "logs", "g-term", &archive);
+    // Nothing is committed until the end: whatever the archive holds after SIGTERM, the
+    // shutdown committed.
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("max_rows = 3000", "max_rows = 10000000")
+        .replace("interval = \"300ms\"", "interval = \"1h\"");
+    let hour = dir.path().join("term.toml");
+    std::fs::write(&hour, text).unwrap();
+    let ops = format!("127.0.0.1:{}", free_port());
+    let mut vigil = Replica::start_with(
+        &hour,
+        "vigil-term",
+        &["--listen", &ops, "--log-format", "json", "--grace", "20s"],
+    );
+
+    // Ready once it has a broker and its assignment.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ready = loop {
+        vigil.assert_running();
+        if let Ok((status, body)) = try_http(&ops, "GET", "/readyz", &[], "")
+            && status == 200
+        {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never ready:\n{}",
+            vigil.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    for check in ["pipeline", "archive", "kafka", "group"] {
+        assert_eq!(ready["checks"][check]["ok"], true, "{ready}");
+    }
+    assert_eq!(http(&ops, "GET", "/healthz", &[], "").0, 200);
+
+    let mut sent = Sent::default();
+    let (read_at_term, stopped_in) = std::thread::scope(|scope| {
+        let producer = scope.spawn(|| broker.produce("logs", 0, 40_000, 4, 100));
+        // Read, decoded, not yet committed.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let metrics = loop {
+            vigil.assert_running();
+            let (_, m) = http(&ops, "GET", "/metrics", &[], "");
+            if metric(&m, "vigil_records_total", &["table=\"logs\""]).unwrap_or(0.0) >= 2000.0 {
+                break m;
+            }
+            assert!(Instant::now() < deadline, "nothing read:\n{m}");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        promtool_check_metrics(&metrics);
+        assert_eq!(
+            count(&archive, "logs"),
+            0,
+            "committed before the flush interval"
+        );
+        assert!(
+            !producer.is_finished(),
+            "the producer finished first: not mid-stream"
+        );
+        let (_, m) = http(&ops, "GET", "/metrics", &[], "");
+        let read = metric(&m, "vigil_records_total", &["table=\"logs\""]).unwrap() as u64;
+        let started = Instant::now();
+        vigil.stop();
+        let stopped_in = started.elapsed();
+        sent.add(producer.join().unwrap());
+        (read, stopped_in)
+    });
+    let archived = count(&archive, "logs");
+    eprintln!("{read_at_term} read at SIGTERM, {archived} archived, stopped in {stopped_in:?}");
+    assert!(
+        archived >= read_at_term,
+        "read {read_at_term}, archived {archived}"
+    );
+    assert!(
+        archived < sent.good,
+        "everything was archived: not mid-stream"
+    );
+    assert!(stopped_in < Duration::from_secs(15), "{stopped_in:?}");
+    let log = vigil.log_text();
+    for line in log.lines() {
+        let l: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert_eq!(l["service"], "vigil", "{line}");
+        assert!(
+            l["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{line}"
+        );
+        assert!(
+            ["INFO", "WARN", "ERROR", "DEBUG"].contains(&l["level"].as_str().unwrap_or("")),
+            "{line}"
+        );
+        assert!(l["message"].is_string(), "{line}");
+    }
+    assert!(log.contains("SIGTERM: stopping"), "{log}");
+
+    // The same group resumes from the archive's positions and finishes the job; its lag
+    // per partition falls to 0 once everything is committed.
+    let ops = format!("127.0.0.1:{}", free_port());
+    let mut next = Replica::start_with(&file, "vigil-resume", &["--listen", &ops]);
+    wait_for(
+        &archive,
+        "logs",
+        sent.good,
+        Duration::from_secs(120),
+        &mut [&mut next],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, m) = http(&ops, "GET", "/metrics", &[], "");
+        let lags: Vec<f64> = (0..4)
+            .filter_map(|p| {
+                let partition = format!("partition=\"{p}\"");
+                metric(
+                    &m,
+                    "vigil_kafka_consumer_lag",
+                    &["topic=\"logs\"", &partition],
+                )
+            })
+            .collect();
+        if lags == [0.0; 4] {
+            promtool_check_metrics(&m);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lag per partition {lags:?}:\n{m}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    next.stop();
+    assert_exactly_once(&archive, &sent, 4);
 }

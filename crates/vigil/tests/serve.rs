@@ -339,4 +339,37 @@ with psycopg.connect(host="127.0.0.1", port=port, user="analyst", password="corr
             "{user}: {err}"
         );
     }
+
+    // Its own metrics and health, without a token (a Prometheus server and the kubelet
+    // have none): every statement above counted once by its outcome.
+    let (status, text) = common::http(&server.addr, "GET", "/metrics", &[], "");
+    assert_eq!(status, 200);
+    common::promtool_check_metrics(&text);
+    let pg = |outcome: &str| {
+        let outcome = format!("outcome=\"{outcome}\"");
+        common::metric(
+            &text,
+            "vigil_queries_total",
+            &["interface=\"pg\"", &outcome],
+        )
+        .unwrap_or(0.0)
+    };
+    // INSERT, CREATE TABLE AS and DROP plan, and are refused on their plan (the COPYs and
+    // CREATE EXTERNAL TABLE are refused earlier, as invalid or before planning).
+    assert!(pg("refused") >= 3.0, "{text}");
+    assert!(pg("ok") >= 8.0, "{text}");
+    assert_eq!(pg("failed"), 0.0, "{text}");
+    assert!(
+        common::metric(
+            &text,
+            "vigil_query_duration_seconds_count",
+            &["interface=\"pg\""]
+        )
+        .unwrap()
+            >= 14.0,
+        "{text}"
+    );
+    let (status, ready) = common::http(&server.addr, "GET", "/readyz", &[], "");
+    assert_eq!(status, 200, "{ready}");
+    assert!(ready.contains(r#""archive":{"detail""#), "{ready}");
 }

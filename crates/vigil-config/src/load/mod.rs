@@ -285,6 +285,33 @@ impl Validator<'_> {
             self.duration(&detect.allowed_lateness, detect_defaults.allowed_lateness);
         let correlation = self.correlation(&detect);
         let series = self.series_limits(&detect);
+        let alertmanager_resend = self.duration(
+            &detect.alertmanager_resend,
+            detect_defaults.alertmanager_resend,
+        );
+        if alertmanager_resend.is_some_and(|d| d.is_zero())
+            && let Some(d) = &detect.alertmanager_resend
+        {
+            self.problem(
+                Some(d.span()),
+                "alertmanager_resend must be more than 0s".into(),
+            );
+        }
+        let mut alertmanagers = Vec::new();
+        for url in detect.alertmanagers.iter().flatten() {
+            let u = url.get_ref().trim();
+            if u.is_empty() {
+                continue;
+            }
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                self.problem(
+                    Some(url.span()),
+                    format!("alertmanager `{u}`: give its base URL, e.g. http://alertmanager:9093"),
+                );
+                ok = false;
+            }
+            alertmanagers.push(u.to_string());
+        }
         ok &= rules.iter().all(Option::is_some);
         let rules: Vec<(RuleSpec, Range<usize>)> = rules.into_iter().flatten().collect();
         if let Some(schema) = &log_schema {
@@ -319,6 +346,8 @@ impl Validator<'_> {
                     .filter(|f| !f.is_empty())
                     .map(PathBuf::from),
                 anomaly_topic: detect.anomaly_topic.filter(|t| !t.is_empty()),
+                alertmanagers,
+                alertmanager_resend: alertmanager_resend.filter(|d| !d.is_zero())?,
                 correlation: correlation?,
                 series: series?,
             },

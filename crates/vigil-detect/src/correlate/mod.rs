@@ -130,6 +130,11 @@ impl Correlator {
         self.traces
     }
 
+    /// Traces being assembled now.
+    pub fn open_traces(&self) -> usize {
+        self.assembler.open_traces()
+    }
+
     /// Records too late for their trace, plus traces too late for their window.
     pub fn late(&self) -> u64 {
         self.assembler.late_records() + self.evidence.stale_traces()

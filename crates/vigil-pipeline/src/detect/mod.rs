@@ -7,6 +7,7 @@
 //! than seeing its rows declared late. A stream silent for [`IDLE`] stops holding them back.
 //! See [`persist`] for what survives a restart.
 
+mod alertmanager;
 mod events;
 mod persist;
 
@@ -24,6 +25,7 @@ use vigil_store::Archive;
 
 use crate::config::Pipeline;
 use crate::error::PipelineError;
+use alertmanager::Alertmanager;
 use persist::{Persist, Saved, replay};
 
 /// A stream that has not moved for this long stops holding the watermark back.
@@ -46,6 +48,10 @@ pub struct Detection {
     ended: bool,
     topic: Option<(vigil_kafka::Producer, String)>,
     file: Option<std::io::BufWriter<std::fs::File>>,
+    alertmanager: Option<Alertmanager>,
+    /// The latest event of every series firing now, by fingerprint: checkpointed, so a
+    /// restarted pipeline keeps Alertmanager's alerts alive.
+    firing: std::collections::BTreeMap<String, AnomalyEvent>,
     events: u64,
     archive: Option<Persist>,
 }
@@ -88,6 +94,14 @@ impl Detection {
             )?)),
             None => None,
         };
+        let alertmanager = match pipeline.detect.alertmanagers.as_slice() {
+            [] => None,
+            urls => Some(
+                Alertmanager::start(urls.to_vec(), pipeline.detect.alertmanager_resend).map_err(
+                    |e| PipelineError::Panicked(format!("cannot start the Alertmanager sink: {e}")),
+                )?,
+            ),
+        };
         Ok(Some(Self {
             engine,
             correlator,
@@ -103,6 +117,8 @@ impl Detection {
             ended: false,
             topic,
             file,
+            alertmanager,
+            firing: Default::default(),
             events: 0,
             archive: None,
         }))
@@ -125,6 +141,15 @@ impl Detection {
             if let (Some(c), Some(state)) = (&mut self.correlator, saved.incidents) {
                 c.restore(state);
             }
+            // Alertmanager forgets an alert four resends after its last post.
+            if let Some(am) = &self.alertmanager {
+                am.send(&saved.firing);
+            }
+            self.firing = saved
+                .firing
+                .into_iter()
+                .map(|e| (e.fingerprint.clone(), e))
+                .collect();
             if let Some(since) = self.engine.open_since() {
                 let rows = replay(archive, since, tables, |kind, batch| {
                     self.push(kind, REPLAY_STREAM, batch)
@@ -202,7 +227,25 @@ impl Detection {
             None => return Ok(()),
         };
         let watermark = slowest.saturating_sub(self.lateness);
-        self.close_until(watermark, watermark).await
+        let result = self.close_until(watermark, watermark).await;
+        self.record_metrics(Some(watermark));
+        result
+    }
+
+    /// Sets detection's gauges and totals in the process's metrics.
+    fn record_metrics(&self, watermark: Option<i64>) {
+        let m = vigil_core::metrics::metrics();
+        let late = self.engine.late_rows() + self.correlator.as_ref().map_or(0, Correlator::late);
+        m.late_records.set_total(&[], late);
+        if let Some(c) = &self.correlator {
+            m.open_traces.set(&[], c.open_traces() as f64);
+        }
+        if let Some(w) = watermark {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64);
+            m.watermark_lag.set(&[], now.saturating_sub(w) as f64 / 1e6);
+        }
     }
 
     /// At the end of input: closes every window that holds a row, then waits for the events
@@ -224,6 +267,9 @@ impl Detection {
     }
 
     fn deliver(&mut self) -> Result<(), PipelineError> {
+        if let Some(am) = &self.alertmanager {
+            am.flush(Duration::from_secs(15));
+        }
         if let Some((p, _)) = &mut self.topic {
             p.flush(Duration::from_secs(60))
                 .map_err(PipelineError::kafka)?;
@@ -244,6 +290,7 @@ impl Detection {
             series_forgotten = self.engine.evicted_series(),
             "detection finished"
         );
+        self.record_metrics(None);
         Ok(())
     }
 
@@ -306,6 +353,9 @@ impl Detection {
         for e in &events {
             self.publish(e)?;
         }
+        if let Some(am) = &self.alertmanager {
+            am.send(&events);
+        }
         let Some(p) = &mut self.archive else {
             return Ok(());
         };
@@ -315,6 +365,7 @@ impl Detection {
             let saved = Saved {
                 rules: self.engine.checkpoint(),
                 incidents: self.correlator.as_ref().map(|c| c.checkpoint().clone()),
+                firing: self.firing.values().cloned().collect(),
             };
             p.save(&saved).await?;
         }
@@ -325,6 +376,17 @@ impl Detection {
         let json = serde_json::to_vec(e).expect("an event serialises");
         tracing::info!(rule = %e.rule, service = %e.service, status = %e.status, "anomaly");
         self.events += 1;
+        vigil_core::metrics::metrics()
+            .anomalies
+            .inc(&[e.severity.name(), &e.status.to_string()]);
+        match e.status {
+            vigil_detect::Status::Firing => {
+                self.firing.insert(e.fingerprint.clone(), e.clone());
+            }
+            vigil_detect::Status::Resolved => {
+                self.firing.remove(&e.fingerprint);
+            }
+        }
         if let Some((p, topic)) = &mut self.topic {
             p.send(topic, Some(e.fingerprint.as_bytes()), &json)
                 .map_err(PipelineError::kafka)?;

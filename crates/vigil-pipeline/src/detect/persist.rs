@@ -25,6 +25,9 @@ pub(super) struct Saved {
     pub(super) rules: Checkpoint,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) incidents: Option<IncidentState>,
+    /// The latest event of every series firing at the checkpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) firing: Vec<AnomalyEvent>,
 }
 
 /// The tables detection writes, and where its checkpoint is.

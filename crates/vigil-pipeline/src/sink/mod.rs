@@ -147,7 +147,13 @@ impl Sink {
     /// Handles one step of source `origin`, then commits what is due.
     pub async fn handle(&mut self, origin: u32, step: Step) -> Result<(), PipelineError> {
         match step {
-            Step::Batch(batch) => self.accept(origin, batch).await?,
+            Step::Batch(batch) => {
+                let started = std::time::Instant::now();
+                self.accept(origin, batch).await?;
+                vigil_core::metrics::metrics()
+                    .batch_seconds
+                    .observe(&[], started.elapsed().as_secs_f64());
+            }
             Step::Assigned(partitions) => self.assigned(origin, partitions).await?,
             Step::Revoked => self.revoked(origin),
             Step::End => self.ended(origin, true).await?,
@@ -322,6 +328,7 @@ impl Sink {
             Ok(()) => Ok(()),
             Err(e) if e.is_fenced() => {
                 self.stats.fenced += 1;
+                vigil_core::metrics::metrics().fenced_commits.inc(&[]);
                 tracing::warn!(error = %e, "another writer archived the same partitions: dropping this batch and resuming from the archive");
                 self.fenced().await
             }
@@ -426,6 +433,7 @@ async fn commit_with_retry(
             Err(e) if e.is_fenced() || attempt >= COMMIT_ATTEMPTS => return Err(e),
             Err(e) => {
                 let wait = Duration::from_millis(250 << (attempt - 1).min(5));
+                vigil_core::metrics::metrics().commit_retries.inc(&[]);
                 tracing::warn!(table = %writer.spec().name, error = %e, attempt, "commit failed; retrying in {wait:?}");
                 tokio::time::sleep(wait).await;
                 attempt += 1;

@@ -14,6 +14,7 @@ use super::{Source, SourceBatch, Step, summarize};
 use crate::config::Pipeline;
 use crate::error::PipelineError;
 use crate::summary::{Counters, Summary};
+use vigil_core::metrics::Counter;
 
 /// Generated logs and metrics, decoded like any NDJSON input.
 pub struct GeneratorSource {
@@ -28,6 +29,7 @@ pub struct GeneratorSource {
     lines: (Vec<u8>, Vec<u8>),
     ready: VecDeque<(RecordKind, DecodedBatch)>,
     counters: Arc<Counters>,
+    bytes: Counter,
     stop: Arc<AtomicBool>,
     ended: bool,
 }
@@ -61,6 +63,7 @@ impl GeneratorSource {
             lines: (Vec::new(), Vec::new()),
             ready: VecDeque::new(),
             counters,
+            bytes: Counters::bytes_of(name),
             stop,
             ended: false,
         }
@@ -72,7 +75,8 @@ impl GeneratorSource {
         lbuf.clear();
         mbuf.clear();
         let more = !self.stop.load(Ordering::Relaxed) && self.generator.next_tick(lbuf, mbuf);
-        self.counters.add_bytes(lbuf.len() + mbuf.len());
+        self.counters
+            .add_bytes(&self.bytes, lbuf.len() + mbuf.len());
         let ready = &mut self.ready;
         self.logs
             .decode_all(lbuf, |b| ready.push_back((RecordKind::Logs, b)));

@@ -31,6 +31,7 @@ use super::{CheckpointDelta, Feedback, Source, SourceBatch, Step, summarize};
 use crate::config::{KafkaSourceConfig, Pipeline};
 use crate::error::PipelineError;
 use crate::summary::{Counters, RunOptions, Summary};
+use vigil_core::metrics::Counter;
 
 /// How long one `next` waits for a message.
 const POLL: Duration = Duration::from_millis(100);
@@ -83,6 +84,7 @@ struct State {
     until_end: bool,
     ready: VecDeque<Step>,
     counters: Arc<Counters>,
+    bytes: Counter,
     stop: Arc<AtomicBool>,
     /// Every partition is read to its end (`until_end`).
     ended: bool,
@@ -161,6 +163,7 @@ impl KafkaSource {
                 until_end: opts.until_end,
                 ready: VecDeque::new(),
                 counters: Arc::clone(&opts.counters),
+                bytes: Counters::bytes_of(name),
                 stop: Arc::clone(&opts.stop),
                 ended: false,
                 stopped: false,
@@ -268,7 +271,7 @@ impl State {
             return;
         }
         let payload = m.payload().unwrap_or_default();
-        self.counters.add_bytes(payload.len());
+        self.counters.add_bytes(&self.bytes, payload.len());
         let same = self.run.partition.as_ref().map(|(p, _)| p) == Some(&partition);
         let full = self.run.spans.len() >= self.config.max_batch_records
             || self.run.bytes.len() + payload.len() > self.config.max_batch_bytes;

@@ -12,6 +12,7 @@ use super::{Input, Source, SourceBatch, Step, summarize};
 use crate::config::Pipeline;
 use crate::error::PipelineError;
 use crate::summary::{Counters, Summary};
+use vigil_core::metrics::Counter;
 
 /// Bytes read from the input at a time.
 const READ_BYTES: usize = 1 << 20;
@@ -26,6 +27,7 @@ pub struct NdjsonSource {
     buf: Vec<u8>,
     ready: VecDeque<DecodedBatch>,
     counters: Arc<Counters>,
+    bytes: Counter,
     stop: Arc<AtomicBool>,
     ended: bool,
 }
@@ -49,6 +51,7 @@ impl NdjsonSource {
             buf: vec![0; READ_BYTES],
             ready: VecDeque::new(),
             counters,
+            bytes: Counters::bytes_of(name),
             stop,
             ended: false,
         }
@@ -87,7 +90,7 @@ impl NdjsonSource {
             self.reading = None;
             return Ok(true);
         }
-        self.counters.add_bytes(n);
+        self.counters.add_bytes(&self.bytes, n);
         let ready = &mut self.ready;
         self.decoder
             .decode_all(&self.buf[..n], |b| ready.push_back(b));

@@ -74,7 +74,9 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     if args.no_correlate {
         pipeline.detect.correlation = None;
     }
+    // A backtest replays the past: it pages nobody.
     pipeline.detect.anomaly_topic = None;
+    pipeline.detect.alertmanagers.clear();
     pipeline.detect.anomalies_file = Some(args.anomalies.clone());
     let mut detection = Detection::new(&pipeline)?.expect("rules were checked above");
     let rt = super::runtime()?;

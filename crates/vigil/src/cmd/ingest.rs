@@ -48,7 +48,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = args.threads {
         opts.threads = t;
     }
-    super::stop_on_signal(&rt, opts.stop.clone());
+    super::stop_on_signal(opts.stop.clone(), None)?;
     let progress = Progress::start(opts.counters.clone(), total_bytes);
     let result = vigil_pipeline::run(&pipeline, &opts, &rt);
     progress.finish();

@@ -31,7 +31,7 @@ pub fn run(args: MaintainArgs) -> anyhow::Result<ExitCode> {
     let every = vigil_core::units::parse_duration(&args.every)?;
     let rt = super::runtime()?;
     let stop = Arc::new(AtomicBool::new(false));
-    super::stop_on_signal(&rt, stop.clone());
+    super::stop_on_signal(stop.clone(), None)?;
     rt.block_on(passes(&pipeline, now, (!args.once).then_some(every), &stop))?;
     Ok(ExitCode::SUCCESS)
 }

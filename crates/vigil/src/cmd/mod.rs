@@ -14,6 +14,9 @@ mod trace;
 mod validate;
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::cli::{ArchiveArgs, Command};
 
@@ -77,26 +80,116 @@ impl ArchiveArgs {
     }
 }
 
-/// Sets `stop` on Ctrl-C / SIGTERM so a run commits what it has and exits cleanly.
-pub fn stop_on_signal(
-    rt: &tokio::runtime::Runtime,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) {
-    rt.spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
+/// Sets `stop` on SIGTERM or Ctrl-C, so a run stops reading, commits what it has and exits
+/// cleanly. A second signal, or `grace` passing first, ends the process at once: what was not
+/// committed was not acknowledged either (Kafka offsets move only with archive commits), and
+/// the next start reads it again. Signals are handled on a thread of their own, so they are
+/// heard whatever the pipeline's runtime is doing.
+pub fn stop_on_signal(stop: Arc<AtomicBool>, grace: Option<Duration>) -> anyhow::Result<()> {
+    let (ready, handlers) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("vigil-signals".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return drop(ready.send(Err(e))),
+            };
+            rt.block_on(async move {
+                let mut signals = match Signals::new() {
+                    Ok(s) => s,
+                    Err(e) => return drop(ready.send(Err(e))),
+                };
+                let _ = ready.send(Ok(()));
+                let name = signals.next().await;
+                let within = grace.map_or(String::new(), |g| format!(" (at most {g:?})"));
+                crate::logs::say(format_args!(
+                    "{name}: stopping; committing what is in flight{within}"
+                ));
+                stop.store(true, Ordering::Relaxed);
+                let deadline = async move {
+                    match grace {
+                        Some(g) => tokio::time::sleep(g).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    name = signals.next() => tracing::error!("{name} again: exiting now; what was not committed is read again on the next start"),
+                    () = deadline => tracing::error!("still not stopped after the grace period of {:?}: exiting now; what was not committed is read again on the next start", grace.unwrap_or_default()),
+                }
+                std::process::exit(1);
+            });
+        })?;
+    handlers.recv()??;
+    Ok(())
+}
+
+/// SIGTERM and SIGINT, as one stream.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
         #[cfg(unix)]
         {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// The next signal's name.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
             tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
             }
         }
         #[cfg(not(unix))]
-        let _ = ctrl_c.await;
-        eprintln!("stopping: committing buffered data");
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    });
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` (answered by `probe`) on `addr`, on a thread of
+/// its own so a busy pipeline never delays a probe. Fails at once if `addr` cannot be bound.
+pub fn serve_ops(addr: &str, probe: Arc<dyn vigil_query::ops::Probe>) -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("vigil-ops".into())
+        .spawn(move || {
+            let served = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|rt| {
+                    rt.block_on(async {
+                        let listener = tokio::net::TcpListener::from_std(listener)?;
+                        vigil_query::ops::serve_ops(listener, probe).await
+                    })
+                });
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the metrics and health endpoints stopped");
+            }
+        })?;
+    crate::logs::say(format_args!(
+        "metrics at http://{local}/metrics, health at /healthz and /readyz"
+    ));
+    Ok(())
 }

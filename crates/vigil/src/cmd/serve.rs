@@ -36,12 +36,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let http = match http {
             Some(addr) => {
                 let listener = bind(&addr).await?;
-                eprintln!(
-                    "serving SQL over {} at http://{}/sql{}",
+                crate::logs::say(format_args!(
+                    "serving SQL over {} at http://{}/sql{} (and /metrics, /healthz, /readyz)",
                     archive.root(),
                     listener.local_addr()?,
                     unauthenticated(token.is_some())
-                );
+                ));
                 let config = HttpConfig {
                     archive: archive.clone(),
                     limits,
@@ -55,12 +55,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let pg = match &args.pg {
             Some(addr) => {
                 let listener = bind(addr).await?;
-                eprintln!(
+                crate::logs::say(format_args!(
                     "serving SQL over {} at postgres://{}{}",
                     archive.root(),
                     listener.local_addr()?,
                     unauthenticated(login.is_some())
-                );
+                ));
                 let config = PgConfig {
                     archive: archive.clone(),
                     limits,
@@ -85,7 +85,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tokio::select! {
             served = http => served?,
             served = pg => served?,
-            _ = shutdown() => eprintln!("stopping"),
+            _ = shutdown() => crate::logs::say(format_args!("stopping")),
         }
         Ok::<_, anyhow::Error>(())
     })?;

@@ -219,6 +219,11 @@ pub struct Replica {
 
 impl Replica {
     pub fn start(pipeline: &Path, name: &str) -> Replica {
+        Self::start_with(pipeline, name, &[])
+    }
+
+    /// [`Replica::start`] with more `vigil run` arguments.
+    pub fn start_with(pipeline: &Path, name: &str, more: &[&str]) -> Replica {
         let log = pipeline.with_file_name(format!("{name}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -229,6 +234,7 @@ impl Replica {
             .args(["run", "--pipeline"])
             .env("VIGIL_LOG", "warn,vigil=debug")
             .arg(pipeline)
+            .args(more)
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
