@@ -1,6 +1,6 @@
 //! `docs/pipeline.md`, the pipeline file's reference, is generated from the `///` docs of the
 //! structs in `src/raw.rs`, so it cannot drift from what the loader reads: this test fails when
-//! the committed file is stale. `VIGIL_BLESS=1 cargo test -p vigil-config --test reference`
+//! the committed file is stale. `VIGIL_BLESS=1 cargo test --workspace the_pipeline_reference`
 //! writes it again.
 
 use std::fmt::Write;
@@ -87,7 +87,7 @@ fn reference(source: &str) -> String {
         "# Pipeline file reference\n\n\
          Generated from the docs of `crates/vigil-config/src/raw.rs` by \
          `crates/vigil-config/tests/reference.rs`; do not edit by hand (`VIGIL_BLESS=1 cargo \
-         test -p vigil-config --test reference` writes it again). Any value can come from the \
+         test --workspace the_pipeline_reference` writes it again). Any value can come from the \
          environment as `${VAR}` or `${VAR:-default}`; `vigil validate FILE` reports every \
          problem with its line and column.\n",
     );
@@ -142,7 +142,7 @@ fn the_pipeline_reference_is_generated_from_the_config_structs() {
     let have = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         have == want,
-        "docs/pipeline.md is stale: run `VIGIL_BLESS=1 cargo test -p vigil-config --test reference` and commit it"
+        "docs/pipeline.md is stale: run `VIGIL_BLESS=1 cargo test --workspace the_pipeline_reference` and commit it"
     );
     // Every section the loader reads has its heading.
     for section in [

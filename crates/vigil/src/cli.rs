@@ -382,3 +382,53 @@ pub struct DetectSeriesArgs {
     #[arg(long)]
     pub output: PathBuf,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// `docs/cli.md`: every command's `--help`, generated from the doc comments above, so the
+    /// reference of flags and the environment variables they read cannot drift.
+    /// `VIGIL_BLESS=1 cargo test --workspace the_cli_reference` writes it again.
+    #[test]
+    fn the_cli_reference_is_generated_from_the_flags() {
+        // The environment's values never show: the reference is the same on every machine.
+        let hide = |a: clap::Arg| a.hide_env_values(true);
+        let mut cli = Cli::command().term_width(100).mut_args(hide);
+        for sub in cli.get_subcommands_mut() {
+            *sub = sub.clone().mut_args(hide);
+        }
+        cli.build();
+        let mut md = String::from(
+            "# Command-line reference\n\nGenerated from the flags' doc comments by a test in \
+             `crates/vigil/src/cli.rs`; do not edit by hand (`VIGIL_BLESS=1 cargo test --workspace \
+             the_cli_reference` writes it again). The pipeline file's keys are in `docs/pipeline.md`.\n\n\
+             ```text\n",
+        );
+        md.push_str(&cli.render_long_help().to_string());
+        md.push_str("```\n");
+        for sub in cli.get_subcommands_mut() {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            md.push_str(&format!("\n## `vigil {}`\n\n```text\n", sub.get_name()));
+            md.push_str(&sub.render_long_help().to_string());
+            md.push_str("```\n");
+        }
+        let md: String = md
+            .lines()
+            .map(|l| l.trim_end().to_string() + "\n")
+            .collect();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/cli.md");
+        if std::env::var_os("VIGIL_BLESS").is_some() {
+            std::fs::write(&path, &md).unwrap();
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == md,
+            "docs/cli.md is stale: run `VIGIL_BLESS=1 cargo test --workspace the_cli_reference` and commit it"
+        );
+    }
+}

@@ -340,6 +340,33 @@ with psycopg.connect(host="127.0.0.1", port=port, user="analyst", password="corr
         );
     }
 
+    // The shipped Grafana dashboard's panels, as Grafana sends them over the wire: its time
+    // macro expanded to the archive's hour, each answers rows.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../deploy/compose/grafana/dashboards/vigil-services.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let span = &sql_rows(
+        archive,
+        "SELECT min(timestamp) AS a, max(timestamp) AS b FROM logs",
+    )[0];
+    let filter = format!(
+        "timestamp BETWEEN '{}' AND '{}'",
+        span["a"].as_str().unwrap(),
+        span["b"].as_str().unwrap()
+    );
+    let panels = dashboard["panels"].as_array().unwrap();
+    for panel in panels {
+        let sql = panel["targets"][0]["rawSql"].as_str().unwrap();
+        let sql = sql.replace("$__timeFilter(timestamp)", &filter);
+        let rows = ok(&sql);
+        assert!(rows.lines().count() > 10, "{}: {rows}", panel["title"]);
+    }
+
     // Its own metrics and health, without a token (a Prometheus server and the kubelet
     // have none): every statement above counted once by its outcome.
     let (status, text) = common::http(&server.addr, "GET", "/metrics", &[], "");
