@@ -331,6 +331,8 @@ pub struct Metrics {
     pub queries: Family,
     /// Time to answer a SQL statement (planning, running, streaming the rows), per interface.
     pub query_seconds: Family,
+    /// SQL statements running now.
+    pub queries_in_flight: Family,
     /// The running build; always 1.
     pub build_info: Family,
 }
@@ -465,6 +467,12 @@ impl Metrics {
                 Histogram,
                 &["interface"],
             ),
+            queries_in_flight: Family::new(
+                "vigil_queries_in_flight",
+                "SQL statements running now.",
+                Gauge,
+                &[],
+            ),
             build_info: Family::new(
                 "vigil_build_info",
                 "The running build; always 1.",
@@ -476,7 +484,7 @@ impl Metrics {
         m
     }
 
-    fn families(&self) -> [&Family; 22] {
+    fn families(&self) -> [&Family; 23] {
         [
             &self.build_info,
             &self.records,
@@ -500,6 +508,7 @@ impl Metrics {
             &self.alerts_posted,
             &self.queries,
             &self.query_seconds,
+            &self.queries_in_flight,
         ]
     }
 

@@ -116,6 +116,9 @@ pub(crate) struct Served {
 
 impl Served {
     pub(crate) fn start(interface: &'static str) -> Self {
+        vigil_core::metrics::metrics()
+            .queries_in_flight
+            .add(&[], 1.0);
         Self {
             interface,
             started: std::time::Instant::now(),
@@ -141,10 +144,20 @@ impl Drop for Served {
     fn drop(&mut self) {
         let m = vigil_core::metrics::metrics();
         let outcome = self.outcome.unwrap_or("cancelled");
+        m.queries_in_flight.add(&[], -1.0);
         m.queries.inc(&[self.interface, outcome]);
         m.query_seconds
             .observe(&[self.interface], self.started.elapsed().as_secs_f64());
     }
+}
+
+/// SQL statements running now in this process (over HTTP and the Postgres wire).
+pub fn statements_in_flight() -> usize {
+    vigil_core::metrics::metrics()
+        .queries_in_flight
+        .value(&[])
+        .unwrap_or(0.0)
+        .max(0.0) as usize
 }
 
 /// A DataFusion session over one archive.

@@ -106,6 +106,16 @@ pub struct ServeArgs {
     /// Memory for a query's sorts, joins and aggregations.
     #[arg(long, default_value = "1GiB")]
     pub memory: String,
+
+    /// After SIGTERM or Ctrl-C: how long statements already running may take to finish (no new
+    /// connection is accepted meanwhile). Keep it under Kubernetes' terminationGracePeriodSeconds.
+    #[arg(
+        long,
+        env = "VIGIL_GRACE",
+        default_value = "25s",
+        value_name = "DURATION"
+    )]
+    pub grace: String,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,8 @@ struct Server {
     addr: String,
     /// The Postgres-wire port, when served.
     pg_port: Option<String>,
+    /// The rest of its stderr (kept open: a closed pipe would fail its next log line).
+    stderr: BufReader<std::process::ChildStderr>,
 }
 
 impl Server {
@@ -61,6 +63,7 @@ impl Server {
             child,
             addr,
             pg_port,
+            stderr,
         }
     }
 
@@ -399,4 +402,54 @@ with psycopg.connect(host="127.0.0.1", port=port, user="analyst", password="corr
     let (status, ready) = common::http(&server.addr, "GET", "/readyz", &[], "");
     assert_eq!(status, 200, "{ready}");
     assert!(ready.contains(r#""archive":{"detail""#), "{ready}");
+}
+
+/// SIGTERM while a statement runs: no new connection is taken, the running statement still
+/// gets its whole answer, and the server exits 0 once it is sent.
+#[test]
+fn serve_finishes_running_statements_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, _) = generate(dir.path(), "1m", "5", &[]);
+    let archive = dir.path().join("archive");
+    let archive = archive.to_str().unwrap();
+    vigil_ok(&["ingest", "--archive", archive, logs.to_str().unwrap()]);
+    let mut server = Server::start(archive, "t");
+    let slow = "SELECT count(*) AS n FROM generate_series(1, 600000000)";
+    let answer = std::thread::scope(|scope| {
+        let running = scope.spawn(|| server.post(slow, &["Authorization: Bearer t"]));
+        // Running once the server counts it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (_, m) = common::http(&server.addr, "GET", "/metrics", &[], "");
+            if common::metric(&m, "vigil_queries_in_flight", &[]) == Some(1.0) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never running:\n{m}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let pid = server.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        // Closed to new connections from now on (give it a moment to stop listening).
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(common::try_http(&server.addr, "GET", "/healthz", &[], "").is_err());
+        running.join().unwrap()
+    });
+    let (status, _, body) = answer;
+    let body = String::from_utf8(body).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.trim(), r#"[{"n":600000000}]"#);
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "{exit}");
+    let mut stderr = String::new();
+    server.stderr.read_to_string(&mut stderr).unwrap();
+    assert!(
+        stderr.contains("waiting for 1 statements running"),
+        "{stderr}"
+    );
 }

@@ -127,7 +127,7 @@ pub fn stop_on_signal(stop: Arc<AtomicBool>, grace: Option<Duration>) -> anyhow:
 }
 
 /// SIGTERM and SIGINT, as one stream.
-struct Signals {
+pub struct Signals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -135,7 +135,8 @@ struct Signals {
 }
 
 impl Signals {
-    fn new() -> std::io::Result<Self> {
+    /// Listens from now on; needs a Tokio runtime.
+    pub fn new() -> std::io::Result<Self> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -149,7 +150,7 @@ impl Signals {
     }
 
     /// The next signal's name.
-    async fn next(&mut self) -> &'static str {
+    pub async fn next(&mut self) -> &'static str {
         #[cfg(unix)]
         {
             tokio::select! {

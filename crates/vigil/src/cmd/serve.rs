@@ -29,9 +29,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     let limits = super::query_limits(&args.timeout, &args.memory)?;
+    let grace = vigil_core::units::parse_duration(&args.grace)?;
     let archive = args.archive.open()?;
     let rt = super::runtime()?;
     rt.block_on(async {
+        let mut signals = super::Signals::new()?;
         let unauthenticated = |auth: bool| if auth { "" } else { " WITHOUT authentication" };
         let http = match http {
             Some(addr) => {
@@ -85,7 +87,29 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tokio::select! {
             served = http => served?,
             served = pg => served?,
-            _ = shutdown() => crate::logs::say(format_args!("stopping")),
+            name = signals.next() => crate::logs::say(format_args!("{name}: stopping")),
+        }
+        // The listeners are closed; statements already running may finish.
+        let running = vigil_query::statements_in_flight();
+        crate::logs::say(format_args!(
+            "stopping: no new connections; waiting for {running} statements running (at most {grace:?})"
+        ));
+        let deadline = tokio::time::Instant::now() + grace;
+        while vigil_query::statements_in_flight() > 0 {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(
+                        running = vigil_query::statements_in_flight(),
+                        "statements still running after the grace period: stopping them"
+                    );
+                    break;
+                }
+                () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                name = signals.next() => {
+                    tracing::warn!("{name} again: stopping the statements still running");
+                    break;
+                }
+            }
         }
         Ok::<_, anyhow::Error>(())
     })?;
@@ -96,19 +120,4 @@ async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
-}
-
-/// Ctrl-C or SIGTERM.
-async fn shutdown() {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
