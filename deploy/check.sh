@@ -19,7 +19,9 @@ cmp kubernetes/base/deals.toml ../pipelines/deals.toml \
   || { echo "deploy/kubernetes/base/deals.toml differs from pipelines/deals.toml: copy it again"; exit 1; }
 for overlay in dev prod; do
   mkdir -p "$out/$overlay"
-  kubectl kustomize "kubernetes/overlays/$overlay" 2>/dev/null > "$out/$overlay/all.yaml"
+  # (kustomize 5 warns about the kustomize-2 field names kept for old kubectl; only errors show)
+  kubectl kustomize "kubernetes/overlays/$overlay" > "$out/$overlay/all.yaml" 2> "$out/$overlay.err" \
+    || { cat "$out/$overlay.err"; exit 1; }
   echo "$overlay: $(grep -c '^kind:' "$out/$overlay/all.yaml") objects"
 done
 
