@@ -178,9 +178,14 @@ pub struct IngestArgs {
     #[arg(long, default_value = "logs", value_parser = ["logs", "metrics"])]
     pub kind: String,
 
-    /// Take the log schema, decoder limits and flush policy from this pipeline file.
+    /// Take the log schema, decoder limits, flush policy and, unless --archive (or
+    /// VIGIL_ARCHIVE) is given, the archive from this pipeline file.
     #[arg(long)]
     pub pipeline: Option<PathBuf>,
+
+    /// Whether --archive or VIGIL_ARCHIVE was given, rather than its default.
+    #[arg(skip)]
+    pub archive_given: bool,
 
     /// Promote an additional_data field to a typed column, e.g. `status_code=int32`.
     /// Repeatable. Without --pipeline or --field: status_code=int32, processing_time_ms=float64.
@@ -226,6 +231,21 @@ pub struct SqlArgs {
     /// May start with an SQL comment (`-- ...`).
     #[arg(allow_hyphen_values = true)]
     pub query: String,
+}
+
+impl Cli {
+    /// Records which defaults the command line left in place where a command needs to know
+    /// (`ingest --pipeline` takes the pipeline's archive unless one was given).
+    pub fn note_defaults(&mut self, matches: &clap::ArgMatches) {
+        if let Command::Ingest(args) = &mut self.command
+            && let Some(("ingest", m)) = matches.subcommand()
+        {
+            args.archive_given = !matches!(
+                m.value_source("archive"),
+                None | Some(clap::parser::ValueSource::DefaultValue)
+            );
+        }
+    }
 }
 
 /// The form of vigil's own log lines.

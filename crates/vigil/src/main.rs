@@ -8,15 +8,18 @@ mod output;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// mimalloc keeps freed memory for reuse where glibc returns large blocks to the OS at once;
 /// with batches of many megabytes allocated and dropped per second, that saves page faults.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let matches = <cli::Cli as clap::CommandFactory>::command().get_matches();
+    let mut cli = match <cli::Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    cli.note_defaults(&matches);
     init_tracing(cli.verbose, cli.log_format == cli::LogFormat::Json);
     match cmd::dispatch(cli.command) {
         Ok(code) => code,

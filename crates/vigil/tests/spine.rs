@@ -514,3 +514,40 @@ fn trace_shows_one_trace_across_services_as_a_tree_of_its_spans() {
     let out = vigil(&["trace", "--archive", archive, "0000000000000000"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// `vigil ingest --pipeline F` writes to F's archive, unless `--archive` says otherwise.
+#[test]
+fn ingest_with_a_pipeline_file_uses_its_archive_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, _) = generate(dir.path(), "1m", "2", &[]);
+    let theirs = dir.path().join("pipeline-archive");
+    let pipeline = dir.path().join("p.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "[pipeline]\nname = \"p\"\n\n[[sources]]\ntype = \"stdin\"\nkind = \"logs\"\n\n[archive]\nurl = \"{}\"\n",
+            theirs.display()
+        ),
+    )
+    .unwrap();
+    let count = |archive: &std::path::Path| {
+        common::sql_rows(archive.to_str().unwrap(), "SELECT count(*) AS n FROM logs")[0]["n"]
+            .as_u64()
+            .unwrap()
+    };
+    let files = [pipeline.to_str().unwrap(), logs.to_str().unwrap()];
+    vigil_ok(&["ingest", "--pipeline", files[0], files[1]]);
+    let n = count(&theirs);
+    assert!(n > 0);
+    let mine = dir.path().join("mine");
+    vigil_ok(&[
+        "ingest",
+        "--pipeline",
+        files[0],
+        "--archive",
+        mine.to_str().unwrap(),
+        files[1],
+    ]);
+    assert_eq!(count(&mine), n);
+    assert_eq!(count(&theirs), n, "--archive was not obeyed");
+}

@@ -20,7 +20,9 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     if let Some(rows) = args.max_rows {
         pipeline.archive.flush.max_rows = rows;
     }
-    pipeline.archive.url = args.archive.archive.clone();
+    if args.pipeline.is_none() || args.archive_given {
+        pipeline.archive.url = args.archive.archive.clone();
+    }
     pipeline
         .archive
         .storage_options
