@@ -198,6 +198,7 @@ impl Engine {
 
     /// Opens every table of the archive; every query runs under `limits`.
     pub async fn open_with(archive: &Archive, limits: QueryLimits) -> Result<Self, QueryError> {
+        let started = std::time::Instant::now();
         let config = SessionConfig::new()
             .with_information_schema(true)
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
@@ -207,12 +208,22 @@ impl Engine {
             .build_arc()?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         limits::guard_string_builders(&ctx, limits.max_string_bytes)?;
+        let session = started.elapsed();
         let (archive, _) = archive.clone().with_recorded_tiers().await?;
+        let layout = started.elapsed();
         let mut found = 0;
         for spec in TableSpec::all(&LogSchema::default()) {
             let name = spec.name.as_str();
+            let t0 = std::time::Instant::now();
             let views = archive.tier_views(name).await?;
+            let t1 = t0.elapsed();
             let tiers = views.providers(&ctx.state()).await?;
+            tracing::debug!(
+                name,
+                views_us = t1.as_micros() as u64,
+                providers_us = (t0.elapsed() - t1).as_micros() as u64,
+                "table"
+            );
             for (tier, provider) in &tiers {
                 ctx.register_table(format!("{name}_{}", tier.name()), provider.clone())?;
             }
@@ -240,6 +251,12 @@ impl Engine {
         if found == 0 {
             return Err(QueryError::NoArchive(archive.root().to_string()));
         }
+        tracing::debug!(
+            session_us = session.as_micros() as u64,
+            layout_us = (layout - session).as_micros() as u64,
+            tables_us = (started.elapsed() - layout).as_micros() as u64,
+            "archive opened"
+        );
         Ok(Self { ctx, limits })
     }
 

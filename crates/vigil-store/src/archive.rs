@@ -22,7 +22,13 @@ pub struct Archive {
     pub(crate) cold: Url,
     /// Whether `warm` and `cold` were set by [`with_tiers`](Self::with_tiers).
     pub(crate) tiers_configured: bool,
+    /// Tables opened for reading, kept to be brought up to date rather than read again from
+    /// their whole log ([`with_read_cache`](Self::with_read_cache)).
+    reads: Option<ReadCache>,
 }
+
+/// Each table's latest snapshot opened for reading, by table URL (and version, when pinned).
+type ReadCache = std::sync::Arc<std::sync::Mutex<HashMap<String, DeltaTable>>>;
 
 impl Archive {
     /// An archive at `url`: a plain path, a `file://` URL, or an `s3://` URL configured by
@@ -78,6 +84,7 @@ impl Archive {
             options,
             single_writer: false,
             tiers_configured: false,
+            reads: None,
         })
     }
 
@@ -161,17 +168,53 @@ impl Archive {
             .expect("a table name is a valid relative URL")
     }
 
+    /// Keeps the tables this archive (and its clones) opens for reading, and brings a kept one
+    /// up to date with the commits made since (one listing of its log when there are none)
+    /// instead of reading its whole log again: for a server answering many statements. Never
+    /// for writers, which track their own snapshots.
+    pub fn with_read_cache(mut self) -> Self {
+        self.reads = Some(ReadCache::default());
+        self
+    }
+
+    /// A kept table by `key`, if any.
+    pub(crate) fn cached(&self, key: &str) -> Option<DeltaTable> {
+        let reads = self.reads.as_ref()?;
+        let kept = reads.lock().unwrap_or_else(|e| e.into_inner());
+        kept.get(key).cloned()
+    }
+
+    /// Keeps `table` by `key`, when reads are cached.
+    pub(crate) fn keep(&self, key: String, table: &DeltaTable) {
+        if let Some(reads) = &self.reads {
+            let mut kept = reads.lock().unwrap_or_else(|e| e.into_inner());
+            kept.insert(key, table.clone());
+        }
+    }
+
     /// Opens a table; `None` if it does not exist yet.
     pub async fn open(&self, name: &str) -> Result<Option<DeltaTable>, StoreError> {
         let url = self.table_url(name);
+        if let Some(mut kept) = self.cached(url.as_str()) {
+            match kept.update_incremental(None).await {
+                Ok(()) => {
+                    self.keep(url.to_string(), &kept);
+                    return Ok(Some(kept));
+                }
+                Err(e) => tracing::debug!(table = name, error = %e, "reading the table afresh"),
+            }
+        }
         if url.scheme() == "file" {
             let log = url.to_file_path().expect("file URL").join("_delta_log");
             if !log.is_dir() {
                 return Ok(None);
             }
         }
-        match deltalake::open_table_with_storage_options(url, self.options.clone()).await {
-            Ok(t) => Ok(Some(t)),
+        match deltalake::open_table_with_storage_options(url.clone(), self.options.clone()).await {
+            Ok(t) => {
+                self.keep(url.to_string(), &t);
+                Ok(Some(t))
+            }
             Err(deltalake::DeltaTableError::NotATable(_)) => Ok(None),
             Err(e) => Err(StoreError::delta(name)(e)),
         }

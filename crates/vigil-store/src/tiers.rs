@@ -283,12 +283,22 @@ impl Archive {
         table: &str,
         version: u64,
     ) -> Result<DeltaTable, StoreError> {
-        deltalake::DeltaTableBuilder::from_url(self.table_url(table))
+        // A version never changes: a kept one is used as it is. One version is kept per table.
+        let url = self.table_url(table);
+        let key = format!("{url}@pinned");
+        if let Some(kept) = self.cached(&key)
+            && kept.version() == Some(version)
+        {
+            return Ok(kept);
+        }
+        let t = deltalake::DeltaTableBuilder::from_url(url)
             .map_err(StoreError::delta(table))?
             .with_storage_options(self.options.clone())
             .with_version(version)
             .load()
             .await
-            .map_err(StoreError::delta(table))
+            .map_err(StoreError::delta(table))?;
+        self.keep(key, &t);
+        Ok(t)
     }
 }

@@ -194,6 +194,38 @@ fn queries_running_while_days_move_see_every_row_exactly_once() {
     assert!(truth > 0);
 
     let done = Arc::new(AtomicBool::new(false));
+    // A server as well: it keeps the tables it opened and brings them up to date per
+    // statement, across every move.
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args([
+            "serve",
+            "--archive",
+            &archive,
+            "--http",
+            &addr,
+            "--insecure-no-auth",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while common::try_http(&addr, "GET", "/healthz", &[], "").is_err() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let served = {
+        let (done, addr, query) = (done.clone(), addr.clone(), query.clone());
+        std::thread::spawn(move || {
+            let mut counts = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                let (status, body) = common::http(&addr, "POST", "/sql", &[], &query);
+                assert_eq!(status, 200, "{body}");
+                let rows: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+                counts.push(rows[0]["n"].as_u64().unwrap());
+            }
+            counts
+        })
+    };
     let reader = {
         let (done, archive, query) = (done.clone(), archive.clone(), query.clone());
         std::thread::spawn(move || {
@@ -221,6 +253,14 @@ fn queries_running_while_days_move_see_every_row_exactly_once() {
     }
     done.store(true, Ordering::Relaxed);
     let counts = reader.join().unwrap();
+    let served = served.join().unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(served.len() >= 3, "only {} statements served", served.len());
+    assert!(
+        served.iter().all(|&n| n == truth),
+        "the server saw a count other than {truth}: {served:?}"
+    );
     assert!(
         counts.len() >= 3,
         "only {} queries ran during the passes",

@@ -30,7 +30,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let limits = super::query_limits(&args.timeout, &args.memory)?;
     let grace = vigil_core::units::parse_duration(&args.grace)?;
-    let archive = args.archive.open()?;
+    // Every statement opens the archive afresh; kept tables make that a listing of each log.
+    let archive = args.archive.open()?.with_read_cache();
     let rt = super::runtime()?;
     rt.block_on(async {
         let mut signals = super::Signals::new()?;
