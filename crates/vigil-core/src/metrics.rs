@@ -87,10 +87,7 @@ impl Family {
         debug_assert_eq!(values.len(), self.labels.len(), "{}", self.name);
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
         // Looked up by borrowed values first: only a new series allocates.
-        if let Some((_, s)) = series
-            .iter()
-            .find(|(k, _)| k.iter().map(String::as_str).eq(values.iter().copied()))
-        {
+        if let Some(s) = find(&series, values) {
             return Arc::clone(s);
         }
         let s = Arc::new(Series {
@@ -166,9 +163,7 @@ impl Family {
     /// A counter's or gauge's current value (tests, health answers).
     pub fn value(&self, values: &[&str]) -> Option<f64> {
         let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let (_, s) = series
-            .iter()
-            .find(|(k, _)| k.iter().map(String::as_str).eq(values.iter().copied()))?;
+        let s = find(&series, values)?;
         let raw = s.value.load(Ordering::Relaxed);
         Some(match self.kind {
             Kind::Gauge => f64::from_bits(raw),
@@ -245,6 +240,17 @@ impl Family {
             }
         }
     }
+}
+
+/// The series whose label values are `values`.
+fn find<'a>(
+    series: &'a BTreeMap<Vec<String>, Arc<Series>>,
+    values: &[&str],
+) -> Option<&'a Arc<Series>> {
+    series
+        .iter()
+        .find(|(k, _)| k.iter().map(String::as_str).eq(values.iter().copied()))
+        .map(|(_, s)| s)
 }
 
 /// One series of a counter family, held by whoever counts into it.

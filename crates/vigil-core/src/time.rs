@@ -15,6 +15,13 @@ pub fn micros(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// The wall clock now, in microseconds since the epoch (0 for a clock set before 1970).
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, micros)
+}
+
 /// Parses an RFC 3339 timestamp into microseconds since the epoch.
 ///
 /// Accepts `YYYY-MM-DD` then `T`, `t` or a space, `HH:MM:SS`, an optional fraction of any

@@ -1,7 +1,6 @@
 //! Dead letters: records vigil could not decode, kept with their raw bytes, position and reason.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow::array::{
     ArrayBuilder, ArrayRef, BinaryBuilder, Date32Builder, Int32Builder, Int64Builder, RecordBatch,
@@ -150,9 +149,7 @@ impl DeadLetters {
 
     pub(crate) fn finish(&mut self) -> RecordBatch {
         let n = self.len();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
+        let now = vigil_core::time::now_micros();
         let mut received = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
         received.append_value_n(now, n);
         let mut kind = StringBuilder::with_capacity(n, n * self.kind.len());

@@ -1,7 +1,7 @@
 //! The push decoder: bytes in, `RecordBatch`es of records and dead letters out.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use memchr::memchr;
@@ -399,9 +399,7 @@ impl Decoder {
     /// are parsed together as one array; anything else, and every record of a group that
     /// fails as a whole, is parsed alone so it gets its own reason.
     fn process(&mut self, source: &str, partition: Option<i32>, units: &[(&[u8], i64)]) {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, vigil_core::time::micros);
+        let now = vigil_core::time::now_micros();
         let limit = |d: Option<Duration>| d.map(vigil_core::time::micros);
         self.bounds = TimeBounds::at(
             now,

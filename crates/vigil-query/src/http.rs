@@ -43,6 +43,14 @@ pub struct HttpConfig {
     pub token: Option<String>,
 }
 
+/// The server is ready when its archive answers.
+#[async_trait::async_trait]
+impl crate::ops::Probe for HttpConfig {
+    async fn checks(&self) -> Vec<crate::ops::Check> {
+        vec![crate::ops::archive_check(&self.archive).await]
+    }
+}
+
 /// Serves `config` on `listener` until the future is dropped.
 pub async fn serve_http(listener: TcpListener, config: HttpConfig) -> std::io::Result<()> {
     let config = Arc::new(config);
@@ -98,8 +106,7 @@ async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
-    let probe = crate::ops::ArchiveProbe(config.archive.clone());
-    if let Some(r) = crate::ops::answer(&req, &probe).await {
+    if let Some(r) = crate::ops::answer(&req, config).await {
         return r;
     }
     match (req.method(), req.uri().path()) {

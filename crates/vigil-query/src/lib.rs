@@ -214,16 +214,8 @@ impl Engine {
         let mut found = 0;
         for spec in TableSpec::all(&LogSchema::default()) {
             let name = spec.name.as_str();
-            let t0 = std::time::Instant::now();
             let views = archive.tier_views(name).await?;
-            let t1 = t0.elapsed();
             let tiers = views.providers(&ctx.state()).await?;
-            tracing::debug!(
-                name,
-                views_us = t1.as_micros() as u64,
-                providers_us = (t0.elapsed() - t1).as_micros() as u64,
-                "table"
-            );
             for (tier, provider) in &tiers {
                 ctx.register_table(format!("{name}_{}", tier.name()), provider.clone())?;
             }

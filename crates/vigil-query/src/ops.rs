@@ -65,16 +65,6 @@ pub async fn archive_check(archive: &Archive) -> Check {
     }
 }
 
-/// `vigil serve`'s readiness: the archive is reachable.
-pub struct ArchiveProbe(pub Archive);
-
-#[async_trait]
-impl Probe for ArchiveProbe {
-    async fn checks(&self) -> Vec<Check> {
-        vec![archive_check(&self.0).await]
-    }
-}
-
 /// The answer to `/metrics`, `/healthz` or `/readyz`; `None` for any other request.
 pub async fn answer<B>(req: &Request<B>, probe: &dyn Probe) -> Option<Response<Full<Bytes>>> {
     if req.method() != Method::GET {

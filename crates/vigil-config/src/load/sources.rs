@@ -185,11 +185,7 @@ impl Validator<'_> {
                 );
                 None
             }),
-            None if realtime => Some(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_micros() as i64),
-            ),
+            None if realtime => Some(vigil_core::time::now_micros()),
             None => Some(defaults.start_micros),
         };
         let duration = self.duration(&raw.duration, defaults.duration);

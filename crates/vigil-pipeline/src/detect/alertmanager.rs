@@ -14,11 +14,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc as std_mpsc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use vigil_core::time::format_rfc3339;
+use vigil_core::time::{format_rfc3339, now_micros};
 use vigil_detect::{AnomalyEvent, Status};
 
 /// Alerts kept for posting while every Alertmanager is unreachable; beyond, the oldest go.
@@ -278,12 +278,6 @@ impl Poster {
             self.dirty = false;
         }
     }
-}
-
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 #[cfg(test)]

@@ -241,10 +241,8 @@ impl Detection {
             m.open_traces.set(&[], c.open_traces() as f64);
         }
         if let Some(w) = watermark {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as i64);
-            m.watermark_lag.set(&[], now.saturating_sub(w) as f64 / 1e6);
+            let lag = vigil_core::time::now_micros().saturating_sub(w);
+            m.watermark_lag.set(&[], lag as f64 / 1e6);
         }
     }
 
