@@ -13,6 +13,13 @@ pub enum DetectError {
         /// What is wrong.
         reason: String,
     },
+    /// Partial states or traces from another replica could not be read (a replica running
+    /// another pipeline file or version, or a damaged message).
+    #[error("shuffle: {reason}")]
+    Shuffle {
+        /// What is wrong.
+        reason: String,
+    },
     /// Correlation's aggregation failed (an internal error).
     #[error("correlation: {reason}")]
     Correlation {
@@ -25,7 +32,7 @@ impl DetectError {
     /// Who has to act: a rule's SQL is the user's to fix; correlation failing is a bug.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            DetectError::Rule { .. } => ErrorKind::User,
+            DetectError::Rule { .. } | DetectError::Shuffle { .. } => ErrorKind::User,
             DetectError::Correlation { .. } => ErrorKind::Internal,
         }
     }

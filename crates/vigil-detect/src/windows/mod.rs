@@ -48,11 +48,13 @@ use crate::spec::{Condition, RuleSpec, SeriesLimits};
 mod checkpoint;
 mod clock;
 mod plan;
+mod shuffle;
 #[cfg(test)]
 mod tests;
 
 pub use checkpoint::Checkpoint;
 pub(crate) use plan::with_rows;
+pub use shuffle::{Contribution, Partial, SavedStates};
 
 use clock::{Filing, Group};
 use plan::{Plan, PlanError};
@@ -67,8 +69,9 @@ struct Compiled {
     group: usize,
     sql: String,
     plan: Option<Plan>,
-    /// Partial aggregate states by pane start.
-    states: BTreeMap<i64, Vec<RecordBatch>>,
+    /// Partial aggregate states by pane start, each with where it came from when another
+    /// replica folded it ([`WindowedRules::merge`]).
+    states: BTreeMap<i64, Vec<(Option<Contribution>, RecordBatch)>>,
 }
 
 impl Compiled {
@@ -235,37 +238,23 @@ impl WindowedRules {
         self.rules
             .iter()
             .flat_map(|r| r.states.values().flatten())
-            .map(RecordBatch::num_rows)
+            .map(|(_, b)| b.num_rows())
             .sum()
     }
 
     /// Files `batch` (rows of `kind`) into the panes its rows fall in. Rows are folded into
     /// partial states by the next [`advance`](Self::advance).
     pub fn push(&mut self, kind: RecordKind, batch: &RecordBatch) {
-        if batch.num_rows() == 0 {
-            return;
-        }
-        let Ok(col) = batch.schema().index_of("timestamp") else {
-            return;
-        };
-        let ts = batch.column(col).as_primitive::<TimestampMicrosecondType>();
-        for g in self.groups.iter_mut().filter(|g| g.table == kind) {
-            let panes: Vec<i64> = ts.values().iter().map(|&t| g.pane(t)).collect();
-            let mut distinct = panes.clone();
-            distinct.sort_unstable();
-            distinct.dedup();
-            for pane in distinct {
-                let mask = BooleanArray::from_iter(panes.iter().map(|&p| Some(p == pane)));
-                if let Filing::Late = g.admit(pane) {
-                    self.late += mask.true_count() as u64;
+        for g in 0..self.groups.len() {
+            if self.groups[g].table != kind {
+                continue;
+            }
+            for (pane, rows) in split_by_pane(&self.groups[g], batch) {
+                if let Filing::Late = self.groups[g].admit(pane) {
+                    self.late += rows.num_rows() as u64;
                     continue;
                 }
-                let rows = if mask.true_count() == mask.len() {
-                    batch.clone()
-                } else {
-                    filter_record_batch(batch, &mask).expect("mask as long as the batch")
-                };
-                g.file(pane, rows);
+                self.groups[g].file(pane, rows);
             }
         }
     }
@@ -313,7 +302,11 @@ impl WindowedRules {
             for (pane, rows) in &taken {
                 let state = self.partial(i, rows).await?;
                 if state.num_rows() > 0 {
-                    self.rules[i].states.entry(*pane).or_default().push(state);
+                    self.rules[i]
+                        .states
+                        .entry(*pane)
+                        .or_default()
+                        .push((None, state));
                 }
             }
         }
@@ -371,7 +364,7 @@ impl WindowedRules {
             let states: Vec<RecordBatch> = self.rules[i]
                 .states
                 .range(start..start.saturating_add(window))
-                .flat_map(|(_, s)| s.iter().cloned())
+                .flat_map(|(_, s)| s.iter().map(|(_, b)| b.clone()))
                 .collect();
             let values = self.finish(i, states).await?;
             let r = &mut self.rules[i];
@@ -419,4 +412,30 @@ impl WindowedRules {
             .await
             .map_err(|e| r.plan_error(e))
     }
+}
+
+/// `batch`'s rows split by the pane of `g` their event time falls in, in pane order.
+fn split_by_pane(g: &Group, batch: &RecordBatch) -> Vec<(i64, RecordBatch)> {
+    if batch.num_rows() == 0 {
+        return Vec::new();
+    }
+    let Ok(col) = batch.schema().index_of("timestamp") else {
+        return Vec::new();
+    };
+    let ts = batch.column(col).as_primitive::<TimestampMicrosecondType>();
+    let panes: Vec<i64> = ts.values().iter().map(|&t| g.pane(t)).collect();
+    let mut distinct = panes.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if let [pane] = distinct[..] {
+        return vec![(pane, batch.clone())];
+    }
+    distinct
+        .into_iter()
+        .map(|pane| {
+            let mask = BooleanArray::from_iter(panes.iter().map(|&p| Some(p == pane)));
+            let rows = filter_record_batch(batch, &mask).expect("mask as long as the batch");
+            (pane, rows)
+        })
+        .collect()
 }

@@ -86,6 +86,11 @@ impl Plan {
         })
     }
 
+    /// The schema of the partial aggregate states.
+    pub(super) fn partial_schema(&self) -> SchemaRef {
+        self.partial.schema()
+    }
+
     /// Whether the plan was made for rows of `schema`.
     pub(super) fn reads(&self, schema: &SchemaRef) -> bool {
         &self.input == schema

@@ -340,3 +340,209 @@ mod hostile {
         }
     }
 }
+
+/// Rows of three streams over five minutes: (stream, first offset, rows), in bites of 50.
+fn streams_of_rows() -> Vec<(u32, i64, Vec<(i64, &'static str, f64)>)> {
+    let services = ["a", "b", "c", "d"];
+    let mut out = Vec::new();
+    for stream in 0..3u32 {
+        let values = noise(3_000, 11 + u64::from(stream));
+        let rows: Vec<(i64, &str, f64)> = values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                (
+                    T0 + i as i64 * 100_000,
+                    services[(i + stream as usize) % 4],
+                    v,
+                )
+            })
+            .collect();
+        for (n, chunk) in rows.chunks(50).enumerate() {
+            out.push((stream, n as i64 * 50, chunk.to_vec()));
+        }
+    }
+    out
+}
+
+fn distributed_specs() -> Vec<RuleSpec> {
+    vec![
+        spec("mean", "avg(value)", 60, 30, (">", 480.0)),
+        spec(
+            "p95",
+            "approx_percentile_cont(value, 0.95)",
+            60,
+            60,
+            (">", 940.0),
+        ),
+        spec("rows", "count(*)", 60, 60, ("<", 1e9)),
+    ]
+}
+
+/// The events of one replica seeing every row, in order.
+fn single_replica_events() -> Vec<AnomalyEvent> {
+    let mut one = WindowedRules::new(&distributed_specs());
+    run(async {
+        for (_, _, rows) in streams_of_rows() {
+            one.push(RecordKind::Metrics, &batch(&rows));
+        }
+        one.advance(T0 + 10 * MIN).await.unwrap()
+    })
+}
+
+/// Stage 1 over each bite: (stream, first offset, its partials).
+fn stage_one() -> Vec<(u32, i64, Vec<Partial>)> {
+    let mut stage1 = WindowedRules::new(&distributed_specs());
+    run(async {
+        let mut out = Vec::new();
+        for (stream, from, rows) in streams_of_rows() {
+            let p = stage1
+                .partials(RecordKind::Metrics, &batch(&rows))
+                .await
+                .unwrap();
+            out.push((stream, from, p));
+        }
+        out
+    })
+}
+
+fn stage_two() -> WindowedRules {
+    let mut merged = WindowedRules::new(&distributed_specs());
+    run(merged.prepare(RecordKind::Metrics, &batch(&[]).schema())).unwrap();
+    merged
+}
+
+fn merge_all(merged: &mut WindowedRules, parts: Vec<(u32, i64, Vec<Partial>)>) {
+    for (stream, from, partials) in parts {
+        for p in partials {
+            assert!(merged.merge(p, Contribution { stream, from }).unwrap());
+        }
+    }
+}
+
+/// Same values, exactly for sums and counts; within the t-digest's error (which depends on the
+/// order states merge in) for the percentile.
+fn assert_close_values(a: &[AnomalyEvent], b: &[AnomalyEvent]) {
+    let mut a = a.to_vec();
+    let mut b = b.to_vec();
+    for e in [&mut a, &mut b] {
+        e.sort_by(|x, y| {
+            (&x.rule, &x.service, x.starts_at, x.status.to_string()).cmp(&(
+                &y.rule,
+                &y.service,
+                y.starts_at,
+                y.status.to_string(),
+            ))
+        });
+    }
+    for (x, y) in a.iter().zip(&b) {
+        let (Some(u), Some(v)) = (x.value, y.value) else {
+            assert_eq!(x.value, y.value);
+            continue;
+        };
+        let tolerance = if x.rule == "p95" { 5e-3 } else { 1e-9 };
+        assert!(
+            (u - v).abs() <= tolerance * v.abs().max(1.0),
+            "{x:?} vs {y:?}"
+        );
+    }
+}
+
+fn event_keys(events: &[AnomalyEvent]) -> Vec<(String, String, String, i64, Option<i64>)> {
+    let mut keys: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.rule.clone(),
+                e.service.clone(),
+                e.status.to_string(),
+                e.starts_at,
+                e.ends_at,
+            )
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn merged_partials_give_the_single_replicas_events_whatever_their_order() {
+    let one = single_replica_events();
+    assert!(one.len() >= 4, "the rules fire: {one:?}");
+    let mut parts = stage_one();
+    // Streams interleaved and reordered: every stream's bites reversed, streams alternating.
+    parts.reverse();
+    parts.sort_by_key(|(stream, from, _)| (from / 500, *stream));
+    let mut merged = stage_two();
+    merge_all(&mut merged, parts);
+    let events = run(merged.advance(T0 + 10 * MIN)).unwrap();
+    assert_eq!(event_keys(&events), event_keys(&one));
+    assert_close_values(&events, &one);
+}
+
+#[test]
+fn a_stream_read_again_replaces_what_it_contributed_to_open_windows() {
+    let one = single_replica_events();
+    let parts = stage_one();
+    let mut merged = stage_two();
+    // Stream 1 is read to offset 1 000, its reader dies, and the next reader starts again
+    // from offset 600 (where the archive ended): everything from 600 comes twice.
+    let first: Vec<_> = parts
+        .iter()
+        .filter(|(s, from, _)| *s != 1 || *from < 1_000)
+        .cloned()
+        .collect();
+    merge_all(&mut merged, first);
+    assert!(merged.revert(1, 600) > 0);
+    let again: Vec<_> = parts
+        .iter()
+        .filter(|(s, from, _)| *s == 1 && *from >= 600)
+        .cloned()
+        .collect();
+    merge_all(&mut merged, again);
+    let events = run(merged.advance(T0 + 10 * MIN)).unwrap();
+    assert_eq!(event_keys(&events), event_keys(&one));
+    assert_close_values(&events, &one);
+}
+
+#[test]
+fn partials_for_a_closed_window_are_late_and_a_checkpoint_keeps_open_states() {
+    let parts = stage_one();
+    let (early, late): (Vec<_>, Vec<_>) = parts.into_iter().partition(|(s, ..)| *s != 2);
+    let mut merged = stage_two();
+    merge_all(&mut merged, early);
+    let closed = run(merged.advance(T0 + 2 * MIN)).unwrap();
+    // A checkpoint now, restored elsewhere, carries on as the original does.
+    let saved = (merged.checkpoint(), merged.saved_states());
+    let mut restored = stage_two();
+    restored.restore(&saved.0);
+    restored.restore_states(&saved.1).unwrap();
+    assert_eq!(restored.state_rows(), merged.state_rows());
+    for m in [&mut merged, &mut restored] {
+        let mut late_merges = 0;
+        for (stream, from, partials) in late.clone() {
+            for p in partials {
+                if !m.merge(p, Contribution { stream, from }).unwrap() {
+                    late_merges += 1;
+                }
+            }
+        }
+        assert!(late_merges > 0, "stream 2's first minutes are late");
+        assert!(m.late_rows() > 0);
+    }
+    let a = run(merged.advance(T0 + 10 * MIN)).unwrap();
+    let b = run(restored.advance(T0 + 10 * MIN)).unwrap();
+    assert_eq!(event_keys(&a), event_keys(&b));
+    assert!(!closed.is_empty() || !a.is_empty());
+}
+
+#[test]
+fn partials_of_a_rule_this_pipeline_lacks_are_refused() {
+    let mut parts = stage_one();
+    let (stream, from, mut partials) = parts.remove(0);
+    let mut p = partials.remove(0);
+    p.rule = "nobody's rule".into();
+    let mut merged = stage_two();
+    let err = merged.merge(p, Contribution { stream, from }).unwrap_err();
+    assert!(err.to_string().contains("same pipeline file"), "{err}");
+}
