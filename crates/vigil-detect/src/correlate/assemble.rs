@@ -212,7 +212,8 @@ impl Assembler {
         self.other_service
     }
 
-    fn service_id(&mut self, name: &str) -> u32 {
+    /// The number of service `name`, given one if it has none yet.
+    pub fn service_id(&mut self, name: &str) -> u32 {
         // Decoded batches come grouped by service: the last one usually matches.
         if let Some(id) = self.last_service
             && *self.services[id as usize] == *name

@@ -183,6 +183,11 @@ impl Evidence {
         }
     }
 
+    /// The window length, µs, and how long after its end a window is final.
+    pub fn window_and_settle(&self) -> (i64, i64) {
+        (self.window, self.settle)
+    }
+
     /// Closed traces that fell in windows already final.
     pub fn stale_traces(&self) -> u64 {
         self.stale

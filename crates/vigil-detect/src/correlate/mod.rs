@@ -31,12 +31,17 @@
 pub mod assemble;
 pub mod evidence;
 pub mod incidents;
+mod shuffle;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 
 pub use assemble::{AssembleConfig, Assembler, ClosedTrace};
 pub use evidence::{Evidence, WindowEvidence, edges_batch, origins_batch};
 pub use incidents::{IncidentState, Incidents};
+pub use shuffle::{SharedTrace, SharedTraces};
 
 use vigil_core::time::micros;
 
@@ -50,6 +55,11 @@ pub struct Correlator {
     /// Traces closed early by the open-trace cap, waiting for the next advance.
     closed: Vec<ClosedTrace>,
     traces: u64,
+    /// Ids of traces received from other replicas, by evidence window: a trace sent twice
+    /// (its records read again after a replica died) counts once.
+    received: BTreeMap<i64, HashSet<Arc<str>>>,
+    /// Traces received twice and dropped.
+    repeated: u64,
 }
 
 impl Correlator {
@@ -67,6 +77,8 @@ impl Correlator {
             incidents: Incidents::new(micros(cfg.incident_gap)),
             closed: Vec::new(),
             traces: 0,
+            received: BTreeMap::new(),
+            repeated: 0,
         }
     }
 
@@ -96,6 +108,9 @@ impl Correlator {
             .await?;
         for w in &windows {
             self.incidents.observe(w);
+        }
+        if !self.received.is_empty() {
+            self.forget_received(watermark);
         }
         Ok(windows)
     }

@@ -1006,3 +1006,60 @@ fn a_saturation_over_before_its_for_still_explains_what_fires_after() {
     assert_eq!(v.root_cause_service, "database", "{v:?}");
     assert_eq!(v.services, ["token-service"], "remembered, not a member");
 }
+
+#[test]
+fn traces_closed_on_other_replicas_give_the_same_evidence_and_count_once() {
+    // Two replicas each assemble their own traces (keyed by trace id); a third files both.
+    let cfg = crate::CorrelationConfig {
+        duration_column: "processing_time_ms".into(),
+        ..Default::default()
+    };
+    let traces: Vec<Vec<Rec>> = ["t1", "t2", "t3", "t4"]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| failing_trace(t, 1.0 + i as f64, true))
+        .collect();
+    let run = |f| {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    };
+    let end = 3_600 * SEC;
+    let mut one = Correlator::new(&cfg);
+    for t in &traces {
+        one.push(&batch(t));
+    }
+    let whole = run(one.advance(end)).unwrap();
+
+    let (mut a, mut b) = (Correlator::new(&cfg), Correlator::new(&cfg));
+    // Replica b learns the services in another order: numbers differ, names do not.
+    for (i, t) in traces.iter().enumerate().rev() {
+        let replica = if i % 2 == 0 { &mut a } else { &mut b };
+        replica.push(&batch(t));
+    }
+    let (from_a, from_b) = (a.hand_on(end), b.hand_on(end));
+    assert_eq!(from_a.traces.len() + from_b.traces.len(), 4);
+    let mut merged = Correlator::new(&cfg);
+    merged.receive(from_b.clone());
+    merged.receive(from_a);
+    // b's traces again, as after its replica died before the archive had their records.
+    merged.receive(from_b);
+    assert_eq!(merged.repeated_traces(), 2);
+    // Samples are the first traces to arrive, which differs between the two: all else is
+    // the same.
+    let samples_apart = |mut w: Vec<WindowEvidence>| {
+        for w in &mut w {
+            for o in w.origins.values_mut() {
+                o.samples.sort();
+            }
+            for s in w.slowest.values_mut() {
+                s.1.clear();
+            }
+        }
+        w
+    };
+    let split = samples_apart(run(merged.advance(end)).unwrap());
+    assert_eq!(split, samples_apart(whole));
+    assert_eq!(split[0].origins["database"].failing_traces, 4);
+}
