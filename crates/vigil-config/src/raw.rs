@@ -315,6 +315,15 @@ pub struct RawDetect {
     /// How often firing alerts are posted again (Prometheus' `resend-delay`); each post says
     /// the alert ends four of these later unless posted again. Default `1m`.
     pub alertmanager_resend: Option<Spanned<String>>,
+    /// Replicas share detection through Kafka: each folds its own partitions' rows into
+    /// partial aggregate states and closed traces and sends them to `partials_topic`, whose
+    /// one partition's owner merges everyone's, closes the windows, files incidents and
+    /// publishes the anomalies. Needs a Kafka source. Default `false`: each replica detects
+    /// over its own partitions only, right with one replica.
+    pub distributed: Option<bool>,
+    /// The internal topic of a distributed pipeline (one partition). Default
+    /// `<pipeline name>.partials`.
+    pub partials_topic: Option<String>,
     /// Correlate: assemble traces, learn the service graph, group anomalies into incidents
     /// with a root cause. Default `true` (when the pipeline has rules).
     pub correlate: Option<bool>,

@@ -331,6 +331,14 @@ pub struct Metrics {
     pub open_traces: Family,
     /// Wall clock minus detection's watermark.
     pub watermark_lag: Family,
+    /// Event time through which detection has closed its windows.
+    pub closed_through: Family,
+    /// Bytes of partials messages sent to the shuffle topic (distributed detection).
+    pub shuffle_bytes: Family,
+    /// Partials messages merged, per outcome (`merged`, `reread`, `skipped`, `unreadable`).
+    pub shuffle_messages: Family,
+    /// 1 while this replica merges the partials of a distributed pipeline.
+    pub merging: Family,
     /// Alerts posted to Alertmanager, per outcome.
     pub alerts_posted: Family,
     /// SQL statements answered, per interface (`http`, `pg`) and outcome.
@@ -455,6 +463,30 @@ impl Metrics {
                 Gauge,
                 &[],
             ),
+            closed_through: Family::new(
+                "vigil_detection_closed_through_seconds",
+                "Event time (seconds since the epoch) through which detection has closed its windows.",
+                Gauge,
+                &[],
+            ),
+            shuffle_bytes: Family::new(
+                "vigil_shuffle_sent_bytes_total",
+                "Bytes of partials messages sent to the shuffle topic.",
+                Counter,
+                &[],
+            ),
+            shuffle_messages: Family::new(
+                "vigil_shuffle_messages_total",
+                "Partials messages handled by the merging replica, per outcome.",
+                Counter,
+                &["outcome"],
+            ),
+            merging: Family::new(
+                "vigil_detection_merging",
+                "1 while this replica merges the partials of a distributed pipeline.",
+                Gauge,
+                &[],
+            ),
             alerts_posted: Family::new(
                 "vigil_alertmanager_posts_total",
                 "Posts of alerts to Alertmanager.",
@@ -490,7 +522,7 @@ impl Metrics {
         m
     }
 
-    fn families(&self) -> [&Family; 23] {
+    fn families(&self) -> [&Family; 27] {
         [
             &self.build_info,
             &self.records,
@@ -511,6 +543,10 @@ impl Metrics {
             &self.late_records,
             &self.open_traces,
             &self.watermark_lag,
+            &self.closed_through,
+            &self.shuffle_bytes,
+            &self.shuffle_messages,
+            &self.merging,
             &self.alerts_posted,
             &self.queries,
             &self.query_seconds,

@@ -219,6 +219,18 @@ impl Consumer {
         Ok(high)
     }
 
+    /// How many partitions `topic` has.
+    pub fn partition_count(&self, topic: &str) -> Result<usize, KafkaError> {
+        let md = self
+            .inner
+            .fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        Ok(md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len()))
+    }
+
     /// Tells the group how far the archive goes (next offsets), without waiting. The archive,
     /// not the group, is the source of truth; this keeps lag tooling accurate.
     pub fn commit_to_group(&self, offsets: &[(TopicPartition, i64)]) -> Result<(), KafkaError> {

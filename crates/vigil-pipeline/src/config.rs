@@ -123,6 +123,8 @@ pub struct DetectConfig {
     pub correlation: Option<CorrelationConfig>,
     /// How many series each rule remembers, and how long.
     pub series: SeriesLimits,
+    /// The internal topic replicas share detection through, when `[detect] distributed`.
+    pub partials_topic: Option<String>,
 }
 
 impl Default for DetectConfig {
@@ -135,6 +137,7 @@ impl Default for DetectConfig {
             alertmanager_resend: Duration::from_secs(60),
             correlation: Some(CorrelationConfig::default()),
             series: SeriesLimits::default(),
+            partials_topic: None,
         }
     }
 }

@@ -40,7 +40,11 @@ pub fn run(pipeline: &Pipeline, opts: &RunOptions, rt: &Runtime) -> Result<Summa
     let io = kafka_rt.as_ref().map_or(rt.handle(), |k| k.handle());
     let mut sources = source::build(pipeline, &archive, opts, io)?;
     let resumable = sources.iter().any(|s| s.resumable());
-    let mut sink = rt.block_on(open_sink(pipeline, archive, resumable, opts))?;
+    let distributed = pipeline.detect.partials_topic.is_some() && !pipeline.rules.is_empty();
+    if distributed {
+        sources.push(Box::new(source::MergeSource::new(pipeline, opts)?));
+    }
+    let mut sink = rt.block_on(open_sink(pipeline, archive, resumable, opts, sources.len()))?;
     let mut feedback: Vec<Option<Receiver<Feedback>>> = Vec::with_capacity(sources.len());
     for (i, s) in pipeline.sources.iter().enumerate() {
         let origin = i as u32;
@@ -55,6 +59,13 @@ pub fn run(pipeline: &Pipeline, opts: &RunOptions, rt: &Runtime) -> Result<Summa
         } else {
             feedback.push(None);
         }
+    }
+    if distributed {
+        let origin = pipeline.sources.len() as u32;
+        let (tx, rx) = mpsc::channel();
+        sink.connect(origin, tx);
+        sink.set_merge_origin(origin);
+        feedback.push(Some(rx));
     }
     let route = Route {
         sources: &mut sources,
@@ -88,6 +99,7 @@ async fn open_sink(
     archive: Archive,
     resumable: bool,
     opts: &RunOptions,
+    origins: usize,
 ) -> Result<Sink, PipelineError> {
     let mut kinds: Vec<RecordKind> = Vec::new();
     for s in &pipeline.sources {
@@ -107,6 +119,13 @@ async fn open_sink(
         // Rule state survives restarts per pipeline and consumer group. Sources read from
         // their beginning on every run have no rule state to resume.
         let checkpoint = match (resumable, pipeline.first_kafka()) {
+            // One merging replica at a time: one checkpoint for them all, named
+            // by the partials it has merged, whatever the consumer group.
+            (_, Some(_)) if d.distributed() => pipeline
+                .detect
+                .partials_topic
+                .as_ref()
+                .map(|t| format!("{}-{t}", pipeline.name)),
             (true, Some(k)) => Some(checkpoint_name(
                 &pipeline.name,
                 &k.consumer.group_id,
@@ -132,7 +151,7 @@ async fn open_sink(
         pipeline.log_schema.clone(),
         pipeline.archive.flush,
         detection,
-        pipeline.sources.len(),
+        origins,
     );
     for k in kinds {
         sink.open(Some(k)).await?;

@@ -19,7 +19,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use vigil_core::schema::{LogSchema, RecordKind};
 use vigil_core::units::{parse_bytes, parse_duration};
 use vigil_detect::RuleSpec;
-use vigil_pipeline::{DetectConfig, Pipeline, SourceConfig};
+use vigil_pipeline::{DetectConfig, Pipeline, SourceConfig, SourceKind};
 
 use crate::env::substitute;
 use crate::raw::{
@@ -330,9 +330,32 @@ impl Validator<'_> {
                 );
             }
         }
+        let name = meta.name.unwrap_or_else(|| "vigil".into());
+        let partials_topic = match detect.distributed {
+            Some(true) => {
+                if !sources
+                    .iter()
+                    .any(|s| matches!(s.kind, SourceKind::Kafka(_)))
+                {
+                    self.problem(
+                        None,
+                        "`[detect] distributed = true` needs a Kafka source: replicas share detection through Kafka".into(),
+                    );
+                    ok = false;
+                }
+                Some(
+                    detect
+                        .partials_topic
+                        .clone()
+                        .filter(|t| !t.is_empty())
+                        .unwrap_or_else(|| format!("{name}.partials")),
+                )
+            }
+            _ => None,
+        };
         ok.then_some(())?;
         Some(Pipeline {
-            name: meta.name.unwrap_or_else(|| "vigil".into()),
+            name,
             sources,
             log_schema: log_schema?,
             decode: decode?,
@@ -350,6 +373,7 @@ impl Validator<'_> {
                 alertmanager_resend: alertmanager_resend.filter(|d| !d.is_zero())?,
                 correlation: correlation?,
                 series: series?,
+                partials_topic,
             },
         })
     }

@@ -100,10 +100,7 @@ impl Correlator {
         let (window, _) = self.evidence.window_and_settle();
         for t in shared.traces {
             let trace_id: Arc<str> = t.id.into();
-            let seen = self
-                .received
-                .entry(t.time.div_euclid(window))
-                .or_default();
+            let seen = self.received.entry(t.time.div_euclid(window)).or_default();
             if !seen.insert(Arc::clone(&trace_id)) {
                 self.repeated += 1;
                 continue;

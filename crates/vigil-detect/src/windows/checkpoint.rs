@@ -51,6 +51,9 @@ impl WindowedRules {
             if let Some(&next) = c.next_close.get(&g.key()) {
                 g.next_close = Some(next);
                 g.closed = true;
+                // The last window closed ended a window after the one before `next`.
+                let end = next.saturating_sub(g.hop).saturating_add(g.window);
+                self.closed_through = Some(self.closed_through.map_or(end, |c| c.max(end)));
             }
         }
     }

@@ -54,7 +54,7 @@ mod tests;
 
 pub use checkpoint::Checkpoint;
 pub(crate) use plan::with_rows;
-pub use shuffle::{Contribution, Partial, SavedStates};
+pub use shuffle::{Contribution, Partial, SavedStates, decode_ipc, encode_ipc};
 
 use clock::{Filing, Group};
 use plan::{Plan, PlanError};

@@ -341,8 +341,11 @@ mod hostile {
     }
 }
 
-/// Rows of three streams over five minutes: (stream, first offset, rows), in bites of 50.
-fn streams_of_rows() -> Vec<(u32, i64, Vec<(i64, &'static str, f64)>)> {
+/// A bite of one stream's rows: (stream, first offset, rows).
+type Bite = (u32, i64, Vec<(i64, &'static str, f64)>);
+
+/// Rows of three streams over five minutes, in bites of 50.
+fn streams_of_rows() -> Vec<Bite> {
     let services = ["a", "b", "c", "d"];
     let mut out = Vec::new();
     for stream in 0..3u32 {

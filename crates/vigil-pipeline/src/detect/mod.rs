@@ -8,28 +8,31 @@
 //! See [`persist`] for what survives a restart.
 
 mod alertmanager;
+mod clock;
 mod events;
 mod persist;
+mod shuffle;
 
-use std::collections::HashMap;
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use vigil_core::schema::RecordKind;
 use vigil_core::time::{format_rfc3339, micros};
 use vigil_detect::correlate::WindowEvidence;
+use vigil_detect::windows::Contribution;
 use vigil_detect::{AnomalyEvent, Correlator, WindowedRules};
 use vigil_store::Archive;
 
 use crate::config::Pipeline;
 use crate::error::PipelineError;
 use alertmanager::Alertmanager;
+use clock::Streams;
 use persist::{Persist, Saved, replay};
+use shuffle::{MergeState, Message, Stage1};
 
-/// A stream that has not moved for this long stops holding the watermark back.
-pub const IDLE: Duration = Duration::from_secs(10);
+pub use clock::IDLE;
 
 /// The stream replayed rows are pushed as: it stops holding the watermark once replayed.
 const REPLAY_STREAM: &str = "archive replay";
@@ -41,11 +44,7 @@ pub struct Detection {
     correlator: Option<Correlator>,
     lateness: i64,
     longest_window: i64,
-    /// Latest event time per stream (a Kafka partition, a file source), and when it last moved.
-    streams: HashMap<String, (i64, Instant)>,
-    latest: i64,
-    /// A stream ended with its input complete ([`end_source`](Self::end_source)).
-    ended: bool,
+    streams: Streams,
     topic: Option<(vigil_kafka::Producer, String)>,
     file: Option<std::io::BufWriter<std::fs::File>>,
     alertmanager: Option<Alertmanager>,
@@ -54,6 +53,35 @@ pub struct Detection {
     firing: std::collections::BTreeMap<String, AnomalyEvent>,
     events: u64,
     archive: Option<Persist>,
+    /// Detection shared with other replicas (`[detect] distributed`).
+    shuffle: Option<Shuffle>,
+}
+
+/// A distributed pipeline's detection: stage 1 always; while this replica owns the partials
+/// partition, `engine`, `correlator` and `streams` are stage 2's.
+struct Shuffle {
+    stage1: Stage1,
+    /// Stage 2's bookkeeping, while this replica merges.
+    merge: Option<MergeState>,
+    /// To start stage 2 afresh when ownership moves.
+    pipeline: Pipeline,
+    /// Each kind's table schema: what stage 2 plans the rules over.
+    tables: Vec<(RecordKind, SchemaRef)>,
+}
+
+/// What the merge consumer (the partials topic's consumer-group member) saw.
+#[derive(Debug)]
+pub enum Shuffled {
+    /// This replica now merges; `expected`: every source stream (`topic:partition`) whose
+    /// watermark windows must wait for.
+    Owner {
+        /// The source streams.
+        expected: Vec<String>,
+    },
+    /// This replica merges no more.
+    NotOwner,
+    /// Messages of the partials partition, in order: (offset, payload).
+    Messages(Vec<(i64, Vec<u8>)>),
 }
 
 impl Detection {
@@ -64,16 +92,7 @@ impl Detection {
             return Ok(None);
         }
         let engine = WindowedRules::new(&pipeline.rules).with_series_limits(pipeline.detect.series);
-        let causes = pipeline
-            .rules
-            .iter()
-            .filter(|r| r.cause)
-            .map(|r| r.name.clone());
-        let correlator = pipeline
-            .detect
-            .correlation
-            .as_ref()
-            .map(|c| Correlator::new(c).with_causes(causes));
+        let correlator = fresh_correlator(pipeline);
         let topic = match (&pipeline.detect.anomaly_topic, pipeline.first_kafka()) {
             (Some(t), Some(k)) => Some((
                 vigil_kafka::Producer::new(
@@ -102,7 +121,17 @@ impl Detection {
                 )?,
             ),
         };
+        let shuffle = match &pipeline.detect.partials_topic {
+            Some(topic) => Some(Shuffle {
+                stage1: Stage1::new(pipeline, topic)?,
+                merge: None,
+                pipeline: pipeline.clone(),
+                tables: Vec::new(),
+            }),
+            None => None,
+        };
         Ok(Some(Self {
+            shuffle,
             engine,
             correlator,
             lateness: micros(pipeline.detect.allowed_lateness),
@@ -112,9 +141,7 @@ impl Detection {
                 .map(|r| micros(r.window))
                 .max()
                 .unwrap_or(0),
-            streams: HashMap::new(),
-            latest: i64::MIN,
-            ended: false,
+            streams: Streams::new(),
             topic,
             file,
             alertmanager,
@@ -136,6 +163,12 @@ impl Detection {
         tables: &[(RecordKind, SchemaRef)],
     ) -> Result<(), PipelineError> {
         let persist = Persist::open(archive, self.correlator.is_some(), checkpoint).await?;
+        if let Some(shuffle) = &mut self.shuffle {
+            // Stage 2's state is loaded when this replica starts merging.
+            shuffle.tables = tables.to_vec();
+            self.archive = Some(persist);
+            return Ok(());
+        }
         if let Some(saved) = persist.load().await? {
             self.engine.restore(&saved.rules);
             if let (Some(c), Some(state)) = (&mut self.correlator, saved.incidents) {
@@ -163,21 +196,30 @@ impl Detection {
         Ok(())
     }
 
+    /// A source batch's decoded rows (of `kind`, from `stream`, moving its position between
+    /// `offsets`): into the rules' windows, or, when distributed, folded and handed on.
+    pub async fn accept(
+        &mut self,
+        kind: RecordKind,
+        stream: &str,
+        rows: &[RecordBatch],
+        offsets: Option<(Option<i64>, i64)>,
+    ) -> Result<(), PipelineError> {
+        match &mut self.shuffle {
+            Some(s) => s.stage1.hand_on(kind, stream, rows, offsets).await,
+            None => {
+                for b in rows {
+                    self.push(kind, stream, b);
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Files a decoded batch from `stream` (e.g. `topic:partition`) into the rules' windows.
     pub fn push(&mut self, kind: RecordKind, stream: &str, batch: &RecordBatch) {
-        if let Ok(i) = batch.schema().index_of("timestamp")
-            && let Some(t) =
-                arrow::compute::max(batch.column(i).as_primitive::<TimestampMicrosecondType>())
-        {
-            self.latest = self.latest.max(t);
-            let now = Instant::now();
-            match self.streams.get_mut(stream) {
-                Some(e) if t > e.0 => *e = (t, now),
-                Some(_) => {}
-                None => {
-                    self.streams.insert(stream.to_string(), (t, now));
-                }
-            }
+        if let Some(t) = latest_time(batch) {
+            self.streams.note(stream, t);
         }
         if kind == RecordKind::Logs
             && let Some(c) = &mut self.correlator
@@ -191,8 +233,9 @@ impl Detection {
     /// back, and once every stream has ended, windows close up to the latest row less the
     /// allowed lateness.
     pub fn end_source(&mut self, stream: &str) {
-        if self.streams.remove(stream).is_some() {
-            self.ended = true;
+        match &mut self.shuffle {
+            Some(s) => s.stage1.forget(stream, true),
+            None => self.streams.end(stream, true),
         }
     }
 
@@ -200,31 +243,181 @@ impl Detection {
     /// input goes on elsewhere or later: it stops holding the watermark back, but does not
     /// count as complete.
     pub fn forget_source(&mut self, stream: &str) {
-        self.streams.remove(stream);
+        match &mut self.shuffle {
+            Some(s) => s.stage1.forget(stream, false),
+            None => self.streams.end(stream, false),
+        }
     }
 
     /// `stream` (e.g. a Kafka partition just assigned) will deliver rows: until it does, or
     /// stays silent for [`IDLE`], it holds the watermark back, so a stream read first does not
     /// close windows that another's rows still fall in.
     pub fn expect_source(&mut self, stream: &str) {
-        self.streams
-            .entry(stream.to_string())
-            .or_insert((i64::MIN, Instant::now()));
+        match &mut self.shuffle {
+            Some(s) => s.stage1.expect(stream),
+            None => self.streams.expect(stream),
+        }
+    }
+
+    /// Whether replicas share detection (`[detect] distributed`).
+    pub fn distributed(&self) -> bool {
+        self.shuffle.is_some()
+    }
+
+    /// Handles what the merge consumer saw. Returns the partials offset this replica's
+    /// checkpoint now holds, when it saved one (for the consumer group's lag tooling).
+    pub async fn shuffled(&mut self, s: Shuffled) -> Result<Option<i64>, PipelineError> {
+        let Some(shuffle) = &mut self.shuffle else {
+            return Ok(None);
+        };
+        let m = vigil_core::metrics::metrics();
+        match s {
+            Shuffled::Owner { expected } => {
+                self.take_over(&expected).await?;
+                m.merging.set(&[], 1.0);
+                Ok(None)
+            }
+            Shuffled::NotOwner => {
+                if shuffle.merge.take().is_some() {
+                    let p = shuffle.pipeline.clone();
+                    self.engine = WindowedRules::new(&p.rules).with_series_limits(p.detect.series);
+                    self.correlator = fresh_correlator(&p);
+                    self.streams = Streams::new();
+                    self.firing.clear();
+                    tracing::info!("no longer merging the partials");
+                }
+                m.merging.set(&[], 0.0);
+                Ok(None)
+            }
+            Shuffled::Messages(messages) => {
+                if shuffle.merge.is_none() {
+                    return Ok(None);
+                }
+                let before = self.closed_through();
+                // Windows close between messages, as they would have as the rows came: a
+                // later heartbeat saying a stream is idle must not find its rows unclosed.
+                for (offset, bytes) in messages {
+                    self.merge_one(offset, &bytes)?;
+                    self.advance().await?;
+                }
+                let merge = self.shuffle.as_ref().and_then(|s| s.merge.as_ref());
+                Ok(merge
+                    .filter(|_| self.closed_through() != before)
+                    .map(|m| m.next_offset))
+            }
+        }
+    }
+
+    /// Starts merging: stage 2's state from the checkpoint (if any), then every source stream
+    /// holds the watermark back until heard from or idle.
+    async fn take_over(&mut self, expected: &[String]) -> Result<(), PipelineError> {
+        let shuffle = self.shuffle.as_mut().expect("distributed");
+        for (kind, schema) in &shuffle.tables {
+            self.engine.prepare(*kind, schema).await?;
+        }
+        let saved = match &self.archive {
+            Some(p) => p.load().await?.unwrap_or_default(),
+            None => Saved::default(),
+        };
+        self.engine.restore(&saved.rules);
+        let mut merge = saved.merge.unwrap_or_default();
+        self.engine.restore_states(&merge.states)?;
+        merge.states.clear();
+        if let (Some(c), Some(state)) = (&mut self.correlator, saved.incidents) {
+            c.restore(state);
+        }
+        if let Some(am) = &self.alertmanager {
+            am.send(&saved.firing);
+        }
+        self.firing = saved
+            .firing
+            .into_iter()
+            .map(|e| (e.fingerprint.clone(), e))
+            .collect();
+        self.streams = Streams::told();
+        for (name, _, latest) in &merge.streams {
+            if let Some(t) = latest {
+                self.streams.note(name, *t);
+            }
+        }
+        for s in expected {
+            self.streams.expect(s);
+        }
+        tracing::info!(
+            from_offset = merge.next_offset,
+            streams = expected.len(),
+            open_states = self.engine.state_rows(),
+            "merging the partials"
+        );
+        shuffle.merge = Some(merge);
+        Ok(())
+    }
+
+    /// Merges one partials message, unless an earlier checkpoint already holds it.
+    fn merge_one(&mut self, offset: i64, bytes: &[u8]) -> Result<(), PipelineError> {
+        let m = vigil_core::metrics::metrics();
+        let merge = self
+            .shuffle
+            .as_mut()
+            .and_then(|s| s.merge.as_mut())
+            .expect("merging");
+        if offset < merge.next_offset {
+            m.shuffle_messages.inc(&["skipped"]);
+            return Ok(());
+        }
+        merge.next_offset = offset + 1;
+        let msg = match Message::decode(bytes) {
+            Ok(msg) => msg,
+            Err(e) => {
+                // Not ours, or from another version: skipping it beats stopping detection
+                // for every replica.
+                m.shuffle_messages.inc(&["unreadable"]);
+                tracing::error!(offset, error = %e, "unreadable partials message skipped");
+                return Ok(());
+            }
+        };
+        let n = merge.number(&msg.stream);
+        let from = msg.from.unwrap_or(i64::MIN);
+        let entry = &mut merge.streams[n as usize];
+        self.streams.told_idle(&msg.stream, msg.idle);
+        if msg.to.is_none() {
+            // A heartbeat.
+            m.shuffle_messages.inc(&["heartbeat"]);
+        } else if msg.part == 0 && entry.1.is_some_and(|last| from < last) {
+            // Read again from `from`: what it gave open windows from there on is replaced.
+            let dropped = self.engine.revert(n, from);
+            m.shuffle_messages.inc(&["reread"]);
+            tracing::info!(stream = %msg.stream, from, dropped, "a source stream is being read again");
+        } else {
+            m.shuffle_messages.inc(&["merged"]);
+        }
+        if msg.to.is_some() {
+            entry.1 = msg.to;
+        }
+        if let Some(t) = msg.latest {
+            entry.2 = Some(entry.2.map_or(t, |l| l.max(t)));
+        }
+        for p in msg.partials {
+            self.engine
+                .merge(p, Contribution { stream: n, from })
+                .map_err(PipelineError::from)?;
+        }
+        if let Some(c) = &mut self.correlator {
+            c.receive(msg.traces);
+        }
+        if let Some(t) = msg.latest {
+            self.streams.note(&msg.stream, t);
+        }
+        Ok(())
     }
 
     /// Closes the windows the watermark has passed and publishes their events.
     pub async fn advance(&mut self) -> Result<(), PipelineError> {
-        let live = self
-            .streams
-            .values()
-            .filter(|(_, moved)| moved.elapsed() < IDLE)
-            .map(|(t, _)| *t)
-            .min();
-        let slowest = match live {
-            Some(t) => t,
-            // Every stream ended with its input complete: nothing holds the watermark back.
-            None if self.streams.is_empty() && self.ended && self.latest != i64::MIN => self.latest,
-            None => return Ok(()),
+        if let Some(s) = &mut self.shuffle {
+            s.stage1.heartbeat()?;
+        }
+        let Some(slowest) = self.streams.slowest() else {
+            return Ok(());
         };
         let watermark = slowest.saturating_sub(self.lateness);
         let result = self.close_until(watermark, watermark).await;
@@ -240,6 +433,9 @@ impl Detection {
         if let Some(c) = &self.correlator {
             m.open_traces.set(&[], c.open_traces() as f64);
         }
+        if let Some(c) = self.engine.closed_through() {
+            m.closed_through.set(&[], c as f64 / 1e6);
+        }
         if let Some(w) = watermark {
             let lag = vigil_core::time::now_micros().saturating_sub(w);
             m.watermark_lag.set(&[], lag as f64 / 1e6);
@@ -249,9 +445,9 @@ impl Detection {
     /// At the end of input: closes every window that holds a row, then waits for the events
     /// to be delivered.
     pub async fn finish(&mut self) -> Result<(), PipelineError> {
-        if self.latest != i64::MIN {
+        if let Some(latest) = self.streams.latest().filter(|_| self.shuffle.is_none()) {
             // Every trace is complete: all of correlation's windows become final.
-            self.close_until(self.latest.saturating_add(self.longest_window), i64::MAX)
+            self.close_until(latest.saturating_add(self.longest_window), i64::MAX)
                 .await?;
         }
         self.deliver()
@@ -265,6 +461,11 @@ impl Detection {
     }
 
     fn deliver(&mut self) -> Result<(), PipelineError> {
+        if let Some(s) = &mut self.shuffle {
+            s.stage1.flush()?;
+            let (messages, bytes) = s.stage1.sent;
+            tracing::info!(messages, bytes, "partials handed on");
+        }
         if let Some(am) = &self.alertmanager {
             am.flush(Duration::from_secs(15));
         }
@@ -294,7 +495,7 @@ impl Detection {
 
     /// The latest event time pushed from `stream`, if any.
     pub fn latest_of(&self, stream: &str) -> Option<i64> {
-        self.streams.get(stream).map(|(t, _)| *t)
+        self.streams.latest_of(stream)
     }
 
     /// Rows that arrived after their window had closed.
@@ -360,10 +561,20 @@ impl Detection {
         p.write(&events, &windows).await?;
         // Rule state and clocks change only when a window closes.
         if p.keeps_checkpoint() && self.engine.closed_through() != closed_before {
+            let merge = self
+                .shuffle
+                .as_ref()
+                .and_then(|s| s.merge.as_ref())
+                .map(|m| {
+                    let mut m = m.clone();
+                    m.states = self.engine.saved_states();
+                    m
+                });
             let saved = Saved {
                 rules: self.engine.checkpoint(),
                 incidents: self.correlator.as_ref().map(|c| c.checkpoint().clone()),
                 firing: self.firing.values().cloned().collect(),
+                merge,
             };
             p.save(&saved).await?;
         }
@@ -399,4 +610,24 @@ impl Detection {
         }
         Ok(())
     }
+}
+
+/// The latest event time of a batch's rows, if it has any.
+fn latest_time(batch: &RecordBatch) -> Option<i64> {
+    let i = batch.schema().index_of("timestamp").ok()?;
+    arrow::compute::max(batch.column(i).as_primitive::<TimestampMicrosecondType>())
+}
+
+/// The pipeline's correlator with nothing learned, if it correlates.
+fn fresh_correlator(pipeline: &Pipeline) -> Option<Correlator> {
+    let causes = pipeline
+        .rules
+        .iter()
+        .filter(|r| r.cause)
+        .map(|r| r.name.clone());
+    pipeline
+        .detect
+        .correlation
+        .as_ref()
+        .map(|c| Correlator::new(c).with_causes(causes))
 }

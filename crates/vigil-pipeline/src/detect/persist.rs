@@ -28,6 +28,9 @@ pub(super) struct Saved {
     /// The latest event of every series firing at the checkpoint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) firing: Vec<AnomalyEvent>,
+    /// Stage 2's bookkeeping, for a distributed pipeline's merging replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) merge: Option<super::shuffle::MergeState>,
 }
 
 /// The tables detection writes, and where its checkpoint is.

@@ -53,6 +53,8 @@ struct Origin {
     streams: HashSet<Arc<str>>,
     /// Batches of earlier epochs were read before a reposition: stale.
     epoch: u64,
+    /// It sends nothing more.
+    ended: bool,
 }
 
 /// The archive's tables a pipeline writes records into.
@@ -80,6 +82,8 @@ pub struct Sink {
     detection: Option<Detection>,
     positions: Positions,
     origins: Vec<Origin>,
+    /// The merge consumer of a distributed pipeline, if any.
+    merge_origin: Option<u32>,
     stats: SinkStats,
 }
 
@@ -101,6 +105,7 @@ impl Sink {
             detection,
             positions: Positions::default(),
             origins: (0..sources).map(|_| Origin::default()).collect(),
+            merge_origin: None,
             stats: SinkStats::default(),
         }
     }
@@ -108,6 +113,12 @@ impl Sink {
     /// Sends source `origin` feedback (committed positions, repositions) through `to`.
     pub fn connect(&mut self, origin: u32, to: Sender<Feedback>) {
         self.origins[origin as usize].feedback = Some(to);
+    }
+
+    /// Source `origin` is the merge consumer of a distributed pipeline: it hears when every
+    /// other source has ended, and the partials offset of each detection checkpoint.
+    pub fn set_merge_origin(&mut self, origin: u32) {
+        self.merge_origin = Some(origin);
     }
 
     /// Sends source `origin`'s dead letters to a Kafka topic instead of the table.
@@ -158,6 +169,14 @@ impl Sink {
             Step::Revoked => self.revoked(origin),
             Step::End => self.ended(origin, true).await?,
             Step::Stopped => self.ended(origin, false).await?,
+            Step::Shuffle(s) => {
+                if let Some(d) = &mut self.detection
+                    && let Some(offset) = d.shuffled(s).await?
+                {
+                    let partials = Partition::new("partials", 0);
+                    self.feedback(origin, Feedback::Committed(vec![(partials, offset)]));
+                }
+            }
             Step::Idle => return self.tick().await,
         }
         self.commit(false).await
@@ -182,9 +201,9 @@ impl Sink {
             o.streams.insert(Arc::clone(&b.stream));
         }
         if let Some(d) = &mut self.detection {
-            for rows in &b.batch.records {
-                d.push(b.kind, &b.stream, rows);
-            }
+            let offsets = b.delta.as_ref().map(|d| (d.from, d.to));
+            d.accept(b.kind, &b.stream, &b.batch.records, offsets)
+                .await?;
         }
         if b.batch.num_records() > 0 {
             let writer = self.writer(Some(b.kind)).await?;
@@ -258,6 +277,13 @@ impl Sink {
     /// watermark back, and the windows the others allow close now; otherwise (asked to stop)
     /// they stay open for the next run.
     async fn ended(&mut self, origin: u32, complete: bool) -> Result<(), PipelineError> {
+        self.origins[origin as usize].ended = true;
+        if let Some(merge) = self.merge_origin
+            && merge != origin
+            && (0..self.origins.len() as u32).all(|o| o == merge || self.origins[o as usize].ended)
+        {
+            self.feedback(merge, Feedback::OthersEnded);
+        }
         let Some(d) = &mut self.detection else {
             return Ok(());
         };

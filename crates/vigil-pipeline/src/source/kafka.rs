@@ -378,6 +378,7 @@ impl Source for KafkaSource {
                     tracing::warn!(error = %e, "committing offsets to the group failed (the archive has them)");
                 }
             }
+            Feedback::OthersEnded => {}
             Feedback::Reposition { epoch } => {
                 state.drop_unsent();
                 state.epoch = epoch;

@@ -30,6 +30,7 @@
 mod generator;
 mod input;
 mod kafka;
+mod merge;
 mod ndjson;
 
 use std::sync::Arc;
@@ -47,6 +48,7 @@ use crate::summary::{Counters, RunOptions, Summary};
 pub use generator::GeneratorSource;
 pub use input::{Input, check_readable};
 pub use kafka::KafkaSource;
+pub use merge::MergeSource;
 pub use ndjson::NdjsonSource;
 
 /// How a batch moves its partition's position: the archive records `to` as the partition's
@@ -91,6 +93,8 @@ pub enum Step {
     /// Every partition was taken away (eager rebalancing): what the sink buffered from this
     /// source must be dropped, not committed; the partitions' next owner reads it again.
     Revoked,
+    /// What the merge consumer of a distributed pipeline saw.
+    Shuffle(crate::detect::Shuffled),
     /// Nothing right now; ask again.
     Idle,
     /// The source has ended: its input is exhausted (a Kafka source run `until_end`: every
@@ -119,6 +123,8 @@ pub enum Feedback {
         /// The new epoch.
         epoch: u64,
     },
+    /// Every other source of the pipeline has ended (the merge consumer then stops).
+    OthersEnded,
 }
 
 /// A source of records. Runs on a thread of its own (or the pipeline's only thread); `next`
