@@ -247,3 +247,19 @@ fn a_rule_watches_a_symptom_unless_it_says_cause() {
     assert!(p.rules[0].cause);
     assert!(parse(&one_rule("cause = \"yes\"\n"), "r.toml", |_| None).is_err());
 }
+
+#[test]
+fn distributed_detection_needs_kafka_and_names_its_topic_after_the_pipeline() {
+    let kafka = "[pipeline]\nname = \"p\"\n[[sources]]\ntype = \"kafka\"\nbrokers = \"b:9092\"\n\
+                 topics = [{ name = \"t\", kind = \"logs\" }]\n[detect]\n";
+    let off = parse(kafka, "k.toml", |_| None).unwrap();
+    assert_eq!(off.detect.partials_topic, None, "off by default");
+    let on = parse(&format!("{kafka}distributed = true\n"), "k.toml", |_| None).unwrap();
+    assert_eq!(on.detect.partials_topic.as_deref(), Some("p.partials"));
+    let named = format!("{kafka}distributed = true\npartials_topic = \"x\"\n");
+    let named = parse(&named, "k.toml", |_| None).unwrap();
+    assert_eq!(named.detect.partials_topic.as_deref(), Some("x"));
+    let text = "[[sources]]\ntype = \"generator\"\n[detect]\ndistributed = true\n";
+    let err = parse(text, "g.toml", |_| None).unwrap_err();
+    assert!(err.to_string().contains("needs a Kafka source"), "{err}");
+}

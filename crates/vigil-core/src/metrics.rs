@@ -335,7 +335,7 @@ pub struct Metrics {
     pub closed_through: Family,
     /// Bytes of partials messages sent to the shuffle topic (distributed detection).
     pub shuffle_bytes: Family,
-    /// Partials messages merged, per outcome (`merged`, `reread`, `skipped`, `unreadable`).
+    /// Partials messages handled by the merging replica, per outcome (`merged`, `reread`, `heartbeat`, `skipped`, `unreadable`).
     pub shuffle_messages: Family,
     /// 1 while this replica merges the partials of a distributed pipeline.
     pub merging: Family,

@@ -37,7 +37,7 @@ fn pipeline(
     partials: Option<&str>,
 ) -> PathBuf {
     let text = std::fs::read_to_string(common::shipped_pipeline("services.toml")).unwrap();
-    let mut text = substitute(
+    let text = substitute(
         text,
         &[
             ("KAFKA_BROKERS", &broker.addr),
@@ -49,18 +49,14 @@ fn pipeline(
             ("VIGIL_ALLOWED_LATENESS", "5s"),
             ("ANOMALY_TOPIC", anomalies),
             ("ALERTMANAGER_URL", ""),
+            ("VIGIL_DISTRIBUTED", &partials.is_some().to_string()),
+            ("PARTIALS_TOPIC", partials.unwrap_or("unused")),
         ],
-    );
-    text = text.replace(
+    )
+    .replace(
         "start_from = \"earliest\"",
         "start_from = \"earliest\"\n\n[sources.properties]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 1000",
     );
-    if let Some(topic) = partials {
-        text = text.replace(
-            "[detect]\n",
-            &format!("[detect]\ndistributed = true\npartials_topic = \"{topic}\"\n"),
-        );
-    }
     let path = dir.join(format!("{group}.toml"));
     std::fs::write(&path, text).unwrap();
     path

@@ -89,25 +89,31 @@ pub fn decode_ipc(bytes: &[u8]) -> Result<Vec<RecordBatch>, DetectError> {
 }
 
 impl WindowedRules {
-    /// Stage 1: the partial states of `batch` (rows of `kind`) for every rule reading `kind`,
-    /// per pane. Nothing is kept and nothing is late here: whoever merges them judges that.
+    /// Stage 1: the partial states of `batches` (rows of `kind`) for every rule reading
+    /// `kind`, one per rule and pane. Nothing is kept and nothing is late here: whoever merges
+    /// them judges that.
     pub async fn partials(
         &mut self,
         kind: RecordKind,
-        batch: &RecordBatch,
+        batches: &[RecordBatch],
     ) -> Result<Vec<Partial>, DetectError> {
         let mut out = Vec::new();
         for g in 0..self.groups.len() {
             if self.groups[g].table != kind {
                 continue;
             }
-            let panes = split_by_pane(&self.groups[g], batch);
+            let mut panes: std::collections::BTreeMap<i64, Vec<RecordBatch>> = Default::default();
+            for b in batches {
+                for (pane, rows) in split_by_pane(&self.groups[g], b) {
+                    panes.entry(pane).or_default().push(rows);
+                }
+            }
             for i in 0..self.rules.len() {
                 if self.rules[i].group != g {
                     continue;
                 }
                 for (pane, rows) in &panes {
-                    let states = self.partial(i, std::slice::from_ref(rows)).await?;
+                    let states = self.partial(i, rows).await?;
                     if states.num_rows() > 0 {
                         out.push(Partial {
                             rule: self.rules[i].evaluator.rule().name.clone(),

@@ -400,7 +400,7 @@ fn stage_one() -> Vec<(u32, i64, Vec<Partial>)> {
         let mut out = Vec::new();
         for (stream, from, rows) in streams_of_rows() {
             let p = stage1
-                .partials(RecordKind::Metrics, &batch(&rows))
+                .partials(RecordKind::Metrics, &[batch(&rows)])
                 .await
                 .unwrap();
             out.push((stream, from, p));

@@ -259,6 +259,15 @@ impl Detection {
         }
     }
 
+    /// Sends every partial this replica has not sent yet (a distributed pipeline's stage 1):
+    /// before its sources stop, so what the archive commits is all handed on.
+    pub async fn send_pending(&mut self) -> Result<(), PipelineError> {
+        match &mut self.shuffle {
+            Some(s) => s.stage1.send_due(true).await,
+            None => Ok(()),
+        }
+    }
+
     /// Whether replicas share detection (`[detect] distributed`).
     pub fn distributed(&self) -> bool {
         self.shuffle.is_some()
@@ -414,6 +423,7 @@ impl Detection {
     /// Closes the windows the watermark has passed and publishes their events.
     pub async fn advance(&mut self) -> Result<(), PipelineError> {
         if let Some(s) = &mut self.shuffle {
+            s.stage1.send_due(false).await?;
             s.stage1.heartbeat()?;
         }
         let Some(slowest) = self.streams.slowest() else {

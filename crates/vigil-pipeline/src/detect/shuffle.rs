@@ -217,12 +217,31 @@ pub(super) struct Stage1 {
     topic: String,
     /// When heartbeats were last sent.
     beat: Instant,
+    /// Each stream's rows read and not yet sent.
+    pending: HashMap<String, Pending>,
     /// Partials messages and bytes sent.
     pub(super) sent: (u64, u64),
 }
 
 /// How often each stream read here is reported to the merging replica, rows or not.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// A stream's rows are folded and sent at least this often...
+const SEND_EVERY: Duration = Duration::from_millis(500);
+
+/// ...or once this many are pending.
+const SEND_ROWS: usize = 65_536;
+
+/// One stream's rows read since its last message: a contiguous offset range.
+struct Pending {
+    kind: RecordKind,
+    from: Option<i64>,
+    to: Option<i64>,
+    rows: Vec<RecordBatch>,
+    n: usize,
+    latest: Option<i64>,
+    since: Instant,
+}
 
 impl Stage1 {
     pub(super) fn new(pipeline: &Pipeline, topic: &str) -> Result<Self, PipelineError> {
@@ -242,12 +261,15 @@ impl Stage1 {
             producer,
             topic: topic.to_string(),
             beat: Instant::now(),
+            pending: HashMap::new(),
             sent: (0, 0),
         })
     }
 
-    /// Folds one source batch's rows (of `kind`, from `stream`, between offsets `from` and
-    /// `to`) and sends what they contribute.
+    /// Takes one source batch's rows (of `kind`, from `stream`, moving it between offsets
+    /// `from` and `to`). A stream's rows are folded and sent together every [`SEND_EVERY`]
+    /// (or [`SEND_ROWS`] rows): one state row per rule, service and pane per interval rather
+    /// than per batch.
     pub(super) async fn hand_on(
         &mut self,
         kind: RecordKind,
@@ -255,31 +277,82 @@ impl Stage1 {
         rows: &[RecordBatch],
         offsets: Option<(Option<i64>, i64)>,
     ) -> Result<(), PipelineError> {
-        let mut m = Message {
-            stream: stream.to_string(),
-            from: offsets.and_then(|o| o.0),
-            to: offsets.map(|o| o.1),
-            ..Default::default()
-        };
+        // A batch that does not continue the pending ones (the stream was read again from the
+        // archive's offset after a fenced commit): those rows come again; drop them.
+        if let (Some(p), Some((from, _))) = (self.pending.get(stream), offsets)
+            && p.to.is_some()
+            && p.to != from
+        {
+            self.pending.remove(stream);
+        }
+        let p = self
+            .pending
+            .entry(stream.to_string())
+            .or_insert_with(|| Pending {
+                kind,
+                from: offsets.and_then(|o| o.0),
+                to: None,
+                rows: Vec::new(),
+                n: 0,
+                latest: None,
+                since: Instant::now(),
+            });
+        if let Some(o) = offsets {
+            p.to = Some(o.1);
+        }
         for b in rows {
             if let Some(t) = latest_time(b) {
                 self.streams.note(stream, t);
-                m.latest = Some(m.latest.map_or(t, |l: i64| l.max(t)));
+                p.latest = Some(p.latest.map_or(t, |l: i64| l.max(t)));
             }
-            m.partials.extend(self.engine.partials(kind, b).await?);
             if kind == RecordKind::Logs
                 && let Some(c) = &mut self.correlator
             {
                 c.push(b);
             }
+            p.n += b.num_rows();
+            p.rows.push(b.clone());
         }
+        if p.n >= SEND_ROWS || p.since.elapsed() >= SEND_EVERY {
+            self.send_stream(stream).await?;
+        }
+        Ok(())
+    }
+
+    /// Folds and sends what `stream` has pending, with the traces closed by now.
+    async fn send_stream(&mut self, stream: &str) -> Result<(), PipelineError> {
+        let Some(p) = self.pending.remove(stream) else {
+            return Ok(());
+        };
+        let mut m = Message {
+            stream: stream.to_string(),
+            from: p.from,
+            to: p.to,
+            latest: p.latest,
+            partials: self.engine.partials(p.kind, &p.rows).await?,
+            ..Default::default()
+        };
         if let (Some(c), Some(slowest)) = (&mut self.correlator, self.streams.slowest()) {
             m.traces = c.hand_on(slowest.saturating_sub(self.lateness));
         }
-        if m.partials.is_empty() && m.traces.is_empty() && m.latest.is_none() {
+        if m.partials.is_empty() && m.traces.is_empty() && m.latest.is_none() && m.to.is_none() {
             return Ok(());
         }
         self.send(m)
+    }
+
+    /// Sends every stream's pending rows that have waited [`SEND_EVERY`] (all with `all`).
+    pub(super) async fn send_due(&mut self, all: bool) -> Result<(), PipelineError> {
+        let due: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| all || p.since.elapsed() >= SEND_EVERY)
+            .map(|(s, _)| s.clone())
+            .collect();
+        for s in due {
+            self.send_stream(&s).await?;
+        }
+        Ok(())
     }
 
     /// Tells the merging replica, every [`HEARTBEAT`], how far each stream read here is and
@@ -290,9 +363,11 @@ impl Stage1 {
             return Ok(());
         }
         self.beat = Instant::now();
+        // A stream with rows pending sends them soon: its latest must not run ahead of them.
         let beats: Vec<Message> = self
             .streams
             .names()
+            .filter(|s| !self.pending.contains_key(*s))
             .map(|s| Message {
                 stream: s.to_string(),
                 latest: self.streams.latest_of(s).filter(|&t| t != i64::MIN),
@@ -326,8 +401,10 @@ impl Stage1 {
         self.streams.expect(stream);
     }
 
-    /// `stream` sends nothing more here.
+    /// `stream` sends nothing more here. Rows of it not sent yet are dropped: it was revoked,
+    /// and its next reader reads them again (from where the archive has it).
     pub(super) fn forget(&mut self, stream: &str, complete: bool) {
+        self.pending.remove(stream);
         self.streams.end(stream, complete);
     }
 

@@ -287,6 +287,8 @@ impl Sink {
         let Some(d) = &mut self.detection else {
             return Ok(());
         };
+        // What it read is committed at the end: its partials are handed on first.
+        d.send_pending().await?;
         let o = &self.origins[origin as usize];
         // Partitions assigned but never heard from are held back too.
         let assigned = o.partitions.keys().map(Partition::to_string);
@@ -433,6 +435,7 @@ impl Sink {
     /// table committed. Dropping the sink afterwards disconnects the sources' feedback.
     pub async fn finish(&mut self, close_windows: bool) -> Result<(), PipelineError> {
         if let Some(d) = &mut self.detection {
+            d.send_pending().await?;
             if close_windows {
                 d.finish().await?;
             } else {

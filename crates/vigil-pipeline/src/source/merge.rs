@@ -63,6 +63,22 @@ impl MergeSource {
         let resume = Box::new(|tps: &[TopicPartition]| Ok(vec![Some(0); tps.len()]));
         let consumer = Consumer::new(&settings, resume, vigil_kafka::StatsBook::default())
             .map_err(PipelineError::kafka)?;
+        // One merging replica sees every partial only if the topic has one partition (a
+        // broker that creates topics on first use may give it more).
+        match consumer.partition_count(&topic) {
+            Ok(1) => {}
+            Ok(0) => {
+                return Err(shuffle(format!(
+                    "the partials topic `{topic}` does not exist: create it with one partition (README, \"Scaling detection out\")"
+                )));
+            }
+            Ok(n) => {
+                return Err(shuffle(format!(
+                    "the partials topic `{topic}` has {n} partitions: it needs exactly one, so that one replica merges every partial"
+                )));
+            }
+            Err(e) => return Err(PipelineError::kafka(e)),
+        }
         let source_topics = pipeline
             .sources
             .iter()
@@ -196,4 +212,8 @@ impl Source for MergeSource {
     fn summary(&self) -> Summary {
         Summary::default()
     }
+}
+
+fn shuffle(reason: String) -> PipelineError {
+    PipelineError::Detect(vigil_detect::DetectError::Shuffle { reason })
 }
