@@ -111,10 +111,15 @@ run() {
   echo "$name: $n replica(s)${partials:+, distributed}: $wall s, $(awk "BEGIN{printf \"%.0f\", ($records + $metric_lines) / $wall}") records/s; shuffle $messages messages, $sent bytes = $(awk "BEGIN{printf \"%.4f\", $sent / ($logs_bytes + $metrics_bytes)}") of the raw bytes; CPU s per replica: $cpu"
 }
 
+count="$CARGO_TARGET_DIR/release/kafka-count"
+[ -x "$count" ] || cargo build --release -q -p kafka-count
 for i in $(seq "$runs"); do
   run "alone-$i" 1 ""
   run "one-$i" 1 "one-$i.partials"
   run "two-$i" 2 "two-$i.partials"
+  # The broker's ceiling in the same run: a bare consumer counting the same topic.
+  read -r msgs bytes secs < <("$count" "$brokers" "alone-$i.logs")
+  echo "bare rdkafka consumer over alone-$i.logs: $(awk "BEGIN{printf \"%.0f\", $msgs/$secs}") msg/s"
 done
 
 # Latency: a 5 s window rule over wall-clock-stamped records.
