@@ -296,6 +296,9 @@ impl Detection {
                     tracing::info!("no longer merging the partials");
                 }
                 m.merging.set(&[], 0.0);
+                // Detection's gauges belong to the merging replica now.
+                m.watermark_lag.retain(|_| false);
+                m.closed_through.retain(|_| false);
                 Ok(None)
             }
             Shuffled::Messages(messages) => {
