@@ -12,7 +12,9 @@
 #     rule on 5 s windows; samples vigil_detection_closed_through_seconds every 0.2 s: how long
 #     after a window's end plus the allowed lateness it closes, one replica alone vs two
 #     distributed.
-# Usage: benches/scripts/scale.sh [records] [runs] [latency seconds]   (default 400000, 3, 120)
+# Usage: benches/scripts/scale.sh [records] [runs] [latency seconds]   (default 400000, 3, 120;
+#        latency 0 skips it). CORRELATE=false runs the pipeline without correlation (what the
+#        traces add to the shuffle).
 # Needs Tansu (installed by .ci/run into ~/.cache/vigil/tools) or VIGIL_TANSU, and curl.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -50,7 +52,8 @@ pipeline() {
     -e "s|\${VIGIL_ARCHIVE:-[^}]*}|$work/$name.archive|" -e "s|\${VIGIL_FLUSH_INTERVAL:-[^}]*}|5s|" \
     -e "s|\${VIGIL_ALLOWED_LATENESS:-[^}]*}|5s|" -e "s|\${ANOMALY_TOPIC:-[^}]*}|$name.anomalies|" \
     -e "s|\${ALERTMANAGER_URL:-[^}]*}||" -e "s|\${VIGIL_DISTRIBUTED:-[^}]*}|${partials:+true}|" \
-    -e "s|\${PARTIALS_TOPIC:-[^}]*}|$partials|" pipelines/services.toml >"$file"
+    -e "s|\${PARTIALS_TOPIC:-[^}]*}|$partials|" -e "s|^correlate = true|correlate = ${CORRELATE:-true}|" \
+    pipelines/services.toml >"$file"
   sed -i "s|^distributed = $|distributed = false|" "$file"
   if [ -n "$partials" ]; then "$py" "$client" create-topic "$brokers" "$partials" 1; fi
   echo "$file"
@@ -170,5 +173,7 @@ TOML
     printf "%s (%d replica(s)): %d windows; closed after their end + lateness: median %.2f s, p95 %.2f s, max %.2f s\n", name, n, NR, a[m], a[p], a[NR]
   }'
 }
-latency "live-alone" 1 ""
-latency "live-two" 2 "live.partials"
+if [ "$latency_secs" -gt 0 ]; then
+  latency "live-alone" 1 ""
+  latency "live-two" 2 "live.partials"
+fi
