@@ -10,17 +10,11 @@ source "$(dirname "$0")/common.sh"
 records="${1:-400000}"
 partitions="${2:-4}"
 runs="${3:-3}"
-tansu="${VIGIL_TANSU:-$HOME/.cache/vigil/tools/bin/tansu}"
 cargo build --release -q -p kafka-count
 count="$CARGO_TARGET_DIR/release/kafka-count"
 work="$(mktemp -d)"
-port=$((20000 + RANDOM % 20000))
-"$tansu" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
-  --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
-broker_pid=$!
+start_tansu "$work"
 trap 'kill $broker_pid 2>/dev/null; rm -rf "$work"' EXIT
-brokers="127.0.0.1:$port"
-for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 
 "$vigil" generate --logs "$work/logs.ndjson" --duration 1d --rate 100 --max-logs "$records" \
   --incident errors:database@2h+20m

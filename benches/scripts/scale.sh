@@ -15,22 +15,17 @@
 # Usage: benches/scripts/scale.sh [records] [runs] [latency seconds]   (default 400000, 3, 120;
 #        latency 0 skips it). CORRELATE=false runs the pipeline without correlation (what the
 #        traces add to the shuffle).
-# Needs Tansu (installed by .ci/run into ~/.cache/vigil/tools) or VIGIL_TANSU, and curl.
+# Needs Tansu (see common.sh's start_tansu) and curl.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 records="${1:-400000}"
 runs="${2:-3}"
 latency_secs="${3:-120}"
-tansu="${VIGIL_TANSU:-$HOME/.cache/vigil/tools/bin/tansu}"
 work="$(mktemp -d)"
-port=$((20000 + RANDOM % 20000))
-"$tansu" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
-  --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
-broker_pid=$!
+start_tansu "$work"
 pids=()
+ports=()
 trap 'kill $broker_pid "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
-brokers="127.0.0.1:$port"
-for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 client=crates/vigil/tests/py/kafka_client.py
 
 # About 6000 log records per minute of event time at rate 20; metrics over the same span.
@@ -59,6 +54,29 @@ pipeline() {
   echo "$file"
 }
 
+# start_replicas NAME N FILE: N `vigil run --pipeline FILE`, each serving /metrics on a port of
+# its own and logging to $work/NAME-i.log; sets `pids` and `ports`.
+start_replicas() {
+  local name=$1 n=$2 file=$3 r p
+  pids=()
+  ports=()
+  for r in $(seq "$n"); do
+    p=$((40000 + RANDOM % 20000))
+    ports+=("$p")
+    VIGIL_LOG=warn,vigil=info,vigil_pipeline=info,vigil_kafka=info "$vigil" run --pipeline "$file" \
+      --listen "127.0.0.1:$p" 2>"$work/$name-$r.log" &
+    pids+=($!)
+  done
+}
+
+# SIGTERM to every replica, then waits for them.
+stop_replicas() {
+  local pid
+  for pid in "${pids[@]}"; do kill -TERM "$pid"; done
+  for pid in "${pids[@]}"; do wait "$pid" || true; done
+  pids=()
+}
+
 closed() { # the furthest any replica's detection has closed, seconds
   local best=0 v
   for p in "$@"; do
@@ -70,17 +88,11 @@ closed() { # the furthest any replica's detection has closed, seconds
 
 # run NAME REPLICAS PARTIALS: wall seconds until detection closed through $target.
 run() {
-  local name=$1 n=$2 partials=$3 file ports=() start end
+  local name=$1 n=$2 partials=$3 file start end
   "$py" "$client" create-topic "$brokers" "$name.logs" 6
   "$py" "$client" create-topic "$brokers" "$name.metrics" 1
   file=$(pipeline "$name" "$partials" "$name.logs" "$name.metrics")
-  pids=()
-  for r in $(seq "$n"); do
-    local p=$((40000 + RANDOM % 20000))
-    ports+=("$p")
-    VIGIL_LOG=warn,vigil=info,vigil_pipeline=info,vigil_kafka=info "$vigil" run --pipeline "$file" --listen "127.0.0.1:$p" 2>"$work/$name-$r.log" &
-    pids+=($!)
-  done
+  start_replicas "$name" "$n" "$file"
   # Every replica in the group (ready: its consumer is steady) before the data arrives, so
   # no rebalance throws work away mid-run.
   for p in "${ports[@]}"; do
@@ -104,9 +116,7 @@ run() {
   end=$(date +%s.%N)
   local cpu=""
   for pid in "${pids[@]}"; do cpu+="$(awk '{printf "%.1f ", ($14 + $15) / 100}' "/proc/$pid/stat")"; done
-  for pid in "${pids[@]}"; do kill -TERM "$pid"; done
-  for pid in "${pids[@]}"; do wait "$pid" || true; done
-  pids=()
+  stop_replicas
   local wall sent messages
   wall=$(awk "BEGIN{printf \"%.2f\", $end - $start}")
   sent=$(cat "$work/$name"-*.log | { grep -o 'partials handed on messages=[0-9]* bytes=[0-9]*' || true; } | awk -F'bytes=' '{s+=$2} END{print s+0}')
@@ -129,7 +139,7 @@ done
 "$py" "$client" create-topic "$brokers" live.logs 6
 "$py" "$client" create-topic "$brokers" live.metrics 1
 latency() {
-  local name=$1 n=$2 partials=$3 file ports=()
+  local name=$1 n=$2 partials=$3 file
   file=$(pipeline "$name" "$partials" live.logs live.metrics)
   cat >>"$file" <<'TOML'
 
@@ -141,13 +151,7 @@ signal = "count(*)"
 condition = "< 0"
 severity = "P4"
 TOML
-  pids=()
-  for r in $(seq "$n"); do
-    local p=$((40000 + RANDOM % 20000))
-    ports+=("$p")
-    VIGIL_LOG=warn,vigil=info,vigil_pipeline=info,vigil_kafka=info "$vigil" run --pipeline "$file" --listen "127.0.0.1:$p" 2>"$work/$name-$r.log" &
-    pids+=($!)
-  done
+  start_replicas "$name" "$n" "$file"
   sleep 8
   "$py" benches/scripts/realtime_producer.py "$brokers" live.logs --seconds "$latency_secs" --rate 300 >/dev/null &
   # Windows ending in the first 15 s (groups joining, an empty partition's first idle
@@ -163,9 +167,7 @@ TOML
     fi
     sleep 0.2
   done
-  for pid in "${pids[@]}"; do kill -TERM "$pid"; done
-  for pid in "${pids[@]}"; do wait "$pid" || true; done
-  pids=()
+  stop_replicas
   sort -n "$work/$name.lat" | awk -v name="$name" -v n="$n" '{a[NR]=$1} END{
     if (NR == 0) { print name ": no window closed"; exit }
     m = int(NR * 0.5) + 1; if (m > NR) m = NR

@@ -97,9 +97,7 @@ impl Correlator {
     /// Closes the traces whose time is up at `watermark`, and returns the windows of
     /// evidence that became final (already learned from, for the archive to keep).
     pub async fn advance(&mut self, watermark: i64) -> Result<Vec<WindowEvidence>, DetectError> {
-        let mut closed = std::mem::take(&mut self.closed);
-        closed.extend(self.assembler.close(watermark));
-        self.traces += closed.len() as u64;
+        let closed = self.take_closed(watermark);
         self.evidence.add(closed);
         let assembler = &self.assembler;
         let windows = self
@@ -113,6 +111,14 @@ impl Correlator {
             self.forget_received(watermark);
         }
         Ok(windows)
+    }
+
+    /// The traces closed early by the cap and those whose time is up at `watermark`, counted.
+    fn take_closed(&mut self, watermark: i64) -> Vec<ClosedTrace> {
+        let mut closed = std::mem::take(&mut self.closed);
+        closed.extend(self.assembler.close(watermark));
+        self.traces += closed.len() as u64;
+        closed
     }
 
     /// The rules' series holding but not yet for `for`, as of `now` (the end of the windows

@@ -47,9 +47,7 @@ impl Correlator {
     /// Stage 1: closes the traces whose time is up at `watermark` and returns what they show,
     /// to be filed by another replica's [`receive`](Self::receive). Nothing is kept.
     pub fn hand_on(&mut self, watermark: i64) -> SharedTraces {
-        let mut closed = std::mem::take(&mut self.closed);
-        closed.extend(self.assembler.close(watermark));
-        self.traces += closed.len() as u64;
+        let closed = self.take_closed(watermark);
         let mut out = SharedTraces::default();
         let mut numbers = std::collections::HashMap::new();
         let mut number = |id: u32, out: &mut SharedTraces| -> u32 {

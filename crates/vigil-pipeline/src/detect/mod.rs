@@ -91,7 +91,7 @@ impl Detection {
         if pipeline.rules.is_empty() {
             return Ok(None);
         }
-        let engine = WindowedRules::new(&pipeline.rules).with_series_limits(pipeline.detect.series);
+        let engine = fresh_engine(pipeline);
         let correlator = fresh_correlator(pipeline);
         let topic = match (&pipeline.detect.anomaly_topic, pipeline.first_kafka()) {
             (Some(t), Some(k)) => Some((
@@ -170,19 +170,7 @@ impl Detection {
             return Ok(());
         }
         if let Some(saved) = persist.load().await? {
-            self.engine.restore(&saved.rules);
-            if let (Some(c), Some(state)) = (&mut self.correlator, saved.incidents) {
-                c.restore(state);
-            }
-            // Alertmanager forgets an alert four resends after its last post.
-            if let Some(am) = &self.alertmanager {
-                am.send(&saved.firing);
-            }
-            self.firing = saved
-                .firing
-                .into_iter()
-                .map(|e| (e.fingerprint.clone(), e))
-                .collect();
+            self.restore(saved);
             if let Some(since) = self.engine.open_since() {
                 let rows = replay(archive, since, tables, |kind, batch| {
                     self.push(kind, REPLAY_STREAM, batch)
@@ -194,6 +182,25 @@ impl Detection {
         }
         self.archive = Some(persist);
         Ok(())
+    }
+
+    /// Puts back what a checkpoint holds of the rules, incidents and firing alerts, and
+    /// returns stage 2's bookkeeping if it has any. The firing alerts are posted again:
+    /// Alertmanager forgets an alert four resends after its last post.
+    fn restore(&mut self, saved: Saved) -> Option<MergeState> {
+        self.engine.restore(&saved.rules);
+        if let (Some(c), Some(state)) = (&mut self.correlator, saved.incidents) {
+            c.restore(state);
+        }
+        if let Some(am) = &self.alertmanager {
+            am.send(&saved.firing);
+        }
+        self.firing = saved
+            .firing
+            .into_iter()
+            .map(|e| (e.fingerprint.clone(), e))
+            .collect();
+        saved.merge
     }
 
     /// A source batch's decoded rows (of `kind`, from `stream`, moving its position between
@@ -288,9 +295,8 @@ impl Detection {
             }
             Shuffled::NotOwner => {
                 if shuffle.merge.take().is_some() {
-                    let p = shuffle.pipeline.clone();
-                    self.engine = WindowedRules::new(&p.rules).with_series_limits(p.detect.series);
-                    self.correlator = fresh_correlator(&p);
+                    self.engine = fresh_engine(&shuffle.pipeline);
+                    self.correlator = fresh_correlator(&shuffle.pipeline);
                     self.streams = Streams::new();
                     self.firing.clear();
                     tracing::info!("no longer merging the partials");
@@ -323,7 +329,7 @@ impl Detection {
     /// Starts merging: stage 2's state from the checkpoint (if any), then every source stream
     /// holds the watermark back until heard from or idle.
     async fn take_over(&mut self, expected: &[String]) -> Result<(), PipelineError> {
-        let shuffle = self.shuffle.as_mut().expect("distributed");
+        let shuffle = self.shuffle.as_ref().expect("distributed");
         for (kind, schema) in &shuffle.tables {
             self.engine.prepare(*kind, schema).await?;
         }
@@ -331,21 +337,9 @@ impl Detection {
             Some(p) => p.load().await?.unwrap_or_default(),
             None => Saved::default(),
         };
-        self.engine.restore(&saved.rules);
-        let mut merge = saved.merge.unwrap_or_default();
+        let mut merge = self.restore(saved).unwrap_or_default();
         self.engine.restore_states(&merge.states)?;
         merge.states.clear();
-        if let (Some(c), Some(state)) = (&mut self.correlator, saved.incidents) {
-            c.restore(state);
-        }
-        if let Some(am) = &self.alertmanager {
-            am.send(&saved.firing);
-        }
-        self.firing = saved
-            .firing
-            .into_iter()
-            .map(|e| (e.fingerprint.clone(), e))
-            .collect();
         self.streams = Streams::told();
         for (name, _, latest) in &merge.streams {
             if let Some(t) = latest {
@@ -361,7 +355,7 @@ impl Detection {
             open_states = self.engine.state_rows(),
             "merging the partials"
         );
-        shuffle.merge = Some(merge);
+        self.shuffle.as_mut().expect("distributed").merge = Some(merge);
         Ok(())
     }
 
@@ -629,6 +623,11 @@ impl Detection {
 fn latest_time(batch: &RecordBatch) -> Option<i64> {
     let i = batch.schema().index_of("timestamp").ok()?;
     arrow::compute::max(batch.column(i).as_primitive::<TimestampMicrosecondType>())
+}
+
+/// The pipeline's rules with nothing learned.
+fn fresh_engine(pipeline: &Pipeline) -> WindowedRules {
+    WindowedRules::new(&pipeline.rules).with_series_limits(pipeline.detect.series)
 }
 
 /// The pipeline's correlator with nothing learned, if it correlates.
