@@ -28,6 +28,47 @@ pub struct RawFileSource {
     pub paths: Vec<Spanned<String>>,
 }
 
+/// `[[sources]]` with `type = "otlp"`: an OTLP/HTTP receiver.
+#[derive(Debug, Deserialize)]
+pub struct RawOtlpSource {
+    /// Name of the source; defaults to `otlp`.
+    pub name: Option<String>,
+    /// Address to listen on. Default `127.0.0.1:4318`.
+    pub listen: Option<String>,
+    /// Largest request body, e.g. `8MiB` (the default).
+    pub max_body_bytes: Option<Spanned<RawSize>>,
+    /// Bearer token requests must carry, usually `${OTLP_TOKEN}`.
+    pub token: Option<String>,
+    /// Requests queued for decoding before new ones get 503. Default 64.
+    pub queue: Option<usize>,
+}
+
+/// `[privacy]`: per-field policies applied at ingest, before anything is archived or sent on.
+#[derive(Debug, Deserialize, Default)]
+pub struct RawPrivacy {
+    /// The pseudonymization key, at least 16 bytes, from the environment:
+    /// `key = "${VIGIL_PRIVACY_KEY}"`. Required when a field is pseudonymized.
+    pub key: Option<String>,
+    /// The policies, e.g. `{ field = "user_id", action = "pseudonymize" }`,
+    /// `{ field = "email", action = "drop" }`,
+    /// `{ field = "message", action = "redact", pattern = '\d{16}', replacement = "[card]" }`.
+    #[serde(default)]
+    pub fields: Vec<RawPrivacyField>,
+}
+
+/// One privacy policy.
+#[derive(Debug, Deserialize)]
+pub struct RawPrivacyField {
+    /// The column, JSON key or metric label it applies to.
+    pub field: Spanned<String>,
+    /// `pseudonymize` (keyed HMAC-SHA-256), `drop` (null) or `redact` (regex replace).
+    pub action: Spanned<String>,
+    /// With `redact`: the regular expression to replace.
+    pub pattern: Option<Spanned<String>>,
+    /// With `redact`: what replaces each match. Default `[redacted]`.
+    pub replacement: Option<String>,
+}
+
 /// `[[sources]]` with `type = "stdin"`: NDJSON on standard input.
 #[derive(Debug, Deserialize)]
 pub struct RawStdinSource {
@@ -105,8 +146,10 @@ pub struct RawKafkaSource {
 pub struct RawTopic {
     /// Topic name.
     pub name: Spanned<String>,
-    /// `logs` or `metrics`.
+    /// `logs`, `metrics` or `spans`.
     pub kind: Spanned<String>,
+    /// `json` (vigil's JSON lines, the default), `otlp_proto` or `otlp_json`.
+    pub format: Option<Spanned<String>>,
 }
 
 /// A librdkafka property value: written as a string, number or boolean.

@@ -323,6 +323,8 @@ pub struct Metrics {
     pub fenced_commits: Family,
     /// Commits that failed and were retried.
     pub commit_retries: Family,
+    /// OTLP/HTTP requests answered 503 because the pipeline was behind.
+    pub otlp_throttled: Family,
     /// Anomaly events published, per severity and status.
     pub anomalies: Family,
     /// Rows that arrived after their detection window closed.
@@ -433,6 +435,12 @@ impl Metrics {
                 Counter,
                 &[],
             ),
+            otlp_throttled: Family::new(
+                "vigil_otlp_throttled_requests_total",
+                "OTLP/HTTP requests answered 503 (Retry-After) because the pipeline was behind.",
+                Counter,
+                &[],
+            ),
             commit_retries: Family::new(
                 "vigil_archive_commit_retries_total",
                 "Commits that failed and were retried.",
@@ -522,7 +530,7 @@ impl Metrics {
         m
     }
 
-    fn families(&self) -> [&Family; 27] {
+    fn families(&self) -> [&Family; 28] {
         [
             &self.build_info,
             &self.records,
@@ -539,6 +547,7 @@ impl Metrics {
             &self.archive_bytes,
             &self.fenced_commits,
             &self.commit_retries,
+            &self.otlp_throttled,
             &self.anomalies,
             &self.late_records,
             &self.open_traces,

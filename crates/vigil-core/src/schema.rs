@@ -53,6 +53,8 @@ pub enum RecordKind {
     Logs,
     /// Metric samples.
     Metrics,
+    /// Trace spans (from OTLP).
+    Spans,
 }
 
 impl RecordKind {
@@ -61,6 +63,7 @@ impl RecordKind {
         match self {
             RecordKind::Logs => "logs",
             RecordKind::Metrics => "metrics",
+            RecordKind::Spans => "spans",
         }
     }
 }
@@ -77,8 +80,9 @@ impl FromStr for RecordKind {
         match s {
             "logs" | "log" => Ok(RecordKind::Logs),
             "metrics" | "metric" => Ok(RecordKind::Metrics),
+            "spans" | "span" | "traces" => Ok(RecordKind::Spans),
             other => Err(InvalidInput(format!(
-                "unknown record kind `{other}`, expected `logs` or `metrics`"
+                "unknown record kind `{other}`, expected `logs`, `metrics` or `spans`"
             ))),
         }
     }
@@ -281,6 +285,50 @@ pub fn metric_schema() -> SchemaRef {
         Field::new(col::VALUE, DataType::Float64, true),
         Field::new(col::LABELS, labels_type(), true),
         Field::new(col::EXTRA, DataType::Utf8, true),
+        Field::new(col::DATE, DataType::Date32, false),
+    ]))
+}
+
+/// Columns of the `spans` table beyond the shared ones (`timestamp` is the span's start).
+pub mod span {
+    /// When the span ended, `Timestamp(Microsecond, "UTC")`.
+    pub const END_TIME: &str = "end_time";
+    /// `end_time - timestamp` in milliseconds.
+    pub const DURATION_MS: &str = "duration_ms";
+    /// The operation, e.g. `GET /checkout`.
+    pub const NAME: &str = "name";
+    /// `server`, `client`, `internal`, `producer`, `consumer` or `unspecified`.
+    pub const KIND: &str = "kind";
+    /// `unset`, `ok` or `error`.
+    pub const STATUS: &str = "status";
+    /// The status description, if any.
+    pub const STATUS_MESSAGE: &str = "status_message";
+    /// `http.response.status_code` (or the older `http.status_code`), if given.
+    pub const HTTP_STATUS: &str = "http_status";
+    /// The span's other attributes, as a JSON object.
+    pub const ATTRIBUTES: &str = "attributes";
+    /// Resource attributes other than `service.name`, scope, events and links, as JSON.
+    pub const EXTRA: &str = super::col::EXTRA;
+}
+
+/// The schema of the `spans` table: one row per span, `timestamp` its start.
+pub fn span_schema() -> SchemaRef {
+    let utf8 = |name: &str| Field::new(name, DataType::Utf8, true);
+    Arc::new(Schema::new(vec![
+        Field::new(col::TIMESTAMP, timestamp_type(), false),
+        Field::new(span::END_TIME, timestamp_type(), false),
+        Field::new(span::DURATION_MS, DataType::Float64, false),
+        Field::new(col::SERVICE, DataType::Utf8, false),
+        Field::new(col::TRACE_ID, DataType::Utf8, false),
+        Field::new(col::SPAN_ID, DataType::Utf8, false),
+        utf8(col::PARENT_SPAN_ID),
+        utf8(span::NAME),
+        utf8(span::KIND),
+        utf8(span::STATUS),
+        utf8(span::STATUS_MESSAGE),
+        Field::new(span::HTTP_STATUS, DataType::Int32, true),
+        utf8(span::ATTRIBUTES),
+        utf8(span::EXTRA),
         Field::new(col::DATE, DataType::Date32, false),
     ]))
 }

@@ -14,6 +14,8 @@ use vigil_core::time::date32_from_micros;
 pub enum ReasonCode {
     /// Not valid JSON.
     InvalidJson,
+    /// Not a protobuf message of the expected type (OTLP).
+    InvalidProtobuf,
     /// Not valid UTF-8.
     InvalidUtf8,
     /// Valid JSON, but not an object.
@@ -39,8 +41,9 @@ pub enum ReasonCode {
 
 impl ReasonCode {
     /// Every code, for metrics and docs.
-    pub const ALL: [ReasonCode; 10] = [
+    pub const ALL: [ReasonCode; 11] = [
         ReasonCode::InvalidJson,
+        ReasonCode::InvalidProtobuf,
         ReasonCode::InvalidUtf8,
         ReasonCode::NotAnObject,
         ReasonCode::MissingField,
@@ -56,6 +59,7 @@ impl ReasonCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ReasonCode::InvalidJson => "invalid_json",
+            ReasonCode::InvalidProtobuf => "invalid_protobuf",
             ReasonCode::InvalidUtf8 => "invalid_utf8",
             ReasonCode::NotAnObject => "not_an_object",
             ReasonCode::MissingField => "missing_field",

@@ -158,11 +158,16 @@ impl Decoder {
         Self::with_rows(RecordKind::Metrics, rows, opts)
     }
 
-    /// A decoder for either kind; logs use `schema`.
+    /// A decoder for logs or metrics; logs use `schema`.
+    ///
+    /// # Panics
+    /// For [`RecordKind::Spans`]: spans come from OTLP only ([`crate::OtlpDecoder`]), and the
+    /// pipeline file refuses a JSON lines source of spans.
     pub fn new(kind: RecordKind, schema: LogSchema, opts: DecoderOptions) -> Self {
         match kind {
             RecordKind::Logs => Self::logs(schema, opts),
             RecordKind::Metrics => Self::metrics(opts),
+            RecordKind::Spans => panic!("spans are decoded from OTLP only"),
         }
     }
 
@@ -399,13 +404,7 @@ impl Decoder {
     /// are parsed together as one array; anything else, and every record of a group that
     /// fails as a whole, is parsed alone so it gets its own reason.
     fn process(&mut self, source: &str, partition: Option<i32>, units: &[(&[u8], i64)]) {
-        let now = vigil_core::time::now_micros();
-        let limit = |d: Option<Duration>| d.map(vigil_core::time::micros);
-        self.bounds = TimeBounds::at(
-            now,
-            limit(self.opts.max_future_skew),
-            limit(self.opts.max_past),
-        );
+        self.bounds = TimeBounds::now(&self.opts);
         let mut group_start = 0;
         self.start_group();
         for (i, &(bytes, offset)) in units.iter().enumerate() {

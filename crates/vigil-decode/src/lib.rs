@@ -19,9 +19,12 @@ mod decoder;
 mod groups;
 mod logs;
 mod metrics;
+mod otlp;
+pub mod privacy;
 mod rows;
 mod tape;
 mod verbatim;
 
 pub use dead::{ReasonCode, Rejection};
 pub use decoder::{DecodeStats, DecodedBatch, Decoder, DecoderOptions};
+pub use otlp::{Accepted, OtlpDecoder, OtlpEncoding, parse as parse_otlp};

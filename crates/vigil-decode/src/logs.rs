@@ -66,16 +66,27 @@ impl PromotedBuilder {
     }
 
     fn append(&mut self, v: Promoted, tape: &[Node<'_>]) {
-        match (self, v) {
-            (Self::Int32(b), Promoted::Int(i)) => b.append_value(i as i32),
-            (Self::Int64(b), Promoted::Int(i)) => b.append_value(i),
-            (Self::Timestamp(b), Promoted::Int(i)) => b.append_value(i),
-            (Self::Float64(b), Promoted::Float(f)) => b.append_value(f),
-            (Self::Boolean(b), Promoted::Bool(x)) => b.append_value(x),
-            (Self::Utf8(b), Promoted::Str(idx)) => match tape[idx] {
-                Node::String(s) => b.append_value(s),
-                _ => b.append_null(),
+        self.append_value(match v {
+            Promoted::Null => Value::Null,
+            Promoted::Int(i) => Value::Int(i),
+            Promoted::Float(f) => Value::Float(f),
+            Promoted::Bool(b) => Value::Bool(b),
+            Promoted::Str(idx) => match tape[idx] {
+                Node::String(s) => Value::Str(s),
+                _ => Value::Null,
             },
+        });
+    }
+
+    /// Appends a value already checked against the column's type (OTLP attributes).
+    fn append_value(&mut self, v: Value<'_>) {
+        match (self, v) {
+            (Self::Int32(b), Value::Int(i)) => b.append_value(i as i32),
+            (Self::Int64(b), Value::Int(i)) => b.append_value(i),
+            (Self::Timestamp(b), Value::Int(i)) => b.append_value(i),
+            (Self::Float64(b), Value::Float(f)) => b.append_value(f),
+            (Self::Boolean(b), Value::Bool(x)) => b.append_value(x),
+            (Self::Utf8(b), Value::Str(s)) => b.append_value(s),
             (Self::Int32(b), _) => b.append_null(),
             (Self::Int64(b), _) => b.append_null(),
             (Self::Timestamp(b), _) => b.append_null(),
@@ -110,6 +121,29 @@ impl PromotedBuilder {
             }
         }
     }
+}
+
+/// A typed value for a promoted column, from a source that is not JSON text (OTLP).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Value<'a> {
+    Null,
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(&'a str),
+}
+
+/// One log row from typed values: what OTLP log records become.
+pub(crate) struct LogRow<'a> {
+    pub(crate) timestamp: i64,
+    pub(crate) level: Option<&'a str>,
+    pub(crate) service: &'a str,
+    /// trace_id, span_id, parent_span_id, user_id, message.
+    pub(crate) strings: [Option<&'a str>; 5],
+    /// One per promoted column, in column order.
+    pub(crate) promoted: &'a [Value<'a>],
+    pub(crate) additional_data: Option<&'a str>,
+    pub(crate) extra: Option<&'a str>,
 }
 
 /// Validates a promoted value against its declared type.
@@ -154,7 +188,7 @@ fn promote(t: FieldType, key: &str, node: &Node<'_>, idx: usize) -> Result<Promo
 
 /// Normalises a log level: case-insensitive, `WARN` → `WARNING`, `FATAL`/`CRIT` →
 /// `CRITICAL`, `ERR` → `ERROR`. Unknown levels are kept, upper-cased.
-fn normalize_level(s: &str) -> Option<&'static str> {
+pub(crate) fn normalize_level(s: &str) -> Option<&'static str> {
     const KNOWN: [(&str, &str); 10] = [
         ("INFO", "INFO"),
         ("ERROR", "ERROR"),
@@ -187,7 +221,7 @@ pub(crate) struct LogColumns {
 }
 
 impl LogColumns {
-    fn new(schema: &LogSchema, rows: usize) -> Self {
+    pub(crate) fn new(schema: &LogSchema, rows: usize) -> Self {
         let string = || StringBuilder::with_capacity(rows, 0);
         Self {
             schema: schema.schema().clone(),
@@ -204,6 +238,24 @@ impl LogColumns {
             extra: string(),
             date: Date32Builder::with_capacity(rows),
         }
+    }
+}
+
+impl LogColumns {
+    /// Appends a row of typed values; `row.promoted` has one value per promoted column.
+    pub(crate) fn append_row(&mut self, row: &LogRow<'_>) {
+        self.timestamp.append_value(row.timestamp);
+        self.date.append_value(date32_from_micros(row.timestamp));
+        self.level.append_option(row.level);
+        self.service.append_value(row.service);
+        for (b, v) in self.strings.iter_mut().zip(row.strings) {
+            b.append_option(v);
+        }
+        for (b, &v) in self.promoted.iter_mut().zip(row.promoted) {
+            b.append_value(v);
+        }
+        self.additional_data.append_option(row.additional_data);
+        self.extra.append_option(row.extra);
     }
 }
 

@@ -37,7 +37,7 @@ pub(crate) struct MetricColumns {
 }
 
 impl MetricColumns {
-    fn new(schema: &SchemaRef) -> Self {
+    pub(crate) fn new(schema: &SchemaRef) -> Self {
         let names = MapFieldNames {
             entry: "key_value".into(),
             key: "key".into(),
@@ -57,6 +57,36 @@ impl MetricColumns {
             date: Date32Builder::new(),
         }
     }
+}
+
+impl MetricColumns {
+    /// Appends one sample of typed values (OTLP data points); `labels` in the order given.
+    pub(crate) fn append_sample(&mut self, sample: &Sample<'_>, labels: &[(&str, String)]) {
+        self.timestamp.append_value(sample.timestamp);
+        self.date.append_value(date32_from_micros(sample.timestamp));
+        self.name.append_value(sample.name);
+        self.kind.append_value(sample.kind);
+        self.service.append_value(sample.service);
+        self.value.append_value(sample.value);
+        for (k, v) in labels {
+            self.labels.keys().append_value(k);
+            self.labels.values().append_value(v);
+        }
+        self.labels
+            .append(!labels.is_empty())
+            .expect("keys and values have equal length");
+        self.extra.append_option(sample.extra);
+    }
+}
+
+/// One metric sample from typed values.
+pub(crate) struct Sample<'a> {
+    pub(crate) timestamp: i64,
+    pub(crate) name: &'a str,
+    pub(crate) kind: &'a str,
+    pub(crate) service: &'a str,
+    pub(crate) value: f64,
+    pub(crate) extra: Option<&'a str>,
 }
 
 impl Columns for MetricColumns {

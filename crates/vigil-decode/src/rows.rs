@@ -80,7 +80,17 @@ impl TimeBounds {
         }
     }
 
-    fn check(&self, micros: i64) -> Result<i64, Rejection> {
+    /// The bounds now, under `opts`' skew and age limits.
+    pub(crate) fn now(opts: &crate::DecoderOptions) -> Self {
+        let limit = |d: Option<std::time::Duration>| d.map(vigil_core::time::micros);
+        Self::at(
+            vigil_core::time::now_micros(),
+            limit(opts.max_future_skew),
+            limit(opts.max_past),
+        )
+    }
+
+    pub(crate) fn check(&self, micros: i64) -> Result<i64, Rejection> {
         if (self.min..=self.max).contains(&micros) {
             return Ok(micros);
         }

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use vigil_core::schema::{LogSchema, RecordKind};
@@ -34,6 +35,8 @@ pub struct Pipeline {
     pub rules: Vec<RuleSpec>,
     /// Window closing, correlation, and where anomaly events go.
     pub detect: DetectConfig,
+    /// Per-field privacy policies applied to every batch before it is archived or sent on.
+    pub privacy: Option<Arc<vigil_decode::privacy::Privacy>>,
 }
 
 impl Pipeline {
@@ -49,6 +52,22 @@ impl Pipeline {
             retention: Retention::default(),
             rules: Vec::new(),
             detect: DetectConfig::default(),
+            privacy: None,
+        }
+    }
+
+    /// The table traces are assembled from: `spans` when a source brings spans (OTLP), which
+    /// say exactly when each span started and ended and whether it failed; `logs` otherwise.
+    pub fn traces_from(&self) -> RecordKind {
+        let spans = self.sources.iter().any(|s| match &s.kind {
+            SourceKind::Otlp(_) => true,
+            SourceKind::Kafka(k) => k.topics.iter().any(|(_, kind)| *kind == RecordKind::Spans),
+            _ => false,
+        });
+        if spans {
+            RecordKind::Spans
+        } else {
+            RecordKind::Logs
         }
     }
 
@@ -168,6 +187,8 @@ pub enum SourceKind {
     },
     /// A Kafka consumer group.
     Kafka(KafkaSourceConfig),
+    /// An OTLP/HTTP receiver: `/v1/logs`, `/v1/traces`, `/v1/metrics`.
+    Otlp(OtlpSourceConfig),
     /// The built-in generator (logs and metrics).
     Generator {
         /// What to generate.
@@ -175,6 +196,31 @@ pub enum SourceKind {
         /// Pace to the wall clock.
         realtime: bool,
     },
+}
+
+/// An OTLP/HTTP receiver.
+#[derive(Debug, Clone)]
+pub struct OtlpSourceConfig {
+    /// Address to listen on. Default `127.0.0.1:4318` (OTLP/HTTP's port).
+    pub listen: String,
+    /// Largest request body accepted, compressed or not; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Requests must carry `Authorization: Bearer <token>` when set.
+    pub token: Option<String>,
+    /// Requests queued for decoding; when the queue is full (the pipeline is behind) new
+    /// requests get 503 with `Retry-After`.
+    pub queue: usize,
+}
+
+impl Default for OtlpSourceConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:4318".into(),
+            max_body_bytes: 8 << 20,
+            token: None,
+            queue: 64,
+        }
+    }
 }
 
 /// A Kafka source: a consumer group over topics, each feeding one table.
@@ -185,6 +231,9 @@ pub struct KafkaSourceConfig {
     pub consumer: ConsumerSettings,
     /// Topics, each with the table it feeds.
     pub topics: Vec<(String, RecordKind)>,
+    /// Topics whose messages are OTLP requests (`format = "otlp_proto"` or `"otlp_json"`),
+    /// with their encoding; the others hold vigil's JSON lines.
+    pub formats: BTreeMap<String, vigil_decode::OtlpEncoding>,
     /// Records per decoded batch (one partition's run of messages).
     pub max_batch_records: usize,
     /// Message bytes per decoded batch: with large messages, the batch ends sooner.
@@ -200,6 +249,7 @@ impl Default for KafkaSourceConfig {
         Self {
             consumer: ConsumerSettings::default(),
             topics: Vec::new(),
+            formats: BTreeMap::new(),
             max_batch_records: 8192,
             max_batch_bytes: 16 << 20,
             max_batch_wait: Duration::from_secs(1),

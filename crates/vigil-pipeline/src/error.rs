@@ -37,6 +37,16 @@ pub enum PipelineError {
     /// Detection could not run a rule, or correlation failed.
     #[error("detection: {0}")]
     Detect(#[from] DetectError),
+    /// A receiver could not listen on its address.
+    #[error("source `{source_name}` cannot listen on {addr}: {error}")]
+    Listen {
+        /// The source.
+        source_name: String,
+        /// The address asked for.
+        addr: String,
+        /// Why.
+        error: std::io::Error,
+    },
     /// A worker thread died or a runtime could not start; this is a bug.
     #[error("a pipeline thread failed: {0}")]
     Panicked(String),
@@ -62,6 +72,7 @@ impl PipelineError {
             PipelineError::Store(e) => e.kind(),
             PipelineError::Kafka(e) => e.kind(),
             PipelineError::Detect(e) => e.kind(),
+            PipelineError::Listen { .. } => ErrorKind::User,
             PipelineError::Panicked(_) => ErrorKind::Internal,
         }
     }

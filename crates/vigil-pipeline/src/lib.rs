@@ -27,7 +27,8 @@ pub mod source;
 mod summary;
 
 pub use config::{
-    ArchiveConfig, DetectConfig, KafkaSourceConfig, Pipeline, SourceConfig, SourceKind,
+    ArchiveConfig, DetectConfig, KafkaSourceConfig, OtlpSourceConfig, Pipeline, SourceConfig,
+    SourceKind,
 };
 pub use detect::{Detection, IDLE};
 pub use error::PipelineError;

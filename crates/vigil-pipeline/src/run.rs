@@ -107,6 +107,7 @@ async fn open_sink(
             SourceKind::File { records, .. } | SourceKind::Stdin { records } => vec![*records],
             SourceKind::Generator { .. } => vec![RecordKind::Logs, RecordKind::Metrics],
             SourceKind::Kafka(k) => k.topics.iter().map(|(_, kind)| *kind).collect(),
+            SourceKind::Otlp(_) => vec![RecordKind::Logs, RecordKind::Spans, RecordKind::Metrics],
         };
         for k in more {
             if !kinds.contains(&k) {
@@ -135,13 +136,7 @@ async fn open_sink(
         };
         let schemas: Vec<_> = kinds
             .iter()
-            .map(|&k| {
-                let spec = match k {
-                    RecordKind::Logs => TableSpec::logs(&pipeline.log_schema),
-                    RecordKind::Metrics => TableSpec::metrics(),
-                };
-                (k, spec.schema)
-            })
+            .map(|&k| (k, TableSpec::records(k, &pipeline.log_schema).schema))
             .collect();
         d.attach_archive(&archive, checkpoint.as_deref(), &schemas)
             .await?;
@@ -153,6 +148,7 @@ async fn open_sink(
         detection,
         origins,
     );
+    sink.set_privacy(pipeline.privacy.clone());
     for k in kinds {
         sink.open(Some(k)).await?;
     }

@@ -131,12 +131,20 @@ pub struct Summary {
 impl Summary {
     /// Adds a decoder's totals.
     pub fn add_decoder(&mut self, d: &Decoder) {
-        let s: DecodeStats = d.stats();
+        self.add_decoded(d.stats(), d.dead_letter_counts());
+    }
+
+    /// Adds a decoder's totals and dead letters by reason.
+    pub fn add_decoded(
+        &mut self,
+        s: DecodeStats,
+        reasons: impl IntoIterator<Item = (vigil_decode::ReasonCode, u64)>,
+    ) {
         self.records += s.records;
         self.dead_letters += s.dead_letters;
         self.bytes += s.bytes;
         self.blank_lines += s.blank_lines;
-        for (code, n) in d.dead_letter_counts() {
+        for (code, n) in reasons {
             if n > 0 {
                 *self.reasons.entry(code.as_str()).or_default() += n;
             }

@@ -77,6 +77,46 @@ impl TableSpec {
         }
     }
 
+    /// The `spans` table (from OTLP): sorted by service then start, a bloom filter on
+    /// `trace_id` like `logs`.
+    pub fn spans() -> Self {
+        use vigil_core::schema::span;
+        Self {
+            name: "spans".into(),
+            schema: vigil_core::schema::span_schema(),
+            partition: col::DATE,
+            sort_group: Some(col::SERVICE),
+            sort_time: col::TIMESTAMP,
+            bloom_columns: vec![col::TRACE_ID],
+            plain_columns: vec![
+                col::TIMESTAMP,
+                span::END_TIME,
+                col::TRACE_ID,
+                col::SPAN_ID,
+                col::PARENT_SPAN_ID,
+                span::ATTRIBUTES,
+                span::EXTRA,
+            ],
+            no_stats_columns: vec![
+                col::SPAN_ID,
+                col::PARENT_SPAN_ID,
+                span::STATUS_MESSAGE,
+                span::ATTRIBUTES,
+                span::EXTRA,
+            ],
+        }
+    }
+
+    /// The table records of `kind` go to; `logs` with `log_schema`.
+    pub fn records(kind: vigil_core::schema::RecordKind, log_schema: &LogSchema) -> Self {
+        use vigil_core::schema::RecordKind;
+        match kind {
+            RecordKind::Logs => Self::logs(log_schema),
+            RecordKind::Metrics => Self::metrics(),
+            RecordKind::Spans => Self::spans(),
+        }
+    }
+
     /// The `dead_letters` table.
     pub fn dead_letters() -> Self {
         Self {
@@ -135,10 +175,11 @@ impl TableSpec {
 
     /// Every table of an archive, `logs` with `log_schema`: records, dead letters, then what
     /// detection writes.
-    pub fn all(log_schema: &LogSchema) -> [TableSpec; 6] {
+    pub fn all(log_schema: &LogSchema) -> [TableSpec; 7] {
         [
             Self::logs(log_schema),
             Self::metrics(),
+            Self::spans(),
             Self::dead_letters(),
             Self::anomalies(),
             Self::service_edges(),

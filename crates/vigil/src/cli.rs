@@ -390,6 +390,12 @@ pub struct BacktestArgs {
     #[arg(long)]
     pub metrics: Option<PathBuf>,
 
+    /// Recorded spans: OTLP/JSON, one `ExportTraceServiceRequest` per line (what the
+    /// OpenTelemetry collector's file exporter writes), plain or gzip. Traces are then
+    /// assembled from the spans, not the logs.
+    #[arg(long)]
+    pub spans: Option<PathBuf>,
+
     /// Where the anomaly events go, one JSON object per line.
     #[arg(long)]
     pub anomalies: PathBuf,

@@ -357,3 +357,118 @@ fn faults_of_three_minutes_are_named() {
         );
     }
 }
+
+/// The spans generated logs describe, as OTLP/JSON lines (the collector's file exporter's
+/// format, 100 spans a line, in the order they ended): a span per span id, from its earliest
+/// start (record time less `processing_time_ms`) to its latest record, failed (status ERROR)
+/// when a record logged ERROR or a status of 500 or more.
+fn spans_of(logs: &Path, out: &Path) {
+    struct S {
+        trace: String,
+        parent: Option<String>,
+        service: String,
+        start: i64,
+        end: i64,
+        failed: bool,
+        status: i64,
+    }
+    let mut spans: BTreeMap<String, S> = BTreeMap::new();
+    for line in std::fs::read_to_string(logs).unwrap().lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let (Some(trace), Some(id)) = (v["trace_id"].as_str(), v["span_id"].as_str()) else {
+            continue;
+        };
+        let t = micros(v["timestamp"].as_str().unwrap());
+        let ms = v["additional_data"]["processing_time_ms"]
+            .as_f64()
+            .unwrap_or(0.0);
+        let status = v["additional_data"]["status_code"].as_i64().unwrap_or(0);
+        let failed = matches!(v["level"].as_str(), Some("ERROR" | "CRITICAL")) || status >= 500;
+        let s = spans.entry(format!("{trace}/{id}")).or_insert_with(|| S {
+            trace: format!("{trace:0>32}"),
+            parent: v["parent_span_id"].as_str().map(str::to_owned),
+            service: v["service"].as_str().unwrap().to_owned(),
+            start: t,
+            end: t,
+            failed: false,
+            status: 0,
+        });
+        s.start = s.start.min(t - (ms * 1000.0) as i64);
+        s.end = s.end.max(t);
+        s.failed |= failed;
+        s.status = s.status.max(status);
+    }
+    let mut by_end: Vec<(&String, &S)> = spans.iter().collect();
+    by_end.sort_by_key(|(_, s)| s.end);
+    let mut text = String::new();
+    for chunk in by_end.chunks(100) {
+        let resource_spans: Vec<Value> = chunk
+            .iter()
+            .map(|(key, s)| {
+                let id = key.rsplit('/').next().unwrap();
+                let mut span = serde_json::json!({
+                    "traceId": s.trace,
+                    "spanId": id,
+                    "name": "op",
+                    "kind": 2,
+                    "startTimeUnixNano": (s.start * 1000).to_string(),
+                    "endTimeUnixNano": (s.end * 1000).to_string(),
+                    "status": { "code": if s.failed { 2 } else { 0 } },
+                    "attributes": [{ "key": "http.response.status_code", "value": { "intValue": s.status.to_string() } }],
+                });
+                if let Some(p) = &s.parent {
+                    span["parentSpanId"] = p.as_str().into();
+                }
+                serde_json::json!({
+                    "resource": { "attributes": [{ "key": "service.name", "value": { "stringValue": s.service } }] },
+                    "scopeSpans": [{ "spans": [span] }],
+                })
+            })
+            .collect();
+        text += &serde_json::json!({ "resourceSpans": resource_spans }).to_string();
+        text.push('\n');
+    }
+    std::fs::write(out, text).unwrap();
+}
+
+/// Issue 18: the same telemetry as OTLP spans (what an instrumented service exports) names the
+/// same root causes as its logs do.
+#[test]
+fn a_backtest_over_spans_names_the_same_root_causes_as_over_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, metrics) = generate_with(
+        dir.path(),
+        "70m",
+        "10",
+        &[
+            "--client-spans",
+            "--incident",
+            "errors:database@35m+12m",
+            "--incident",
+            "exception:token-service@55m+10m",
+        ],
+    );
+    let from_logs = backtest(dir.path(), &logs, &metrics);
+    let spans = dir.path().join("spans.jsonl");
+    spans_of(&logs, &spans);
+    let out = dir.path().join("from-spans.ndjson");
+    let from_spans = common::backtest_with(
+        "services.toml",
+        &logs,
+        &metrics,
+        &out,
+        &["--spans", spans.to_str().unwrap()],
+    );
+    for (from, to, root) in [(34, 48, "database"), (54, 66, "token-service")] {
+        let (a, b) = (
+            roots_between(&from_logs, from, to),
+            roots_between(&from_spans, from, to),
+        );
+        assert_eq!(
+            a,
+            BTreeSet::from([root.to_string()]),
+            "logs: {from_logs:#?}"
+        );
+        assert_eq!(a, b, "spans: {from_spans:#?}");
+    }
+}

@@ -11,6 +11,7 @@ mod sources;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -18,12 +19,14 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use vigil_core::schema::{LogSchema, RecordKind};
 use vigil_core::units::{parse_bytes, parse_duration};
+use vigil_decode::privacy::{Action, Privacy};
 use vigil_detect::RuleSpec;
 use vigil_pipeline::{DetectConfig, Pipeline, SourceConfig, SourceKind};
 
 use crate::env::substitute;
 use crate::raw::{
-    RawArchive, RawDecode, RawDetect, RawMeta, RawRetention, RawRule, RawSchema, RawSize,
+    RawArchive, RawDecode, RawDetect, RawMeta, RawPrivacy, RawRetention, RawRule, RawSchema,
+    RawSize,
 };
 
 /// One problem in a pipeline file.
@@ -137,8 +140,9 @@ struct Validator<'t> {
     problems: Vec<Problem>,
 }
 
-const TOP_LEVEL: [&str; 8] = [
+const TOP_LEVEL: [&str; 9] = [
     "pipeline",
+    "privacy",
     "sources",
     "schema",
     "archive",
@@ -214,6 +218,7 @@ impl Validator<'_> {
         let mut decode = RawDecode::default();
         let mut rules = Vec::new();
         let mut detect = RawDetect::default();
+        let mut privacy = None;
         let mut ok = true;
         for (key, value) in root {
             let name = key.get_ref().to_string();
@@ -238,6 +243,11 @@ impl Validator<'_> {
                 "retention" => ok &= self.de(value, "retention").map(|r| retention = r).is_some(),
                 "decode" => ok &= self.de(value, "decode").map(|d| decode = d).is_some(),
                 "detect" => ok &= self.de(value, "detect").map(|d| detect = d).is_some(),
+                "privacy" => {
+                    let raw: Option<RawPrivacy> = self.de(value, "privacy");
+                    ok &= raw.is_some();
+                    privacy = raw.and_then(|p| self.privacy(p));
+                }
                 "rules" => match value.get_ref() {
                     DeValue::Array(items) => {
                         for (i, item) in items.iter().enumerate() {
@@ -375,7 +385,58 @@ impl Validator<'_> {
                 series: series?,
                 partials_topic,
             },
+            privacy,
         })
+    }
+
+    /// `[privacy]` into its policies; problems reported at the field.
+    fn privacy(&mut self, raw: RawPrivacy) -> Option<Arc<Privacy>> {
+        let mut fields = Vec::new();
+        for f in raw.fields {
+            let action = match (f.action.get_ref().as_str(), &f.pattern) {
+                ("pseudonymize", None) => Action::Pseudonymize,
+                ("drop", None) => Action::Drop,
+                ("redact", Some(p)) => match regex::Regex::new(p.get_ref()) {
+                    Ok(pattern) => Action::Redact {
+                        pattern,
+                        replacement: f.replacement.unwrap_or_else(|| "[redacted]".into()),
+                    },
+                    Err(e) => {
+                        self.problem(
+                            Some(p.span()),
+                            format!("`pattern` is not a valid regular expression: {e}"),
+                        );
+                        continue;
+                    }
+                },
+                ("redact", None) => {
+                    self.problem(Some(f.action.span()), "`redact` needs a `pattern`".into());
+                    continue;
+                }
+                ("pseudonymize" | "drop", Some(p)) => {
+                    self.problem(Some(p.span()), "`pattern` is only for `redact`".into());
+                    continue;
+                }
+                (other, _) => {
+                    self.problem(
+                        Some(f.action.span()),
+                        format!("unknown privacy action `{other}`, expected pseudonymize, drop or redact"),
+                    );
+                    continue;
+                }
+            };
+            fields.push((f.field.into_inner(), action));
+        }
+        match Privacy::new(
+            raw.key.filter(|k| !k.is_empty()).map(String::into_bytes),
+            fields,
+        ) {
+            Ok(p) => Some(Arc::new(p)),
+            Err(e) => {
+                self.problem(None, format!("`[privacy]`: {e}; set `key = \"${{VIGIL_PRIVACY_KEY}}\"` to a secret of at least 16 bytes"));
+                None
+            }
+        }
     }
 
     /// Plans every rule's SQL over its table's columns, as the pipeline will: an unknown
@@ -386,6 +447,7 @@ impl Validator<'_> {
             let schema = match rule.table {
                 RecordKind::Logs => logs.schema().clone(),
                 RecordKind::Metrics => vigil_core::schema::metric_schema(),
+                RecordKind::Spans => vigil_core::schema::span_schema(),
             };
             if let Err(e) = vigil_detect::windows::check_rule(rule, &schema) {
                 self.problem(Some(at.clone()), e.to_string());

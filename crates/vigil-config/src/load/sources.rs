@@ -5,12 +5,15 @@ use std::path::PathBuf;
 
 use toml::Spanned;
 use toml::de::DeValue;
+use vigil_core::schema::RecordKind;
 use vigil_core::time::parse_rfc3339_micros;
 use vigil_kafka::ConsumerSettings;
-use vigil_pipeline::{KafkaSourceConfig, SourceConfig, SourceKind};
+use vigil_pipeline::{KafkaSourceConfig, OtlpSourceConfig, SourceConfig, SourceKind};
 
 use super::Validator;
-use crate::raw::{RawFileSource, RawGeneratorSource, RawKafkaSource, RawStdinSource};
+use crate::raw::{
+    RawFileSource, RawGeneratorSource, RawKafkaSource, RawOtlpSource, RawStdinSource,
+};
 
 impl Validator<'_> {
     pub(super) fn source(&mut self, item: Spanned<DeValue<'_>>, i: usize) -> Option<SourceConfig> {
@@ -23,7 +26,7 @@ impl Validator<'_> {
         let Some(kind) = table.remove("type") else {
             self.problem(
                 Some(span),
-                format!("`{path}` has no `type`; expected file, stdin, kafka or generator"),
+                format!("`{path}` has no `type`; expected file, stdin, kafka, otlp or generator"),
             );
             return None;
         };
@@ -33,7 +36,7 @@ impl Validator<'_> {
         let (name, kind) = match kind_name.as_str() {
             "file" => {
                 let raw: RawFileSource = self.de(value, &path)?;
-                let records = self.record_kind(&raw.kind)?;
+                let records = self.lines_kind(&raw.kind)?;
                 if raw.paths.is_empty() {
                     self.problem(
                         Some(span),
@@ -52,7 +55,7 @@ impl Validator<'_> {
             }
             "stdin" => {
                 let raw: RawStdinSource = self.de(value, &path)?;
-                let records = self.record_kind(&raw.kind)?;
+                let records = self.lines_kind(&raw.kind)?;
                 (
                     raw.name.unwrap_or_else(|| "stdin".into()),
                     SourceKind::Stdin { records },
@@ -63,6 +66,21 @@ impl Validator<'_> {
                 let name = raw.name.clone().unwrap_or_else(|| "kafka".into());
                 (name, SourceKind::Kafka(self.kafka(raw, &path)?))
             }
+            "otlp" => {
+                let raw: RawOtlpSource = self.de(value, &path)?;
+                let d = OtlpSourceConfig::default();
+                let max_body_bytes = self.size(&raw.max_body_bytes, d.max_body_bytes)?;
+                let config = OtlpSourceConfig {
+                    listen: raw.listen.unwrap_or(d.listen),
+                    max_body_bytes: max_body_bytes.max(1024),
+                    token: raw.token.filter(|t| !t.is_empty()),
+                    queue: raw.queue.unwrap_or(d.queue).max(1),
+                };
+                (
+                    raw.name.unwrap_or_else(|| "otlp".into()),
+                    SourceKind::Otlp(config),
+                )
+            }
             "generator" => {
                 let raw: RawGeneratorSource = self.de(value, &path)?;
                 let name = raw.name.clone().unwrap_or_else(|| "generator".into());
@@ -72,12 +90,26 @@ impl Validator<'_> {
             other => {
                 self.problem(
                     Some(kind_span),
-                    format!("unknown source type `{other}` in `{path}`, expected file, stdin, kafka or generator"),
+                    format!("unknown source type `{other}` in `{path}`, expected file, stdin, kafka, otlp or generator"),
                 );
                 return None;
             }
         };
         Some(SourceConfig { name, kind })
+    }
+
+    /// The records of a JSON lines source: logs or metrics (spans come as OTLP).
+    fn lines_kind(&mut self, kind: &Spanned<String>) -> Option<RecordKind> {
+        match self.record_kind(kind)? {
+            RecordKind::Spans => {
+                self.problem(
+                    Some(kind.span()),
+                    "spans are read from OTLP only (a Kafka topic with `format = \"otlp_proto\"`, or an `otlp` source), not from JSON lines".into(),
+                );
+                None
+            }
+            k => Some(k),
+        }
     }
 
     fn kafka(&mut self, raw: RawKafkaSource, path: &str) -> Option<KafkaSourceConfig> {
@@ -95,8 +127,36 @@ impl Validator<'_> {
             );
         }
         let mut topics = Vec::new();
+        let mut formats = BTreeMap::new();
         for t in &raw.topics {
             let kind = self.record_kind(&t.kind);
+            let format = match t.format.as_ref().map(|f| (f.span(), f.get_ref().as_str())) {
+                None | Some((_, "json")) => None,
+                Some((span, f)) => {
+                    match f.parse::<vigil_decode::OtlpEncoding>() {
+                        Ok(enc) => Some(enc),
+                        Err(()) => {
+                            self.problem(
+                            Some(span),
+                            format!("unknown topic format `{f}`, expected json, otlp_proto or otlp_json"),
+                        );
+                            None
+                        }
+                    }
+                }
+            };
+            if kind == Some(RecordKind::Spans) && format.is_none() && t.format.is_none() {
+                self.problem(
+                    Some(t.kind.span()),
+                    format!(
+                        "topic `{}` holds spans, which vigil reads as OTLP only: set `format = \"otlp_proto\"` (the collector's default) or `\"otlp_json\"`",
+                        t.name.get_ref()
+                    ),
+                );
+            }
+            if let Some(enc) = format {
+                formats.insert(t.name.get_ref().clone(), enc);
+            }
             if t.name.get_ref().is_empty() {
                 self.problem(Some(t.name.span()), "a topic name is empty".into());
             } else if topics.iter().any(|(n, _)| n == t.name.get_ref()) {
@@ -167,6 +227,7 @@ impl Validator<'_> {
                 ..defaults.consumer
             },
             topics,
+            formats,
             max_batch_records: max_batch_records.max(1),
             max_batch_bytes: max_batch_bytes?.max(1),
             max_batch_wait: max_batch_wait?,

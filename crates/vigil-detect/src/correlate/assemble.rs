@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Float64Type, TimestampMicrosecondType};
-use vigil_core::schema::col;
+use vigil_core::schema::{col, span};
 
 /// Granularity of trace close times, µs.
 const DUE_BUCKET: i64 = 250_000;
@@ -55,6 +55,31 @@ pub struct AssembleConfig {
     pub duration_column: Option<String>,
     /// Column holding an HTTP-like status (failure when >= 500), if the logs have it.
     pub status_column: Option<String>,
+}
+
+/// The columns of a `spans` batch that logs do not have.
+struct SpanRows<'a> {
+    end: &'a arrow::array::PrimitiveArray<TimestampMicrosecondType>,
+    status: Option<&'a StringArray>,
+}
+
+impl<'a> SpanRows<'a> {
+    /// `Some` when `batch` holds spans: it has their `end_time`.
+    fn of(batch: &'a RecordBatch) -> Option<Self> {
+        let end = batch
+            .column_by_name(span::END_TIME)?
+            .as_primitive_opt::<TimestampMicrosecondType>()?;
+        let status = batch
+            .column_by_name(span::STATUS)
+            .and_then(|c| c.as_string_opt::<i32>());
+        Some(Self { end, status })
+    }
+
+    /// OTLP's status says the span failed.
+    fn failed(&self, row: usize) -> bool {
+        self.status
+            .is_some_and(|s| s.is_valid(row) && s.value(row) == "error")
+    }
 }
 
 /// One span: the records of a trace sharing a `span_id`.
@@ -269,23 +294,38 @@ impl Assembler {
             let c = arrow::compute::cast(c, &DataType::Float64).ok()?;
             Some(c.as_primitive::<Float64Type>().clone())
         };
-        let durations = number(&self.cfg.duration_column);
-        let statuses = number(&self.cfg.status_column);
+        // A `spans` batch (OTLP) says when each span started and ended, and whether it failed.
+        let span_rows = SpanRows::of(batch);
+        let durations = match span_rows {
+            Some(_) => None,
+            None => number(&self.cfg.duration_column),
+        };
+        let statuses = match span_rows {
+            Some(_) => number(&Some(span::HTTP_STATUS.to_owned())),
+            None => number(&self.cfg.status_column),
+        };
         for row in 0..batch.num_rows() {
             let Some(trace_id) = value(Some(traces), row) else {
                 continue;
             };
-            let t = ts.value(row);
+            let (start, t) = match &span_rows {
+                Some(s) => (ts.value(row), s.end.value(row)),
+                None => {
+                    let t = ts.value(row);
+                    let start = match &durations {
+                        Some(d) if d.is_valid(row) && d.value(row) > 0.0 => {
+                            t.saturating_sub((d.value(row) * 1000.0) as i64)
+                        }
+                        _ => t,
+                    };
+                    (start, t)
+                }
+            };
             let failed = matches!(value(levels, row), Some("ERROR" | "CRITICAL"))
+                || span_rows.as_ref().is_some_and(|s| s.failed(row))
                 || statuses
                     .as_ref()
                     .is_some_and(|s| s.is_valid(row) && s.value(row) >= 500.0);
-            let start = match &durations {
-                Some(d) if d.is_valid(row) && d.value(row) > 0.0 => {
-                    t.saturating_sub((d.value(row) * 1000.0) as i64)
-                }
-                _ => t,
-            };
             let id = match value(spans, row) {
                 Some(s) => hash_id(s),
                 None => {

@@ -42,6 +42,8 @@ const REPLAY_STREAM: &str = "archive replay";
 pub struct Detection {
     engine: WindowedRules,
     correlator: Option<Correlator>,
+    /// The table traces are assembled from ([`Pipeline::traces_from`]).
+    traces: RecordKind,
     lateness: i64,
     longest_window: i64,
     streams: Streams,
@@ -134,6 +136,7 @@ impl Detection {
             shuffle,
             engine,
             correlator,
+            traces: pipeline.traces_from(),
             lateness: micros(pipeline.detect.allowed_lateness),
             longest_window: pipeline
                 .rules
@@ -223,12 +226,17 @@ impl Detection {
         }
     }
 
+    /// Assembles traces from `kind`'s batches instead (a backtest given spans).
+    pub fn assemble_traces_from(&mut self, kind: RecordKind) {
+        self.traces = kind;
+    }
+
     /// Files a decoded batch from `stream` (e.g. `topic:partition`) into the rules' windows.
     pub fn push(&mut self, kind: RecordKind, stream: &str, batch: &RecordBatch) {
         if let Some(t) = latest_time(batch) {
             self.streams.note(stream, t);
         }
-        if kind == RecordKind::Logs
+        if kind == self.traces
             && let Some(c) = &mut self.correlator
         {
             c.push(batch);

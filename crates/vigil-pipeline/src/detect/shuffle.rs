@@ -211,6 +211,8 @@ impl Message {
 pub(super) struct Stage1 {
     engine: WindowedRules,
     correlator: Option<Correlator>,
+    /// The table traces are assembled from.
+    traces: RecordKind,
     streams: Streams,
     lateness: i64,
     producer: vigil_kafka::Producer,
@@ -256,6 +258,7 @@ impl Stage1 {
         Ok(Self {
             engine: WindowedRules::new(&pipeline.rules),
             correlator: pipeline.detect.correlation.as_ref().map(Correlator::new),
+            traces: pipeline.traces_from(),
             streams: Streams::new(),
             lateness: micros(pipeline.detect.allowed_lateness),
             producer,
@@ -305,7 +308,7 @@ impl Stage1 {
                 self.streams.note(stream, t);
                 p.latest = Some(p.latest.map_or(t, |l: i64| l.max(t)));
             }
-            if kind == RecordKind::Logs
+            if kind == self.traces
                 && let Some(c) = &mut self.correlator
             {
                 c.push(b);

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use vigil_core::Partition;
 use vigil_core::schema::{LogSchema, RecordKind};
+use vigil_decode::privacy::Privacy;
 use vigil_store::{AppTxn, Archive, Committed, FlushPolicy, StoreError, TableSpec, TableWriter};
 
 pub use dead_letter_topic::DeadLetterTopic;
@@ -62,14 +63,41 @@ struct Origin {
 struct Tables {
     logs: Option<TableWriter>,
     metrics: Option<TableWriter>,
+    spans: Option<TableWriter>,
     dead_letters: Option<TableWriter>,
 }
 
+/// The records tables, in the order they commit.
+const RECORDS: [RecordKind; 3] = [RecordKind::Logs, RecordKind::Metrics, RecordKind::Spans];
+
 impl Tables {
+    /// The writer slot of `kind`'s table (`None`: dead letters).
+    fn slot(&mut self, kind: Option<RecordKind>) -> &mut Option<TableWriter> {
+        match kind {
+            Some(RecordKind::Logs) => &mut self.logs,
+            Some(RecordKind::Metrics) => &mut self.metrics,
+            Some(RecordKind::Spans) => &mut self.spans,
+            None => &mut self.dead_letters,
+        }
+    }
+
+    fn slot_ref(&self, kind: Option<RecordKind>) -> &Option<TableWriter> {
+        match kind {
+            Some(RecordKind::Logs) => &self.logs,
+            Some(RecordKind::Metrics) => &self.metrics,
+            Some(RecordKind::Spans) => &self.spans,
+            None => &self.dead_letters,
+        }
+    }
     fn all(&mut self) -> impl Iterator<Item = &mut TableWriter> {
-        [&mut self.dead_letters, &mut self.logs, &mut self.metrics]
-            .into_iter()
-            .flatten()
+        [
+            &mut self.dead_letters,
+            &mut self.logs,
+            &mut self.metrics,
+            &mut self.spans,
+        ]
+        .into_iter()
+        .flatten()
     }
 }
 
@@ -85,6 +113,7 @@ pub struct Sink {
     /// The merge consumer of a distributed pipeline, if any.
     merge_origin: Option<u32>,
     stats: SinkStats,
+    privacy: Option<Arc<Privacy>>,
 }
 
 impl Sink {
@@ -107,6 +136,7 @@ impl Sink {
             origins: (0..sources).map(|_| Origin::default()).collect(),
             merge_origin: None,
             stats: SinkStats::default(),
+            privacy: None,
         }
     }
 
@@ -119,6 +149,11 @@ impl Sink {
     /// other source has ended, and the partials offset of each detection checkpoint.
     pub fn set_merge_origin(&mut self, origin: u32) {
         self.merge_origin = Some(origin);
+    }
+
+    /// Applies `privacy`'s policies to every batch before anything else sees it.
+    pub fn set_privacy(&mut self, privacy: Option<Arc<Privacy>>) {
+        self.privacy = privacy;
     }
 
     /// Sends source `origin`'s dead letters to a Kafka topic instead of the table.
@@ -144,11 +179,11 @@ impl Sink {
 
     /// The writer of `kind`'s table (`None`: dead letters), opened on first use.
     async fn writer(&mut self, kind: Option<RecordKind>) -> Result<&mut TableWriter, StoreError> {
-        let (slot, spec) = match kind {
-            Some(RecordKind::Logs) => (&mut self.tables.logs, TableSpec::logs(&self.log_schema)),
-            Some(RecordKind::Metrics) => (&mut self.tables.metrics, TableSpec::metrics()),
-            None => (&mut self.tables.dead_letters, TableSpec::dead_letters()),
+        let spec = match kind {
+            Some(k) => TableSpec::records(k, &self.log_schema),
+            None => TableSpec::dead_letters(),
         };
+        let slot = self.tables.slot(kind);
         if slot.is_none() {
             *slot = Some(TableWriter::open(&self.archive, spec, self.policy).await?);
         }
@@ -191,11 +226,15 @@ impl Sink {
         self.commit(false).await
     }
 
-    async fn accept(&mut self, origin: u32, b: SourceBatch) -> Result<(), PipelineError> {
+    async fn accept(&mut self, origin: u32, mut b: SourceBatch) -> Result<(), PipelineError> {
         let o = &mut self.origins[origin as usize];
         if b.delta.as_ref().is_some_and(|d| d.epoch < o.epoch) {
             self.stats.stale_batches += 1;
             return Ok(());
+        }
+        // Before detection, the archive or any topic sees a value.
+        if let Some(p) = &self.privacy {
+            p.apply(&mut b.batch);
         }
         if !o.streams.contains(&b.stream) {
             o.streams.insert(Arc::clone(&b.stream));
@@ -337,11 +376,9 @@ impl Sink {
             .is_some_and(|t| t.elapsed() >= self.policy.interval);
         let due = |t: &Option<TableWriter>| t.as_ref().is_some_and(TableWriter::is_due);
         let moved = |kind| !self.positions.txns(kind).is_empty();
-        let logs = force || due(&self.tables.logs) || (positions_due && moved(RecordKind::Logs));
-        let metrics =
-            force || due(&self.tables.metrics) || (positions_due && moved(RecordKind::Metrics));
-        let dead = logs
-            || metrics
+        let go = RECORDS
+            .map(|k| force || due(self.tables.slot_ref(Some(k))) || (positions_due && moved(k)));
+        let dead = go.iter().any(|&g| g)
             || due(&self.tables.dead_letters)
             || (positions_due && !self.positions.dead_txns().is_empty());
         if !dead {
@@ -352,7 +389,7 @@ impl Sink {
                 topic.flush()?;
             }
         }
-        match self.commit_tables(logs, metrics).await {
+        match self.commit_tables(go).await {
             Ok(()) => Ok(()),
             Err(e) if e.is_fenced() => {
                 self.stats.fenced += 1;
@@ -364,8 +401,8 @@ impl Sink {
         }
     }
 
-    /// Commits the dead letters, then the records tables chosen.
-    async fn commit_tables(&mut self, logs: bool, metrics: bool) -> Result<(), StoreError> {
+    /// Commits the dead letters, then the records tables chosen (one flag per [`RECORDS`]).
+    async fn commit_tables(&mut self, go: [bool; 3]) -> Result<(), StoreError> {
         let dead_txns = self.positions.dead_txns();
         if !dead_txns.is_empty() || self.tables.dead_letters.is_some() {
             let writer = self.writer(None).await?;
@@ -373,12 +410,9 @@ impl Sink {
             self.stats.add(committed);
             self.positions.dead_committed();
         }
-        for (kind, go) in [(RecordKind::Logs, logs), (RecordKind::Metrics, metrics)] {
+        for (kind, go) in RECORDS.into_iter().zip(go) {
             let moves = self.positions.txns(kind);
-            let open = match kind {
-                RecordKind::Logs => self.tables.logs.is_some(),
-                RecordKind::Metrics => self.tables.metrics.is_some(),
-            };
+            let open = self.tables.slot_ref(Some(kind)).is_some();
             if !go || (moves.is_empty() && !open) {
                 continue;
             }

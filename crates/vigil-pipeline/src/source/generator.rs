@@ -110,9 +110,10 @@ impl Source for GeneratorSource {
     fn next(&mut self) -> Result<Step, PipelineError> {
         loop {
             if let Some((kind, batch)) = self.ready.pop_front() {
+                // The generator makes logs and metrics only.
                 let stream = match kind {
-                    RecordKind::Logs => &self.streams[0],
                     RecordKind::Metrics => &self.streams[1],
+                    RecordKind::Logs | RecordKind::Spans => &self.streams[0],
                 };
                 return Ok(Step::Batch(SourceBatch {
                     kind,

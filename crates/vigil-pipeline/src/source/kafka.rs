@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use vigil_core::Partition;
 use vigil_core::schema::RecordKind;
-use vigil_decode::{DecodedBatch, Decoder};
+use vigil_decode::DecodedBatch;
 use vigil_kafka::{Assigned, Consumer, MessageExt, TopicPartition};
 use vigil_store::{Archive, TableSpec};
 
-use super::{CheckpointDelta, Feedback, Source, SourceBatch, Step, summarize};
+use super::{AnyDecoder, CheckpointDelta, Feedback, Source, SourceBatch, Step};
 use crate::config::{KafkaSourceConfig, Pipeline};
 use crate::error::PipelineError;
 use crate::summary::{Counters, RunOptions, Summary};
@@ -73,7 +73,8 @@ struct State {
     /// Reads the archive's positions.
     archived: Arc<PositionsFn>,
     routes: HashMap<String, RecordKind>,
-    decoders: HashMap<RecordKind, Decoder>,
+    /// One decoder per topic: topics differ in format (JSON lines, OTLP).
+    decoders: HashMap<String, AnyDecoder>,
     run: Run,
     /// Each assigned partition's next position (`None`: the archive has none and nothing was
     /// read yet): the `from` of its next batch.
@@ -107,10 +108,10 @@ impl KafkaSource {
     ) -> Result<Self, PipelineError> {
         let routes: HashMap<String, RecordKind> = config.topics.iter().cloned().collect();
         let decoders = routes
-            .values()
-            .map(|&k| {
-                let d = Decoder::new(k, pipeline.log_schema.clone(), pipeline.decode.clone());
-                (k, d)
+            .iter()
+            .map(|(topic, &k)| {
+                let format = config.formats.get(topic).copied();
+                (topic.clone(), AnyDecoder::new(k, format, pipeline))
             })
             .collect();
         // Where each partition resumes: the next offset its table records. Read when
@@ -187,8 +188,8 @@ impl State {
         }
         let d = self
             .decoders
-            .get_mut(&kind)
-            .expect("a decoder per routed kind");
+            .get_mut(&*partition.source)
+            .expect("a decoder per routed topic");
         let bytes = &self.run.bytes;
         d.decode_messages(
             &partition.source,
@@ -426,7 +427,11 @@ impl Source for KafkaSource {
     }
 
     fn summary(&self) -> Summary {
-        summarize(self.state.decoders.values())
+        let mut s = Summary::default();
+        for d in self.state.decoders.values() {
+            d.add_to(&mut s);
+        }
+        s
     }
 }
 
@@ -439,8 +444,5 @@ fn topic_partition(p: &Partition) -> TopicPartition {
 
 /// The table records of `kind` go to.
 fn table_of(pipeline: &Pipeline, kind: RecordKind) -> String {
-    match kind {
-        RecordKind::Logs => TableSpec::logs(&pipeline.log_schema).name,
-        RecordKind::Metrics => TableSpec::metrics().name,
-    }
+    TableSpec::records(kind, &pipeline.log_schema).name
 }

@@ -32,13 +32,14 @@ mod input;
 mod kafka;
 mod merge;
 mod ndjson;
+mod otlp;
 
 use std::sync::Arc;
 
 use tokio::runtime::Handle;
 use vigil_core::Partition;
 use vigil_core::schema::RecordKind;
-use vigil_decode::{DecodedBatch, Decoder};
+use vigil_decode::{DecodedBatch, Decoder, OtlpDecoder, OtlpEncoding};
 use vigil_store::Archive;
 
 use crate::config::{Pipeline, SourceConfig, SourceKind};
@@ -50,6 +51,7 @@ pub use input::{Input, check_readable};
 pub use kafka::KafkaSource;
 pub use merge::MergeSource;
 pub use ndjson::NdjsonSource;
+pub use otlp::OtlpSource;
 
 /// How a batch moves its partition's position: the archive records `to` as the partition's
 /// next position (a Delta `txn` action with the partition's app id) in the commit holding the
@@ -167,6 +169,54 @@ fn summarize<'a>(decoders: impl IntoIterator<Item = &'a Decoder>) -> Summary {
     s
 }
 
+/// A decoder of one input format: vigil's JSON lines, or OTLP requests.
+pub enum AnyDecoder {
+    /// JSON lines (`Decoder`).
+    Lines(Box<Decoder>),
+    /// OTLP payloads, one request per message.
+    Otlp(Box<OtlpDecoder>),
+}
+
+impl AnyDecoder {
+    /// A decoder of `kind` records: OTLP in `format` if given, else JSON lines.
+    pub fn new(kind: RecordKind, format: Option<OtlpEncoding>, pipeline: &Pipeline) -> Self {
+        let (schema, opts) = (pipeline.log_schema.clone(), pipeline.decode.clone());
+        match format {
+            Some(enc) => Self::Otlp(Box::new(OtlpDecoder::new(kind, enc, schema, opts))),
+            None => Self::Lines(Box::new(Decoder::new(kind, schema, opts))),
+        }
+    }
+
+    /// Decodes whole messages of one partition of `source`, each with its offset.
+    pub fn decode_messages<'a>(
+        &mut self,
+        source: &str,
+        partition: Option<i32>,
+        messages: impl IntoIterator<Item = (&'a [u8], i64)>,
+    ) {
+        match self {
+            Self::Lines(d) => d.decode_messages(source, partition, messages),
+            Self::Otlp(d) => d.decode_messages(source, partition, messages),
+        }
+    }
+
+    /// Takes everything decoded since the previous flush.
+    pub fn flush(&mut self) -> Option<DecodedBatch> {
+        match self {
+            Self::Lines(d) => d.flush(),
+            Self::Otlp(d) => d.flush(),
+        }
+    }
+
+    /// Adds the decoder's totals to `s`.
+    pub fn add_to(&self, s: &mut Summary) {
+        match self {
+            Self::Lines(d) => s.add_decoder(d),
+            Self::Otlp(d) => s.add_decoded(d.stats(), d.dead_letter_counts()),
+        }
+    }
+}
+
 /// The sources of `pipeline`, in the order the file lists them. `rt` drives the archive reads
 /// a Kafka source makes from inside librdkafka's rebalance callback; it must not be the
 /// runtime of the thread the source runs on.
@@ -221,6 +271,14 @@ fn build_one(
             counters,
             stop,
         )),
+        SourceKind::Otlp(o) => Box::new(OtlpSource::new(
+            &source.name,
+            o,
+            pipeline,
+            counters,
+            stop,
+            rt,
+        )?),
         SourceKind::Kafka(k) => Box::new(KafkaSource::new(
             &source.name,
             k,

@@ -5,15 +5,16 @@
 //! time is furthest behind, so the watermark (the least advanced input's latest event time,
 //! minus the allowed lateness) never closes a window another input still has rows for.
 //! Detection is the live pipelines' ([`Detection`]), correlation included, writing its events
-//! (each with its incident) to `--anomalies`.
+//! (each with its incident) to `--anomalies`. With `--spans` (OTLP/JSON lines, what the
+//! collector's file exporter writes), traces are assembled from the spans rather than the logs.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use vigil_core::schema::RecordKind;
-use vigil_decode::Decoder;
+use vigil_decode::{DecodedBatch, Decoder, OtlpDecoder, OtlpEncoding};
 use vigil_pipeline::{Detection, Input};
 
 use crate::cli::BacktestArgs;
@@ -22,10 +23,64 @@ use crate::output::thousands;
 struct Feed {
     kind: RecordKind,
     name: String,
-    reader: Box<dyn Read + Send>,
-    decoder: Decoder,
+    reader: BufReader<Box<dyn Read + Send>>,
+    decoder: FeedDecoder,
     latest: i64,
     done: bool,
+}
+
+/// JSON lines records, or OTLP/JSON requests one per line.
+enum FeedDecoder {
+    Lines(Box<Decoder>),
+    Otlp {
+        decoder: Box<OtlpDecoder>,
+        line: i64,
+    },
+}
+
+impl Feed {
+    /// Reads and decodes about `buf.len()` bytes; marks the feed done at its end.
+    fn step(&mut self, buf: &mut [u8]) -> std::io::Result<Vec<DecodedBatch>> {
+        let mut batches = Vec::new();
+        match &mut self.decoder {
+            FeedDecoder::Lines(d) => {
+                let n = self.reader.read(buf)?;
+                if n == 0 {
+                    d.end_of_input();
+                    self.done = true;
+                } else {
+                    d.decode_all(&buf[..n], |b| batches.push(b));
+                }
+                batches.extend(d.flush());
+            }
+            FeedDecoder::Otlp { decoder, line } => {
+                let mut read = 0;
+                let mut request = Vec::new();
+                while read < buf.len() {
+                    request.clear();
+                    if self.reader.read_until(b'\n', &mut request)? == 0 {
+                        self.done = true;
+                        break;
+                    }
+                    read += request.len();
+                    *line += 1;
+                    let text = request.trim_ascii();
+                    if !text.is_empty() {
+                        decoder.decode_messages(&self.name, None, [(text, *line)]);
+                    }
+                }
+                batches.extend(decoder.flush());
+            }
+        }
+        Ok(batches)
+    }
+
+    fn stats(&self) -> vigil_decode::DecodeStats {
+        match &self.decoder {
+            FeedDecoder::Lines(d) => d.stats(),
+            FeedDecoder::Otlp { decoder, .. } => decoder.stats(),
+        }
+    }
 }
 
 pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
@@ -44,11 +99,15 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     let inputs: Vec<(RecordKind, PathBuf)> = [
         (RecordKind::Logs, args.logs.clone()),
         (RecordKind::Metrics, args.metrics.clone()),
+        (RecordKind::Spans, args.spans.clone()),
     ]
     .into_iter()
     .filter_map(|(k, p)| p.map(|p| (k, p)))
     .collect();
-    anyhow::ensure!(!inputs.is_empty(), "give --logs, --metrics or both");
+    anyhow::ensure!(
+        !inputs.is_empty(),
+        "give --logs, --metrics, --spans or several"
+    );
     for (_, path) in &inputs {
         anyhow::ensure!(
             !super::same_file(path, &args.anomalies),
@@ -60,12 +119,22 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     for (kind, path) in inputs {
         let input = Input::File(path);
         vigil_pipeline::check_readable(std::slice::from_ref(&input))?;
-        let mut decoder = Decoder::new(kind, pipeline.log_schema.clone(), pipeline.decode.clone());
-        decoder.begin_source(&input.name());
+        let (schema, opts) = (pipeline.log_schema.clone(), pipeline.decode.clone());
+        let decoder = match kind {
+            RecordKind::Spans => FeedDecoder::Otlp {
+                decoder: Box::new(OtlpDecoder::new(kind, OtlpEncoding::Json, schema, opts)),
+                line: 0,
+            },
+            _ => {
+                let mut d = Decoder::new(kind, schema, opts);
+                d.begin_source(&input.name());
+                FeedDecoder::Lines(Box::new(d))
+            }
+        };
         feeds.push(Feed {
             kind,
             name: input.name(),
-            reader: input.open()?,
+            reader: BufReader::new(input.open()?),
             decoder,
             latest: i64::MIN,
             done: false,
@@ -79,6 +148,9 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     pipeline.detect.alertmanagers.clear();
     pipeline.detect.anomalies_file = Some(args.anomalies.clone());
     let mut detection = Detection::new(&pipeline)?.expect("rules were checked above");
+    if args.spans.is_some() {
+        detection.assemble_traces_from(RecordKind::Spans);
+    }
     let rt = super::runtime()?;
     let started = Instant::now();
     // Small reads keep the watermark close to the data, so events are detected (and stamped)
@@ -89,16 +161,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         .filter(|f| !f.done)
         .min_by_key(|f| f.latest)
     {
-        let n = feed.reader.read(&mut buf)?;
-        let mut batches = Vec::new();
-        if n == 0 {
-            feed.decoder.end_of_input();
-            batches.extend(feed.decoder.flush());
-            feed.done = true;
-        } else {
-            feed.decoder.decode_all(&buf[..n], |b| batches.push(b));
-            batches.extend(feed.decoder.flush());
-        }
+        let batches = feed.step(&mut buf)?;
         for b in batches {
             for rows in &b.records {
                 detection.push(feed.kind, &feed.name, rows);
@@ -112,8 +175,8 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     }
     // Every input is read: close every window that holds a row.
     rt.block_on(detection.finish())?;
-    let records: u64 = feeds.iter().map(|f| f.decoder.stats().records).sum();
-    let dead: u64 = feeds.iter().map(|f| f.decoder.stats().dead_letters).sum();
+    let records: u64 = feeds.iter().map(|f| f.stats().records).sum();
+    let dead: u64 = feeds.iter().map(|f| f.stats().dead_letters).sum();
     let secs = started.elapsed().as_secs_f64();
     let (series, spans) = detection.forgotten();
     let mut capped = String::new();

@@ -18,6 +18,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
                         SourceKind::Stdin { .. } => "stdin",
                         SourceKind::Generator { .. } => "generator",
                         SourceKind::Kafka(_) => "kafka",
+                        SourceKind::Otlp(_) => "otlp",
                     };
                     format!("{} ({kind})", s.name)
                 })

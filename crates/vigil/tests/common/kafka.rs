@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{json_rows, python, vigil};
+use super::{json_rows, vigil};
 
 /// The Tansu binary: `VIGIL_TANSU` (set by .ci/run), the cache .ci/run installs into, or PATH.
 fn tansu() -> PathBuf {
@@ -138,18 +138,7 @@ impl Broker {
 
 /// Runs the Python Kafka client; returns stdout.
 pub fn client(args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/kafka_client.py");
-    let out = Command::new(python())
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "kafka_client.py {args:?} failed (run .ci/run, or pip install -r .ci/requirements.txt and set VIGIL_PYTHON): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    super::py_script("kafka_client.py", args)
 }
 
 /// A pipeline file consuming `topic` (logs) from `broker` into `archive`, committing often.

@@ -100,20 +100,27 @@ pub fn python() -> String {
     std::env::var("VIGIL_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-/// Runs SQL in DuckDB with the Delta extension; returns rows as JSON objects.
-pub fn duckdb(sql: &str) -> Vec<serde_json::Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/duckdb_delta.py");
+/// Runs tests/py/`script` with `args`; returns its stdout, failing the test if it fails.
+pub fn py_script(script: &str, args: &[&str]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py")
+        .join(script);
     let out = Command::new(python())
-        .arg(script)
-        .arg(sql)
+        .arg(path)
+        .args(args)
         .output()
         .expect("python runs");
     assert!(
         out.status.success(),
-        "DuckDB failed (run .ci/run, or pip install -r .ci/requirements.txt and set VIGIL_PYTHON): {}",
+        "{script} {args:?} failed (run .ci/run, or pip install -r .ci/requirements.txt and set VIGIL_PYTHON): {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    json_rows(&String::from_utf8(out.stdout).unwrap())
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs SQL in DuckDB with the Delta extension; returns rows as JSON objects.
+pub fn duckdb(sql: &str) -> Vec<serde_json::Value> {
+    json_rows(&py_script("duckdb_delta.py", &[sql]))
 }
 
 /// Fails unless `e` is an anomaly event as DESIGN.md defines it: every field there, of its type.
@@ -195,17 +202,31 @@ pub fn shipped_pipeline(file: &str) -> PathBuf {
 /// `vigil backtest` of the shipped pipeline `pipeline` over `logs` and `metrics`, events to
 /// `out`; returns them, each checked against the anomaly contract.
 pub fn backtest(pipeline: &str, logs: &Path, metrics: &Path, out: &Path) -> Vec<serde_json::Value> {
-    vigil_ok(&[
+    backtest_with(pipeline, logs, metrics, out, &[])
+}
+
+/// [`backtest`] with more arguments (e.g. `--spans FILE`).
+pub fn backtest_with(
+    pipeline: &str,
+    logs: &Path,
+    metrics: &Path,
+    out: &Path,
+    more: &[&str],
+) -> Vec<serde_json::Value> {
+    let pipeline = shipped_pipeline(pipeline);
+    let mut args = vec![
         "backtest",
         "--pipeline",
-        shipped_pipeline(pipeline).to_str().unwrap(),
+        pipeline.to_str().unwrap(),
         "--logs",
         logs.to_str().unwrap(),
         "--metrics",
         metrics.to_str().unwrap(),
         "--anomalies",
         out.to_str().unwrap(),
-    ]);
+    ];
+    args.extend(more);
+    vigil_ok(&args);
     read_events(out)
 }
 
