@@ -830,12 +830,64 @@ pub fn parse<M: prost::Message + Default + DeserializeOwned>(
                 format!("not an OTLP {signal} request in protobuf: {e}"),
             )
         }),
-        OtlpEncoding::Json => serde_json::from_slice(bytes).map_err(|e| {
-            Rejection::new(
-                ReasonCode::InvalidJson,
-                format!("not an OTLP/JSON {signal} request: {e}"),
-            )
+        OtlpEncoding::Json => serde_json::from_slice(bytes).or_else(|e| {
+            // OTLP/JSON writes 64-bit integers as strings, and asks decoders to accept numbers
+            // too: the serde mapping takes strings only, so retry with numbers quoted.
+            let mut v: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| {
+                Rejection::new(
+                    ReasonCode::InvalidJson,
+                    format!("not an OTLP/JSON {signal} request: {e}"),
+                )
+            })?;
+            quote_integers(&mut v);
+            serde_json::from_value(v).map_err(|_| {
+                Rejection::new(
+                    ReasonCode::InvalidJson,
+                    format!("not an OTLP/JSON {signal} request: {e}"),
+                )
+            })
         }),
+    }
+}
+
+/// OTLP/JSON's 64-bit integer fields: written as strings, sometimes as numbers.
+const INT64_FIELDS: [&str; 9] = [
+    "timeUnixNano",
+    "startTimeUnixNano",
+    "endTimeUnixNano",
+    "observedTimeUnixNano",
+    "intValue",
+    "asInt",
+    "count",
+    "zeroCount",
+    "bucketCounts",
+];
+
+/// Turns the integer numbers of OTLP/JSON's 64-bit fields into strings, at any depth.
+fn quote_integers(v: &mut serde_json::Value) {
+    use serde_json::Value as J;
+    let quote = |x: &mut J| {
+        if let J::Number(n) = x
+            && (n.is_u64() || n.is_i64())
+        {
+            *x = J::String(n.to_string());
+        }
+    };
+    match v {
+        J::Object(map) => {
+            for (k, x) in map.iter_mut() {
+                if INT64_FIELDS.contains(&k.as_str()) {
+                    match x {
+                        J::Array(items) => items.iter_mut().for_each(quote),
+                        x => quote(x),
+                    }
+                } else {
+                    quote_integers(x);
+                }
+            }
+        }
+        J::Array(items) => items.iter_mut().for_each(quote_integers),
+        _ => {}
     }
 }
 

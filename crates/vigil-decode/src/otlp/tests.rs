@@ -442,3 +442,21 @@ fn spans_with_bad_ids_or_times_are_rejected_alone() {
     assert_eq!((got.records, got.rejected), (1, 2));
     assert!(got.first_reason.unwrap().contains("trace_id"));
 }
+
+#[test]
+fn otlp_json_with_integers_as_numbers_is_read_too() {
+    let json = format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"a"}}}}]}},
+        "scopeSpans":[{{"spans":[{{"traceId":"{t}","spanId":"0102030405060708","name":"x","kind":2,
+        "startTimeUnixNano":{s},"endTimeUnixNano":{e},"attributes":[{{"key":"n","value":{{"intValue":7}}}}]}}]}}]}}]}}"#,
+        t = "ab".repeat(16),
+        s = T0,
+        e = T0 + 1_000_000
+    );
+    let (d, b) = decode(RecordKind::Spans, OtlpEncoding::Json, &[json.into_bytes()]);
+    assert_eq!((d.stats().records, b.dead_letters.num_rows()), (1, 0));
+    assert_eq!(
+        strings(&b.records[0], span::ATTRIBUTES)[0].as_deref(),
+        Some(r#"{"n":7}"#)
+    );
+}
