@@ -15,7 +15,8 @@
 //! policy on `message`.
 //!
 //! Actions:
-//! - `pseudonymize`: HMAC-SHA-256 under a secret key, the first 16 bytes as hex. The same value
+//! - `pseudonymize`: HMAC-SHA-256 under a secret key, `p_` and the first 16 bytes as hex (a
+//!   value already of that form is kept, so applying the policies twice changes nothing). The same value
 //!   gets the same pseudonym in every table and every run with the same key, so joins and
 //!   group-bys still work; without the key it cannot be reversed or guessed by hashing
 //!   candidates. A non-string column cannot hold the pseudonym and is emptied (null) instead.
@@ -72,6 +73,18 @@ struct Field {
     quoted: String,
 }
 
+/// Pseudonyms are `p_` and 32 lower-case hex digits (the first 16 bytes of the HMAC).
+const PSEUDONYM_PREFIX: &str = "p_";
+const PSEUDONYM_LEN: usize = 34;
+
+fn is_pseudonym(v: &str) -> bool {
+    v.len() == PSEUDONYM_LEN
+        && v.starts_with(PSEUDONYM_PREFIX)
+        && v[2..]
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// JSON text columns searched for keys.
 const JSON_COLUMNS: [&str; 3] = ["additional_data", "extra", "attributes"];
 
@@ -115,11 +128,19 @@ impl Privacy {
     }
 
     /// The pseudonym of `value`.
+    ///
+    /// A value that already is a pseudonym is kept: a record pseudonymized by a receiver that
+    /// forwards it, read back by a pipeline with the same policies, keeps the one pseudonym
+    /// every other path gives the raw value.
     pub fn pseudonym(&self, value: &str) -> String {
+        if is_pseudonym(value) {
+            return value.to_owned();
+        }
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
         mac.update(value.as_bytes());
         let digest = mac.finalize().into_bytes();
-        let mut out = String::with_capacity(32);
+        let mut out = String::with_capacity(PSEUDONYM_LEN);
+        out.push_str(PSEUDONYM_PREFIX);
         for b in &digest[..16] {
             out.push_str(&format!("{b:02x}"));
         }
@@ -554,6 +575,8 @@ mod tests {
         let p = privacy();
         assert_eq!(p.pseudonym("u-1"), p.pseudonym("u-1"));
         assert_ne!(p.pseudonym("u-1"), p.pseudonym("u-2"));
+        assert_eq!(p.pseudonym(&p.pseudonym("u-1")), p.pseudonym("u-1"));
+        assert_eq!(p.pseudonym("u-1").len(), 34);
         let other = Privacy::new(Some(b"another key, 16+ bytes".to_vec()), vec![]).unwrap();
         assert_ne!(p.pseudonym("u-1"), other.pseudonym("u-1"));
         assert!(Privacy::new(None, vec![("user_id".into(), Action::Pseudonymize)]).is_err());

@@ -339,6 +339,16 @@ async fn handle(server: &Server, req: Request<Incoming>, peer: SocketAddr) -> An
             return status(StatusCode::NOT_FOUND, OtlpEncoding::Json, &msg);
         }
     };
+    if req.method() != Method::POST {
+        let mut r = status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            OtlpEncoding::Json,
+            "OTLP endpoints take POST",
+        );
+        r.headers_mut()
+            .insert("allow", HeaderValue::from_static("POST"));
+        return r;
+    }
     let header = |name| {
         req.headers()
             .get(name)
@@ -355,16 +365,6 @@ async fn handle(server: &Server, req: Request<Incoming>, peer: SocketAddr) -> An
             return status(StatusCode::UNSUPPORTED_MEDIA_TYPE, OtlpEncoding::Json, &msg);
         }
     };
-    if req.method() != Method::POST {
-        let mut r = status(
-            StatusCode::METHOD_NOT_ALLOWED,
-            encoding,
-            "OTLP endpoints take POST",
-        );
-        r.headers_mut()
-            .insert("allow", HeaderValue::from_static("POST"));
-        return r;
-    }
     if let Some(token) = &server.token
         && !authorized(header(AUTHORIZATION), token)
     {

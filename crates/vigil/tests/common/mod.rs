@@ -118,6 +118,20 @@ pub fn py_script(script: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs Python `code`; returns its stdout.
+pub fn py_script_inline(code: &str) -> String {
+    let out = Command::new(python())
+        .args(["-c", code])
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Runs SQL in DuckDB with the Delta extension; returns rows as JSON objects.
 pub fn duckdb(sql: &str) -> Vec<serde_json::Value> {
     json_rows(&py_script("duckdb_delta.py", &[sql]))
