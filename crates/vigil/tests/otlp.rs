@@ -7,11 +7,10 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::kafka::{Broker, Replica, query, wait_for};
-use common::{free_port, python, try_http};
+use common::{free_port, try_http};
 use serde_json::Value;
 
 /// Runs tests/py/otlp_client.py; returns its JSON report.
@@ -457,17 +456,9 @@ while time.time() - last < 3:
 c.close()
 print(n, hits)
 "#;
-    let out = Command::new(python())
-        .args(["-c", script, broker, needle])
-        .args(topics)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let mut args = vec![broker, needle];
+    args.extend(topics);
+    let text = common::py_script_inline(script, &args);
     let mut it = text.split_whitespace().map(|x| x.parse().unwrap());
     (it.next().unwrap(), it.next().unwrap())
 }
@@ -551,6 +542,7 @@ interval = "300ms"
     // pipeline that reads it back): `p_` and HMAC-SHA-256 under the key.
     let want: BTreeSet<String> = common::py_script_inline(
         "import hmac, hashlib\nfor i in range(5): print('p_' + hmac.new(b'test-only-key-0123456789', b'user-%d' % i, hashlib.sha256).hexdigest()[:32])",
+        &[],
     )
     .lines()
     .map(str::to_owned)

@@ -118,10 +118,11 @@ pub fn py_script(script: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Runs Python `code`; returns its stdout.
-pub fn py_script_inline(code: &str) -> String {
+/// Runs Python `code` with `args`; returns its stdout.
+pub fn py_script_inline(code: &str, args: &[&str]) -> String {
     let out = Command::new(python())
         .args(["-c", code])
+        .args(args)
         .output()
         .expect("python runs");
     assert!(
