@@ -473,42 +473,15 @@ fn a_backtest_over_spans_names_the_same_root_causes_as_over_the_logs() {
     }
 }
 
-/// Rules can read spans: with spans alone (no logs), a pipeline's error-rate rule over span
-/// status fires for the failing service, and correlation over the spans names it.
+/// Rules can read spans: with spans alone (no logs), pipelines/otlp.toml's error-rate rule over
+/// span status fires for the failing service, and correlation over the spans names it.
 #[test]
 fn rules_over_spans_alone_fire_for_the_failing_service_and_name_it() {
     let dir = tempfile::tempdir().unwrap();
     let (logs, _) = generate(dir.path(), "60m", "10", &["errors:database@35m+12m"]);
     let spans = dir.path().join("spans.jsonl");
     spans_of(&logs, &spans);
-    let pipeline = dir.path().join("spans.toml");
-    std::fs::write(
-        &pipeline,
-        r#"
-[pipeline]
-name = "spans-only"
-
-[[sources]]
-type = "otlp"
-
-[detect]
-correlate = true
-trace_timeout = "10s"
-correlation_window = "1m"
-incident_gap = "10m"
-
-[[rules]]
-name = "Span Error Rate"
-table = "spans"
-window = "1m"
-signal = "avg(CASE WHEN status = 'error' THEN 1.0 ELSE 0.0 END)"
-condition = "above usual"
-for = "2m"
-severity = "P2"
-summary = "Share of failing spans well above its usual"
-"#,
-    )
-    .unwrap();
+    let pipeline = common::shipped_pipeline("otlp.toml");
     let out = dir.path().join("anomalies.ndjson");
     vigil_ok(&[
         "backtest",
