@@ -27,4 +27,4 @@ mod verbatim;
 
 pub use dead::{ReasonCode, Rejection};
 pub use decoder::{DecodeStats, DecodedBatch, Decoder, DecoderOptions};
-pub use otlp::{Accepted, OtlpDecoder, OtlpEncoding, parse as parse_otlp};
+pub use otlp::{Accepted, OtlpDecoder, OtlpEncoding, parse as parse_otlp, write_hex};

@@ -26,6 +26,7 @@
 //! bounds `base^(index+1)` with `base = 2^(2^-scale)`. Summaries become one `<name>` row per
 //! quantile (label `quantile`), with `_count` and `_sum`.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -125,6 +126,10 @@ struct Scratch {
     attrs: String,
     extra: String,
     text: String,
+    /// Hex of the record's ids: trace, span, parent.
+    ids: [String; 3],
+    /// Which attributes went to a column of their own.
+    used: Vec<bool>,
 }
 
 impl OtlpDecoder {
@@ -303,12 +308,7 @@ impl OtlpDecoder {
                 format!("`{field}` is 0 (unknown)"),
             ));
         }
-        self.bounds.check((nanos / 1000) as i64).map_err(|r| {
-            Rejection::new(
-                r.code,
-                r.message.replace("`timestamp`", &format!("`{field}`")),
-            )
-        })
+        self.bounds.check(field, (nanos / 1000) as i64)
     }
 
     fn logs_request(&mut self, req: &ExportLogsServiceRequest, at: &mut At<'_>) {
@@ -339,17 +339,18 @@ impl OtlpDecoder {
             rec.observed_time_unix_nano
         };
         let ts = self.time(nanos, "time_unix_nano")?;
-        let trace_id = hex_id(&rec.trace_id);
-        let span_id = hex_id(&rec.span_id);
-        let level = if rec.severity_text.is_empty() {
-            severity_level(rec.severity_number).map(str::to_owned)
+        let level: Option<Cow<'_, str>> = if rec.severity_text.is_empty() {
+            severity_level(rec.severity_number).map(Cow::Borrowed)
         } else {
-            Some(
-                normalize_level(&rec.severity_text)
-                    .map_or_else(|| rec.severity_text.to_ascii_uppercase(), str::to_owned),
-            )
+            Some(normalize_level(&rec.severity_text).map_or_else(
+                || Cow::Owned(rec.severity_text.to_ascii_uppercase()),
+                Cow::Borrowed,
+            ))
         };
         let s = &mut self.scratch;
+        let [trace, span, _] = &mut s.ids;
+        let trace_id = hex_id(trace, &rec.trace_id);
+        let span_id = hex_id(span, &rec.span_id);
         s.text.clear();
         let message = match rec.body.as_ref().and_then(|b| b.value.as_ref()) {
             None => None,
@@ -362,7 +363,9 @@ impl OtlpDecoder {
         // Promoted attributes whose value fits their column; the rest stay in additional_data.
         let promoted = self.schema.promoted();
         let mut values: Vec<Value<'_>> = Vec::with_capacity(promoted.len());
-        let mut used = vec![false; rec.attributes.len()];
+        let used = &mut s.used;
+        used.clear();
+        used.resize(rec.attributes.len(), false);
         for p in promoted {
             let found = rec.attributes.iter().position(|kv| kv.key == p.key);
             let v = found.and_then(|i| fit(p.field_type, &rec.attributes[i]).map(|v| (i, v)));
@@ -391,7 +394,7 @@ impl OtlpDecoder {
             &mut s.attrs,
             rec.attributes
                 .iter()
-                .zip(&used)
+                .zip(used.iter())
                 .filter(|(_, u)| !**u)
                 .map(|(kv, _)| kv),
         );
@@ -414,13 +417,7 @@ impl OtlpDecoder {
             timestamp: ts,
             level: level.as_deref(),
             service,
-            strings: [
-                trace_id.as_deref(),
-                span_id.as_deref(),
-                None,
-                user_id,
-                message,
-            ],
+            strings: [trace_id, span_id, None, user_id, message],
             promoted: &values,
             additional_data: non_empty(&s.attrs),
             extra: non_empty(&s.extra),
@@ -449,18 +446,19 @@ impl OtlpDecoder {
     }
 
     fn span_row(&mut self, service: &str, extra_base: &str, span: &Span) -> Result<(), Rejection> {
-        let (Some(trace_id), true) = (hex_id(&span.trace_id), span.trace_id.len() == 16) else {
+        let invalid = |id: &[u8], len| id.len() != len || id.iter().all(|&b| b == 0);
+        if invalid(&span.trace_id, 16) {
             return Err(Rejection::new(
                 ReasonCode::InvalidValue,
                 "span `trace_id` must be 16 bytes, not all zero",
             ));
-        };
-        let (Some(span_id), true) = (hex_id(&span.span_id), span.span_id.len() == 8) else {
+        }
+        if invalid(&span.span_id, 8) {
             return Err(Rejection::new(
                 ReasonCode::InvalidValue,
                 "span `span_id` must be 8 bytes, not all zero",
             ));
-        };
+        }
         let start = self.time(span.start_time_unix_nano, "start_time_unix_nano")?;
         if span.end_time_unix_nano < span.start_time_unix_nano {
             return Err(Rejection::new(
@@ -535,10 +533,11 @@ impl OtlpDecoder {
                 if i > 0 {
                     s.extra.push(',');
                 }
-                s.extra.push_str("{\"trace_id\":");
-                write_str(&mut s.extra, &hex_id(&l.trace_id).unwrap_or_default());
-                s.extra.push_str(",\"span_id\":");
-                write_str(&mut s.extra, &hex_id(&l.span_id).unwrap_or_default());
+                s.extra.push_str("{\"trace_id\":\"");
+                write_hex(&mut s.extra, &l.trace_id);
+                s.extra.push_str("\",\"span_id\":\"");
+                write_hex(&mut s.extra, &l.span_id);
+                s.extra.push('"');
                 if !l.attributes.is_empty() {
                     s.extra.push_str(",\"attributes\":");
                     write_attributes(&mut s.extra, l.attributes.iter());
@@ -556,9 +555,10 @@ impl OtlpDecoder {
         c.end.append_value(end);
         c.duration.append_value(duration_ms);
         c.strings[0].append_value(service);
-        c.strings[1].append_value(&trace_id);
-        c.strings[2].append_value(&span_id);
-        c.strings[3].append_option(hex_id(&span.parent_span_id));
+        let [trace, id, parent] = &mut s.ids;
+        c.strings[1].append_option(hex_id(trace, &span.trace_id));
+        c.strings[2].append_option(hex_id(id, &span.span_id));
+        c.strings[3].append_option(hex_id(parent, &span.parent_span_id));
         c.strings[4].append_value(&span.name);
         c.strings[5].append_value(span_kind(span.kind));
         c.strings[6].append_value(match status.map_or(0, |s| s.code) {
@@ -615,13 +615,14 @@ impl OtlpDecoder {
         }
         close_object(&mut extra);
         let extra = non_empty(&extra);
-        let mut rows: Vec<PointRow> = Vec::new();
         let name = m.name.as_str();
+        let names = Names::of(name);
+        let mut rows: Vec<PointRow<'_>> = Vec::new();
         let emit = |this: &mut Self,
                     at: &mut At<'_>,
                     nanos: u64,
                     attributes: &[KeyValue],
-                    rows: &mut Vec<PointRow>| {
+                    rows: &mut Vec<PointRow<'_>>| {
             let ts = match this.time(nanos, "time_unix_nano") {
                 Ok(ts) => ts,
                 Err(r) => {
@@ -662,7 +663,7 @@ impl OtlpDecoder {
                 c.append_sample(
                     &Sample {
                         timestamp: ts,
-                        name: &row_name,
+                        name: row_name,
                         kind,
                         service,
                         value,
@@ -681,7 +682,7 @@ impl OtlpDecoder {
             Some(Data::Gauge(g)) => {
                 for p in &g.data_points {
                     if let Some(v) = number(p.value) {
-                        rows.push((name.to_owned(), "gauge", v, None));
+                        rows.push((name, "gauge", v, None));
                         emit(self, at, p.time_unix_nano, &p.attributes, &mut rows);
                     }
                 }
@@ -690,7 +691,7 @@ impl OtlpDecoder {
                 let kind = if s.is_monotonic { "counter" } else { "gauge" };
                 for p in &s.data_points {
                     if let Some(v) = number(p.value) {
-                        rows.push((name.to_owned(), kind, v, None));
+                        rows.push((name, kind, v, None));
                         emit(self, at, p.time_unix_nano, &p.attributes, &mut rows);
                     }
                 }
@@ -705,13 +706,13 @@ impl OtlpDecoder {
                             .get(i)
                             .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
                         rows.push((
-                            format!("{name}_bucket"),
+                            names.bucket.as_str(),
                             "histogram",
                             cumulative as f64,
                             Some(("le", le)),
                         ));
                     }
-                    summary_rows(&mut rows, name, p.count, p.sum, p.min, p.max);
+                    summary_rows(&mut rows, &names, p.count, p.sum, p.min, p.max);
                     emit(self, at, p.time_unix_nano, &p.attributes, &mut rows);
                 }
             }
@@ -721,7 +722,7 @@ impl OtlpDecoder {
                     let mut cumulative = 0u64;
                     let bucket = |rows: &mut Vec<_>, cumulative: u64, le: f64| {
                         rows.push((
-                            format!("{name}_bucket"),
+                            names.bucket.as_str(),
                             "histogram",
                             cumulative as f64,
                             Some(("le", le.to_string())),
@@ -751,12 +752,12 @@ impl OtlpDecoder {
                         }
                     }
                     rows.push((
-                        format!("{name}_bucket"),
+                        names.bucket.as_str(),
                         "histogram",
                         p.count as f64,
                         Some(("le", "+Inf".to_owned())),
                     ));
-                    summary_rows(&mut rows, name, p.count, p.sum, p.min, p.max);
+                    summary_rows(&mut rows, &names, p.count, p.sum, p.min, p.max);
                     emit(self, at, p.time_unix_nano, &p.attributes, &mut rows);
                 }
             }
@@ -764,13 +765,13 @@ impl OtlpDecoder {
                 for p in &s.data_points {
                     for q in &p.quantile_values {
                         rows.push((
-                            name.to_owned(),
+                            name,
                             "summary",
                             q.value,
                             Some(("quantile", q.quantile.to_string())),
                         ));
                     }
-                    summary_rows(&mut rows, name, p.count, Some(p.sum), None, None);
+                    summary_rows(&mut rows, &names, p.count, Some(p.sum), None, None);
                     emit(self, at, p.time_unix_nano, &p.attributes, &mut rows);
                 }
             }
@@ -779,7 +780,28 @@ impl OtlpDecoder {
 }
 
 /// One row a data point becomes: name, type, value and an extra label (`le`, `quantile`).
-type PointRow = (String, &'static str, f64, Option<(&'static str, String)>);
+type PointRow<'a> = (&'a str, &'static str, f64, Option<(&'static str, String)>);
+
+/// The row names a histogram or summary point becomes, made once per metric.
+struct Names {
+    bucket: String,
+    count: String,
+    sum: String,
+    min: String,
+    max: String,
+}
+
+impl Names {
+    fn of(name: &str) -> Self {
+        Self {
+            bucket: format!("{name}_bucket"),
+            count: format!("{name}_count"),
+            sum: format!("{name}_sum"),
+            min: format!("{name}_min"),
+            max: format!("{name}_max"),
+        }
+    }
+}
 
 /// Where the payload being decoded came from, and what it held so far.
 struct At<'a> {
@@ -790,23 +812,23 @@ struct At<'a> {
     accepted: Accepted,
 }
 
-fn summary_rows(
-    rows: &mut Vec<PointRow>,
-    name: &str,
+fn summary_rows<'a>(
+    rows: &mut Vec<PointRow<'a>>,
+    names: &'a Names,
     count: u64,
     sum: Option<f64>,
     min: Option<f64>,
     max: Option<f64>,
 ) {
-    rows.push((format!("{name}_count"), "counter", count as f64, None));
+    rows.push((names.count.as_str(), "counter", count as f64, None));
     if let Some(sum) = sum {
-        rows.push((format!("{name}_sum"), "counter", sum, None));
+        rows.push((names.sum.as_str(), "counter", sum, None));
     }
     if let Some(min) = min {
-        rows.push((format!("{name}_min"), "gauge", min, None));
+        rows.push((names.min.as_str(), "gauge", min, None));
     }
     if let Some(max) = max {
-        rows.push((format!("{name}_max"), "gauge", max, None));
+        rows.push((names.max.as_str(), "gauge", max, None));
     }
 }
 
@@ -1028,18 +1050,24 @@ fn fit(t: FieldType, kv: &KeyValue) -> Option<Value<'_>> {
     })
 }
 
-/// Lower-case hex of an id; `None` when empty or all zero (OTLP's "no id").
-fn hex_id(bytes: &[u8]) -> Option<String> {
+/// Appends `bytes` as lower-case hex.
+pub fn write_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for &b in bytes {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0xf)] as char);
+    }
+}
+
+/// An id as hex in `out` (reused); `None` when empty or all zero (OTLP's "no id").
+fn hex_id<'a>(out: &'a mut String, bytes: &[u8]) -> Option<&'a str> {
+    out.clear();
     if bytes.iter().all(|&b| b == 0) {
         return None;
     }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(HEX[usize::from(b >> 4)] as char);
-        s.push(HEX[usize::from(b & 0xf)] as char);
-    }
-    Some(s)
+    write_hex(out, bytes);
+    Some(out)
 }
 
 /// OTLP's severity number as vigil's level.

@@ -23,6 +23,7 @@
 //! - `drop`: the value becomes null.
 //! - `redact`: every match of a regular expression in the value is replaced.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -176,7 +177,14 @@ impl Privacy {
                     _ => None,
                 }
             } else if JSON_COLUMNS.contains(&name) && c.data_type() == &DataType::Utf8 {
-                Some(map_strings(c.as_string::<i32>(), |v| Some(self.json(v))))
+                let c = c.as_string::<i32>();
+                let named = |v: Option<&str>| {
+                    v.is_some_and(|v| self.fields.iter().any(|p| v.contains(&p.quoted)))
+                };
+                // Rebuilt only when a row names a field.
+                c.iter()
+                    .any(named)
+                    .then(|| map_strings(c, |v| Some(self.json(v).into_owned())))
             } else if let DataType::Map(..) = c.data_type() {
                 Some(self.labels(c.as_map()))
             } else {
@@ -211,7 +219,7 @@ impl Privacy {
             }
             match std::str::from_utf8(raw.value(i)) {
                 Ok(text) => {
-                    raws.push(Some(self.json(text).into_bytes()));
+                    raws.push(Some(self.json(text).into_owned().into_bytes()));
                     reasons.push(why);
                 }
                 Err(_) => {
@@ -240,9 +248,10 @@ impl Privacy {
         }
     }
 
-    /// JSON text with every policy applied to the scalar values of its keys.
-    fn json(&self, text: &str) -> String {
-        let mut out = std::borrow::Cow::Borrowed(text);
+    /// JSON text with every policy applied to the scalar values of its keys; borrowed when
+    /// no key is there (most rows: nothing is copied).
+    fn json<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        let mut out = Cow::Borrowed(text);
         for p in &self.fields {
             if !out.contains(&p.quoted) {
                 continue;
@@ -262,9 +271,9 @@ impl Privacy {
                 };
                 format!("{key_part}{new}")
             });
-            out = std::borrow::Cow::Owned(replaced.into_owned());
+            out = Cow::Owned(replaced.into_owned());
         }
-        out.into_owned()
+        out
     }
 
     /// Metric labels with every policy applied to the values of its keys.

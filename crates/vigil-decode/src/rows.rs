@@ -90,25 +90,26 @@ impl TimeBounds {
         )
     }
 
-    pub(crate) fn check(&self, micros: i64) -> Result<i64, Rejection> {
+    /// `micros`, the value of `field`, if within the bounds.
+    pub(crate) fn check(&self, field: &str, micros: i64) -> Result<i64, Rejection> {
         if (self.min..=self.max).contains(&micros) {
             return Ok(micros);
         }
         let reason = if !(EARLIEST..=LATEST).contains(&micros) {
             format!(
-                "`timestamp` ({micros} µs since 1970) is outside years 0001 to 9999, the times \
+                "`{field}` ({micros} µs since 1970) is outside years 0001 to 9999, the times \
                  RFC 3339 can write"
             )
         } else if micros > self.max {
             format!(
-                "`timestamp` {} is later than {}, the latest plausible time (the clock plus \
+                "`{field}` {} is later than {}, the latest plausible time (the clock plus \
                  `decode.max_future_skew`)",
                 format_rfc3339(micros),
                 format_rfc3339(self.max)
             )
         } else {
             format!(
-                "`timestamp` {} is earlier than {}, the earliest accepted time (the clock less \
+                "`{field}` {} is earlier than {}, the earliest accepted time (the clock less \
                  `decode.max_past`)",
                 format_rfc3339(micros),
                 format_rfc3339(self.min)
@@ -129,7 +130,7 @@ pub(crate) fn required_timestamp(
             ReasonCode::MissingField,
             "required field `timestamp` is missing",
         )),
-        Some(node) => bounds.check(read_timestamp("timestamp", node)?),
+        Some(node) => bounds.check("timestamp", read_timestamp("timestamp", node)?),
     }
 }
 

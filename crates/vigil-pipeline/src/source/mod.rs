@@ -208,6 +208,14 @@ impl AnyDecoder {
         }
     }
 
+    /// Totals since the decoder was created.
+    pub fn stats(&self) -> vigil_decode::DecodeStats {
+        match self {
+            Self::Lines(d) => d.stats(),
+            Self::Otlp(d) => d.stats(),
+        }
+    }
+
     /// Adds the decoder's totals to `s`.
     pub fn add_to(&self, s: &mut Summary) {
         match self {

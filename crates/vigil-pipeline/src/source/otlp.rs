@@ -532,7 +532,11 @@ fn forwarded(
             let n = traces.iter().map(|(_, _, n)| *n).sum();
             let messages = traces
                 .into_iter()
-                .map(|(id, req, _)| (Some(hex(&id).into_bytes()), req.encode_to_vec()))
+                .map(|(id, req, _)| {
+                    let mut key = String::new();
+                    vigil_decode::write_hex(&mut key, &id);
+                    (Some(key.into_bytes()), req.encode_to_vec())
+                })
                 .collect();
             (n, messages)
         }
@@ -576,10 +580,6 @@ fn by_trace(req: ExportTraceServiceRequest) -> Vec<(Vec<u8>, ExportTraceServiceR
         }
     }
     out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// 200 with the signal's `Export*ServiceResponse`, a partial success if records were rejected.

@@ -14,7 +14,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use vigil_core::schema::RecordKind;
-use vigil_decode::{DecodedBatch, Decoder, OtlpDecoder, OtlpEncoding};
+use vigil_decode::{DecodedBatch, OtlpEncoding};
+use vigil_pipeline::source::AnyDecoder;
 use vigil_pipeline::{Detection, Input};
 
 use crate::cli::BacktestArgs;
@@ -24,18 +25,12 @@ struct Feed {
     kind: RecordKind,
     name: String,
     reader: BufReader<Box<dyn Read + Send>>,
-    decoder: FeedDecoder,
+    /// JSON lines records, or (spans) OTLP/JSON requests one per line.
+    decoder: AnyDecoder,
+    /// Lines read, for OTLP requests' dead letters.
+    line: i64,
     latest: i64,
     done: bool,
-}
-
-/// JSON lines records, or OTLP/JSON requests one per line.
-enum FeedDecoder {
-    Lines(Box<Decoder>),
-    Otlp {
-        decoder: Box<OtlpDecoder>,
-        line: i64,
-    },
 }
 
 impl Feed {
@@ -43,7 +38,7 @@ impl Feed {
     fn step(&mut self, buf: &mut [u8]) -> std::io::Result<Vec<DecodedBatch>> {
         let mut batches = Vec::new();
         match &mut self.decoder {
-            FeedDecoder::Lines(d) => {
+            AnyDecoder::Lines(d) => {
                 let n = self.reader.read(buf)?;
                 if n == 0 {
                     d.end_of_input();
@@ -53,7 +48,7 @@ impl Feed {
                 }
                 batches.extend(d.flush());
             }
-            FeedDecoder::Otlp { decoder, line } => {
+            AnyDecoder::Otlp(decoder) => {
                 let mut read = 0;
                 let mut request = Vec::new();
                 while read < buf.len() {
@@ -63,23 +58,16 @@ impl Feed {
                         break;
                     }
                     read += request.len();
-                    *line += 1;
+                    self.line += 1;
                     let text = request.trim_ascii();
                     if !text.is_empty() {
-                        decoder.decode_messages(&self.name, None, [(text, *line)]);
+                        decoder.decode_messages(&self.name, None, [(text, self.line)]);
                     }
                 }
                 batches.extend(decoder.flush());
             }
         }
         Ok(batches)
-    }
-
-    fn stats(&self) -> vigil_decode::DecodeStats {
-        match &self.decoder {
-            FeedDecoder::Lines(d) => d.stats(),
-            FeedDecoder::Otlp { decoder, .. } => decoder.stats(),
-        }
     }
 }
 
@@ -119,23 +107,17 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     for (kind, path) in inputs {
         let input = Input::File(path);
         vigil_pipeline::check_readable(std::slice::from_ref(&input))?;
-        let (schema, opts) = (pipeline.log_schema.clone(), pipeline.decode.clone());
-        let decoder = match kind {
-            RecordKind::Spans => FeedDecoder::Otlp {
-                decoder: Box::new(OtlpDecoder::new(kind, OtlpEncoding::Json, schema, opts)),
-                line: 0,
-            },
-            _ => {
-                let mut d = Decoder::new(kind, schema, opts);
-                d.begin_source(&input.name());
-                FeedDecoder::Lines(Box::new(d))
-            }
-        };
+        let format = (kind == RecordKind::Spans).then_some(OtlpEncoding::Json);
+        let mut decoder = AnyDecoder::new(kind, format, &pipeline);
+        if let AnyDecoder::Lines(d) = &mut decoder {
+            d.begin_source(&input.name());
+        }
         feeds.push(Feed {
             kind,
             name: input.name(),
             reader: BufReader::new(input.open()?),
             decoder,
+            line: 0,
             latest: i64::MIN,
             done: false,
         });
@@ -175,8 +157,8 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     }
     // Every input is read: close every window that holds a row.
     rt.block_on(detection.finish())?;
-    let records: u64 = feeds.iter().map(|f| f.stats().records).sum();
-    let dead: u64 = feeds.iter().map(|f| f.stats().dead_letters).sum();
+    let records: u64 = feeds.iter().map(|f| f.decoder.stats().records).sum();
+    let dead: u64 = feeds.iter().map(|f| f.decoder.stats().dead_letters).sum();
     let secs = started.elapsed().as_secs_f64();
     let (series, spans) = detection.forgotten();
     let mut capped = String::new();
