@@ -222,9 +222,15 @@ impl Decoder {
     /// Starts a new NDJSON source (a file, stdin): ends the previous one as by
     /// [`end_of_input`](Self::end_of_input) and numbers lines from 1.
     pub fn begin_source(&mut self, name: &str) {
+        self.begin_source_at(name, 1);
+    }
+
+    /// Starts `name` at line `line`: decoders sharing one input each take runs of its whole
+    /// lines, and their dead letters name the lines a single decoder would.
+    pub fn begin_source_at(&mut self, name: &str, line: i64) {
         self.end_of_input();
         self.source = Arc::from(name);
-        self.next_line = 1;
+        self.next_line = line;
     }
 
     /// Decodes newline-delimited records from `buf` and returns how many bytes were consumed.

@@ -149,6 +149,7 @@ async fn open_sink(
         origins,
     );
     sink.set_privacy(pipeline.privacy.clone());
+    sink.set_threads(opts.threads);
     for k in kinds {
         sink.open(Some(k)).await?;
     }

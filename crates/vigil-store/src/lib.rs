@@ -21,6 +21,7 @@
 
 mod archive;
 mod error;
+mod file;
 mod maintain;
 mod retention;
 mod scan;

@@ -1,22 +1,25 @@
 //! Buffers batches for one table and commits them as sorted, partitioned Parquet files.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::compute::interleave_record_batch;
-use delta_kernel::expressions::Scalar;
+use arrow::datatypes::Schema;
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, Transaction};
+use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
-use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
-use indexmap::IndexMap;
+use deltalake::writer::RecordBatchWriter;
 use object_store::ObjectStoreExt;
+use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::archive::{Archive, app_version};
 use crate::error::StoreError;
+use crate::file::{ParquetFile, StatsColumns, add_action};
 use crate::sort::{Piece, sort_rows};
 use crate::spec::{ROW_GROUP_ROWS, TableSpec};
 use crate::tiers::Tier;
@@ -98,6 +101,8 @@ pub struct TableWriter {
     txns_seen: SeenTxns,
     /// The tier this table is in (the metrics' `tier` label).
     tier: Tier,
+    /// Threads a commit encodes column chunks on.
+    threads: usize,
 }
 
 /// Application transaction versions known to hold at table version `at`: read from the log
@@ -137,12 +142,19 @@ impl TableWriter {
             oldest: None,
             txns_seen: SeenTxns::default(),
             tier: Tier::Hot,
+            threads: 1,
         })
     }
 
     /// The table is in `tier` (hot unless said): what its commits count as in the metrics.
     pub fn set_tier(&mut self, tier: Tier) {
         self.tier = tier;
+    }
+
+    /// Encodes the columns of each row group on up to `threads` threads (the committing one
+    /// among them). The files are the same whatever the number.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
     }
 
     /// Writes the next files with `props` instead of the spec's defaults.
@@ -255,31 +267,108 @@ impl TableWriter {
             .map(|t| self.policy.interval.saturating_sub(t.elapsed()))
     }
 
-    /// The rows of a piece as batches: a zero-copy slice, or gathered in row-group-sized
-    /// chunks.
+    /// Writes the buffered rows as one sorted Parquet file per date partition, uploads them and
+    /// returns their `add` actions; on failure, the error and the files already uploaded.
+    async fn write_files(&self) -> Result<Vec<Add>, (StoreError, Vec<String>)> {
+        let name = &self.spec.name;
+        let delta = |e: deltalake::DeltaTableError| StoreError::delta(name)(e);
+        let parquet = |e: parquet::errors::ParquetError| StoreError::Delta {
+            table: name.clone(),
+            source: Box::new(e.into()),
+        };
+        let fail = |e: StoreError| (e, Vec::new());
+        // The file schema is the table's, as delta-rs derives it from the log, less the
+        // partition column.
+        let table_schema = RecordBatchWriter::for_table(&self.table)
+            .map_err(|e| fail(delta(e)))?
+            .arrow_schema();
+        let file_schema = Arc::new(Schema::new(
+            table_schema
+                .fields()
+                .iter()
+                .filter(|f| f.name() != self.spec.partition)
+                .cloned()
+                .collect::<Vec<_>>(),
+        ));
+        let snapshot = self.table.snapshot().map_err(|e| fail(delta(e)))?;
+        let stats_columns = StatsColumns::from_configuration(snapshot.metadata().configuration());
+        let suffix = match self.props.compression(&ColumnPath::new(Vec::new())) {
+            Compression::ZSTD(_) => ".zstd",
+            Compression::SNAPPY => ".snappy",
+            Compression::LZ4_RAW => ".lz4raw",
+            Compression::UNCOMPRESSED => "",
+            _ => ".parquet-compressed",
+        };
+        let store = self.table.log_store().object_store(None);
+        let batches: Vec<&RecordBatch> = self.pending.iter().collect();
+        let mut adds = Vec::new();
+        let mut written = Vec::new();
+        for part in sort_rows(&self.pending, self.date_col, self.group_col, self.time_col) {
+            let encoded = (|| {
+                let mut file = ParquetFile::new(
+                    file_schema.clone(),
+                    &self.spec.schema,
+                    self.props.clone(),
+                    self.threads,
+                )?;
+                for group in row_groups(&part.pieces) {
+                    let rows = group
+                        .iter()
+                        .map(|run| self.materialize(run, &batches))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    file.write_row_group(&rows)?;
+                }
+                file.finish()
+            })();
+            let (bytes, metadata) = match encoded {
+                Ok(f) => f,
+                Err(e) => return Err((parquet(e), written)),
+            };
+            let date = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")
+                + chrono::Duration::days(part.date.into());
+            let date = date.format("%Y-%m-%d").to_string();
+            let path = format!(
+                "{}={date}/part-00000-{}-c000{suffix}.parquet",
+                self.spec.partition,
+                uuid::Uuid::new_v4()
+            );
+            let size = bytes.len();
+            if let Err(e) = store
+                .put(&object_store::path::Path::from(path.as_str()), bytes.into())
+                .await
+            {
+                return Err((delta(e.into()), written));
+            }
+            written.push(path.clone());
+            match add_action(
+                (self.spec.partition, date),
+                path,
+                size,
+                &metadata,
+                &stats_columns,
+            ) {
+                Ok(add) => adds.push(add),
+                Err(e) => return Err((delta(e.into()), written)),
+            }
+        }
+        Ok(adds)
+    }
+
+    /// The rows of a run as a batch: a zero-copy slice, or gathered.
     fn materialize(
         &self,
-        piece: &Piece,
+        run: &Run<'_>,
         batches: &[&RecordBatch],
-    ) -> Result<Vec<RecordBatch>, StoreError> {
-        match piece {
-            Piece::Slice { batch, offset, len } => {
-                Ok(vec![self.pending[*batch].slice(*offset, *len)])
+    ) -> Result<RecordBatch, parquet::errors::ParquetError> {
+        match *run {
+            Run::Slice { batch, offset, len } => Ok(self.pending[batch].slice(offset, len)),
+            Run::Rows(rows) => {
+                let idx: Vec<(usize, usize)> = rows
+                    .iter()
+                    .map(|&(b, r)| (b as usize, r as usize))
+                    .collect();
+                Ok(interleave_record_batch(batches, &idx)?)
             }
-            Piece::Gather(rows) => rows
-                .chunks(ROW_GROUP_ROWS)
-                .map(|chunk| {
-                    let idx: Vec<(usize, usize)> = chunk
-                        .iter()
-                        .map(|&(b, r)| (b as usize, r as usize))
-                        .collect();
-                    interleave_record_batch(batches, &idx)
-                })
-                .collect::<Result<_, _>>()
-                .map_err(|source| StoreError::Arrow {
-                    table: self.spec.name.clone(),
-                    source,
-                }),
         }
     }
 
@@ -328,25 +417,14 @@ impl TableWriter {
         let mut actions = Vec::new();
         let started = Instant::now();
         if !self.pending.is_empty() {
-            let mut writer = RecordBatchWriter::for_table(&self.table)
-                .map_err(StoreError::delta(&name))?
-                .with_writer_properties(self.props.clone());
-            let partitions = sort_rows(&self.pending, self.date_col, self.group_col, self.time_col);
-            let batches: Vec<&RecordBatch> = self.pending.iter().collect();
-            for part in partitions {
-                let values =
-                    IndexMap::from([(self.spec.partition.to_string(), Scalar::Date(part.date))]);
-                for piece in &part.pieces {
-                    for batch in self.materialize(piece, &batches)? {
-                        writer
-                            .write_partition(batch, &values, WriteMode::Default)
-                            .await
-                            .map_err(StoreError::delta(&name))?;
-                    }
+            let adds = self.write_files().await;
+            match adds {
+                Ok(adds) => actions.extend(adds.into_iter().map(Action::Add)),
+                Err((e, written)) => {
+                    self.remove_unreferenced(&written).await;
+                    return Err(e);
                 }
             }
-            let adds = writer.flush().await.map_err(StoreError::delta(&name))?;
-            actions.extend(adds.into_iter().map(Action::Add));
         }
         let files = actions.len();
         let written_bytes: i64 = actions
@@ -470,4 +548,61 @@ impl TableWriter {
         }
         Ok(())
     }
+}
+
+/// A run of a partition's rows: a zero-copy slice of a buffered batch, or rows to gather.
+enum Run<'a> {
+    Slice {
+        batch: usize,
+        offset: usize,
+        len: usize,
+    },
+    Rows(&'a [(u32, u32)]),
+}
+
+/// A partition's pieces cut into row groups of [`ROW_GROUP_ROWS`] rows (the last shorter), so
+/// that only one row group's gathered rows are in memory at a time.
+fn row_groups(pieces: &[Piece]) -> Vec<Vec<Run<'_>>> {
+    let mut groups = Vec::new();
+    let mut group = Vec::new();
+    let mut room = ROW_GROUP_ROWS;
+    fn took<'a>(group: &mut Vec<Run<'a>>, room: &mut usize, n: usize) -> Option<Vec<Run<'a>>> {
+        *room -= n;
+        if *room == 0 {
+            *room = ROW_GROUP_ROWS;
+            Some(std::mem::take(group))
+        } else {
+            None
+        }
+    }
+    for piece in pieces {
+        match piece {
+            Piece::Slice { batch, offset, len } => {
+                let (mut offset, mut left) = (*offset, *len);
+                while left > 0 {
+                    let n = left.min(room);
+                    group.push(Run::Slice {
+                        batch: *batch,
+                        offset,
+                        len: n,
+                    });
+                    (offset, left) = (offset + n, left - n);
+                    groups.extend(took(&mut group, &mut room, n));
+                }
+            }
+            Piece::Gather(rows) => {
+                let mut rest = rows.as_slice();
+                while !rest.is_empty() {
+                    let n = rest.len().min(room);
+                    group.push(Run::Rows(&rest[..n]));
+                    rest = &rest[n..];
+                    groups.extend(took(&mut group, &mut room, n));
+                }
+            }
+        }
+    }
+    if !group.is_empty() {
+        groups.push(group);
+    }
+    groups
 }

@@ -157,15 +157,35 @@ fn one_percent_malformed_lines_of_every_kind_are_dead_letters_and_the_rest_is_ar
         .unwrap()
         .write_all(&input)
         .unwrap();
+    // Decoded on three threads (units of whole lines, oversized lines among them, handed out
+    // in turn) and on one: the same archive.
     let archive = dir.path().join("archive");
     let archive = archive.to_str().unwrap();
-    let out = vigil(&["ingest", "--archive", archive, path.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("dead letter"));
+    let one = dir.path().join("one");
+    let one = one.to_str().unwrap();
+    for (archive, threads) in [(archive, "3"), (one, "1")] {
+        let out = vigil(&[
+            "ingest",
+            "--threads",
+            threads,
+            "--archive",
+            archive,
+            path.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("dead letter"));
+    }
+    for sql in [
+        "SELECT \"offset\", reason_code, reason FROM dead_letters ORDER BY \"offset\"",
+        "SELECT service, count(*) AS n, min(timestamp) AS a, max(timestamp) AS b, \
+         sum(length(message)) AS m FROM logs GROUP BY service ORDER BY service",
+    ] {
+        assert_eq!(sql_rows(archive, sql), sql_rows(one, sql), "{sql}");
+    }
 
     let count = |sql: &str| sql_rows(archive, sql);
     assert_eq!(

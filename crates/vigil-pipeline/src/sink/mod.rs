@@ -114,6 +114,8 @@ pub struct Sink {
     merge_origin: Option<u32>,
     stats: SinkStats,
     privacy: Option<Arc<Privacy>>,
+    /// Threads each commit encodes on.
+    threads: usize,
 }
 
 impl Sink {
@@ -137,6 +139,7 @@ impl Sink {
             merge_origin: None,
             stats: SinkStats::default(),
             privacy: None,
+            threads: 1,
         }
     }
 
@@ -154,6 +157,12 @@ impl Sink {
     /// Applies `privacy`'s policies to every batch before anything else sees it.
     pub fn set_privacy(&mut self, privacy: Option<Arc<Privacy>>) {
         self.privacy = privacy;
+    }
+
+    /// Encodes each commit's column chunks on up to `threads` threads (tables opened from now
+    /// on).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
     }
 
     /// Sends source `origin`'s dead letters to a Kafka topic instead of the table.
@@ -185,7 +194,9 @@ impl Sink {
         };
         let slot = self.tables.slot(kind);
         if slot.is_none() {
-            *slot = Some(TableWriter::open(&self.archive, spec, self.policy).await?);
+            let mut w = TableWriter::open(&self.archive, spec, self.policy).await?;
+            w.set_threads(self.threads);
+            *slot = Some(w);
         }
         Ok(slot.as_mut().expect("just opened"))
     }

@@ -33,6 +33,7 @@ mod kafka;
 mod merge;
 mod ndjson;
 mod otlp;
+mod parallel;
 
 use std::sync::Arc;
 
@@ -261,7 +262,8 @@ fn build_one(
                 pipeline,
                 counters,
                 stop,
-            ))
+                opts.threads,
+            )?)
         }
         SourceKind::Stdin { records } => Box::new(NdjsonSource::new(
             &source.name,
@@ -270,7 +272,8 @@ fn build_one(
             pipeline,
             counters,
             stop,
-        )),
+            opts.threads,
+        )?),
         SourceKind::Generator { config, realtime } => Box::new(GeneratorSource::new(
             &source.name,
             config.clone(),

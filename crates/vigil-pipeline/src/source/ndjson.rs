@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use vigil_core::schema::RecordKind;
 use vigil_decode::{DecodedBatch, Decoder};
 
+use super::parallel::Parallel;
 use super::{Input, Source, SourceBatch, Step, summarize};
 use crate::config::Pipeline;
 use crate::error::PipelineError;
@@ -30,10 +31,14 @@ pub struct NdjsonSource {
     bytes: Counter,
     stop: Arc<AtomicBool>,
     ended: bool,
+    /// Decoding on several threads, when the run has them.
+    parallel: Option<Parallel>,
 }
 
 impl NdjsonSource {
-    /// A source reading `inputs` in order as records of `kind`.
+    /// A source reading `inputs` in order as records of `kind`, decoding on `threads`
+    /// threads (more than one: a reader thread and that many decoders, the batches still in
+    /// input order).
     pub fn new(
         name: &str,
         kind: RecordKind,
@@ -41,12 +46,31 @@ impl NdjsonSource {
         pipeline: &Pipeline,
         counters: Arc<Counters>,
         stop: Arc<AtomicBool>,
-    ) -> Self {
-        Self {
+        threads: usize,
+    ) -> Result<Self, PipelineError> {
+        let new_decoder =
+            || Decoder::new(kind, pipeline.log_schema.clone(), pipeline.decode.clone());
+        let parallel = if threads > 1 {
+            Some(Parallel::start(
+                name,
+                inputs.iter().cloned().collect(),
+                (0..threads).map(|_| new_decoder()).collect(),
+                Arc::clone(&counters),
+                Counters::bytes_of(name),
+                Arc::clone(&stop),
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
             name: name.into(),
             stream: Arc::from(name),
-            decoder: Decoder::new(kind, pipeline.log_schema.clone(), pipeline.decode.clone()),
-            inputs: inputs.into(),
+            decoder: new_decoder(),
+            inputs: if parallel.is_some() {
+                VecDeque::new()
+            } else {
+                inputs.into()
+            },
             reading: None,
             buf: vec![0; READ_BYTES],
             ready: VecDeque::new(),
@@ -54,7 +78,8 @@ impl NdjsonSource {
             bytes: Counters::bytes_of(name),
             stop,
             ended: false,
-        }
+            parallel,
+        })
     }
 
     /// Reads the next chunk of input into the decoder; `false` once every input is read.
@@ -116,11 +141,21 @@ impl Source for NdjsonSource {
             if self.ended {
                 return Ok(Step::End);
             }
+            if let Some(p) = &mut self.parallel {
+                match p.next_unit()? {
+                    Some(batches) => self.ready.extend(batches),
+                    None => self.ended = true,
+                }
+                continue;
+            }
             self.ended = !self.read_more()?;
         }
     }
 
     fn summary(&self) -> Summary {
-        summarize([&self.decoder])
+        match &self.parallel {
+            Some(p) => summarize(&p.decoders),
+            None => summarize([&self.decoder]),
+        }
     }
 }

@@ -1,0 +1,417 @@
+//! One partition's rows as one Parquet file, its row groups encoded a column per task on as
+//! many threads as the writer is given, and the Delta `add` action that references it.
+//!
+//! The bytes are those `ArrowWriter` writes for the same rows in the same row groups (same
+//! pages, dictionaries, statistics, page index and bloom filters): each column chunk is encoded
+//! by the column writer `ArrowWriter` itself would use, only on another thread. The `add`
+//! action's statistics are those delta-rs computes from the file's footer (see
+//! [`add_action`]), so readers prune files exactly as they did with delta-rs's own writer.
+
+use std::cmp::Reverse;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::datatypes::{FieldRef, SchemaRef};
+use chrono::Timelike;
+use deltalake::kernel::Add;
+use deltalake::protocol::{ColumnCountStat, ColumnValueStat, Stats};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{
+    ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves,
+};
+use parquet::basic::{LogicalType, TimeUnit, TimestampType, Type as PhysicalType};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::properties::WriterProperties;
+use parquet::file::statistics::Statistics;
+use parquet::file::writer::SerializedFileWriter;
+
+/// Writes row groups into an in-memory Parquet file.
+pub(crate) struct ParquetFile {
+    writer: SerializedFileWriter<Vec<u8>>,
+    factory: ArrowRowGroupWriterFactory,
+    /// The file's columns (the table's, less the partition column).
+    fields: Vec<FieldRef>,
+    /// Where each file column is in the table's batches.
+    columns: Vec<usize>,
+    /// How many Parquet leaf columns (column writers) each file column has.
+    leaves: Vec<usize>,
+    row_groups: usize,
+    threads: usize,
+}
+
+impl ParquetFile {
+    /// A file of `file_schema`'s columns, taken by name from batches of the table's schema,
+    /// with the Arrow schema in its footer as `ArrowWriter` puts it.
+    pub fn new(
+        file_schema: SchemaRef,
+        table_schema: &SchemaRef,
+        props: WriterProperties,
+        threads: usize,
+    ) -> Result<Self, ParquetError> {
+        let columns = file_schema
+            .fields()
+            .iter()
+            .map(|f| {
+                table_schema.index_of(f.name()).map_err(|_| {
+                    ParquetError::General(format!("no column {} in the table", f.name()))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let fields: Vec<FieldRef> = file_schema.fields().iter().cloned().collect();
+        let (writer, factory) =
+            ArrowWriter::try_new(Vec::new(), file_schema, Some(props))?.into_serialized_writer()?;
+        let descr = writer.schema_descr();
+        let leaves = fields
+            .iter()
+            .map(|f| {
+                (0..descr.num_columns())
+                    .filter(|&i| descr.column(i).path().parts()[0] == *f.name())
+                    .count()
+            })
+            .collect();
+        Ok(Self {
+            writer,
+            factory,
+            fields,
+            columns,
+            leaves,
+            row_groups: 0,
+            threads: threads.max(1),
+        })
+    }
+
+    /// Writes `batches` (of the table's schema) as the next row group.
+    pub fn write_row_group(&mut self, batches: &[RecordBatch]) -> Result<(), ParquetError> {
+        if batches.iter().all(|b| b.num_rows() == 0) {
+            return Ok(());
+        }
+        let mut writers = self
+            .factory
+            .create_column_writers(self.row_groups)?
+            .into_iter();
+        let tasks: Vec<Task> = self
+            .columns
+            .iter()
+            .zip(&self.leaves)
+            .enumerate()
+            .map(|(field, (&c, &leaves))| Task {
+                field,
+                arrays: batches.iter().map(|b| b.column(c).clone()).collect(),
+                writers: writers.by_ref().take(leaves).collect(),
+            })
+            .collect();
+        let chunks = encode(tasks, &self.fields, self.threads)?;
+        let mut row_group = self.writer.next_row_group()?;
+        for chunk in chunks {
+            chunk.append_to_row_group(&mut row_group)?;
+        }
+        row_group.close()?;
+        self.row_groups += 1;
+        Ok(())
+    }
+
+    /// The file's bytes and footer.
+    pub fn finish(mut self) -> Result<(Vec<u8>, ParquetMetaData), ParquetError> {
+        let metadata = self.writer.finish()?;
+        Ok((std::mem::take(self.writer.inner_mut()), metadata))
+    }
+}
+
+/// One file column of a row group: its arrays, and the writers of its leaves.
+struct Task {
+    field: usize,
+    arrays: Vec<ArrayRef>,
+    writers: Vec<ArrowColumnWriter>,
+}
+
+/// Encodes every task, largest first, on up to `threads` threads (the calling one among
+/// them); the chunks come back in column order.
+fn encode(
+    mut tasks: Vec<Task>,
+    fields: &[FieldRef],
+    threads: usize,
+) -> Result<Vec<ArrowColumnChunk>, ParquetError> {
+    let n = tasks.len();
+    tasks.sort_by_cached_key(|t| {
+        Reverse(
+            t.arrays
+                .iter()
+                .map(|a| a.get_array_memory_size())
+                .sum::<usize>(),
+        )
+    });
+    let queue = Mutex::new(tasks.into_iter());
+    let work = || -> Result<Vec<(usize, Vec<ArrowColumnChunk>)>, ParquetError> {
+        let mut done = Vec::new();
+        loop {
+            let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+            let Some(mut task) = next else {
+                return Ok(done);
+            };
+            for array in &task.arrays {
+                let leaves = compute_leaves(&fields[task.field], array)?;
+                for (writer, leaf) in task.writers.iter_mut().zip(&leaves) {
+                    writer.write(leaf)?;
+                }
+            }
+            let chunks = task
+                .writers
+                .into_iter()
+                .map(ArrowColumnWriter::close)
+                .collect::<Result<_, _>>()?;
+            done.push((task.field, chunks));
+        }
+    };
+    let helpers = threads.min(n).saturating_sub(1);
+    let results: Vec<_> = if helpers == 0 {
+        vec![work()]
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..helpers).map(|_| s.spawn(work)).collect();
+            let mut results = vec![work()];
+            results.extend(handles.into_iter().map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(ParquetError::General("an encoder panicked".into())))
+            }));
+            results
+        })
+    };
+    let mut by_field: Vec<Vec<ArrowColumnChunk>> = (0..n).map(|_| Vec::new()).collect();
+    for r in results {
+        for (field, chunks) in r? {
+            by_field[field] = chunks;
+        }
+    }
+    Ok(by_field.into_iter().flatten().collect())
+}
+
+/// Which columns get statistics in the `add` action: the table's
+/// `delta.dataSkippingStatsColumns`, or its first `delta.dataSkippingNumIndexedCols` (32 by
+/// default, -1 for all), partition columns not counted — as delta-rs decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StatsColumns {
+    Named(Vec<String>),
+    First(Option<usize>),
+}
+
+impl StatsColumns {
+    /// From a table's configuration.
+    pub fn from_configuration(config: &HashMap<String, String>) -> Self {
+        if let Some(names) = config.get("delta.dataSkippingStatsColumns") {
+            return Self::Named(names.split(',').map(|n| n.trim().to_string()).collect());
+        }
+        match config
+            .get("delta.dataSkippingNumIndexedCols")
+            .and_then(|n| n.trim().parse::<i64>().ok())
+        {
+            Some(n) if n < 0 => Self::First(None),
+            Some(n) => Self::First(Some(n as usize)),
+            None => Self::First(Some(32)),
+        }
+    }
+}
+
+/// The `add` action for a file of `partition` (column, `YYYY-MM-DD`) at `path` (relative to
+/// the table root), `size` bytes, with `metadata` its footer.
+pub(crate) fn add_action(
+    partition: (&str, String),
+    path: String,
+    size: usize,
+    metadata: &ParquetMetaData,
+    stats_columns: &StatsColumns,
+) -> Result<Add, serde_json::Error> {
+    let stats = file_stats(metadata, stats_columns);
+    let modification_time = chrono::Utc::now().timestamp_millis();
+    Ok(Add {
+        path,
+        size: size as i64,
+        partition_values: HashMap::from([(partition.0.to_string(), Some(partition.1))]),
+        modification_time,
+        data_change: true,
+        stats: Some(serde_json::to_string(&stats)?),
+        tags: None,
+        deletion_vector: None,
+        base_row_id: None,
+        default_row_commit_version: None,
+        clustering_provider: None,
+    })
+}
+
+/// A statistic's value, ordered within its type.
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+enum Value {
+    Boolean(bool),
+    Int32(i32),
+    Int64(i64),
+    Float32(f32),
+    Float64(f64),
+    Date(i32),
+    /// UTC (`true`) or local.
+    Timestamp(chrono::NaiveDateTime, bool),
+    String(String),
+}
+
+impl Value {
+    fn from_stats(stats: &Statistics, logical: Option<&LogicalType>, min: bool) -> Option<Self> {
+        macro_rules! pick {
+            ($v:expr) => {
+                if min { $v.min_opt() } else { $v.max_opt() }
+            };
+        }
+        Some(match (stats, logical) {
+            (Statistics::Boolean(v), _) => Self::Boolean(*pick!(v)?),
+            (Statistics::Int32(v), Some(LogicalType::Date)) => Self::Date(*pick!(v)?),
+            (Statistics::Int32(_), Some(LogicalType::Decimal { .. })) => return None,
+            (Statistics::Int32(v), _) => Self::Int32(*pick!(v)?),
+            (
+                Statistics::Int64(v),
+                Some(LogicalType::Timestamp(TimestampType {
+                    unit,
+                    is_adjusted_to_u_t_c,
+                })),
+            ) => {
+                let v = *pick!(v)?;
+                let t = match unit {
+                    TimeUnit::MILLIS => chrono::DateTime::from_timestamp_millis(v),
+                    TimeUnit::MICROS => chrono::DateTime::from_timestamp_micros(v),
+                    TimeUnit::NANOS => Some(chrono::DateTime::from_timestamp_nanos(v)),
+                }?;
+                Self::Timestamp(t.naive_utc(), *is_adjusted_to_u_t_c)
+            }
+            (Statistics::Int64(_), Some(LogicalType::Decimal { .. })) => return None,
+            (Statistics::Int64(v), _) => Self::Int64(*pick!(v)?),
+            (Statistics::Float(v), _) => Self::Float32(*pick!(v)?),
+            (Statistics::Double(v), _) => Self::Float64(*pick!(v)?),
+            (Statistics::ByteArray(v), Some(LogicalType::String)) => {
+                let bytes = if min {
+                    v.min_bytes_opt()
+                } else {
+                    v.max_bytes_opt()
+                }?;
+                Self::String(String::from_utf8(bytes.to_vec()).ok()?)
+            }
+            _ => return None,
+        })
+    }
+
+    /// As delta-rs writes it: dates as `YYYY-MM-DD`, timestamps truncated to the millisecond
+    /// with the fraction left out when it is zero.
+    fn into_json(self) -> serde_json::Value {
+        match self {
+            Self::Boolean(v) => v.into(),
+            Self::Int32(v) => v.into(),
+            Self::Int64(v) => v.into(),
+            Self::Float32(v) => v.into(),
+            Self::Float64(v) => v.into(),
+            Self::Date(days) => (chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")
+                + chrono::Duration::days(days.into()))
+            .format("%Y-%m-%d")
+            .to_string()
+            .into(),
+            Self::Timestamp(t, utc) => {
+                let format = match (utc, t.nanosecond() == 0) {
+                    (true, true) => "%Y-%m-%dT%H:%M:%SZ",
+                    (true, false) => "%Y-%m-%dT%H:%M:%S%.3fZ",
+                    (false, true) => "%Y-%m-%d %H:%M:%S",
+                    (false, false) => "%Y-%m-%d %H:%M:%S%.3f",
+                };
+                t.format(format).to_string().into()
+            }
+            Self::String(s) => s.into(),
+        }
+    }
+}
+
+/// Minimum, maximum and null count of a column over the file's row groups.
+fn file_stats(metadata: &ParquetMetaData, which: &StatsColumns) -> Stats {
+    let schema = metadata.file_metadata().schema_descr();
+    let top_level = |i: usize| schema.column(i).path().parts()[0].clone();
+    let indexed: Vec<usize> = match which {
+        StatsColumns::Named(names) => (0..schema.num_columns())
+            .filter(|&i| names.iter().any(|n| *n == schema.column(i).path().string()))
+            .collect(),
+        StatsColumns::First(limit) => {
+            let mut tops: Vec<String> = Vec::new();
+            let mut idx = Vec::new();
+            for i in 0..schema.num_columns() {
+                let top = top_level(i);
+                if !tops.contains(&top) {
+                    if limit.is_some_and(|l| tops.len() >= l) {
+                        break;
+                    }
+                    tops.push(top);
+                }
+                idx.push(i);
+            }
+            idx
+        }
+    };
+    let mut stats = Stats {
+        num_records: metadata.file_metadata().num_rows(),
+        ..Stats::default()
+    };
+    for i in indexed {
+        let column = schema.column(i);
+        // Nested columns (none in vigil's tables) are left without statistics.
+        if column.path().parts().len() != 1 || column.max_rep_level() > 0 {
+            continue;
+        }
+        let logical = column
+            .logical_type_ref()
+            .cloned()
+            .or(match column.converted_type() {
+                parquet::basic::ConvertedType::UTF8 => Some(LogicalType::String),
+                parquet::basic::ConvertedType::DATE => Some(LogicalType::Date),
+                _ => None,
+            });
+        let binary = column.physical_type() == PhysicalType::BYTE_ARRAY
+            && logical != Some(LogicalType::String);
+        let mut seen = false;
+        let (mut min, mut max, mut nulls): (Option<Value>, Option<Value>, u64) = (None, None, 0);
+        for rg in metadata.row_groups() {
+            let Some(s) = rg.column(i).statistics() else {
+                continue;
+            };
+            if binary {
+                continue;
+            }
+            seen = true;
+            nulls += s.null_count_opt().unwrap_or_default();
+            if s.min_bytes_opt().is_none() || s.max_bytes_opt().is_none() {
+                continue;
+            }
+            if let Some(v) = Value::from_stats(s, logical.as_ref(), true) {
+                min = Some(match min {
+                    Some(m) if m < v => m,
+                    _ => v,
+                });
+            }
+            if let Some(v) = Value::from_stats(s, logical.as_ref(), false) {
+                max = Some(match max {
+                    Some(m) if m > v => m,
+                    _ => v,
+                });
+            }
+        }
+        if !seen {
+            continue;
+        }
+        let name = column.name().to_string();
+        if let Some(v) = min {
+            stats
+                .min_values
+                .insert(name.clone(), ColumnValueStat::Value(v.into_json()));
+        }
+        if let Some(v) = max {
+            stats
+                .max_values
+                .insert(name.clone(), ColumnValueStat::Value(v.into_json()));
+        }
+        stats
+            .null_count
+            .insert(name, ColumnCountStat::Value(nulls as i64));
+    }
+    stats
+}
