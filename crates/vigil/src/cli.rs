@@ -404,6 +404,11 @@ pub struct BacktestArgs {
     /// incident. For measuring what correlation costs.
     #[arg(long)]
     pub no_correlate: bool,
+
+    /// Threads: more than 1 decodes JSON lines inputs on that many threads while the rules
+    /// run on this one (default: the machine's cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Args)]

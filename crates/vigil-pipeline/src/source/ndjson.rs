@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use vigil_core::schema::RecordKind;
 use vigil_decode::{DecodedBatch, Decoder};
 
-use super::parallel::Parallel;
+use super::parallel::{Parallel, UNIT_BYTES};
 use super::{Input, Source, SourceBatch, Step, summarize};
 use crate::config::Pipeline;
 use crate::error::PipelineError;
@@ -55,6 +55,7 @@ impl NdjsonSource {
                 name,
                 inputs.iter().cloned().collect(),
                 (0..threads).map(|_| new_decoder()).collect(),
+                UNIT_BYTES,
                 Arc::clone(&counters),
                 Counters::bytes_of(name),
                 Arc::clone(&stop),

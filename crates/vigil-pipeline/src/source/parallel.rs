@@ -22,9 +22,9 @@ use vigil_core::metrics::Counter;
 /// Bytes read from the input at a time.
 const READ_BYTES: usize = 1 << 20;
 
-/// Bytes of whole lines a worker decodes at a time: enough that the per-service batches of a
-/// unit stay near the decoder's batch size.
-const UNIT_BYTES: usize = 4 << 20;
+/// Bytes of whole lines a worker decodes at a time, for a source feeding the archive: enough
+/// that the per-service batches of a unit stay near the decoder's batch size.
+pub const UNIT_BYTES: usize = 4 << 20;
 
 /// A run of input bytes for one worker.
 struct Piece {
@@ -38,21 +38,23 @@ struct Piece {
 }
 
 /// The reader and workers of one source.
-pub(super) struct Parallel {
+pub struct Parallel {
     results: Vec<Receiver<Vec<DecodedBatch>>>,
     next: usize,
     reader: Option<JoinHandle<Result<(), PipelineError>>>,
     workers: Vec<JoinHandle<Decoder>>,
-    /// The workers' decoders once they are done (for the summary).
+    /// The workers' decoders, once every unit is done (for their counts).
     pub decoders: Vec<Decoder>,
 }
 
 impl Parallel {
-    /// Starts a reader over `inputs` and a worker per decoder.
+    /// Starts a reader over `inputs`, cutting them into units of about `unit_bytes`, and a
+    /// worker per decoder.
     pub fn start(
         name: &str,
         inputs: VecDeque<Input>,
         decoders: Vec<Decoder>,
+        unit_bytes: usize,
         counters: Arc<Counters>,
         bytes: Counter,
         stop: Arc<AtomicBool>,
@@ -64,7 +66,7 @@ impl Parallel {
         let mut workers = Vec::new();
         for (i, mut decoder) in decoders.into_iter().enumerate() {
             // A whole unit fits in a worker's queue, so the reader moves on to the next worker.
-            let (tx, rx) = sync_channel::<Piece>(UNIT_BYTES / READ_BYTES + 2);
+            let (tx, rx) = sync_channel::<Piece>(unit_bytes.div_ceil(READ_BYTES) + 2);
             let (done_tx, done_rx) = sync_channel(1);
             work.push(tx);
             results.push(done_rx);
@@ -80,7 +82,7 @@ impl Parallel {
         }
         let reader = std::thread::Builder::new()
             .name(format!("{name}-read"))
-            .spawn(move || read_units(inputs, work, &counters, &bytes, &stop))
+            .spawn(move || read_units(inputs, work, unit_bytes, &counters, &bytes, &stop))
             .map_err(spawn_err)?;
         Ok(Self {
             results,
@@ -141,6 +143,7 @@ fn decode_units(
 fn read_units(
     inputs: VecDeque<Input>,
     workers: Vec<SyncSender<Piece>>,
+    unit_bytes: usize,
     counters: &Counters,
     bytes: &Counter,
     stop: &AtomicBool,
@@ -155,7 +158,7 @@ fn read_units(
         let mut unit = 0usize;
         let mut begin = Some((Arc::clone(&name), line));
         loop {
-            let mut buf = vec![0u8; READ_BYTES];
+            let mut buf = vec![0u8; READ_BYTES.min(unit_bytes)];
             let n = if stop.load(Ordering::Relaxed) {
                 0
             } else {
@@ -188,7 +191,7 @@ fn read_units(
             buf.truncate(n);
             let buf = Arc::new(buf);
             unit += n;
-            let cut = if unit >= UNIT_BYTES {
+            let cut = if unit >= unit_bytes {
                 memrchr(b'\n', &buf).map(|p| p + 1)
             } else {
                 None

@@ -13,13 +13,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use vigil_core::schema::RecordKind;
-use vigil_decode::{DecodedBatch, OtlpEncoding};
-use vigil_pipeline::source::AnyDecoder;
-use vigil_pipeline::{Detection, Input};
+use vigil_decode::{DecodedBatch, Decoder, OtlpEncoding};
+use vigil_pipeline::source::{AnyDecoder, Parallel};
+use vigil_pipeline::{Counters, Detection, Input};
 
 use crate::cli::BacktestArgs;
 use crate::output::thousands;
+
+/// Bytes read (or decoded, on other threads) at a time: small, so the watermark stays close
+/// to the data and events are detected (and stamped) close to when a live run would.
+const READ_BYTES: usize = 256 << 10;
 
 struct Feed {
     kind: RecordKind,
@@ -27,6 +33,8 @@ struct Feed {
     reader: BufReader<Box<dyn Read + Send>>,
     /// JSON lines records, or (spans) OTLP/JSON requests one per line.
     decoder: AnyDecoder,
+    /// JSON lines decoded on other threads (the decoder above is then unused).
+    parallel: Option<Parallel>,
     /// Lines read, for OTLP requests' dead letters.
     line: i64,
     latest: i64,
@@ -37,6 +45,13 @@ impl Feed {
     /// Reads and decodes about `buf.len()` bytes; marks the feed done at its end.
     fn step(&mut self, buf: &mut [u8]) -> std::io::Result<Vec<DecodedBatch>> {
         let mut batches = Vec::new();
+        if let Some(p) = &mut self.parallel {
+            match p.next_unit().map_err(std::io::Error::other)? {
+                Some(unit) => batches = unit,
+                None => self.done = true,
+            }
+            return Ok(batches);
+        }
         match &mut self.decoder {
             AnyDecoder::Lines(d) => {
                 let n = self.reader.read(buf)?;
@@ -68,6 +83,18 @@ impl Feed {
             }
         }
         Ok(batches)
+    }
+
+    /// Records decoded and dead letters.
+    fn counts(&self) -> (u64, u64) {
+        let stats: Vec<_> = match &self.parallel {
+            Some(p) => p.decoders.iter().map(|d| d.stats()).collect(),
+            None => vec![self.decoder.stats()],
+        };
+        (
+            stats.iter().map(|s| s.records).sum(),
+            stats.iter().map(|s| s.dead_letters).sum(),
+        )
     }
 }
 
@@ -103,6 +130,9 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
             args.anomalies.display()
         );
     }
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut feeds = Vec::new();
     for (kind, path) in inputs {
         let input = Input::File(path);
@@ -112,11 +142,28 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         if let AnyDecoder::Lines(d) = &mut decoder {
             d.begin_source(&input.name());
         }
+        let parallel = match &decoder {
+            AnyDecoder::Lines(_) if threads > 1 => Some(Parallel::start(
+                &input.name(),
+                [input.clone()].into(),
+                (0..threads)
+                    .map(|_| {
+                        Decoder::new(kind, pipeline.log_schema.clone(), pipeline.decode.clone())
+                    })
+                    .collect(),
+                READ_BYTES,
+                Arc::default(),
+                Counters::bytes_of(&input.name()),
+                Arc::default(),
+            )?),
+            _ => None,
+        };
         feeds.push(Feed {
             kind,
             name: input.name(),
             reader: BufReader::new(input.open()?),
             decoder,
+            parallel,
             line: 0,
             latest: i64::MIN,
             done: false,
@@ -135,9 +182,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     }
     let rt = super::runtime()?;
     let started = Instant::now();
-    // Small reads keep the watermark close to the data, so events are detected (and stamped)
-    // close to when a live run would detect them.
-    let mut buf = vec![0u8; 256 << 10];
+    let mut buf = vec![0u8; READ_BYTES];
     while let Some(feed) = feeds
         .iter_mut()
         .filter(|f| !f.done)
@@ -157,8 +202,8 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     }
     // Every input is read: close every window that holds a row.
     rt.block_on(detection.finish())?;
-    let records: u64 = feeds.iter().map(|f| f.decoder.stats().records).sum();
-    let dead: u64 = feeds.iter().map(|f| f.decoder.stats().dead_letters).sum();
+    let records: u64 = feeds.iter().map(|f| f.counts().0).sum();
+    let dead: u64 = feeds.iter().map(|f| f.counts().1).sum();
     let secs = started.elapsed().as_secs_f64();
     let (series, spans) = detection.forgotten();
     let mut capped = String::new();
