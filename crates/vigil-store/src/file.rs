@@ -112,10 +112,16 @@ impl ParquetFile {
         Ok(())
     }
 
-    /// The file's bytes and footer.
+    /// The bytes written since the last call, to upload while the next row group encodes.
+    pub fn take_written(&mut self) -> Vec<u8> {
+        // The writer counts its offsets itself: taking what it wrote does not move them.
+        std::mem::take(self.writer.inner_mut())
+    }
+
+    /// The file's last bytes and its footer.
     pub fn finish(mut self) -> Result<(Vec<u8>, ParquetMetaData), ParquetError> {
         let metadata = self.writer.finish()?;
-        Ok((std::mem::take(self.writer.inner_mut()), metadata))
+        Ok((self.take_written(), metadata))
     }
 }
 

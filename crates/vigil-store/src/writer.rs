@@ -13,9 +13,11 @@ use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::RecordBatchWriter;
 use object_store::ObjectStoreExt;
+use object_store::buffered::BufWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
+use tokio::io::AsyncWriteExt;
 
 use crate::archive::{Archive, app_version};
 use crate::error::StoreError;
@@ -23,6 +25,9 @@ use crate::file::{ParquetFile, StatsColumns, add_action};
 use crate::sort::{Piece, sort_rows};
 use crate::spec::{ROW_GROUP_ROWS, TableSpec};
 use crate::tiers::Tier;
+
+/// Parts of a file's upload (object stores take multipart parts of at least 5 MiB).
+const UPLOAD_PART_BYTES: usize = 8 << 20;
 
 /// When a table's buffer is written out: whichever limit is reached first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,6 +281,7 @@ impl TableWriter {
             table: name.clone(),
             source: Box::new(e.into()),
         };
+        let object = |e: object_store::Error| delta(e.into());
         let fail = |e: StoreError| (e, Vec::new());
         // The file schema is the table's, as delta-rs derives it from the log, less the
         // partition column.
@@ -304,26 +310,6 @@ impl TableWriter {
         let mut adds = Vec::new();
         let mut written = Vec::new();
         for part in sort_rows(&self.pending, self.date_col, self.group_col, self.time_col) {
-            let encoded = (|| {
-                let mut file = ParquetFile::new(
-                    file_schema.clone(),
-                    &self.spec.schema,
-                    self.props.clone(),
-                    self.threads,
-                )?;
-                for group in row_groups(&part.pieces) {
-                    let rows = group
-                        .iter()
-                        .map(|run| self.materialize(run, &batches))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    file.write_row_group(&rows)?;
-                }
-                file.finish()
-            })();
-            let (bytes, metadata) = match encoded {
-                Ok(f) => f,
-                Err(e) => return Err((parquet(e), written)),
-            };
             let date = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")
                 + chrono::Duration::days(part.date.into());
             let date = date.format("%Y-%m-%d").to_string();
@@ -332,13 +318,59 @@ impl TableWriter {
                 self.spec.partition,
                 uuid::Uuid::new_v4()
             );
-            let size = bytes.len();
-            if let Err(e) = store
-                .put(&object_store::path::Path::from(path.as_str()), bytes.into())
-                .await
-            {
-                return Err((delta(e.into()), written));
+            // Uploaded as it is encoded, a part at a time once it outgrows one part: only a
+            // row group's rows and a part or two of the file are in memory at once.
+            let mut upload = BufWriter::with_capacity(
+                Arc::clone(&store),
+                object_store::path::Path::from(path.as_str()),
+                UPLOAD_PART_BYTES,
+            )
+            .with_max_concurrency(2);
+            let mut size = 0;
+            let mut closing = false;
+            let encoded = async {
+                let mut file = ParquetFile::new(
+                    file_schema.clone(),
+                    &self.spec.schema,
+                    self.props.clone(),
+                    self.threads,
+                )
+                .map_err(parquet)?;
+                for group in row_groups(&part.pieces) {
+                    let rows = group
+                        .iter()
+                        .map(|run| self.materialize(run, &batches))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(parquet)?;
+                    file.write_row_group(&rows).map_err(parquet)?;
+                    drop(rows);
+                    let bytes = file.take_written();
+                    size += bytes.len();
+                    upload.put(bytes.into()).await.map_err(object)?;
+                }
+                let (bytes, metadata) = file.finish().map_err(parquet)?;
+                size += bytes.len();
+                upload.put(bytes.into()).await.map_err(object)?;
+                closing = true;
+                upload.shutdown().await.map_err(|e| {
+                    object(object_store::Error::Generic {
+                        store: "upload",
+                        source: Box::new(e),
+                    })
+                })?;
+                Ok(metadata)
             }
+            .await;
+            let metadata = match encoded {
+                Ok(m) => m,
+                Err(e) => {
+                    // An upload that failed to complete cannot be aborted any more.
+                    if !closing && let Err(abort) = upload.abort().await {
+                        tracing::warn!(table = %name, file = %path, error = %abort, "cannot abort an upload; the object store's lifecycle rules will");
+                    }
+                    return Err((e, written));
+                }
+            };
             written.push(path.clone());
             match add_action(
                 (self.spec.partition, date),

@@ -192,7 +192,9 @@ pub struct IngestArgs {
     #[arg(long = "field", value_name = "KEY=TYPE", value_parser = parse_key_value)]
     pub fields: Vec<(String, String)>,
 
-    /// Worker threads: 1 runs decode and Parquet encoding on one thread.
+    /// Worker threads (default: the machine's cores): the files decode on this many threads
+    /// and each commit encodes its Parquet column chunks on as many; 1 runs everything on one
+    /// thread.
     #[arg(long)]
     pub threads: Option<usize>,
 
@@ -263,7 +265,9 @@ pub struct RunArgs {
     #[arg(long, short)]
     pub pipeline: PathBuf,
 
-    /// Worker threads: 1 runs everything on one thread.
+    /// Worker threads (default: the machine's cores): files and stdin decode on this many
+    /// threads, each commit encodes its Parquet column chunks on as many, and every other
+    /// source runs on a thread of its own; 1 runs everything on one thread.
     #[arg(long)]
     pub threads: Option<usize>,
 
