@@ -1,7 +1,9 @@
 //! An S3 server for tests: the moto server .ci/run starts once per run (`VIGIL_S3_ENDPOINT`),
 //! or, without it, a moto server of this test's own, started from the venv of `VIGIL_PYTHON`
 //! (`pip install -r .ci/requirements.txt`) and stopped when the test ends. Used by the store's
-//! tests and, through `#[path]`, by the CLI's.
+//! tests and, through `#[path]`, by the CLI's. Either way moto runs through `moto_server.py`,
+//! which makes conditional PUTs atomic as S3 does: plain moto lets two racing
+//! `If-None-Match: *` PUTs of one Delta version both succeed under load, and a commit is lost.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -32,7 +34,8 @@ impl S3 {
             .port();
         let python = std::env::var("VIGIL_PYTHON").unwrap_or_else(|_| "python3".into());
         let server = Command::new(&python)
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../vigil-store/tests/common/moto_server.py"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
