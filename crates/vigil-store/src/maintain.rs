@@ -53,15 +53,18 @@ pub struct MaintainOptions {
     pub now: DateTime<Utc>,
     /// Rows per compacted file (and per commit) when a tier is written.
     pub target_rows: usize,
+    /// Threads a compacted file's column chunks are encoded on.
+    pub threads: usize,
 }
 
 impl MaintainOptions {
-    /// `retention` at `now`, a million rows per compacted file.
+    /// `retention` at `now`, a million rows per compacted file, encoded on one thread.
     pub fn new(retention: Retention, now: DateTime<Utc>) -> Self {
         Self {
             retention,
             now,
             target_rows: 1_000_000,
+            threads: 1,
         }
     }
 }
@@ -420,6 +423,7 @@ impl Archive {
         };
         let mut writer = TableWriter::open(&self.tier(to), spec.clone(), policy).await?;
         writer.set_tier(to);
+        writer.set_threads(opts.threads);
         if to == Tier::Cold {
             writer.set_writer_properties(spec.writer_properties_at(COLD_ZSTD_LEVEL));
         }

@@ -32,23 +32,33 @@ pub fn run(args: MaintainArgs) -> anyhow::Result<ExitCode> {
     let rt = super::runtime()?;
     let stop = Arc::new(AtomicBool::new(false));
     super::stop_on_signal(stop.clone(), None)?;
-    rt.block_on(passes(&pipeline, now, (!args.once).then_some(every), &stop))?;
+    // A process of its own: compaction may use every core.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    rt.block_on(passes(
+        &pipeline,
+        now,
+        (!args.once).then_some(every),
+        threads,
+        &stop,
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Maintenance passes over `pipeline`'s archive: one, or one every `every` until `stop`. A pass
-/// another process is running (it holds the lock) is skipped when passes repeat, an error
-/// otherwise.
+/// Maintenance passes over `pipeline`'s archive: one, or one every `every` until `stop`,
+/// encoding compacted files on `threads` threads. A pass another process is running (it holds
+/// the lock) is skipped when passes repeat, an error otherwise.
 pub async fn passes(
     pipeline: &Pipeline,
     now: Option<DateTime<Utc>>,
     every: Option<Duration>,
+    threads: usize,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     let archive = pipeline.archive.open()?;
     let specs = TableSpec::all(&pipeline.log_schema);
     loop {
-        let opts = MaintainOptions::new(pipeline.retention, now.unwrap_or_else(Utc::now));
+        let mut opts = MaintainOptions::new(pipeline.retention, now.unwrap_or_else(Utc::now));
+        opts.threads = threads;
         match archive.maintain(&specs, &opts).await {
             Ok(reports) => {
                 for r in reports {

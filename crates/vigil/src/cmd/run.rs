@@ -41,10 +41,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(every) = pipeline.archive.maintain_every {
         // Every replica tries; the one that takes the archive's maintenance lock runs the
-        // pass, the others skip it.
+        // pass, the others skip it. On one thread: the cores are ingestion's.
         let (pipeline, stop) = (pipeline.clone(), opts.stop.clone());
         rt.spawn(async move {
-            if let Err(e) = super::maintain::passes(&pipeline, None, Some(every), &stop).await {
+            if let Err(e) = super::maintain::passes(&pipeline, None, Some(every), 1, &stop).await {
                 tracing::error!(error = %e, "background maintenance stopped");
             }
         });
