@@ -245,7 +245,8 @@ pub(crate) fn add_action(
     })
 }
 
-/// A statistic's value, ordered within its type.
+/// A statistic's value, ordered within its type. Decimals (no vigil table has one) are left
+/// without a minimum and maximum, where delta-rs would write them.
 #[derive(Debug, Clone, PartialEq, PartialOrd)]
 enum Value {
     Boolean(bool),
@@ -372,17 +373,18 @@ fn file_stats(metadata: &ParquetMetaData, which: &StatsColumns) -> Stats {
                 parquet::basic::ConvertedType::DATE => Some(LogicalType::Date),
                 _ => None,
             });
-        let binary = column.physical_type() == PhysicalType::BYTE_ARRAY
-            && logical != Some(LogicalType::String);
+        // Binary columns get no statistics at all.
+        if column.physical_type() == PhysicalType::BYTE_ARRAY
+            && logical != Some(LogicalType::String)
+        {
+            continue;
+        }
         let mut seen = false;
         let (mut min, mut max, mut nulls): (Option<Value>, Option<Value>, u64) = (None, None, 0);
         for rg in metadata.row_groups() {
             let Some(s) = rg.column(i).statistics() else {
                 continue;
             };
-            if binary {
-                continue;
-            }
             seen = true;
             nulls += s.null_count_opt().unwrap_or_default();
             if s.min_bytes_opt().is_none() || s.max_bytes_opt().is_none() {

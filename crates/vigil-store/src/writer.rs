@@ -298,12 +298,16 @@ impl TableWriter {
         ));
         let snapshot = self.table.snapshot().map_err(|e| fail(delta(e)))?;
         let stats_columns = StatsColumns::from_configuration(snapshot.metadata().configuration());
+        // File names as delta-rs gives them (Hadoop's codec suffixes).
         let suffix = match self.props.compression(&ColumnPath::new(Vec::new())) {
-            Compression::ZSTD(_) => ".zstd",
-            Compression::SNAPPY => ".snappy",
-            Compression::LZ4_RAW => ".lz4raw",
             Compression::UNCOMPRESSED => "",
-            _ => ".parquet-compressed",
+            Compression::SNAPPY => ".snappy",
+            Compression::GZIP(_) => ".gz",
+            Compression::LZO => ".lzo",
+            Compression::BROTLI(_) => ".br",
+            Compression::LZ4 => ".lz4",
+            Compression::ZSTD(_) => ".zstd",
+            Compression::LZ4_RAW => ".lz4raw",
         };
         let store = self.table.log_store().object_store(None);
         let batches: Vec<&RecordBatch> = self.pending.iter().collect();

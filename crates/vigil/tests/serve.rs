@@ -271,28 +271,11 @@ with psycopg.connect(host="127.0.0.1", port=port, user="analyst", password="corr
 "#;
     std::fs::create_dir(dir.path().join("more")).unwrap();
     let (more, _) = common::generate_with(&dir.path().join("more"), "1m", "5", &["--seed", "9"]);
-    let out = Command::new(common::python())
-        .args([
-            "-c",
-            script,
-            port,
-            env!("CARGO_BIN_EXE_vigil"),
-            "ingest",
-            "--archive",
-        ])
-        .args([archive, more.to_str().unwrap()])
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let counts: Vec<u64> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
+    let more = more.to_str().unwrap();
+    let vigil = env!("CARGO_BIN_EXE_vigil");
+    let out =
+        common::py_script_inline(script, &[port, vigil, "ingest", "--archive", archive, more]);
+    let counts: Vec<u64> = out.lines().map(|l| l.parse().unwrap()).collect();
     let gateway = "SELECT count(*) AS n FROM logs WHERE service = 'gateway' AND level <> 'DEBUG'";
     let before: u64 = want
         .iter()

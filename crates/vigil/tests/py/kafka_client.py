@@ -65,18 +65,25 @@ def create_topic(args):
         f.result(timeout=30)
 
 
-def produce(args):
-    # One message per record batch: Tansu 0.6 (memory storage) answers a fetch that starts
-    # inside a record batch with the *next* batch, skipping the rest of the one asked for, so a
-    # consumer resuming mid-batch would silently miss messages (a broker bug, reproducible with
-    # any client). Batches of one keep every offset a batch boundary.
-    p = Producer({"bootstrap.servers": args.brokers, "enable.idempotence": True, "linger.ms": 0,
+def batch_of_one_producer(brokers):
+    """A producer writing one message per record batch, the delivery errors it meets and its
+    delivery callback. Tansu 0.6 (memory storage) answers a fetch that starts inside a record
+    batch with the *next* batch, skipping the rest of the one asked for, so a consumer resuming
+    mid-batch would silently miss messages (a broker bug, reproducible with any client).
+    Batches of one keep every offset a batch boundary."""
+    p = Producer({"bootstrap.servers": brokers, "enable.idempotence": True, "linger.ms": 0,
                   "batch.num.messages": 1})
     errors = []
 
     def report(err, msg):
         if err is not None:
             errors.append(str(err))
+
+    return p, errors, report
+
+
+def produce(args):
+    p, errors, report = batch_of_one_producer(args.brokers)
 
     parts = {}
     n_good = n_bad = 0

@@ -368,7 +368,7 @@ def truncated(req, encoding):
 
 
 def kafka(args):
-    from confluent_kafka import KafkaException, Producer
+    from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
     from confluent_kafka.error import KafkaError
 
@@ -402,13 +402,8 @@ def kafka(args):
         ]
 
     # One message per record batch (Tansu 0.6, see kafka_client.py): flush after each.
-    p = Producer({"bootstrap.servers": args.brokers, "enable.idempotence": True, "linger.ms": 0,
-                  "batch.num.messages": 1})
-    errors = []
-
-    def report(err, msg):
-        if err is not None:
-            errors.append(str(err))
+    from kafka_client import batch_of_one_producer
+    p, errors, report = batch_of_one_producer(args.brokers)
 
     for key, value in messages:
         p.produce(args.topic, value=value, key=key, on_delivery=report)
