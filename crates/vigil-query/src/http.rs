@@ -1,9 +1,9 @@
 //! SQL over HTTP: `POST /sql` with the query as the body (and [`crate::ops`]' endpoints).
 //!
 //! The answer is JSON (an array of row objects) unless `Accept` asks for CSV (`text/csv`) or
-//! an Arrow IPC stream (`application/vnd.apache.arrow.stream`). Every request opens the
-//! archive afresh (its latest commits, its tier layout), so a long-running server never serves
-//! a stale snapshot, and runs under the server's [`QueryLimits`] and row cap. Errors are JSON,
+//! an Arrow IPC stream (`application/vnd.apache.arrow.stream`). Every request reads the
+//! archive as it is when it starts (its latest commits, its tier layout: [`Sessions`]), so a
+//! long-running server never serves a stale snapshot, and runs under the server's [`QueryLimits`] and row cap. Errors are JSON,
 //! `{"error": "...", "kind": "user" | "external" | "internal"}`, with a status that says who has
 //! to act: 400 for the query, 401 for a missing or wrong token, 413 for a body over 1 MiB,
 //! 503 when the archive's store cannot be reached, 500 for a bug.
@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use vigil_core::ErrorKind;
 use vigil_store::Archive;
 
-use crate::{Engine, QueryError, QueryLimits};
+use crate::{QueryError, QueryLimits, Sessions};
 
 /// The largest query text accepted.
 const MAX_BODY: usize = 1 << 20;
@@ -53,14 +53,18 @@ impl crate::ops::Probe for HttpConfig {
 
 /// Serves `config` on `listener` until the future is dropped.
 pub async fn serve_http(listener: TcpListener, config: HttpConfig) -> std::io::Result<()> {
-    let config = Arc::new(config);
+    let sessions = Sessions::new(config.archive.clone(), config.limits, |_| Ok(()));
+    let server = Arc::new((config, sessions));
     loop {
         let (stream, peer) = listener.accept().await?;
-        let config = config.clone();
+        let server = server.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let config = config.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&config, req, peer).await) }
+                let server = server.clone();
+                async move {
+                    let (config, sessions) = &*server;
+                    Ok::<_, std::convert::Infallible>(handle(config, sessions, req, peer).await)
+                }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -103,6 +107,7 @@ impl Answer {
 
 async fn handle(
     config: &HttpConfig,
+    sessions: &Sessions,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
@@ -139,7 +144,7 @@ async fn handle(
             };
             let started = std::time::Instant::now();
             let served = crate::Served::start("http");
-            let result = run(config, query, answer).await;
+            let result = run(config, sessions, query, answer).await;
             served.end(&result);
             tracing::info!(%peer, ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "sql over http");
             match result {
@@ -187,8 +192,13 @@ fn authorized(header: Option<&HeaderValue>, token: &str) -> bool {
 }
 
 /// Runs one query and renders its whole result.
-async fn run(config: &HttpConfig, query: &str, answer: Answer) -> Result<Vec<u8>, QueryError> {
-    let engine = Engine::open_with(&config.archive, config.limits).await?;
+async fn run(
+    config: &HttpConfig,
+    sessions: &Sessions,
+    query: &str,
+    answer: Answer,
+) -> Result<Vec<u8>, QueryError> {
+    let engine = sessions.engine().await?;
     let mut rows = engine.sql_stream(query).await?;
     let schema = rows.schema();
     let mut batches: Vec<RecordBatch> = Vec::new();

@@ -30,14 +30,17 @@ use datafusion::common::ParamValues;
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext, SessionState};
+use datafusion::execution::object_store::ObjectStoreRegistry;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::sql::parser::Statement;
 use futures::StreamExt;
 use vigil_core::ErrorKind;
 use vigil_core::schema::LogSchema;
-use vigil_store::{Archive, StoreError, TableSpec, Tier};
+use vigil_store::{Archive, StoreError, TableSpec, Tier, TierKey, TierViews};
 
 pub use format::{Format, ResultWriter, escape_controls, render};
 pub use limits::QueryLimits;
@@ -198,23 +201,27 @@ impl Engine {
 
     /// Opens every table of the archive; every query runs under `limits`.
     pub async fn open_with(archive: &Archive, limits: QueryLimits) -> Result<Self, QueryError> {
+        let views = ArchiveViews::load(archive).await?;
+        Self::build(archive, &views, limits).await
+    }
+
+    /// A new session over `views`.
+    async fn build(
+        archive: &Archive,
+        views: &ArchiveViews,
+        limits: QueryLimits,
+    ) -> Result<Self, QueryError> {
         let started = std::time::Instant::now();
         let config = SessionConfig::new()
             .with_information_schema(true)
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.reorder_filters", true);
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(limits.memory, 1.0)
-            .build_arc()?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let ctx = SessionContext::new_with_config_rt(config, runtime(archive, limits, None)?);
         limits::guard_string_builders(&ctx, limits.max_string_bytes)?;
         let session = started.elapsed();
-        let (archive, _) = archive.clone().with_recorded_tiers().await?;
-        let layout = started.elapsed();
         let mut found = 0;
-        for spec in TableSpec::all(&LogSchema::default()) {
+        for (spec, views) in &views.tables {
             let name = spec.name.as_str();
-            let views = archive.tier_views(name).await?;
             let tiers = views.providers(&ctx.state()).await?;
             for (tier, provider) in &tiers {
                 ctx.register_table(format!("{name}_{}", tier.name()), provider.clone())?;
@@ -245,11 +252,26 @@ impl Engine {
         }
         tracing::debug!(
             session_us = session.as_micros() as u64,
-            layout_us = (layout - session).as_micros() as u64,
-            tables_us = (started.elapsed() - layout).as_micros() as u64,
-            "archive opened"
+            tables_us = (started.elapsed() - session).as_micros() as u64,
+            "session built"
         );
         Ok(Self { ctx, limits })
+    }
+
+    /// A session over the same tables as `state`, with a memory pool of its own.
+    fn derived(
+        archive: &Archive,
+        state: &SessionState,
+        limits: QueryLimits,
+    ) -> Result<Self, QueryError> {
+        let stores = state.runtime_env().object_store_registry.clone();
+        let state = SessionStateBuilder::new_from_existing(state.clone())
+            .with_runtime_env(runtime(archive, limits, Some(stores))?)
+            .build();
+        Ok(Self {
+            ctx: SessionContext::new_with_state(state),
+            limits,
+        })
     }
 
     /// The DataFusion session, for callers that register more tables.
@@ -328,6 +350,95 @@ impl Engine {
             out.push(batch?);
         }
         Ok(out)
+    }
+}
+
+/// A statement's runtime: a memory pool of its own (the limit is each query's), and the
+/// footers of the files shared with the statements before, where the archive keeps them.
+fn runtime(
+    archive: &Archive,
+    limits: QueryLimits,
+    stores: Option<Arc<dyn ObjectStoreRegistry>>,
+) -> Result<Arc<RuntimeEnv>, QueryError> {
+    let mut builder = RuntimeEnvBuilder::new()
+        .with_memory_limit(limits.memory, 1.0)
+        .with_cache_manager(
+            CacheManagerConfig::default().with_file_metadata_cache(archive.file_metadata_cache()),
+        );
+    if let Some(stores) = stores {
+        builder = builder.with_object_store_registry(stores);
+    }
+    Ok(builder.build_arc()?)
+}
+
+/// Every table of an archive as a reader sees it at one moment.
+struct ArchiveViews {
+    tables: Vec<(TableSpec, TierViews)>,
+}
+
+impl ArchiveViews {
+    async fn load(archive: &Archive) -> Result<Self, QueryError> {
+        let (archive, _) = archive.clone().with_recorded_tiers().await?;
+        let mut tables = Vec::new();
+        for spec in TableSpec::all(&LogSchema::default()) {
+            let views = archive.tier_views(spec.name.as_str()).await?;
+            tables.push((spec, views));
+        }
+        Ok(Self { tables })
+    }
+
+    /// What the views read: equal keys, the same rows.
+    fn key(&self) -> Vec<TierKey> {
+        self.tables.iter().map(|(_, v)| v.key()).collect()
+    }
+}
+
+/// Sets up a session built afresh.
+type Prepare = dyn Fn(&SessionContext) -> Result<(), QueryError> + Send + Sync;
+
+/// The sessions of a server: each statement gets a session over the archive as it is when
+/// the statement starts, with a memory pool of its own. While no table has changed, the
+/// session is derived from the one before (its catalog and functions kept), rather than
+/// built again: checking costs the tables' update (one listing of each log), building them
+/// every table's providers and, for the Postgres wire, its catalog.
+pub struct Sessions {
+    archive: Archive,
+    limits: QueryLimits,
+    /// Run on every session built afresh (the Postgres wire adds its catalog).
+    prepare: Box<Prepare>,
+    kept: std::sync::Mutex<Option<(Vec<TierKey>, SessionState)>>,
+}
+
+impl Sessions {
+    /// Sessions over `archive` (opened with its read cache, for a server); every query runs
+    /// under `limits`, and `prepare` sets up each session built.
+    pub fn new(
+        archive: Archive,
+        limits: QueryLimits,
+        prepare: impl Fn(&SessionContext) -> Result<(), QueryError> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            archive,
+            limits,
+            prepare: Box::new(prepare),
+            kept: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// A session over the archive as it is now.
+    pub async fn engine(&self) -> Result<Engine, QueryError> {
+        let views = ArchiveViews::load(&self.archive).await?;
+        let key = views.key();
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some((kept_key, state)) = kept
+            && kept_key == key
+        {
+            return Engine::derived(&self.archive, &state, self.limits);
+        }
+        let engine = Engine::build(&self.archive, &views, self.limits).await?;
+        (self.prepare)(engine.context())?;
+        *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, engine.ctx.state()));
+        Ok(engine)
     }
 }
 

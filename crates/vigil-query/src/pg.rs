@@ -59,7 +59,7 @@ use tokio::net::TcpListener;
 use vigil_core::ErrorKind;
 use vigil_store::Archive;
 
-use crate::{Engine, QueryError, QueryLimits, Served};
+use crate::{Engine, QueryError, QueryLimits, Served, Sessions};
 
 /// SCRAM iterations the client hashes the password with (Postgres' own default).
 const SCRAM_ITERATIONS: usize = 4096;
@@ -123,8 +123,10 @@ impl AuthSource for Login {
 /// Serves `config` on `listener` until the future is dropped.
 pub async fn serve_pg(listener: TcpListener, config: PgConfig) -> std::io::Result<()> {
     let shared = Arc::new(Shared {
-        archive: config.archive,
-        limits: config.limits,
+        sessions: Sessions::new(config.archive, config.limits, |ctx| {
+            setup_pg_catalog(ctx, CATALOG, EmptyContextProvider)
+                .map_err(|e| QueryError::DataFusion(*e))
+        }),
         dialect: PostgresCompatibilityParser::new(),
     });
     let handlers = Arc::new(Handlers {
@@ -210,8 +212,8 @@ impl StartupHandler for Startup {
 
 /// What every connection shares.
 struct Shared {
-    archive: Archive,
-    limits: QueryLimits,
+    /// Sessions with Postgres' catalog.
+    sessions: Sessions,
     dialect: PostgresCompatibilityParser,
 }
 
@@ -236,10 +238,7 @@ impl Shared {
 
     /// A session over a fresh snapshot of the archive, with Postgres' catalog.
     async fn engine(&self) -> Result<Engine, QueryError> {
-        let engine = Engine::open_with(&self.archive, self.limits).await?;
-        setup_pg_catalog(engine.context(), CATALOG, EmptyContextProvider)
-            .map_err(|e| QueryError::DataFusion(*e))?;
-        Ok(engine)
+        self.sessions.engine().await
     }
 
     /// Runs one query and streams its rows in `format`.

@@ -2,6 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use datafusion::execution::cache::cache_manager::{
+    CacheManager, CacheManagerConfig, FileMetadataCache,
+};
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{StructType, engine::arrow_conversion::TryIntoKernel};
@@ -27,8 +30,17 @@ pub struct Archive {
     reads: Option<ReadCache>,
 }
 
-/// Each table's latest snapshot opened for reading, by table URL (and version, when pinned).
-type ReadCache = std::sync::Arc<std::sync::Mutex<HashMap<String, DeltaTable>>>;
+/// What a reading archive keeps between statements.
+#[derive(Debug, Clone)]
+struct ReadCache {
+    /// Each table's latest snapshot opened for reading, by table URL (and version, when
+    /// pinned).
+    tables: std::sync::Arc<std::sync::Mutex<HashMap<String, DeltaTable>>>,
+    /// The footers and page indexes of the data files read (DataFusion's file metadata cache,
+    /// bounded by its default 50 MiB; an entry is used only while the file's size and
+    /// modification time are unchanged).
+    footers: std::sync::Arc<FileMetadataCache>,
+}
 
 impl Archive {
     /// An archive at `url`: a plain path, a `file://` URL, or an `s3://` URL configured by
@@ -168,26 +180,40 @@ impl Archive {
             .expect("a table name is a valid relative URL")
     }
 
-    /// Keeps the tables this archive (and its clones) opens for reading, and brings a kept one
-    /// up to date with the commits made since (one listing of its log when there are none)
-    /// instead of reading its whole log again: for a server answering many statements. Never
-    /// for writers, which track their own snapshots.
+    /// Keeps the tables this archive (and its clones) opens for reading, and brings a kept
+    /// table up to date with the commits made since (one listing of its log when there are
+    /// none) instead of reading its whole log again; keeps the footers of the files read too:
+    /// for a server answering many statements. Never for writers, which track their own
+    /// snapshots.
     pub fn with_read_cache(mut self) -> Self {
-        self.reads = Some(ReadCache::default());
+        let footers = CacheManager::try_new(&CacheManagerConfig::default())
+            .expect("the default cache settings are valid")
+            .get_file_metadata_cache();
+        self.reads = Some(ReadCache {
+            tables: Default::default(),
+            footers,
+        });
         self
+    }
+
+    /// The file metadata cache statements over this archive share, when reads are cached
+    /// ([`with_read_cache`](Self::with_read_cache)): a data file's footer and page index are
+    /// read once, not once per statement.
+    pub fn file_metadata_cache(&self) -> Option<std::sync::Arc<FileMetadataCache>> {
+        self.reads.as_ref().map(|r| r.footers.clone())
     }
 
     /// A kept table by `key`, if any.
     pub(crate) fn cached(&self, key: &str) -> Option<DeltaTable> {
         let reads = self.reads.as_ref()?;
-        let kept = reads.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = reads.tables.lock().unwrap_or_else(|e| e.into_inner());
         kept.get(key).cloned()
     }
 
     /// Keeps `table` by `key`, when reads are cached.
     pub(crate) fn keep(&self, key: String, table: &DeltaTable) {
         if let Some(reads) = &self.reads {
-            let mut kept = reads.lock().unwrap_or_else(|e| e.into_inner());
+            let mut kept = reads.tables.lock().unwrap_or_else(|e| e.into_inner());
             kept.insert(key, table.clone());
         }
     }

@@ -35,5 +35,5 @@ pub use error::StoreError;
 pub use maintain::{COLD_ZSTD_LEVEL, MaintainOptions, TableReport};
 pub use retention::Retention;
 pub use spec::{ROW_GROUP_ROWS, TableSpec};
-pub use tiers::{LAYOUT_PATH, Layout, TableLayout, Tier, TierViews};
+pub use tiers::{LAYOUT_PATH, Layout, TableLayout, Tier, TierKey, TierViews};
 pub use writer::{AppTxn, Committed, FlushPolicy, TableWriter};

@@ -99,7 +99,28 @@ pub struct TierViews {
     pub cold: Option<DeltaTable>,
 }
 
+/// What a [`TierViews`] reads: each tier's version and the hot files left out. Two views of
+/// one table with equal keys read the same rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierKey {
+    hot: Option<(Option<u64>, Vec<String>)>,
+    warm: Option<Option<u64>>,
+    cold: Option<Option<u64>>,
+}
+
 impl TierViews {
+    /// What these views read.
+    pub fn key(&self) -> TierKey {
+        TierKey {
+            hot: self
+                .hot
+                .as_ref()
+                .map(|(t, moved)| (t.version(), moved.clone())),
+            warm: self.warm.as_ref().map(DeltaTable::version),
+            cold: self.cold.as_ref().map(DeltaTable::version),
+        }
+    }
+
     /// A DataFusion table per tier that has one, hottest first; the tables' stores are
     /// registered with `session`.
     pub async fn providers(
