@@ -59,23 +59,28 @@ fn main() -> ExitCode {
             s.counts.fp_rows
         );
     }
-    println!("\nleave one category out: each category at the threshold optimised on the others");
+    println!(
+        "\nleave one category out: each category at the threshold optimised on the others \
+         (band: its mean over seven thresholds within ±0.15 of it in -log10(1 - threshold))"
+    );
     for l in &report.loco {
         println!(
-            "{:<20} {:>10.2}  (mean of {} categories)",
+            "{:<20} {:>10.2}  (mean of {} categories; over the threshold band {:.2})",
             l.profile,
             l.mean(),
-            l.categories.len()
+            l.categories.len(),
+            l.banded_mean()
         );
-        for (c, s) in &l.categories {
+        for ((c, s), banded) in l.categories.iter().zip(&l.banded) {
             println!(
-                "  {:<26} {:>10.2} {:>10.6} {:>5} {:>5} {:>7}",
+                "  {:<26} {:>10.2} {:>10.6} {:>5} {:>5} {:>7}  band {:>6.2}",
                 c,
                 s.normalised,
                 s.threshold,
                 s.counts.tp_windows,
                 s.counts.fn_windows,
-                s.counts.fp_rows
+                s.counts.fp_rows,
+                banded
             );
         }
     }

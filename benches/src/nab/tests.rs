@@ -382,4 +382,30 @@ fn leave_one_category_out_scores_each_category_at_the_others_threshold() {
         "{b:?}"
     );
     assert!(close(loco.mean(), (a.1.normalised + b.1.normalised) / 2.0));
+    // Over the band: A's 0.6 lies below every threshold around 0.9, as at it. B's false
+    // positives lie exactly at its threshold: the four thresholds up to 0.6 keep them, the
+    // three above leave only its window (100).
+    assert!(close(loco.banded[0], a.1.normalised), "{loco:?}");
+    assert!(
+        close(loco.banded[1], (4.0 * b.1.normalised + 3.0 * 100.0) / 7.0),
+        "{loco:?}"
+    );
+    assert!(close(
+        loco.banded_mean(),
+        (loco.banded[0] + loco.banded[1]) / 2.0
+    ));
+}
+
+#[test]
+fn the_threshold_band_is_even_in_surprise_around_the_threshold() {
+    let band = threshold_band(0.99);
+    assert!(close(band[3], 0.99));
+    assert!(band.windows(2).all(|w| w[0] < w[1]), "{band:?}");
+    let surprise = |t: f64| -(1.0 - t).log10();
+    assert!(
+        close(surprise(band[0]), 1.85) && close(surprise(band[6]), 2.15),
+        "{band:?}"
+    );
+    // Nothing detected stays nothing detected.
+    assert_eq!(threshold_band(1.1), [1.1; 7]);
 }
