@@ -216,7 +216,10 @@ impl Engine {
             .with_information_schema(true)
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.reorder_filters", true);
-        let ctx = SessionContext::new_with_config_rt(config, runtime(archive, limits, None)?);
+        let stores = archive
+            .object_store_registry()
+            .map(|r| r as Arc<dyn ObjectStoreRegistry>);
+        let ctx = SessionContext::new_with_config_rt(config, runtime(archive, limits, stores)?);
         limits::guard_string_builders(&ctx, limits.max_string_bytes)?;
         let session = started.elapsed();
         let mut found = 0;
@@ -354,7 +357,8 @@ impl Engine {
 }
 
 /// A statement's runtime: a memory pool of its own (the limit is each query's), and the
-/// footers of the files shared with the statements before, where the archive keeps them.
+/// footers of the files and the object stores (with the small ranges they keep) shared with
+/// the statements before, where the archive keeps them.
 fn runtime(
     archive: &Archive,
     limits: QueryLimits,

@@ -40,6 +40,9 @@ struct ReadCache {
     /// bounded by its default 50 MiB; an entry is used only while the file's size and
     /// modification time are unchanged).
     footers: std::sync::Arc<FileMetadataCache>,
+    /// The object stores statements read through, keeping small ranges of data files (bloom
+    /// filters) they read.
+    stores: std::sync::Arc<crate::ranges::CachingRegistry>,
 }
 
 impl Archive {
@@ -182,7 +185,8 @@ impl Archive {
 
     /// Keeps the tables this archive (and its clones) opens for reading, and brings a kept
     /// table up to date with the commits made since (one listing of its log when there are
-    /// none) instead of reading its whole log again; keeps the footers of the files read too:
+    /// none) instead of reading its whole log again; keeps the footers of the files read, and
+    /// their small ranges (bloom filters), too:
     /// for a server answering many statements. Never for writers, which track their own
     /// snapshots.
     pub fn with_read_cache(mut self) -> Self {
@@ -192,6 +196,7 @@ impl Archive {
         self.reads = Some(ReadCache {
             tables: Default::default(),
             footers,
+            stores: Default::default(),
         });
         self
     }
@@ -201,6 +206,13 @@ impl Archive {
     /// read once, not once per statement.
     pub fn file_metadata_cache(&self) -> Option<std::sync::Arc<FileMetadataCache>> {
         self.reads.as_ref().map(|r| r.footers.clone())
+    }
+
+    /// The object-store registry statements over this archive share, when reads are cached:
+    /// its stores keep the small ranges of data files read (bloom filters), which never
+    /// change once written.
+    pub fn object_store_registry(&self) -> Option<std::sync::Arc<crate::ranges::CachingRegistry>> {
+        self.reads.as_ref().map(|r| r.stores.clone())
     }
 
     /// A kept table by `key`, if any.
