@@ -242,10 +242,21 @@ impl Archive {
                 Err(e) => tracing::debug!(table = name, error = %e, "reading the table afresh"),
             }
         }
+        // A table that does not exist yet is no error (and its absence is checked first: the
+        // Delta kernel logs one at ERROR level when asked to open it).
         if url.scheme() == "file" {
             let log = url.to_file_path().expect("file URL").join("_delta_log");
             if !log.is_dir() {
                 return Ok(None);
+            }
+        } else {
+            use futures::StreamExt;
+            let log = object_store::path::Path::from(format!("{name}/_delta_log"));
+            let store = self.root_store()?;
+            match store.list(Some(&log)).next().await {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(StoreError::delta(name)(e.into())),
+                Some(Ok(_)) => {}
             }
         }
         match deltalake::open_table_with_storage_options(url.clone(), self.options.clone()).await {

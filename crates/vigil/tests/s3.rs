@@ -72,4 +72,15 @@ fn two_ingests_into_one_s3_archive_then_sql_sees_every_record_once() {
         })
         .collect();
     assert_eq!(got, want);
+    // The archive has no metrics or dead letters yet: no error says otherwise.
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(&args)
+        .env_remove("VIGIL_ARCHIVE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stderr.contains("ERROR"),
+        "{stderr}"
+    );
 }
