@@ -181,6 +181,30 @@ fn serve_answers_queries_with_a_token_and_refuses_everything_else() {
     let again: Vec<serde_json::Value> =
         serde_json::from_slice(&server.post(query, &[auth]).2).unwrap();
     assert_eq!(again, got);
+    drop(server);
+
+    // Every statement has a memory pool of its own, the first (its session built) and those
+    // after (their session derived from it while the archive is unchanged): each exhausts
+    // its own, and what one used is not charged to the next.
+    let server = Server::start_with(
+        archive,
+        &["--memory", "32MiB"],
+        &[("VIGIL_SQL_TOKEN", "s3cret")],
+    );
+    let hungry = include_str!("../../../fixtures/hostile/queries/array_agg.sql");
+    for _ in 0..2 {
+        let (status, _, body) = server.post(hungry, &[auth]);
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body.to_lowercase().contains("resources exhausted"),
+            "{body}"
+        );
+        let (status, _, body) = server.post(query, &[auth]);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+        assert_eq!(rows, got);
+    }
 }
 
 /// psql as `user` with `password`: one command, unaligned and tuples only.
