@@ -7,7 +7,7 @@ Usage: sql_peer.py VIGIL_BIN ARCHIVE HTTP_ADDR PG_PORT DAY TRACE_ID [RUNS]
 Each query runs RUNS times (default 5) per client, the clients alternating, and reports the
 median. DuckDB (1.4.4 + delta extension, threads = 2 like vigil's two cores) runs in a warm
 connection: the extension is loaded once, `delta_scan` reads the Delta log on every query, as
-vigil opens the archive afresh for every query. The answers are compared before timing.
+vigil brings every table up to date for every statement. The answers are compared before timing.
 """
 import json
 import pathlib

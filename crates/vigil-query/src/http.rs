@@ -3,9 +3,9 @@
 //! The answer is JSON (an array of row objects) unless `Accept` asks for CSV (`text/csv`) or
 //! an Arrow IPC stream (`application/vnd.apache.arrow.stream`). Every request reads the
 //! archive as it is when it starts (its latest commits, its tier layout: [`Sessions`]), so a
-//! long-running server never serves a stale snapshot, and runs under the server's [`QueryLimits`] and row cap. Errors are JSON,
-//! `{"error": "...", "kind": "user" | "external" | "internal"}`, with a status that says who has
-//! to act: 400 for the query, 401 for a missing or wrong token, 413 for a body over 1 MiB,
+//! long-running server never serves a stale snapshot, and runs under the server's
+//! [`QueryLimits`] and row cap. Errors are JSON, `{"error": "...", "kind": "user" | "external"
+//! | "internal"}`, with a status that says who has to act: 400 for the query, 401 for a missing or wrong token, 413 for a body over 1 MiB,
 //! 503 when the archive's store cannot be reached, 500 for a bug.
 
 use std::net::SocketAddr;

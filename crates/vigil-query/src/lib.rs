@@ -32,7 +32,6 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext, SessionState};
-use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
@@ -216,10 +215,7 @@ impl Engine {
             .with_information_schema(true)
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.reorder_filters", true);
-        let stores = archive
-            .object_store_registry()
-            .map(|r| r as Arc<dyn ObjectStoreRegistry>);
-        let ctx = SessionContext::new_with_config_rt(config, runtime(archive, limits, stores)?);
+        let ctx = SessionContext::new_with_config_rt(config, runtime(archive, limits)?);
         limits::guard_string_builders(&ctx, limits.max_string_bytes)?;
         let session = started.elapsed();
         let mut found = 0;
@@ -261,15 +257,14 @@ impl Engine {
         Ok(Self { ctx, limits })
     }
 
-    /// A session over the same tables as `state`, with a memory pool of its own.
-    fn derived(
-        archive: &Archive,
-        state: &SessionState,
-        limits: QueryLimits,
-    ) -> Result<Self, QueryError> {
-        let stores = state.runtime_env().object_store_registry.clone();
+    /// A session over the same tables as `state` (its stores and caches too), with a memory
+    /// pool of its own.
+    fn derived(state: &SessionState, limits: QueryLimits) -> Result<Self, QueryError> {
+        let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
+            .with_memory_limit(limits.memory, 1.0)
+            .build_arc()?;
         let state = SessionStateBuilder::new_from_existing(state.clone())
-            .with_runtime_env(runtime(archive, limits, Some(stores))?)
+            .with_runtime_env(runtime)
             .build();
         Ok(Self {
             ctx: SessionContext::new_with_state(state),
@@ -359,17 +354,13 @@ impl Engine {
 /// A statement's runtime: a memory pool of its own (the limit is each query's), and the
 /// footers of the files and the object stores (with the small ranges they keep) shared with
 /// the statements before, where the archive keeps them.
-fn runtime(
-    archive: &Archive,
-    limits: QueryLimits,
-    stores: Option<Arc<dyn ObjectStoreRegistry>>,
-) -> Result<Arc<RuntimeEnv>, QueryError> {
+fn runtime(archive: &Archive, limits: QueryLimits) -> Result<Arc<RuntimeEnv>, QueryError> {
     let mut builder = RuntimeEnvBuilder::new()
         .with_memory_limit(limits.memory, 1.0)
         .with_cache_manager(
             CacheManagerConfig::default().with_file_metadata_cache(archive.file_metadata_cache()),
         );
-    if let Some(stores) = stores {
+    if let Some(stores) = archive.object_store_registry() {
         builder = builder.with_object_store_registry(stores);
     }
     Ok(builder.build_arc()?)
@@ -433,11 +424,10 @@ impl Sessions {
     pub async fn engine(&self) -> Result<Engine, QueryError> {
         let views = ArchiveViews::load(&self.archive).await?;
         let key = views.key();
-        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some((kept_key, state)) = kept
-            && kept_key == key
+        if let Some((kept_key, state)) = &*self.kept.lock().unwrap_or_else(|e| e.into_inner())
+            && *kept_key == key
         {
-            return Engine::derived(&self.archive, &state, self.limits);
+            return Engine::derived(state, self.limits);
         }
         let engine = Engine::build(&self.archive, &views, self.limits).await?;
         (self.prepare)(engine.context())?;

@@ -183,9 +183,9 @@ fn serve_answers_queries_with_a_token_and_refuses_everything_else() {
     assert_eq!(again, got);
     drop(server);
 
-    // Every statement has a memory pool of its own, the first (its session built) and those
-    // after (their session derived from it while the archive is unchanged): each exhausts
-    // its own, and what one used is not charged to the next.
+    // The memory limit holds for the first statement (its session built) and for those after
+    // (their session derived from it while the archive is unchanged), and an ordinary query
+    // still answers after each refusal.
     let server = Server::start_with(
         archive,
         &["--memory", "32MiB"],
