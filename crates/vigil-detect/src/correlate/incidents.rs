@@ -30,10 +30,14 @@
 //! - *first*: whether its anomaly started first.
 //!
 //! When an origin's evidence reaches 0.25 the weights are 0.6 / 0.25 / 0.15. The *origin* may
-//! instead be where the time was added: services (the incident's, or ones they call) whose own
-//! time per trace (their spans less the spans they call, a callee's side of its callers' client
-//! spans included) rose well beyond its usual, by their share of the time added, times the
-//! share of windows they stood out in; weighted the same way. Of the two, the evidence that
+//! instead be where the time was added: services whose own time per trace (their spans less
+//! the spans they call, a callee's side of its callers' client spans included) rose well
+//! beyond its usual, each judged by the windows it stood out in, from five minutes before
+//! the wave on (a delay shows on its callers only once their latency has held for `for`),
+//! by its rise against its usual times those windows, as a share of all candidates'. The
+//! incident's services and those they call are candidates; any other service only when its
+//! time rose twentyfold (a network delay to a service that nothing in the wave calls still
+//! explains it). Weighted the same way. Of the two, the evidence that
 //! rose more against its usual decides (failing traces against the usual count plus one a
 //! window, time against the usual plus 1 ms): services that fail steadily all day rise little
 //! when another fault adds latency, a new failure rises from nothing. Without either (e.g.
@@ -85,8 +89,14 @@ const RISE_FLOOR_MS: f64 = 1.0;
 const MIN_USUAL_TRACES: f64 = 5.0;
 /// Share of a service's failing traces that must start at another to connect them.
 const BLAME_SHARE: f64 = 0.2;
-/// Anomalies starting this close to one another are one wave of an incident.
+/// Anomalies starting this close to one another are one wave of an incident; time evidence
+/// is read from this long before the wave.
 const WAVE_GAP: i64 = 5 * 60 * 1_000_000;
+/// How far a service the incident's services do not call must have slowed, against its usual
+/// own time plus [`RISE_FLOOR_MS`], to be a candidate: a delay on the network to a service
+/// adds hundreds of times a call's usual time; other services' ordinary slowness rarely
+/// twenty (ten and fifty score lower on the Nezha cases; BENCHMARKS.md).
+const WIDE_RISE: f64 = 20.0;
 
 /// One anomaly episode in an incident.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -548,7 +558,25 @@ impl Incidents {
             failing >= MIN_FAILING_TRACES && evidence.values().any(|e| *e >= MIN_EVIDENCE);
         // Where the incident's time went: added own time (a callee's share of its callers'
         // client spans included, so network delay counts on the callee's side).
-        let slowed = self.slowed(&members, &windows, before);
+        // Time is read from a wave-gap earlier: a delay that fires nothing itself until its
+        // callers' latency has held for `for` (network delay to a service shows only on its
+        // callers' side) is over or nearly so when the wave starts.
+        let since = from.saturating_sub(WAVE_GAP);
+        let time_windows: Vec<&WindowEvidence> = self
+            .state
+            .windows
+            .range(..now)
+            .map(|(_, w)| w)
+            .filter(|w| w.end > since)
+            .collect();
+        let time_before: Vec<&WindowEvidence> = self
+            .state
+            .windows
+            .values()
+            .filter(|w| w.end.saturating_add(w.end - w.start) <= since)
+            .collect();
+        let time_before = &time_before[time_before.len().saturating_sub(USUAL_WINDOWS)..];
+        let slowed = self.slowed(&members, &time_windows, time_before);
         let slow_evidence: BTreeMap<&str, f64> = slowed
             .iter()
             .map(|(s, (_, e, _))| (s.as_str(), *e))
@@ -691,16 +719,19 @@ impl Incidents {
 
     /// Services whose own time per trace (span time less their calls') rose during the
     /// incident's `windows` well beyond its usual in `before`: those the incident's services
-    /// call, or themselves, since latency travels from callee to caller. Each with the mean
-    /// time added per trace (ms), its evidence (its share of all the time added, times the
-    /// share of the windows in which it stood out) and the time added against its usual.
+    /// call, or themselves, since latency travels from callee to caller; and any other whose
+    /// rise reaches [`WIDE_RISE`]. A service is judged by the windows in which it stood out
+    /// (well beyond its usual there): a delay of three minutes is not averaged away over a
+    /// longer incident. Each with the mean time it added per trace in those windows (ms), its
+    /// evidence (its rise times the windows it stood out in, as a share of all candidates')
+    /// and its rise: the time added against its usual.
     fn slowed(
         &self,
         members: &BTreeSet<&str>,
         windows: &[&WindowEvidence],
         before: &[&WindowEvidence],
     ) -> BTreeMap<String, (f64, f64, f64)> {
-        let relevant = |s: &str| members.contains(s) || members.iter().any(|m| self.reaches(m, s));
+        let near = |s: &str| members.contains(s) || members.iter().any(|m| self.reaches(m, s));
         let mut usual: BTreeMap<&str, Moments> = BTreeMap::new();
         for w in before {
             for (s, m) in &w.self_ms {
@@ -711,40 +742,34 @@ impl Incidents {
         let beyond = |now: &Moments, usual: &Moments| {
             let added = now.mean() - usual.mean();
             let noise = (now.mean_variance() + usual.mean_variance()).sqrt();
-            (usual.n >= MIN_USUAL_TRACES
+            usual.n >= MIN_USUAL_TRACES
                 && added > SLOW_SIGMAS * noise
-                && added > SLOW_SHARE * usual.mean())
-            .then_some(added)
+                && added > SLOW_SHARE * usual.mean()
         };
-        let mut during: BTreeMap<&str, (Moments, usize)> = BTreeMap::new();
+        // Per service, its traces in the windows where it stood out, and how many those were.
+        let mut stood_out: BTreeMap<&str, (Moments, usize)> = BTreeMap::new();
         for w in windows {
             for (s, m) in &w.self_ms {
-                let Some(u) = usual.get(s.as_str()) else {
-                    continue;
-                };
-                if !relevant(s) {
-                    continue;
+                if usual.get(s.as_str()).is_some_and(|u| beyond(m, u)) {
+                    let e = stood_out.entry(s).or_default();
+                    e.0.merge(m);
+                    e.1 += 1;
                 }
-                let e = during.entry(s).or_default();
-                e.0.merge(m);
-                e.1 += usize::from(beyond(m, u).is_some());
             }
         }
-        let added: BTreeMap<&str, (f64, f64, usize)> = during
+        let weighed: BTreeMap<&str, (f64, f64, f64)> = stood_out
             .into_iter()
-            .filter_map(|(s, (m, stood_out))| {
-                let ms = beyond(&m, &usual[s])?;
-                Some((s, (ms, ms * m.n, stood_out)))
+            .filter_map(|(s, (m, k))| {
+                let usual = usual[s].mean();
+                let ms = m.mean() - usual;
+                let rise = ms / (usual + RISE_FLOOR_MS);
+                (near(s) || rise >= WIDE_RISE).then_some((s, (ms, rise * k as f64, rise)))
             })
             .collect();
-        let total: f64 = added.values().map(|a| a.1).sum();
-        added
+        let total: f64 = weighed.values().map(|w| w.1).sum();
+        weighed
             .into_iter()
-            .map(|(s, (ms, time, stood_out))| {
-                let persistence = stood_out as f64 / windows.len().max(1) as f64;
-                let rise = ms / (usual[s].mean() + RISE_FLOOR_MS);
-                (s.to_string(), (ms, time / total * persistence, rise))
-            })
+            .map(|(s, (ms, weight, rise))| (s.to_string(), (ms, weight / total, rise)))
             .collect()
     }
 }

@@ -532,6 +532,38 @@ fn latency_is_traced_to_the_service_whose_own_time_grew() {
 }
 
 #[test]
+fn a_delay_to_a_service_nothing_in_the_wave_calls_is_named_when_it_rose_far() {
+    // A network delay to the shop's payments (minutes 61-63: its callers' client spans take
+    // a hundred times their usual there) fires nothing of its own; the first anomaly after
+    // it is the auth service's latency from minute 65, and auth does not call the shop. The
+    // delay, just before the wave and far beyond anything usual, is named; a payments
+    // slowdown of five times is not (ordinary slowness elsewhere is no explanation), nor a
+    // delay over ten minutes before the wave.
+    let root = |rise: f64, from_minute: i64| {
+        let mut inc = learned();
+        for m in 1..=67 {
+            let payments = if (from_minute..from_minute + 3).contains(&m) {
+                3.0 * rise
+            } else {
+                3.0
+            };
+            let own = [
+                ("api-gateway", 2.0),
+                ("auth-service", 5.0),
+                ("shop-front", 4.0),
+                ("shop-payments", payments),
+            ];
+            inc.observe(&timed(window(m * 60, &GRAPH, &[]), &own));
+        }
+        let auth = event("auth-service", "latency", 65 * 60, 68 * 60, Status::Firing);
+        filed(&mut inc, auth).root_cause_service
+    };
+    assert_eq!(root(100.0, 61), "shop-payments");
+    assert_eq!(root(5.0, 61), "auth-service");
+    assert_eq!(root(100.0, 50), "auth-service");
+}
+
+#[test]
 fn a_fault_still_pending_explains_what_fired() {
     // The gateway's own time rises from minute 61 (CPU starved): its latency rule holds but
     // its `for` has not passed. What fires is the token service's request rate, which falls
