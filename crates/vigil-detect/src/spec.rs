@@ -164,6 +164,9 @@ pub struct CorrelationConfig {
     pub duration_column: String,
     /// Log column with an HTTP-like status.
     pub status_column: String,
+    /// Whether the trace evidence raises anomalies of its own
+    /// ([`crate::correlate::Correlator::take_events`]).
+    pub own_time_alarms: bool,
 }
 
 impl Default for CorrelationConfig {
@@ -175,6 +178,7 @@ impl Default for CorrelationConfig {
             max_open_traces: 1_000_000,
             duration_column: "processing_time_ms".into(),
             status_column: "status_code".into(),
+            own_time_alarms: true,
         }
     }
 }

@@ -250,7 +250,9 @@ fn the_new_fault_is_named(events: &[Value]) {
 
 /// Issue 13's second failure mode on generated data: time added on the wire to a service sits
 /// between its callers' client spans and its own; it is the service's, not its callers'.
-/// (Without client spans the same delay is indistinguishable from the callers' own time.)
+/// (Without client spans the same delay is indistinguishable from the callers' own time.) No
+/// rule fires on the service itself (its spans are no slower); the trace evidence does, as
+/// `Service Own Time`.
 #[test]
 fn a_network_delay_to_a_service_is_blamed_on_that_service_where_client_spans_show_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -263,9 +265,17 @@ fn a_network_delay_to_a_service_is_blamed_on_that_service_where_client_spans_sho
     let events = backtest(dir.path(), &logs, &metrics);
     let firing: Vec<&Value> = events.iter().filter(|e| e["status"] == "firing").collect();
     // The callers slow down (the database itself does not), and every one names it.
-    let callers = services_of(&firing);
+    let (own, by_rules): (Vec<&Value>, Vec<&Value>) = firing
+        .iter()
+        .partition(|e| e["rule"] == vigil_detect::correlate::SLOW_RULE);
+    let callers = services_of(&by_rules);
     assert!(callers.len() >= 2, "{firing:#?}");
     assert!(!callers.contains("database"), "{callers:?}");
+    assert_eq!(
+        services_of(&own),
+        BTreeSet::from(["database".to_string()]),
+        "{own:#?}"
+    );
     for e in &firing {
         let i = &e["incident"];
         assert_eq!(i["root_cause_service"], "database", "{e:#}");

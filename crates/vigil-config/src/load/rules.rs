@@ -158,6 +158,7 @@ impl Validator<'_> {
             max_open_traces: d.max_open_traces.unwrap_or(default.max_open_traces),
             duration_column: d.duration_column.clone().unwrap_or(default.duration_column),
             status_column: d.status_column.clone().unwrap_or(default.status_column),
+            own_time_alarms: d.own_time_alarms.unwrap_or(default.own_time_alarms),
         }))
     }
 }

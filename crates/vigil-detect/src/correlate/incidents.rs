@@ -97,6 +97,8 @@ const WAVE_GAP: i64 = 5 * 60 * 1_000_000;
 /// adds hundreds of times a call's usual time; other services' ordinary slowness rarely
 /// twenty (ten and fifty score lower on the Nezha cases; BENCHMARKS.md).
 const WIDE_RISE: f64 = 20.0;
+/// Windows in a row a service's own time must stand that far out before it fires by itself.
+const SLOW_ALARM_WINDOWS: u32 = 2;
 
 /// One anomaly episode in an incident.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -195,6 +197,34 @@ pub struct IncidentState {
     /// pending): a saturation shorter than its `for` still explains what fires after it.
     #[serde(default)]
     pending_causes: BTreeMap<String, (i64, i64)>,
+    /// Per service, its current run of windows whose own time stood far out (see
+    /// [`Incidents::slow_alarms`]).
+    #[serde(default)]
+    slow_runs: BTreeMap<String, SlowRun>,
+}
+
+/// A run of windows in which a service's own time per trace rose [`WIDE_RISE`]-fold or more.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct SlowRun {
+    /// Start of its first window.
+    since: i64,
+    /// Windows in it.
+    windows: u32,
+    /// Whether it has fired.
+    firing: bool,
+}
+
+/// A service whose own time stood far out, or stopped: the trace evidence's own anomaly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlowAlarm {
+    /// The service.
+    pub service: String,
+    /// Start of the run's first window (µs).
+    pub since: i64,
+    /// Its end, once it resolved (µs).
+    pub until: Option<i64>,
+    /// The rise of the latest window: added own time against the usual plus 1 ms.
+    pub rise: f64,
 }
 
 /// Groups anomaly events into incidents; see the module docs.
@@ -297,6 +327,73 @@ impl Incidents {
         s.windows.insert(w.start, failures);
         // An hour more: the usual failing traces before an incident (`USUAL_WINDOWS`).
         s.windows = s.windows.split_off(&keep_from.saturating_sub(HOUR));
+    }
+
+    /// The services whose own time per trace (their callers' client spans to them included)
+    /// stood [`WIDE_RISE`]-fold above its usual in `w` and the window before (it fires), or
+    /// no longer does (it resolves). Network delay to a service fires nothing else of that
+    /// service: its own spans are no slower, only its callers', whose latency rules may hold
+    /// only after the delay is over. Call once per final window, after [`Self::observe`].
+    pub fn slow_alarms(&mut self, w: &WindowEvidence) -> Vec<SlowAlarm> {
+        // Each service's usual: the hour before its run began (or before this window), so a
+        // delay's first windows do not become the usual its next ones are judged against.
+        let usual = |service: &str| {
+            let until = self
+                .state
+                .slow_runs
+                .get(service)
+                .map_or(w.start, |r| r.since);
+            let mut m = Moments::default();
+            for b in self.state.windows.range(..until).rev().take(USUAL_WINDOWS) {
+                if let Some(x) = b.1.self_ms.get(service) {
+                    m.merge(x);
+                }
+            }
+            m
+        };
+        let far: BTreeMap<&str, f64> = w
+            .self_ms
+            .iter()
+            .filter_map(|(s, m)| {
+                let u = usual(s);
+                let rise = (m.mean() - u.mean()) / (u.mean() + RISE_FLOOR_MS);
+                (stands_out(m, &u) && rise >= WIDE_RISE).then_some((s.as_str(), rise))
+            })
+            .collect();
+        let mut alarms = Vec::new();
+        let runs = &mut self.state.slow_runs;
+        runs.retain(|service, run| {
+            if far.contains_key(service.as_str()) {
+                return true;
+            }
+            if run.firing {
+                alarms.push(SlowAlarm {
+                    service: service.clone(),
+                    since: run.since,
+                    until: Some(w.start),
+                    rise: 0.0,
+                });
+            }
+            false
+        });
+        for (service, rise) in far {
+            let run = runs.entry(service.to_string()).or_insert(SlowRun {
+                since: w.start,
+                windows: 0,
+                firing: false,
+            });
+            run.windows += 1;
+            if !run.firing && run.windows >= SLOW_ALARM_WINDOWS {
+                run.firing = true;
+                alarms.push(SlowAlarm {
+                    service: service.to_string(),
+                    since: run.since,
+                    until: None,
+                    rise,
+                });
+            }
+        }
+        alarms
     }
 
     /// Files `events` into their incidents and sets each one's `incident` field. Events
@@ -561,13 +658,23 @@ impl Incidents {
         // Time is read from a wave-gap earlier: a delay that fires nothing itself until its
         // callers' latency has held for `for` (network delay to a service shows only on its
         // callers' side) is over or nearly so when the wave starts.
+        // Up to a wave-gap after the wave's newest anomaly started: a slowdown that came
+        // later, with nothing of the wave firing for it, is not what the wave is about (the
+        // wave may be filed long after it started, when detection runs behind).
         let since = from.saturating_sub(WAVE_GAP);
+        let newest = inc
+            .members
+            .iter()
+            .map(|m| m.starts_at)
+            .filter(|&s| s >= first)
+            .max()
+            .unwrap_or(first);
+        let until = newest.saturating_add(WAVE_GAP).min(now);
         let time_windows: Vec<&WindowEvidence> = self
             .state
             .windows
-            .range(..now)
+            .range(since..until)
             .map(|(_, w)| w)
-            .filter(|w| w.end > since)
             .collect();
         let time_before: Vec<&WindowEvidence> = self
             .state
@@ -738,19 +845,11 @@ impl Incidents {
                 usual.entry(s).or_default().merge(m);
             }
         }
-        // Well beyond: `SLOW_SIGMAS` standard errors and `SLOW_SHARE` of the usual.
-        let beyond = |now: &Moments, usual: &Moments| {
-            let added = now.mean() - usual.mean();
-            let noise = (now.mean_variance() + usual.mean_variance()).sqrt();
-            usual.n >= MIN_USUAL_TRACES
-                && added > SLOW_SIGMAS * noise
-                && added > SLOW_SHARE * usual.mean()
-        };
         // Per service, its traces in the windows where it stood out, and how many those were.
         let mut stood_out: BTreeMap<&str, (Moments, usize)> = BTreeMap::new();
         for w in windows {
             for (s, m) in &w.self_ms {
-                if usual.get(s.as_str()).is_some_and(|u| beyond(m, u)) {
+                if usual.get(s.as_str()).is_some_and(|u| stands_out(m, u)) {
                     let e = stood_out.entry(s).or_default();
                     e.0.merge(m);
                     e.1 += 1;
@@ -772,6 +871,14 @@ impl Incidents {
             .map(|(s, (ms, weight, rise))| (s.to_string(), (ms, weight / total, rise)))
             .collect()
     }
+}
+
+/// Whether own times `now` are well beyond `usual`: [`SLOW_SIGMAS`] standard errors and
+/// [`SLOW_SHARE`] of the usual, over enough usual traces to mean anything.
+fn stands_out(now: &Moments, usual: &Moments) -> bool {
+    let added = now.mean() - usual.mean();
+    let noise = (now.mean_variance() + usual.mean_variance()).sqrt();
+    usual.n >= MIN_USUAL_TRACES && added > SLOW_SIGMAS * noise && added > SLOW_SHARE * usual.mean()
 }
 
 /// The largest rise among `(evidence, rise)` pairs whose evidence makes a candidate; 0 if none.

@@ -40,12 +40,15 @@ use arrow::array::RecordBatch;
 
 pub use assemble::{AssembleConfig, Assembler, ClosedTrace};
 pub use evidence::{Evidence, WindowEvidence, edges_batch, origins_batch};
-pub use incidents::{IncidentState, Incidents};
+pub use incidents::{IncidentState, Incidents, SlowAlarm};
 pub use shuffle::{SharedTrace, SharedTraces};
 
 use vigil_core::time::micros;
 
-use crate::{AnomalyEvent, CorrelationConfig, DetectError, PendingAnomaly};
+use crate::{AnomalyEvent, CorrelationConfig, DetectError, PendingAnomaly, Severity, Status};
+
+/// The rule name of the trace evidence's own anomalies ([`Correlator::take_events`]).
+pub const SLOW_RULE: &str = "Service Own Time";
 
 /// Traces → evidence → incidents; see the module docs.
 pub struct Correlator {
@@ -55,6 +58,13 @@ pub struct Correlator {
     /// Traces closed early by the open-trace cap, waiting for the next advance.
     closed: Vec<ClosedTrace>,
     traces: u64,
+    /// The trace evidence's own anomalies (a service's own time far above its usual) since
+    /// the last [`Self::take_events`].
+    events: Vec<AnomalyEvent>,
+    /// The evidence window, for those events.
+    window: std::time::Duration,
+    /// Whether to raise them.
+    alarms: bool,
     /// Ids of traces received from other replicas, by evidence window: a trace sent twice
     /// (its records read again after a replica died) counts once.
     received: BTreeMap<i64, HashSet<Arc<str>>>,
@@ -76,6 +86,9 @@ impl Correlator {
             evidence: Evidence::new(micros(cfg.window), timeout),
             incidents: Incidents::new(micros(cfg.incident_gap)),
             closed: Vec::new(),
+            events: Vec::new(),
+            window: cfg.window,
+            alarms: cfg.own_time_alarms,
             traces: 0,
             received: BTreeMap::new(),
             repeated: 0,
@@ -106,11 +119,55 @@ impl Correlator {
             .await?;
         for w in &windows {
             self.incidents.observe(w);
+            if !self.alarms {
+                continue;
+            }
+            for alarm in self.incidents.slow_alarms(w) {
+                let event = self.alarm_event(alarm, watermark);
+                self.events.push(event);
+            }
         }
         if !self.received.is_empty() {
             self.forget_received(watermark);
         }
         Ok(windows)
+    }
+
+    /// The anomalies the trace evidence raised by itself since the last call, detected at
+    /// the watermark that made their window final: a service whose own time per trace (its
+    /// callers' client spans to it included) stood twentyfold above its usual for two
+    /// windows, rule [`SLOW_RULE`]. Publish them with the rules' events, annotated with them.
+    pub fn take_events(&mut self) -> Vec<AnomalyEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn alarm_event(&self, a: SlowAlarm, detected_at: i64) -> AnomalyEvent {
+        let fingerprint = crate::rules::fingerprint(SLOW_RULE, &a.service);
+        let firing = a.until.is_none();
+        AnomalyEvent {
+            id: format!("{fingerprint}-{}", a.since),
+            fingerprint,
+            status: if firing { Status::Firing } else { Status::Resolved },
+            rule: SLOW_RULE.into(),
+            kind: "baseline".into(),
+            severity: Severity::P3,
+            service: a.service,
+            value: firing.then_some(a.rise),
+            threshold: None,
+            window: vigil_core::units::format_duration(self.window),
+            for_: vigil_core::units::format_duration(self.window * 2),
+            starts_at: a.since,
+            ends_at: a.until,
+            detected_at,
+            labels: Default::default(),
+            annotations: [(
+                "summary".to_string(),
+                "Own time per trace (its callers' client spans to it included) twentyfold its usual"
+                    .to_string(),
+            )]
+            .into(),
+            incident: None,
+        }
     }
 
     /// The traces closed early by the cap and those whose time is up at `watermark`, counted.

@@ -564,6 +564,39 @@ fn a_delay_to_a_service_nothing_in_the_wave_calls_is_named_when_it_rose_far() {
 }
 
 #[test]
+fn a_service_whose_own_time_stands_far_out_for_two_windows_fires_by_itself() {
+    // Network delay to the shop's payments in minutes 61-63 (a hundredfold its usual own
+    // time, its callers' client spans included): nothing of its own would fire, its spans
+    // are no slower. The trace evidence fires at the second window and resolves at the
+    // first window back to normal; a single window, or a fivefold rise, fires nothing.
+    let alarms = |rise: f64, minutes: std::ops::Range<i64>| {
+        let mut inc = learned();
+        let mut out = Vec::new();
+        for m in 1..=66 {
+            let payments = if minutes.contains(&m) {
+                3.0 * rise
+            } else {
+                3.0
+            };
+            let w = timed(window(m * 60, &GRAPH, &[]), &[("shop-payments", payments)]);
+            inc.observe(&w);
+            out.extend(inc.slow_alarms(&w).into_iter().map(|a| (m, a)));
+        }
+        out
+    };
+    let fired = alarms(100.0, 61..64);
+    assert_eq!(fired.len(), 2, "{fired:?}");
+    let (at, firing) = &fired[0];
+    assert_eq!((*at, firing.service.as_str()), (62, "shop-payments"));
+    assert_eq!((firing.since, firing.until), (61 * 60 * SEC, None));
+    assert!((firing.rise - 297.0 / 4.0).abs() < 1e-9, "{firing:?}");
+    let (at, resolved) = &fired[1];
+    assert_eq!((*at, resolved.until), (64, Some(64 * 60 * SEC)));
+    assert!(alarms(100.0, 61..62).is_empty());
+    assert!(alarms(5.0, 61..64).is_empty());
+}
+
+#[test]
 fn a_fault_still_pending_explains_what_fired() {
     // The gateway's own time rises from minute 61 (CPU starved): its latency rule holds but
     // its `for` has not passed. What fires is the token service's request rate, which falls

@@ -558,6 +558,11 @@ impl Detection {
         };
         let mut events = self.engine.advance(watermark).await?;
         if let Some(c) = self.correlator.as_mut() {
+            let raised = c.take_events();
+            if !raised.is_empty() {
+                events.extend(raised);
+                events.sort_by_key(|e| e.detected_at);
+            }
             let closed = self.engine.closed_through();
             if let Some(now) = closed.filter(|_| closed != closed_before) {
                 c.set_pending(self.engine.pending(), now);
