@@ -538,8 +538,9 @@ fn a_delay_to_a_service_nothing_in_the_wave_calls_is_named_when_it_rose_far() {
     // it is the auth service's latency from minute 65, and auth does not call the shop. The
     // delay, just before the wave and far beyond anything usual, is named; a payments
     // slowdown of five times is not (ordinary slowness elsewhere is no explanation), nor a
-    // delay over ten minutes before the wave.
-    let root = |rise: f64, from_minute: i64| {
+    // delay over ten minutes before the wave, nor one that began over five minutes after the
+    // wave's anomaly started (filed late, as when detection runs behind).
+    let root_of = |rise: f64, from_minute: i64, auth_from: i64| {
         let mut inc = learned();
         for m in 1..=67 {
             let payments = if (from_minute..from_minute + 3).contains(&m) {
@@ -555,12 +556,21 @@ fn a_delay_to_a_service_nothing_in_the_wave_calls_is_named_when_it_rose_far() {
             ];
             inc.observe(&timed(window(m * 60, &GRAPH, &[]), &own));
         }
-        let auth = event("auth-service", "latency", 65 * 60, 68 * 60, Status::Firing);
+        let auth = event(
+            "auth-service",
+            "latency",
+            auth_from * 60,
+            68 * 60,
+            Status::Firing,
+        );
         filed(&mut inc, auth).root_cause_service
     };
+    let root = |rise: f64, from_minute: i64| root_of(rise, from_minute, 65);
     assert_eq!(root(100.0, 61), "shop-payments");
     assert_eq!(root(5.0, 61), "auth-service");
     assert_eq!(root(100.0, 50), "auth-service");
+    assert_eq!(root_of(100.0, 61, 55), "auth-service");
+    assert_eq!(root_of(100.0, 61, 57), "shop-payments");
 }
 
 #[test]
