@@ -597,13 +597,7 @@ impl Incidents {
         // Failing traces of the incident's services by origin, above the usual: the mean of
         // the windows before the incident. A trace failing in several of the services counts
         // once: per window, the most any of them saw.
-        let before: Vec<&WindowEvidence> = self
-            .state
-            .windows
-            .values()
-            .filter(|w| w.end.saturating_add(w.end - w.start) <= from)
-            .collect();
-        let before = &before[before.len().saturating_sub(USUAL_WINDOWS)..];
+        let before = &self.usual_windows(from)[..];
         let mut usual: BTreeMap<(&str, &str), f64> = BTreeMap::new();
         for w in before {
             for m in &members {
@@ -676,14 +670,7 @@ impl Incidents {
             .range(since..until)
             .map(|(_, w)| w)
             .collect();
-        let time_before: Vec<&WindowEvidence> = self
-            .state
-            .windows
-            .values()
-            .filter(|w| w.end.saturating_add(w.end - w.start) <= since)
-            .collect();
-        let time_before = &time_before[time_before.len().saturating_sub(USUAL_WINDOWS)..];
-        let slowed = self.slowed(&members, &time_windows, time_before);
+        let slowed = self.slowed(&members, &time_windows, &self.usual_windows(since));
         let slow_evidence: BTreeMap<&str, f64> = slowed
             .iter()
             .map(|(s, (_, e, _))| (s.as_str(), *e))
@@ -822,6 +809,19 @@ impl Incidents {
                 scores,
             },
         }
+    }
+
+    /// The [`USUAL_WINDOWS`] windows that ended at least a window before `from`: what is
+    /// usual before evidence read from `from` on.
+    fn usual_windows(&self, from: i64) -> Vec<&WindowEvidence> {
+        let mut before: Vec<&WindowEvidence> = self
+            .state
+            .windows
+            .values()
+            .filter(|w| w.end.saturating_add(w.end - w.start) <= from)
+            .collect();
+        before.drain(..before.len().saturating_sub(USUAL_WINDOWS));
+        before
     }
 
     /// Services whose own time per trace (span time less their calls') rose during the
