@@ -135,6 +135,9 @@ pub struct ClosedTrace {
     /// Per service in the trace (each once): the time its spans spent themselves, their
     /// duration less their children's, in milliseconds. Where latency starts.
     pub self_ms: Vec<(u32, f64)>,
+    /// Per client span: its callee's service and the time the client span adds to the
+    /// callee's server span, ms (the network between them and the callee's queueing).
+    pub gaps: Vec<(u32, f64)>,
 }
 
 /// Groups log records into traces; see the module docs.
@@ -517,6 +520,13 @@ fn analyse(trace_id: Arc<str>, open: OpenTrace, scratch: &mut Scratch) -> Closed
         .collect();
     failing.sort_unstable();
     failing.dedup();
+    let gaps: Vec<(u32, f64)> = (0..n)
+        .filter_map(|i| {
+            let c = callee(i)?;
+            let added = (spans[i].end - spans[i].start) - (spans[c].end - spans[c].start);
+            Some((spans[c].service, added.max(0) as f64 / 1000.0))
+        })
+        .collect();
     covered(&spans, intervals, children_us);
     // A span's own time is what its children leave of it: calls made concurrently count
     // once (their union, within the span), so a fan-out of parallel calls does not hide
@@ -549,6 +559,7 @@ fn analyse(trace_id: Arc<str>, open: OpenTrace, scratch: &mut Scratch) -> Closed
         origin,
         failing,
         self_ms,
+        gaps,
     }
 }
 

@@ -118,6 +118,10 @@ pub struct WindowEvidence {
     /// Per service, the time it spent itself per trace (ms): where latency started.
     #[serde(default)]
     pub self_ms: BTreeMap<String, Moments>,
+    /// Per callee, `ln(1 + ms)` of the time each client span to it added to its span: the
+    /// network to it, summarised so that a few slow calls move it little.
+    #[serde(default)]
+    pub gap_log: BTreeMap<String, Moments>,
 }
 
 /// One window's rows while its traces are still closing.
@@ -131,6 +135,7 @@ struct Pending {
     blame: BTreeMap<(u32, u32), i64>,
     slowest: BTreeMap<u32, (f64, Arc<str>)>,
     self_ms: BTreeMap<u32, Moments>,
+    gap_log: BTreeMap<u32, Moments>,
 }
 
 /// Per-window evidence from closed traces.
@@ -218,6 +223,9 @@ impl Evidence {
             }
             for &(service, ms) in &t.self_ms {
                 p.self_ms.entry(service).or_default().add(ms);
+            }
+            for &(callee, ms) in &t.gaps {
+                p.gap_log.entry(callee).or_default().add(ms.ln_1p());
             }
             if let Some(origin) = t.origin {
                 let (n, samples) = p.origins.entry(origin).or_default();
@@ -358,6 +366,7 @@ impl Evidence {
                 .map(|(s, (ms, t))| (name(s), (ms, t.to_string())))
                 .collect(),
             self_ms: p.self_ms.into_iter().map(|(s, m)| (name(s), m)).collect(),
+            gap_log: p.gap_log.into_iter().map(|(s, m)| (name(s), m)).collect(),
         })
     }
 }

@@ -97,6 +97,10 @@ const WAVE_GAP: i64 = 5 * 60 * 1_000_000;
 /// adds hundreds of times a call's usual time; other services' ordinary slowness rarely
 /// twenty (ten and fifty score lower on the Nezha cases; BENCHMARKS.md).
 const WIDE_RISE: f64 = 20.0;
+/// Windows of a service's history its usual needs before it can fire by itself.
+const MIN_ALARM_HISTORY: usize = 10;
+/// Calls to a service a window needs for the time its callers' client spans add to count.
+const MIN_GAP_CALLS: f64 = 3.0;
 /// Windows in a row a service's own time must stand that far out before it fires by itself.
 const SLOW_ALARM_WINDOWS: u32 = 2;
 
@@ -323,6 +327,7 @@ impl Incidents {
             blame: w.blame.clone(),
             slowest: w.slowest.clone(),
             self_ms: w.self_ms.clone(),
+            gap_log: w.gap_log.clone(),
         };
         s.windows.insert(w.start, failures);
         // An hour more: the usual failing traces before an incident (`USUAL_WINDOWS`).
@@ -337,29 +342,46 @@ impl Incidents {
     pub fn slow_alarms(&mut self, w: &WindowEvidence) -> Vec<SlowAlarm> {
         // Each service's usual: the hour before its run began (or before this window), so a
         // delay's first windows do not become the usual its next ones are judged against.
-        let usual = |service: &str| {
+        // Without [`MIN_ALARM_HISTORY`] windows of it, nothing is usual yet (a pipeline's first
+        // minutes).
+        let usual = |service: &str, of: &dyn Fn(&WindowEvidence) -> &BTreeMap<String, Moments>| {
             let until = self
                 .state
                 .slow_runs
                 .get(service)
                 .map_or(w.start, |r| r.since);
             let mut m = Moments::default();
+            let mut windows = 0;
             for b in self.state.windows.range(..until).rev().take(USUAL_WINDOWS) {
-                if let Some(x) = b.1.self_ms.get(service) {
+                if let Some(x) = of(b.1).get(service) {
                     m.merge(x);
+                    windows += 1;
                 }
             }
-            m
+            (windows >= MIN_ALARM_HISTORY).then_some(m)
         };
-        let far: BTreeMap<&str, f64> = w
+        let mut far: BTreeMap<&str, f64> = w
             .self_ms
             .iter()
             .filter_map(|(s, m)| {
-                let u = usual(s);
+                let u = usual(s, &|w| &w.self_ms)?;
                 let rise = (m.mean() - u.mean()) / (u.mean() + RISE_FLOOR_MS);
                 (stands_out(m, &u) && rise >= WIDE_RISE).then_some((s.as_str(), rise))
             })
             .collect();
+        // The time client spans add to a service's spans, call by call: a delay on the wire to
+        // it shows there undiluted by its calls that were not delayed (the ratio of geometric
+        // means of 1 + ms, over at least `MIN_GAP_CALLS` calls).
+        for (s, m) in &w.gap_log {
+            let Some(u) = usual(s, &|w| &w.gap_log) else {
+                continue;
+            };
+            let rise = (m.mean() - u.mean()).exp();
+            if m.n >= MIN_GAP_CALLS && u.n >= MIN_USUAL_TRACES && rise >= WIDE_RISE {
+                let e = far.entry(s.as_str()).or_insert(rise);
+                *e = e.max(rise);
+            }
+        }
         let mut alarms = Vec::new();
         let runs = &mut self.state.slow_runs;
         runs.retain(|service, run| {

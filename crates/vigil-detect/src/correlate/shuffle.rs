@@ -25,6 +25,9 @@ pub struct SharedTrace {
     pub failing: Vec<u32>,
     /// Time each service spent itself, ms.
     pub self_ms: Vec<(u32, f64)>,
+    /// Per client span, its callee and the time it added to the callee's span, ms.
+    #[serde(default)]
+    pub gaps: Vec<(u32, f64)>,
 }
 
 /// Closed traces with the names of the services they mention.
@@ -73,6 +76,11 @@ impl Correlator {
                 .iter()
                 .map(|&(s, ms)| (number(s, &mut out), ms))
                 .collect();
+            let gaps = t
+                .gaps
+                .iter()
+                .map(|&(s, ms)| (number(s, &mut out), ms))
+                .collect();
             out.traces.push(SharedTrace {
                 id: t.trace_id.to_string(),
                 time: t.time,
@@ -80,6 +88,7 @@ impl Correlator {
                 origin,
                 failing,
                 self_ms,
+                gaps,
             });
         }
         out
@@ -119,6 +128,7 @@ impl Correlator {
                 origin: t.origin.map(id),
                 failing: t.failing.iter().map(|&s| id(s)).collect(),
                 self_ms: t.self_ms.iter().map(|&(s, ms)| (id(s), ms)).collect(),
+                gaps: t.gaps.iter().map(|&(s, ms)| (id(s), ms)).collect(),
             });
         }
     }

@@ -607,6 +607,48 @@ fn a_service_whose_own_time_stands_far_out_for_two_windows_fires_by_itself() {
 }
 
 #[test]
+fn a_delay_on_the_calls_to_a_service_fires_though_its_time_per_trace_moves_little() {
+    // A busy service's own time per trace barely moves when one call in its traces is
+    // delayed; the time its callers' client spans add to its spans, call by call, shows the
+    // delay undiluted: from 2 ms to 300 ms in minutes 61-63 fires at 62. Twice the usual
+    // does not; nor anything in the first minutes, with no history to call usual.
+    let gap = |ms: f64| {
+        let v = ms.ln_1p();
+        evidence::Moments {
+            n: 20.0,
+            sum: 20.0 * v,
+            sumsq: 20.0 * v * v,
+        }
+    };
+    let alarms = |delayed: f64, minutes: std::ops::Range<i64>| {
+        let mut inc = learned();
+        let mut out = Vec::new();
+        for m in 1..=66 {
+            let mut w = timed(window(m * 60, &GRAPH, &[]), &[("shop-payments", 50.0)]);
+            let ms = if minutes.contains(&m) { delayed } else { 2.0 };
+            w.gap_log.insert("shop-payments".into(), gap(ms));
+            inc.observe(&w);
+            out.extend(
+                inc.slow_alarms(&w)
+                    .into_iter()
+                    .map(|a| (m, a.service, a.until)),
+            );
+        }
+        out
+    };
+    let fired = alarms(300.0, 61..64);
+    assert_eq!(
+        fired,
+        [
+            (62, "shop-payments".to_string(), None),
+            (64, "shop-payments".to_string(), Some(64 * 60 * SEC))
+        ]
+    );
+    assert!(alarms(4.0, 61..64).is_empty());
+    assert!(alarms(300.0, 3..6).is_empty());
+}
+
+#[test]
 fn a_fault_still_pending_explains_what_fired() {
     // The gateway's own time rises from minute 61 (CPU starved): its latency rule holds but
     // its `for` has not passed. What fires is the token service's request rate, which falls
@@ -800,6 +842,13 @@ fn the_time_a_client_span_adds_to_its_callee_counts_on_the_callee_side() {
     let own = own_times(&a, &closed[0]);
     assert_eq!(own["auth-service"], 40.0, "{own:?}");
     assert_eq!(own["api-gateway"], 10.0, "{own:?}");
+    // And, call by call, the time the client span added to the callee's span.
+    let gaps: Vec<(&str, f64)> = closed[0]
+        .gaps
+        .iter()
+        .map(|&(s, ms)| (a.service_name(s), ms))
+        .collect();
+    assert_eq!(gaps, [("auth-service", 30.0)]);
 }
 
 #[test]

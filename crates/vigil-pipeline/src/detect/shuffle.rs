@@ -507,6 +507,7 @@ mod tests {
                     origin: Some(0),
                     failing: vec![0],
                     self_ms: vec![(0, 1.0)],
+                    gaps: vec![],
                 }],
             },
         };
@@ -563,6 +564,7 @@ mod tests {
                         origin: None,
                         failing: vec![],
                         self_ms: vec![(0, 1.0)],
+                        gaps: vec![],
                     })
                     .collect(),
             },
