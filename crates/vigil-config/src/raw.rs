@@ -378,9 +378,10 @@ pub struct RawDetect {
     /// An incident stays open this long after its last anomaly resolved. Default `10m`.
     pub incident_gap: Option<Spanned<String>>,
     /// The trace evidence raises anomalies of its own, rule `Service Own Time` (P3): a service
-    /// whose own time per trace (its callers' client spans to it included) stood twentyfold
-    /// above its usual for two correlation windows, as a network delay to it does while its
-    /// own spans look normal. Default `true`.
+    /// whose own time per trace (its callers' client spans to it included), or the time
+    /// those client spans add to its spans call by call, stood twentyfold above its usual for
+    /// two correlation windows, as a network delay to it does while its own spans look
+    /// normal. Default `true`.
     pub own_time_alarms: Option<bool>,
     /// Open traces beyond which the oldest are closed early (bounds memory). Default 1000000.
     pub max_open_traces: Option<usize>,
