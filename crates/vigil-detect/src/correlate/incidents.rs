@@ -212,10 +212,8 @@ pub struct IncidentState {
 struct SlowRun {
     /// Start of its first window.
     since: i64,
-    /// Windows in it.
+    /// Windows in it: it fires at [`SLOW_ALARM_WINDOWS`].
     windows: u32,
-    /// Whether it has fired.
-    firing: bool,
 }
 
 /// A service whose own time stood far out, or stopped: the trace evidence's own anomaly.
@@ -227,7 +225,8 @@ pub struct SlowAlarm {
     pub since: i64,
     /// Its end, once it resolved (µs).
     pub until: Option<i64>,
-    /// The rise of the latest window: added own time against the usual plus 1 ms.
+    /// When it fires, the rise of that window (the larger of its own time's, against the
+    /// usual plus 1 ms, and its client spans' added time's); 0 when it resolves.
     pub rise: f64,
 }
 
@@ -334,9 +333,10 @@ impl Incidents {
         s.windows = s.windows.split_off(&keep_from.saturating_sub(HOUR));
     }
 
-    /// The services whose own time per trace (their callers' client spans to them included)
-    /// stood [`WIDE_RISE`]-fold above its usual in `w` and the window before (it fires), or
-    /// no longer does (it resolves). Network delay to a service fires nothing else of that
+    /// The services whose own time per trace (their callers' client spans to them included),
+    /// or the time those client spans add to their spans call by call, stood
+    /// [`WIDE_RISE`]-fold above its usual in `w` and the window before (it fires), or no
+    /// longer does (it resolves). Network delay to a service fires nothing else of that
     /// service: its own spans are no slower, only its callers', whose latency rules may hold
     /// only after the delay is over. Call once per final window, after [`Self::observe`].
     pub fn slow_alarms(&mut self, w: &WindowEvidence) -> Vec<SlowAlarm> {
@@ -388,7 +388,7 @@ impl Incidents {
             if far.contains_key(service.as_str()) {
                 return true;
             }
-            if run.firing {
+            if run.windows >= SLOW_ALARM_WINDOWS {
                 alarms.push(SlowAlarm {
                     service: service.clone(),
                     since: run.since,
@@ -402,11 +402,9 @@ impl Incidents {
             let run = runs.entry(service.to_string()).or_insert(SlowRun {
                 since: w.start,
                 windows: 0,
-                firing: false,
             });
-            run.windows += 1;
-            if !run.firing && run.windows >= SLOW_ALARM_WINDOWS {
-                run.firing = true;
+            run.windows = run.windows.saturating_add(1);
+            if run.windows == SLOW_ALARM_WINDOWS {
                 alarms.push(SlowAlarm {
                     service: service.to_string(),
                     since: run.since,
@@ -671,12 +669,12 @@ impl Incidents {
             failing >= MIN_FAILING_TRACES && evidence.values().any(|e| *e >= MIN_EVIDENCE);
         // Where the incident's time went: added own time (a callee's share of its callers'
         // client spans included, so network delay counts on the callee's side).
-        // Time is read from a wave-gap earlier: a delay that fires nothing itself until its
-        // callers' latency has held for `for` (network delay to a service shows only on its
-        // callers' side) is over or nearly so when the wave starts.
-        // Up to a wave-gap after the wave's newest anomaly started: a slowdown that came
-        // later, with nothing of the wave firing for it, is not what the wave is about (the
-        // wave may be filed long after it started, when detection runs behind).
+        // Time is read from a wave-gap before the wave: a delay that fires nothing itself
+        // until its callers' latency has held for `for` (network delay to a service shows
+        // only on its callers' side) is over or nearly so when the wave starts; and up to a
+        // wave-gap after its newest anomaly started: a later slowdown, with nothing of the
+        // wave firing for it, is not what the wave is about (a wave may be filed long after
+        // it started, when detection runs behind).
         let since = from.saturating_sub(WAVE_GAP);
         let newest = inc
             .members

@@ -58,8 +58,7 @@ pub struct Correlator {
     /// Traces closed early by the open-trace cap, waiting for the next advance.
     closed: Vec<ClosedTrace>,
     traces: u64,
-    /// The trace evidence's own anomalies (a service's own time far above its usual) since
-    /// the last [`Self::take_events`].
+    /// The trace evidence's own anomalies since the last [`Self::take_events`].
     events: Vec<AnomalyEvent>,
     /// The evidence window, for those events.
     window: std::time::Duration,
@@ -135,8 +134,9 @@ impl Correlator {
 
     /// The anomalies the trace evidence raised by itself since the last call, detected at
     /// the watermark that made their window final: a service whose own time per trace (its
-    /// callers' client spans to it included) stood twentyfold above its usual for two
-    /// windows, rule [`SLOW_RULE`]. Publish them with the rules' events, annotated with them.
+    /// callers' client spans to it included), or the time those client spans add to its
+    /// spans call by call, stood twentyfold above its usual for two windows, rule
+    /// [`SLOW_RULE`]. Publish them with the rules' events, annotated with them.
     pub fn take_events(&mut self) -> Vec<AnomalyEvent> {
         std::mem::take(&mut self.events)
     }
@@ -162,7 +162,7 @@ impl Correlator {
             labels: Default::default(),
             annotations: [(
                 "summary".to_string(),
-                "Own time per trace (its callers' client spans to it included) twentyfold its usual"
+                "Own time per trace, or its callers' client spans' time per call, twentyfold its usual"
                     .to_string(),
             )]
             .into(),
