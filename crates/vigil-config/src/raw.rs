@@ -316,7 +316,8 @@ pub struct RawRule {
     #[serde(rename = "where")]
     pub filter: Option<String>,
     /// Comparison and threshold, e.g. `"> 0.05"` or `"< 0.99"`; or `"baseline"`: the value
-    /// deviates from the series' learned normal level (no threshold).
+    /// deviates from the series' learned normal level (no threshold), and holds only while
+    /// the window's own value lies away from it (not in the minutes after a single spike).
     pub condition: Spanned<String>,
     /// The value of a window in which a series seen before has no rows, e.g. `0` for a
     /// count. Default: no value (the condition does not hold).

@@ -55,6 +55,10 @@ const WEEK: i64 = 7 * DAY;
 /// residual into a standard deviation.
 const GAUSS_MAD: f64 = 1.253_314;
 
+/// How far a sample must lie from its baseline, in standard deviations, to be away from it
+/// itself (see [`BaselineDetector::departs`]).
+pub const DEPARTS: f64 = 1.0;
+
 /// Time-of-day slots of the recurrence memory (15 minutes each).
 const PHASE_SLOTS: usize = 96;
 
@@ -283,6 +287,10 @@ pub struct BaselineDetector {
     hold: f64,
     /// The last sample's score without the hold: see [`BaselineDetector::deviation`].
     deviation: f64,
+    /// Whether the last sample itself lay away from its baseline: see
+    /// [`BaselineDetector::departs`].
+    #[serde(default)]
+    departs: bool,
 }
 
 impl BaselineDetector {
@@ -306,6 +314,7 @@ impl BaselineDetector {
             },
             hold: 0.0,
             deviation: 0.0,
+            departs: false,
         }
     }
 
@@ -328,12 +337,23 @@ impl BaselineDetector {
         self.deviation
     }
 
+    /// Whether the last scored sample itself lies at least [`DEPARTS`] standard deviations
+    /// from its baseline, on the side the recent samples stray to. A deviation can stay
+    /// high for a few samples after a single spike (the sustained-shift statistic averages
+    /// the last few residuals, the spike among them) while the samples are back to normal:
+    /// an alert whose condition must hold for a while asks this of every sample, so one
+    /// spike does not fire it.
+    pub fn departs(&self) -> bool {
+        self.departs
+    }
+
     /// Scores a sample in `[0, 1]` (see the [module docs](self)), then learns from it.
     /// Non-finite values, and values beyond ±[`MAX_MAGNITUDE`] (whose squares would overflow
     /// the learned variability and poison the state, and its checkpoint), score 0 and are
     /// not learned.
     pub fn score(&mut self, timestamp_micros: i64, value: f64) -> f64 {
         self.deviation = 0.0;
+        self.departs = false;
         if !value.is_finite() || value.abs() > MAX_MAGNITUDE {
             return 0.0;
         }
@@ -372,6 +392,7 @@ impl BaselineDetector {
             }
             self.recent.push_back(x - p.value);
             let mean = self.recent.iter().sum::<f64>() / self.recent.len() as f64;
+            self.departs = z_point.abs() >= DEPARTS && z_point * mean >= 0.0;
             z_sustained = mean / (GAUSS_MAD * self.recent_error.value + floor);
             learn_error(&mut self.recent_error, mean, floor, c);
         }

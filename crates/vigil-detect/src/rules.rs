@@ -391,7 +391,11 @@ impl RuleEvaluator {
                     .entry(series.to_string())
                     .or_insert_with(|| BaselineDetector::new(BaselineConfig::default()));
                 d.score(window_start, value);
-                (d.deviation() >= BASELINE_LEVEL, true, Some(d.deviation()))
+                (
+                    d.deviation() >= BASELINE_LEVEL && d.departs(),
+                    true,
+                    Some(d.deviation()),
+                )
             }
             Condition::AboveUsual => {
                 let firing = matches!(
@@ -870,6 +874,40 @@ mod tests {
             ev.annotations["deviation"].starts_with("0.99")
                 || ev.annotations["deviation"] == "1.0000"
         );
+    }
+
+    #[test]
+    fn a_baseline_rule_holds_only_while_its_samples_stay_away_so_one_spike_does_not_fire_it() {
+        // A p95 latency of about 6 ms; `for` = 3 windows. One minute at 260 ms (a single
+        // slow request) keeps the mean of the last few residuals far out for several
+        // minutes after it, while every later sample is back to normal: the rule must not
+        // fire on it. The same 260 ms held for four minutes fires at the third.
+        let run = |spike: std::ops::Range<i64>| {
+            let mut e = RuleEvaluator::new(Rule {
+                name: "Service Latency".into(),
+                condition: Condition::Baseline,
+                for_: Duration::from_secs(180),
+                ..token_errors()
+            });
+            let t0 = 1_748_854_800_000_000;
+            let mut x = 11u64;
+            let mut fired = Vec::new();
+            for i in 0..300 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let normal = 6.0 + ((x >> 33) % 100) as f64 / 50.0 - 1.0;
+                let v = if spike.contains(&i) { 260.0 } else { normal };
+                if let Some(t) = e.observe("svc", t0 + i * MIN, v)
+                    && t.status == Status::Firing
+                {
+                    fired.push(i);
+                }
+            }
+            fired
+        };
+        assert_eq!(run(200..201), Vec::<i64>::new(), "one spike");
+        assert_eq!(run(200..204).first(), Some(&202), "four minutes away");
     }
 
     #[test]

@@ -59,8 +59,11 @@ pub enum Condition {
         threshold: f64,
     },
     /// The value deviates from what the series' own baseline (learned by the default
-    /// baseline detector, one per series) makes likely: no threshold to set. A lasting change
-    /// becomes the new normal as the baseline adapts, and the alert then resolves.
+    /// baseline detector, one per series) makes likely: no threshold to set. A window holds
+    /// only while its own value lies away from the baseline too
+    /// ([`BaselineDetector::departs`](crate::baseline::BaselineDetector::departs)), so a
+    /// single spike does not hold through the minutes after it. A lasting change becomes the
+    /// new normal as the baseline adapts, and the alert then resolves.
     Baseline,
     /// The value is a share of the window's rows (e.g. `avg(CASE WHEN level = 'ERROR' THEN 1.0
     /// ELSE 0.0 END)`, the error rate) and is well above the series' own usual share: a
