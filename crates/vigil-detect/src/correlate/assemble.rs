@@ -135,9 +135,11 @@ pub struct ClosedTrace {
     /// Per service in the trace (each once): the time its spans spent themselves, their
     /// duration less their children's, in milliseconds. Where latency starts.
     pub self_ms: Vec<(u32, f64)>,
-    /// Per client span: its callee's service and the time the client span adds to the
-    /// callee's server span, ms (the network between them and the callee's queueing).
-    pub gaps: Vec<(u32, f64)>,
+    /// Per client span: its caller's service (`None` when a replica sharing the trace did
+    /// not say), its callee's, and the time the client span adds to the callee's server
+    /// span, ms (the network between them, the callee's queueing, the caller's own wait to
+    /// send and receive).
+    pub gaps: Vec<(Option<u32>, u32, f64)>,
 }
 
 /// Groups log records into traces; see the module docs.
@@ -520,11 +522,15 @@ fn analyse(trace_id: Arc<str>, open: OpenTrace, scratch: &mut Scratch) -> Closed
         .collect();
     failing.sort_unstable();
     failing.dedup();
-    let gaps: Vec<(u32, f64)> = (0..n)
+    let gaps: Vec<(Option<u32>, u32, f64)> = (0..n)
         .filter_map(|i| {
             let c = callee(i)?;
             let added = (spans[i].end - spans[i].start) - (spans[c].end - spans[c].start);
-            Some((spans[c].service, added.max(0) as f64 / 1000.0))
+            Some((
+                Some(spans[i].service),
+                spans[c].service,
+                added.max(0) as f64 / 1000.0,
+            ))
         })
         .collect();
     covered(&spans, intervals, children_us);

@@ -122,6 +122,11 @@ pub struct WindowEvidence {
     /// network to it, summarised so that a few slow calls move it little.
     #[serde(default)]
     pub gap_log: BTreeMap<String, Moments>,
+    /// The same per caller and callee: whether a rise is the callee's (every caller's calls
+    /// to it) or one caller's (its calls to every callee: a caller short of CPU is slow to
+    /// send and to take the answer).
+    #[serde(default)]
+    pub edge_gap_log: BTreeMap<String, BTreeMap<String, Moments>>,
 }
 
 /// One window's rows while its traces are still closing.
@@ -136,6 +141,7 @@ struct Pending {
     slowest: BTreeMap<u32, (f64, Arc<str>)>,
     self_ms: BTreeMap<u32, Moments>,
     gap_log: BTreeMap<u32, Moments>,
+    edge_gap_log: BTreeMap<(u32, u32), Moments>,
 }
 
 /// Per-window evidence from closed traces.
@@ -224,8 +230,14 @@ impl Evidence {
             for &(service, ms) in &t.self_ms {
                 p.self_ms.entry(service).or_default().add(ms);
             }
-            for &(callee, ms) in &t.gaps {
+            for &(caller, callee, ms) in &t.gaps {
                 p.gap_log.entry(callee).or_default().add(ms.ln_1p());
+                if let Some(caller) = caller {
+                    p.edge_gap_log
+                        .entry((caller, callee))
+                        .or_default()
+                        .add(ms.ln_1p());
+                }
             }
             if let Some(origin) = t.origin {
                 let (n, samples) = p.origins.entry(origin).or_default();
@@ -367,6 +379,13 @@ impl Evidence {
                 .collect(),
             self_ms: p.self_ms.into_iter().map(|(s, m)| (name(s), m)).collect(),
             gap_log: p.gap_log.into_iter().map(|(s, m)| (name(s), m)).collect(),
+            edge_gap_log: p.edge_gap_log.into_iter().fold(
+                BTreeMap::new(),
+                |mut by: BTreeMap<String, BTreeMap<String, Moments>>, ((a, b), m)| {
+                    by.entry(name(a)).or_default().insert(name(b), m);
+                    by
+                },
+            ),
         })
     }
 }

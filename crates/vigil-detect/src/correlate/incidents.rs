@@ -78,6 +78,11 @@ const EDGE_TTL: i64 = 24 * HOUR;
 const MIN_EVIDENCE: f64 = 0.25;
 /// Windows before an incident whose failing traces are its services' usual.
 const USUAL_WINDOWS: usize = 60;
+/// How far the time a caller's client spans add must rise on its calls to its other callees
+/// (their median, two at least) for it to be the one short of time rather than a callee: a
+/// round value between what ordinary minutes show (up to about 2.5 on the Nezha cases) and
+/// a starved caller (10 to 20).
+const STARVED_RISE: f64 = 5.0;
 /// How far a service's own time per trace must rise to count as where latency started: in
 /// standard errors of the difference of means, and as a share of its usual.
 const SLOW_SIGMAS: f64 = 4.0;
@@ -327,6 +332,7 @@ impl Incidents {
             slowest: w.slowest.clone(),
             self_ms: w.self_ms.clone(),
             gap_log: w.gap_log.clone(),
+            edge_gap_log: w.edge_gap_log.clone(),
         };
         s.windows.insert(w.start, failures);
         // An hour more: the usual failing traces before an incident (`USUAL_WINDOWS`).
@@ -382,6 +388,26 @@ impl Incidents {
                 *e = e.max(rise);
             }
         }
+        // A caller short of time itself (starved of CPU) is slow to send its calls and to take
+        // their answers: the time its client spans add rises on its calls to every callee
+        // alike, and its callees' spans look slow from its side. A service whose callers
+        // this window are all such callers is not where the time went.
+        let callers = self.caller_rises(w);
+        far.retain(|s, _| {
+            let mut called = callers
+                .iter()
+                .filter(|(_, rises)| rises.iter().any(|(callee, _)| callee == s))
+                .peekable();
+            called.peek().is_none()
+                || !called.all(|(_, rises)| {
+                    let mut others: Vec<f64> = rises
+                        .iter()
+                        .filter(|(callee, _)| callee != s)
+                        .map(|r| r.1)
+                        .collect();
+                    others.len() >= 2 && median(&mut others) >= STARVED_RISE
+                })
+        });
         let mut alarms = Vec::new();
         let runs = &mut self.state.slow_runs;
         runs.retain(|service, run| {
@@ -414,6 +440,36 @@ impl Incidents {
             }
         }
         alarms
+    }
+
+    /// Per caller in window `w`, the rise of the time its client spans add, callee by callee
+    /// (geometric means of 1 + ms, against the hour before `w`), over calls enough to judge.
+    fn caller_rises<'w>(&self, w: &'w WindowEvidence) -> BTreeMap<&'w str, Vec<(&'w str, f64)>> {
+        let mut out: BTreeMap<&str, Vec<(&str, f64)>> = BTreeMap::new();
+        for (caller, callees) in &w.edge_gap_log {
+            for (callee, now) in callees {
+                if now.n < MIN_GAP_CALLS {
+                    continue;
+                }
+                let mut usual = Moments::default();
+                for b in self
+                    .state
+                    .windows
+                    .range(..w.start)
+                    .rev()
+                    .take(USUAL_WINDOWS)
+                {
+                    if let Some(m) = b.1.edge_gap_log.get(caller).and_then(|c| c.get(callee)) {
+                        usual.merge(m);
+                    }
+                }
+                if usual.n >= MIN_USUAL_TRACES {
+                    let rise = (now.mean() - usual.mean()).exp();
+                    out.entry(caller).or_default().push((callee, rise));
+                }
+            }
+        }
+        out
     }
 
     /// Files `events` into their incidents and sets each one's `incident` field. Events
@@ -902,6 +958,17 @@ fn stands_out(now: &Moments, usual: &Moments) -> bool {
 }
 
 /// The largest rise among `(evidence, rise)` pairs whose evidence makes a candidate; 0 if none.
+/// The median of `values` (not empty).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
 fn strongest(rises: impl Iterator<Item = (f64, f64)>) -> f64 {
     rises
         .filter(|(e, _)| *e >= MIN_EVIDENCE)

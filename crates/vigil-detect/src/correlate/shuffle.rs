@@ -28,6 +28,9 @@ pub struct SharedTrace {
     /// Per client span, its callee and the time it added to the callee's span, ms.
     #[serde(default)]
     pub gaps: Vec<(u32, f64)>,
+    /// Per client span (as `gaps`), its caller; empty from a replica that did not say.
+    #[serde(default)]
+    pub gap_callers: Vec<u32>,
 }
 
 /// Closed traces with the names of the services they mention.
@@ -79,8 +82,18 @@ impl Correlator {
             let gaps = t
                 .gaps
                 .iter()
-                .map(|&(s, ms)| (number(s, &mut out), ms))
+                .map(|&(_, s, ms)| (number(s, &mut out), ms))
                 .collect();
+            let gap_callers = t
+                .gaps
+                .iter()
+                .filter_map(|&(caller, _, _)| caller.map(|c| number(c, &mut out)))
+                .collect::<Vec<_>>();
+            let gap_callers = if gap_callers.len() == t.gaps.len() {
+                gap_callers
+            } else {
+                Vec::new()
+            };
             out.traces.push(SharedTrace {
                 id: t.trace_id.to_string(),
                 time: t.time,
@@ -89,6 +102,7 @@ impl Correlator {
                 failing,
                 self_ms,
                 gaps,
+                gap_callers,
             });
         }
         out
@@ -128,7 +142,12 @@ impl Correlator {
                 origin: t.origin.map(id),
                 failing: t.failing.iter().map(|&s| id(s)).collect(),
                 self_ms: t.self_ms.iter().map(|&(s, ms)| (id(s), ms)).collect(),
-                gaps: t.gaps.iter().map(|&(s, ms)| (id(s), ms)).collect(),
+                gaps: t
+                    .gaps
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(s, ms))| (t.gap_callers.get(i).map(|&c| id(c)), id(s), ms))
+                    .collect(),
             });
         }
     }

@@ -649,6 +649,64 @@ fn a_delay_on_the_calls_to_a_service_fires_though_its_time_per_trace_moves_littl
 }
 
 #[test]
+fn a_caller_short_of_time_fires_nothing_on_its_callees_a_delay_to_a_callee_fires_on_it() {
+    // Minutes 61-63: the time client spans add rises from 2 ms to 300 ms on some calls.
+    // Starved: the gateway's calls to all three of its callees (it is slow to send and to
+    // take back every call, short of CPU): that is the gateway's, and nothing fires on the
+    // callees. Delayed: every caller's calls to the database (a delay on the network to it):
+    // that fires on the database. Before edges were told apart, both fired on every callee
+    // whose calls slowed.
+    let gap = |ms: f64| {
+        let v = ms.ln_1p();
+        evidence::Moments {
+            n: 20.0,
+            sum: 20.0 * v,
+            sumsq: 20.0 * v * v,
+        }
+    };
+    let edges = [
+        ("api-gateway", "auth-service"),
+        ("api-gateway", "token-service"),
+        ("api-gateway", "database"),
+        ("token-service", "database"),
+        ("auth-service", "database"),
+        ("auth-service", "token-service"),
+    ];
+    let fired = |slow: &dyn Fn(&str, &str) -> bool| {
+        let mut inc = learned();
+        let mut out = BTreeSet::new();
+        for m in 1..=66 {
+            let mut w = timed(window(m * 60, &GRAPH, &[]), &[("shop-payments", 50.0)]);
+            for (caller, callee) in edges {
+                let ms = if (61..64).contains(&m) && slow(caller, callee) {
+                    300.0
+                } else {
+                    2.0
+                };
+                w.gap_log.entry(callee.into()).or_default().merge(&gap(ms));
+                w.edge_gap_log
+                    .entry(caller.into())
+                    .or_default()
+                    .insert(callee.into(), gap(ms));
+            }
+            inc.observe(&w);
+            out.extend(
+                inc.slow_alarms(&w)
+                    .into_iter()
+                    .filter(|a| a.until.is_none())
+                    .map(|a| a.service),
+            );
+        }
+        out
+    };
+    assert_eq!(fired(&|caller, _| caller == "api-gateway"), BTreeSet::new());
+    assert_eq!(
+        fired(&|_, callee| callee == "database"),
+        BTreeSet::from(["database".to_string()])
+    );
+}
+
+#[test]
 fn a_fault_still_pending_explains_what_fired() {
     // The gateway's own time rises from minute 61 (CPU starved): its latency rule holds but
     // its `for` has not passed. What fires is the token service's request rate, which falls
@@ -843,12 +901,12 @@ fn the_time_a_client_span_adds_to_its_callee_counts_on_the_callee_side() {
     assert_eq!(own["auth-service"], 40.0, "{own:?}");
     assert_eq!(own["api-gateway"], 10.0, "{own:?}");
     // And, call by call, the time the client span added to the callee's span.
-    let gaps: Vec<(&str, f64)> = closed[0]
+    let gaps: Vec<(Option<&str>, &str, f64)> = closed[0]
         .gaps
         .iter()
-        .map(|&(s, ms)| (a.service_name(s), ms))
+        .map(|&(c, s, ms)| (c.map(|c| a.service_name(c)), a.service_name(s), ms))
         .collect();
-    assert_eq!(gaps, [("auth-service", 30.0)]);
+    assert_eq!(gaps, [(Some("api-gateway"), "auth-service", 30.0)]);
 }
 
 #[test]

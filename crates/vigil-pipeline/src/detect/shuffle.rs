@@ -508,6 +508,7 @@ mod tests {
                     failing: vec![0],
                     self_ms: vec![(0, 1.0)],
                     gaps: vec![],
+                    gap_callers: vec![],
                 }],
             },
         };
@@ -565,6 +566,7 @@ mod tests {
                         failing: vec![],
                         self_ms: vec![(0, 1.0)],
                         gaps: vec![],
+                        gap_callers: vec![],
                     })
                     .collect(),
             },
