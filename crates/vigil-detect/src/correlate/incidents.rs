@@ -393,21 +393,7 @@ impl Incidents {
         // alike, and its callees' spans look slow from its side. A service whose callers
         // this window are all such callers is not where the time went.
         let callers = self.caller_rises(w);
-        far.retain(|s, _| {
-            let mut called = callers
-                .iter()
-                .filter(|(_, rises)| rises.iter().any(|(callee, _)| callee == s))
-                .peekable();
-            called.peek().is_none()
-                || !called.all(|(_, rises)| {
-                    let mut others: Vec<f64> = rises
-                        .iter()
-                        .filter(|(callee, _)| callee != s)
-                        .map(|r| r.1)
-                        .collect();
-                    others.len() >= 2 && median(&mut others) >= STARVED_RISE
-                })
-        });
+        far.retain(|s, _| starved_callers(&callers, s).is_empty());
         let mut alarms = Vec::new();
         let runs = &mut self.state.slow_runs;
         runs.retain(|service, run| {
@@ -921,26 +907,43 @@ impl Incidents {
                 usual.entry(s).or_default().merge(m);
             }
         }
-        // Per service, its traces in the windows where it stood out, and how many those were.
+        // Per service, its traces in the windows where it stood out, and how many those were;
+        // and in how many of them its callers were all short of time themselves, the most
+        // starved of them: then the time it added (its callers' client spans to it are part
+        // of its own time) is that caller's.
         let mut stood_out: BTreeMap<&str, (Moments, usize)> = BTreeMap::new();
+        let mut starved: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
         for w in windows {
+            let mut callers = None;
             for (s, m) in &w.self_ms {
                 if usual.get(s.as_str()).is_some_and(|u| stands_out(m, u)) {
                     let e = stood_out.entry(s).or_default();
                     e.0.merge(m);
                     e.1 += 1;
+                    let callers = callers.get_or_insert_with(|| self.caller_rises(w));
+                    if let Some(&(caller, _)) = starved_callers(callers, s).first() {
+                        *starved.entry(s).or_default().entry(caller).or_default() += 1;
+                    }
                 }
             }
         }
-        let weighed: BTreeMap<&str, (f64, f64, f64)> = stood_out
-            .into_iter()
-            .filter_map(|(s, (m, k))| {
-                let usual = usual[s].mean();
-                let ms = m.mean() - usual;
-                let rise = ms / (usual + RISE_FLOOR_MS);
-                (near(s) || rise >= WIDE_RISE).then_some((s, (ms, rise * k as f64, rise)))
-            })
-            .collect();
+        let mut weighed: BTreeMap<&str, (f64, f64, f64)> = BTreeMap::new();
+        for (s, (m, k)) in stood_out {
+            let usual = usual[s].mean();
+            let ms = m.mean() - usual;
+            let rise = ms / (usual + RISE_FLOOR_MS);
+            let caller = starved.get(s).and_then(|by| {
+                let (&c, &n) = by
+                    .iter()
+                    .max_by_key(|(c, n)| (**n, std::cmp::Reverse(**c)))?;
+                (n == k).then_some(c)
+            });
+            let to = caller.unwrap_or(s);
+            if near(s) || near(to) || rise >= WIDE_RISE {
+                let e = weighed.entry(to).or_insert((0.0, 0.0, 0.0));
+                *e = (e.0.max(ms), e.1 + rise * k as f64, e.2.max(rise));
+            }
+        }
         let total: f64 = weighed.values().map(|w| w.1).sum();
         weighed
             .into_iter()
@@ -957,7 +960,42 @@ fn stands_out(now: &Moments, usual: &Moments) -> bool {
     usual.n >= MIN_USUAL_TRACES && added > SLOW_SIGMAS * noise && added > SLOW_SHARE * usual.mean()
 }
 
-/// The largest rise among `(evidence, rise)` pairs whose evidence makes a candidate; 0 if none.
+/// The callers of `service` among `callers` (each with its rises, callee by callee: see
+/// [`Incidents::caller_rises`]) whose calls to it rose [`STARVED_RISE`]-fold, when every one
+/// of them is short of time itself: its calls to at least two other callees rose as much
+/// (their median), as a caller starved of CPU is slow to send and take back every call. Each
+/// with that median, the most starved first; empty when one of them is not, or no caller's
+/// calls to it rose.
+fn starved_callers<'a>(
+    callers: &BTreeMap<&'a str, Vec<(&'a str, f64)>>,
+    service: &str,
+) -> Vec<(&'a str, f64)> {
+    let mut starved = Vec::new();
+    for (&caller, rises) in callers {
+        if !rises
+            .iter()
+            .any(|&(callee, rise)| callee == service && rise >= STARVED_RISE)
+        {
+            continue;
+        }
+        let mut others: Vec<f64> = rises
+            .iter()
+            .filter(|(callee, _)| *callee != service)
+            .map(|r| r.1)
+            .collect();
+        if others.len() < 2 {
+            return Vec::new();
+        }
+        let row = median(&mut others);
+        if row < STARVED_RISE {
+            return Vec::new();
+        }
+        starved.push((caller, row));
+    }
+    starved.sort_by(|a, b| b.1.total_cmp(&a.1));
+    starved
+}
+
 /// The median of `values` (not empty).
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -969,6 +1007,7 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+/// The largest rise among `(evidence, rise)` pairs whose evidence makes a candidate; 0 if none.
 fn strongest(rises: impl Iterator<Item = (f64, f64)>) -> f64 {
     rises
         .filter(|(e, _)| *e >= MIN_EVIDENCE)

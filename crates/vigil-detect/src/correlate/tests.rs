@@ -475,6 +475,17 @@ fn a_blip_of_failures_elsewhere_does_not_explain_a_long_latency_incident() {
 }
 
 /// `w` with each service's own time per trace: 200 traces around `mean` ms (spread 30%).
+/// Twenty client spans that each added `ms` to their callee's span, as `gap_log` and
+/// `edge_gap_log` keep them (`ln(1 + ms)` moments).
+fn calls_of(ms: f64) -> evidence::Moments {
+    let v = ms.ln_1p();
+    evidence::Moments {
+        n: 20.0,
+        sum: 20.0 * v,
+        sumsq: 20.0 * v * v,
+    }
+}
+
 fn timed(mut w: WindowEvidence, own: &[(&str, f64)]) -> WindowEvidence {
     for &(service, mean) in own {
         let (n, sd) = (200.0, 0.3 * mean);
@@ -612,21 +623,13 @@ fn a_delay_on_the_calls_to_a_service_fires_though_its_time_per_trace_moves_littl
     // delayed; the time its callers' client spans add to its spans, call by call, shows the
     // delay undiluted: from 2 ms to 300 ms in minutes 61-63 fires at 62. Twice the usual
     // does not; nor anything in the first minutes, with no history to call usual.
-    let gap = |ms: f64| {
-        let v = ms.ln_1p();
-        evidence::Moments {
-            n: 20.0,
-            sum: 20.0 * v,
-            sumsq: 20.0 * v * v,
-        }
-    };
     let alarms = |delayed: f64, minutes: std::ops::Range<i64>| {
         let mut inc = learned();
         let mut out = Vec::new();
         for m in 1..=66 {
             let mut w = timed(window(m * 60, &GRAPH, &[]), &[("shop-payments", 50.0)]);
             let ms = if minutes.contains(&m) { delayed } else { 2.0 };
-            w.gap_log.insert("shop-payments".into(), gap(ms));
+            w.gap_log.insert("shop-payments".into(), calls_of(ms));
             inc.observe(&w);
             out.extend(
                 inc.slow_alarms(&w)
@@ -656,14 +659,6 @@ fn a_caller_short_of_time_fires_nothing_on_its_callees_a_delay_to_a_callee_fires
     // callees. Delayed: every caller's calls to the database (a delay on the network to it):
     // that fires on the database. Before edges were told apart, both fired on every callee
     // whose calls slowed.
-    let gap = |ms: f64| {
-        let v = ms.ln_1p();
-        evidence::Moments {
-            n: 20.0,
-            sum: 20.0 * v,
-            sumsq: 20.0 * v * v,
-        }
-    };
     let edges = [
         ("api-gateway", "auth-service"),
         ("api-gateway", "token-service"),
@@ -683,11 +678,14 @@ fn a_caller_short_of_time_fires_nothing_on_its_callees_a_delay_to_a_callee_fires
                 } else {
                     2.0
                 };
-                w.gap_log.entry(callee.into()).or_default().merge(&gap(ms));
+                w.gap_log
+                    .entry(callee.into())
+                    .or_default()
+                    .merge(&calls_of(ms));
                 w.edge_gap_log
                     .entry(caller.into())
                     .or_default()
-                    .insert(callee.into(), gap(ms));
+                    .insert(callee.into(), calls_of(ms));
             }
             inc.observe(&w);
             out.extend(
@@ -704,6 +702,51 @@ fn a_caller_short_of_time_fires_nothing_on_its_callees_a_delay_to_a_callee_fires
         fired(&|_, callee| callee == "database"),
         BTreeSet::from(["database".to_string()])
     );
+}
+
+#[test]
+fn time_a_starved_caller_adds_to_its_callees_is_evidence_against_the_caller() {
+    // Minutes 61-63: the gateway is starved of CPU; its client spans to the auth and token
+    // services take 300 ms more, and since a callee's own time includes its callers' client
+    // spans to it, both callees' own time rises sixtyfold, the gateway's own spans little.
+    // The auth service's latency fires. Starved: every call from the gateway slowed (and
+    // only those): the gateway is named. Delayed: the calls to the auth service from every
+    // caller slowed (a network delay to it): the auth service is named.
+    let root = |starved: bool| {
+        let mut inc = learned();
+        for m in 1..=64 {
+            let hit = (61..64).contains(&m);
+            let own = [
+                ("api-gateway", 2.0),
+                ("auth-service", if hit { 300.0 } else { 5.0 }),
+                ("token-service", if hit && starved { 300.0 } else { 8.0 }),
+                ("database", 3.0),
+            ];
+            let mut w = timed(window(m * 60, &GRAPH, &[]), &own);
+            for (caller, callee) in [
+                ("api-gateway", "auth-service"),
+                ("api-gateway", "token-service"),
+                ("api-gateway", "database"),
+                ("token-service", "auth-service"),
+            ] {
+                let slow = hit
+                    && if starved {
+                        caller == "api-gateway"
+                    } else {
+                        callee == "auth-service"
+                    };
+                w.edge_gap_log
+                    .entry(caller.into())
+                    .or_default()
+                    .insert(callee.into(), calls_of(if slow { 300.0 } else { 2.0 }));
+            }
+            inc.observe(&w);
+        }
+        let auth = event("auth-service", "latency", 62 * 60, 64 * 60, Status::Firing);
+        filed(&mut inc, auth).root_cause_service
+    };
+    assert_eq!(root(true), "api-gateway");
+    assert_eq!(root(false), "auth-service");
 }
 
 #[test]
