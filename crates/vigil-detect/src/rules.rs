@@ -562,13 +562,21 @@ impl RuleEvaluator {
 
     /// The anomaly event of a transition, detected at `detected_at`.
     pub fn event(&self, t: &Transition, detected_at: i64) -> AnomalyEvent {
-        let fingerprint = fingerprint(&self.rule.name, &t.series);
-        let (kind, threshold) = match self.rule.condition {
+        self.rule.event(t, detected_at)
+    }
+}
+
+impl Rule {
+    /// The anomaly event of a transition of one of this rule's series, detected at
+    /// `detected_at`.
+    pub fn event(&self, t: &Transition, detected_at: i64) -> AnomalyEvent {
+        let fingerprint = fingerprint(&self.name, &t.series);
+        let (kind, threshold) = match self.condition {
             Condition::Threshold { threshold, .. } => ("threshold", Some(threshold)),
             // Judged against the series' own usual level, as the contract's `baseline` is.
             Condition::Baseline | Condition::AboveUsual => ("baseline", None),
         };
-        let mut annotations = self.rule.annotations.clone();
+        let mut annotations = self.annotations.clone();
         if let Some(d) = t.deviation {
             annotations.insert("deviation".into(), format!("{d:.4}"));
         }
@@ -576,18 +584,18 @@ impl RuleEvaluator {
             id: format!("{fingerprint}-{}", t.starts_at),
             fingerprint,
             status: t.status,
-            rule: self.rule.name.clone(),
+            rule: self.name.clone(),
             kind: kind.into(),
-            severity: self.rule.severity,
+            severity: self.severity,
             service: t.series.clone(),
             value: t.value.is_finite().then_some(t.value),
             threshold,
-            window: format_duration(self.rule.window),
-            for_: format_duration(self.rule.for_),
+            window: format_duration(self.window),
+            for_: format_duration(self.for_),
             starts_at: t.starts_at,
             ends_at: t.ends_at,
             detected_at,
-            labels: self.rule.labels.clone(),
+            labels: self.labels.clone(),
             annotations,
             incident: None,
         }

@@ -45,6 +45,8 @@ pub use shuffle::{SharedTrace, SharedTraces};
 
 use vigil_core::time::micros;
 
+use crate::rules::{Rule, Transition};
+use crate::spec::Condition;
 use crate::{AnomalyEvent, CorrelationConfig, DetectError, PendingAnomaly, Severity, Status};
 
 /// The rule name of the trace evidence's own anomalies ([`Correlator::take_events`]).
@@ -142,23 +144,14 @@ impl Correlator {
     }
 
     fn alarm_event(&self, a: SlowAlarm, detected_at: i64) -> AnomalyEvent {
-        let fingerprint = crate::rules::fingerprint(SLOW_RULE, &a.service);
-        let firing = a.until.is_none();
-        AnomalyEvent {
-            id: format!("{fingerprint}-{}", a.since),
-            fingerprint,
-            status: if firing { Status::Firing } else { Status::Resolved },
-            rule: SLOW_RULE.into(),
-            kind: "baseline".into(),
+        let rule = Rule {
+            name: SLOW_RULE.into(),
             severity: Severity::P3,
-            service: a.service,
-            value: firing.then_some(a.rise),
-            threshold: None,
-            window: vigil_core::units::format_duration(self.window),
-            for_: vigil_core::units::format_duration(self.window * 2),
-            starts_at: a.since,
-            ends_at: a.until,
-            detected_at,
+            condition: Condition::Baseline,
+            no_data: None,
+            window: self.window,
+            for_: self.window * 2,
+            keep_firing_for: std::time::Duration::ZERO,
             labels: Default::default(),
             annotations: [(
                 "summary".to_string(),
@@ -166,8 +159,17 @@ impl Correlator {
                     .to_string(),
             )]
             .into(),
-            incident: None,
-        }
+        };
+        let firing = a.until.is_none();
+        let transition = Transition {
+            series: a.service,
+            status: if firing { Status::Firing } else { Status::Resolved },
+            value: if firing { a.rise } else { f64::NAN },
+            starts_at: a.since,
+            ends_at: a.until,
+            deviation: None,
+        };
+        rule.event(&transition, detected_at)
     }
 
     /// The traces closed early by the cap and those whose time is up at `watermark`, counted.
