@@ -163,7 +163,11 @@ impl Correlator {
         let firing = a.until.is_none();
         let transition = Transition {
             series: a.service,
-            status: if firing { Status::Firing } else { Status::Resolved },
+            status: if firing {
+                Status::Firing
+            } else {
+                Status::Resolved
+            },
             value: if firing { a.rise } else { f64::NAN },
             starts_at: a.since,
             ends_at: a.until,
