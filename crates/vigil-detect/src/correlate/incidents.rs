@@ -390,8 +390,8 @@ impl Incidents {
         }
         // A caller short of time itself (starved of CPU) is slow to send its calls and to take
         // their answers: the time its client spans add rises on its calls to every callee
-        // alike, and its callees' spans look slow from its side. A service whose callers
-        // this window are all such callers is not where the time went.
+        // alike, and its callees' spans look slow from its side. A service is not where the
+        // time went when every caller whose calls to it slowed this window is such a caller.
         let callers = self.caller_rises(w);
         far.retain(|s, _| starved_callers(&callers, s).is_empty());
         let mut alarms = Vec::new();
@@ -908,9 +908,9 @@ impl Incidents {
             }
         }
         // Per service, its traces in the windows where it stood out, and how many those were;
-        // and in how many of them its callers were all short of time themselves, the most
-        // starved of them: then the time it added (its callers' client spans to it are part
-        // of its own time) is that caller's.
+        // and in how many of them every caller whose calls to it slowed was short of time
+        // itself, and the most starved of those: then the time it added (its callers' client
+        // spans to it are part of its own time) is that caller's.
         let mut stood_out: BTreeMap<&str, (Moments, usize)> = BTreeMap::new();
         let mut starved: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
         for w in windows {
