@@ -1239,11 +1239,13 @@ fn traces_closed_on_other_replicas_give_the_same_evidence_and_count_once() {
         duration_column: "processing_time_ms".into(),
         ..Default::default()
     };
-    let traces: Vec<Vec<Rec>> = ["t1", "t2", "t3", "t4"]
+    let mut traces: Vec<Vec<Rec>> = ["t1", "t2", "t3", "t4"]
         .iter()
         .enumerate()
         .map(|(i, t)| failing_trace(t, 1.0 + i as f64, true))
         .collect();
+    // And one with a client span: what it adds is kept per caller and callee.
+    traces.push(gateway_calls_auth(["INFO"; 3], [10.0, 40.0, 50.0]));
     let run = |f| {
         tokio::runtime::Builder::new_current_thread()
             .build()
@@ -1264,13 +1266,14 @@ fn traces_closed_on_other_replicas_give_the_same_evidence_and_count_once() {
         replica.push(&batch(t));
     }
     let (from_a, from_b) = (a.hand_on(end), b.hand_on(end));
-    assert_eq!(from_a.traces.len() + from_b.traces.len(), 4);
+    assert_eq!(from_a.traces.len() + from_b.traces.len(), 5);
+    let from_b_len = from_b.traces.len() as u64;
     let mut merged = Correlator::new(&cfg);
     merged.receive(from_b.clone());
     merged.receive(from_a);
     // b's traces again, as after its replica died before the archive had their records.
     merged.receive(from_b);
-    assert_eq!(merged.repeated_traces(), 2);
+    assert_eq!(merged.repeated_traces(), from_b_len);
     // Samples are the first traces to arrive, which differs between the two: all else is
     // the same.
     let samples_apart = |mut w: Vec<WindowEvidence>| {
@@ -1287,4 +1290,9 @@ fn traces_closed_on_other_replicas_give_the_same_evidence_and_count_once() {
     let split = samples_apart(run(merged.advance(end)).unwrap());
     assert_eq!(split, samples_apart(whole));
     assert_eq!(split[0].origins["database"].failing_traces, 4);
+    let gap = split
+        .iter()
+        .find_map(|w| w.edge_gap_log.get("api-gateway")?.get("auth-service"))
+        .expect("the client span's time, by caller and callee");
+    assert_eq!((gap.n, gap.mean()), (1.0, 30f64.ln_1p()));
 }
