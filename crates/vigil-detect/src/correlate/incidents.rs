@@ -392,8 +392,10 @@ impl Incidents {
         // their answers: the time its client spans add rises on its calls to every callee
         // alike, and its callees' spans look slow from its side. A service is not where the
         // time went when every caller whose calls to it slowed this window is such a caller.
-        let callers = self.caller_rises(w);
-        far.retain(|s, _| starved_callers(&callers, s).is_empty());
+        if !far.is_empty() {
+            let callers = self.caller_rises(w, &far.keys().copied().collect());
+            far.retain(|s, _| starved_callers(&callers, s).is_empty());
+        }
         let mut alarms = Vec::new();
         let runs = &mut self.state.slow_runs;
         runs.retain(|service, run| {
@@ -428,11 +430,20 @@ impl Incidents {
         alarms
     }
 
-    /// Per caller in window `w`, the rise of the time its client spans add, callee by callee
-    /// (geometric means of 1 + ms, against the hour before `w`), over calls enough to judge.
-    fn caller_rises<'w>(&self, w: &'w WindowEvidence) -> BTreeMap<&'w str, Vec<(&'w str, f64)>> {
+    /// Per caller in window `w` of any of `services`, the rise of the time its client spans
+    /// add, callee by callee (geometric means of 1 + ms, against the hour before `w`), over
+    /// calls enough to judge.
+    fn caller_rises<'w>(
+        &self,
+        w: &'w WindowEvidence,
+        services: &BTreeSet<&str>,
+    ) -> BTreeMap<&'w str, Vec<(&'w str, f64)>> {
         let mut out: BTreeMap<&str, Vec<(&str, f64)>> = BTreeMap::new();
-        for (caller, callees) in &w.edge_gap_log {
+        let wanted = w
+            .edge_gap_log
+            .iter()
+            .filter(|(_, callees)| callees.keys().any(|c| services.contains(c.as_str())));
+        for (caller, callees) in wanted {
             for (callee, now) in callees {
                 if now.n < MIN_GAP_CALLS {
                     continue;
@@ -914,16 +925,22 @@ impl Incidents {
         let mut stood_out: BTreeMap<&str, (Moments, usize)> = BTreeMap::new();
         let mut starved: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
         for w in windows {
-            let mut callers = None;
-            for (s, m) in &w.self_ms {
-                if usual.get(s.as_str()).is_some_and(|u| stands_out(m, u)) {
-                    let e = stood_out.entry(s).or_default();
-                    e.0.merge(m);
-                    e.1 += 1;
-                    let callers = callers.get_or_insert_with(|| self.caller_rises(w));
-                    if let Some(&(caller, _)) = starved_callers(callers, s).first() {
-                        *starved.entry(s).or_default().entry(caller).or_default() += 1;
-                    }
+            let out: BTreeSet<&str> = w
+                .self_ms
+                .iter()
+                .filter(|(s, m)| usual.get(s.as_str()).is_some_and(|u| stands_out(m, u)))
+                .map(|(s, _)| s.as_str())
+                .collect();
+            if out.is_empty() {
+                continue;
+            }
+            let callers = self.caller_rises(w, &out);
+            for s in out {
+                let e = stood_out.entry(s).or_default();
+                e.0.merge(&w.self_ms[s]);
+                e.1 += 1;
+                if let Some(&(caller, _)) = starved_callers(&callers, s).first() {
+                    *starved.entry(s).or_default().entry(caller).or_default() += 1;
                 }
             }
         }
