@@ -382,8 +382,8 @@ pub struct RawDetect {
     /// whose own time per trace (its callers' client spans to it included), or the time
     /// those client spans add to its spans call by call, stood twentyfold above its usual for
     /// two correlation windows, as a network delay to it does while its own spans look
-    /// normal; not when every caller of it is slow on its calls to other services too (a
-    /// caller starved of CPU). Default `true`.
+    /// normal; not when every caller whose calls to it slowed is slow on its calls to other
+    /// services too (a caller starved of CPU). Default `true`.
     pub own_time_alarms: Option<bool>,
     /// Open traces beyond which the oldest are closed early (bounds memory). Default 1000000.
     pub max_open_traces: Option<usize>,
