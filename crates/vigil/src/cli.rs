@@ -466,7 +466,11 @@ mod tests {
             .lines()
             .map(|l| l.trim_end().to_string() + "\n")
             .collect();
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/cli.md");
+        let path = std::path::PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../../docs/cli.md");
         if std::env::var_os("VIGIL_BLESS").is_some() {
             std::fs::write(&path, &md).unwrap();
         }

@@ -4,13 +4,14 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::vigil_ok;
 
 #[test]
 fn golden_sql() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../..");
     let fixtures = root.join("fixtures");
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive");
