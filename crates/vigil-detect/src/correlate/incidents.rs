@@ -107,7 +107,7 @@ const MIN_ALARM_HISTORY: usize = 10;
 /// Calls to a service a window needs for the time its callers' client spans add to count.
 const MIN_GAP_CALLS: f64 = 3.0;
 /// Windows in a row a service's own time must stand that far out before it fires by itself.
-const SLOW_ALARM_WINDOWS: u32 = 2;
+pub(super) const SLOW_ALARM_WINDOWS: u32 = 2;
 
 /// One anomaly episode in an incident.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -356,14 +356,7 @@ impl Incidents {
                 .slow_runs
                 .get(service)
                 .map_or(w.start, |r| r.since);
-            let mut m = Moments::default();
-            let mut windows = 0;
-            for b in self.state.windows.range(..until).rev().take(USUAL_WINDOWS) {
-                if let Some(x) = of(b.1).get(service) {
-                    m.merge(x);
-                    windows += 1;
-                }
-            }
+            let (m, windows) = self.usual_moments(until, |b| of(b).get(service));
             (windows >= MIN_ALARM_HISTORY).then_some(m)
         };
         let mut far: BTreeMap<&str, f64> = w
@@ -394,7 +387,7 @@ impl Incidents {
         // time went when every caller whose calls to it slowed this window is such a caller.
         if !far.is_empty() {
             let callers = self.caller_rises(w, &far.keys().copied().collect());
-            far.retain(|s, _| starved_callers(&callers, s).is_empty());
+            far.retain(|s, _| starved_caller(&callers, s).is_none());
         }
         let mut alarms = Vec::new();
         let runs = &mut self.state.slow_runs;
@@ -448,18 +441,9 @@ impl Incidents {
                 if now.n < MIN_GAP_CALLS {
                     continue;
                 }
-                let mut usual = Moments::default();
-                for b in self
-                    .state
-                    .windows
-                    .range(..w.start)
-                    .rev()
-                    .take(USUAL_WINDOWS)
-                {
-                    if let Some(m) = b.1.edge_gap_log.get(caller).and_then(|c| c.get(callee)) {
-                        usual.merge(m);
-                    }
-                }
+                let (usual, _) = self.usual_moments(w.start, |b| {
+                    b.edge_gap_log.get(caller).and_then(|c| c.get(callee))
+                });
                 if usual.n >= MIN_USUAL_TRACES {
                     let rise = (now.mean() - usual.mean()).exp();
                     out.entry(caller).or_default().push((callee, rise));
@@ -467,6 +451,24 @@ impl Incidents {
             }
         }
         out
+    }
+
+    /// One figure's moments over the [`USUAL_WINDOWS`] windows before `until` (those `of`
+    /// finds it in), and how many windows had it.
+    fn usual_moments<'a>(
+        &'a self,
+        until: i64,
+        of: impl Fn(&'a WindowEvidence) -> Option<&'a Moments>,
+    ) -> (Moments, usize) {
+        let mut m = Moments::default();
+        let mut windows = 0;
+        for b in self.state.windows.range(..until).rev().take(USUAL_WINDOWS) {
+            if let Some(x) = of(b.1) {
+                m.merge(x);
+                windows += 1;
+            }
+        }
+        (m, windows)
     }
 
     /// Files `events` into their incidents and sets each one's `incident` field. Events
@@ -939,7 +941,7 @@ impl Incidents {
                 let e = stood_out.entry(s).or_default();
                 e.0.merge(&w.self_ms[s]);
                 e.1 += 1;
-                if let Some(&(caller, _)) = starved_callers(&callers, s).first() {
+                if let Some(caller) = starved_caller(&callers, s) {
                     *starved.entry(s).or_default().entry(caller).or_default() += 1;
                 }
             }
@@ -977,17 +979,16 @@ fn stands_out(now: &Moments, usual: &Moments) -> bool {
     usual.n >= MIN_USUAL_TRACES && added > SLOW_SIGMAS * noise && added > SLOW_SHARE * usual.mean()
 }
 
-/// The callers of `service` among `callers` (each with its rises, callee by callee: see
-/// [`Incidents::caller_rises`]) whose calls to it rose [`STARVED_RISE`]-fold, when every one
-/// of them is short of time itself: its calls to at least two other callees rose as much
-/// (their median), as a caller starved of CPU is slow to send and take back every call. Each
-/// with that median, the most starved first; empty when one of them is not, or no caller's
-/// calls to it rose.
-fn starved_callers<'a>(
+/// The most starved of the callers of `service` among `callers` (each with its rises, callee
+/// by callee: see [`Incidents::caller_rises`]) whose calls to it rose [`STARVED_RISE`]-fold,
+/// when every one of them is short of time itself: its calls to at least two other callees
+/// rose as much (their median), as a caller starved of CPU is slow to send and take back
+/// every call. `None` when one of them is not, or no caller's calls to it rose.
+fn starved_caller<'a>(
     callers: &BTreeMap<&'a str, Vec<(&'a str, f64)>>,
     service: &str,
-) -> Vec<(&'a str, f64)> {
-    let mut starved = Vec::new();
+) -> Option<&'a str> {
+    let mut most: Option<(&str, f64)> = None;
     for (&caller, rises) in callers {
         if !rises
             .iter()
@@ -1001,16 +1002,17 @@ fn starved_callers<'a>(
             .map(|r| r.1)
             .collect();
         if others.len() < 2 {
-            return Vec::new();
+            return None;
         }
         let row = median(&mut others);
         if row < STARVED_RISE {
-            return Vec::new();
+            return None;
         }
-        starved.push((caller, row));
+        if most.is_none_or(|(_, m)| row > m) {
+            most = Some((caller, row));
+        }
     }
-    starved.sort_by(|a, b| b.1.total_cmp(&a.1));
-    starved
+    most.map(|(caller, _)| caller)
 }
 
 /// The median of `values` (not empty).

@@ -52,6 +52,27 @@ use crate::{AnomalyEvent, CorrelationConfig, DetectError, PendingAnomaly, Severi
 /// The rule name of the trace evidence's own anomalies ([`Correlator::take_events`]).
 pub const SLOW_RULE: &str = "Service Own Time";
 
+/// The rule of the trace evidence's own anomalies, over evidence windows of `window`: it
+/// fires after [`SLOW_ALARM_WINDOWS`](incidents::SLOW_ALARM_WINDOWS) of them.
+fn slow_rule(window: std::time::Duration) -> Rule {
+    Rule {
+        name: SLOW_RULE.into(),
+        severity: Severity::P3,
+        condition: Condition::Baseline,
+        no_data: None,
+        window,
+        for_: window * incidents::SLOW_ALARM_WINDOWS,
+        keep_firing_for: std::time::Duration::ZERO,
+        labels: Default::default(),
+        annotations: [(
+            "summary".to_string(),
+            "Own time per trace, or its callers' client spans' time per call, twentyfold its usual"
+                .to_string(),
+        )]
+        .into(),
+    }
+}
+
 /// Traces → evidence → incidents; see the module docs.
 pub struct Correlator {
     assembler: Assembler,
@@ -62,10 +83,8 @@ pub struct Correlator {
     traces: u64,
     /// The trace evidence's own anomalies since the last [`Self::take_events`].
     events: Vec<AnomalyEvent>,
-    /// The evidence window, for those events.
-    window: std::time::Duration,
-    /// Whether to raise them.
-    alarms: bool,
+    /// The rule those events are of; `None` when they are not raised.
+    alarm_rule: Option<Rule>,
     /// Ids of traces received from other replicas, by evidence window: a trace sent twice
     /// (its records read again after a replica died) counts once.
     received: BTreeMap<i64, HashSet<Arc<str>>>,
@@ -88,8 +107,7 @@ impl Correlator {
             incidents: Incidents::new(micros(cfg.incident_gap)),
             closed: Vec::new(),
             events: Vec::new(),
-            window: cfg.window,
-            alarms: cfg.own_time_alarms,
+            alarm_rule: cfg.own_time_alarms.then(|| slow_rule(cfg.window)),
             traces: 0,
             received: BTreeMap::new(),
             repeated: 0,
@@ -120,12 +138,24 @@ impl Correlator {
             .await?;
         for w in &windows {
             self.incidents.observe(w);
-            if !self.alarms {
+            let Some(rule) = &self.alarm_rule else {
                 continue;
-            }
-            for alarm in self.incidents.slow_alarms(w) {
-                let event = self.alarm_event(alarm, watermark);
-                self.events.push(event);
+            };
+            for a in self.incidents.slow_alarms(w) {
+                let firing = a.until.is_none();
+                let transition = Transition {
+                    series: a.service,
+                    status: if firing {
+                        Status::Firing
+                    } else {
+                        Status::Resolved
+                    },
+                    value: if firing { a.rise } else { f64::NAN },
+                    starts_at: a.since,
+                    ends_at: a.until,
+                    deviation: None,
+                };
+                self.events.push(rule.event(&transition, watermark));
             }
         }
         if !self.received.is_empty() {
@@ -141,39 +171,6 @@ impl Correlator {
     /// [`SLOW_RULE`]. Publish them with the rules' events, annotated with them.
     pub fn take_events(&mut self) -> Vec<AnomalyEvent> {
         std::mem::take(&mut self.events)
-    }
-
-    fn alarm_event(&self, a: SlowAlarm, detected_at: i64) -> AnomalyEvent {
-        let rule = Rule {
-            name: SLOW_RULE.into(),
-            severity: Severity::P3,
-            condition: Condition::Baseline,
-            no_data: None,
-            window: self.window,
-            for_: self.window * 2,
-            keep_firing_for: std::time::Duration::ZERO,
-            labels: Default::default(),
-            annotations: [(
-                "summary".to_string(),
-                "Own time per trace, or its callers' client spans' time per call, twentyfold its usual"
-                    .to_string(),
-            )]
-            .into(),
-        };
-        let firing = a.until.is_none();
-        let transition = Transition {
-            series: a.service,
-            status: if firing {
-                Status::Firing
-            } else {
-                Status::Resolved
-            },
-            value: if firing { a.rise } else { f64::NAN },
-            starts_at: a.since,
-            ends_at: a.until,
-            deviation: None,
-        };
-        rule.event(&transition, detected_at)
     }
 
     /// The traces closed early by the cap and those whose time is up at `watermark`, counted.
