@@ -475,6 +475,19 @@ fn a_blip_of_failures_elsewhere_does_not_explain_a_long_latency_incident() {
 }
 
 /// `w` with each service's own time per trace: 200 traces around `mean` ms (spread 30%).
+/// The trace evidence's own alarms over minutes 1 to 66, each minute's window made by
+/// `window_at`, with the minute they came at.
+fn slow_alarms_over(window_at: impl Fn(i64) -> WindowEvidence) -> Vec<(i64, SlowAlarm)> {
+    let mut inc = learned();
+    let mut out = Vec::new();
+    for m in 1..=66 {
+        let w = window_at(m);
+        inc.observe(&w);
+        out.extend(inc.slow_alarms(&w).into_iter().map(|a| (m, a)));
+    }
+    out
+}
+
 /// Twenty client spans that each added `ms` to their callee's span, as `gap_log` and
 /// `edge_gap_log` keep them (`ln(1 + ms)` moments).
 fn calls_of(ms: f64) -> evidence::Moments {
@@ -591,19 +604,14 @@ fn a_service_whose_own_time_stands_far_out_for_two_windows_fires_by_itself() {
     // are no slower. The trace evidence fires at the second window and resolves at the
     // first window back to normal; a single window, or a fivefold rise, fires nothing.
     let alarms = |rise: f64, minutes: std::ops::Range<i64>| {
-        let mut inc = learned();
-        let mut out = Vec::new();
-        for m in 1..=66 {
+        slow_alarms_over(|m| {
             let payments = if minutes.contains(&m) {
                 3.0 * rise
             } else {
                 3.0
             };
-            let w = timed(window(m * 60, &GRAPH, &[]), &[("shop-payments", payments)]);
-            inc.observe(&w);
-            out.extend(inc.slow_alarms(&w).into_iter().map(|a| (m, a)));
-        }
-        out
+            timed(window(m * 60, &GRAPH, &[]), &[("shop-payments", payments)])
+        })
     };
     let fired = alarms(100.0, 61..64);
     assert_eq!(fired.len(), 2, "{fired:?}");
@@ -624,20 +632,15 @@ fn a_delay_on_the_calls_to_a_service_fires_though_its_time_per_trace_moves_littl
     // delay undiluted: from 2 ms to 300 ms in minutes 61-63 fires at 62. Twice the usual
     // does not; nor anything in the first minutes, with no history to call usual.
     let alarms = |delayed: f64, minutes: std::ops::Range<i64>| {
-        let mut inc = learned();
-        let mut out = Vec::new();
-        for m in 1..=66 {
+        slow_alarms_over(|m| {
             let mut w = timed(window(m * 60, &GRAPH, &[]), &[("shop-payments", 50.0)]);
             let ms = if minutes.contains(&m) { delayed } else { 2.0 };
             w.gap_log.insert("shop-payments".into(), calls_of(ms));
-            inc.observe(&w);
-            out.extend(
-                inc.slow_alarms(&w)
-                    .into_iter()
-                    .map(|a| (m, a.service, a.until)),
-            );
-        }
-        out
+            w
+        })
+        .into_iter()
+        .map(|(m, a)| (m, a.service, a.until))
+        .collect::<Vec<_>>()
     };
     let fired = alarms(300.0, 61..64);
     assert_eq!(
@@ -668,9 +671,7 @@ fn a_caller_short_of_time_fires_nothing_on_its_callees_a_delay_to_a_callee_fires
         ("auth-service", "token-service"),
     ];
     let fired = |slow: &dyn Fn(&str, &str) -> bool| {
-        let mut inc = learned();
-        let mut out = BTreeSet::new();
-        for m in 1..=66 {
+        slow_alarms_over(|m| {
             let mut w = timed(window(m * 60, &GRAPH, &[]), &[("shop-payments", 50.0)]);
             for (caller, callee) in edges {
                 let ms = if (61..64).contains(&m) && slow(caller, callee) {
@@ -687,15 +688,12 @@ fn a_caller_short_of_time_fires_nothing_on_its_callees_a_delay_to_a_callee_fires
                     .or_default()
                     .insert(callee.into(), calls_of(ms));
             }
-            inc.observe(&w);
-            out.extend(
-                inc.slow_alarms(&w)
-                    .into_iter()
-                    .filter(|a| a.until.is_none())
-                    .map(|a| a.service),
-            );
-        }
-        out
+            w
+        })
+        .into_iter()
+        .filter(|(_, a)| a.until.is_none())
+        .map(|(_, a)| a.service)
+        .collect::<BTreeSet<_>>()
     };
     assert_eq!(fired(&|caller, _| caller == "api-gateway"), BTreeSet::new());
     assert_eq!(
