@@ -87,12 +87,21 @@ pub struct CachingRegistry {
 }
 
 impl CachingRegistry {
-    /// An empty registry and cache.
+    /// A registry with DataFusion's local file system (every `file://` URL) and an empty
+    /// cache. The local file system is read through the cache like any store registered
+    /// later: a local archive's tables are read through it, not through a store of their own.
     pub fn new() -> Self {
-        Self {
+        let registry = Self {
             stores: DefaultObjectStoreRegistry::new(),
             kept: Arc::default(),
-        }
+        };
+        let file = Url::parse("file://").expect("a valid URL");
+        let local = registry
+            .stores
+            .get_store(&file)
+            .expect("DataFusion's registry starts with the local file system");
+        registry.register_store(&file, local);
+        registry
     }
 
     /// The bytes kept now.
@@ -368,6 +377,28 @@ mod tests {
         }
         assert_eq!(reads() - before, 6);
         assert_eq!(registry.kept_bytes(), 4900);
+    }
+
+    #[tokio::test]
+    async fn the_local_file_system_is_read_through_the_cache_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("part-0.parquet");
+        std::fs::write(&file, vec![7u8; 10_000]).unwrap();
+        let registry = CachingRegistry::new();
+        let url = Url::from_file_path(&file).unwrap();
+        let store = registry.get_store(&url).unwrap();
+        let path = Path::from_url_path(url.path()).unwrap();
+        assert_eq!(
+            &store.get_range(&path, 10..20).await.unwrap()[..],
+            &[7u8; 10]
+        );
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(
+            &store.get_range(&path, 10..20).await.unwrap()[..],
+            &[7u8; 10],
+            "the range read before is answered from the cache"
+        );
+        assert_eq!(registry.kept_bytes(), 10);
     }
 
     #[test]
