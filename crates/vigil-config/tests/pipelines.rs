@@ -6,10 +6,7 @@ use vigil_pipeline::SourceKind;
 
 #[test]
 fn every_pipeline_file_validates() {
-    let dir = std::path::PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("../../pipelines");
+    let dir = vigil_core::manifest_dir!().join("../../pipelines");
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -27,14 +24,9 @@ fn every_pipeline_file_validates() {
 
 #[test]
 fn deals_pipeline_promotes_the_seed_fields_and_reads_the_environment() {
-    let text = std::fs::read_to_string(
-        std::path::PathBuf::from(
-            std::env::var_os("CARGO_MANIFEST_DIR")
-                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-        )
-        .join("../../pipelines/deals.toml"),
-    )
-    .unwrap();
+    let text =
+        std::fs::read_to_string(vigil_core::manifest_dir!().join("../../pipelines/deals.toml"))
+            .unwrap();
     let env = |k: &str| (k == "VIGIL_ARCHIVE").then(|| "s3://bucket/vigil".to_string());
     let p = parse(&text, "deals.toml", env).unwrap();
     assert_eq!(p.archive.url, "s3://bucket/vigil");
@@ -157,14 +149,9 @@ incidents = ["cpu:database@10m+20m"]
 
 #[test]
 fn deals_pipeline_takes_its_kafka_settings_from_the_environment() {
-    let text = std::fs::read_to_string(
-        std::path::PathBuf::from(
-            std::env::var_os("CARGO_MANIFEST_DIR")
-                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-        )
-        .join("../../pipelines/deals.toml"),
-    )
-    .unwrap();
+    let text =
+        std::fs::read_to_string(vigil_core::manifest_dir!().join("../../pipelines/deals.toml"))
+            .unwrap();
     let kafka_of = |p: &vigil_pipeline::Pipeline| match &p.sources[0].kind {
         SourceKind::Kafka(k) => k.clone(),
         other => panic!("expected a kafka source, got {other:?}"),

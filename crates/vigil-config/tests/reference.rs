@@ -131,9 +131,7 @@ fn reference(source: &str) -> String {
 
 #[test]
 fn the_pipeline_reference_is_generated_from_the_config_structs() {
-    let root = std::path::PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-    );
+    let root = vigil_core::manifest_dir!();
     let source = std::fs::read_to_string(root.join("src/raw.rs")).unwrap();
     let want = reference(&source);
     let path = root.join("../../docs/pipeline.md");

@@ -19,3 +19,17 @@ pub mod units;
 
 pub use error::{ErrorKind, InvalidInput};
 pub use position::Partition;
+
+/// The directory of the package whose code expands it, as a `PathBuf`: `CARGO_MANIFEST_DIR`
+/// as cargo and nextest set it when a test runs, else as it was when the code was compiled.
+/// Tests read the repository's files through it: checkouts sharing one target directory run
+/// a test binary compiled in another checkout, whose compile-time path may be gone or stale.
+#[macro_export]
+macro_rules! manifest_dir {
+    () => {
+        ::std::path::PathBuf::from(
+            ::std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
+    };
+}

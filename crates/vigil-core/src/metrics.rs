@@ -631,11 +631,7 @@ mod tests {
 
     #[test]
     fn the_shipped_alert_rules_use_only_metrics_vigil_exposes() {
-        let rules = std::path::PathBuf::from(
-            std::env::var_os("CARGO_MANIFEST_DIR")
-                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-        )
-        .join("../../deploy/compose/prometheus/vigil-alerts.yml");
+        let rules = crate::manifest_dir!().join("../../deploy/compose/prometheus/vigil-alerts.yml");
         let text = std::fs::read_to_string(&rules).unwrap();
         let m = Metrics::new();
         let names: Vec<String> = m

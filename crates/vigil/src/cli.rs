@@ -466,11 +466,7 @@ mod tests {
             .lines()
             .map(|l| l.trim_end().to_string() + "\n")
             .collect();
-        let path = std::path::PathBuf::from(
-            std::env::var_os("CARGO_MANIFEST_DIR")
-                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-        )
-        .join("../../docs/cli.md");
+        let path = vigil_core::manifest_dir!().join("../../docs/cli.md");
         if std::env::var_os("VIGIL_BLESS").is_some() {
             std::fs::write(&path, &md).unwrap();
         }

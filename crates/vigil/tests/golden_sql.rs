@@ -8,10 +8,7 @@ use common::vigil_ok;
 
 #[test]
 fn golden_sql() {
-    let root = std::path::PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("../..");
+    let root = vigil_core::manifest_dir!().join("../..");
     let fixtures = root.join("fixtures");
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive");

@@ -12,11 +12,9 @@ use std::process::{Command, Output};
 use common::{generate, json_rows, python, sql_rows as sql, vigil, vigil_ok, vigil_ok_with};
 
 fn hostile(name: &str) -> PathBuf {
-    std::path::PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("../../fixtures/hostile")
-    .join(name)
+    vigil_core::manifest_dir!()
+        .join("../../fixtures/hostile")
+        .join(name)
 }
 
 fn stderr(out: &Output) -> String {

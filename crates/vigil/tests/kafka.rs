@@ -483,11 +483,7 @@ fn a_restart_mid_incident_neither_fires_twice_nor_loses_the_resolution() {
     let (logs1, logs2) = split_at(&logs, split);
     let (metrics1, metrics2) = split_at(&metrics, split);
     let hostile = std::fs::read_to_string(
-        std::path::PathBuf::from(
-            std::env::var_os("CARGO_MANIFEST_DIR")
-                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-        )
-        .join("../../fixtures/hostile/times.ndjson"),
+        vigil_core::manifest_dir!().join("../../fixtures/hostile/times.ndjson"),
     )
     .unwrap();
     let mut lines: Vec<String> = std::fs::read_to_string(&logs1)

@@ -354,11 +354,8 @@ with psycopg.connect(host="127.0.0.1", port=port, user="analyst", password="corr
     // macro expanded to the archive's hour, each answers rows.
     let dashboard: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
-            std::path::PathBuf::from(
-                std::env::var_os("CARGO_MANIFEST_DIR")
-                    .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-            )
-            .join("../../deploy/compose/grafana/dashboards/vigil-services.json"),
+            vigil_core::manifest_dir!()
+                .join("../../deploy/compose/grafana/dashboards/vigil-services.json"),
         )
         .unwrap(),
     )

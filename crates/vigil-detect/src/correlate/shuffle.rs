@@ -84,16 +84,16 @@ impl Correlator {
                 .iter()
                 .map(|&(_, s, ms)| (number(s, &mut out), ms))
                 .collect();
+            // Every caller or none: a trace received from a replica that did not say passes
+            // on without them.
             let gap_callers = t
                 .gaps
                 .iter()
-                .filter_map(|&(caller, _, _)| caller.map(|c| number(c, &mut out)))
-                .collect::<Vec<_>>();
-            let gap_callers = if gap_callers.len() == t.gaps.len() {
-                gap_callers
-            } else {
-                Vec::new()
-            };
+                .map(|&(caller, _, _)| caller)
+                .collect::<Option<Vec<_>>>()
+                .map_or_else(Vec::new, |callers| {
+                    callers.into_iter().map(|c| number(c, &mut out)).collect()
+                });
             out.traces.push(SharedTrace {
                 id: t.trace_id.to_string(),
                 time: t.time,

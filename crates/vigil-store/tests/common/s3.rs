@@ -34,7 +34,7 @@ impl S3 {
             .port();
         let python = std::env::var("VIGIL_PYTHON").unwrap_or_else(|_| "python3".into());
         let server = Command::new(&python)
-            .arg(std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("../vigil-store/tests/common/moto_server.py"))
+            .arg(vigil_core::manifest_dir!().join("../vigil-store/tests/common/moto_server.py"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -102,11 +102,7 @@ pub fn python() -> String {
 
 /// Runs tests/py/`script` with `args`; returns its stdout, failing the test if it fails.
 pub fn py_script(script: &str, args: &[&str]) -> String {
-    let path = std::path::PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("tests/py")
-    .join(script);
+    let path = vigil_core::manifest_dir!().join("tests/py").join(script);
     let out = Command::new(python())
         .arg(path)
         .args(args)
@@ -211,11 +207,9 @@ pub fn assert_anomaly_contract(e: &serde_json::Value) {
 
 /// A pipeline file shipped in `pipelines/`.
 pub fn shipped_pipeline(file: &str) -> PathBuf {
-    std::path::PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("../../pipelines")
-    .join(file)
+    vigil_core::manifest_dir!()
+        .join("../../pipelines")
+        .join(file)
 }
 
 /// `vigil backtest` of the shipped pipeline `pipeline` over `logs` and `metrics`, events to
