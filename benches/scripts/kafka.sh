@@ -38,13 +38,20 @@ TOML
 
 size=$(stat -c %s "$work/logs.ndjson")
 echo "input: $records seed-format log records, $((size / 1000000)) MB, $partitions partitions, Tansu $("$tansu" --version | head -1) (memory storage)"
+# The broker's CPU seconds so far (user + sys), to show what each consumer cost it.
+broker_cpu() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$broker_pid/stat"; }
 for i in $(seq "$runs"); do
-  read -r msgs bytes secs < <("$count" "$brokers" bench)
-  echo "bare rdkafka consumer: $msgs messages in $secs s ($(awk "BEGIN{printf \"%.0f\", $bytes/$secs/1e6}") MB/s, $(awk "BEGIN{printf \"%.0f\", $msgs/$secs}") msg/s)"
+  b0=$(broker_cpu)
+  /usr/bin/time -f "%U %S" -o "$work/tc" "$count" "$brokers" bench >"$work/count"
+  read -r msgs bytes secs <"$work/count"
+  read -r cuser csys <"$work/tc"
+  b1=$(broker_cpu)
+  echo "bare rdkafka consumer: $msgs messages in $secs s ($(awk "BEGIN{printf \"%.0f\", $bytes/$secs/1e6}") MB/s, $(awk "BEGIN{printf \"%.0f\", $msgs/$secs}") msg/s; CPU user $cuser, sys $csys; broker CPU $(awk "BEGIN{print $b1 - $b0}") s)"
   rm -rf "$work/archive"
   sed "s/GROUP/bench-$i-$RANDOM/" "$work/pipeline.toml" >"$work/p.toml"
   /usr/bin/time -f "%e %U %S" -o "$work/t" "$vigil" -v run --until-end --pipeline "$work/p.toml" 2>"$work/vigil.err" || { cat "$work/vigil.err"; exit 1; }
   read -r wall user sys <"$work/t"
+  b2=$(broker_cpu)
   # The group join (first assignment) is not ingestion; vigil logs when it gets partitions.
-  echo "vigil run --until-end: wall $wall s (user $user, sys $sys); $(grep -o "messages=.*per_second=[0-9]*" "$work/vigil.err" | tail -1); $(tail -1 "$work/vigil.err")"
+  echo "vigil run --until-end: wall $wall s (user $user, sys $sys; broker CPU $(awk "BEGIN{print $b2 - $b1}") s); $(grep -o "messages=.*per_second=[0-9]*" "$work/vigil.err" | tail -1); $(tail -1 "$work/vigil.err")"
 done

@@ -6,7 +6,7 @@
 //! ```
 //!
 //! Prints `messages bytes seconds`. Same librdkafka, same fetch settings as vigil's consumer
-//! (`fetch.max.bytes`, `queued.max.messages.kbytes`), no group (assign, not subscribe), so
+//! (`fetch.max.bytes`, `queued.max.messages.kbytes`, `fetch.queue.backoff.ms`), no group (assign, not subscribe), so
 //! the figure is what the client library and broker allow, not a group join.
 
 use std::time::{Duration, Instant};
@@ -28,6 +28,7 @@ fn main() {
         .set("enable.auto.commit", "false")
         .set("queued.max.messages.kbytes", "16384")
         .set("fetch.max.bytes", "16777216")
+        .set("fetch.queue.backoff.ms", "10")
         .create()
         .expect("consumer");
     let meta = consumer

@@ -129,8 +129,9 @@ pub struct RawKafkaSource {
     pub max_batch_bytes: Option<Spanned<RawSize>>,
     /// Longest a batch waits for more records. Default `1s`.
     pub max_batch_wait: Option<Spanned<String>>,
-    /// Upper bound on fetched but unprocessed messages per partition, in bytes (librdkafka
-    /// `queued.max.messages.kbytes`; fetching pauses beyond it). Default `16MiB`.
+    /// Upper bound on fetched but unprocessed messages, in bytes, for the consumer's one queue
+    /// across its partitions (librdkafka `queued.max.messages.kbytes`; fetching pauses beyond
+    /// it and resumes 10 ms after it drains, `fetch.queue.backoff.ms`). Default `16MiB`.
     pub max_fetch_buffer: Option<Spanned<RawSize>>,
     /// Send dead letters to this Kafka topic (raw bytes as the value, source position and
     /// reason in headers) instead of the `dead_letters` table. At least once.
