@@ -305,7 +305,8 @@ pub struct Metrics {
     pub kafka_messages: Family,
     /// Bytes received per Kafka topic and partition (the client's total since it started).
     pub kafka_bytes: Family,
-    /// Messages behind the high watermark, per assigned topic and partition.
+    /// Messages behind the end of the log, per assigned topic and partition: from the committed
+    /// offset, or before the first commit from where reading started.
     pub consumer_lag: Family,
     /// Time the sink spends on one decoded batch (detection and buffering).
     pub batch_seconds: Family,
@@ -389,7 +390,7 @@ impl Metrics {
             ),
             consumer_lag: Family::new(
                 "vigil_kafka_consumer_lag",
-                "Messages between the committed offset and the high watermark of an assigned partition.",
+                "Messages between the committed offset (before the first commit: where reading started) and the end of an assigned partition.",
                 Gauge,
                 &["topic", "partition"],
             ),

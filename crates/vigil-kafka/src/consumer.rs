@@ -12,7 +12,7 @@ use rdkafka::types::RDKafkaRespErr;
 
 use crate::config::ConsumerSettings;
 use crate::error::KafkaError;
-use crate::stats::StatsBook;
+use crate::stats::{Start, StatsBook};
 
 pub use rdkafka::message::BorrowedMessage as Message;
 
@@ -49,6 +49,8 @@ struct Context {
     events: Mutex<Vec<Assigned>>,
     failure: Mutex<Option<KafkaError>>,
     stats: StatsBook,
+    /// Where a partition the archive has no offset for starts, for its lag.
+    fallback: Start,
 }
 
 impl Context {
@@ -124,6 +126,12 @@ impl ConsumerContext for Context {
             *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.into());
             return;
         }
+        self.stats.assigned(
+            tps.iter()
+                .zip(&offsets)
+                .map(|(tp, o)| (tp.topic.as_str(), tp.partition, *o)),
+            self.fallback,
+        );
         self.push(Assigned::Partitions(tps.into_iter().zip(offsets).collect()));
     }
 }
@@ -148,6 +156,11 @@ impl Consumer {
             events: Mutex::default(),
             failure: Mutex::default(),
             stats,
+            fallback: if settings.start_earliest {
+                Start::Earliest
+            } else {
+                Start::Latest
+            },
         };
         let inner: BaseConsumer<Context> = settings.client_config().create_with_context(ctx)?;
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
@@ -208,7 +221,15 @@ impl Consumer {
             let offset = o.map_or(Offset::Stored, Offset::Offset);
             tpl.add_partition_offset(&tp.topic, tp.partition, offset)?;
         }
-        self.inner.assign(&tpl).map_err(KafkaError::from)
+        self.inner.assign(&tpl).map_err(KafkaError::from)?;
+        let ctx = self.inner.context();
+        ctx.stats.assigned(
+            positions
+                .iter()
+                .map(|(tp, o)| (tp.topic.as_str(), tp.partition, *o)),
+            ctx.fallback,
+        );
+        Ok(())
     }
 
     /// The partition's high watermark: the offset the next produced message will get.

@@ -22,4 +22,4 @@ pub use consumer::{Assigned, Consumer, Message, ResumeFn, TopicPartition};
 pub use error::KafkaError;
 pub use producer::{DeliveryStats, Producer};
 pub use rdkafka::Message as MessageExt;
-pub use stats::{Membership, PartitionStats, StatsBook};
+pub use stats::{Membership, PartitionStats, Start, StatsBook};

@@ -9,8 +9,10 @@ use rdkafka::statistics::Statistics;
 /// One partition as librdkafka last reported it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PartitionStats {
-    /// Messages behind the partition's high watermark (`hi_offset - committed`, as librdkafka
-    /// computes it; vigil commits to the group after every archive commit).
+    /// Messages behind the partition's end (`end - committed`, as librdkafka computes it;
+    /// vigil commits to the group after every archive commit). Before the group has a
+    /// committed offset, `end` less where this assignment started reading (the archive's
+    /// offset, or the log start when starting from the earliest); -1 when not known.
     pub consumer_lag: i64,
     /// High watermark: the next offset the broker will assign.
     pub high_watermark: i64,
@@ -34,6 +36,40 @@ struct Book {
     brokers_up: BTreeMap<String, usize>,
     /// Per consumer: its group membership as librdkafka reports it.
     groups: BTreeMap<String, Membership>,
+    /// Where each assigned partition started reading, for its lag before the first commit.
+    starts: BTreeMap<(String, i32), Start>,
+}
+
+/// Where a partition's reading started when it was assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// At this offset (the archive's).
+    At(i64),
+    /// At the group's committed offset, else the log start (`auto.offset.reset=earliest`).
+    Earliest,
+    /// At the group's committed offset, else the end at assignment time.
+    Latest,
+}
+
+/// A partition's lag: librdkafka's (against the group's committed offset) when it has one;
+/// before any commit, the partition's end less where reading started, when that is known
+/// (with `Latest` it is not: the end at assignment time is not reported).
+fn lag(p: &rdkafka::statistics::Partition, start: Option<Start>) -> Option<i64> {
+    if p.consumer_lag >= 0 {
+        return Some(p.consumer_lag);
+    }
+    // librdkafka measures against the last stable offset under read_committed (its default).
+    let end = if p.ls_offset >= 0 {
+        p.ls_offset
+    } else {
+        p.hi_offset
+    };
+    let from = match start? {
+        Start::At(o) => o,
+        Start::Earliest => p.lo_offset,
+        Start::Latest => return None,
+    };
+    (end >= 0 && from >= 0).then(|| (end - from).max(0))
 }
 
 /// A consumer's place in its group.
@@ -49,6 +85,22 @@ pub struct Membership {
 }
 
 impl StatsBook {
+    /// Notes where newly assigned partitions start reading: each partition's offset, or
+    /// `None` to follow the group's committed offset and then `fallback`.
+    pub fn assigned<'a>(
+        &self,
+        partitions: impl IntoIterator<Item = (&'a str, i32, Option<i64>)>,
+        fallback: Start,
+    ) {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for (topic, partition, at) in partitions {
+            all.starts.insert(
+                (topic.to_string(), partition),
+                at.map_or(fallback, Start::At),
+            );
+        }
+    }
+
     /// Records a statistics report (partition -1, librdkafka's internal one, is skipped), and
     /// sets the process's metrics from it.
     pub fn record(&self, s: &Statistics) {
@@ -70,7 +122,11 @@ impl StatsBook {
                 },
             );
         }
-        let book = &mut all.partitions;
+        let Book {
+            partitions: book,
+            starts,
+            ..
+        } = &mut *all;
         for (topic, t) in &s.topics {
             // A partition this client no longer wants (revoked) leaves the book.
             book.retain(|(tp, partition), _| {
@@ -80,10 +136,12 @@ impl StatsBook {
                 if partition < 0 || !p.desired {
                     continue;
                 }
+                let key = (topic.clone(), partition);
+                let start = starts.get(&key).copied();
                 book.insert(
-                    (topic.clone(), partition),
+                    key,
                     PartitionStats {
-                        consumer_lag: p.consumer_lag,
+                        consumer_lag: lag(p, start).unwrap_or(-1),
                         high_watermark: p.hi_offset,
                         committed_offset: p.committed_offset,
                         messages: p.rxmsgs,
@@ -100,7 +158,8 @@ impl StatsBook {
         });
         for ((topic, partition), p) in book.iter() {
             let labels = [topic.as_str(), &partition.to_string()];
-            // librdkafka reports -1 until a partition has a committed offset.
+            // Unknown (-1) before the partition's end is, or before its first commit when it
+            // started at the end: no figure rather than a wrong one.
             if p.consumer_lag >= 0 {
                 m.consumer_lag.set(&labels, p.consumer_lag as f64);
             }
@@ -128,5 +187,46 @@ impl StatsBook {
             return None;
         }
         Some(book.brokers_up.values().all(|&up| up > 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::statistics::Partition;
+
+    use super::*;
+
+    /// What librdkafka reports for a partition with a log from offset 10 to 100.
+    fn partition(committed: Option<i64>) -> Partition {
+        Partition {
+            lo_offset: 10,
+            hi_offset: 100,
+            ls_offset: 100,
+            committed_offset: committed.unwrap_or(-1001),
+            consumer_lag: committed.map_or(-1, |c| 100 - c),
+            desired: true,
+            ..Partition::default()
+        }
+    }
+
+    #[test]
+    fn lag_before_the_first_commit_counts_from_where_reading_started() {
+        // Before any commit librdkafka says -1: a backlog would look like no lag at all.
+        let fresh = partition(None);
+        assert_eq!(lag(&fresh, Some(Start::Earliest)), Some(90));
+        assert_eq!(lag(&fresh, Some(Start::At(40))), Some(60));
+        assert_eq!(lag(&fresh, Some(Start::Latest)), None);
+        assert_eq!(lag(&fresh, None), None);
+        // The end not yet known.
+        let unknown = Partition {
+            hi_offset: -1001,
+            ls_offset: -1001,
+            ..fresh
+        };
+        assert_eq!(lag(&unknown, Some(Start::At(40))), None);
+        // Once the group has an offset, librdkafka's figure is the one.
+        let committed = partition(Some(95));
+        assert_eq!(lag(&committed, Some(Start::At(40))), Some(5));
+        assert_eq!(lag(&committed, Some(Start::Latest)), Some(5));
     }
 }

@@ -742,7 +742,7 @@ fn traces_split_across_partitions_and_out_of_order_still_find_where_failures_sta
 
 /// The production surface of `vigil run` against a real broker: `/readyz` turns ready once the
 /// replica holds its partitions; `/metrics` passes `promtool check metrics` and shows consumer
-/// lag per partition; its log lines are JSON in the seed's format; and SIGTERM mid-stream
+/// lag per partition, before the first commit too; its log lines are JSON in the seed's format; and SIGTERM mid-stream
 /// commits everything read so far (nothing had been committed: the flush interval is an hour),
 /// exits 0 well within the grace period, and the next start resumes exactly where it stopped.
 #[test]
@@ -758,7 +758,11 @@ fn sigterm_mid_stream_commits_what_was_read_and_the_next_start_resumes() {
     let text = std::fs::read_to_string(&file)
         .unwrap()
         .replace("max_rows = 3000", "max_rows = 10000000")
-        .replace("interval = \"300ms\"", "interval = \"1h\"");
+        .replace("interval = \"300ms\"", "interval = \"1h\"")
+        .replace(
+            "\"heartbeat.interval.ms\" = 1000",
+            "\"heartbeat.interval.ms\" = 1000\n\"statistics.interval.ms\" = 500",
+        );
     let hour = dir.path().join("term.toml");
     std::fs::write(&hour, text).unwrap();
     let ops = format!("127.0.0.1:{}", free_port());
@@ -805,6 +809,30 @@ fn sigterm_mid_stream_commits_what_was_read_and_the_next_start_resumes() {
             std::thread::sleep(Duration::from_millis(200));
         };
         promtool_check_metrics(&metrics);
+        // Lag before any commit (librdkafka has none to measure from): the backlog since where
+        // reading started, the log start here, on every partition, not an absent gauge.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, m) = http(&ops, "GET", "/metrics", &[], "");
+            let lags: Vec<f64> = (0..4)
+                .filter_map(|p| {
+                    let partition = format!("partition=\"{p}\"");
+                    metric(
+                        &m,
+                        "vigil_kafka_consumer_lag",
+                        &["topic=\"logs\"", &partition],
+                    )
+                })
+                .collect();
+            if lags.len() == 4 && lags.iter().all(|&l| l > 0.0) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no lag before the first commit: {lags:?}\n{m}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         assert_eq!(
             count(&archive, "logs"),
             0,
