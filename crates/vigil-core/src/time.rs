@@ -32,19 +32,12 @@ pub fn parse_rfc3339_micros(s: &[u8]) -> Option<i64> {
     if s.len() < 19 {
         return None;
     }
-    let year = digits(&s[0..4])? as i64;
-    let month = digits(&s[5..7])?;
-    let day = digits(&s[8..10])?;
+    let date: &[u8; 10] = s[..10].try_into().ok()?;
+    let days = days_of_date(date)?;
     let hour = digits(&s[11..13])?;
     let minute = digits(&s[14..16])?;
     let second = digits(&s[17..19])?;
-    if s[4] != b'-' || s[7] != b'-' || !matches!(s[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    if s[13] != b':' || s[16] != b':' {
-        return None;
-    }
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+    if !matches!(s[10], b'T' | b't' | b' ') || s[13] != b':' || s[16] != b':' {
         return None;
     }
     // 60 is a leap second; it is kept as one second past :59 rather than rejected.
@@ -81,9 +74,34 @@ pub fn parse_rfc3339_micros(s: &[u8]) -> Option<i64> {
         }
         _ => return None,
     };
-    let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_seconds;
     Some(secs * MICROS_PER_SECOND + micros)
+}
+
+/// The day number of a `YYYY-MM-DD` date, validated. Consecutive records nearly always share
+/// their date, so the last one parsed on this thread is remembered and only compared.
+fn days_of_date(date: &[u8; 10]) -> Option<i64> {
+    use std::cell::Cell;
+    thread_local! {
+        static LAST: Cell<Option<([u8; 10], i64)>> = const { Cell::new(None) };
+    }
+    if let Some((d, days)) = LAST.get()
+        && d == *date
+    {
+        return Some(days);
+    }
+    let year = i64::from(digits(&date[0..4])?);
+    let month = digits(&date[5..7])?;
+    let day = digits(&date[8..10])?;
+    if date[4] != b'-' || date[7] != b'-' {
+        return None;
+    }
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    LAST.set(Some((*date, days)));
+    Some(days)
 }
 
 const POW10: [i64; 6] = [1, 10, 100, 1_000, 10_000, 100_000];
@@ -244,6 +262,33 @@ mod tests {
         ] {
             assert_eq!(parse_rfc3339_micros(s.as_bytes()), None, "{s:?}");
         }
+    }
+
+    #[test]
+    fn a_remembered_date_does_not_excuse_the_rest() {
+        // The date of the previous call is remembered; the time and offset are still checked,
+        // and a rejected date is never remembered.
+        let ok = "2023-07-15T14:22:33.456Z";
+        assert_eq!(parse_rfc3339_micros(ok.as_bytes()), Some(chrono_micros(ok)));
+        for bad in [
+            "2023-07-15X14:22:33Z",
+            "2023-07-15T25:22:33Z",
+            "2023-07-15T14:22:33+99:00",
+        ] {
+            assert_eq!(parse_rfc3339_micros(bad.as_bytes()), None, "{bad}");
+        }
+        let next = "2023-07-15T23:59:59.999999+01:00";
+        assert_eq!(
+            parse_rfc3339_micros(next.as_bytes()),
+            Some(chrono_micros(next))
+        );
+        assert_eq!(parse_rfc3339_micros(b"2023-02-29T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_micros(b"2023-02-29T00:00:00Z"), None);
+        let other = "2024-02-29T00:00:00Z";
+        assert_eq!(
+            parse_rfc3339_micros(other.as_bytes()),
+            Some(chrono_micros(other))
+        );
     }
 
     #[test]

@@ -201,6 +201,14 @@ pub(crate) fn normalize_level(s: &str) -> Option<&'static str> {
         ("ERR", "ERROR"),
         ("TRACE", "TRACE"),
     ];
+    // Most logs write the canonical names: those cost one comparison.
+    match s {
+        "INFO" => return Some("INFO"),
+        "ERROR" => return Some("ERROR"),
+        "DEBUG" => return Some("DEBUG"),
+        "WARNING" => return Some("WARNING"),
+        _ => {}
+    }
     KNOWN
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(s))
@@ -357,16 +365,18 @@ impl Rows for LogRows {
             };
             let value = key_idx + 1;
             next = value + span(&tape[value]);
-            match key {
-                "timestamp" => ts = value,
-                "level" => level = value,
-                "service" => service = value,
-                "trace_id" => strs[0] = value,
-                "span_id" => strs[1] = value,
-                "parent_span_id" => strs[2] = value,
-                "user_id" => strs[3] = value,
-                "message" => strs[4] = value,
-                "additional_data" => (ad, ad_member) = (value, member),
+            // By length, then first byte: one comparison per known key.
+            let b = key.as_bytes();
+            match (b.len(), b.first()) {
+                (9, Some(b't')) if key == "timestamp" => ts = value,
+                (5, Some(b'l')) if key == "level" => level = value,
+                (7, Some(b's')) if key == "service" => service = value,
+                (8, Some(b't')) if key == "trace_id" => strs[0] = value,
+                (7, Some(b's')) if key == "span_id" => strs[1] = value,
+                (14, Some(b'p')) if key == "parent_span_id" => strs[2] = value,
+                (7, Some(b'u')) if key == "user_id" => strs[3] = value,
+                (7, Some(b'm')) if key == "message" => strs[4] = value,
+                (15, Some(b'a')) if key == "additional_data" => (ad, ad_member) = (value, member),
                 _ => self.extras.push(member),
             }
         }
