@@ -740,6 +740,21 @@ fn traces_split_across_partitions_and_out_of_order_still_find_where_failures_sta
     );
 }
 
+/// `vigil_kafka_consumer_lag` of topic `logs`'s partitions 0–3 in a `/metrics` text, those
+/// it reports.
+fn logs_lag(metrics: &str) -> Vec<f64> {
+    (0..4)
+        .filter_map(|p| {
+            let partition = format!("partition=\"{p}\"");
+            metric(
+                metrics,
+                "vigil_kafka_consumer_lag",
+                &["topic=\"logs\"", &partition],
+            )
+        })
+        .collect()
+}
+
 /// The production surface of `vigil run` against a real broker: `/readyz` turns ready once the
 /// replica holds its partitions; `/metrics` passes `promtool check metrics` and shows consumer
 /// lag per partition, before the first commit too; its log lines are JSON in the seed's format; and SIGTERM mid-stream
@@ -814,16 +829,7 @@ fn sigterm_mid_stream_commits_what_was_read_and_the_next_start_resumes() {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let (_, m) = http(&ops, "GET", "/metrics", &[], "");
-            let lags: Vec<f64> = (0..4)
-                .filter_map(|p| {
-                    let partition = format!("partition=\"{p}\"");
-                    metric(
-                        &m,
-                        "vigil_kafka_consumer_lag",
-                        &["topic=\"logs\"", &partition],
-                    )
-                })
-                .collect();
+            let lags = logs_lag(&m);
             if lags.len() == 4 && lags.iter().all(|&l| l > 0.0) {
                 break;
             }
@@ -892,16 +898,7 @@ fn sigterm_mid_stream_commits_what_was_read_and_the_next_start_resumes() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, m) = http(&ops, "GET", "/metrics", &[], "");
-        let lags: Vec<f64> = (0..4)
-            .filter_map(|p| {
-                let partition = format!("partition=\"{p}\"");
-                metric(
-                    &m,
-                    "vigil_kafka_consumer_lag",
-                    &["topic=\"logs\"", &partition],
-                )
-            })
-            .collect();
+        let lags = logs_lag(&m);
         if lags == [0.0; 4] {
             promtool_check_metrics(&m);
             break;
