@@ -14,7 +14,9 @@
 #     distributed.
 # Usage: benches/scripts/scale.sh [records] [runs] [latency seconds]   (default 400000, 3, 120;
 #        latency 0 skips it). CORRELATE=false runs the pipeline without correlation (what the
-#        traces add to the shuffle).
+#        traces add to the shuffle). BACKLOG=1 produces the data before the replicas start and
+#        times from their start (join included): what the replicas do when the producer is not
+#        the bound.
 # Needs Tansu (see common.sh's start_tansu) and curl.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -92,16 +94,25 @@ run() {
   "$py" "$client" create-topic "$brokers" "$name.logs" 6
   "$py" "$client" create-topic "$brokers" "$name.metrics" 1
   file=$(pipeline "$name" "$partials" "$name.logs" "$name.metrics")
-  start_replicas "$name" "$n" "$file"
-  # Every replica in the group (ready: its consumer is steady) before the data arrives, so
-  # no rebalance throws work away mid-run.
-  for p in "${ports[@]}"; do
-    until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$p/readyz")" = 200 ]; do sleep 0.2; done
-  done
-  sleep 2
-  start=$(date +%s.%N)
-  "$vigil" produce --brokers "$brokers" --topic "$name.logs" --key trace_id "$work/logs.ndjson" >/dev/null 2>&1 &
-  "$vigil" produce --brokers "$brokers" --topic "$name.metrics" --key service "$work/metrics.ndjson" >/dev/null 2>&1
+  if [ -n "${BACKLOG:-}" ]; then
+    # The data is in the topics first; the clock runs from the replicas' start, group join
+    # (and, with two, the rebalance as the second joins) included.
+    "$vigil" produce --brokers "$brokers" --topic "$name.logs" --key trace_id "$work/logs.ndjson" >/dev/null 2>&1
+    "$vigil" produce --brokers "$brokers" --topic "$name.metrics" --key service "$work/metrics.ndjson" >/dev/null 2>&1
+    start=$(date +%s.%N)
+    start_replicas "$name" "$n" "$file"
+  else
+    start_replicas "$name" "$n" "$file"
+    # Every replica in the group (ready: its consumer is steady) before the data arrives, so
+    # no rebalance throws work away mid-run.
+    for p in "${ports[@]}"; do
+      until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$p/readyz")" = 200 ]; do sleep 0.2; done
+    done
+    sleep 2
+    start=$(date +%s.%N)
+    "$vigil" produce --brokers "$brokers" --topic "$name.logs" --key trace_id "$work/logs.ndjson" >/dev/null 2>&1 &
+    "$vigil" produce --brokers "$brokers" --topic "$name.metrics" --key service "$work/metrics.ndjson" >/dev/null 2>&1
+  fi
   until [ "$(closed "${ports[@]}")" -ge "$target" ]; do
     for pid in "${pids[@]}"; do
       kill -0 "$pid" 2>/dev/null || { echo "a replica exited:"; tail -20 "$work/$name"-*.log; exit 1; }
