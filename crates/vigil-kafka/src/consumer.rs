@@ -126,13 +126,9 @@ impl ConsumerContext for Context {
             *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.into());
             return;
         }
-        self.stats.assigned(
-            tps.iter()
-                .zip(&offsets)
-                .map(|(tp, o)| (tp.topic.as_str(), tp.partition, *o)),
-            self.fallback,
-        );
-        self.push(Assigned::Partitions(tps.into_iter().zip(offsets).collect()));
+        let positions: Vec<(TopicPartition, Option<i64>)> = tps.into_iter().zip(offsets).collect();
+        self.stats.assigned(&positions, self.fallback);
+        self.push(Assigned::Partitions(positions));
     }
 }
 
@@ -223,12 +219,7 @@ impl Consumer {
         }
         self.inner.assign(&tpl).map_err(KafkaError::from)?;
         let ctx = self.inner.context();
-        ctx.stats.assigned(
-            positions
-                .iter()
-                .map(|(tp, o)| (tp.topic.as_str(), tp.partition, *o)),
-            ctx.fallback,
-        );
+        ctx.stats.assigned(positions, ctx.fallback);
         Ok(())
     }
 

@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use rdkafka::statistics::Statistics;
 
+use crate::consumer::TopicPartition;
+
 /// One partition as librdkafka last reported it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PartitionStats {
@@ -87,15 +89,11 @@ pub struct Membership {
 impl StatsBook {
     /// Notes where newly assigned partitions start reading: each partition's offset, or
     /// `None` to follow the group's committed offset and then `fallback`.
-    pub fn assigned<'a>(
-        &self,
-        partitions: impl IntoIterator<Item = (&'a str, i32, Option<i64>)>,
-        fallback: Start,
-    ) {
+    pub fn assigned(&self, positions: &[(TopicPartition, Option<i64>)], fallback: Start) {
         let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        for (topic, partition, at) in partitions {
+        for (tp, at) in positions {
             all.starts.insert(
-                (topic.to_string(), partition),
+                (tp.topic.clone(), tp.partition),
                 at.map_or(fallback, Start::At),
             );
         }
