@@ -19,3 +19,6 @@ start_tansu() {
   brokers="127.0.0.1:$port"
   for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 }
+
+# CPU seconds (user + sys) a running process has used so far, from /proc (100 ticks a second).
+cpu_seconds() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat"; }

@@ -38,20 +38,19 @@ TOML
 
 size=$(stat -c %s "$work/logs.ndjson")
 echo "input: $records seed-format log records, $((size / 1000000)) MB, $partitions partitions, Tansu $("$tansu" --version | head -1) (memory storage)"
-# The broker's CPU seconds so far (user + sys), to show what each consumer cost it.
-broker_cpu() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$broker_pid/stat"; }
+# The broker's CPU before and after each consumer shows what that consumer cost it.
 for i in $(seq "$runs"); do
-  b0=$(broker_cpu)
+  b0=$(cpu_seconds "$broker_pid")
   /usr/bin/time -f "%U %S" -o "$work/tc" "$count" "$brokers" bench >"$work/count"
   read -r msgs bytes secs <"$work/count"
   read -r cuser csys <"$work/tc"
-  b1=$(broker_cpu)
+  b1=$(cpu_seconds "$broker_pid")
   echo "bare rdkafka consumer: $msgs messages in $secs s ($(awk "BEGIN{printf \"%.0f\", $bytes/$secs/1e6}") MB/s, $(awk "BEGIN{printf \"%.0f\", $msgs/$secs}") msg/s; CPU user $cuser, sys $csys; broker CPU $(awk "BEGIN{print $b1 - $b0}") s)"
   rm -rf "$work/archive"
   sed "s/GROUP/bench-$i-$RANDOM/" "$work/pipeline.toml" >"$work/p.toml"
   /usr/bin/time -f "%e %U %S" -o "$work/t" "$vigil" -v run --until-end --pipeline "$work/p.toml" 2>"$work/vigil.err" || { cat "$work/vigil.err"; exit 1; }
   read -r wall user sys <"$work/t"
-  b2=$(broker_cpu)
+  b2=$(cpu_seconds "$broker_pid")
   # The group join (first assignment) is not ingestion; vigil logs when it gets partitions.
   echo "vigil run --until-end: wall $wall s (user $user, sys $sys; broker CPU $(awk "BEGIN{print $b2 - $b1}") s); $(grep -o "messages=.*per_second=[0-9]*" "$work/vigil.err" | tail -1); $(tail -1 "$work/vigil.err")"
 done

@@ -126,7 +126,7 @@ run() {
   done
   end=$(date +%s.%N)
   local cpu=""
-  for pid in "${pids[@]}"; do cpu+="$(awk '{printf "%.1f ", ($14 + $15) / 100}' "/proc/$pid/stat")"; done
+  for pid in "${pids[@]}"; do cpu+="$(cpu_seconds "$pid") "; done
   stop_replicas
   local wall sent messages
   wall=$(awk "BEGIN{printf \"%.2f\", $end - $start}")
