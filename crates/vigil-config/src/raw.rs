@@ -224,7 +224,7 @@ pub struct RawTiers {
 pub struct RawFlush {
     /// Rows buffered per table. Default 1 000 000.
     pub max_rows: Option<usize>,
-    /// In-memory Arrow bytes buffered per table. Default `256MiB`.
+    /// In-memory Arrow bytes buffered per table. Default `96MiB`.
     pub max_bytes: Option<Spanned<RawSize>>,
     /// Longest time a row waits before being committed. Default `30s`.
     pub interval: Option<Spanned<String>>,
