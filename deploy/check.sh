@@ -2,7 +2,7 @@
 # Checks everything under deploy/ with the tools its readers will use; run by .ci/run.
 #   - the Kubernetes overlays render (kubectl kustomize) and pass checkov, each finding fixed
 #     or skipped with its reason in the manifest (checkov.io/skip annotations);
-#   - the base's pipeline file is the repository's pipelines/deals.toml;
+#   - the overlays' pipeline files are the repository's (base: deals.toml, otlp: otlp.toml);
 #   - the Dockerfile passes checkov;
 #   - the compose file is valid Compose (docker-compose config);
 #   - vigil's alert rules pass promtool check rules, and Prometheus' config promtool check config;
@@ -15,9 +15,11 @@ out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 
 echo "-- kustomize"
-cmp kubernetes/base/deals.toml ../pipelines/deals.toml \
-  || { echo "deploy/kubernetes/base/deals.toml differs from pipelines/deals.toml: copy it again"; exit 1; }
-for overlay in dev prod; do
+for copy in base/deals.toml:deals.toml overlays/otlp/otlp.toml:otlp.toml; do
+  cmp "kubernetes/${copy%%:*}" "../pipelines/${copy#*:}" \
+    || { echo "deploy/kubernetes/${copy%%:*} differs from pipelines/${copy#*:}: copy it again"; exit 1; }
+done
+for overlay in dev prod otlp; do
   mkdir -p "$out/$overlay"
   # (kustomize 5 warns about the kustomize-2 field names kept for old kubectl; only errors show)
   kubectl kustomize "kubernetes/overlays/$overlay" > "$out/$overlay/all.yaml" 2> "$out/$overlay.err" \
@@ -26,7 +28,7 @@ for overlay in dev prod; do
 done
 
 echo "-- checkov"
-"$checkov" --quiet --compact --skip-download --framework kubernetes -d "$out/dev" -d "$out/prod"
+"$checkov" --quiet --compact --skip-download --framework kubernetes -d "$out/dev" -d "$out/prod" -d "$out/otlp"
 "$checkov" --quiet --compact --skip-download --framework dockerfile -f docker/Dockerfile
 
 echo "-- compose"
