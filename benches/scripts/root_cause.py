@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Root-cause accuracy of vigil's correlation over generated incident scenarios.
 
-    python3 benches/scripts/root_cause.py [--vigil target/release/vigil] [--work DIR]
+    python3 benches/scripts/root_cause.py [--vigil target/release/vigil] [--work DIR] [--topology mesh:40]
 
 Each scenario is 100 minutes of the deals system from the built-in generator (its own seed
 and request rate) with one injected incident at minute 70 — errors, an outage, added
@@ -18,6 +18,9 @@ A scenario counts as correct when the incident holding the anomalies that starte
 the injected window (the one with the most events, if several) names the injected service
 as `root_cause_service` in its latest event. Also reported: whether the first event of that
 incident already named it, and incidents outside the injected window (false alarms).
+With `--topology mesh:N` the system is the generator's mesh of N services instead (a gateway,
+edge services, two tiers of internal services and databases, endpoints three to five
+services deep), and the scenarios put the same kinds of fault on services of every tier.
 Standard library only.
 """
 
@@ -34,6 +37,46 @@ SERVICES = ["api-gateway", "auth-service", "deal-analysis-service", "ai-service"
             "token-service", "database"]
 START = datetime(2025, 6, 2, 9, 0, tzinfo=timezone.utc).timestamp()
 AT_MIN = 70
+
+
+def mesh_services(n):
+    """The services of the generator's `mesh:N`, as vigil_gen's topology names them."""
+    dbs = max(1, (n - 1) // 6)
+    apps = n - 1 - dbs
+    edges = max(1, apps // 4)
+    mids = max(1, (apps - edges) // 2)
+    backs = apps - edges - mids
+    tier = lambda prefix, count: [f"{prefix}-{i:02}" for i in range(1, count + 1)]
+    return (["gateway"] + tier("edge", edges) + tier("svc", mids) + tier("backend", backs)
+            + tier("db", dbs))
+
+
+def mesh_scenarios(services):
+    """The same kinds of fault as on the deals system, on services of every tier."""
+    edge = [s for s in services if s.startswith("edge-")]
+    svc = [s for s in services if s.startswith("svc-")]
+    back = [s for s in services if s.startswith("backend-")]
+    db = [s for s in services if s.startswith("db-")]
+    pick = lambda tier, i: tier[i % len(tier)]
+    out = []
+    for s in [pick(edge, 2), pick(svc, 4), pick(back, 6), pick(db, 1), "gateway"]:
+        out.append(("errors", s, None, None, False))
+        out.append(("outage", s, None, None, False))
+    for s in [pick(edge, 5), pick(svc, 7), pick(back, 2), pick(db, 3)]:
+        out.append(("latency", s, None, None, False))
+    for s in [pick(svc, 9), pick(db, 4)]:
+        out.append(("cpu", s, None, None, False))
+    for i, s in enumerate([pick(edge, 1), pick(svc, 2), pick(back, 9), pick(db, 0)]):
+        out.append(("errors", s, [0.15, 0.5, 0.2, 0.4][i], None, False))
+    for s in [pick(svc, 5), pick(back, 7), pick(db, 2)]:
+        out.append(("exception", s, None, None, True))
+    for s in [pick(back, 3), pick(db, 5)]:
+        out.append(("network", s, None, None, True))
+    out.append(("latency", pick(db, 1), None, 3, False))
+    out.append(("errors", pick(svc, 0), 0.15, 3, False))
+    out.append(("cpu", pick(svc, 9), None, 3, False))
+    out.append(("exception", pick(back, 7), None, 3, True))
+    return out
 
 
 def scenarios():
@@ -74,14 +117,20 @@ def main():
     ap.add_argument("--pipeline", default="pipelines/services.toml")
     ap.add_argument("--work", default="/tmp/vigil-root-cause")
     ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--topology", default="deals", help="deals, or mesh:N")
     args = ap.parse_args()
+    if args.topology == "deals":
+        services, plan = SERVICES, scenarios()
+    else:
+        services = mesh_services(int(args.topology.split(":", 1)[1]))
+        plan = mesh_scenarios(services)
     os.makedirs(args.work, exist_ok=True)
     rng = random.Random(args.seed)
     logs, metrics, out = (os.path.join(args.work, f) for f in
                           ("logs.ndjson", "metrics.ndjson", "anomalies.ndjson"))
     results = []
     started = time.time()
-    for n, (kind, service, intensity, minutes, client_spans) in enumerate(scenarios()):
+    for n, (kind, service, intensity, minutes, client_spans) in enumerate(plan):
         seed = rng.randrange(1, 1 << 30)
         rate = rng.choice([8, 12, 20, 30])
         duration = rng.choice([12, 15, 20])
@@ -90,7 +139,7 @@ def main():
         incident = f"{kind}:{service}@{AT_MIN}m+{duration}m"
         if intensity is not None:
             incident += f"*{intensity}"
-        others = [s for s in SERVICES if s != service]
+        others = [s for s in services if s != service]
         other = rng.choice(others)
         if n % 2 == 0:
             noise = f"errors:{other}@0m+100m*{rng.choice([0.01, 0.02])}"
@@ -98,7 +147,8 @@ def main():
             noise = f"errors:{other}@{AT_MIN + rng.randrange(-5, 10)}m+1m*0.3"
         subprocess.run([args.vigil, "generate", "--logs", logs, "--metrics", metrics,
                         "--duration", "100m", "--rate", str(rate), "--seed", str(seed),
-                        "--incident", incident, "--incident", noise]
+                        "--incident", incident, "--incident", noise,
+                        "--topology", args.topology]
                        + (["--client-spans"] if client_spans else []),
                        check=True, stderr=subprocess.DEVNULL)
         subprocess.run([args.vigil, "backtest", "--pipeline", args.pipeline, "--logs", logs,

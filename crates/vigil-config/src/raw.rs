@@ -102,6 +102,10 @@ pub struct RawGeneratorSource {
     /// Log a client span in the caller around every call to another service, as
     /// OpenTelemetry instrumentation does. Default false.
     pub client_spans: Option<bool>,
+    /// The system simulated: `deals` (the monitoring overview's six services, the default) or
+    /// `mesh:N`, a mesh of N services (8 to 500: a gateway, edge services, two tiers of
+    /// internal services and databases, `edge-NN`, `svc-NN`, `backend-NN`, `db-NN`).
+    pub topology: Option<Spanned<String>>,
     /// Pace output to the wall clock instead of generating as fast as possible. Default false.
     pub realtime: Option<bool>,
 }

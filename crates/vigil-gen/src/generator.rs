@@ -1,6 +1,7 @@
 //! The generator: requests → spans → log lines, plus per-service metrics.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use vigil_core::InvalidInput;
@@ -8,7 +9,7 @@ use vigil_core::time::{MICROS_PER_SECOND, parse_rfc3339_micros, write_rfc3339};
 
 use crate::incident::{Incident, IncidentKind};
 use crate::rng::Rng;
-use crate::topology::{AUTH, Call, DB, ENDPOINTS, SERVICES, failure_message, success_message};
+use crate::topology::{Node, System, Topology};
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -31,6 +32,8 @@ pub struct Config {
     /// OpenTelemetry traces): `HTTP <op>`, whose child is the callee's span, with the time on
     /// the wire (about a millisecond, more under a `network` incident) between the two.
     pub client_spans: bool,
+    /// The system simulated: the deals system, or a larger mesh.
+    pub topology: Topology,
 }
 
 /// The highest `rate` the generator takes: a million requests per second already makes
@@ -53,6 +56,9 @@ impl Config {
                 "the metrics interval must be longer than 0".into(),
             ));
         }
+        for i in &self.incidents {
+            i.check_service(self.topology)?;
+        }
         Ok(())
     }
 }
@@ -68,6 +74,7 @@ impl Default for Config {
             base_error_rate: 0.0008,
             incidents: Vec::new(),
             client_spans: false,
+            topology: Topology::Deals,
         }
     }
 }
@@ -90,8 +97,11 @@ pub struct Generator {
     end: i64,
     /// Log lines generated but not yet due: spans finish after the tick their request began in.
     pending: Vec<(i64, String)>,
-    stats: [ServiceStats; SERVICES.len()],
-    memory_mb: [f64; SERVICES.len()],
+    system: Arc<System>,
+    /// Each incident's service, by index (`usize::MAX`: not in the system).
+    incident_services: Vec<usize>,
+    stats: Vec<ServiceStats>,
+    memory_mb: Vec<f64>,
     records: u64,
 }
 
@@ -112,17 +122,30 @@ struct Request<'a> {
 }
 
 impl Generator {
-    /// A generator for `cfg`.
+    /// A generator for `cfg` (see [`Config::check`]: an incident on a service the system does
+    /// not have injects nothing).
     pub fn new(cfg: Config) -> Self {
         let mut rng = Rng::new(cfg.seed);
-        let memory_mb = std::array::from_fn(|i| 256.0 + 128.0 * i as f64 + 64.0 * rng.f64());
+        let system = System::build(cfg.topology);
+        let n = system.services.len();
+        // Six memory and CPU levels, repeated over larger systems.
+        let memory_mb = (0..n)
+            .map(|i| 256.0 + 128.0 * (i % 6) as f64 + 64.0 * rng.f64())
+            .collect();
+        let incident_services = cfg
+            .incidents
+            .iter()
+            .map(|i| system.index(&i.service).unwrap_or(usize::MAX))
+            .collect();
         Self {
             end: cfg.duration.as_micros() as i64,
             rng,
             tick: 0,
             next_metrics: 0,
             pending: Vec::new(),
-            stats: [ServiceStats::default(); SERVICES.len()],
+            system: Arc::new(system),
+            incident_services,
+            stats: vec![ServiceStats::default(); n],
             memory_mb,
             records: 0,
             cfg,
@@ -189,22 +212,26 @@ impl Generator {
         self.cfg
             .incidents
             .iter()
-            .filter(move |i| i.service == service && i.active_at(offset))
+            .zip(&self.incident_services)
+            .filter(move |(i, s)| **s == service && i.active_at(offset))
+            .map(|(i, _)| i)
     }
 
     fn request(&mut self, at: i64) {
-        let mut pick = self.rng.f64() * ENDPOINTS.iter().map(|e| e.weight).sum::<f64>();
-        let endpoint = ENDPOINTS
+        let system = Arc::clone(&self.system);
+        let routes = &system.routes;
+        let mut pick = self.rng.f64() * routes.iter().map(|e| e.weight).sum::<f64>();
+        let endpoint = routes
             .iter()
             .find(|e| {
                 pick -= e.weight;
                 pick < 0.0
             })
-            .unwrap_or(&ENDPOINTS[0]);
-        for inc in &self.cfg.incidents {
+            .unwrap_or(&routes[0]);
+        for (inc, &service) in self.cfg.incidents.iter().zip(&self.incident_services) {
             if inc.kind == IncidentKind::TrafficDrop
                 && inc.active_at(at)
-                && endpoint.root.involves(inc.service)
+                && endpoint.root.involves(service)
                 && self.rng.chance(inc.intensity)
             {
                 return;
@@ -216,7 +243,7 @@ impl Generator {
             trace_id,
             user_id: (!self.rng.chance(0.1)).then(|| 1 + self.rng.below(5000) as u32),
             deal_id: 1 + self.rng.below(100_000) as u32,
-            endpoint: endpoint.path,
+            endpoint: &endpoint.path,
             method: endpoint.method,
         };
         self.span(&endpoint.root, &req, None, at);
@@ -225,11 +252,12 @@ impl Generator {
     /// Runs one span and its children; logs the span when it completes.
     fn span(
         &mut self,
-        call: &Call,
+        call: &Node,
         req: &Request<'_>,
         parent: Option<&str>,
         start: i64,
     ) -> Outcome {
+        let system = Arc::clone(&self.system);
         let mut span_id = String::with_capacity(16);
         self.rng.hex(&mut span_id, 16);
         let mut p_fail = self.cfg.base_error_rate;
@@ -258,7 +286,8 @@ impl Generator {
         if own_failure && outage {
             self_ms = self_ms.min(5.0);
         }
-        let rejected = call.service == AUTH && call.op == "verify_token" && self.rng.chance(0.01);
+        let rejected =
+            system.auth == Some(call.service) && call.op == "verify_token" && self.rng.chance(0.01);
         if self.rng.chance(0.03) {
             self.debug_line(call, req, &span_id, parent, start);
         }
@@ -266,7 +295,7 @@ impl Generator {
         let mut failed_child = None;
         let mut rejected_by_child = false;
         if !own_failure && !silent && !rejected {
-            for child in call.children {
+            for child in &call.children {
                 let r = if self.cfg.client_spans {
                     self.client_span(call, child, req, &span_id, t)
                 } else {
@@ -296,30 +325,38 @@ impl Generator {
             (
                 "INFO",
                 0,
-                success_message(call.service, call.op).into(),
+                system.success_message(call.service, &call.op).into(),
                 false,
             )
         } else if own_failure {
             let status = if outage { 503 } else { 500 };
-            let level = if outage && call.service != DB {
+            let level = if outage && !system.database[call.service] {
                 "CRITICAL"
             } else {
                 "ERROR"
             };
-            (level, status, failure_message(call.service).into(), true)
+            (
+                level,
+                status,
+                system.failure_message(call.service).into(),
+                true,
+            )
         } else if let Some(child) = failed_child {
             if self.rng.chance(0.9) {
                 (
                     "ERROR",
                     502,
-                    format!("Upstream call to {} failed", SERVICES[child]),
+                    format!("Upstream call to {} failed", system.services[child]),
                     true,
                 )
             } else {
                 (
                     "WARNING",
                     200,
-                    format!("Upstream {} failed; served fallback", SERVICES[child]),
+                    format!(
+                        "Upstream {} failed; served fallback",
+                        system.services[child]
+                    ),
                     false,
                 )
             }
@@ -331,7 +368,7 @@ impl Generator {
             (
                 "INFO",
                 200,
-                success_message(call.service, call.op).into(),
+                system.success_message(call.service, &call.op).into(),
                 false,
             )
         };
@@ -364,7 +401,7 @@ impl Generator {
                 req.endpoint, req.method
             );
         }
-        match SERVICES[call.service] {
+        match system.services[call.service].as_str() {
             "deal-analysis-service" => {
                 let _ = write!(line, ",\"deal_id\":\"deal-{}\"", req.deal_id);
             }
@@ -395,8 +432,8 @@ impl Generator {
     /// the wire split either side of it.
     fn client_span(
         &mut self,
-        caller: &Call,
-        callee: &Call,
+        caller: &Node,
+        callee: &Node,
         req: &Request<'_>,
         parent: &str,
         start: i64,
@@ -426,7 +463,7 @@ impl Generator {
         let _ = write!(
             line,
             "\"message\":\"HTTP call to {} returned {status}\",\"additional_data\":{{\"processing_time_ms\":{:.1},\"status_code\":{status},\"operation\":\"HTTP {}\",\"span_kind\":\"client\"}}}}",
-            SERVICES[callee.service],
+            self.system.services[callee.service],
             (end - start) as f64 / 1000.0,
             callee.op
         );
@@ -435,7 +472,7 @@ impl Generator {
     }
 
     /// Milliseconds a `network` incident adds to a call to `callee` at `at`.
-    fn network_delay_ms(&self, callee: &Call, at: i64) -> f64 {
+    fn network_delay_ms(&self, callee: &Node, at: i64) -> f64 {
         self.active(callee.service, at)
             .filter(|i| i.kind == IncidentKind::Network)
             .map(|i| i.intensity)
@@ -457,7 +494,7 @@ impl Generator {
         let _ = write!(
             line,
             "\",\"level\":\"{level}\",\"service\":\"{}\",\"trace_id\":\"{}\",\"span_id\":\"{span_id}\",",
-            SERVICES[service], req.trace_id
+            self.system.services[service], req.trace_id
         );
         if let Some(p) = parent {
             let _ = write!(line, "\"parent_span_id\":\"{p}\",");
@@ -466,7 +503,7 @@ impl Generator {
 
     fn debug_line(
         &mut self,
-        call: &Call,
+        call: &Node,
         req: &Request<'_>,
         span_id: &str,
         parent: Option<&str>,
@@ -488,7 +525,8 @@ impl Generator {
         let mut stamp = String::with_capacity(24);
         write_rfc3339(&mut stamp, ts);
         let interval_ms = interval as f64 / 1000.0;
-        for (s, service) in SERVICES.iter().enumerate() {
+        let system = Arc::clone(&self.system);
+        for (s, service) in system.services.iter().enumerate() {
             let st = self.stats[s];
             // Busy time over the interval, spread over a few workers per service.
             let utilisation = (st.busy_ms / (interval_ms * 4.0)).min(1.0);
@@ -497,7 +535,7 @@ impl Generator {
                 .filter(|i| i.kind == IncidentKind::Cpu)
                 .map(|i| i.intensity)
                 .last();
-            let cpu = saturated.unwrap_or(12.0 + 3.0 * s as f64 + 45.0 * utilisation)
+            let cpu = saturated.unwrap_or(12.0 + 3.0 * (s % 6) as f64 + 45.0 * utilisation)
                 + 2.0 * self.rng.normal();
             let cpu = cpu.clamp(0.5, 100.0);
             self.memory_mb[s] += self.rng.normal() * 2.0;
@@ -511,14 +549,14 @@ impl Generator {
             line("memory_mb", "gauge", self.memory_mb[s]);
             line("requests_total", "counter", st.requests_total as f64);
             line("errors_total", "counter", st.errors_total as f64);
-            if s == DB {
+            if system.database[s] {
                 line(
                     "db_connections_active",
                     "gauge",
                     (8.0 + 30.0 * utilisation).round(),
                 );
             }
-            self.records += if s == DB { 5 } else { 4 };
+            self.records += if system.database[s] { 5 } else { 4 };
             self.stats[s].busy_ms = 0.0;
         }
     }
@@ -645,13 +683,91 @@ mod tests {
             assert!(v["trace_id"].as_str().unwrap().len() == 24);
             assert!(v["additional_data"].is_object());
         }
-        assert_eq!(services.len(), SERVICES.len());
+        assert_eq!(services.len(), crate::SERVICES.len());
         // 6 services report every 10 s over 120 s inclusive of both ends: 13 samples each.
         let samples = metrics
             .split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())
             .count();
         assert_eq!(samples, 13 * (6 * 4 + 1));
+    }
+
+    #[test]
+    fn a_mesh_sends_traffic_through_every_service_and_its_faults_fail_its_callers() {
+        let cfg = Config {
+            duration: Duration::from_secs(300),
+            rate: 40.0,
+            topology: Topology::Mesh(40),
+            incidents: vec!["exception:backend-07@150s+150s*0.5".parse().unwrap()],
+            client_spans: true,
+            ..Config::default()
+        };
+        cfg.check().unwrap();
+        let start = cfg.start_micros;
+        let (logs, metrics) = run(cfg);
+        let mut services = std::collections::BTreeSet::new();
+        let mut spans = Spans::new();
+        let mut failed_calls = [0u32; 2];
+        for line in logs.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+            let service = v["service"].as_str().unwrap().to_string();
+            services.insert(service.clone());
+            if let Some(id) = v["span_id"].as_str() {
+                let parent = v["parent_span_id"].as_str().map(str::to_string);
+                spans.insert(id.to_string(), (service, parent));
+            }
+            // Client spans to the faulty backend, before and during its fault.
+            let message = v["message"].as_str().unwrap();
+            if message.starts_with("HTTP call to backend-07 returned 500") {
+                let ts = parse_rfc3339_micros(v["timestamp"].as_str().unwrap().as_bytes()).unwrap();
+                failed_calls[usize::from(ts - start >= 150_000_000)] += 1;
+            }
+        }
+        assert_eq!(services.len(), 40, "{services:?}");
+        // The deepest server span: gateway, edge, internal service, backend, database.
+        type Spans = std::collections::HashMap<String, (String, Option<String>)>;
+        fn depth<'a>(spans: &'a Spans, mut id: &'a str) -> usize {
+            let mut hops = std::collections::BTreeSet::new();
+            while let Some((service, parent)) = spans.get(id) {
+                hops.insert(service.as_str());
+                match parent {
+                    Some(p) => id = p,
+                    None => break,
+                }
+            }
+            hops.len()
+        }
+        assert_eq!(spans.keys().map(|id| depth(&spans, id)).max(), Some(5));
+        // Before it the backend fails at the base rate (and with its database).
+        assert!(
+            failed_calls[1] > 10 * (failed_calls[0] + 2),
+            "{failed_calls:?}"
+        );
+        // Every service reports its metrics; the databases their connections too.
+        let text = String::from_utf8(metrics).unwrap();
+        assert!(text.contains("\"service\":\"svc-12\""));
+        assert!(text.contains(
+            "\"name\":\"db_connections_active\",\"type\":\"gauge\",\"service\":\"db-06\""
+        ));
+    }
+
+    #[test]
+    fn an_incident_on_a_service_the_system_lacks_is_an_error() {
+        let cfg = Config {
+            incidents: vec!["errors:svc-03@1m+1m".parse().unwrap()],
+            ..Config::default()
+        };
+        assert!(
+            cfg.check()
+                .unwrap_err()
+                .to_string()
+                .contains("unknown service `svc-03`")
+        );
+        let mesh = Config {
+            topology: Topology::Mesh(40),
+            ..cfg
+        };
+        mesh.check().unwrap();
     }
 
     #[test]

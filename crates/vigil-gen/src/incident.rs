@@ -8,7 +8,7 @@ use std::time::Duration;
 use vigil_core::InvalidInput;
 use vigil_core::units::{format_duration, parse_duration};
 
-use crate::topology::service_index;
+use crate::topology::{System, Topology};
 
 /// What goes wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,8 +70,9 @@ impl IncidentKind {
 pub struct Incident {
     /// What goes wrong.
     pub kind: IncidentKind,
-    /// Index into [`crate::SERVICES`].
-    pub service: usize,
+    /// The affected service, by name: one of the generated system's (see
+    /// [`Incident::check_service`]).
+    pub service: String,
     /// Start, relative to the generator's start time.
     pub start: Duration,
     /// How long it lasts.
@@ -85,7 +86,7 @@ impl Incident {
     pub fn new(kind: IncidentKind, service: &str, start: Duration, duration: Duration) -> Self {
         Self {
             kind,
-            service: service_index(service).unwrap_or_else(|| panic!("unknown service {service}")),
+            service: service.to_string(),
             start,
             duration,
             intensity: kind.default_intensity(),
@@ -93,8 +94,25 @@ impl Incident {
     }
 
     /// Name of the affected service.
-    pub fn service_name(&self) -> &'static str {
-        crate::SERVICES[self.service]
+    pub fn service_name(&self) -> &str {
+        &self.service
+    }
+
+    /// Whether the service is one of `topology`'s.
+    pub fn check_service(&self, topology: Topology) -> Result<(), InvalidInput> {
+        let system = System::build(topology);
+        if system.index(&self.service).is_some() {
+            return Ok(());
+        }
+        const SHOWN: usize = 12;
+        let mut names = system.services[..system.services.len().min(SHOWN)].join(", ");
+        if system.services.len() > SHOWN {
+            names.push_str(", …");
+        }
+        Err(InvalidInput(format!(
+            "invalid incident `{self}`: unknown service `{}` in the {topology} system, expected one of {names}",
+            self.service
+        )))
     }
 
     /// Whether the incident is active at `offset` from the generator's start.
@@ -146,15 +164,12 @@ impl FromStr for Incident {
             "exception" => IncidentKind::Exception,
             _ => return Err(usage()),
         };
-        let service = service_index(service).ok_or_else(|| {
-            InvalidInput(format!(
-                "invalid incident `{s}`: unknown service `{service}`, expected one of {}",
-                crate::SERVICES.join(", ")
-            ))
-        })?;
+        if service.is_empty() {
+            return Err(usage());
+        }
         Ok(Self {
             kind,
-            service,
+            service: service.to_string(),
             start: parse_duration(start)?,
             duration: parse_duration(duration)?,
             intensity: intensity.unwrap_or(kind.default_intensity()),
@@ -174,13 +189,16 @@ mod tests {
         assert_eq!(i.start, Duration::from_secs(1800));
         assert_eq!(i.to_string(), "errors:token-service@30m+15m*0.3");
         assert_eq!(i.to_string().parse::<Incident>().unwrap(), i);
+        let nope: Incident = "errors:nope@1m+1m".parse().unwrap();
+        let err = nope.check_service(Topology::Deals).unwrap_err().to_string();
         assert!(
-            "errors:nope@1m+1m"
-                .parse::<Incident>()
-                .unwrap_err()
-                .to_string()
-                .contains("unknown service")
+            err.contains("unknown service `nope` in the deals system"),
+            "{err}"
         );
+        assert!(i.check_service(Topology::Deals).is_ok());
+        let mesh: Incident = "errors:svc-03@1m+1m".parse().unwrap();
+        assert!(mesh.check_service(Topology::Mesh(40)).is_ok());
+        assert!(mesh.check_service(Topology::Deals).is_err());
         assert!("boom".parse::<Incident>().is_err());
     }
 }

@@ -2,7 +2,8 @@
 //! overview: requests enter at `api-gateway` and fan out through `auth-service`,
 //! `deal-analysis-service`, `ai-service`, `token-service` and `database` as traces (one log
 //! line per span, in the seed's log format), and every service reports metrics every
-//! `metrics_interval` (10 s by default).
+//! `metrics_interval` (10 s by default). [`Topology::Mesh`] simulates a larger system instead
+//! (tens of services, endpoints three to five services deep).
 //!
 //! ```text
 //! [generator] ─► NDJSON logs + metrics ─► sources / files / Kafka ─► decode ─► ...
@@ -22,4 +23,4 @@ mod topology;
 pub use generator::{Config, Generator, MAX_RATE};
 pub use incident::{Incident, IncidentKind};
 pub use rng::Rng;
-pub use topology::{SERVICES, service_index};
+pub use topology::{SERVICES, Topology, service_index};

@@ -375,6 +375,12 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub client_spans: bool,
 
+    /// The system simulated: `deals` (the monitoring overview's six services) or `mesh:N`, a
+    /// mesh of N services (8 to 500: `gateway`, `edge-NN`, `svc-NN`, `backend-NN`, `db-NN`;
+    /// endpoints three to five services deep). The same N gives the same mesh.
+    #[arg(long, default_value = "deals")]
+    pub topology: String,
+
     /// Stop after this many log lines, whatever the duration.
     #[arg(long)]
     pub max_logs: Option<u64>,

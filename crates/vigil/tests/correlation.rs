@@ -4,7 +4,7 @@
 //! unrelated incidents at the same time on disconnected systems stay two; a service failing
 //! steadily all along does not fire, nor, where a fixed threshold makes it fire, take the blame
 //! for a new fault (e71dfa5 blamed it); a network delay on the way to a service is that
-//! service's, where client spans show it.
+//! service's, where client spans show it; faults deep in a mesh of forty services are named.
 
 mod common;
 
@@ -509,4 +509,43 @@ fn rules_over_spans_alone_fire_for_the_failing_service_and_name_it() {
         roots_between(&events, 34, 48),
         BTreeSet::from(["database".to_string()])
     );
+}
+
+/// Issue 13: a larger topology. In the generator's mesh of forty services (endpoints five
+/// services deep), an exception deep in it that only its callers' client spans show, and a
+/// latency fault on a database many services share, are each named, and the latency fault's
+/// incident holds its callers too.
+#[test]
+fn faults_deep_in_a_mesh_of_forty_services_are_named() {
+    for fault in ["exception:backend-08@65m+10m", "latency:db-04@65m+10m"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (logs, metrics) = generate_with(
+            dir.path(),
+            "80m",
+            "10",
+            &[
+                "--topology",
+                "mesh:40",
+                "--client-spans",
+                "--incident",
+                fault,
+            ],
+        );
+        let events = backtest(dir.path(), &logs, &metrics);
+        let service = fault.split([':', '@']).nth(1).unwrap();
+        assert_eq!(
+            roots_between(&events, 64, 75),
+            BTreeSet::from([service.to_string()]),
+            "{fault}: {events:#?}"
+        );
+        let named: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["incident"]["root_cause_service"] == service)
+            .collect();
+        assert!(
+            services_of(&named).len() >= 2,
+            "{fault}: {:?}",
+            services_of(&named)
+        );
+    }
 }

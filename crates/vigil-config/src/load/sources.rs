@@ -252,9 +252,23 @@ impl Validator<'_> {
         let duration = self.duration(&raw.duration, defaults.duration);
         let interval = self.duration(&raw.metrics_interval, defaults.metrics_interval);
         let rate = raw.rate.as_ref().map_or(defaults.rate, |r| *r.get_ref());
+        let topology = match &raw.topology {
+            None => vigil_gen::Topology::default(),
+            Some(t) => match t.get_ref().parse::<vigil_gen::Topology>() {
+                Ok(t) => t,
+                Err(e) => {
+                    self.problem(Some(t.span()), e.to_string());
+                    vigil_gen::Topology::default()
+                }
+            },
+        };
         let mut incidents = Vec::new();
         for i in &raw.incidents {
-            match i.get_ref().parse::<vigil_gen::Incident>() {
+            match i
+                .get_ref()
+                .parse::<vigil_gen::Incident>()
+                .and_then(|inc| inc.check_service(topology).map(|()| inc))
+            {
                 Ok(inc) => incidents.push(inc),
                 Err(e) => self.problem(Some(i.span()), e.to_string()),
             }
@@ -267,6 +281,7 @@ impl Validator<'_> {
             metrics_interval: interval?,
             incidents,
             client_spans: raw.client_spans.unwrap_or(defaults.client_spans),
+            topology,
             ..defaults
         };
         if let Err(e) = config.check() {

@@ -25,6 +25,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         rate: args.rate,
         incidents,
         client_spans: args.client_spans,
+        topology: args.topology.parse().map_err(anyhow::Error::msg)?,
         ..Default::default()
     };
     config.check()?;
