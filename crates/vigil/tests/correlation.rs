@@ -513,8 +513,8 @@ fn rules_over_spans_alone_fire_for_the_failing_service_and_name_it() {
 
 /// Issue 13: a larger topology. In the generator's mesh of forty services (endpoints five
 /// services deep), an exception deep in it that only its callers' client spans show, and a
-/// latency fault on a database many services share, are each named, and the latency fault's
-/// incident holds its callers too.
+/// latency fault on a database many services share, are each named, by incidents that hold
+/// more services than the faulty one.
 #[test]
 fn faults_deep_in_a_mesh_of_forty_services_are_named() {
     for fault in ["exception:backend-08@65m+10m", "latency:db-04@65m+10m"] {
