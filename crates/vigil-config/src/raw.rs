@@ -248,6 +248,8 @@ pub struct RawLogSchema {
     /// Fields of `additional_data` promoted to typed columns:
     /// `"additional_data.status_code" = "int32"` or
     /// `"additional_data.status_code" = { type = "int32", column = "http_status" }`.
+    /// Promoting a field an existing archive lacks adds its column to the table (rows
+    /// written before read it as null); a column whose type differs is refused.
     #[serde(default)]
     pub fields: BTreeMap<String, Spanned<RawField>>,
 }

@@ -289,10 +289,30 @@ impl Archive {
 
     /// Opens a table, creating it from `spec` if it does not exist. Two writers creating the
     /// same table at once both end up with the one that won.
+    ///
+    /// A table without some of `spec`'s nullable columns (a pipeline that promotes one more
+    /// field than the one that created it) gains them in a commit of its own: the rows written
+    /// before read them as null.
     pub async fn open_or_create(&self, spec: &TableSpec) -> Result<DeltaTable, StoreError> {
         if let Some(t) = self.open(&spec.name).await? {
-            check_schema(&t, spec, &self.table_url(&spec.name))?;
-            return Ok(t);
+            let url = self.table_url(&spec.name);
+            let missing = check_schema(&t, spec, &url)?;
+            if missing.is_empty() {
+                return Ok(t);
+            }
+            let names: Vec<String> = missing.iter().map(|f| f.name().to_string()).collect();
+            let added = t.add_columns().with_fields(missing).await;
+            return match added {
+                Ok(t) => {
+                    tracing::info!(table = %spec.name, columns = ?names, "added columns to the table");
+                    Ok(t)
+                }
+                // Another writer may have added them first: what counts is the table now.
+                Err(e) => match self.open(&spec.name).await? {
+                    Some(t) if check_schema(&t, spec, &url)?.is_empty() => Ok(t),
+                    _ => Err(StoreError::delta(&spec.name)(e)),
+                },
+            };
         }
         let schema: StructType = spec
             .schema
@@ -365,22 +385,37 @@ fn check_dir(path: &std::path::Path) -> Result<(), String> {
     }
 }
 
-/// Columns vigil writes must exist in the table with the same type.
-fn check_schema(table: &DeltaTable, spec: &TableSpec, url: &Url) -> Result<(), StoreError> {
+/// Checks that vigil can write `spec`'s rows into `table`: every column it has is of the
+/// type vigil writes. Returns the nullable columns it lacks (to add); a missing column that
+/// cannot be null is an incompatible schema.
+fn check_schema(
+    table: &DeltaTable,
+    spec: &TableSpec,
+    url: &Url,
+) -> Result<Vec<deltalake::kernel::StructField>, StoreError> {
     let snapshot = table.snapshot().map_err(StoreError::delta(&spec.name))?;
     let existing = snapshot.schema();
+    let mut missing = Vec::new();
     for field in spec.schema.fields() {
-        let Some(have) = existing.field(field.name()) else {
-            return Err(StoreError::IncompatibleSchema {
-                table: spec.name.clone(),
-                url: url.to_string(),
-                reason: format!("column `{}` is missing", field.name()),
-            });
-        };
         let want: deltalake::kernel::DataType = field
             .data_type()
             .try_into_kernel()
             .map_err(|e| StoreError::delta(&spec.name)(e.into()))?;
+        let Some(have) = existing.field(field.name()) else {
+            if !field.is_nullable() {
+                return Err(StoreError::IncompatibleSchema {
+                    table: spec.name.clone(),
+                    url: url.to_string(),
+                    reason: format!("column `{}` is missing", field.name()),
+                });
+            }
+            missing.push(deltalake::kernel::StructField::new(
+                field.name(),
+                want,
+                true,
+            ));
+            continue;
+        };
         if *have.data_type() != want {
             return Err(StoreError::IncompatibleSchema {
                 table: spec.name.clone(),
@@ -394,7 +429,7 @@ fn check_schema(table: &DeltaTable, spec: &TableSpec, url: &Url) -> Result<(), S
             });
         }
     }
-    Ok(())
+    Ok(missing)
 }
 
 /// The version last committed for `app_id` in `table` (its `txn` actions), as of the table's

@@ -502,6 +502,14 @@ impl TableWriter {
             Ok(f) => f,
             Err(e) => {
                 self.remove_unreferenced(&written).await;
+                if metadata_changed(&e) {
+                    // Another writer changed the table's schema (a pipeline that promotes
+                    // one more field adds its column): a retry must build on the table as it
+                    // is now, which still has every column this writer writes.
+                    if let Err(e) = self.table.update_state().await {
+                        tracing::warn!(table = %name, error = %e, "cannot reload the table after a schema change");
+                    }
+                }
                 return Err(err(e));
             }
         };
@@ -643,4 +651,15 @@ fn row_groups(pieces: &[Piece]) -> Vec<Vec<Run<'_>>> {
         groups.push(group);
     }
     groups
+}
+
+/// Whether a commit failed because a concurrent commit changed the table's metadata.
+fn metadata_changed(e: &deltalake::DeltaTableError) -> bool {
+    use deltalake::kernel::transaction::{CommitConflictError, TransactionError};
+    matches!(
+        e,
+        deltalake::DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(CommitConflictError::MetadataChanged)
+        }
+    )
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::samples;
+use vigil_core::schema::{FieldType, LogSchema, PromotedField};
 use vigil_store::{AppTxn, Archive, FlushPolicy, TableSpec, TableWriter};
 
 fn txn(app_id: &str, from: Option<i64>, to: i64) -> AppTxn {
@@ -119,4 +120,37 @@ async fn a_writers_own_consecutive_commits_go_through() {
     assert_eq!(a.app_version("p0").await.unwrap(), Some(50));
     assert_eq!(a.app_version("p1").await.unwrap(), Some(31));
     assert_eq!(a.app_version("p2").await.unwrap(), Some(2));
+}
+
+/// A writer whose table gained a column after it opened it (another pipeline promoting one
+/// more field) fails one commit on the metadata change and goes through on the retry, built on
+/// the table as it is now.
+#[tokio::test]
+async fn a_writer_goes_on_after_another_adds_a_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Archive::new(
+        &format!("file://{}", dir.path().display()),
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    let seed = TableSpec::logs(&LogSchema::seed());
+    let mut old = TableWriter::open(&archive, seed, FlushPolicy::default())
+        .await
+        .unwrap();
+    let mut fields = LogSchema::seed().promoted().to_vec();
+    fields.push(PromotedField {
+        key: "span_kind".into(),
+        column: "span_kind".into(),
+        field_type: FieldType::Utf8,
+    });
+    let wider = TableSpec::logs(&LogSchema::new(fields).unwrap());
+    let mut new = TableWriter::open(&archive, wider, FlushPolicy::default())
+        .await
+        .unwrap();
+    new.commit(&[txn("p1", None, 1)]).await.unwrap();
+    let err = old.commit(&[txn("p0", None, 10)]).await.unwrap_err();
+    assert!(!err.is_fenced(), "{err}");
+    old.commit(&[txn("p0", None, 10)]).await.unwrap();
+    new.refresh().await.unwrap();
+    assert_eq!(new.app_version("p0").await.unwrap(), Some(10));
 }

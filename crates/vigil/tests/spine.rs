@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use common::{duckdb, generate, json_rows, sql_rows, vigil, vigil_ok};
+use common::{duckdb, generate, generate_with, json_rows, sql_rows, vigil, vigil_ok};
 
 /// Per-service record count and sum of processing_time_ms, straight from the NDJSON.
 fn expected(path: &std::path::Path) -> BTreeMap<String, (u64, f64)> {
@@ -570,4 +570,55 @@ fn ingest_with_a_pipeline_file_uses_its_archive_unless_told_otherwise() {
     ]);
     assert_eq!(count(&mine), n);
     assert_eq!(count(&theirs), n, "--archive was not obeyed");
+}
+
+/// A pipeline that promotes one more field than the one that made the archive adds its
+/// column: the rows archived before read it as null, the new ones have it, and DuckDB reads
+/// both; a pipeline without it goes on writing to the table. (Before, the table was refused
+/// as incompatible.)
+#[test]
+fn promoting_one_more_field_adds_its_column_to_an_existing_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, _) = generate_with(dir.path(), "5m", "10", &["--client-spans"]);
+    let archive = dir.path().join("archive");
+    let archive = archive.to_str().unwrap();
+    let logs = logs.to_str().unwrap();
+    vigil_ok(&["ingest", "--archive", archive, logs]);
+    let seed_fields = [
+        "--field",
+        "status_code=int32",
+        "--field",
+        "processing_time_ms=float64",
+    ];
+    let mut args = vec!["ingest", "--archive", archive];
+    args.extend(seed_fields);
+    args.extend(["--field", "span_kind=utf8", logs]);
+    vigil_ok(&args);
+    // A pipeline that does not promote it (the default one) still writes to the table.
+    vigil_ok(&["ingest", "--archive", archive, logs]);
+    let query = "SELECT span_kind, count(*) AS n FROM logs GROUP BY span_kind ORDER BY span_kind";
+    let rows = json_rows(&vigil_ok(&[
+        "sql",
+        "--archive",
+        archive,
+        "--format",
+        "json",
+        query,
+    ]));
+    let count = |kind: Option<&str>| {
+        rows.iter()
+            .find(|r| r["span_kind"].as_str() == kind)
+            .map_or(0, |r| r["n"].as_u64().unwrap())
+    };
+    let total = rows.iter().map(|r| r["n"].as_u64().unwrap()).sum::<u64>();
+    let client = count(Some("client"));
+    assert!(client > 100, "{rows:?}");
+    // The first and third ingests' rows, and the second's other spans, have none.
+    assert_eq!(count(None), total - client, "{rows:?}");
+    assert_eq!(total % 3, 0, "the same file three times: {rows:?}");
+    let duck = duckdb(&format!(
+        "SELECT count(span_kind) AS k, count(*) AS n FROM delta_scan('{archive}/logs')"
+    ));
+    assert_eq!(duck[0]["k"].as_u64(), Some(client), "{duck:?}");
+    assert_eq!(duck[0]["n"].as_u64(), Some(total), "{duck:?}");
 }
