@@ -597,14 +597,7 @@ fn promoting_one_more_field_adds_its_column_to_an_existing_archive() {
     // A pipeline that does not promote it (the default one) still writes to the table.
     vigil_ok(&["ingest", "--archive", archive, logs]);
     let query = "SELECT span_kind, count(*) AS n FROM logs GROUP BY span_kind ORDER BY span_kind";
-    let rows = json_rows(&vigil_ok(&[
-        "sql",
-        "--archive",
-        archive,
-        "--format",
-        "json",
-        query,
-    ]));
+    let rows = sql_rows(archive, query);
     let count = |kind: Option<&str>| {
         rows.iter()
             .find(|r| r["span_kind"].as_str() == kind)
