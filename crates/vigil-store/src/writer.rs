@@ -286,7 +286,8 @@ impl TableWriter {
         let object = |e: object_store::Error| delta(e.into());
         let fail = |e: StoreError| (e, Vec::new());
         // The file schema is the table's, as delta-rs derives it from the log, less the
-        // partition column.
+        // partition column and less the columns this writer does not write (another pipeline
+        // promoted them): a file without a column reads it as null.
         let table_schema = RecordBatchWriter::for_table(&self.table)
             .map_err(|e| fail(delta(e)))?
             .arrow_schema();
@@ -294,7 +295,10 @@ impl TableWriter {
             table_schema
                 .fields()
                 .iter()
-                .filter(|f| f.name() != self.spec.partition)
+                .filter(|f| {
+                    f.name() != self.spec.partition
+                        && (self.spec.schema.index_of(f.name()).is_ok() || !f.is_nullable())
+                })
                 .cloned()
                 .collect::<Vec<_>>(),
         ));
