@@ -21,6 +21,10 @@ pub struct DecoderOptions {
     /// Records (good and bad) buffered before [`Decoder::decode`] stops consuming input and
     /// waits for a [`Decoder::flush`].
     pub batch_size: usize,
+    /// Input bytes buffered before [`Decoder::decode`] stops consuming, whatever the record
+    /// count: a string column's offsets are 32-bit, so a batch must stay far below 2 GiB
+    /// (8192 records near `max_record_bytes` would not).
+    pub batch_bytes: usize,
     /// Records longer than this many bytes are dead letters without being parsed.
     pub max_record_bytes: usize,
     /// Records nesting objects and arrays deeper than this are dead letters.
@@ -39,6 +43,7 @@ impl Default for DecoderOptions {
     fn default() -> Self {
         Self {
             batch_size: 8192,
+            batch_bytes: 64 << 20,
             max_record_bytes: 1 << 20,
             max_depth: 64,
             dead_letter_raw_limit: 64 << 10,
@@ -98,6 +103,8 @@ pub struct Decoder {
     stats: DecodeStats,
     /// Records buffered since the last flush, good or bad.
     buffered: usize,
+    /// Input bytes of those records.
+    buffered_bytes: usize,
     /// The event times accepted, as of the last `process`.
     bounds: TimeBounds,
     // NDJSON stream state.
@@ -189,6 +196,7 @@ impl Decoder {
             stats: DecodeStats::default(),
             bounds: TimeBounds::at(0, None, None),
             buffered: 0,
+            buffered_bytes: 0,
             source: Arc::from("-"),
             next_line: 1,
             carry: Carry::default(),
@@ -236,8 +244,8 @@ impl Decoder {
     /// Decodes newline-delimited records from `buf` and returns how many bytes were consumed.
     ///
     /// A line split across calls is carried over. Consumption stops early, at a line boundary,
-    /// once `batch_size` records are buffered; call [`flush`](Self::flush) and pass the rest
-    /// again.
+    /// once `batch_size` records or `batch_bytes` bytes are buffered; call
+    /// [`flush`](Self::flush) and pass the rest again.
     pub fn decode(&mut self, buf: &[u8]) -> usize {
         let mut pos = 0;
         if self.carry.active {
@@ -258,13 +266,16 @@ impl Decoder {
         loop {
             lines.clear();
             let mut exhausted = false;
-            while self.buffered + lines.len() < self.opts.batch_size {
+            while self.buffered + lines.len() < self.opts.batch_size
+                && self.buffered_bytes < self.opts.batch_bytes
+            {
                 let Some(i) = memchr(b'\n', &buf[pos..]) else {
                     exhausted = true;
                     break;
                 };
                 lines.push((pos, pos + i, self.next_line));
                 self.next_line += 1;
+                self.buffered_bytes += i + 1;
                 pos += i + 1;
             }
             if !lines.is_empty() {
@@ -289,7 +300,8 @@ impl Decoder {
                 break;
             }
             // Blank lines take no room in the batch; keep going until it is really full.
-            if self.buffered >= self.opts.batch_size {
+            if self.buffered >= self.opts.batch_size || self.buffered_bytes >= self.opts.batch_bytes
+            {
                 break;
             }
         }
@@ -330,13 +342,16 @@ impl Decoder {
         messages: impl IntoIterator<Item = (&'a [u8], i64)>,
     ) {
         let units: Vec<(&[u8], i64)> = messages.into_iter().collect();
-        self.stats.bytes += units.iter().map(|(m, _)| m.len() as u64).sum::<u64>();
+        let bytes: usize = units.iter().map(|(m, _)| m.len()).sum();
+        self.stats.bytes += bytes as u64;
+        self.buffered_bytes += bytes;
         self.process(source, partition, &units);
     }
 
     /// Takes everything decoded since the previous flush, or `None` if nothing was.
     pub fn flush(&mut self) -> Option<DecodedBatch> {
         self.buffered = 0;
+        self.buffered_bytes = 0;
         if self.rows.len() == 0 && self.dead.len() == 0 {
             return None;
         }
@@ -364,6 +379,7 @@ impl Decoder {
 
     fn finish_carry(&mut self) {
         let carry = std::mem::take(&mut self.carry);
+        self.buffered_bytes += carry.bytes.len();
         let source = Arc::clone(&self.source);
         if carry.len > self.opts.max_record_bytes {
             self.reject(

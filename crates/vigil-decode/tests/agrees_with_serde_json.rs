@@ -281,6 +281,8 @@ fn check(lines: &[Vec<u8>], splits: &[usize], batch_size: usize) -> Result<(), T
         LogSchema::new(promoted.clone()).unwrap(),
         DecoderOptions {
             batch_size,
+            // Of the order of a batch's bytes, so either bound may end a batch.
+            batch_bytes: batch_size * 200,
             max_record_bytes: LIMITS.max_record_bytes,
             max_depth: LIMITS.max_depth,
             dead_letter_raw_limit: 4096,

@@ -222,6 +222,27 @@ fn stops_at_batch_size_on_a_line_boundary() {
     assert_eq!(dec.flush().unwrap().num_records(), 4);
 }
 
+/// A batch is bounded in bytes as well as in records: long records, all of one service, could
+/// otherwise fill a string column past its 32-bit offsets before `batch_size` is reached.
+#[test]
+fn stops_at_batch_bytes_on_a_line_boundary() {
+    let input = concat_lines(&[SEED_LINE; 10]);
+    let line = SEED_LINE.len() + 1;
+    let opts = DecoderOptions {
+        batch_bytes: 3 * line + 1,
+        ..Default::default()
+    };
+    let mut dec = Decoder::logs(schema(), opts.clone());
+    assert_eq!(dec.decode(&input), 4 * line);
+    assert_eq!(dec.flush().unwrap().num_records(), 4);
+    // Every byte of the input still becomes a row, in batches of at most four.
+    let mut dec = Decoder::logs(schema(), opts);
+    let batches = decode_all(&mut dec, &input, 1 << 16);
+    let sizes: Vec<usize> = batches.iter().map(DecodedBatch::num_records).collect();
+    assert_eq!(sizes, [4, 4, 2]);
+    assert_eq!(concat(&batches).0.num_rows(), 10);
+}
+
 #[test]
 fn an_oversized_line_split_across_calls_keeps_a_bounded_prefix() {
     let opts = DecoderOptions {

@@ -69,6 +69,7 @@ impl Validator<'_> {
             max_future_skew: max_future_skew?,
             max_past: max_past?,
             batch_size,
+            batch_bytes: d.batch_bytes,
             max_record_bytes: max_record_bytes?,
             max_depth: raw.max_depth.unwrap_or(d.max_depth),
             dead_letter_raw_limit: dead_letter_raw_limit?,

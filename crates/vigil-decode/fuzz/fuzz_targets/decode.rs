@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
         LogSchema::new(promoted.clone()).unwrap(),
         DecoderOptions {
             batch_size: 16,
+            batch_bytes: 4096,
             max_record_bytes: limits.max_record_bytes,
             max_depth: limits.max_depth,
             dead_letter_raw_limit: 64,
