@@ -39,16 +39,20 @@ START = datetime(2025, 6, 2, 9, 0, tzinfo=timezone.utc).timestamp()
 AT_MIN = 70
 
 
-def mesh_services(n):
-    """The services of the generator's `mesh:N`, as vigil_gen's topology names them."""
-    dbs = max(1, (n - 1) // 6)
-    apps = n - 1 - dbs
-    edges = max(1, apps // 4)
-    mids = max(1, (apps - edges) // 2)
-    backs = apps - edges - mids
-    tier = lambda prefix, count: [f"{prefix}-{i:02}" for i in range(1, count + 1)]
-    return (["gateway"] + tier("edge", edges) + tier("svc", mids) + tier("backend", backs)
-            + tier("db", dbs))
+def system_services(vigil, topology, work):
+    """The services of the generator's `topology`, in its order: every service reports
+    metrics at the start, so ten seconds of them name them all."""
+    metrics = os.path.join(work, "services.ndjson")
+    subprocess.run([vigil, "generate", "--logs", os.devnull, "--metrics", metrics,
+                    "--duration", "10s", "--rate", "1", "--topology", topology],
+                   check=True, stderr=subprocess.DEVNULL)
+    services = []
+    with open(metrics) as f:
+        for line in f:
+            s = json.loads(line)["service"]
+            if s not in services:
+                services.append(s)
+    return services
 
 
 def mesh_scenarios(services):
@@ -119,12 +123,12 @@ def main():
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--topology", default="deals", help="deals, or mesh:N")
     args = ap.parse_args()
+    os.makedirs(args.work, exist_ok=True)
     if args.topology == "deals":
         services, plan = SERVICES, scenarios()
     else:
-        services = mesh_services(int(args.topology.split(":", 1)[1]))
+        services = system_services(args.vigil, args.topology, args.work)
         plan = mesh_scenarios(services)
-    os.makedirs(args.work, exist_ok=True)
     rng = random.Random(args.seed)
     logs, metrics, out = (os.path.join(args.work, f) for f in
                           ("logs.ndjson", "metrics.ndjson", "anomalies.ndjson"))

@@ -23,4 +23,4 @@ mod topology;
 pub use generator::{Config, Generator, MAX_RATE};
 pub use incident::{Incident, IncidentKind};
 pub use rng::Rng;
-pub use topology::{SERVICES, Topology, service_index};
+pub use topology::{SERVICES, Topology};

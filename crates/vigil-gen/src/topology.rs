@@ -19,11 +19,6 @@ pub const SERVICES: [&str; 6] = [
     "database",
 ];
 
-/// Index of a service of the deals system in [`SERVICES`].
-pub fn service_index(name: &str) -> Option<usize> {
-    SERVICES.iter().position(|s| *s == name)
-}
-
 pub(crate) const GATEWAY: usize = 0;
 pub(crate) const AUTH: usize = 1;
 pub(crate) const DEALS: usize = 2;

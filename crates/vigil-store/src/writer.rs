@@ -510,7 +510,7 @@ impl TableWriter {
                     // Another writer changed the table's schema (a pipeline that promotes
                     // one more field adds its column): a retry must build on the table as it
                     // is now, which still has every column this writer writes.
-                    if let Err(e) = self.table.update_state().await {
+                    if let Err(e) = self.refresh().await {
                         tracing::warn!(table = %name, error = %e, "cannot reload the table after a schema change");
                     }
                 }

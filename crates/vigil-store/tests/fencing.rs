@@ -150,6 +150,7 @@ async fn a_writer_goes_on_after_another_adds_a_column() {
     new.commit(&[txn("p1", None, 1)]).await.unwrap();
     let err = old.commit(&[txn("p0", None, 10)]).await.unwrap_err();
     assert!(!err.is_fenced(), "{err}");
+    assert!(err.to_string().contains("Metadata changed"), "{err}");
     old.commit(&[txn("p0", None, 10)]).await.unwrap();
     new.refresh().await.unwrap();
     assert_eq!(new.app_version("p0").await.unwrap(), Some(10));
