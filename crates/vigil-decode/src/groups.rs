@@ -60,7 +60,6 @@ impl<C: Columns> Groups<C> {
             self.last = match self.index.get(key) {
                 Some(&i) => i,
                 None if self.groups.len() >= MAX_GROUPS => {
-                    self.overflowed += 1;
                     let rows = (hint / MAX_GROUPS).max(16);
                     return self.overflow.get_or_insert_with(|| make(rows));
                 }
@@ -78,7 +77,9 @@ impl<C: Columns> Groups<C> {
     /// Rows that went to the overflow group because a batch had more than [`MAX_GROUPS`]
     /// services, since the decoder was created.
     pub(crate) fn overflowed(&self) -> u64 {
-        self.overflowed
+        // Counted from the rows the group holds, not per `get`: a record rejected after its
+        // group was looked up is truncated away and must not count.
+        self.overflowed + self.overflow.as_ref().map_or(0, |c| c.len() as u64)
     }
 
     /// Rows appended since the last finish, all groups.
@@ -102,7 +103,10 @@ impl<C: Columns> Groups<C> {
         let mut batches: Vec<RecordBatch> =
             self.groups.iter_mut().map(|(_, c)| c.finish()).collect();
         // The overflow group's builders are not kept: the next batch may not need them.
-        batches.extend(self.overflow.take().map(|mut c| c.finish()));
+        if let Some(mut c) = self.overflow.take() {
+            self.overflowed += c.len() as u64;
+            batches.push(c.finish());
+        }
         batches
     }
 }

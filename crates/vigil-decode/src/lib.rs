@@ -14,6 +14,7 @@
 //! same input are unaffected.
 #![warn(missing_docs)]
 
+mod column;
 mod dead;
 mod decoder;
 mod groups;

@@ -2,22 +2,22 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int32Builder,
-    Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
-};
+use arrow::array::{ArrayRef, Date32Array, RecordBatch, TimestampMicrosecondArray};
+use arrow::buffer::ScalarBuffer;
 use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use simd_json::Node;
 use vigil_core::schema::{FieldType, LogSchema};
 use vigil_core::time::date32_from_micros;
 
+use crate::column::{BoolColumn, PrimColumn, StrColumn};
 use crate::dead::{ReasonCode, Rejection};
-use crate::groups::{Columns, Groups, sized_like};
+use crate::groups::{Columns, Groups};
 use crate::rows::{
     Rows, TimeBounds, optional_str, read_timestamp, required_str, required_timestamp,
 };
-use crate::tape::{as_f64, as_i64, is_null, span, write_members, wrong_type};
-use crate::verbatim::Raw;
+use crate::tape::{as_f64, as_i64, is_null, key_eq, write_members, wrong_type};
+use crate::verbatim::{Member, Raw};
 
 /// Tape index meaning "field absent".
 const ABSENT: usize = usize::MAX;
@@ -31,94 +31,75 @@ const STRING_FIELDS: [&str; 5] = [
     "message",
 ];
 
-/// A validated promoted value, held until the whole record has passed validation.
-#[derive(Clone, Copy)]
-enum Promoted {
-    Null,
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-    /// Tape index of a string node.
-    Str(usize),
-}
-
 enum PromotedBuilder {
-    Int32(Int32Builder),
-    Int64(Int64Builder),
-    Float64(Float64Builder),
-    Boolean(BooleanBuilder),
-    Utf8(StringBuilder),
-    Timestamp(TimestampMicrosecondBuilder),
+    Int32(PrimColumn<Int32Type>),
+    Int64(PrimColumn<Int64Type>),
+    Float64(PrimColumn<Float64Type>),
+    Boolean(BoolColumn),
+    Utf8(StrColumn),
+    /// µs since the epoch, UTC.
+    Timestamp(PrimColumn<Int64Type>),
 }
 
 impl PromotedBuilder {
     fn new(t: FieldType, rows: usize) -> Self {
         match t {
-            FieldType::Int32 => Self::Int32(Int32Builder::with_capacity(rows)),
-            FieldType::Int64 => Self::Int64(Int64Builder::with_capacity(rows)),
-            FieldType::Float64 => Self::Float64(Float64Builder::with_capacity(rows)),
-            FieldType::Boolean => Self::Boolean(BooleanBuilder::with_capacity(rows)),
-            FieldType::Utf8 => Self::Utf8(StringBuilder::with_capacity(rows, 0)),
-            FieldType::Timestamp => Self::Timestamp(
-                TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
-            ),
+            FieldType::Int32 => Self::Int32(PrimColumn::with_capacity(rows)),
+            FieldType::Int64 => Self::Int64(PrimColumn::with_capacity(rows)),
+            FieldType::Float64 => Self::Float64(PrimColumn::with_capacity(rows)),
+            FieldType::Boolean => Self::Boolean(BoolColumn::with_capacity(rows)),
+            FieldType::Utf8 => Self::Utf8(StrColumn::with_capacity(rows, 0)),
+            FieldType::Timestamp => Self::Timestamp(PrimColumn::with_capacity(rows)),
         }
     }
 
-    fn append(&mut self, v: Promoted, tape: &[Node<'_>]) {
-        self.append_value(match v {
-            Promoted::Null => Value::Null,
-            Promoted::Int(i) => Value::Int(i),
-            Promoted::Float(f) => Value::Float(f),
-            Promoted::Bool(b) => Value::Bool(b),
-            Promoted::Str(idx) => match tape[idx] {
-                Node::String(s) => Value::Str(s),
-                _ => Value::Null,
-            },
-        });
-    }
-
-    /// Appends a value already checked against the column's type (OTLP attributes).
+    /// Appends a value already checked against the column's type ([`promote`], OTLP
+    /// attributes).
+    #[inline(always)]
     fn append_value(&mut self, v: Value<'_>) {
         match (self, v) {
-            (Self::Int32(b), Value::Int(i)) => b.append_value(i as i32),
-            (Self::Int64(b), Value::Int(i)) => b.append_value(i),
-            (Self::Timestamp(b), Value::Int(i)) => b.append_value(i),
-            (Self::Float64(b), Value::Float(f)) => b.append_value(f),
-            (Self::Boolean(b), Value::Bool(x)) => b.append_value(x),
-            (Self::Utf8(b), Value::Str(s)) => b.append_value(s),
-            (Self::Int32(b), _) => b.append_null(),
-            (Self::Int64(b), _) => b.append_null(),
-            (Self::Timestamp(b), _) => b.append_null(),
-            (Self::Float64(b), _) => b.append_null(),
-            (Self::Boolean(b), _) => b.append_null(),
-            (Self::Utf8(b), _) => b.append_null(),
+            (Self::Int32(b), Value::Int(i)) => b.push(i as i32),
+            (Self::Int64(b) | Self::Timestamp(b), Value::Int(i)) => b.push(i),
+            (Self::Float64(b), Value::Float(f)) => b.push(f),
+            (Self::Boolean(b), Value::Bool(x)) => b.push(x),
+            (Self::Utf8(b), Value::Str(s)) => b.push(s),
+            (b, _) => b.append_null(),
         }
     }
 
-    /// The column so far; the builder is left sized for `rows` more.
-    fn finish(&mut self, rows: usize) -> ArrayRef {
+    fn append_null(&mut self) {
         match self {
-            Self::Int32(b) => {
-                Arc::new(std::mem::replace(b, Int32Builder::with_capacity(rows)).finish())
-            }
-            Self::Int64(b) => {
-                Arc::new(std::mem::replace(b, Int64Builder::with_capacity(rows)).finish())
-            }
-            Self::Float64(b) => {
-                Arc::new(std::mem::replace(b, Float64Builder::with_capacity(rows)).finish())
-            }
-            Self::Boolean(b) => {
-                Arc::new(std::mem::replace(b, BooleanBuilder::with_capacity(rows)).finish())
-            }
-            Self::Utf8(b) => {
-                let next = sized_like(b);
-                Arc::new(std::mem::replace(b, next).finish())
-            }
-            Self::Timestamp(b) => {
-                let next = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
-                Arc::new(std::mem::replace(b, next).finish())
-            }
+            Self::Int32(b) => b.push_null(),
+            Self::Int64(b) | Self::Timestamp(b) => b.push_null(),
+            Self::Float64(b) => b.push_null(),
+            Self::Boolean(b) => b.push_null(),
+            Self::Utf8(b) => b.push_null(),
+        }
+    }
+
+    fn truncate(&mut self, rows: usize) {
+        match self {
+            Self::Int32(b) => b.truncate(rows),
+            Self::Int64(b) | Self::Timestamp(b) => b.truncate(rows),
+            Self::Float64(b) => b.truncate(rows),
+            Self::Boolean(b) => b.truncate(rows),
+            Self::Utf8(b) => b.truncate(rows),
+        }
+    }
+
+    /// The column so far; the builder is left sized for a batch like this one.
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Self::Int32(b) => Arc::new(b.finish()),
+            Self::Int64(b) => Arc::new(b.finish()),
+            Self::Float64(b) => Arc::new(b.finish()),
+            Self::Boolean(b) => Arc::new(b.finish()),
+            Self::Utf8(b) => b.finish(),
+            Self::Timestamp(b) => Arc::new(
+                b.finish()
+                    .reinterpret_cast::<TimestampMicrosecondType>()
+                    .with_timezone("UTC"),
+            ),
         }
     }
 }
@@ -147,9 +128,10 @@ pub(crate) struct LogRow<'a> {
 }
 
 /// Validates a promoted value against its declared type.
-fn promote(t: FieldType, key: &str, node: &Node<'_>, idx: usize) -> Result<Promoted, Rejection> {
+#[inline]
+fn promote<'t>(t: FieldType, key: &str, node: &Node<'t>) -> Result<Value<'t>, Rejection> {
     if is_null(node) {
-        return Ok(Promoted::Null);
+        return Ok(Value::Null);
     }
     let field = || format!("additional_data.{key}");
     match t {
@@ -169,20 +151,20 @@ fn promote(t: FieldType, key: &str, node: &Node<'_>, idx: usize) -> Result<Promo
                     format!("field `{}` = {i} does not fit in int32", field()),
                 ));
             }
-            Ok(Promoted::Int(i))
+            Ok(Value::Int(i))
         }
         FieldType::Float64 => as_f64(node)
-            .map(Promoted::Float)
+            .map(Value::Float)
             .ok_or_else(|| wrong_type(&field(), "a number", node)),
         FieldType::Boolean => match node {
-            Node::Static(simd_json::StaticNode::Bool(b)) => Ok(Promoted::Bool(*b)),
+            Node::Static(simd_json::StaticNode::Bool(b)) => Ok(Value::Bool(*b)),
             _ => Err(wrong_type(&field(), "a boolean", node)),
         },
         FieldType::Utf8 => match node {
-            Node::String(_) => Ok(Promoted::Str(idx)),
+            Node::String(s) => Ok(Value::Str(s)),
             _ => Err(wrong_type(&field(), "a string", node)),
         },
-        FieldType::Timestamp => read_timestamp(&field(), node).map(Promoted::Int),
+        FieldType::Timestamp => read_timestamp(&field(), node).map(Value::Int),
     }
 }
 
@@ -213,22 +195,22 @@ pub(crate) fn normalize_level(s: &str) -> Option<&'static str> {
 /// The builders of one service's rows.
 pub(crate) struct LogColumns {
     schema: SchemaRef,
-    timestamp: TimestampMicrosecondBuilder,
-    level: StringBuilder,
-    service: StringBuilder,
-    strings: [StringBuilder; 5],
+    timestamp: Vec<i64>,
+    level: StrColumn,
+    service: StrColumn,
+    strings: [StrColumn; 5],
     promoted: Vec<PromotedBuilder>,
-    additional_data: StringBuilder,
-    extra: StringBuilder,
-    date: Date32Builder,
+    additional_data: StrColumn,
+    extra: StrColumn,
+    date: Vec<i32>,
 }
 
 impl LogColumns {
     pub(crate) fn new(schema: &LogSchema, rows: usize) -> Self {
-        let string = || StringBuilder::with_capacity(rows, 0);
+        let string = || StrColumn::with_capacity(rows, 0);
         Self {
             schema: schema.schema().clone(),
-            timestamp: TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            timestamp: Vec::with_capacity(rows),
             level: string(),
             service: string(),
             strings: std::array::from_fn(|_| string()),
@@ -239,26 +221,46 @@ impl LogColumns {
                 .collect(),
             additional_data: string(),
             extra: string(),
-            date: Date32Builder::with_capacity(rows),
+            date: Vec::with_capacity(rows),
         }
     }
-}
 
-impl LogColumns {
+    /// Appends the two time columns of a row.
+    #[inline]
+    fn push_time(&mut self, micros: i64) {
+        self.timestamp.push(micros);
+        self.date.push(date32_from_micros(micros));
+    }
+
+    /// Drops the rows after the first `rows`: a record rejected halfway leaves no trace.
+    fn truncate(&mut self, rows: usize) {
+        self.timestamp.truncate(rows);
+        self.date.truncate(rows);
+        self.level.truncate(rows);
+        self.service.truncate(rows);
+        for b in &mut self.strings {
+            b.truncate(rows);
+        }
+        for b in &mut self.promoted {
+            b.truncate(rows);
+        }
+        self.additional_data.truncate(rows);
+        self.extra.truncate(rows);
+    }
+
     /// Appends a row of typed values; `row.promoted` has one value per promoted column.
     pub(crate) fn append_row(&mut self, row: &LogRow<'_>) {
-        self.timestamp.append_value(row.timestamp);
-        self.date.append_value(date32_from_micros(row.timestamp));
-        self.level.append_option(row.level);
-        self.service.append_value(row.service);
+        self.push_time(row.timestamp);
+        self.level.push_option(row.level);
+        self.service.push(row.service);
         for (b, v) in self.strings.iter_mut().zip(row.strings) {
-            b.append_option(v);
+            b.push_option(v);
         }
         for (b, &v) in self.promoted.iter_mut().zip(row.promoted) {
             b.append_value(v);
         }
-        self.additional_data.append_option(row.additional_data);
-        self.extra.append_option(row.extra);
+        self.additional_data.push_option(row.additional_data);
+        self.extra.push_option(row.extra);
     }
 }
 
@@ -270,26 +272,18 @@ impl Columns for LogColumns {
     fn finish(&mut self) -> RecordBatch {
         let rows = self.len();
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-        let mut string = |b: &mut StringBuilder| {
-            let next = sized_like(b);
-            columns.push(Arc::new(std::mem::replace(b, next).finish()));
-        };
-        let mut ts = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
-        std::mem::swap(&mut ts, &mut self.timestamp);
-        let ts: ArrayRef = Arc::new(ts.finish());
-        string(&mut self.level);
-        string(&mut self.service);
-        for b in &mut self.strings {
-            string(b);
-        }
-        let promoted: Vec<ArrayRef> = self.promoted.iter_mut().map(|b| b.finish(rows)).collect();
-        string(&mut self.additional_data);
-        string(&mut self.extra);
-        columns.insert(0, ts);
-        columns.splice(8..8, promoted);
-        let mut date = Date32Builder::with_capacity(rows);
-        std::mem::swap(&mut date, &mut self.date);
-        columns.push(Arc::new(date.finish()));
+        let ts = std::mem::replace(&mut self.timestamp, Vec::with_capacity(rows));
+        columns.push(Arc::new(
+            TimestampMicrosecondArray::new(ScalarBuffer::from(ts), None).with_timezone("UTC"),
+        ));
+        columns.push(self.level.finish());
+        columns.push(self.service.finish());
+        columns.extend(self.strings.iter_mut().map(StrColumn::finish));
+        columns.extend(self.promoted.iter_mut().map(PromotedBuilder::finish));
+        columns.push(self.additional_data.finish());
+        columns.push(self.extra.finish());
+        let date = std::mem::replace(&mut self.date, Vec::with_capacity(rows));
+        columns.push(Arc::new(Date32Array::new(ScalarBuffer::from(date), None)));
         RecordBatch::try_new(self.schema.clone(), columns).expect("log columns match the schema")
     }
 }
@@ -300,16 +294,29 @@ pub(crate) struct LogRows {
     groups: Groups<LogColumns>,
     /// Rows per group at the previous finish: the size new groups start with.
     rows_hint: usize,
-    // Per-record scratch, kept to reuse allocations.
+    scratch: Scratch,
+}
+
+/// Per-record positions on the tape, kept to reuse their allocations.
+struct Scratch {
+    /// Members of the record that are not known fields, and of `additional_data` that are
+    /// not promoted: the two JSON columns.
+    extras: Vec<Member>,
+    rest: Vec<Member>,
+    /// Per promoted column, the tape index of its value in this record.
     promoted_slots: Vec<usize>,
-    promoted_values: Vec<Promoted>,
-    /// Key tape indices of the record's members, and of additional_data's.
-    top: Vec<usize>,
-    ad_keys: Vec<usize>,
-    /// Positions in `ad_keys` of members that are not promoted, and in `top` of unknown fields.
-    rest: Vec<usize>,
-    extras: Vec<usize>,
-    json: String,
+}
+
+/// Where a record's known top-level fields are on the tape ([`ABSENT`] if not there).
+struct Fields {
+    ts: usize,
+    level: usize,
+    service: usize,
+    /// trace_id, span_id, parent_span_id, user_id, message.
+    strs: [usize; 5],
+    /// The value of `additional_data`, and its member (for where its text ends).
+    ad: usize,
+    ad_member: Member,
 }
 
 impl LogRows {
@@ -317,13 +324,11 @@ impl LogRows {
         Self {
             groups: Groups::new(),
             rows_hint: 1024,
-            promoted_slots: vec![ABSENT; schema.promoted().len()],
-            promoted_values: Vec::with_capacity(schema.promoted().len()),
-            top: Vec::new(),
-            ad_keys: Vec::new(),
-            rest: Vec::new(),
-            extras: Vec::new(),
-            json: String::new(),
+            scratch: Scratch {
+                extras: Vec::new(),
+                rest: Vec::new(),
+                promoted_slots: vec![ABSENT; schema.promoted().len()],
+            },
             schema,
         }
     }
@@ -346,114 +351,24 @@ impl Rows for LogRows {
                 ),
             ));
         };
-        let (mut ts, mut level, mut service, mut ad, mut ad_member) =
-            (ABSENT, ABSENT, ABSENT, ABSENT, 0);
-        let mut strs = [ABSENT; 5];
-        self.top.clear();
-        self.extras.clear();
-        let mut next = idx + 1;
-        for member in 0..len {
-            let key_idx = next;
-            self.top.push(key_idx);
-            let Node::String(key) = tape[key_idx] else {
-                unreachable!("object keys are strings on the tape")
-            };
-            let value = key_idx + 1;
-            next = value + span(&tape[value]);
-            // By length, then first byte: one comparison per known key.
-            let b = key.as_bytes();
-            match (b.len(), b.first()) {
-                (9, Some(b't')) if key == "timestamp" => ts = value,
-                (5, Some(b'l')) if key == "level" => level = value,
-                (7, Some(b's')) if key == "service" => service = value,
-                (8, Some(b't')) if key == "trace_id" => strs[0] = value,
-                (7, Some(b's')) if key == "span_id" => strs[1] = value,
-                (14, Some(b'p')) if key == "parent_span_id" => strs[2] = value,
-                (7, Some(b'u')) if key == "user_id" => strs[3] = value,
-                (7, Some(b'm')) if key == "message" => strs[4] = value,
-                (15, Some(b'a')) if key == "additional_data" => (ad, ad_member) = (value, member),
-                _ => self.extras.push(member),
-            }
-        }
-
-        // Validate everything before touching a builder, so a rejected record leaves no trace.
-        let micros = required_timestamp(tape, ts, bounds)?;
-        let service = required_str(tape, service, "service")?;
-        let level = match optional_str(tape, level, "level")? {
-            None => Level::Null,
-            Some(s) => normalize_level(s).map_or(Level::Other(level), Level::Known),
-        };
-        for (field, &i) in STRING_FIELDS.iter().zip(&strs) {
-            optional_str(tape, i, field)?;
-        }
-
-        self.promoted_slots.fill(ABSENT);
-        self.ad_keys.clear();
-        self.rest.clear();
-        if ad != ABSENT {
-            match tape[ad] {
-                Node::Object { len, .. } => {
-                    let mut next = ad + 1;
-                    for member in 0..len {
-                        let key_idx = next;
-                        self.ad_keys.push(key_idx);
-                        let Node::String(key) = tape[key_idx] else {
-                            unreachable!("object keys are strings on the tape")
-                        };
-                        next = key_idx + 1 + span(&tape[key_idx + 1]);
-                        match self.schema.promoted().iter().position(|p| p.key == key) {
-                            Some(p) => self.promoted_slots[p] = key_idx + 1,
-                            None => self.rest.push(member),
-                        }
-                    }
-                }
-                Node::Static(simd_json::StaticNode::Null) => {}
-                ref other => return Err(wrong_type("additional_data", "an object", other)),
-            }
-        }
-        self.promoted_values.clear();
-        for (p, &slot) in self.schema.promoted().iter().zip(&self.promoted_slots) {
-            let v = match slot {
-                ABSENT => Promoted::Null,
-                i => promote(p.field_type, &p.key, &tape[i], i)?,
-            };
-            self.promoted_values.push(v);
-        }
-        let ad_len = self.write_json(tape, raw, ad_member);
-
-        // Append.
+        let f = self.scratch.fields(tape, idx, len);
+        let micros = required_timestamp(tape, f.ts, bounds)?;
+        let service = required_str(tape, f.service, "service")?;
         let (schema, hint) = (&self.schema, self.rows_hint);
         let c = self
             .groups
             .get(service, hint, |rows| LogColumns::new(schema, rows));
-        c.timestamp.append_value(micros);
-        c.date.append_value(date32_from_micros(micros));
-        c.service.append_value(service);
-        match level {
-            Level::Null => c.level.append_null(),
-            Level::Known(l) => c.level.append_value(l),
-            Level::Other(i) => {
-                if let Node::String(s) = tape[i] {
-                    c.level.append_value(s.to_ascii_uppercase());
-                }
-            }
+        // Columns are written as fields are validated; a rejection halfway truncates them
+        // back, so a rejected record leaves no trace (bad records are rare: undoing is cheaper
+        // than validating every field before writing any).
+        let rows = c.len();
+        c.push_time(micros);
+        c.service.push(service);
+        let written = self.scratch.write(c, schema, tape, raw, &f);
+        if written.is_err() {
+            c.truncate(rows);
         }
-        for (b, &i) in c.strings.iter_mut().zip(&strs) {
-            match i {
-                ABSENT => b.append_null(),
-                i => match tape[i] {
-                    Node::String(s) => b.append_value(s),
-                    _ => b.append_null(),
-                },
-            }
-        }
-        for (b, &v) in c.promoted.iter_mut().zip(&self.promoted_values) {
-            b.append(v, tape);
-        }
-        let (ad_json, extra_json) = self.json.split_at(ad_len);
-        append_json(&mut c.additional_data, ad_json);
-        append_json(&mut c.extra, extra_json);
-        Ok(())
+        written
     }
 
     fn overflowed(&self) -> u64 {
@@ -473,55 +388,111 @@ impl Rows for LogRows {
     }
 }
 
-impl LogRows {
-    /// Writes both JSON columns into `self.json`, `additional_data`'s rest first, then
-    /// `extra`; returns where the first ends. Verbatim from the input when the bytes line up,
-    /// else re-serialized from the tape.
-    fn write_json(&mut self, tape: &[Node<'_>], raw: Raw<'_>, ad_member: usize) -> usize {
-        self.json.clear();
-        if self.rest.is_empty() && self.extras.is_empty() {
-            return 0;
-        }
-        let ad_end = if self.rest.is_empty() {
-            Some(0)
-        } else {
-            raw.value_end_of(tape, &self.top, ad_member, raw.end())
+impl Scratch {
+    /// Finds the known fields of the object at `tape[idx]` (`len` members); the others go
+    /// to `extras`.
+    fn fields(&mut self, tape: &[Node<'_>], idx: usize, len: usize) -> Fields {
+        let mut f = Fields {
+            ts: ABSENT,
+            level: ABSENT,
+            service: ABSENT,
+            strs: [ABSENT; 5],
+            ad: ABSENT,
+            ad_member: Member {
+                key: ABSENT,
+                next: Member::LAST,
+            },
         };
-        if let Some(ad_end) = ad_end {
-            let mut ok = self.rest.is_empty()
-                || raw.write_object(&mut self.json, tape, &self.ad_keys, ad_end, &self.rest);
-            let ad_len = self.json.len();
-            ok = ok
-                && (self.extras.is_empty()
-                    || raw.write_object(&mut self.json, tape, &self.top, raw.end(), &self.extras));
-            if ok {
-                return ad_len;
+        self.extras.clear();
+        for (m, key) in Member::of_object(tape, idx, len) {
+            let value = m.key + 1;
+            // By length, then first byte: one comparison per known key.
+            let b = key.as_bytes();
+            match (b.len(), b.first()) {
+                (9, Some(b't')) if key == "timestamp" => f.ts = value,
+                (5, Some(b'l')) if key == "level" => f.level = value,
+                (7, Some(b's')) if key == "service" => f.service = value,
+                (8, Some(b't')) if key == "trace_id" => f.strs[0] = value,
+                (7, Some(b's')) if key == "span_id" => f.strs[1] = value,
+                (14, Some(b'p')) if key == "parent_span_id" => f.strs[2] = value,
+                (7, Some(b'u')) if key == "user_id" => f.strs[3] = value,
+                (7, Some(b'm')) if key == "message" => f.strs[4] = value,
+                (15, Some(b'a')) if key == "additional_data" => (f.ad, f.ad_member) = (value, m),
+                _ => self.extras.push(m),
             }
-            self.json.clear();
         }
-        if !self.rest.is_empty() {
-            let keys: Vec<usize> = self.rest.iter().map(|&m| self.ad_keys[m]).collect();
-            write_members(&mut self.json, tape, &keys);
-        }
-        let ad_len = self.json.len();
-        if !self.extras.is_empty() {
-            let keys: Vec<usize> = self.extras.iter().map(|&m| self.top[m]).collect();
-            write_members(&mut self.json, tape, &keys);
-        }
-        ad_len
+        f
     }
-}
 
-enum Level {
-    Null,
-    Known(&'static str),
-    Other(usize),
-}
+    /// Validates and writes the fields after `timestamp` and `service`, in the order their
+    /// errors are reported: level, the optional strings, `additional_data` and its promoted
+    /// members, then the JSON columns. On `Err` some columns may have been written: the
+    /// caller truncates them.
+    fn write(
+        &mut self,
+        c: &mut LogColumns,
+        schema: &LogSchema,
+        tape: &[Node<'_>],
+        raw: Raw<'_>,
+        f: &Fields,
+    ) -> Result<(), Rejection> {
+        match optional_str(tape, f.level, "level")? {
+            None => c.level.push_null(),
+            Some(s) => match normalize_level(s) {
+                Some(known) => c.level.push(known),
+                None => c.level.push(&s.to_ascii_uppercase()),
+            },
+        }
+        for ((field, &i), b) in STRING_FIELDS.iter().zip(&f.strs).zip(&mut c.strings) {
+            b.push_option(optional_str(tape, i, field)?);
+        }
 
-fn append_json(b: &mut StringBuilder, json: &str) {
-    if json.is_empty() {
-        b.append_null();
-    } else {
-        b.append_value(json);
+        self.promoted_slots.fill(ABSENT);
+        self.rest.clear();
+        if f.ad != ABSENT {
+            match tape[f.ad] {
+                Node::Object { len, .. } => {
+                    for (m, key) in Member::of_object(tape, f.ad, len) {
+                        match (schema.promoted().iter())
+                            .position(|p| key_eq(p.key.as_bytes(), key.as_bytes()))
+                        {
+                            Some(p) => self.promoted_slots[p] = m.key + 1,
+                            None => self.rest.push(m),
+                        }
+                    }
+                }
+                Node::Static(simd_json::StaticNode::Null) => {}
+                ref other => return Err(wrong_type("additional_data", "an object", other)),
+            }
+        }
+        for ((p, &slot), b) in schema
+            .promoted()
+            .iter()
+            .zip(&self.promoted_slots)
+            .zip(&mut c.promoted)
+        {
+            match slot {
+                ABSENT => b.append_null(),
+                i => b.append_value(promote(p.field_type, &p.key, &tape[i])?),
+            }
+        }
+
+        c.additional_data.push_written(|out| {
+            if self.rest.is_empty() {
+                return;
+            }
+            let verbatim = raw
+                .value_end_of(tape, f.ad_member, raw.end())
+                .is_some_and(|ad_end| raw.write_object(out, tape, &self.rest, ad_end));
+            if !verbatim {
+                write_members(out, tape, self.rest.iter().map(|m| m.key));
+            }
+        });
+        c.extra.push_written(|out| {
+            if !self.extras.is_empty() && !raw.write_object(out, tape, &self.extras, raw.end()) {
+                write_members(out, tape, self.extras.iter().map(|m| m.key));
+            }
+        });
+        Ok(())
     }
 }

@@ -15,8 +15,8 @@ use vigil_core::time::date32_from_micros;
 use crate::dead::{ReasonCode, Rejection};
 use crate::groups::{Columns, Groups};
 use crate::rows::{Rows, TimeBounds, optional_str, required_str, required_timestamp};
-use crate::tape::{as_f64, span, type_name, write_members, write_static, wrong_type};
-use crate::verbatim::Raw;
+use crate::tape::{as_f64, type_name, write_members, write_static, wrong_type};
+use crate::verbatim::{Member, Raw};
 
 const ABSENT: usize = usize::MAX;
 
@@ -113,9 +113,8 @@ impl Columns for MetricColumns {
 pub(crate) struct MetricRows {
     schema: SchemaRef,
     groups: Groups<MetricColumns>,
-    /// Key tape indices of the record's members; positions in it of unknown fields.
-    top: Vec<usize>,
-    extras: Vec<usize>,
+    /// The record's members that are not known fields.
+    extras: Vec<Member>,
     json: String,
 }
 
@@ -124,7 +123,6 @@ impl MetricRows {
         Self {
             schema: metric_schema(),
             groups: Groups::new(),
-            top: Vec::new(),
             extras: Vec::new(),
             json: String::new(),
         }
@@ -150,17 +148,9 @@ impl Rows for MetricRows {
         };
         let (mut ts, mut name, mut kind, mut service, mut value, mut labels) =
             (ABSENT, ABSENT, ABSENT, ABSENT, ABSENT, ABSENT);
-        self.top.clear();
         self.extras.clear();
-        let mut next = idx + 1;
-        for member in 0..len {
-            let key_idx = next;
-            self.top.push(key_idx);
-            let Node::String(key) = tape[key_idx] else {
-                unreachable!("object keys are strings on the tape")
-            };
-            let v = key_idx + 1;
-            next = v + span(&tape[v]);
+        for (m, key) in Member::of_object(tape, idx, len) {
+            let v = m.key + 1;
             match key {
                 "timestamp" => ts = v,
                 "name" => name = v,
@@ -168,7 +158,7 @@ impl Rows for MetricRows {
                 "service" => service = v,
                 "value" => value = v,
                 "labels" => labels = v,
-                _ => self.extras.push(member),
+                _ => self.extras.push(m),
             }
         }
 
@@ -222,11 +212,9 @@ impl Rows for MetricRows {
         };
         self.json.clear();
         if !self.extras.is_empty()
-            && !raw.write_object(&mut self.json, tape, &self.top, raw.end(), &self.extras)
+            && !raw.write_object(&mut self.json, tape, &self.extras, raw.end())
         {
-            self.json.clear();
-            let keys: Vec<usize> = self.extras.iter().map(|&m| self.top[m]).collect();
-            write_members(&mut self.json, tape, &keys);
+            write_members(&mut self.json, tape, self.extras.iter().map(|m| m.key));
         }
 
         let schema = &self.schema;

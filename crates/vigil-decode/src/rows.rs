@@ -91,10 +91,17 @@ impl TimeBounds {
     }
 
     /// `micros`, the value of `field`, if within the bounds.
+    #[inline]
     pub(crate) fn check(&self, field: &str, micros: i64) -> Result<i64, Rejection> {
         if (self.min..=self.max).contains(&micros) {
-            return Ok(micros);
+            Ok(micros)
+        } else {
+            Err(self.out_of_range(field, micros))
         }
+    }
+
+    #[cold]
+    fn out_of_range(&self, field: &str, micros: i64) -> Rejection {
         let reason = if !(EARLIEST..=LATEST).contains(&micros) {
             format!(
                 "`{field}` ({micros} µs since 1970) is outside years 0001 to 9999, the times \
@@ -115,7 +122,7 @@ impl TimeBounds {
                 format_rfc3339(self.min)
             )
         };
-        Err(Rejection::new(ReasonCode::TimestampOutOfRange, reason))
+        Rejection::new(ReasonCode::TimestampOutOfRange, reason)
     }
 }
 
@@ -126,6 +133,10 @@ pub(crate) fn required_timestamp(
     bounds: &TimeBounds,
 ) -> Result<i64, Rejection> {
     match tape.get(idx) {
+        // The usual case first, without the general reader's error paths.
+        Some(Node::String(s)) if let Some(micros) = parse_rfc3339_micros(s.as_bytes()) => {
+            bounds.check("timestamp", micros)
+        }
         None | Some(Node::Static(simd_json::StaticNode::Null)) => Err(Rejection::new(
             ReasonCode::MissingField,
             "required field `timestamp` is missing",

@@ -56,6 +56,31 @@ pub(crate) fn as_i64(node: &Node<'_>) -> Option<i64> {
     }
 }
 
+/// Whether two object keys are equal. Keys are short, and a `memcmp` call per comparison
+/// cost more than the comparison: up to 32 bytes are compared as two overlapping words.
+#[inline]
+pub(crate) fn key_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        0..8 => a.iter().zip(b).all(|(x, y)| x == y),
+        8..=16 => {
+            let w =
+                |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().unwrap_or_default());
+            w(a, 0) == w(b, 0) && w(a, n - 8) == w(b, n - 8)
+        }
+        17..=32 => {
+            let w = |s: &[u8], i: usize| {
+                u128::from_le_bytes(s[i..i + 16].try_into().unwrap_or_default())
+            };
+            w(a, 0) == w(b, 0) && w(a, n - 16) == w(b, n - 16)
+        }
+        _ => a == b,
+    }
+}
+
 /// ``field `name` must be a <expected>, found <type>``.
 pub(crate) fn wrong_type(field: &str, expected: &str, node: &Node<'_>) -> Rejection {
     Rejection::new(
@@ -70,9 +95,13 @@ pub(crate) fn wrong_type(field: &str, expected: &str, node: &Node<'_>) -> Reject
 /// Writes JSON text for the object members listed in `members` (tape indices of keys, each
 /// followed by its value) as one object. Recursion is bounded: simd-json rejected anything
 /// nested deeper than the decoder's limit.
-pub(crate) fn write_members(out: &mut String, tape: &[Node<'_>], members: &[usize]) {
+pub(crate) fn write_members(
+    out: &mut String,
+    tape: &[Node<'_>],
+    members: impl IntoIterator<Item = usize>,
+) {
     out.push('{');
-    for (i, &key) in members.iter().enumerate() {
+    for (i, key) in members.into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
@@ -184,6 +213,21 @@ mod tests {
         let mut out = String::new();
         write_value(&mut out, &tape.0, 0);
         out
+    }
+
+    #[test]
+    fn key_eq_is_byte_equality_at_every_length() {
+        let base: Vec<u8> = (0..40u8).map(|i| b'a' + i % 26).collect();
+        for n in 0..=40 {
+            let a = &base[..n];
+            assert!(key_eq(a, a), "{n}");
+            assert!(!key_eq(a, &base[..n.saturating_sub(1)]) || n == 0, "{n}");
+            for i in 0..n {
+                let mut b = a.to_vec();
+                b[i] ^= 1;
+                assert!(!key_eq(a, &b), "length {n}, byte {i}");
+            }
+        }
     }
 
     #[test]

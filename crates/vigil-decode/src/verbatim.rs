@@ -54,49 +54,49 @@ impl<'a> Raw<'a> {
         Some(i)
     }
 
-    /// `(start, end)` of member `j` of an object whose members' keys are at tape indices
-    /// `keys` and whose text ends (exclusive) at `end`. `None` if the bytes do not line up.
-    fn member(
+    /// `(start, end)` of the members from `first` to `last` of an object whose text ends
+    /// (exclusive) at `end`: from the first key's quote to the end of the last value, the
+    /// separators between them as written. `None` if the bytes do not line up.
+    fn cut(
         &self,
         tape: &[Node<'_>],
-        keys: &[usize],
-        j: usize,
+        first: Member,
+        last: Member,
         end: usize,
     ) -> Option<(usize, usize)> {
-        let start = self.key_start(tape, keys[j])?;
-        let value_end = match keys.get(j + 1) {
-            Some(&next) => self.value_end(self.key_start(tape, next)?, b',')?,
-            None => self.value_end(end, b'}')?,
+        let start = self.key_start(tape, first.key)?;
+        let value_end = match last.next {
+            Member::LAST => self.value_end(end, b'}')?,
+            next => self.value_end(self.key_start(tape, next)?, b',')?,
         };
         (value_end > start).then_some((start, value_end))
     }
 
-    /// The exclusive end of the value of member `j` (an object or array member's value).
-    pub(crate) fn value_end_of(
-        &self,
-        tape: &[Node<'_>],
-        keys: &[usize],
-        j: usize,
-        end: usize,
-    ) -> Option<usize> {
-        self.member(tape, keys, j, end).map(|(_, e)| e)
+    /// The exclusive end of member `m`'s value (an object or array member's value), in an
+    /// object whose text ends at `end`.
+    pub(crate) fn value_end_of(&self, tape: &[Node<'_>], m: Member, end: usize) -> Option<usize> {
+        self.cut(tape, m, m, end).map(|(_, e)| e)
     }
 
-    /// Appends `{...}` holding the members at positions `pick` of an object (keys at tape
-    /// indices `keys`, text ending at `end`), verbatim. `false`, with `out` unchanged, if the
-    /// bytes do not line up.
+    /// Appends `{...}` holding `members` (in object order) of an object whose text ends at
+    /// `end`, verbatim: each run of adjacent members is one copy. `false`, with `out`
+    /// unchanged, if the bytes do not line up.
     pub(crate) fn write_object(
         &self,
         out: &mut String,
         tape: &[Node<'_>],
-        keys: &[usize],
+        members: &[Member],
         end: usize,
-        pick: &[usize],
     ) -> bool {
         let mark = out.len();
         out.push('{');
-        for (n, &j) in pick.iter().enumerate() {
-            let Some((s, e)) = self.member(tape, keys, j, end) else {
+        let mut n = 0;
+        while n < members.len() {
+            let mut m = n + 1;
+            while m < members.len() && members[m].key == members[m - 1].next {
+                m += 1;
+            }
+            let Some((s, e)) = self.cut(tape, members[n], members[m - 1], end) else {
                 out.truncate(mark);
                 return false;
             };
@@ -106,8 +106,44 @@ impl<'a> Raw<'a> {
             // SAFETY: simd-json validated the record as UTF-8, and `s..e` starts at a quote
             // and ends just after a complete JSON value, both on character boundaries.
             out.push_str(unsafe { std::str::from_utf8_unchecked(&self.bytes[s..e]) });
+            n = m;
         }
         out.push('}');
         true
+    }
+}
+
+/// An object member on the tape: where its key is, and where the next member's key is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Member {
+    /// Tape index of the key.
+    pub(crate) key: usize,
+    /// Tape index of the next member's key, or [`Member::LAST`].
+    pub(crate) next: usize,
+}
+
+impl Member {
+    /// `next` of an object's last member.
+    pub(crate) const LAST: usize = usize::MAX;
+
+    /// Walks the members of the object at `tape[obj]` (`len` of them).
+    pub(crate) fn of_object<'a, 't>(
+        tape: &'a [Node<'t>],
+        obj: usize,
+        len: usize,
+    ) -> impl Iterator<Item = (Member, &'t str)> + use<'a, 't> {
+        let mut key = obj + 1;
+        (0..len).map(move |i| {
+            let Node::String(k) = tape[key] else {
+                unreachable!("object keys are strings on the tape")
+            };
+            let after = key + 1 + crate::tape::span(&tape[key + 1]);
+            let m = Member {
+                key,
+                next: if i + 1 < len { after } else { Member::LAST },
+            };
+            key = after;
+            (m, k)
+        })
     }
 }

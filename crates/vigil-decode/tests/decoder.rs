@@ -366,7 +366,8 @@ fn unpromoted_fields_are_kept_verbatim() {
         let (rows, _) = concat(&decode_all(&mut dec, line.as_bytes(), chunk));
         assert_eq!(
             col(&rows, "additional_data").as_string::<i32>().value(0),
-            r#"{"big": 123456789012345678901234567890,"s": "a\"b\u00e9","arr": [1, 2.50]}"#
+            // Adjacent members are one cut, the separator between them as written.
+            r#"{"big": 123456789012345678901234567890,"s": "a\"b\u00e9", "arr": [1, 2.50]}"#
         );
         assert_eq!(
             col(&rows, "extra").as_string::<i32>().value(0),
@@ -411,4 +412,34 @@ fn batches_hold_one_service_each_in_input_order() {
             .collect();
         assert_eq!(messages, want);
     }
+}
+
+#[test]
+fn services_past_the_group_limit_share_one_group_and_only_their_rows_count() {
+    // 1024 services get builders of their own; the rows of the rest share one group.
+    // Records rejected after their service was read (here: a status code of the wrong type)
+    // are rows of no group and are not counted.
+    let mut input = String::new();
+    for s in 0..1030 {
+        input.push_str(&format!(
+            r#"{{"timestamp":"2024-01-01T00:00:00Z","service":"s{s:04}","additional_data":{{"status_code":200}}}}"#
+        ));
+        input.push('\n');
+    }
+    for s in [3, 1027, 1028, 2000] {
+        input.push_str(&format!(
+            r#"{{"timestamp":"2024-01-01T00:00:00Z","service":"s{s:04}","level":"INFO","additional_data":{{"status_code":"x"}}}}"#
+        ));
+        input.push('\n');
+    }
+    let mut dec = Decoder::logs(schema(), DecoderOptions::default());
+    let (rows, dead) = concat(&decode_all(&mut dec, input.as_bytes(), 1 << 20));
+    assert_eq!((rows.num_rows(), dead.num_rows()), (1030, 4));
+    assert_eq!(dec.stats().overflowed, 6);
+    let levels = col(&rows, "level");
+    assert_eq!(
+        levels.null_count(),
+        1030,
+        "no row took a rejected record's level"
+    );
 }
