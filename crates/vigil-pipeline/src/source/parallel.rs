@@ -22,6 +22,10 @@ use vigil_core::metrics::Counter;
 /// Bytes read from the input at a time.
 const READ_BYTES: usize = 1 << 20;
 
+/// Read buffers kept for reuse once decoded: as many as can be in flight between the reader
+/// and two workers' queues, so the reader rarely allocates one.
+const SPARE_BUFFERS: usize = 16;
+
 /// Bytes of whole lines a worker decodes at a time, for a source feeding the archive: enough
 /// that the per-service batches of a unit stay near the decoder's batch size.
 pub const UNIT_BYTES: usize = 4 << 20;
@@ -64,17 +68,21 @@ impl Parallel {
         let mut work = Vec::new();
         let mut results = Vec::new();
         let mut workers = Vec::new();
+        // Read buffers come back once decoded and are read into again: a fresh megabyte per
+        // read cost the reader a page fault per page and its zeroing, as much as the read.
+        let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(SPARE_BUFFERS);
         for (i, mut decoder) in decoders.into_iter().enumerate() {
             // A whole unit fits in a worker's queue, so the reader moves on to the next worker.
             let (tx, rx) = sync_channel::<Piece>(unit_bytes.div_ceil(READ_BYTES) + 2);
             let (done_tx, done_rx) = sync_channel(1);
             work.push(tx);
             results.push(done_rx);
+            let spare = spare_tx.clone();
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("{name}-decode-{i}"))
                     .spawn(move || {
-                        decode_units(&mut decoder, rx, done_tx);
+                        decode_units(&mut decoder, rx, done_tx, spare);
                         decoder
                     })
                     .map_err(spawn_err)?,
@@ -82,7 +90,13 @@ impl Parallel {
         }
         let reader = std::thread::Builder::new()
             .name(format!("{name}-read"))
-            .spawn(move || read_units(inputs, work, unit_bytes, &counters, &bytes, &stop))
+            .spawn(move || {
+                let buffers = Buffers {
+                    spare: spare_rx,
+                    len: READ_BYTES.min(unit_bytes),
+                };
+                read_units(inputs, work, &buffers, unit_bytes, &counters, &bytes, &stop)
+            })
             .map_err(spawn_err)?;
         Ok(Self {
             results,
@@ -120,6 +134,7 @@ fn decode_units(
     decoder: &mut Decoder,
     pieces: Receiver<Piece>,
     done: SyncSender<Vec<DecodedBatch>>,
+    spare: SyncSender<Vec<u8>>,
 ) {
     let mut out = Vec::new();
     for p in pieces {
@@ -136,6 +151,26 @@ fn decode_units(
                 return;
             }
         }
+        // The last piece of a read hands its buffer back; a full pool lets it go.
+        if let Ok(buf) = Arc::try_unwrap(p.bytes) {
+            let _ = spare.try_send(buf);
+        }
+    }
+}
+
+/// Read buffers handed back by the workers.
+struct Buffers {
+    spare: Receiver<Vec<u8>>,
+    /// Bytes read at a time: every buffer is this long.
+    len: usize,
+}
+
+impl Buffers {
+    fn take(&self) -> Vec<u8> {
+        match self.spare.try_recv() {
+            Ok(buf) if buf.len() == self.len => buf,
+            _ => vec![0u8; self.len],
+        }
     }
 }
 
@@ -143,6 +178,7 @@ fn decode_units(
 fn read_units(
     inputs: VecDeque<Input>,
     workers: Vec<SyncSender<Piece>>,
+    buffers: &Buffers,
     unit_bytes: usize,
     counters: &Counters,
     bytes: &Counter,
@@ -158,7 +194,7 @@ fn read_units(
         let mut unit = 0usize;
         let mut begin = Some((Arc::clone(&name), line));
         loop {
-            let mut buf = vec![0u8; READ_BYTES.min(unit_bytes)];
+            let mut buf = buffers.take();
             let n = if stop.load(Ordering::Relaxed) {
                 0
             } else {
@@ -188,11 +224,10 @@ fn read_units(
                 break;
             }
             counters.add_bytes(bytes, n);
-            buf.truncate(n);
             let buf = Arc::new(buf);
             unit += n;
             let cut = if unit >= unit_bytes {
-                memrchr(b'\n', &buf).map(|p| p + 1)
+                memrchr(b'\n', &buf[..n]).map(|p| p + 1)
             } else {
                 None
             };
@@ -223,7 +258,7 @@ fn read_units(
                     if !send(w, rest) {
                         return Ok(());
                     }
-                    line += memchr_iter(b'\n', &buf[head..]).count() as i64;
+                    line += memchr_iter(b'\n', &buf[head..n]).count() as i64;
                 }
             }
         }
