@@ -15,6 +15,8 @@ use std::collections::HashMap;
 use arrow::array::{ArrayBuilder, RecordBatch, StringBuilder};
 use foldhash::fast::RandomState;
 
+use crate::tape::key_eq;
+
 /// The builders of one group.
 pub(crate) trait Columns {
     /// Rows appended since the last finish.
@@ -56,7 +58,9 @@ impl<C: Columns> Groups<C> {
     /// a share that shrinks with the number of groups, so many new services cannot each
     /// reserve a whole batch.
     pub(crate) fn get(&mut self, key: &str, hint: usize, make: impl FnOnce(usize) -> C) -> &mut C {
-        if !matches!(self.groups.get(self.last), Some((k, _)) if **k == *key) {
+        let same =
+            (self.groups.get(self.last)).is_some_and(|(k, _)| key_eq(k.as_bytes(), key.as_bytes()));
+        if !same {
             self.last = match self.index.get(key) {
                 Some(&i) => i,
                 None if self.groups.len() >= MAX_GROUPS => {

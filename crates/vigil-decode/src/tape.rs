@@ -56,8 +56,9 @@ pub(crate) fn as_i64(node: &Node<'_>) -> Option<i64> {
     }
 }
 
-/// Whether two object keys are equal. Keys are short, and a `memcmp` call per comparison
-/// cost more than the comparison: up to 32 bytes are compared as two overlapping words.
+/// Whether two short strings (object keys, service names) are equal: a `memcmp` call per
+/// comparison cost more than the comparison, so up to 32 bytes are compared as two
+/// overlapping words.
 #[inline]
 pub(crate) fn key_eq(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
