@@ -123,6 +123,11 @@ impl<P: ArrowPrimitiveType> PrimColumn<P> {
         }
     }
 
+    /// Rows appended since the last [`PrimColumn::finish`].
+    pub(crate) fn len(&self) -> usize {
+        self.values.len()
+    }
+
     #[inline(always)]
     pub(crate) fn push(&mut self, v: P::Native) {
         self.values.push(v);

@@ -2,10 +2,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Date32Array, RecordBatch, TimestampMicrosecondArray};
-use arrow::buffer::ScalarBuffer;
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
-use arrow::datatypes::{Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
+use arrow::datatypes::{Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use simd_json::Node;
 use vigil_core::schema::{FieldType, LogSchema};
 use vigil_core::time::date32_from_micros;
@@ -37,8 +36,7 @@ enum PromotedBuilder {
     Float64(PrimColumn<Float64Type>),
     Boolean(BoolColumn),
     Utf8(StrColumn),
-    /// µs since the epoch, UTC.
-    Timestamp(PrimColumn<Int64Type>),
+    Timestamp(PrimColumn<TimestampMicrosecondType>),
 }
 
 impl PromotedBuilder {
@@ -59,7 +57,8 @@ impl PromotedBuilder {
     fn append_value(&mut self, v: Value<'_>) {
         match (self, v) {
             (Self::Int32(b), Value::Int(i)) => b.push(i as i32),
-            (Self::Int64(b) | Self::Timestamp(b), Value::Int(i)) => b.push(i),
+            (Self::Int64(b), Value::Int(i)) => b.push(i),
+            (Self::Timestamp(b), Value::Int(i)) => b.push(i),
             (Self::Float64(b), Value::Float(f)) => b.push(f),
             (Self::Boolean(b), Value::Bool(x)) => b.push(x),
             (Self::Utf8(b), Value::Str(s)) => b.push(s),
@@ -70,7 +69,8 @@ impl PromotedBuilder {
     fn append_null(&mut self) {
         match self {
             Self::Int32(b) => b.push_null(),
-            Self::Int64(b) | Self::Timestamp(b) => b.push_null(),
+            Self::Int64(b) => b.push_null(),
+            Self::Timestamp(b) => b.push_null(),
             Self::Float64(b) => b.push_null(),
             Self::Boolean(b) => b.push_null(),
             Self::Utf8(b) => b.push_null(),
@@ -80,7 +80,8 @@ impl PromotedBuilder {
     fn truncate(&mut self, rows: usize) {
         match self {
             Self::Int32(b) => b.truncate(rows),
-            Self::Int64(b) | Self::Timestamp(b) => b.truncate(rows),
+            Self::Int64(b) => b.truncate(rows),
+            Self::Timestamp(b) => b.truncate(rows),
             Self::Float64(b) => b.truncate(rows),
             Self::Boolean(b) => b.truncate(rows),
             Self::Utf8(b) => b.truncate(rows),
@@ -95,11 +96,7 @@ impl PromotedBuilder {
             Self::Float64(b) => Arc::new(b.finish()),
             Self::Boolean(b) => Arc::new(b.finish()),
             Self::Utf8(b) => b.finish(),
-            Self::Timestamp(b) => Arc::new(
-                b.finish()
-                    .reinterpret_cast::<TimestampMicrosecondType>()
-                    .with_timezone("UTC"),
-            ),
+            Self::Timestamp(b) => Arc::new(b.finish().with_timezone("UTC")),
         }
     }
 }
@@ -195,14 +192,14 @@ pub(crate) fn normalize_level(s: &str) -> Option<&'static str> {
 /// The builders of one service's rows.
 pub(crate) struct LogColumns {
     schema: SchemaRef,
-    timestamp: Vec<i64>,
+    timestamp: PrimColumn<TimestampMicrosecondType>,
     level: StrColumn,
     service: StrColumn,
     strings: [StrColumn; 5],
     promoted: Vec<PromotedBuilder>,
     additional_data: StrColumn,
     extra: StrColumn,
-    date: Vec<i32>,
+    date: PrimColumn<Date32Type>,
 }
 
 impl LogColumns {
@@ -210,7 +207,7 @@ impl LogColumns {
         let string = || StrColumn::with_capacity(rows, 0);
         Self {
             schema: schema.schema().clone(),
-            timestamp: Vec::with_capacity(rows),
+            timestamp: PrimColumn::with_capacity(rows),
             level: string(),
             service: string(),
             strings: std::array::from_fn(|_| string()),
@@ -221,7 +218,7 @@ impl LogColumns {
                 .collect(),
             additional_data: string(),
             extra: string(),
-            date: Vec::with_capacity(rows),
+            date: PrimColumn::with_capacity(rows),
         }
     }
 
@@ -270,20 +267,15 @@ impl Columns for LogColumns {
     }
 
     fn finish(&mut self) -> RecordBatch {
-        let rows = self.len();
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-        let ts = std::mem::replace(&mut self.timestamp, Vec::with_capacity(rows));
-        columns.push(Arc::new(
-            TimestampMicrosecondArray::new(ScalarBuffer::from(ts), None).with_timezone("UTC"),
-        ));
+        columns.push(Arc::new(self.timestamp.finish().with_timezone("UTC")));
         columns.push(self.level.finish());
         columns.push(self.service.finish());
         columns.extend(self.strings.iter_mut().map(StrColumn::finish));
         columns.extend(self.promoted.iter_mut().map(PromotedBuilder::finish));
         columns.push(self.additional_data.finish());
         columns.push(self.extra.finish());
-        let date = std::mem::replace(&mut self.date, Vec::with_capacity(rows));
-        columns.push(Arc::new(Date32Array::new(ScalarBuffer::from(date), None)));
+        columns.push(Arc::new(self.date.finish()));
         RecordBatch::try_new(self.schema.clone(), columns).expect("log columns match the schema")
     }
 }
@@ -314,9 +306,8 @@ struct Fields {
     service: usize,
     /// trace_id, span_id, parent_span_id, user_id, message.
     strs: [usize; 5],
-    /// The value of `additional_data`, and its member (for where its text ends).
-    ad: usize,
-    ad_member: Member,
+    /// The `additional_data` member (its value is at `key + 1`).
+    ad: Option<Member>,
 }
 
 impl LogRows {
@@ -397,11 +388,7 @@ impl Scratch {
             level: ABSENT,
             service: ABSENT,
             strs: [ABSENT; 5],
-            ad: ABSENT,
-            ad_member: Member {
-                key: ABSENT,
-                next: Member::LAST,
-            },
+            ad: None,
         };
         self.extras.clear();
         for (m, key) in Member::of_object(tape, idx, len) {
@@ -417,7 +404,7 @@ impl Scratch {
                 (14, Some(b'p')) if key == "parent_span_id" => f.strs[2] = value,
                 (7, Some(b'u')) if key == "user_id" => f.strs[3] = value,
                 (7, Some(b'm')) if key == "message" => f.strs[4] = value,
-                (15, Some(b'a')) if key == "additional_data" => (f.ad, f.ad_member) = (value, m),
+                (15, Some(b'a')) if key == "additional_data" => f.ad = Some(m),
                 _ => self.extras.push(m),
             }
         }
@@ -449,10 +436,10 @@ impl Scratch {
 
         self.promoted_slots.fill(ABSENT);
         self.rest.clear();
-        if f.ad != ABSENT {
-            match tape[f.ad] {
+        if let Some(ad) = f.ad {
+            match tape[ad.key + 1] {
                 Node::Object { len, .. } => {
-                    for (m, key) in Member::of_object(tape, f.ad, len) {
+                    for (m, key) in Member::of_object(tape, ad.key + 1, len) {
                         match (schema.promoted().iter())
                             .position(|p| key_eq(p.key.as_bytes(), key.as_bytes()))
                         {
@@ -478,11 +465,12 @@ impl Scratch {
         }
 
         c.additional_data.push_written(|out| {
-            if self.rest.is_empty() {
+            // Members are left over only from an `additional_data` object.
+            let Some(ad) = f.ad.filter(|_| !self.rest.is_empty()) else {
                 return;
-            }
+            };
             let verbatim = raw
-                .value_end_of(tape, f.ad_member, raw.end())
+                .value_end_of(tape, ad, raw.end())
                 .is_some_and(|ad_end| raw.write_object(out, tape, &self.rest, ad_end));
             if !verbatim {
                 write_members(out, tape, self.rest.iter().map(|m| m.key));
