@@ -22,10 +22,6 @@ use vigil_core::metrics::Counter;
 /// Bytes read from the input at a time.
 const READ_BYTES: usize = 1 << 20;
 
-/// Read buffers kept for reuse once decoded: as many as can be in flight between the reader
-/// and two workers' queues, so the reader rarely allocates one.
-const SPARE_BUFFERS: usize = 16;
-
 /// Bytes of whole lines a worker decodes at a time, for a source feeding the archive: enough
 /// that the per-service batches of a unit stay near the decoder's batch size.
 pub const UNIT_BYTES: usize = 4 << 20;
@@ -70,10 +66,12 @@ impl Parallel {
         let mut workers = Vec::new();
         // Read buffers come back once decoded and are read into again: a fresh megabyte per
         // read cost the reader a page fault per page and its zeroing, as much as the read.
-        let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(SPARE_BUFFERS);
+        // A whole unit fits in a worker's queue, so the reader moves on to the next worker;
+        // the pool holds as many buffers as the queues can, so the reader rarely allocates.
+        let queue = unit_bytes.div_ceil(READ_BYTES) + 2;
+        let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(queue * decoders.len());
         for (i, mut decoder) in decoders.into_iter().enumerate() {
-            // A whole unit fits in a worker's queue, so the reader moves on to the next worker.
-            let (tx, rx) = sync_channel::<Piece>(unit_bytes.div_ceil(READ_BYTES) + 2);
+            let (tx, rx) = sync_channel::<Piece>(queue);
             let (done_tx, done_rx) = sync_channel(1);
             work.push(tx);
             results.push(done_rx);
