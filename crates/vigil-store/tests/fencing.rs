@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::samples;
+use common::{local_archive, samples};
 use vigil_core::schema::{FieldType, LogSchema, PromotedField};
-use vigil_store::{AppTxn, Archive, FlushPolicy, TableSpec, TableWriter};
+use vigil_store::{AppTxn, FlushPolicy, TableSpec, TableWriter};
 
 fn txn(app_id: &str, from: Option<i64>, to: i64) -> AppTxn {
     AppTxn {
@@ -21,7 +20,7 @@ fn txn(app_id: &str, from: Option<i64>, to: i64) -> AppTxn {
 
 /// Two writers of the same table, opened before either commits.
 async fn writers(dir: &Path) -> (TableWriter, TableWriter) {
-    let archive = Archive::new(&format!("file://{}", dir.display()), &BTreeMap::new()).unwrap();
+    let archive = local_archive(dir);
     let open = || TableWriter::open(&archive, TableSpec::metrics(), FlushPolicy::default());
     let a = open().await.unwrap();
     let b = open().await.unwrap();
@@ -128,11 +127,7 @@ async fn a_writers_own_consecutive_commits_go_through() {
 #[tokio::test]
 async fn a_writer_goes_on_after_another_adds_a_column() {
     let dir = tempfile::tempdir().unwrap();
-    let archive = Archive::new(
-        &format!("file://{}", dir.path().display()),
-        &BTreeMap::new(),
-    )
-    .unwrap();
+    let archive = local_archive(dir.path());
     let seed = TableSpec::logs(&LogSchema::seed());
     let mut old = TableWriter::open(&archive, seed, FlushPolicy::default())
         .await

@@ -3,11 +3,13 @@
 //! wrote the same rows — same rows in the same order, same row groups, same column statistics
 //! in the footer and in the Delta log, same bloom filters — whatever the thread count.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
+use common::local_archive;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::ReaderProperties;
@@ -15,7 +17,7 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::serialized_reader::ReadOptionsBuilder;
 use vigil_core::schema::LogSchema;
 use vigil_decode::{Decoder, DecoderOptions};
-use vigil_store::{Archive, FlushPolicy, TableSpec, TableWriter};
+use vigil_store::{FlushPolicy, TableSpec, TableWriter};
 
 /// ~300k generated log records over two days (several row groups per partition, both sort
 /// paths: the decoder's per-service batches arrive presorted, shuffled ones do not).
@@ -44,10 +46,6 @@ fn logs(shuffle: bool) -> Vec<RecordBatch> {
         batches = vec![arrow::compute::take_record_batch(&all, &idx).unwrap()];
     }
     batches
-}
-
-async fn archive(dir: &std::path::Path) -> Archive {
-    Archive::new(&format!("file://{}", dir.display()), &BTreeMap::new()).unwrap()
 }
 
 /// Every data file of a table: (partition directory, rows, footer summary, stats of the add).
@@ -137,7 +135,7 @@ fn adds(table: &std::path::Path) -> Vec<serde_json::Value> {
 /// the table writer with one thread writes the reference order, delta-rs then rewrites it.
 async fn delta_rs_reference(dir: &std::path::Path, sorted: &std::path::Path) {
     let spec = TableSpec::logs(&LogSchema::seed());
-    let archive = archive(dir).await;
+    let archive = local_archive(dir);
     let table = archive.open_or_create(&spec).await.unwrap();
     let mut writer = RecordBatchWriter::for_table(&table)
         .unwrap()
@@ -184,7 +182,7 @@ async fn delta_rs_reference(dir: &std::path::Path, sorted: &std::path::Path) {
 }
 
 async fn write(dir: &std::path::Path, batches: &[RecordBatch], threads: usize) {
-    let archive = archive(dir).await;
+    let archive = local_archive(dir);
     let spec = TableSpec::logs(&LogSchema::seed());
     let mut w = TableWriter::open(&archive, spec, FlushPolicy::manual())
         .await

@@ -3,19 +3,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
-use common::samples;
-use vigil_store::{Archive, FlushPolicy, TableSpec, TableWriter};
+use common::{local_archive, samples};
+use vigil_store::{FlushPolicy, TableSpec, TableWriter};
 
 #[tokio::test]
 async fn discarding_one_origin_keeps_the_rows_of_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    let archive = Archive::new(
-        &format!("file://{}", dir.path().display()),
-        &BTreeMap::new(),
-    )
-    .unwrap();
+    let archive = local_archive(dir.path());
     let mut w = TableWriter::open(&archive, TableSpec::metrics(), FlushPolicy::default())
         .await
         .unwrap();

@@ -14,6 +14,15 @@ use vigil_core::schema::{labels_type, metric_schema};
 /// 2025-06-02T09:00:00Z in µs.
 pub const T0: i64 = 1_748_854_800_000_000;
 
+/// An archive in the local directory `dir`.
+pub fn local_archive(dir: &std::path::Path) -> vigil_store::Archive {
+    vigil_store::Archive::new(
+        &format!("file://{}", dir.display()),
+        &std::collections::BTreeMap::new(),
+    )
+    .unwrap()
+}
+
 /// `n` samples of one metric.
 pub fn samples(n: usize) -> RecordBatch {
     samples_at(T0, n)
