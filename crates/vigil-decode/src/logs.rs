@@ -6,7 +6,7 @@ use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use arrow::datatypes::{Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use simd_json::Node;
-use vigil_core::schema::{FieldType, LogSchema};
+use vigil_core::schema::{FieldType, LogSchema, col};
 use vigil_core::time::date32_from_micros;
 
 use crate::column::{BoolColumn, PrimColumn, StrColumn};
@@ -280,9 +280,44 @@ impl Columns for LogColumns {
     }
 }
 
+/// Which of the columns a record may leave out are written; the rest are all null.
+struct Keep {
+    level: bool,
+    /// trace_id, span_id, parent_span_id, user_id, message.
+    strings: [bool; 5],
+    /// One per promoted column.
+    promoted: Vec<bool>,
+    additional_data: bool,
+    extra: bool,
+}
+
+impl Keep {
+    fn all(schema: &LogSchema) -> Self {
+        Self {
+            level: true,
+            strings: [true; 5],
+            promoted: vec![true; schema.promoted().len()],
+            additional_data: true,
+            extra: true,
+        }
+    }
+
+    fn only(schema: &LogSchema, columns: &[&str]) -> Self {
+        let kept = |name: &str| columns.contains(&name);
+        Self {
+            level: kept(col::LEVEL),
+            strings: STRING_FIELDS.map(kept),
+            promoted: schema.promoted().iter().map(|p| kept(&p.column)).collect(),
+            additional_data: kept(col::ADDITIONAL_DATA),
+            extra: kept(col::EXTRA),
+        }
+    }
+}
+
 /// Validates log records and routes them to their service's builders.
 pub(crate) struct LogRows {
     schema: LogSchema,
+    keep: Keep,
     groups: Groups<LogColumns>,
     /// Rows per group at the previous finish: the size new groups start with.
     rows_hint: usize,
@@ -313,6 +348,7 @@ struct Fields {
 impl LogRows {
     pub(crate) fn new(schema: LogSchema) -> Self {
         Self {
+            keep: Keep::all(&schema),
             groups: Groups::new(),
             rows_hint: 1024,
             scratch: Scratch {
@@ -355,7 +391,7 @@ impl Rows for LogRows {
         let rows = c.len();
         c.push_time(micros);
         c.service.push(service);
-        let written = self.scratch.write(c, schema, tape, raw, &f);
+        let written = self.scratch.write(c, schema, &self.keep, tape, raw, &f);
         if written.is_err() {
             c.truncate(rows);
         }
@@ -368,6 +404,10 @@ impl Rows for LogRows {
 
     fn len(&self) -> usize {
         self.groups.len()
+    }
+
+    fn keep_only(&mut self, columns: &[&str]) {
+        self.keep = Keep::only(&self.schema, columns);
     }
 
     fn finish(&mut self) -> Vec<RecordBatch> {
@@ -419,19 +459,24 @@ impl Scratch {
         &mut self,
         c: &mut LogColumns,
         schema: &LogSchema,
+        keep: &Keep,
         tape: &[Node<'_>],
         raw: Raw<'_>,
         f: &Fields,
     ) -> Result<(), Rejection> {
         match optional_str(tape, f.level, "level")? {
-            None => c.level.push_null(),
-            Some(s) => match normalize_level(s) {
+            Some(s) if keep.level => match normalize_level(s) {
                 Some(known) => c.level.push(known),
                 None => c.level.push(&s.to_ascii_uppercase()),
             },
+            _ => c.level.push_null(),
         }
-        for ((field, &i), b) in STRING_FIELDS.iter().zip(&f.strs).zip(&mut c.strings) {
-            b.push_option(optional_str(tape, i, field)?);
+        for (((field, &i), b), &kept) in (STRING_FIELDS.iter().zip(&f.strs))
+            .zip(&mut c.strings)
+            .zip(&keep.strings)
+        {
+            let value = optional_str(tape, i, field)?;
+            b.push_option(value.filter(|_| kept));
         }
 
         self.promoted_slots.fill(ABSENT);
@@ -452,21 +497,24 @@ impl Scratch {
                 ref other => return Err(wrong_type("additional_data", "an object", other)),
             }
         }
-        for ((p, &slot), b) in schema
-            .promoted()
-            .iter()
-            .zip(&self.promoted_slots)
+        for (((p, &slot), b), &kept) in (schema.promoted().iter().zip(&self.promoted_slots))
             .zip(&mut c.promoted)
+            .zip(&keep.promoted)
         {
             match slot {
                 ABSENT => b.append_null(),
-                i => b.append_value(promote(p.field_type, &p.key, &tape[i])?),
+                i => {
+                    let value = promote(p.field_type, &p.key, &tape[i])?;
+                    b.append_value(if kept { value } else { Value::Null });
+                }
             }
         }
 
         c.additional_data.push_written(|out| {
             // Members are left over only from an `additional_data` object.
-            let Some(ad) = f.ad.filter(|_| !self.rest.is_empty()) else {
+            let Some(ad) =
+                f.ad.filter(|_| keep.additional_data && !self.rest.is_empty())
+            else {
                 return;
             };
             let verbatim = raw
@@ -477,7 +525,10 @@ impl Scratch {
             }
         });
         c.extra.push_written(|out| {
-            if !self.extras.is_empty() && !raw.write_object(out, tape, &self.extras, raw.end()) {
+            if keep.extra
+                && !self.extras.is_empty()
+                && !raw.write_object(out, tape, &self.extras, raw.end())
+            {
                 write_members(out, tape, self.extras.iter().map(|m| m.key));
             }
         });

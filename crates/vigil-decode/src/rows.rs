@@ -31,6 +31,10 @@ pub(crate) trait Rows {
     /// Takes the rows appended so far, one batch per service in service order, each in input
     /// order, and resets the builders.
     fn finish(&mut self) -> Vec<RecordBatch>;
+
+    /// Writes only the columns named (and those every batch needs); the others are all null.
+    /// Records are validated as before. Kinds without the option write every column.
+    fn keep_only(&mut self, _columns: &[&str]) {}
 }
 
 /// Reads an event time: an RFC 3339 string or a number of epoch milliseconds.

@@ -443,3 +443,61 @@ fn services_past_the_group_limit_share_one_group_and_only_their_rows_count() {
         "no row took a rejected record's level"
     );
 }
+
+#[test]
+fn a_decoder_keeping_some_columns_writes_those_alike_nulls_the_rest_and_rejects_the_same_records() {
+    let lines = [
+        SEED_LINE.to_string(),
+        // Dead letters whose fault is in a column left out: still dead.
+        SEED_LINE.replace(r#""message": "Deal analysis completed successfully""#, r#""message": 7"#),
+        SEED_LINE.replace(r#""processing_time_ms": 350"#, r#""processing_time_ms": "slow""#),
+        SEED_LINE.replace(r#""level": "INFO""#, r#""level": "warn", "x": [1, {"y": 2}]"#),
+        SEED_LINE.replace(r#""deal_id": "deal-123", "#, ""),
+        r#"{"timestamp": "2023-07-15T14:22:34Z", "service": "api", "additional_data": {"status_code": 503}}"#.into(),
+    ]
+    .join("\n");
+    let mut whole = Decoder::logs(schema(), DecoderOptions::default());
+    let mut some = Decoder::logs(schema(), DecoderOptions::default());
+    let kept = ["level", "trace_id", "processing_time_ms"];
+    some.keep_only(&kept);
+    let (a, a_dead) = concat(&decode_all(&mut whole, lines.as_bytes(), 1 << 20));
+    let (b, b_dead) = concat(&decode_all(&mut some, lines.as_bytes(), 7));
+    assert_eq!((a.num_rows(), a_dead.num_rows()), (4, 2));
+    // The same dead letters, but for when each was received.
+    for (i, field) in a_dead.schema().fields().iter().enumerate() {
+        if field.name() != "received_at" {
+            assert_eq!(
+                a_dead.column(i),
+                b_dead.column(i),
+                "dead letters' {}",
+                field.name()
+            );
+        }
+    }
+    assert_eq!(a.schema(), b.schema());
+    for (i, field) in a.schema().fields().iter().enumerate() {
+        let name = field.name().as_str();
+        if ["timestamp", "service", "date"].contains(&name) || kept.contains(&name) {
+            assert_eq!(
+                a.column(i),
+                b.column(i),
+                "{name} as a whole decoder writes it"
+            );
+        } else {
+            assert_eq!(b.column(i).null_count(), b.num_rows(), "{name} left out");
+        }
+    }
+    // The columns left out did have values to leave out.
+    for name in [
+        "message",
+        "span_id",
+        "status_code",
+        "additional_data",
+        "extra",
+    ] {
+        assert!(
+            col(&a, name).null_count() < a.num_rows(),
+            "{name} has values"
+        );
+    }
+}

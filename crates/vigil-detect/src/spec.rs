@@ -172,6 +172,23 @@ pub struct CorrelationConfig {
     pub own_time_alarms: bool,
 }
 
+impl CorrelationConfig {
+    /// The log columns traces are assembled from (see `Assembler::push`).
+    pub fn log_columns(&self) -> Vec<&str> {
+        use vigil_core::schema::col;
+        vec![
+            col::TIMESTAMP,
+            col::SERVICE,
+            col::TRACE_ID,
+            col::SPAN_ID,
+            col::PARENT_SPAN_ID,
+            col::LEVEL,
+            &self.duration_column,
+            &self.status_column,
+        ]
+    }
+}
+
 impl Default for CorrelationConfig {
     fn default() -> Self {
         Self {

@@ -30,7 +30,7 @@ pub use config::{
     ArchiveConfig, DetectConfig, KafkaSourceConfig, OtlpSourceConfig, Pipeline, SourceConfig,
     SourceKind,
 };
-pub use detect::{Detection, IDLE};
+pub use detect::{Detection, IDLE, log_columns_read};
 pub use error::PipelineError;
 pub use run::run;
 pub use sink::{DeadLetterTopic, Sink};

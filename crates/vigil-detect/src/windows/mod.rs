@@ -110,6 +110,19 @@ pub fn check_rule(spec: &RuleSpec, schema: &SchemaRef) -> Result<(), DetectError
         .map_err(|e| plan_error(&spec.name, &sql, e))
 }
 
+/// The columns of `schema` a rule's signal and filter read, as planned (see [`check_rule`]).
+pub fn rule_columns(spec: &RuleSpec, schema: &SchemaRef) -> Result<Vec<String>, DetectError> {
+    let sql = signal_sql(spec);
+    let ctx = plan::session();
+    let plan = futures::executor::block_on(Plan::new(&ctx, &sql, schema))
+        .map_err(|e| plan_error(&spec.name, &sql, e))?;
+    Ok(plan
+        .scanned()
+        .into_iter()
+        .map(|i| schema.field(i).name().clone())
+        .collect())
+}
+
 fn plan_error(rule: &str, sql: &str, e: PlanError) -> DetectError {
     DetectError::Rule {
         rule: rule.to_string(),
@@ -414,7 +427,9 @@ impl WindowedRules {
     }
 }
 
-/// `batch`'s rows split by the pane of `g` their event time falls in, in pane order.
+/// `batch`'s rows split by the pane of `g` their event time falls in, in pane order. Rows
+/// usually come in time order, so each pane's rows are a run: those become zero-copy slices,
+/// and only a batch whose time goes back is filtered into copies.
 fn split_by_pane(g: &Group, batch: &RecordBatch) -> Vec<(i64, RecordBatch)> {
     if batch.num_rows() == 0 {
         return Vec::new();
@@ -424,12 +439,18 @@ fn split_by_pane(g: &Group, batch: &RecordBatch) -> Vec<(i64, RecordBatch)> {
     };
     let ts = batch.column(col).as_primitive::<TimestampMicrosecondType>();
     let panes: Vec<i64> = ts.values().iter().map(|&t| g.pane(t)).collect();
+    if panes.is_sorted() {
+        let mut out = Vec::new();
+        let mut start = 0;
+        for run in panes.chunk_by(|a, b| a == b) {
+            out.push((run[0], batch.slice(start, run.len())));
+            start += run.len();
+        }
+        return out;
+    }
     let mut distinct = panes.clone();
     distinct.sort_unstable();
     distinct.dedup();
-    if let [pane] = distinct[..] {
-        return vec![(pane, batch.clone())];
-    }
     distinct
         .into_iter()
         .map(|pane| {

@@ -86,6 +86,23 @@ impl Plan {
         })
     }
 
+    /// The input columns the plan reads (indices into its input schema): its scan's
+    /// projection, or every column if it has none.
+    pub(super) fn scanned(&self) -> Vec<usize> {
+        let mut scanned = None;
+        let _ = self.partial.apply(|node| {
+            if let Some(source) = node.downcast_ref::<DataSourceExec>() {
+                scanned = source
+                    .data_source()
+                    .downcast_ref::<MemorySourceConfig>()
+                    .and_then(|m| m.projection().clone());
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        scanned.unwrap_or_else(|| (0..self.input.fields().len()).collect())
+    }
+
     /// The schema of the partial aggregate states.
     pub(super) fn partial_schema(&self) -> SchemaRef {
         self.partial.schema()

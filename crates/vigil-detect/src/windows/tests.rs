@@ -549,3 +549,52 @@ fn partials_of_a_rule_this_pipeline_lacks_are_refused() {
     let err = merged.merge(p, Contribution { stream, from }).unwrap_err();
     assert!(err.to_string().contains("same pipeline file"), "{err}");
 }
+
+#[test]
+fn rows_in_time_order_are_split_into_panes_without_a_copy_and_rows_out_of_order_still_land_right() {
+    let g = Group::new(RecordKind::Metrics, MIN, MIN);
+    let values = |b: &RecordBatch| -> Vec<f64> {
+        b.column(2)
+            .as_primitive::<arrow::datatypes::Float64Type>()
+            .values()
+            .to_vec()
+    };
+    let in_order = batch(&[
+        (T0, "a", 1.0),
+        (T0 + 1, "a", 2.0),
+        (T0 + MIN, "b", 3.0),
+        (T0 + MIN + 5, "a", 4.0),
+        (T0 + 3 * MIN, "a", 5.0),
+    ]);
+    let split = split_by_pane(&g, &in_order);
+    let panes: Vec<(i64, Vec<f64>)> = split.iter().map(|(p, b)| (*p, values(b))).collect();
+    assert_eq!(
+        panes,
+        [
+            (g.pane(T0), vec![1.0, 2.0]),
+            (g.pane(T0 + MIN), vec![3.0, 4.0]),
+            (g.pane(T0 + 3 * MIN), vec![5.0]),
+        ]
+    );
+    // Slices of the batch: the same value buffer, not a copy.
+    let base = in_order.column(2).to_data().buffers()[0].as_ptr();
+    let mut offset = 0;
+    for (_, b) in &split {
+        let at = b.column(2).to_data().buffers()[0].as_ptr();
+        assert_eq!(at, base.wrapping_add(offset * size_of::<f64>()));
+        offset += b.num_rows();
+    }
+    let back_in_time = batch(&[
+        (T0 + MIN, "a", 1.0),
+        (T0, "a", 2.0),
+        (T0 + MIN + 1, "a", 3.0),
+    ]);
+    let panes: Vec<(i64, Vec<f64>)> = split_by_pane(&g, &back_in_time)
+        .iter()
+        .map(|(p, b)| (*p, values(b)))
+        .collect();
+    assert_eq!(
+        panes,
+        [(g.pane(T0), vec![2.0]), (g.pane(T0 + MIN), vec![1.0, 3.0])]
+    );
+}

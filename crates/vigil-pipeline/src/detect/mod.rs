@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
-use vigil_core::schema::RecordKind;
+use vigil_core::schema::{RecordKind, col};
 use vigil_core::time::{format_rfc3339, micros};
 use vigil_detect::correlate::WindowEvidence;
 use vigil_detect::windows::Contribution;
@@ -636,6 +636,27 @@ impl Detection {
 fn latest_time(batch: &RecordBatch) -> Option<i64> {
     let i = batch.schema().index_of("timestamp").ok()?;
     arrow::compute::max(batch.column(i).as_primitive::<TimestampMicrosecondType>())
+}
+
+/// The columns of log records detection reads: its rules' signals and filters on logs, what
+/// correlation assembles traces from, and the event time and service. `None` if a rule cannot
+/// be planned over the log schema (then read every column).
+pub fn log_columns_read(pipeline: &Pipeline) -> Option<Vec<String>> {
+    let schema = pipeline.log_schema.schema();
+    let mut columns: Vec<String> = vec![col::TIMESTAMP.into(), col::SERVICE.into()];
+    for rule in pipeline
+        .rules
+        .iter()
+        .filter(|r| r.table == RecordKind::Logs)
+    {
+        columns.extend(vigil_detect::windows::rule_columns(rule, schema).ok()?);
+    }
+    if let Some(c) = &pipeline.detect.correlation {
+        columns.extend(c.log_columns().into_iter().map(String::from));
+    }
+    columns.sort();
+    columns.dedup();
+    Some(columns)
 }
 
 /// The pipeline's rules with nothing learned.

@@ -133,12 +133,31 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if args.no_correlate {
+        pipeline.detect.correlation = None;
+    }
+    // A backtest keeps nothing but what detection computes: log records are validated whole
+    // (the same dead letters) but only the columns the rules and correlation read are written.
+    let columns = vigil_pipeline::log_columns_read(&pipeline);
+    let columns: Option<Vec<&str>> = columns
+        .as_ref()
+        .map(|c| c.iter().map(String::as_str).collect());
+    let lines_decoder = |kind| {
+        let mut d = Decoder::new(kind, pipeline.log_schema.clone(), pipeline.decode.clone());
+        if let Some(c) = &columns {
+            d.keep_only(c);
+        }
+        d
+    };
     let mut feeds = Vec::new();
     for (kind, path) in inputs {
         let input = Input::File(path);
         vigil_pipeline::check_readable(std::slice::from_ref(&input))?;
         let format = (kind == RecordKind::Spans).then_some(OtlpEncoding::Json);
-        let mut decoder = AnyDecoder::new(kind, format, &pipeline);
+        let mut decoder = match format {
+            None => AnyDecoder::Lines(Box::new(lines_decoder(kind))),
+            Some(_) => AnyDecoder::new(kind, format, &pipeline),
+        };
         if let AnyDecoder::Lines(d) = &mut decoder {
             d.begin_source(&input.name());
         }
@@ -146,11 +165,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
             AnyDecoder::Lines(_) if threads > 1 => Some(Parallel::start(
                 &input.name(),
                 [input.clone()].into(),
-                (0..threads)
-                    .map(|_| {
-                        Decoder::new(kind, pipeline.log_schema.clone(), pipeline.decode.clone())
-                    })
-                    .collect(),
+                (0..threads).map(|_| lines_decoder(kind)).collect(),
                 READ_BYTES,
                 Arc::default(),
                 Counters::bytes_of(&input.name()),
@@ -168,9 +183,6 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
             latest: i64::MIN,
             done: false,
         });
-    }
-    if args.no_correlate {
-        pipeline.detect.correlation = None;
     }
     // A backtest replays the past: it pages nobody.
     pipeline.detect.anomaly_topic = None;
