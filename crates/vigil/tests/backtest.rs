@@ -181,31 +181,23 @@ fn a_traffic_drop_fires_the_request_rate_baseline_for_the_service_and_nothing_be
 fn a_backtest_decodes_only_the_log_columns_its_rules_and_correlation_read() {
     let mut pipeline = vigil_config::load(&common::shipped_pipeline("deals.toml")).unwrap();
     let read = |p: &vigil_pipeline::Pipeline| vigil_pipeline::log_columns_read(p).unwrap();
-    // deals.toml's log rules read level, parent_span_id, status_code and processing_time_ms;
-    // correlation the ids, level and the duration and status columns.
-    assert_eq!(
-        read(&pipeline),
-        [
-            "level",
-            "parent_span_id",
-            "processing_time_ms",
-            "service",
-            "span_id",
-            "status_code",
-            "timestamp",
-            "trace_id"
-        ]
-    );
+    // deals.toml's log rules read level, parent_span_id, status_code and processing_time_ms
+    // (with time and service, always read); correlation adds the span and trace ids.
+    let rules = [
+        "level",
+        "parent_span_id",
+        "processing_time_ms",
+        "service",
+        "status_code",
+        "timestamp",
+    ];
+    let mut with_traces: Vec<&str> = rules
+        .iter()
+        .copied()
+        .chain(["span_id", "trace_id"])
+        .collect();
+    with_traces.sort();
+    assert_eq!(read(&pipeline), with_traces);
     pipeline.detect.correlation = None;
-    assert_eq!(
-        read(&pipeline),
-        [
-            "level",
-            "parent_span_id",
-            "processing_time_ms",
-            "service",
-            "status_code",
-            "timestamp"
-        ]
-    );
+    assert_eq!(read(&pipeline), rules);
 }
