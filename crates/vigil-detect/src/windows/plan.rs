@@ -10,13 +10,14 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, Float64Array, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef};
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -134,19 +135,14 @@ impl Plan {
         states: Vec<RecordBatch>,
     ) -> Result<Vec<(String, f64, f64)>, PlanError> {
         let partial = &self.partial;
-        let whole = Arc::clone(&self.whole)
-            .transform_down(|node| {
-                if !Arc::ptr_eq(&node, partial) {
-                    return Ok(Transformed::no(node));
-                }
-                let exec: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
-                    std::slice::from_ref(&states),
-                    partial.schema(),
-                    None,
-                )?;
-                Ok(Transformed::new(exec, true, TreeNodeRecursion::Jump))
-            })?
-            .data;
+        let states: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
+            std::slice::from_ref(&states),
+            partial.schema(),
+            None,
+        )?;
+        let whole = replace_node(&self.whole, &mut |node| {
+            Arc::ptr_eq(node, partial).then(|| Arc::clone(&states))
+        })?;
         let batches = collect(whole, ctx.task_ctx()).await?;
         let mut values = Vec::new();
         for b in &batches {
@@ -189,21 +185,69 @@ pub(crate) fn with_rows(
     schema: &SchemaRef,
 ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
     let mut rows = Some(rows);
-    Ok(Arc::clone(plan)
-        .transform_down(|node| {
-            let Some(source) = node.downcast_ref::<DataSourceExec>() else {
-                return Ok(Transformed::no(node));
-            };
-            let projection = source
-                .data_source()
-                .downcast_ref::<MemorySourceConfig>()
-                .and_then(|m| m.projection().clone());
-            let exec: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
-                &[rows.take().unwrap_or_default()],
-                Arc::clone(schema),
-                projection,
-            )?;
-            Ok(Transformed::new(exec, true, TreeNodeRecursion::Jump))
-        })?
-        .data)
+    let mut err = None;
+    let plan = replace_node(plan, &mut |node| {
+        let source = node.downcast_ref::<DataSourceExec>()?;
+        let projection = source
+            .data_source()
+            .downcast_ref::<MemorySourceConfig>()
+            .and_then(|m| m.projection().clone());
+        match MemorySourceConfig::try_new_exec(
+            &[rows.take().unwrap_or_default()],
+            Arc::clone(schema),
+            projection,
+        ) {
+            Ok(exec) => Some(exec as Arc<dyn ExecutionPlan>),
+            Err(e) => {
+                err = Some(e);
+                None
+            }
+        }
+    })?;
+    err.map_or(Ok(plan), Err)
+}
+
+type Node = Arc<dyn ExecutionPlan>;
+
+/// `plan` with the first node `swap` gives a replacement for (in pre-order) replaced by it.
+/// The replacement has the properties of the node it replaces (the same schema, partitioning
+/// and ordering: in-memory rows for in-memory rows), so the nodes above it are rebuilt
+/// keeping theirs, not deriving them again: on a small bite of rows, deriving a plan's
+/// properties cost more than running it.
+fn replace_node<F>(plan: &Node, swap: &mut F) -> Result<Node, DataFusionError>
+where
+    F: FnMut(&Node) -> Option<Node>,
+{
+    fn walk<F>(node: &Node, swap: &mut F, done: &mut bool) -> Result<Node, DataFusionError>
+    where
+        F: FnMut(&Node) -> Option<Node>,
+    {
+        if let Some(new) = swap(node) {
+            *done = true;
+            return Ok(new);
+        }
+        let children = node.children();
+        if children.is_empty() {
+            return Ok(Arc::clone(node));
+        }
+        let mut changed = false;
+        let mut rebuilt = Vec::with_capacity(children.len());
+        for child in children {
+            if *done {
+                rebuilt.push(Arc::clone(child));
+                continue;
+            }
+            let new = walk(child, swap, done)?;
+            changed |= !Arc::ptr_eq(&new, child);
+            rebuilt.push(new);
+        }
+        if !changed {
+            return Ok(Arc::clone(node));
+        }
+        Arc::clone(node).replace_children(
+            rebuilt,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep),
+        )
+    }
+    walk(plan, swap, &mut false)
 }
