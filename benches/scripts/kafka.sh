@@ -3,13 +3,16 @@
 # consumer (benches/kafka-count, a crate of its own) that only counts bytes from the same topic.
 #   vigil:  vigil run --until-end over a pipeline consuming the topic into a fresh archive
 #           (decode, sort, Parquet zstd, Delta commits with offsets)
-# Usage: benches/scripts/kafka.sh [records] [partitions] [runs]   (default 400000, 4, 3)
+# Usage: benches/scripts/kafka.sh [records] [partitions] [runs] [threads]
+#        (default 400000, 4, 3, vigil's default: the machine's cores)
 # Needs Tansu (installed by .ci/run into ~/.cache/vigil/tools) or VIGIL_TANSU.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 records="${1:-400000}"
 partitions="${2:-4}"
 runs="${3:-3}"
+threads_flag=()
+[ $# -ge 4 ] && threads_flag=(--threads "$4")
 cargo build --release -q -p kafka-count
 count="$CARGO_TARGET_DIR/release/kafka-count"
 work="$(mktemp -d)"
@@ -48,7 +51,7 @@ for i in $(seq "$runs"); do
   echo "bare rdkafka consumer: $msgs messages in $secs s ($(awk "BEGIN{printf \"%.0f\", $bytes/$secs/1e6}") MB/s, $(awk "BEGIN{printf \"%.0f\", $msgs/$secs}") msg/s; CPU user $cuser, sys $csys; broker CPU $(awk "BEGIN{print $b1 - $b0}") s)"
   rm -rf "$work/archive"
   sed "s/GROUP/bench-$i-$RANDOM/" "$work/pipeline.toml" >"$work/p.toml"
-  /usr/bin/time -f "%e %U %S" -o "$work/t" "$vigil" -v run --until-end --pipeline "$work/p.toml" 2>"$work/vigil.err" || { cat "$work/vigil.err"; exit 1; }
+  /usr/bin/time -f "%e %U %S" -o "$work/t" "$vigil" -v run "${threads_flag[@]}" --until-end --pipeline "$work/p.toml" 2>"$work/vigil.err" || { cat "$work/vigil.err"; exit 1; }
   read -r wall user sys <"$work/t"
   b2=$(cpu_seconds "$broker_pid")
   # The group join (first assignment) is not ingestion; vigil logs when it gets partitions.
