@@ -92,16 +92,15 @@ impl Plan {
     pub(super) fn scanned(&self) -> Vec<usize> {
         let mut scanned = None;
         let _ = self.partial.apply(|node| {
-            if let Some(source) = node.downcast_ref::<DataSourceExec>() {
-                scanned = source
-                    .data_source()
-                    .downcast_ref::<MemorySourceConfig>()
-                    .and_then(|m| m.projection().clone());
-                return Ok(TreeNodeRecursion::Stop);
-            }
-            Ok(TreeNodeRecursion::Continue)
+            scanned = memory_scan(node);
+            Ok(match scanned {
+                Some(_) => TreeNodeRecursion::Stop,
+                None => TreeNodeRecursion::Continue,
+            })
         });
-        scanned.unwrap_or_else(|| (0..self.input.fields().len()).collect())
+        scanned
+            .flatten()
+            .unwrap_or_else(|| (0..self.input.fields().len()).collect())
     }
 
     /// The schema of the partial aggregate states.
@@ -141,7 +140,7 @@ impl Plan {
             None,
         )?;
         let whole = replace_node(&self.whole, &mut |node| {
-            Arc::ptr_eq(node, partial).then(|| Arc::clone(&states))
+            Ok(Arc::ptr_eq(node, partial).then(|| Arc::clone(&states)))
         })?;
         let batches = collect(whole, ctx.task_ctx()).await?;
         let mut values = Vec::new();
@@ -185,69 +184,51 @@ pub(crate) fn with_rows(
     schema: &SchemaRef,
 ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
     let mut rows = Some(rows);
-    let mut err = None;
-    let plan = replace_node(plan, &mut |node| {
-        let source = node.downcast_ref::<DataSourceExec>()?;
-        let projection = source
-            .data_source()
-            .downcast_ref::<MemorySourceConfig>()
-            .and_then(|m| m.projection().clone());
-        match MemorySourceConfig::try_new_exec(
+    replace_node(plan, &mut |node| {
+        let Some(projection) = memory_scan(node) else {
+            return Ok(None);
+        };
+        let exec: Node = MemorySourceConfig::try_new_exec(
             &[rows.take().unwrap_or_default()],
             Arc::clone(schema),
             projection,
-        ) {
-            Ok(exec) => Some(exec as Arc<dyn ExecutionPlan>),
-            Err(e) => {
-                err = Some(e);
-                None
-            }
-        }
-    })?;
-    err.map_or(Ok(plan), Err)
+        )?;
+        Ok(Some(exec))
+    })
 }
 
 type Node = Arc<dyn ExecutionPlan>;
+
+/// The projection of `node` if it is an in-memory scan (`Some(None)`: every column).
+fn memory_scan(node: &Node) -> Option<Option<Vec<usize>>> {
+    let source = node.downcast_ref::<DataSourceExec>()?;
+    let memory = source.data_source().downcast_ref::<MemorySourceConfig>()?;
+    Some(memory.projection().clone())
+}
 
 /// `plan` with the first node `swap` gives a replacement for (in pre-order) replaced by it.
 /// The replacement has the properties of the node it replaces (the same schema, partitioning
 /// and ordering: in-memory rows for in-memory rows), so the nodes above it are rebuilt
 /// keeping theirs, not deriving them again: on a small bite of rows, deriving a plan's
 /// properties cost more than running it.
-fn replace_node<F>(plan: &Node, swap: &mut F) -> Result<Node, DataFusionError>
+fn replace_node<F>(node: &Node, swap: &mut F) -> Result<Node, DataFusionError>
 where
-    F: FnMut(&Node) -> Option<Node>,
+    F: FnMut(&Node) -> Result<Option<Node>, DataFusionError>,
 {
-    fn walk<F>(node: &Node, swap: &mut F, done: &mut bool) -> Result<Node, DataFusionError>
-    where
-        F: FnMut(&Node) -> Option<Node>,
-    {
-        if let Some(new) = swap(node) {
-            *done = true;
-            return Ok(new);
-        }
-        let children = node.children();
-        if children.is_empty() {
-            return Ok(Arc::clone(node));
-        }
-        let mut changed = false;
-        let mut rebuilt = Vec::with_capacity(children.len());
-        for child in children {
-            if *done {
-                rebuilt.push(Arc::clone(child));
-                continue;
-            }
-            let new = walk(child, swap, done)?;
-            changed |= !Arc::ptr_eq(&new, child);
-            rebuilt.push(new);
-        }
-        if !changed {
-            return Ok(Arc::clone(node));
-        }
-        Arc::clone(node).replace_children(
-            rebuilt,
-            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep),
-        )
+    if let Some(new) = swap(node)? {
+        return Ok(new);
     }
-    walk(plan, swap, &mut false)
+    let children = node.children();
+    for (i, child) in children.iter().enumerate() {
+        let new = replace_node(child, swap)?;
+        if !Arc::ptr_eq(&new, child) {
+            let mut rebuilt: Vec<Node> = children.into_iter().cloned().collect();
+            rebuilt[i] = new;
+            return Arc::clone(node).replace_children(
+                rebuilt,
+                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep),
+            );
+        }
+    }
+    Ok(Arc::clone(node))
 }
