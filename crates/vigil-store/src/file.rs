@@ -9,9 +9,11 @@
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 
-use arrow::array::{ArrayRef, RecordBatch};
+use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::compute::interleave;
 use arrow::datatypes::{FieldRef, SchemaRef};
 use chrono::Timelike;
 use deltalake::kernel::Add;
@@ -28,6 +30,11 @@ use parquet::file::statistics::Statistics;
 use parquet::file::writer::SerializedFileWriter;
 
 /// Writes row groups into an in-memory Parquet file.
+///
+/// A row group's columns are encoded as tasks on the file's encoder threads and on the calling
+/// thread while it waits: with helpers, the next row group's columns start while the last
+/// columns of the one before are still encoding, so no thread waits for a row group's largest
+/// column (at most two row groups are in flight).
 pub(crate) struct ParquetFile {
     writer: SerializedFileWriter<Vec<u8>>,
     factory: ArrowRowGroupWriterFactory,
@@ -38,12 +45,16 @@ pub(crate) struct ParquetFile {
     /// How many Parquet leaf columns (column writers) each file column has.
     leaves: Vec<usize>,
     row_groups: usize,
-    threads: usize,
+    /// Row groups whose columns are queued or encoding, oldest first.
+    in_flight: VecDeque<InFlight>,
+    queue: Arc<Queue>,
+    helpers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl ParquetFile {
     /// A file of `file_schema`'s columns, taken by name from batches of the table's schema,
-    /// with the Arrow schema in its footer as `ArrowWriter` puts it.
+    /// with the Arrow schema in its footer as `ArrowWriter` puts it, encoded on up to
+    /// `threads` threads (the calling one among them).
     pub fn new(
         file_schema: SchemaRef,
         table_schema: &SchemaRef,
@@ -71,6 +82,20 @@ impl ParquetFile {
                     .count()
             })
             .collect();
+        let queue = Arc::new(Queue::default());
+        let helpers = (1..threads.clamp(1, fields.len().max(1)))
+            .map(|_| {
+                let queue = Arc::clone(&queue);
+                std::thread::Builder::new()
+                    .name("vigil-encode".into())
+                    .spawn(move || {
+                        while let Some(task) = queue.next() {
+                            task.run()
+                        }
+                    })
+                    .map_err(|e| ParquetError::External(Box::new(e)))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             writer,
             factory,
@@ -78,119 +103,262 @@ impl ParquetFile {
             columns,
             leaves,
             row_groups: 0,
-            threads: threads.max(1),
+            in_flight: VecDeque::new(),
+            queue,
+            helpers,
         })
     }
 
-    /// Writes `batches` (of the table's schema) as the next row group.
-    pub fn write_row_group(&mut self, batches: &[RecordBatch]) -> Result<(), ParquetError> {
-        if batches.iter().all(|b| b.num_rows() == 0) {
+    /// Queues `runs` of rows (of the table's schema) as the next row group, and appends the
+    /// oldest row group once more are in flight than the encoders can overlap (with no helper
+    /// threads, the row group itself, encoded on the calling thread). Gathered rows are
+    /// gathered a column at a time by the task that encodes the column.
+    pub fn write_row_group(&mut self, runs: &[RowRun]) -> Result<(), ParquetError> {
+        if runs.iter().all(|r| r.len() == 0) {
             return Ok(());
         }
+        let (done, results) = mpsc::channel();
         let mut writers = self
             .factory
             .create_column_writers(self.row_groups)?
             .into_iter();
-        let tasks: Vec<Task> = self
+        let mut tasks: Vec<Task> = self
             .columns
             .iter()
             .zip(&self.leaves)
+            .zip(&self.fields)
             .enumerate()
-            .map(|(field, (&c, &leaves))| Task {
-                field,
-                arrays: batches.iter().map(|b| b.column(c).clone()).collect(),
+            .map(|(column, ((&c, &leaves), field))| Task {
+                column,
+                field: Arc::clone(field),
+                sources: runs.iter().map(|r| r.column(c)).collect(),
                 writers: writers.by_ref().take(leaves).collect(),
+                done: done.clone(),
             })
             .collect();
-        let chunks = encode(tasks, &self.fields, self.threads)?;
-        let mut row_group = self.writer.next_row_group()?;
-        for chunk in chunks {
-            chunk.append_to_row_group(&mut row_group)?;
-        }
-        row_group.close()?;
+        // Largest first, so the last task of a row group is a short one.
+        tasks.sort_by_cached_key(|t| Reverse(t.sources.iter().map(Source::size).sum::<usize>()));
+        self.in_flight.push_back(InFlight {
+            columns: tasks.len(),
+            results,
+        });
+        self.queue.push(tasks);
         self.row_groups += 1;
+        let overlap = usize::from(!self.helpers.is_empty());
+        while self.in_flight.len() > overlap {
+            self.append_oldest()?;
+        }
         Ok(())
     }
 
-    /// The bytes written since the last call, to upload while the next row group encodes.
+    /// Waits for the oldest row group in flight, encoding queued columns meanwhile, and
+    /// appends its chunks in column order.
+    fn append_oldest(&mut self) -> Result<(), ParquetError> {
+        let Some(group) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let mut chunks: Vec<Option<Vec<ArrowColumnChunk>>> =
+            (0..group.columns).map(|_| None).collect();
+        for _ in 0..group.columns {
+            let (column, encoded) = loop {
+                match group.results.try_recv() {
+                    Ok(r) => break r,
+                    Err(mpsc::TryRecvError::Empty) => match self.queue.try_next() {
+                        Some(task) => task.run(),
+                        None => {
+                            break group.results.recv().map_err(|_| {
+                                ParquetError::General("an encoder panicked".into())
+                            })?;
+                        }
+                    },
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        return Err(ParquetError::General("an encoder panicked".into()));
+                    }
+                }
+            };
+            chunks[column] = Some(encoded?);
+        }
+        let mut row_group = self.writer.next_row_group()?;
+        for chunk in chunks.into_iter().flatten().flatten() {
+            chunk.append_to_row_group(&mut row_group)?;
+        }
+        row_group.close()?;
+        Ok(())
+    }
+
+    /// The bytes appended since the last call, to upload while the next row groups encode.
     pub fn take_written(&mut self) -> Vec<u8> {
         // The writer counts its offsets itself: taking what it wrote does not move them.
         std::mem::take(self.writer.inner_mut())
     }
 
-    /// The file's last bytes and its footer.
+    /// The file's last bytes (its row groups still in flight among them) and its footer.
     pub fn finish(mut self) -> Result<(Vec<u8>, ParquetMetaData), ParquetError> {
+        while !self.in_flight.is_empty() {
+            self.append_oldest()?;
+        }
         let metadata = self.writer.finish()?;
         Ok((self.take_written(), metadata))
     }
 }
 
-/// One file column of a row group: its arrays, and the writers of its leaves.
-struct Task {
-    field: usize,
-    arrays: Vec<ArrayRef>,
-    writers: Vec<ArrowColumnWriter>,
+impl Drop for ParquetFile {
+    fn drop(&mut self) {
+        self.queue.close();
+        for helper in self.helpers.drain(..) {
+            // A helper that panicked has already failed its row group.
+            let _ = helper.join();
+        }
+    }
 }
 
-/// Encodes every task, largest first, on up to `threads` threads (the calling one among
-/// them); the chunks come back in column order.
-fn encode(
-    mut tasks: Vec<Task>,
-    fields: &[FieldRef],
-    threads: usize,
-) -> Result<Vec<ArrowColumnChunk>, ParquetError> {
-    let n = tasks.len();
-    tasks.sort_by_cached_key(|t| {
-        Reverse(
-            t.arrays
-                .iter()
-                .map(|a| a.get_array_memory_size())
-                .sum::<usize>(),
-        )
-    });
-    let queue = Mutex::new(tasks.into_iter());
-    let work = || -> Result<Vec<(usize, Vec<ArrowColumnChunk>)>, ParquetError> {
-        let mut done = Vec::new();
-        loop {
-            let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
-            let Some(mut task) = next else {
-                return Ok(done);
-            };
-            for array in &task.arrays {
-                let leaves = compute_leaves(&fields[task.field], array)?;
-                for (writer, leaf) in task.writers.iter_mut().zip(&leaves) {
+/// A row group whose columns are queued or encoding.
+struct InFlight {
+    columns: usize,
+    results: mpsc::Receiver<(usize, Result<Vec<ArrowColumnChunk>, ParquetError>)>,
+}
+
+/// A run of a row group's rows: a batch's rows as they are, or rows gathered from several
+/// batches by (batch, row).
+pub(crate) enum RowRun {
+    Batch(RecordBatch),
+    Gather {
+        batches: Arc<[RecordBatch]>,
+        rows: Arc<[(usize, usize)]>,
+    },
+}
+
+impl RowRun {
+    fn len(&self) -> usize {
+        match self {
+            Self::Batch(b) => b.num_rows(),
+            Self::Gather { rows, .. } => rows.len(),
+        }
+    }
+
+    /// The run's values of the table's column `c`.
+    fn column(&self, c: usize) -> Source {
+        match self {
+            Self::Batch(b) => Source::Array(Arc::clone(b.column(c))),
+            Self::Gather { batches, rows } => Source::Gather {
+                arrays: batches.iter().map(|b| Arc::clone(b.column(c))).collect(),
+                rows: Arc::clone(rows),
+            },
+        }
+    }
+}
+
+/// A run's values of one column, gathered when the column is encoded.
+enum Source {
+    Array(ArrayRef),
+    Gather {
+        arrays: Vec<ArrayRef>,
+        rows: Arc<[(usize, usize)]>,
+    },
+}
+
+impl Source {
+    /// About the bytes the values take (what orders a row group's tasks).
+    fn size(&self) -> usize {
+        match self {
+            Self::Array(a) => a.get_array_memory_size(),
+            Self::Gather { arrays, rows } => {
+                let (bytes, len) = arrays.iter().fold((0, 0), |(b, l), a| {
+                    (b + a.get_array_memory_size(), l + a.len())
+                });
+                bytes * rows.len() / len.max(1)
+            }
+        }
+    }
+
+    fn array(self) -> Result<ArrayRef, ParquetError> {
+        match self {
+            Self::Array(a) => Ok(a),
+            Self::Gather { arrays, rows } => {
+                let arrays: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+                Ok(interleave(&arrays, &rows)?)
+            }
+        }
+    }
+}
+
+/// One file column of a row group: its values, the writers of its leaves, and where its
+/// chunks go.
+struct Task {
+    column: usize,
+    field: FieldRef,
+    sources: Vec<Source>,
+    writers: Vec<ArrowColumnWriter>,
+    done: mpsc::Sender<(usize, Result<Vec<ArrowColumnChunk>, ParquetError>)>,
+}
+
+impl Task {
+    fn run(self) {
+        let Self {
+            column,
+            field,
+            sources,
+            mut writers,
+            done,
+        } = self;
+        let encoded = (|| {
+            for source in sources {
+                let array = source.array()?;
+                let leaves = compute_leaves(&field, &array)?;
+                for (writer, leaf) in writers.iter_mut().zip(&leaves) {
                     writer.write(leaf)?;
                 }
             }
-            let chunks = task
-                .writers
-                .into_iter()
-                .map(ArrowColumnWriter::close)
-                .collect::<Result<_, _>>()?;
-            done.push((task.field, chunks));
-        }
-    };
-    let helpers = threads.min(n).saturating_sub(1);
-    let results: Vec<_> = if helpers == 0 {
-        vec![work()]
-    } else {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..helpers).map(|_| s.spawn(work)).collect();
-            let mut results = vec![work()];
-            results.extend(handles.into_iter().map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(ParquetError::General("an encoder panicked".into())))
-            }));
-            results
-        })
-    };
-    let mut by_field: Vec<Vec<ArrowColumnChunk>> = (0..n).map(|_| Vec::new()).collect();
-    for r in results {
-        for (field, chunks) in r? {
-            by_field[field] = chunks;
+            writers.into_iter().map(ArrowColumnWriter::close).collect()
+        })();
+        // The file stopped waiting (it failed or was dropped): nothing to report to.
+        let _ = done.send((column, encoded));
+    }
+}
+
+/// The column tasks of a file's row groups, in the order they were queued.
+#[derive(Default)]
+struct Queue {
+    tasks: Mutex<(VecDeque<Task>, bool)>,
+    ready: Condvar,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (VecDeque<Task>, bool)> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, tasks: Vec<Task>) {
+        self.lock().0.extend(tasks);
+        self.ready.notify_all();
+    }
+
+    fn try_next(&self) -> Option<Task> {
+        self.lock().0.pop_front()
+    }
+
+    /// The next task, waiting for one; `None` once the queue is closed.
+    fn next(&self) -> Option<Task> {
+        let mut q = self.lock();
+        loop {
+            if q.1 {
+                return None;
+            }
+            if let Some(task) = q.0.pop_front() {
+                return Some(task);
+            }
+            q = self.ready.wait(q).unwrap_or_else(|e| e.into_inner());
         }
     }
-    Ok(by_field.into_iter().flatten().collect())
+
+    /// Drops the queued tasks and lets the helpers go.
+    fn close(&self) {
+        let mut q = self.lock();
+        q.0.clear();
+        q.1 = true;
+        drop(q);
+        self.ready.notify_all();
+    }
 }
 
 /// Which columns get statistics in the `add` action: the table's

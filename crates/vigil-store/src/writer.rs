@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use arrow::compute::interleave_record_batch;
 use arrow::datatypes::Schema;
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
@@ -21,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::archive::{Archive, app_version};
 use crate::error::StoreError;
-use crate::file::{ParquetFile, StatsColumns, add_action};
+use crate::file::{ParquetFile, RowRun, StatsColumns, add_action};
 use crate::sort::{Piece, sort_rows};
 use crate::spec::{ROW_GROUP_ROWS, TableSpec};
 use crate::tiers::Tier;
@@ -316,7 +315,7 @@ impl TableWriter {
             Compression::LZ4_RAW => ".lz4raw",
         };
         let store = self.table.log_store().object_store(None);
-        let batches: Vec<&RecordBatch> = self.pending.iter().collect();
+        let batches: Arc<[RecordBatch]> = self.pending.clone().into();
         let mut adds = Vec::new();
         let mut written = Vec::new();
         for part in sort_rows(&self.pending, self.date_col, self.group_col, self.time_col) {
@@ -328,8 +327,9 @@ impl TableWriter {
                 self.spec.partition,
                 uuid::Uuid::new_v4()
             );
-            // Uploaded as it is encoded, a part at a time once it outgrows one part: only a
-            // row group's rows and a part or two of the file are in memory at once.
+            // Uploaded as it is encoded, a part at a time once it outgrows one part: besides
+            // the pending rows, only the columns being encoded (gathered a column at a time)
+            // and a part or two of the file are in memory at once.
             let mut upload = BufWriter::with_capacity(
                 Arc::clone(&store),
                 object_store::path::Path::from(path.as_str()),
@@ -347,16 +347,14 @@ impl TableWriter {
                 )
                 .map_err(parquet)?;
                 for group in row_groups(&part.pieces) {
-                    let rows = group
-                        .iter()
-                        .map(|run| self.materialize(run, &batches))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(parquet)?;
+                    let rows: Vec<RowRun> = group.iter().map(|run| run.rows(&batches)).collect();
                     file.write_row_group(&rows).map_err(parquet)?;
                     drop(rows);
                     let bytes = file.take_written();
-                    size += bytes.len();
-                    upload.put(bytes.into()).await.map_err(object)?;
+                    if !bytes.is_empty() {
+                        size += bytes.len();
+                        upload.put(bytes.into()).await.map_err(object)?;
+                    }
                 }
                 let (bytes, metadata) = file.finish().map_err(parquet)?;
                 size += bytes.len();
@@ -394,24 +392,6 @@ impl TableWriter {
             }
         }
         Ok(adds)
-    }
-
-    /// The rows of a run as a batch: a zero-copy slice, or gathered.
-    fn materialize(
-        &self,
-        run: &Run<'_>,
-        batches: &[&RecordBatch],
-    ) -> Result<RecordBatch, parquet::errors::ParquetError> {
-        match *run {
-            Run::Slice { batch, offset, len } => Ok(self.pending[batch].slice(offset, len)),
-            Run::Rows(rows) => {
-                let idx: Vec<(usize, usize)> = rows
-                    .iter()
-                    .map(|&(b, r)| (b as usize, r as usize))
-                    .collect();
-                Ok(interleave_record_batch(batches, &idx)?)
-            }
-        }
     }
 
     /// The version last committed for an application id (e.g. a source's offsets), read from
@@ -610,8 +590,24 @@ enum Run<'a> {
     Rows(&'a [(u32, u32)]),
 }
 
-/// A partition's pieces cut into row groups of [`ROW_GROUP_ROWS`] rows (the last shorter), so
-/// that only one row group's gathered rows are in memory at a time.
+impl Run<'_> {
+    /// The run's rows of `batches` (the pending batches): a zero-copy slice, or rows the
+    /// encoders gather a column at a time.
+    fn rows(&self, batches: &Arc<[RecordBatch]>) -> RowRun {
+        match *self {
+            Run::Slice { batch, offset, len } => RowRun::Batch(batches[batch].slice(offset, len)),
+            Run::Rows(rows) => RowRun::Gather {
+                batches: Arc::clone(batches),
+                rows: rows
+                    .iter()
+                    .map(|&(b, r)| (b as usize, r as usize))
+                    .collect(),
+            },
+        }
+    }
+}
+
+/// A partition's pieces cut into row groups of [`ROW_GROUP_ROWS`] rows (the last shorter).
 fn row_groups(pieces: &[Piece]) -> Vec<Vec<Run<'_>>> {
     let mut groups = Vec::new();
     let mut group = Vec::new();
