@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Two or more vigil builds, or settings, ingesting the same file, alternating run by run.
+
+    benches/scripts/ingest_ab.py BUILD[+ENV=VALUE...],BUILD... THREADS RUNS INPUT
+
+Each run is `BUILD ingest --threads THREADS --archive <fresh dir> INPUT`, timed by
+`time.perf_counter` (wall) and the child's rusage (user + sys CPU, peak RSS). Builds take turns
+run by run, so a neighbour's load falls on all of them alike; medians (and the fastest wall) are
+printed per build. Finer than e2e.sh's `/usr/bin/time` (10 ms steps, five runs) for changes of
+a few percent; it measures no peer, so it compares vigil with vigil. An input: `vigil generate
+--logs in.ndjson --duration 1d --rate 100 --max-logs 400000 --incident errors:database@2h+20m
+--incident latency:ai-service@5h+30m` (e2e.sh's).
+"""
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def run(build: str, threads: str, inp: str, archive: str) -> tuple[float, float, float]:
+    """One run: wall seconds, CPU seconds (user + sys), peak RSS in MB."""
+    path, *settings = build.split("+")
+    env = dict(os.environ, **dict(s.split("=", 1) for s in settings))
+    shutil.rmtree(archive, ignore_errors=True)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [path, "ingest", "--threads", threads, "--archive", archive, inp],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if status != 0:
+        sys.exit(f"{build} failed (status {status})")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    if len(sys.argv) != 5:
+        sys.exit(__doc__)
+    builds, threads, runs, inp = sys.argv[1].split(","), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    results: dict[str, list[tuple[float, float, float]]] = {b: [] for b in builds}
+    with tempfile.TemporaryDirectory() as work:
+        for _ in range(runs):
+            for b in builds:
+                results[b].append(run(b, threads, inp, os.path.join(work, "archive")))
+    for b, rs in results.items():
+        walls = [w for w, _, _ in rs]
+        print(
+            f"{b} --threads {threads}: wall median {statistics.median(walls):.4f} s "
+            f"(min {min(walls):.4f}), cpu median {statistics.median(c for _, c, _ in rs):.4f} s, "
+            f"peak RSS median {statistics.median(m for _, _, m in rs):.0f} MB, {len(rs)} runs"
+        )
+
+
+if __name__ == "__main__":
+    main()
