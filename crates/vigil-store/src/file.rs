@@ -218,12 +218,12 @@ struct InFlight {
     results: mpsc::Receiver<(usize, Result<Vec<ArrowColumnChunk>, ParquetError>)>,
 }
 
-/// A run of a row group's rows: a batch's rows as they are, or rows gathered from several
-/// batches by (batch, row).
+/// A run of a row group's rows: a batch's rows as they are, or rows gathered from the
+/// buffered batches by (batch, row).
 pub(crate) enum RowRun {
     Batch(RecordBatch),
     Gather {
-        batches: Arc<[RecordBatch]>,
+        from: Arc<Buffered>,
         rows: Arc<[(usize, usize)]>,
     },
 }
@@ -240,11 +240,45 @@ impl RowRun {
     fn column(&self, c: usize) -> Source {
         match self {
             Self::Batch(b) => Source::Array(Arc::clone(b.column(c))),
-            Self::Gather { batches, rows } => Source::Gather {
-                arrays: batches.iter().map(|b| Arc::clone(b.column(c))).collect(),
+            Self::Gather { from, rows } => Source::Gather {
+                arrays: Arc::clone(&from.columns[c]),
                 rows: Arc::clone(rows),
+                size: from.row_bytes[c] * rows.len(),
             },
         }
+    }
+}
+
+/// The buffered batches, a column at a time: what every gathered run of a commit gathers
+/// from (made once, shared by the runs and their columns' tasks).
+pub(crate) struct Buffered {
+    columns: Vec<Arc<[ArrayRef]>>,
+    /// About the bytes a row takes in each column.
+    row_bytes: Vec<usize>,
+}
+
+impl Buffered {
+    pub fn new(batches: &[RecordBatch]) -> Self {
+        let width = batches.first().map_or(0, RecordBatch::num_columns);
+        let rows = batches
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum::<usize>()
+            .max(1);
+        let columns: Vec<Arc<[ArrayRef]>> = (0..width)
+            .map(|c| batches.iter().map(|b| Arc::clone(b.column(c))).collect())
+            .collect();
+        let row_bytes = columns
+            .iter()
+            .map(|arrays| {
+                arrays
+                    .iter()
+                    .map(|a| a.get_array_memory_size())
+                    .sum::<usize>()
+                    / rows
+            })
+            .collect();
+        Self { columns, row_bytes }
     }
 }
 
@@ -252,8 +286,9 @@ impl RowRun {
 enum Source {
     Array(ArrayRef),
     Gather {
-        arrays: Vec<ArrayRef>,
+        arrays: Arc<[ArrayRef]>,
         rows: Arc<[(usize, usize)]>,
+        size: usize,
     },
 }
 
@@ -262,19 +297,14 @@ impl Source {
     fn size(&self) -> usize {
         match self {
             Self::Array(a) => a.get_array_memory_size(),
-            Self::Gather { arrays, rows } => {
-                let (bytes, len) = arrays.iter().fold((0, 0), |(b, l), a| {
-                    (b + a.get_array_memory_size(), l + a.len())
-                });
-                bytes * rows.len() / len.max(1)
-            }
+            Self::Gather { size, .. } => *size,
         }
     }
 
     fn array(self) -> Result<ArrayRef, ParquetError> {
         match self {
             Self::Array(a) => Ok(a),
-            Self::Gather { arrays, rows } => {
+            Self::Gather { arrays, rows, .. } => {
                 let arrays: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
                 Ok(interleave(&arrays, &rows)?)
             }

@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::archive::{Archive, app_version};
 use crate::error::StoreError;
-use crate::file::{ParquetFile, RowRun, StatsColumns, add_action};
+use crate::file::{Buffered, ParquetFile, RowRun, StatsColumns, add_action};
 use crate::sort::{Piece, sort_rows};
 use crate::spec::{ROW_GROUP_ROWS, TableSpec};
 use crate::tiers::Tier;
@@ -315,7 +315,8 @@ impl TableWriter {
             Compression::LZ4_RAW => ".lz4raw",
         };
         let store = self.table.log_store().object_store(None);
-        let batches: Arc<[RecordBatch]> = self.pending.clone().into();
+        // Made at the first gathered run, shared by the rest.
+        let mut buffered: Option<Arc<Buffered>> = None;
         let mut adds = Vec::new();
         let mut written = Vec::new();
         for part in sort_rows(&self.pending, self.date_col, self.group_col, self.time_col) {
@@ -347,7 +348,7 @@ impl TableWriter {
                 )
                 .map_err(parquet)?;
                 for group in row_groups(&part.pieces) {
-                    let rows: Vec<RowRun> = group.iter().map(|run| run.rows(&batches)).collect();
+                    let rows = self.row_runs(&group, &mut buffered);
                     file.write_row_group(&rows).map_err(parquet)?;
                     drop(rows);
                     let bytes = file.take_written();
@@ -392,6 +393,35 @@ impl TableWriter {
             }
         }
         Ok(adds)
+    }
+
+    /// A row group's runs as its encoders take them: slices of the pending batches, and each
+    /// stretch of gathered runs (one per service when rows come out of order) as one gather.
+    fn row_runs(&self, group: &[Run<'_>], buffered: &mut Option<Arc<Buffered>>) -> Vec<RowRun> {
+        let mut runs = Vec::new();
+        let mut gather: Vec<(usize, usize)> = Vec::new();
+        let mut flush = |gather: &mut Vec<(usize, usize)>, runs: &mut Vec<RowRun>| {
+            if !gather.is_empty() {
+                let from = buffered.get_or_insert_with(|| Arc::new(Buffered::new(&self.pending)));
+                runs.push(RowRun::Gather {
+                    from: Arc::clone(from),
+                    rows: std::mem::take(gather).into(),
+                });
+            }
+        };
+        for run in group {
+            match *run {
+                Run::Slice { batch, offset, len } => {
+                    flush(&mut gather, &mut runs);
+                    runs.push(RowRun::Batch(self.pending[batch].slice(offset, len)));
+                }
+                Run::Rows(rows) => {
+                    gather.extend(rows.iter().map(|&(b, r)| (b as usize, r as usize)));
+                }
+            }
+        }
+        flush(&mut gather, &mut runs);
+        runs
     }
 
     /// The version last committed for an application id (e.g. a source's offsets), read from
@@ -588,23 +618,6 @@ enum Run<'a> {
         len: usize,
     },
     Rows(&'a [(u32, u32)]),
-}
-
-impl Run<'_> {
-    /// The run's rows of `batches` (the pending batches): a zero-copy slice, or rows the
-    /// encoders gather a column at a time.
-    fn rows(&self, batches: &Arc<[RecordBatch]>) -> RowRun {
-        match *self {
-            Run::Slice { batch, offset, len } => RowRun::Batch(batches[batch].slice(offset, len)),
-            Run::Rows(rows) => RowRun::Gather {
-                batches: Arc::clone(batches),
-                rows: rows
-                    .iter()
-                    .map(|&(b, r)| (b as usize, r as usize))
-                    .collect(),
-            },
-        }
-    }
 }
 
 /// A partition's pieces cut into row groups of [`ROW_GROUP_ROWS`] rows (the last shorter).
