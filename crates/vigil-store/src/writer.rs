@@ -348,7 +348,7 @@ impl TableWriter {
                 )
                 .map_err(parquet)?;
                 for group in row_groups(&part.pieces) {
-                    let rows = self.row_runs(&group, &mut buffered);
+                    let rows = row_runs(&self.pending, &group, &mut buffered);
                     file.write_row_group(&rows).map_err(parquet)?;
                     drop(rows);
                     let bytes = file.take_written();
@@ -393,35 +393,6 @@ impl TableWriter {
             }
         }
         Ok(adds)
-    }
-
-    /// A row group's runs as its encoders take them: slices of the pending batches, and each
-    /// stretch of gathered runs (one per service when rows come out of order) as one gather.
-    fn row_runs(&self, group: &[Run<'_>], buffered: &mut Option<Arc<Buffered>>) -> Vec<RowRun> {
-        let mut runs = Vec::new();
-        let mut gather: Vec<(usize, usize)> = Vec::new();
-        let mut flush = |gather: &mut Vec<(usize, usize)>, runs: &mut Vec<RowRun>| {
-            if !gather.is_empty() {
-                let from = buffered.get_or_insert_with(|| Arc::new(Buffered::new(&self.pending)));
-                runs.push(RowRun::Gather {
-                    from: Arc::clone(from),
-                    rows: std::mem::take(gather).into(),
-                });
-            }
-        };
-        for run in group {
-            match *run {
-                Run::Slice { batch, offset, len } => {
-                    flush(&mut gather, &mut runs);
-                    runs.push(RowRun::Batch(self.pending[batch].slice(offset, len)));
-                }
-                Run::Rows(rows) => {
-                    gather.extend(rows.iter().map(|&(b, r)| (b as usize, r as usize)));
-                }
-            }
-        }
-        flush(&mut gather, &mut runs);
-        runs
     }
 
     /// The version last committed for an application id (e.g. a source's offsets), read from
@@ -620,6 +591,40 @@ enum Run<'a> {
     Rows(&'a [(u32, u32)]),
 }
 
+/// A row group's runs as its encoders take them: slices of the `pending` batches, and each
+/// stretch of gathered runs (one per service when rows come out of order) as one gather, from
+/// the buffered columns made at the first (`buffered`) and shared by the rest. Gathering each
+/// run on its own was quadratic in the services: 200,000 lines of 50,000 services in random
+/// order took 320 s (BENCHMARKS.md).
+fn row_runs(
+    pending: &[RecordBatch],
+    group: &[Run<'_>],
+    buffered: &mut Option<Arc<Buffered>>,
+) -> Vec<RowRun> {
+    let mut runs = Vec::new();
+    let mut gather: Vec<(usize, usize)> = Vec::new();
+    let mut flush = |gather: &mut Vec<(usize, usize)>, runs: &mut Vec<RowRun>| {
+        if !gather.is_empty() {
+            let from = buffered.get_or_insert_with(|| Arc::new(Buffered::new(pending)));
+            runs.push(RowRun::Gather {
+                from: Arc::clone(from),
+                rows: std::mem::take(gather).into(),
+            });
+        }
+    };
+    for run in group {
+        match *run {
+            Run::Slice { batch, offset, len } => {
+                flush(&mut gather, &mut runs);
+                runs.push(RowRun::Batch(pending[batch].slice(offset, len)));
+            }
+            Run::Rows(rows) => gather.extend(rows.iter().map(|&(b, r)| (b as usize, r as usize))),
+        }
+    }
+    flush(&mut gather, &mut runs);
+    runs
+}
+
 /// A partition's pieces cut into row groups of [`ROW_GROUP_ROWS`] rows (the last shorter).
 fn row_groups(pieces: &[Piece]) -> Vec<Vec<Run<'_>>> {
     let mut groups = Vec::new();
@@ -675,4 +680,67 @@ fn metadata_changed(e: &deltalake::DeltaTableError) -> bool {
             source: TransactionError::CommitConflict(CommitConflictError::MetadataChanged)
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field};
+
+    #[test]
+    fn a_row_groups_gathered_runs_are_one_gather_from_columns_collected_once() {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let pending: Vec<RecordBatch> = (0..4)
+            .map(|b| {
+                let values = Int64Array::from_iter_values((0..3).map(|r| b * 10 + r));
+                RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(values)]).unwrap()
+            })
+            .collect();
+        // One gathered run per service, a slice, then two more services.
+        let (a, b, c, d) = (
+            vec![(0, 0), (2, 1)],
+            vec![(1, 2)],
+            vec![(3, 0)],
+            vec![(0, 2), (3, 1)],
+        );
+        let group = [
+            Run::Rows(&a),
+            Run::Rows(&b),
+            Run::Slice {
+                batch: 2,
+                offset: 0,
+                len: 1,
+            },
+            Run::Rows(&c),
+            Run::Rows(&d),
+        ];
+        let mut buffered = None;
+        let runs = row_runs(&pending, &group, &mut buffered);
+        let shape: Vec<String> = runs
+            .iter()
+            .map(|r| match r {
+                RowRun::Batch(b) => format!("slice of {}", b.num_rows()),
+                RowRun::Gather { rows, .. } => format!("gather {rows:?}"),
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                "gather [(0, 0), (2, 1), (1, 2)]",
+                "slice of 1",
+                "gather [(3, 0), (0, 2), (3, 1)]"
+            ]
+        );
+        let (RowRun::Gather { from: first, .. }, RowRun::Gather { from: last, .. }) =
+            (&runs[0], &runs[2])
+        else {
+            unreachable!()
+        };
+        assert!(
+            Arc::ptr_eq(first, last),
+            "the buffered columns are collected once"
+        );
+        assert!(Arc::ptr_eq(first, buffered.as_ref().unwrap()));
+    }
 }
