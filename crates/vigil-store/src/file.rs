@@ -29,6 +29,9 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::statistics::Statistics;
 use parquet::file::writer::SerializedFileWriter;
 
+/// Rows of a row group below which its columns are encoded on the calling thread alone.
+const MIN_PARALLEL_ROWS: usize = 4096;
+
 /// Writes row groups into an in-memory Parquet file.
 ///
 /// A row group's columns are encoded as tasks on the file's encoder threads and on the calling
@@ -49,6 +52,8 @@ pub(crate) struct ParquetFile {
     in_flight: VecDeque<InFlight>,
     queue: Arc<Queue>,
     helpers: Vec<std::thread::JoinHandle<()>>,
+    /// Helper threads to start at the first row group worth them.
+    helpers_wanted: usize,
 }
 
 impl ParquetFile {
@@ -82,20 +87,7 @@ impl ParquetFile {
                     .count()
             })
             .collect();
-        let queue = Arc::new(Queue::default());
-        let helpers = (1..threads.clamp(1, fields.len().max(1)))
-            .map(|_| {
-                let queue = Arc::clone(&queue);
-                std::thread::Builder::new()
-                    .name("vigil-encode".into())
-                    .spawn(move || {
-                        while let Some(task) = queue.next() {
-                            task.run()
-                        }
-                    })
-                    .map_err(|e| ParquetError::External(Box::new(e)))
-            })
-            .collect::<Result<_, _>>()?;
+        let helpers_wanted = threads.clamp(1, fields.len().max(1)) - 1;
         Ok(Self {
             writer,
             factory,
@@ -104,8 +96,9 @@ impl ParquetFile {
             leaves,
             row_groups: 0,
             in_flight: VecDeque::new(),
-            queue,
-            helpers,
+            queue: Arc::new(Queue::default()),
+            helpers: Vec::new(),
+            helpers_wanted,
         })
     }
 
@@ -114,8 +107,14 @@ impl ParquetFile {
     /// threads, the row group itself, encoded on the calling thread). Gathered rows are
     /// gathered a column at a time by the task that encodes the column.
     pub fn write_row_group(&mut self, runs: &[RowRun]) -> Result<(), ParquetError> {
-        if runs.iter().all(|r| r.len() == 0) {
+        let rows: usize = runs.iter().map(RowRun::len).sum();
+        if rows == 0 {
             return Ok(());
+        }
+        // A small row group is encoded sooner than a thread starts: the many small files of
+        // a backfill over years of dates are written on the calling thread alone.
+        if rows >= MIN_PARALLEL_ROWS {
+            self.start_helpers()?;
         }
         let (done, results) = mpsc::channel();
         let mut writers = self
@@ -147,6 +146,22 @@ impl ParquetFile {
         let overlap = usize::from(!self.helpers.is_empty());
         while self.in_flight.len() > overlap {
             self.append_oldest()?;
+        }
+        Ok(())
+    }
+
+    fn start_helpers(&mut self) -> Result<(), ParquetError> {
+        while self.helpers.len() < self.helpers_wanted {
+            let queue = Arc::clone(&self.queue);
+            let helper = std::thread::Builder::new()
+                .name("vigil-encode".into())
+                .spawn(move || {
+                    while let Some(task) = queue.next() {
+                        task.run()
+                    }
+                })
+                .map_err(|e| ParquetError::External(Box::new(e)))?;
+            self.helpers.push(helper);
         }
         Ok(())
     }
