@@ -114,7 +114,7 @@ impl ParquetFile {
         // A small row group is encoded sooner than a thread starts: the many small files of
         // a backfill over years of dates are written on the calling thread alone.
         if rows >= MIN_PARALLEL_ROWS {
-            self.start_helpers()?;
+            self.start_helpers();
         }
         let (done, results) = mpsc::channel();
         let mut writers = self
@@ -150,20 +150,26 @@ impl ParquetFile {
         Ok(())
     }
 
-    fn start_helpers(&mut self) -> Result<(), ParquetError> {
+    /// Starts the helper threads not started yet. A thread the system refuses leaves its
+    /// share of the work to the others and the calling thread.
+    fn start_helpers(&mut self) {
         while self.helpers.len() < self.helpers_wanted {
             let queue = Arc::clone(&self.queue);
-            let helper = std::thread::Builder::new()
+            let started = std::thread::Builder::new()
                 .name("vigil-encode".into())
                 .spawn(move || {
                     while let Some(task) = queue.next() {
                         task.run()
                     }
-                })
-                .map_err(|e| ParquetError::External(Box::new(e)))?;
-            self.helpers.push(helper);
+                });
+            match started {
+                Ok(helper) => self.helpers.push(helper),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start an encoder thread; encoding on fewer");
+                    self.helpers_wanted = self.helpers.len();
+                }
+            }
         }
-        Ok(())
     }
 
     /// Waits for the oldest row group in flight, encoding queued columns meanwhile, and
