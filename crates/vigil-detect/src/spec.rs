@@ -173,19 +173,10 @@ pub struct CorrelationConfig {
 }
 
 impl CorrelationConfig {
-    /// The log columns traces are assembled from (see `Assembler::push`).
+    /// The log columns traces are assembled from
+    /// ([`log_columns`](crate::correlate::assemble::log_columns)).
     pub fn log_columns(&self) -> Vec<&str> {
-        use vigil_core::schema::col;
-        vec![
-            col::TIMESTAMP,
-            col::SERVICE,
-            col::TRACE_ID,
-            col::SPAN_ID,
-            col::PARENT_SPAN_ID,
-            col::LEVEL,
-            &self.duration_column,
-            &self.status_column,
-        ]
+        crate::correlate::assemble::log_columns(&self.duration_column, &self.status_column)
     }
 }
 

@@ -57,6 +57,23 @@ pub struct AssembleConfig {
     pub status_column: Option<String>,
 }
 
+/// The log columns [`Assembler::push`] reads, with `duration` and `status` the configured
+/// ones: what a reader that needs only traces (a backtest) must decode. Kept beside `push`;
+/// the test `assembling_from_its_log_columns_alone_gives_the_same_traces` fails if `push`
+/// comes to read another.
+pub fn log_columns<'a>(duration: &'a str, status: &'a str) -> Vec<&'a str> {
+    vec![
+        col::TIMESTAMP,
+        col::SERVICE,
+        col::TRACE_ID,
+        col::SPAN_ID,
+        col::PARENT_SPAN_ID,
+        col::LEVEL,
+        duration,
+        status,
+    ]
+}
+
 /// The columns of a `spans` batch that logs do not have.
 struct SpanRows<'a> {
     end: &'a arrow::array::PrimitiveArray<TimestampMicrosecondType>,

@@ -1294,3 +1294,67 @@ fn traces_closed_on_other_replicas_give_the_same_evidence_and_count_once() {
         .expect("the client span's time, by caller and callee");
     assert_eq!((gap.n, gap.mean()), (1.0, 30f64.ln_1p()));
 }
+
+#[test]
+fn assembling_from_its_log_columns_alone_gives_the_same_traces() {
+    // Traces with and without parent ids, a failure only a status code shows, and columns
+    // traces do not need (message, user, span kind, the JSON rest).
+    let mut recs = failing_trace("t1", 1.0, true);
+    recs.extend(failing_trace("t2", 1.5, false));
+    recs.extend(gateway_calls_auth(
+        ["INFO", "INFO", "INFO"],
+        [40.0, 30.0, 25.0],
+    ));
+    let base = batch(&recs);
+    let n = base.num_rows();
+    let status: ArrayRef = Arc::new(arrow::array::Int32Array::from_iter(
+        (0..n).map(|i| Some(if i == n - 1 { 503 } else { 200 })),
+    ));
+    let text = |v: &str| -> ArrayRef { Arc::new(StringArray::from_iter_values((0..n).map(|_| v))) };
+    let schema = base.schema();
+    let mut columns: Vec<(&str, ArrayRef)> = schema
+        .fields()
+        .iter()
+        .zip(base.columns())
+        .map(|(f, c)| (f.name().as_str(), Arc::clone(c)))
+        .collect();
+    columns.extend([
+        ("status_code", status),
+        ("message", text("ERROR in a message")),
+        ("user_id", text("u1")),
+        ("span_kind", text("client")),
+        ("additional_data", text(r#"{"level":"ERROR"}"#)),
+    ]);
+    let whole = RecordBatch::try_from_iter(columns.iter().cloned()).unwrap();
+    let a = assembler();
+    let cfg = a.config();
+    let read = assemble::log_columns(
+        cfg.duration_column.as_deref().unwrap(),
+        cfg.status_column.as_deref().unwrap(),
+    );
+    let only = RecordBatch::try_from_iter(
+        columns
+            .iter()
+            .filter(|(name, _)| read.contains(name))
+            .cloned(),
+    )
+    .unwrap();
+    assert!(only.num_columns() < whole.num_columns());
+    let traces = |b: &RecordBatch| {
+        let mut a = assembler();
+        let mut out = Vec::new();
+        a.push(b, &mut out);
+        out.extend(a.close(i64::MAX));
+        out.sort_by(|x, y| x.trace_id.cmp(&y.trace_id));
+        out
+    };
+    let from_whole = traces(&whole);
+    assert_eq!(from_whole.len(), 3);
+    assert!(
+        from_whole
+            .iter()
+            .any(|t| &*t.trace_id == "t" && t.origin.is_some()),
+        "the status code makes the gateway's trace fail: {from_whole:?}"
+    );
+    assert_eq!(traces(&only), from_whole);
+}
