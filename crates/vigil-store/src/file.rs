@@ -48,8 +48,9 @@ pub(crate) struct ParquetFile {
     /// How many Parquet leaf columns (column writers) each file column has.
     leaves: Vec<usize>,
     row_groups: usize,
-    /// Row groups whose columns are queued or encoding, oldest first.
-    in_flight: VecDeque<InFlight>,
+    /// Where the chunks of each row group whose columns are queued or encoding come back,
+    /// oldest first.
+    in_flight: VecDeque<Results>,
     queue: Arc<Queue>,
     helpers: Vec<std::thread::JoinHandle<()>>,
     /// Helper threads to start at the first row group worth them.
@@ -137,10 +138,7 @@ impl ParquetFile {
             .collect();
         // Largest first, so the last task of a row group is a short one.
         tasks.sort_by_cached_key(|t| Reverse(t.sources.iter().map(Source::size).sum::<usize>()));
-        self.in_flight.push_back(InFlight {
-            columns: tasks.len(),
-            results,
-        });
+        self.in_flight.push_back(results);
         self.queue.push(tasks);
         self.row_groups += 1;
         let overlap = usize::from(!self.helpers.is_empty());
@@ -175,19 +173,19 @@ impl ParquetFile {
     /// Waits for the oldest row group in flight, encoding queued columns meanwhile, and
     /// appends its chunks in column order.
     fn append_oldest(&mut self) -> Result<(), ParquetError> {
-        let Some(group) = self.in_flight.pop_front() else {
+        let Some(results) = self.in_flight.pop_front() else {
             return Ok(());
         };
         let mut chunks: Vec<Option<Vec<ArrowColumnChunk>>> =
-            (0..group.columns).map(|_| None).collect();
-        for _ in 0..group.columns {
+            (0..self.fields.len()).map(|_| None).collect();
+        for _ in 0..self.fields.len() {
             let (column, encoded) = loop {
-                match group.results.try_recv() {
+                match results.try_recv() {
                     Ok(r) => break r,
                     Err(mpsc::TryRecvError::Empty) => match self.queue.try_next() {
                         Some(task) => task.run(),
                         None => {
-                            break group.results.recv().map_err(|_| {
+                            break results.recv().map_err(|_| {
                                 ParquetError::General("an encoder panicked".into())
                             })?;
                         }
@@ -233,11 +231,11 @@ impl Drop for ParquetFile {
     }
 }
 
-/// A row group whose columns are queued or encoding.
-struct InFlight {
-    columns: usize,
-    results: mpsc::Receiver<(usize, Result<Vec<ArrowColumnChunk>, ParquetError>)>,
-}
+/// A column of a row group, encoded: its index among the file's columns and its chunks.
+type Encoded = (usize, Result<Vec<ArrowColumnChunk>, ParquetError>);
+
+/// A row group's columns, as their tasks finish.
+type Results = mpsc::Receiver<Encoded>;
 
 /// A run of a row group's rows: a batch's rows as they are, or rows gathered from the
 /// buffered batches by (batch, row).
@@ -340,7 +338,7 @@ struct Task {
     field: FieldRef,
     sources: Vec<Source>,
     writers: Vec<ArrowColumnWriter>,
-    done: mpsc::Sender<(usize, Result<Vec<ArrowColumnChunk>, ParquetError>)>,
+    done: mpsc::Sender<Encoded>,
 }
 
 impl Task {
