@@ -2,8 +2,12 @@
 """Two or more vigil builds, or settings, ingesting the same file, alternating run by run.
 
     benches/scripts/ingest_ab.py BUILD[+ENV=VALUE...],BUILD... THREADS RUNS INPUT
+    benches/scripts/ingest_ab.py BUILD[+ENV=VALUE...],BUILD... THREADS RUNS -- VIGIL ARGS...
 
-Each run is `BUILD ingest --threads THREADS --archive <fresh dir> INPUT`, timed by
+Each run is `BUILD ingest --threads THREADS --archive <fresh dir> INPUT` (or, in the second
+form, `BUILD VIGIL ARGS... --threads THREADS`, `{dir}` in them a fresh directory: e.g. `--
+backtest --pipeline pipelines/deals.toml --logs d.ndjson --metrics dm.ndjson --anomalies
+{dir}/out`), timed by
 `time.perf_counter` (wall) and the child's rusage (user + sys CPU, peak RSS). Builds take turns
 run by run, so a neighbour's load falls on all of them alike; medians (and the fastest wall) are
 printed per build. Finer than e2e.sh's `/usr/bin/time` (10 ms steps, five runs) for changes of
@@ -21,14 +25,17 @@ import tempfile
 import time
 
 
-def run(build: str, threads: str, inp: str, archive: str) -> tuple[float, float, float]:
-    """One run: wall seconds, CPU seconds (user + sys), peak RSS in MB."""
+def run(build: str, args: list[str], work: str) -> tuple[float, float, float]:
+    """One run of `build` with `args` (`{dir}` a fresh directory under `work`): wall
+    seconds, CPU seconds (user + sys), peak RSS in MB."""
     path, *settings = build.split("+")
     env = dict(os.environ, **dict(s.split("=", 1) for s in settings))
-    shutil.rmtree(archive, ignore_errors=True)
+    fresh = os.path.join(work, "run")
+    shutil.rmtree(fresh, ignore_errors=True)
+    os.mkdir(fresh)
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [path, "ingest", "--threads", threads, "--archive", archive, inp],
+        [path, *(a.replace("{dir}", fresh) for a in args)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
@@ -41,14 +48,19 @@ def run(build: str, threads: str, inp: str, archive: str) -> tuple[float, float,
 
 
 def main() -> None:
-    if len(sys.argv) != 5:
+    if len(sys.argv) == 5:
+        args = ["ingest", "--archive", "{dir}/archive", sys.argv[4]]
+    elif len(sys.argv) > 5 and sys.argv[4] == "--":
+        args = sys.argv[5:]
+    else:
         sys.exit(__doc__)
-    builds, threads, runs, inp = sys.argv[1].split(","), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    builds, threads, runs = sys.argv[1].split(","), sys.argv[2], int(sys.argv[3])
+    args = args + ["--threads", threads]
     results: dict[str, list[tuple[float, float, float]]] = {b: [] for b in builds}
     with tempfile.TemporaryDirectory() as work:
         for _ in range(runs):
             for b in builds:
-                results[b].append(run(b, threads, inp, os.path.join(work, "archive")))
+                results[b].append(run(b, args, work))
     for b, rs in results.items():
         walls = [w for w, _, _ in rs]
         print(
