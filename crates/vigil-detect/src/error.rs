@@ -2,7 +2,7 @@
 
 use vigil_core::ErrorKind;
 
-/// A rule could not be set up or evaluated, or correlation failed.
+/// A rule could not be set up or evaluated, or what another replica sent could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
     /// The rule is not valid (its SQL, its severity, ...).
@@ -20,20 +20,14 @@ pub enum DetectError {
         /// What is wrong.
         reason: String,
     },
-    /// Correlation's aggregation failed (an internal error).
-    #[error("correlation: {reason}")]
-    Correlation {
-        /// What went wrong.
-        reason: String,
-    },
 }
 
 impl DetectError {
-    /// Who has to act: a rule's SQL is the user's to fix; correlation failing is a bug.
+    /// Who has to act: a rule's SQL, or the pipeline file other replicas run, is the
+    /// user's to fix.
     pub fn kind(&self) -> ErrorKind {
         match self {
             DetectError::Rule { .. } | DetectError::Shuffle { .. } => ErrorKind::User,
-            DetectError::Correlation { .. } => ErrorKind::Internal,
         }
     }
 }

@@ -1,31 +1,25 @@
-//! What closed traces show, per event-time window: the calls between services aggregated by
-//! DataFusion into `service_edges` rows (calls, errors, latency average / p95 / max), and
-//! each failing trace's origin into `error_origin(service, window, failing_traces)`.
+//! What closed traces show, per event-time window: the calls between services aggregated
+//! into `service_edges` rows (calls, errors, latency average / p95 / max), and each failing
+//! trace's origin into `error_origin(service, window, failing_traces)`.
 //!
 //! A trace counts in the window of its first record. A window's evidence is final once every
 //! trace that can count in it has closed: when the watermark passes the window's end plus the
 //! trace timeout.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow::array::UInt32Array;
 use arrow::array::{
-    ArrayRef, AsArray, BooleanArray, Date32Array, Float64Array, Int64Array, ListBuilder,
-    RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
+    ArrayRef, Date32Array, Float64Array, Int64Array, ListBuilder, RecordBatch, StringArray,
+    StringBuilder, TimestampMicrosecondArray,
 };
-use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
-use datafusion::datasource::MemTable;
-use datafusion::execution::SessionStateBuilder;
-use datafusion::physical_plan::{ExecutionPlan, collect};
-use datafusion::prelude::{SessionConfig, SessionContext};
+use arrow::datatypes::{DataType, Field};
+use datafusion_functions_aggregate_common::tdigest::{DEFAULT_MAX_SIZE, TDigest};
 use serde::{Deserialize, Serialize};
 use vigil_core::schema::{error_origin_schema, service_edges_schema};
 use vigil_core::time::date32_from_micros;
 
 use super::assemble::ClosedTrace;
-use crate::DetectError;
-use crate::windows::with_rows;
 
 /// Failing trace ids kept per window and origin, and per incident.
 pub const SAMPLES: usize = 5;
@@ -132,10 +126,8 @@ pub struct WindowEvidence {
 /// One window's rows while its traces are still closing.
 #[derive(Default)]
 struct Pending {
-    caller: Vec<u32>,
-    callee: Vec<u32>,
-    latency: Vec<f64>,
-    failed: Vec<bool>,
+    /// Caller → callee: the calls seen.
+    edges: HashMap<(u32, u32), EdgeCalls, foldhash::fast::RandomState>,
     origins: BTreeMap<u32, (i64, Vec<Arc<str>>)>,
     blame: BTreeMap<(u32, u32), i64>,
     slowest: BTreeMap<u32, (f64, Arc<str>)>,
@@ -150,47 +142,62 @@ pub struct Evidence {
     /// Wait after a window's end before it is final (the trace timeout).
     settle: i64,
     pending: BTreeMap<i64, Pending>,
-    ctx: SessionContext,
     /// Rows for windows already final (their traces were cut by the open-trace cap or were
     /// long): counted, not used.
     stale: u64,
     /// The start of the next window to finalise, once one has been.
     next: Option<i64>,
-    /// `EDGES_SQL`, planned at the first window with calls.
-    plan: Option<Arc<dyn ExecutionPlan>>,
 }
 
-fn calls_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("caller", DataType::Utf8, true),
-        Field::new("callee", DataType::Utf8, true),
-        Field::new("latency_ms", DataType::Float64, false),
-        Field::new("failed", DataType::Boolean, false),
-    ]))
+/// The calls over one caller → callee edge in one window, in the order they were filed.
+#[derive(Default)]
+struct EdgeCalls {
+    errors: i64,
+    latencies: Vec<f64>,
 }
 
-const EDGES_SQL: &str = "SELECT caller, callee, count(*) AS calls, \
-     sum(CASE WHEN failed THEN 1 ELSE 0 END) AS errors, \
-     avg(latency_ms) AS latency_avg_ms, \
-     approx_percentile_cont(latency_ms, 0.95) AS latency_p95_ms, \
-     max(latency_ms) AS latency_max_ms \
-     FROM calls GROUP BY caller, callee ORDER BY caller, callee";
+impl EdgeCalls {
+    fn add(&mut self, latency_ms: f64, failed: bool) {
+        self.errors += i64::from(failed);
+        self.latencies.push(latency_ms);
+    }
+
+    /// What the calls show, as `SELECT count(*), sum(CASE WHEN failed THEN 1 ELSE 0 END),
+    /// avg(latency_ms), approx_percentile_cont(latency_ms, 0.95), max(latency_ms) … GROUP BY
+    /// caller, callee` gives it (the test `edges_are_what_the_sql_aggregate_gives` holds it
+    /// to that): the same sum in the same order, DataFusion's t-digest for the percentile.
+    fn edge(self, caller: String, callee: String) -> Edge {
+        let calls = self.latencies.len();
+        let sum = self.latencies.iter().fold(0.0, |sum, &ms| sum + ms);
+        let max = self
+            .latencies
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
+        let p95 = TDigest::new(DEFAULT_MAX_SIZE)
+            .merge_unsorted_f64(self.latencies)
+            .estimate_quantile(0.95);
+        Edge {
+            caller,
+            callee,
+            calls: calls as i64,
+            errors: self.errors,
+            latency_avg_ms: sum / calls as f64,
+            latency_p95_ms: p95,
+            latency_max_ms: max,
+        }
+    }
+}
 
 impl Evidence {
     /// Windows of `window` µs, final `settle` µs after their end.
     pub fn new(window: i64, settle: i64) -> Self {
-        let state = SessionStateBuilder::new()
-            .with_config(SessionConfig::new().with_target_partitions(1))
-            .with_default_features()
-            .build();
         Self {
             window: window.max(1),
             settle,
             pending: BTreeMap::new(),
-            ctx: SessionContext::new_with_state(state),
             stale: 0,
             next: None,
-            plan: None,
         }
     }
 
@@ -214,10 +221,10 @@ impl Evidence {
             }
             let p = self.pending.entry(start).or_default();
             for c in &t.calls {
-                p.caller.push(c.caller);
-                p.callee.push(c.callee);
-                p.latency.push(c.latency_ms);
-                p.failed.push(c.failed);
+                p.edges
+                    .entry((c.caller, c.callee))
+                    .or_default()
+                    .add(c.latency_ms, c.failed);
                 match p.slowest.get_mut(&c.callee) {
                     Some(slow) if c.latency_ms <= slow.0 => {}
                     Some(slow) => *slow = (c.latency_ms, Arc::clone(&t.trace_id)),
@@ -253,11 +260,11 @@ impl Evidence {
     }
 
     /// The windows final at `watermark`, oldest first; `name` turns service ids into names.
-    pub async fn finalise(
+    pub fn finalise(
         &mut self,
         watermark: i64,
         name: &dyn Fn(u32) -> String,
-    ) -> Result<Vec<WindowEvidence>, DetectError> {
+    ) -> Vec<WindowEvidence> {
         let mut out = Vec::new();
         while let Some(entry) = self.pending.first_entry() {
             let start = *entry.key();
@@ -267,93 +274,29 @@ impl Evidence {
             }
             let p = entry.remove();
             self.next = Some(end);
-            out.push(self.window_evidence(start, end, p, name).await?);
+            out.push(self.window_evidence(start, end, p, name));
         }
-        Ok(out)
+        out
     }
 
-    async fn window_evidence(
-        &mut self,
+    fn window_evidence(
+        &self,
         start: i64,
         end: i64,
         p: Pending,
         name: &dyn Fn(u32) -> String,
-    ) -> Result<WindowEvidence, DetectError> {
-        let mut edges = Vec::new();
-        if !p.caller.is_empty() {
-            let df_err = |e: datafusion::error::DataFusionError| DetectError::Correlation {
-                reason: e.to_string(),
-            };
-            // Service names by id, taken per row: no string is built per call.
-            let services = p.caller.iter().chain(&p.callee).max().map_or(0, |m| m + 1);
-            let names: ArrayRef = Arc::new(StringArray::from_iter_values((0..services).map(name)));
-            let take = |ids: Vec<u32>| {
-                arrow::compute::take(&names, &UInt32Array::from(ids), None).expect("ids in range")
-            };
-            let calls = RecordBatch::try_new(
-                calls_schema(),
-                vec![
-                    take(p.caller),
-                    take(p.callee),
-                    Arc::new(Float64Array::from(p.latency)),
-                    Arc::new(BooleanArray::from(p.failed)),
-                ],
-            )
-            .expect("columns of one length");
-            let plan = match &self.plan {
-                Some(plan) => Arc::clone(plan),
-                None => {
-                    let empty = MemTable::try_new(calls_schema(), vec![vec![]]).map_err(df_err)?;
-                    self.ctx
-                        .register_table("calls", Arc::new(empty))
-                        .map_err(df_err)?;
-                    let planned =
-                        async { self.ctx.sql(EDGES_SQL).await?.create_physical_plan().await }.await;
-                    self.ctx.deregister_table("calls").map_err(df_err)?;
-                    let plan = planned.map_err(df_err)?;
-                    self.plan = Some(Arc::clone(&plan));
-                    plan
-                }
-            };
-            let plan = with_rows(&plan, vec![calls], &calls_schema()).map_err(df_err)?;
-            let result = collect(plan, self.ctx.task_ctx()).await.map_err(df_err)?;
-            for b in result {
-                let text = |i: usize| {
-                    let c = arrow::compute::cast(b.column(i), &DataType::Utf8).expect("text");
-                    c.as_string::<i32>()
-                        .iter()
-                        .map(|v| v.unwrap_or_default().to_string())
-                        .collect::<Vec<_>>()
-                };
-                let int = |i: usize| {
-                    let c = arrow::compute::cast(b.column(i), &DataType::Int64).expect("int");
-                    c.as_primitive::<Int64Type>().values().to_vec()
-                };
-                let float = |i: usize| {
-                    let c = arrow::compute::cast(b.column(i), &DataType::Float64).expect("float");
-                    c.as_primitive::<Float64Type>().values().to_vec()
-                };
-                let (callers, callees) = (text(0), text(1));
-                let (calls, errors) = (int(2), int(3));
-                let (avg, p95, max) = (float(4), float(5), float(6));
-                for r in 0..b.num_rows() {
-                    edges.push(Edge {
-                        caller: callers[r].clone(),
-                        callee: callees[r].clone(),
-                        calls: calls[r],
-                        errors: errors[r],
-                        latency_avg_ms: avg[r],
-                        latency_p95_ms: p95[r],
-                        latency_max_ms: max[r],
-                    });
-                }
-            }
-        }
+    ) -> WindowEvidence {
+        let mut edges: Vec<Edge> = p
+            .edges
+            .into_iter()
+            .map(|((caller, callee), calls)| calls.edge(name(caller), name(callee)))
+            .collect();
+        edges.sort_unstable_by(|a, b| (&a.caller, &a.callee).cmp(&(&b.caller, &b.callee)));
         let mut blame: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
         for ((s, o), n) in p.blame {
             blame.entry(name(s)).or_default().insert(name(o), n);
         }
-        Ok(WindowEvidence {
+        WindowEvidence {
             start,
             end,
             edges,
@@ -386,7 +329,7 @@ impl Evidence {
                     by
                 },
             ),
-        })
+        }
     }
 }
 

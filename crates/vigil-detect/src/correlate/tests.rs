@@ -1244,18 +1244,12 @@ fn traces_closed_on_other_replicas_give_the_same_evidence_and_count_once() {
         .collect();
     // And one with a client span: what it adds is kept per caller and callee.
     traces.push(gateway_calls_auth(["INFO"; 3], [10.0, 40.0, 50.0]));
-    let run = |f| {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(f)
-    };
     let end = 3_600 * SEC;
     let mut one = Correlator::new(&cfg);
     for t in &traces {
         one.push(&batch(t));
     }
-    let whole = run(one.advance(end)).unwrap();
+    let whole = one.advance(end);
 
     let (mut a, mut b) = (Correlator::new(&cfg), Correlator::new(&cfg));
     // Replica b learns the services in another order: numbers differ, names do not.
@@ -1285,7 +1279,7 @@ fn traces_closed_on_other_replicas_give_the_same_evidence_and_count_once() {
         }
         w
     };
-    let split = samples_apart(run(merged.advance(end)).unwrap());
+    let split = samples_apart(merged.advance(end));
     assert_eq!(split, samples_apart(whole));
     assert_eq!(split[0].origins["database"].failing_traces, 4);
     let gap = split
@@ -1357,4 +1351,120 @@ fn assembling_from_its_log_columns_alone_gives_the_same_traces() {
         "the status code makes the gateway's trace fail: {from_whole:?}"
     );
     assert_eq!(traces(&only), from_whole);
+}
+
+#[test]
+fn edges_are_what_the_sql_aggregate_gives() {
+    // Calls between services of one window, skewed latencies (so the percentile is a
+    // t-digest's estimate over compressed centroids, not a value it kept), some failing; the
+    // edges are held to the aggregate DataFusion computed them with before: the same counts,
+    // the same sums in the same order, the same t-digest.
+    use arrow::array::AsArray;
+    use datafusion::prelude::SessionContext;
+    let names = ["api", "auth", "db", "cache", "zeta"];
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut evidence = Evidence::new(60 * SEC, 10 * SEC);
+    let mut rows: Vec<(&str, &str, f64, bool)> = Vec::new();
+    let mut traces = Vec::new();
+    for i in 0..3_000 {
+        let mut calls = Vec::new();
+        for _ in 0..1 + next() % 4 {
+            let (caller, callee) = ((next() % 5) as u32, (next() % 5) as u32);
+            let u = (next() % 1_000_000) as f64 / 1_000_000.0;
+            let latency_ms = (-u.max(1e-9).ln() * 20.0 * (1 + callee) as f64).round() / 4.0;
+            let failed = next() % 17 == 0;
+            rows.push((
+                names[caller as usize],
+                names[callee as usize],
+                latency_ms,
+                failed,
+            ));
+            calls.push(assemble::Call {
+                caller,
+                callee,
+                latency_ms,
+                failed,
+            });
+        }
+        traces.push(ClosedTrace {
+            trace_id: format!("t{i}").into(),
+            time: i * 10_000,
+            calls,
+            origin: None,
+            failing: Vec::new(),
+            self_ms: Vec::new(),
+            gaps: Vec::new(),
+        });
+    }
+    evidence.add(traces);
+    let windows = evidence.finalise(3_600 * SEC, &|id| names[id as usize].to_string());
+    assert_eq!(windows.len(), 1);
+
+    let calls = RecordBatch::try_from_iter([
+        (
+            "caller",
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
+        ),
+        (
+            "callee",
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+        ),
+        (
+            "latency_ms",
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))),
+        ),
+        (
+            "failed",
+            Arc::new(arrow::array::BooleanArray::from_iter(
+                rows.iter().map(|r| Some(r.3)),
+            )),
+        ),
+    ])
+    .unwrap();
+    let sql = "SELECT caller, callee, count(*) AS calls, \
+         sum(CASE WHEN failed THEN 1 ELSE 0 END) AS errors, avg(latency_ms), \
+         approx_percentile_cont(latency_ms, 0.95), max(latency_ms) \
+         FROM calls GROUP BY caller, callee ORDER BY caller, callee";
+    let expected = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let ctx = SessionContext::new();
+            ctx.register_batch("calls", calls).unwrap();
+            ctx.sql(sql).await.unwrap().collect().await.unwrap()
+        });
+    let expected = arrow::compute::concat_batches(&expected[0].schema(), &expected).unwrap();
+    let text = |i: usize| expected.column(i).as_string::<i32>().clone();
+    let int = |i: usize| {
+        arrow::compute::cast(expected.column(i), &arrow::datatypes::DataType::Int64)
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .clone()
+    };
+    let float = |i: usize| {
+        expected
+            .column(i)
+            .as_primitive::<arrow::datatypes::Float64Type>()
+            .clone()
+    };
+    let want: Vec<evidence::Edge> = (0..expected.num_rows())
+        .map(|r| evidence::Edge {
+            caller: text(0).value(r).to_string(),
+            callee: text(1).value(r).to_string(),
+            calls: int(2).value(r),
+            errors: int(3).value(r),
+            latency_avg_ms: float(4).value(r),
+            latency_p95_ms: float(5).value(r),
+            latency_max_ms: float(6).value(r),
+        })
+        .collect();
+    assert_eq!(want.len(), 25, "every pair of five services");
+    assert!(want.iter().any(|e| e.calls > 300), "edges with many calls");
+    assert_eq!(windows[0].edges, want);
 }

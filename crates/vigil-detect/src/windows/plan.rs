@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, Float64Array, RecordBatch};
+use arrow::array::{Array, AsArray, Float64Array, RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::MemTable;
@@ -119,15 +119,14 @@ impl Plan {
         ctx: &SessionContext,
         rows: &[RecordBatch],
     ) -> Result<RecordBatch, PlanError> {
-        let plan = with_rows(&self.partial, rows.to_vec(), &self.input)?;
+        let plan = with_rows(&self.partial, rows, &self.input)?;
         let out = collect(plan, ctx.task_ctx()).await?;
         Ok(arrow::compute::concat_batches(&self.partial.schema(), &out)
             .map_err(DataFusionError::from)?)
     }
 
     /// The signal per service from a window's partial states, with the rows it was computed
-    /// over where the query counts them (NaN where not), sorted by service. A null value is
-    /// NaN (the condition then never holds).
+    /// over where the query counts them, sorted by service (see [`values`]).
     pub(super) async fn finish(
         &self,
         ctx: &SessionContext,
@@ -142,57 +141,87 @@ impl Plan {
         let whole = replace_node(&self.whole, &mut |node| {
             Ok(Arc::ptr_eq(node, partial).then(|| Arc::clone(&states)))
         })?;
-        let batches = collect(whole, ctx.task_ctx()).await?;
-        let mut values = Vec::new();
-        for b in &batches {
-            let services = b.column(0);
-            let Some(services) = services.as_string_opt::<i32>() else {
-                return Err(PlanError::ServiceColumn(services.data_type().clone()));
-            };
-            let Some(v) = b.column(1).as_any().downcast_ref::<Float64Array>() else {
-                return Err(PlanError::NotANumber);
-            };
-            let rows = b
-                .columns()
-                .get(2)
-                .map(|c| c.as_any().downcast_ref::<Float64Array>())
-                .map(|c| c.ok_or(PlanError::NotANumber))
-                .transpose()?;
-            for row in 0..b.num_rows() {
-                if services.is_null(row) {
-                    continue;
-                }
-                let value = if v.is_null(row) {
-                    f64::NAN
-                } else {
-                    v.value(row)
-                };
-                let rows = rows.map_or(f64::NAN, |r| r.value(row));
-                values.push((services.value(row).to_string(), value, rows));
-            }
-        }
-        values.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(values)
+        values(&collect(whole, ctx.task_ctx()).await?)
+    }
+
+    /// The signal per service straight from raw `rows`, as [`partial`](Self::partial) and
+    /// then [`finish`](Self::finish) give it: the same plan, its Partial and Final
+    /// aggregates, run once over the rows instead of twice with the states in between.
+    pub(super) async fn whole(
+        &self,
+        ctx: &SessionContext,
+        rows: &[RecordBatch],
+    ) -> Result<Vec<(String, f64, f64)>, PlanError> {
+        let plan = with_rows(&self.whole, rows, &self.input)?;
+        values(&collect(plan, ctx.task_ctx()).await?)
     }
 }
 
+/// The whole plan's output as (service, value, rows), sorted by service. A null value is NaN
+/// (the condition then never holds); so is `rows` where the query does not count them.
+fn values(batches: &[RecordBatch]) -> Result<Vec<(String, f64, f64)>, PlanError> {
+    let mut values = Vec::new();
+    for b in batches {
+        let services = b.column(0);
+        let Some(services) = services.as_string_opt::<i32>() else {
+            return Err(PlanError::ServiceColumn(services.data_type().clone()));
+        };
+        let Some(v) = b.column(1).as_any().downcast_ref::<Float64Array>() else {
+            return Err(PlanError::NotANumber);
+        };
+        let rows = b
+            .columns()
+            .get(2)
+            .map(|c| c.as_any().downcast_ref::<Float64Array>())
+            .map(|c| c.ok_or(PlanError::NotANumber))
+            .transpose()?;
+        for row in 0..b.num_rows() {
+            if services.is_null(row) {
+                continue;
+            }
+            let value = if v.is_null(row) {
+                f64::NAN
+            } else {
+                v.value(row)
+            };
+            let rows = rows.map_or(f64::NAN, |r| r.value(row));
+            values.push((services.value(row).to_string(), value, rows));
+        }
+    }
+    values.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(values)
+}
+
 /// `plan`, planned over an in-memory table, reading `rows` (of `schema`) instead: a plan made
-/// once runs over every new bite of rows without being planned again.
-pub(crate) fn with_rows(
+/// once runs over every new bite of rows without being planned again. The scan is given the
+/// columns it projects, each concatenated into one array: a window's rows come as many small
+/// batches (a decoder's batch per service), and a plan run batch by batch spends more on each
+/// batch's way through its streams than on the rows.
+fn with_rows(
     plan: &Arc<dyn ExecutionPlan>,
-    rows: Vec<RecordBatch>,
+    rows: &[RecordBatch],
     schema: &SchemaRef,
 ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
-    let mut rows = Some(rows);
     replace_node(plan, &mut |node| {
         let Some(projection) = memory_scan(node) else {
             return Ok(None);
         };
-        let exec: Node = MemorySourceConfig::try_new_exec(
-            &[rows.take().unwrap_or_default()],
-            Arc::clone(schema),
-            projection,
+        let projection = projection.unwrap_or_else(|| (0..schema.fields().len()).collect());
+        let projected = Arc::new(schema.project(&projection)?);
+        let columns = projection
+            .iter()
+            .map(|&c| {
+                let parts: Vec<&dyn Array> = rows.iter().map(|b| b.column(c).as_ref()).collect();
+                arrow::compute::concat(&parts)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let n = rows.iter().map(RecordBatch::num_rows).sum();
+        let batch = RecordBatch::try_new_with_options(
+            Arc::clone(&projected),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(n)),
         )?;
+        let exec: Node = MemorySourceConfig::try_new_exec(&[vec![batch]], projected, None)?;
         Ok(Some(exec))
     })
 }

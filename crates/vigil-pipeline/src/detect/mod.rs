@@ -553,7 +553,7 @@ impl Detection {
     ) -> Result<(), PipelineError> {
         let closed_before = self.engine.closed_through();
         let windows: Vec<WindowEvidence> = match &mut self.correlator {
-            Some(c) => c.advance(traces_until).await?,
+            Some(c) => c.advance(traces_until),
             None => Vec::new(),
         };
         let mut events = self.engine.advance(watermark).await?;
