@@ -123,17 +123,21 @@ pub struct WindowEvidence {
     pub edge_gap_log: BTreeMap<String, BTreeMap<String, Moments>>,
 }
 
+/// Keyed by service numbers: hashed, not ordered (a window's evidence is sorted by name when
+/// it is final).
+type ById<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// One window's rows while its traces are still closing.
 #[derive(Default)]
 struct Pending {
     /// Caller → callee: the calls seen.
-    edges: HashMap<(u32, u32), EdgeCalls, foldhash::fast::RandomState>,
-    origins: BTreeMap<u32, (i64, Vec<Arc<str>>)>,
-    blame: BTreeMap<(u32, u32), i64>,
-    slowest: BTreeMap<u32, (f64, Arc<str>)>,
-    self_ms: BTreeMap<u32, Moments>,
-    gap_log: BTreeMap<u32, Moments>,
-    edge_gap_log: BTreeMap<(u32, u32), Moments>,
+    edges: ById<(u32, u32), EdgeCalls>,
+    origins: ById<u32, (i64, Vec<Arc<str>>)>,
+    blame: ById<(u32, u32), i64>,
+    slowest: ById<u32, (f64, Arc<str>)>,
+    self_ms: ById<u32, Moments>,
+    gap_log: ById<u32, Moments>,
+    edge_gap_log: ById<(u32, u32), Moments>,
 }
 
 /// Per-window evidence from closed traces.
