@@ -487,7 +487,8 @@ fn analyse(trace_id: Arc<str>, open: OpenTrace, scratch: &mut Scratch) -> Closed
         named.or_else(|| enclosing(&spans, i))
     }));
     depths(parent, depth);
-    let mut calls = Vec::new();
+    // At most one call per span under a parent: sized once, not grown call by call.
+    let mut calls = Vec::with_capacity(n.saturating_sub(1));
     failing_child.clear();
     failing_child.resize(n, false);
     intervals.clear();

@@ -483,9 +483,10 @@ impl WindowedRules {
     }
 }
 
-/// `batch`'s rows split by the pane of `g` their event time falls in, in pane order. Rows
-/// usually come in time order, so each pane's rows are a run: those become zero-copy slices,
-/// and only a batch whose time goes back is filtered into copies.
+/// `batch`'s rows split by the pane of `g` their event time falls in, in pane order. A batch
+/// within one pane is kept whole; rows usually come in time order, so each pane's rows are a
+/// run: those become zero-copy slices, and only a batch whose time goes back is filtered
+/// into copies.
 fn split_by_pane(g: &Group, batch: &RecordBatch) -> Vec<(i64, RecordBatch)> {
     if batch.num_rows() == 0 {
         return Vec::new();
@@ -494,6 +495,14 @@ fn split_by_pane(g: &Group, batch: &RecordBatch) -> Vec<(i64, RecordBatch)> {
         return Vec::new();
     };
     let ts = batch.column(col).as_primitive::<TimestampMicrosecondType>();
+    // Most batches (a decoder's batch per service, a second of a partition) fall in one pane.
+    let (lo, hi) = ts
+        .values()
+        .iter()
+        .fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+    if g.pane(lo) == g.pane(hi) {
+        return vec![(g.pane(lo), batch.clone())];
+    }
     let panes: Vec<i64> = ts.values().iter().map(|&t| g.pane(t)).collect();
     if panes.is_sorted() {
         let mut out = Vec::new();

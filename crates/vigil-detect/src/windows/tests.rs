@@ -655,4 +655,12 @@ fn rows_in_time_order_are_split_into_panes_without_a_copy_and_rows_out_of_order_
         panes,
         [(g.pane(T0), vec![2.0]), (g.pane(T0 + MIN), vec![1.0, 3.0])]
     );
+    // Within one pane, in order or not: the batch whole, as it came.
+    let one_pane = batch(&[(T0 + 5, "a", 1.0), (T0, "b", 2.0), (T0 + MIN - 1, "a", 3.0)]);
+    let split = split_by_pane(&g, &one_pane);
+    assert_eq!(split.len(), 1);
+    assert_eq!(
+        (split[0].0, values(&split[0].1)),
+        (g.pane(T0), vec![1.0, 2.0, 3.0])
+    );
 }
