@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, Float64Array, RecordBatch, RecordBatchOptions};
+use arrow::array::{Array, AsArray, Float64Array, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::MemTable;
@@ -208,19 +208,11 @@ fn with_rows(
         };
         let projection = projection.unwrap_or_else(|| (0..schema.fields().len()).collect());
         let projected = Arc::new(schema.project(&projection)?);
-        let columns = projection
+        let parts = rows
             .iter()
-            .map(|&c| {
-                let parts: Vec<&dyn Array> = rows.iter().map(|b| b.column(c).as_ref()).collect();
-                arrow::compute::concat(&parts)
-            })
+            .map(|b| b.project(&projection))
             .collect::<Result<Vec<_>, _>>()?;
-        let n = rows.iter().map(RecordBatch::num_rows).sum();
-        let batch = RecordBatch::try_new_with_options(
-            Arc::clone(&projected),
-            columns,
-            &RecordBatchOptions::new().with_row_count(Some(n)),
-        )?;
+        let batch = arrow::compute::concat_batches(&projected, &parts)?;
         let exec: Node = MemorySourceConfig::try_new_exec(&[vec![batch]], projected, None)?;
         Ok(Some(exec))
     })
