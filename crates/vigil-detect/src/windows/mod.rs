@@ -67,10 +67,6 @@ use plan::{Plan, PlanError};
 /// Raw rows a group holds before they are folded into partial aggregate states.
 pub const FOLD_ROWS: usize = 65_536;
 
-/// Per rule, its signal for the window being closed where it was computed straight from
-/// the window's rows: (service, value, rows) sorted by service.
-type Direct = Vec<Option<Vec<(String, f64, f64)>>>;
-
 /// A rule, its plan and its partial states.
 struct Compiled {
     evaluator: RuleEvaluator,
@@ -293,8 +289,7 @@ impl WindowedRules {
             }
             while let Some((start, end)) = self.groups[g].due(watermark) {
                 self.closed_through = Some(self.closed_through.map_or(end, |c| c.max(end)));
-                let direct = self.settle(g, start, end).await?;
-                self.close(g, start, watermark, direct, &mut out).await?;
+                self.close(g, (start, end), watermark, &mut out).await?;
                 let active = self
                     .rules
                     .iter()
@@ -320,38 +315,6 @@ impl WindowedRules {
             }
         }
         Ok(())
-    }
-
-    /// Readies the window `[start, end)` of group `g` to close: folds the raw rows of its
-    /// panes into the rules' partial states, except where the window is one pane (tumbling)
-    /// and a rule holds no states in it yet, the usual case: that rule's signal comes
-    /// straight from the rows ([`Plan::whole`]: the same plan, run once instead of folding
-    /// and then finishing). Returns those signals by rule.
-    async fn settle(&mut self, g: usize, start: i64, end: i64) -> Result<Direct, DetectError> {
-        let taken = self.groups[g].take_raw(end);
-        let mut direct: Direct = vec![None; self.rules.len()];
-        let one_pane = match taken.as_slice() {
-            [(pane, rows)] if *pane == start && self.groups[g].hop == self.groups[g].window => {
-                Some(rows)
-            }
-            _ => None,
-        };
-        for (i, slot) in direct.iter_mut().enumerate() {
-            if self.rules[i].group != g {
-                continue;
-            }
-            match one_pane {
-                Some(rows) if self.rules[i].states.range(start..end).next().is_none() => {
-                    self.plan(i, &rows[0].schema()).await?;
-                    let r = &self.rules[i];
-                    let plan = r.plan.as_ref().expect("planned above");
-                    let values = plan.whole(&self.ctx, rows).await;
-                    *slot = Some(values.map_err(|e| r.plan_error(e))?);
-                }
-                _ => self.fold_rule(i, &taken).await?,
-            }
-        }
-        Ok(direct)
     }
 
     /// Folds `taken` raw rows (by pane) into rule `i`'s partial states.
@@ -387,6 +350,20 @@ impl WindowedRules {
             .map_err(|e| r.plan_error(e))
     }
 
+    /// The rule's signal per service straight from `rows` ([`Plan::whole`]).
+    async fn whole(
+        &mut self,
+        i: usize,
+        rows: &[RecordBatch],
+    ) -> Result<Vec<(String, f64, f64)>, DetectError> {
+        self.plan(i, &rows[0].schema()).await?;
+        let r = &self.rules[i];
+        let plan = r.plan.as_ref().expect("planned above");
+        plan.whole(&self.ctx, rows)
+            .await
+            .map_err(|e| r.plan_error(e))
+    }
+
     /// Plans rule `i` for input `schema`, unless it already is.
     async fn plan(&mut self, i: usize, schema: &SchemaRef) -> Result<(), DetectError> {
         let r = &self.rules[i];
@@ -400,39 +377,43 @@ impl WindowedRules {
         Ok(())
     }
 
-    /// Closes the window `[start, start + window)` of group `g` for each of its rules, with
-    /// the signals [`settle`](Self::settle) computed straight from rows.
+    /// Closes the window `[start, end)` of group `g` for each of its rules. The raw rows of
+    /// its panes are folded into the rules' partial states and each signal finished from
+    /// them, except where the window is one pane (tumbling) and a rule holds no states in it
+    /// yet, the usual case: that rule's signal comes straight from the rows ([`Plan::whole`]:
+    /// the same plan, run once instead of folding and then finishing).
     async fn close(
         &mut self,
         g: usize,
-        start: i64,
+        (start, end): (i64, i64),
         detected_at: i64,
-        mut direct: Direct,
         out: &mut Vec<AnomalyEvent>,
     ) -> Result<(), DetectError> {
-        let (window, hop) = (self.groups[g].window, self.groups[g].hop);
-        let has_rows = self.rules.iter().enumerate().any(|(i, r)| {
-            r.group == g
-                && (r
-                    .states
-                    .range(start..start.saturating_add(window))
-                    .next()
-                    .is_some()
-                    || direct[i].as_ref().is_some_and(|v| !v.is_empty()))
-        });
-        self.groups[g].closed_one(has_rows);
-        for (i, direct) in direct.iter_mut().enumerate() {
+        let hop = self.groups[g].hop;
+        let taken = self.groups[g].take_raw(end);
+        let one_pane = match taken.as_slice() {
+            [(pane, rows)] if *pane == start && hop == self.groups[g].window => Some(rows),
+            _ => None,
+        };
+        let mut had_rows = false;
+        for i in 0..self.rules.len() {
             if self.rules[i].group != g {
                 continue;
             }
-            let values = match direct.take() {
-                Some(values) => values,
-                None => {
+            let values = match one_pane {
+                Some(rows) if self.rules[i].states.range(start..end).next().is_none() => {
+                    let values = self.whole(i, rows).await?;
+                    had_rows |= !values.is_empty();
+                    values
+                }
+                _ => {
+                    self.fold_rule(i, &taken).await?;
                     let states: Vec<RecordBatch> = self.rules[i]
                         .states
-                        .range(start..start.saturating_add(window))
+                        .range(start..end)
                         .flat_map(|(_, s)| s.iter().map(|(_, b)| b.clone()))
                         .collect();
+                    had_rows |= !states.is_empty();
                     self.finish(i, states).await?
                 }
             };
@@ -464,6 +445,7 @@ impl WindowedRules {
                 tracing::debug!(rule = %r.evaluator.rule().name, evicted, "series forgotten");
             }
         }
+        self.groups[g].closed_one(had_rows);
         Ok(())
     }
 
