@@ -476,21 +476,9 @@ fn log10_sustained_tail(z: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Xorshift;
 
     const MINUTE: i64 = 60_000_000;
-
-    /// A small deterministic generator (xorshift), so the tests need no dependency.
-    struct Noise(u64);
-
-    impl Noise {
-        /// Uniform in [-1, 1).
-        fn next(&mut self) -> f64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-        }
-    }
 
     fn run(values: &[f64], step: i64) -> Vec<f64> {
         let mut d = BaselineDetector::new(BaselineConfig::default());
@@ -540,13 +528,13 @@ mod tests {
 
     #[test]
     fn a_rate_falling_to_zero_scores_high() {
-        let mut noise = Noise(7);
+        let mut noise = Xorshift(7);
         let values: Vec<f64> = (0..1500)
             .map(|i| {
                 if i < 1400 {
-                    200.0 + 30.0 * noise.next()
+                    200.0 + 30.0 * noise.uniform()
                 } else {
-                    noise.next().abs()
+                    noise.uniform().abs()
                 }
             })
             .collect();
@@ -563,11 +551,11 @@ mod tests {
     #[test]
     fn a_clean_daily_sine_scores_low_once_learned() {
         // Hourly samples of a daily cycle with a little noise, for four weeks.
-        let mut noise = Noise(11);
+        let mut noise = Xorshift(11);
         let values: Vec<f64> = (0..24 * 28)
             .map(|i| {
                 let phase = i as f64 / 24.0 * std::f64::consts::TAU;
-                100.0 + 50.0 * phase.sin() + noise.next()
+                100.0 + 50.0 * phase.sin() + noise.uniform()
             })
             .collect();
         let scores = run(&values, 60 * MINUTE);
@@ -593,14 +581,14 @@ mod tests {
 
     #[test]
     fn scores_stay_in_the_unit_interval() {
-        let mut noise = Noise(3);
+        let mut noise = Xorshift(3);
         let mut d = BaselineDetector::new(BaselineConfig::default());
         for i in 0..5000i64 {
             let v = match i % 997 {
                 0 => 1e300,
                 1 => -1e300,
                 2 => 0.0,
-                _ => 1e6 * noise.next().powi(9),
+                _ => 1e6 * noise.uniform().powi(9),
             };
             // Time steps back now and then, as a clock change would.
             let t = i * MINUTE - (i % 500 == 0) as i64 * 90 * MINUTE;
@@ -613,7 +601,7 @@ mod tests {
     fn a_surprise_repeating_at_the_same_time_each_day_fades() {
         // A nightly job from the third day on: a spike at the same time every day on a noisy
         // 5-minute series.
-        let mut noise = Noise(5);
+        let mut noise = Xorshift(5);
         let per_day = 288;
         let values: Vec<f64> = (0..per_day * 10)
             .map(|i| {
@@ -622,7 +610,7 @@ mod tests {
                 } else {
                     0.0
                 };
-                10.0 + noise.next() + spike
+                10.0 + noise.uniform() + spike
             })
             .collect();
         let scores = run(&values, 5 * MINUTE);

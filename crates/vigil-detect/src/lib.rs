@@ -30,6 +30,8 @@ mod error;
 pub mod event;
 pub mod rules;
 pub mod spec;
+#[cfg(test)]
+mod testing;
 pub mod windows;
 
 pub use baseline::{BaselineConfig, BaselineDetector};

@@ -1362,13 +1362,8 @@ fn edges_are_what_the_sql_aggregate_gives() {
     use arrow::array::AsArray;
     use datafusion::prelude::SessionContext;
     let names = ["api", "auth", "db", "cache", "zeta"];
-    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    let mut next = || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = crate::testing::Xorshift(0x2545_f491_4f6c_dd1d);
+    let mut next = || rng.next_u64();
     let mut evidence = Evidence::new(60 * SEC, 10 * SEC);
     let mut rows: Vec<(&str, &str, f64, bool)> = Vec::new();
     let mut traces = Vec::new();

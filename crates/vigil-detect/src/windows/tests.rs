@@ -67,14 +67,9 @@ fn run<T>(f: impl std::future::Future<Output = T>) -> T {
 
 /// Deterministic pseudo-random values (xorshift), for rows no test can tune to.
 fn noise(n: usize, seed: u64) -> Vec<f64> {
-    let mut x = seed | 1;
+    let mut x = crate::testing::Xorshift(seed | 1);
     (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 10_000) as f64 / 10.0
-        })
+        .map(|_| (x.next_u64() % 10_000) as f64 / 10.0)
         .collect()
 }
 
