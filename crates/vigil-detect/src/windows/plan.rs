@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, Float64Array, RecordBatch};
+use arrow::array::{Array, AsArray, Float64Array, RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::MemTable;
@@ -208,11 +208,21 @@ fn with_rows(
         };
         let projection = projection.unwrap_or_else(|| (0..schema.fields().len()).collect());
         let projected = Arc::new(schema.project(&projection)?);
-        let parts = rows
+        // Column by column rather than `RecordBatch::project` and `concat_batches`: projecting
+        // each batch builds a schema per batch (+13 M of a one-hour backtest's 3,120 M).
+        let columns = projection
             .iter()
-            .map(|b| b.project(&projection))
+            .map(|&c| {
+                let parts: Vec<&dyn Array> = rows.iter().map(|b| b.column(c).as_ref()).collect();
+                arrow::compute::concat(&parts)
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        let batch = arrow::compute::concat_batches(&projected, &parts)?;
+        let n = rows.iter().map(RecordBatch::num_rows).sum();
+        let batch = RecordBatch::try_new_with_options(
+            Arc::clone(&projected),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(n)),
+        )?;
         let exec: Node = MemorySourceConfig::try_new_exec(&[vec![batch]], projected, None)?;
         Ok(Some(exec))
     })
