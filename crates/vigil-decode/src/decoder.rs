@@ -12,6 +12,7 @@ use crate::dead::{DeadLetters, ReasonCode, Rejection};
 use crate::logs::LogRows;
 use crate::metrics::MetricRows;
 use crate::rows::{Rows, TimeBounds};
+use crate::scan::Scanner;
 use crate::tape::span;
 use crate::verbatim::Raw;
 
@@ -129,6 +130,9 @@ struct Parser {
     group_buffers: Buffers,
     buffers: Buffers,
     tape: Tape<'static>,
+    /// The tape of a record read by [`Scanner::object`], straight from its bytes.
+    fast: Tape<'static>,
+    scanner: Scanner,
     scratch: Vec<u8>,
     /// For each record of a group: offset in `scratch` where its first key's text starts,
     /// and where the record starts.
@@ -186,7 +190,9 @@ impl Decoder {
             parser: Parser {
                 group_buffers: Buffers::with_max_depth(GROUP_BYTES, opts.max_depth + 1),
                 buffers: Buffers::with_max_depth(4096, opts.max_depth),
-                tape: Tape::null().reset(),
+                tape: Tape(Vec::new()),
+                fast: Tape(Vec::new()),
+                scanner: Scanner::default(),
                 scratch: Vec::new(),
                 key_offsets: Vec::new(),
                 starts: Vec::new(),
@@ -431,9 +437,10 @@ impl Decoder {
         self.buffered += 1;
     }
 
-    /// Decodes complete records. Runs of records that start like an object (`{` then a key)
-    /// are parsed together as one array; anything else, and every record of a group that
-    /// fails as a whole, is parsed alone so it gets its own reason.
+    /// Decodes complete records. A plain object is read straight from its bytes
+    /// ([`Scanner`]). Runs of other records that start like an object (`{` then a key) are
+    /// parsed by simd-json together as one array; anything else, and every record of a group
+    /// that fails as a whole, is parsed alone so it gets its own reason.
     fn process(&mut self, source: &str, partition: Option<i32>, units: &[(&[u8], i64)]) {
         self.bounds = TimeBounds::now(&self.opts);
         let mut group_start = 0;
@@ -458,6 +465,23 @@ impl Decoder {
                     self.parser.group.push(usize::MAX);
                 }
                 Shape::Object(key) => {
+                    let mut t = std::mem::replace(&mut self.parser.fast, Tape(Vec::new())).reset();
+                    if self
+                        .parser
+                        .scanner
+                        .object(bytes, self.opts.max_depth, &mut t.0)
+                    {
+                        // The records before it that simd-json is to read go first: rows
+                        // keep the input's order.
+                        self.parse_group(source, partition, &units[group_start..i]);
+                        group_start = i + 1;
+                        let raw = Raw::new(bytes, bytes.as_ptr() as usize);
+                        let read = self.rows.append(&t.0, 0, raw, &self.bounds);
+                        self.parser.fast = t.reset();
+                        self.appended(source, partition, bytes, offset, read);
+                        continue;
+                    }
+                    self.parser.fast = t.reset();
                     let p = &mut self.parser;
                     if p.scratch.len() > 1 && p.scratch.len() + bytes.len() > GROUP_BYTES {
                         self.parse_group(source, partition, &units[group_start..i]);
@@ -511,7 +535,7 @@ impl Decoder {
         let len = scratch.len();
         scratch.resize(len + simd_json::INPUT_PADDING, b' ');
         let base = scratch.as_ptr() as usize;
-        let mut t = std::mem::replace(tape, Tape::null().reset()).reset();
+        let mut t = std::mem::replace(tape, Tape(Vec::new())).reset();
         let ok = simd_json::fill_tape_padded(scratch, len, group_buffers, &mut t).is_ok()
             && aligned(&t.0, base, key_offsets);
         let mut failed = Vec::new();
@@ -547,6 +571,24 @@ impl Decoder {
         self.start_group();
     }
 
+    /// Counts a record its rows took, or makes it a dead letter.
+    fn appended(
+        &mut self,
+        source: &str,
+        partition: Option<i32>,
+        bytes: &[u8],
+        offset: i64,
+        result: Result<(), Rejection>,
+    ) {
+        match result {
+            Ok(()) => {
+                self.stats.records += 1;
+                self.buffered += 1;
+            }
+            Err(r) => self.reject(source, partition, offset, bytes, bytes.len(), &r),
+        }
+    }
+
     /// Parses one record on its own, so a failure is attributed to it alone.
     fn parse_one(&mut self, source: &str, partition: Option<i32>, bytes: &[u8], offset: i64) {
         let Parser {
@@ -560,7 +602,7 @@ impl Decoder {
         scratch.extend_from_slice(bytes);
         let len = scratch.len();
         scratch.resize(len + simd_json::INPUT_PADDING, b' ');
-        let mut t = std::mem::replace(tape, Tape::null().reset()).reset();
+        let mut t = std::mem::replace(tape, Tape(Vec::new())).reset();
         let base = scratch.as_ptr() as usize;
         let result = match simd_json::fill_tape_padded(scratch, len, buffers, &mut t) {
             Ok(()) => self
@@ -569,13 +611,7 @@ impl Decoder {
             Err(e) => Err(parse_rejection(&e)),
         };
         *tape = t.reset();
-        match result {
-            Ok(()) => {
-                self.stats.records += 1;
-                self.buffered += 1;
-            }
-            Err(r) => self.reject(source, partition, offset, bytes, bytes.len(), &r),
-        }
+        self.appended(source, partition, bytes, offset, result);
         // The group being collected (if any) used the same scratch buffer.
         self.start_group();
     }

@@ -6,9 +6,11 @@
 //! ```
 //!
 //! The [`Decoder`] has the shape of arrow-json's: push bytes with [`Decoder::decode`], take
-//! batches with [`Decoder::flush`]. It builds columns straight from simd-json's tape (no
-//! per-record DOM, no `serde_json::Value`), and parses runs of records as one JSON array so
-//! simd-json's per-document cost is paid per group. A record that fails on its own terms —
+//! batches with [`Decoder::flush`]. It builds columns straight from a tape of simd-json's
+//! nodes (no per-record DOM, no `serde_json::Value`). A plain record (no escapes, nothing
+//! unusual) is read into that tape in one pass over its own bytes; any other is left to
+//! simd-json, runs of them parsed as one JSON array so its per-document cost is paid per
+//! group, and simd-json's errors are the reasons of dead letters. A record that fails on its own terms —
 //! invalid JSON or UTF-8, a missing `timestamp` or `service`, a wrong type, too long, too
 //! deep — becomes a dead letter with its raw bytes, position and reason; good records in the
 //! same input are unaffected.
@@ -23,6 +25,7 @@ mod metrics;
 mod otlp;
 pub mod privacy;
 mod rows;
+mod scan;
 mod tape;
 mod verbatim;
 

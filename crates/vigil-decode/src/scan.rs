@@ -1,0 +1,547 @@
+//! A strict reader for the common record, straight from its bytes into simd-json's tape.
+//!
+//! Telemetry lines are short objects of short strings without escapes. For them simd-json's
+//! machinery (a copy of the line into a padded buffer, a structural index, then the tape)
+//! costs more than the reading itself, so [`object`] reads such a line in one forward pass
+//! and writes the very nodes simd-json would: the same `Object`/`Array` counts, keys and
+//! strings as `&str` into the line itself, integers as `U64`/`I64`, other numbers as
+//! correctly rounded `F64`.
+//!
+//! It accepts a subset of JSON and nothing that is not JSON. Whatever it does not handle
+//! itself — a string with an escape or a control character, an integer of 19 digits or more,
+//! a float beyond `f64`, nesting deeper than the limit, and every kind of invalid input — it
+//! declines, and the caller parses the record with simd-json, which either reads it or says
+//! what is wrong with it. So the reasons of dead letters stay simd-json's.
+
+use simd_json::{Node, StaticNode};
+
+/// The reader, with the stack of containers open at the cursor, kept from record to record.
+#[derive(Default)]
+pub(crate) struct Scanner {
+    open: Vec<Open>,
+}
+
+/// An object or array being read: its node's index in the tape, its members or elements so
+/// far.
+#[derive(Clone, Copy)]
+struct Open {
+    at: usize,
+    len: usize,
+    object: bool,
+}
+
+impl Scanner {
+    /// Reads `bytes` as one JSON object, whitespace around it allowed, nesting at most
+    /// `max_depth` levels (the object itself is the first), into `tape` as simd-json's
+    /// nodes. `false` if the record is not one this reader takes; `tape` then holds nothing
+    /// useful.
+    pub(crate) fn object<'a>(
+        &mut self,
+        bytes: &'a [u8],
+        max_depth: usize,
+        tape: &mut Vec<Node<'a>>,
+    ) -> bool {
+        tape.clear();
+        // At most a node per two bytes (`""`, `1,`, `{}`), so pushes never grow it.
+        tape.reserve(bytes.len() / 2 + 1);
+        self.open.clear();
+        read(bytes, max_depth, tape, &mut self.open).is_some()
+    }
+}
+
+/// One forward pass, no recursion: the open containers on a stack of their own, the cursor
+/// in a register. The outer loop reads a value; the inner one, what follows values (`,` or
+/// closers) until the next value starts.
+#[inline(never)]
+fn read<'a>(
+    b: &'a [u8],
+    max_depth: usize,
+    tape: &mut Vec<Node<'a>>,
+    open: &mut Vec<Open>,
+) -> Option<()> {
+    let mut i = ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    loop {
+        let c = *b.get(i)?;
+        match c {
+            b'"' => {
+                let (s, next) = string(b, i)?;
+                tape.push(Node::String(s));
+                i = next;
+            }
+            b'{' | b'[' => {
+                if open.len() == max_depth {
+                    return None;
+                }
+                let object = c == b'{';
+                let close = if object { b'}' } else { b']' };
+                i = ws(b, i + 1);
+                let empty = b.get(i) == Some(&close);
+                open.push(Open {
+                    at: tape.len(),
+                    len: usize::from(!empty),
+                    object,
+                });
+                tape.push(Node::Object { len: 0, count: 0 });
+                if !empty {
+                    if object {
+                        i = key(b, i, tape)?;
+                    }
+                    continue;
+                }
+            }
+            b't' => i = word(b, i, b"true", StaticNode::Bool(true), tape)?,
+            b'f' => i = word(b, i, b"false", StaticNode::Bool(false), tape)?,
+            b'n' => i = word(b, i, b"null", StaticNode::Null, tape)?,
+            _ => {
+                let (n, next) = number(b, i)?;
+                tape.push(Node::Static(n));
+                i = next;
+            }
+        }
+        // After a value: separators and closers up to the next value.
+        loop {
+            i = ws(b, i);
+            let o = open.last_mut()?;
+            let Open { at, len, object } = *o;
+            match *b.get(i)? {
+                b',' if len > 0 => {
+                    o.len = len + 1;
+                    i = ws(b, i + 1);
+                    if object {
+                        i = key(b, i, tape)?;
+                    }
+                    break;
+                }
+                b'}' if object => {
+                    tape[at] = Node::Object {
+                        len,
+                        count: tape.len() - at - 1,
+                    };
+                    open.pop();
+                    i += 1;
+                    if open.is_empty() {
+                        return (ws(b, i) == b.len()).then_some(());
+                    }
+                }
+                b']' if !object => {
+                    tape[at] = Node::Array {
+                        len,
+                        count: tape.len() - at - 1,
+                    };
+                    open.pop();
+                    i += 1;
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// A member's key at `i` and the `:` after it; the index of its value.
+#[inline(always)]
+fn key<'a>(b: &'a [u8], i: usize, tape: &mut Vec<Node<'a>>) -> Option<usize> {
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let (key, next) = string(b, i)?;
+    tape.push(Node::String(key));
+    let i = ws(b, next);
+    if b.get(i) != Some(&b':') {
+        return None;
+    }
+    Some(ws(b, i + 1))
+}
+
+#[inline(always)]
+fn ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(&c) = b.get(i)
+        && matches!(c, b' ' | b'\t' | b'\n' | b'\r')
+    {
+        i += 1;
+    }
+    i
+}
+
+#[inline]
+fn word<'a>(
+    b: &[u8],
+    i: usize,
+    word: &[u8],
+    node: StaticNode,
+    tape: &mut Vec<Node<'a>>,
+) -> Option<usize> {
+    if b.get(i..i + word.len())? != word {
+        return None;
+    }
+    tape.push(Node::Static(node));
+    Some(i + word.len())
+}
+
+/// The string whose opening quote is at `at`, without its quotes, and the index after its
+/// closing quote; `None` for one with an escape or a control character (simd-json's to
+/// unescape or reject), or not UTF-8.
+#[inline(always)]
+fn string(b: &[u8], at: usize) -> Option<(&str, usize)> {
+    let start = at + 1;
+    let mut i = start;
+    let mut high = 0;
+    loop {
+        if i + 16 <= b.len() {
+            let (stops, h) = stops16(b, i);
+            if stops == 0 {
+                high |= h;
+                i += 16;
+                continue;
+            }
+            let first = stops.trailing_zeros();
+            high |= h & ((1 << first) - 1);
+            i += first as usize;
+            if b[i] != b'"' {
+                return None;
+            }
+            break;
+        }
+        match *b.get(i)? {
+            b'"' => break,
+            b'\\' | 0..0x20 => return None,
+            c => {
+                high |= u32::from(c >> 7);
+                i += 1;
+            }
+        }
+    }
+    let s = &b[start..i];
+    let s = if high == 0 {
+        // SAFETY: every byte of `s` was looked at (by 16 or on its own) and none has its high
+        // bit set: `s` is ASCII.
+        unsafe { std::str::from_utf8_unchecked(s) }
+    } else {
+        std::str::from_utf8(s).ok()?
+    };
+    Some((s, i + 1))
+}
+
+/// For the 16 bytes at `at` (all in `b`): a bit per byte that stops a plain string run (`"`,
+/// `\`, a control character), and a bit per byte with its high bit set (part of a
+/// multi-byte character). Bit `k` is the byte at `at + k`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn stops16(b: &[u8], at: usize) -> (u32, u32) {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    let chunk: &[u8; 16] = b[at..at + 16].try_into().expect("16 bytes");
+    // SAFETY: SSE2 is part of the x86_64 baseline, and the unaligned load reads exactly the
+    // 16 bytes of `chunk`.
+    unsafe {
+        let v = _mm_loadu_si128(chunk.as_ptr().cast());
+        let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+        let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+        // Unsigned v <= 0x1f: max(v, 0x1f) is 0x1f.
+        let control = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
+        let stops = _mm_or_si128(_mm_or_si128(quote, backslash), control);
+        (_mm_movemask_epi8(stops) as u32, _mm_movemask_epi8(v) as u32)
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn stops16(b: &[u8], at: usize) -> (u32, u32) {
+    stops16_words(b, at)
+}
+
+/// [`stops16`] in plain 64-bit arithmetic, for targets without SSE2. A borrow can set bits
+/// above the first stopping byte of a word, never below it, and the reader looks only at the
+/// lowest stop, so that is the same answer.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn stops16_words(b: &[u8], at: usize) -> (u32, u32) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    // The high bit of each byte, gathered into the low 8 bits.
+    let gather = |m: u64| (((m & HIGHS) >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32;
+    let half = |at: usize| {
+        let w = u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+        let stops = zero(w ^ (ONES * u64::from(b'"')))
+            | zero(w ^ (ONES * u64::from(b'\\')))
+            | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS);
+        (gather(stops), gather(w))
+    };
+    let (s0, h0) = half(at);
+    let (s1, h1) = half(at + 8);
+    // Spurious bits of the second word matter only if the first has no stop.
+    let stops = if s0 != 0 { s0 } else { s1 << 8 };
+    (stops, h0 | h1 << 8)
+}
+
+/// Powers of ten a double holds exactly: with a mantissa below 2^53 one multiplication or
+/// division by them rounds once, so the result is the correctly rounded value (Clinger).
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// The number at `at`, by JSON's grammar, and the index after it, as simd-json types it: an integer is `U64`
+/// (or `I64` when negative), anything with a fraction or an exponent `F64`.
+fn number(b: &[u8], at: usize) -> Option<(StaticNode, usize)> {
+    let start = at;
+    let mut i = start;
+    let negative = b[i] == b'-';
+    if negative {
+        i += 1;
+    }
+    let digit = |i: usize| b.get(i).filter(|c| c.is_ascii_digit()).copied();
+    let int_start = i;
+    let mut num: u64 = 0;
+    match digit(i)? {
+        b'0' => i += 1,
+        _ => {
+            while let Some(d) = digit(i) {
+                num = num.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+                i += 1;
+            }
+        }
+    }
+    let int_digits = i - int_start;
+    let mut frac_digits = 0;
+    let mut float = false;
+    if b.get(i) == Some(&b'.') {
+        float = true;
+        i += 1;
+        let frac_start = i;
+        while let Some(d) = digit(i) {
+            num = num.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+            i += 1;
+        }
+        frac_digits = i - frac_start;
+        if frac_digits == 0 {
+            return None;
+        }
+    }
+    let mut exp: i64 = 0;
+    if let Some(b'e' | b'E') = b.get(i) {
+        float = true;
+        i += 1;
+        let exp_negative = b.get(i) == Some(&b'-');
+        if matches!(b.get(i), Some(b'-' | b'+')) {
+            i += 1;
+        }
+        let exp_start = i;
+        while let Some(d) = digit(i) {
+            // Past four digits the value is 0 or infinite: simd-json's to settle.
+            if i - exp_start >= 4 {
+                return None;
+            }
+            exp = exp * 10 + i64::from(d - b'0');
+            i += 1;
+        }
+        if i == exp_start {
+            return None;
+        }
+        if exp_negative {
+            exp = -exp;
+        }
+    }
+    if !float {
+        // 19 digits and more: simd-json's large-integer rules decide.
+        let n = if negative {
+            StaticNode::I64((num as i64).wrapping_neg())
+        } else {
+            StaticNode::U64(num)
+        };
+        return (int_digits <= 18).then_some((n, i));
+    }
+    let e10 = exp - frac_digits as i64;
+    let value = if int_digits + frac_digits <= 19 && num < (1 << 53) && e10.abs() <= 22 {
+        let m = num as f64;
+        let p = POW10[e10.unsigned_abs() as usize];
+        let v = if e10 < 0 { m / p } else { m * p };
+        if negative { -v } else { v }
+    } else {
+        // SAFETY: every byte from `start` to `i` was matched above as a sign, digit, `.`,
+        // `e`/`E` or exponent sign: ASCII.
+        let text = unsafe { std::str::from_utf8_unchecked(&b[start..i]) };
+        text.parse::<f64>().ok()?
+    };
+    value.is_finite().then_some((StaticNode::F64(value), i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// simd-json's tape of `json` alone, as `(debug text)` per node, or `None` if it fails.
+    fn simd(json: &str, depth: usize) -> Option<Vec<String>> {
+        let mut bytes = json.as_bytes().to_vec();
+        let mut buffers = simd_json::Buffers::with_max_depth(64, depth);
+        let len = bytes.len();
+        bytes.resize(len + simd_json::INPUT_PADDING, b' ');
+        let mut tape = simd_json::Tape::null().reset();
+        simd_json::fill_tape_padded(&mut bytes, len, &mut buffers, &mut tape).ok()?;
+        Some(tape.0.iter().map(|n| format!("{n:?}")).collect())
+    }
+
+    fn ours(json: &str, depth: usize) -> Option<Vec<String>> {
+        let mut tape = Vec::new();
+        Scanner::default()
+            .object(json.as_bytes(), depth, &mut tape)
+            .then(|| tape.iter().map(|n| format!("{n:?}")).collect())
+    }
+
+    /// Whatever this reader takes, simd-json reads to the same nodes (floats to the same
+    /// bits: `{:?}` prints the shortest text that round-trips).
+    fn agrees(json: &str) -> bool {
+        let (a, b) = (ours(json, 8), simd(json, 8));
+        if let Some(a) = &a {
+            assert_eq!(Some(a), b.as_ref(), "{json}");
+        }
+        a.is_some()
+    }
+
+    #[test]
+    fn a_record_reads_to_the_nodes_simd_json_gives() {
+        for json in [
+            r#"{"timestamp":"2025-06-02T09:00:00.006Z","level":"INFO","service":"auth","additional_data":{"processing_time_ms":5.2,"status_code":200,"rows":[1,-2,3.5e2,true,false,null,{}],"x":[]}}"#,
+            r#" { "a" : 1 , "b" : [ 1 , { "c" : "d" } ] }  "#,
+            "{\"a\":\t\"caf\u{e9} \u{1F600} \u{4e2d}\u{6587} long enough to take words\"}\r\n",
+            r#"{"a":0,"b":-0,"c":-0.0,"d":0.5,"e":1E5,"f":1e-5,"g":2.5E+3,"h":123456789012345678}"#,
+            r#"{"n":-123456789012345678,"f":0.1,"g":1.7976931348623157e308,"h":5e-324,"i":123456789.123456789012}"#,
+            r#"{}"#,
+            r#"{"":""}"#,
+            r#"{"a":{"b":{"c":{"d":{}}}}}"#,
+        ] {
+            assert!(agrees(json), "declined: {json}");
+        }
+    }
+
+    #[test]
+    fn declines_what_it_leaves_to_simd_json_and_everything_invalid() {
+        for json in [
+            // simd-json reads these; this reader leaves them to it.
+            r#"{"a":"x\"y"}"#,
+            r#"{"a":"\u00e9"}"#,
+            r#"{"a":1234567890123456789}"#,
+            r#"{"a":-9223372036854775808}"#,
+            r#"{"a":1e400}"#,
+            r#"{"a":1e00001}"#,
+            // Not JSON at all.
+            r#"{"a":1"#,
+            r#"{"a":1}}"#,
+            r#"{"a":1} {"b":2}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":.5}"#,
+            r#"{"a":-}"#,
+            r#"{"a":1e}"#,
+            r#"{"a":+1}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":nul}"#,
+            r#"{"a":[1,]}"#,
+            r#"{"a":1,}"#,
+            r#"{,}"#,
+            r#"{"a" 1}"#,
+            r#"{a:1}"#,
+            r#"{"a":'x'}"#,
+            "{\"a\":\"tab\there\"}",
+            "{\"a\":\"nul\u{0}\"}",
+            "[1]",
+            "\"x\"",
+            "",
+        ] {
+            assert!(!agrees(json), "took: {json}");
+        }
+        // Not UTF-8: a lone continuation byte, a truncated sequence, an overlong encoding.
+        for bytes in [
+            &b"{\"a\":\"\x80\"}"[..],
+            b"{\"a\":\"long enough for a word \xe2\x82\"}",
+            b"{\"a\":\"\xc0\xaf\"}",
+        ] {
+            assert!(!Scanner::default().object(bytes, 8, &mut Vec::new()));
+        }
+    }
+
+    #[test]
+    fn the_word_stops_are_the_vector_stops() {
+        let alphabet = [
+            b'a', b'"', b'\\', 0, 0x1f, 0x20, 0x7f, 0x80, 0xc3, 0xff, b'Z',
+        ];
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..100_000 {
+            let chunk: Vec<u8> = (0..16)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    alphabet[(x % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            let (s, h) = stops16(&chunk, 0);
+            let (ws, wh) = stops16_words(&chunk, 0);
+            assert_eq!(h, wh, "{chunk:?}");
+            assert_eq!(s.trailing_zeros(), ws.trailing_zeros(), "{chunk:?}");
+        }
+    }
+
+    #[test]
+    fn nests_as_deep_as_simd_json_and_no_deeper() {
+        for depth in 1..6 {
+            for levels in 1..8 {
+                let json = format!(
+                    "{{\"a\":{}1{}}}",
+                    "[".repeat(levels - 1),
+                    "]".repeat(levels - 1)
+                );
+                assert_eq!(
+                    ours(&json, depth).is_some(),
+                    simd(&json, depth).is_some(),
+                    "{json} at depth {depth}"
+                );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+        #[test]
+        fn numbers_read_to_simd_json_s_values_bit_for_bit(
+            n in "-?(0|[1-9][0-9]{0,20})(\\.[0-9]{1,20})?([eE][+-]?[0-9]{1,3})?"
+        ) {
+            agrees(&format!("{{\"v\":{n}}}"));
+        }
+    }
+
+    #[test]
+    fn short_numbers_are_read_here_not_left_to_simd_json() {
+        for n in [
+            "0",
+            "-7",
+            "200",
+            "5.2",
+            "-0.25",
+            "1e3",
+            "123456.789",
+            "9007199254740991.0",
+        ] {
+            assert!(agrees(&format!("{{\"v\":{n}}}")), "{n}");
+        }
+    }
+
+    #[test]
+    fn strings_of_every_length_and_position_of_a_stop_byte_agree() {
+        for len in 0..40 {
+            for at in 0..=len {
+                for stop in ["\\n", "\u{1}", "\u{e9}", "\u{20ac}", "x"] {
+                    let mut s: String = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"[..len].into();
+                    s.insert_str(at.min(s.len()), stop);
+                    let json = format!("{{\"k{s}\":\"{s}\",\"z\":1}}");
+                    let taken = agrees(&json);
+                    assert_eq!(taken, !stop.starts_with('\\') && stop != "\u{1}", "{json}");
+                }
+            }
+        }
+    }
+}
