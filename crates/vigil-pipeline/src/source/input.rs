@@ -2,7 +2,7 @@
 //! `.log` that is really gzip still works).
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use flate2::bufread::MultiGzDecoder;
@@ -42,7 +42,7 @@ impl Input {
             path: path.clone(),
             source,
         };
-        let reader: Box<dyn BufRead + Send> = match self {
+        let reader: Box<dyn Read + Send> = match self {
             Input::File(p) => {
                 if p.is_dir() {
                     return Err(err(io::Error::new(
@@ -50,23 +50,36 @@ impl Input {
                         "is a directory",
                     )));
                 }
-                Box::new(BufReader::with_capacity(
-                    1 << 20,
-                    File::open(p).map_err(err)?,
-                ))
+                Box::new(File::open(p).map_err(err)?)
             }
-            Input::Stdin => Box::new(BufReader::with_capacity(1 << 20, io::stdin())),
+            Input::Stdin => Box::new(io::stdin()),
         };
         maybe_gunzip(reader).map_err(err)
     }
 }
 
-fn maybe_gunzip(mut r: Box<dyn BufRead + Send>) -> io::Result<Box<dyn Read + Send>> {
-    let head = r.fill_buf()?;
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(MultiGzDecoder::new(r)))
+/// Tells gzip from plain text by the first two bytes. Plain text is then read straight from
+/// the source (those two bytes handed out first), not through a buffer: a reader's large reads
+/// land in its own buffer with one copy, from the kernel.
+fn maybe_gunzip(mut r: Box<dyn Read + Send>) -> io::Result<Box<dyn Read + Send>> {
+    let mut head = [0u8; 2];
+    let mut n = 0;
+    while n < head.len() {
+        match r.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let rest = io::Cursor::new(head[..n].to_vec()).chain(r);
+    if head[..n] == [0x1f, 0x8b] {
+        Ok(Box::new(MultiGzDecoder::new(BufReader::with_capacity(
+            1 << 20,
+            rest,
+        ))))
     } else {
-        Ok(r)
+        Ok(Box::new(rest))
     }
 }
 
@@ -109,6 +122,23 @@ mod tests {
                 .read_to_string(&mut s)
                 .unwrap();
             assert_eq!(s, "{\"a\":1}\n");
+        }
+    }
+
+    #[test]
+    fn files_shorter_than_the_gzip_magic_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        for bytes in [&b""[..], b"{", b"\x1f", b"\x1f\x8b"] {
+            let p = dir.path().join("short");
+            std::fs::write(&p, bytes).unwrap();
+            let mut read = Vec::new();
+            let opened = Input::File(p).open().unwrap().read_to_end(&mut read);
+            if bytes == b"\x1f\x8b" {
+                // The magic and nothing after it: a truncated gzip stream, an error to read.
+                assert!(opened.is_err(), "{bytes:?}");
+            } else {
+                assert_eq!(read, bytes);
+            }
         }
     }
 
