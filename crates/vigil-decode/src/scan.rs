@@ -19,7 +19,17 @@ use simd_json::{Node, StaticNode};
 #[derive(Default)]
 pub(crate) struct Scanner {
     open: Vec<Open>,
+    /// Records declined in a row.
+    declined: u32,
+    /// Records still to decline without reading them.
+    resting: u32,
 }
+
+/// Declines in a row after which the reader rests: in a stream where most records need
+/// simd-json (an escape in every message, say) reading each up to its first escape would be
+/// wasted work, so then only one record in [`REST`] + [`DECLINES`] is tried.
+const DECLINES: u32 = 8;
+const REST: u32 = 64;
 
 /// An object or array being read: its node's index in the tape, its members or elements so
 /// far.
@@ -33,8 +43,8 @@ struct Open {
 impl Scanner {
     /// Reads `bytes` as one JSON object, whitespace around it allowed, nesting at most
     /// `max_depth` levels (the object itself is the first), into `tape` as simd-json's
-    /// nodes. `false` if the record is not one this reader takes; `tape` then holds nothing
-    /// useful.
+    /// nodes. `false` if the record is not one this reader takes, or the reader is resting
+    /// (see [`DECLINES`]); `tape` then holds nothing useful.
     pub(crate) fn object<'a>(
         &mut self,
         bytes: &'a [u8],
@@ -42,10 +52,24 @@ impl Scanner {
         tape: &mut Vec<Node<'a>>,
     ) -> bool {
         tape.clear();
+        if self.resting > 0 {
+            self.resting -= 1;
+            return false;
+        }
         // At most a node per two bytes (`""`, `1,`, `{}`), so pushes never grow it.
         tape.reserve(bytes.len() / 2 + 1);
         self.open.clear();
-        read(bytes, max_depth, tape, &mut self.open).is_some()
+        let read = read(bytes, max_depth, tape, &mut self.open).is_some();
+        if read {
+            self.declined = 0;
+        } else {
+            self.declined += 1;
+            if self.declined == DECLINES {
+                self.declined = 0;
+                self.resting = REST;
+            }
+        }
+        read
     }
 }
 
@@ -484,6 +508,26 @@ mod tests {
             assert_eq!(h, wh, "{chunk:?}");
             assert_eq!(s.trailing_zeros(), ws.trailing_zeros(), "{chunk:?}");
         }
+    }
+
+    #[test]
+    fn rests_after_declines_in_a_row_and_tries_again() {
+        let mut scanner = Scanner::default();
+        let mut tape = Vec::new();
+        let (plain, escaped) = (&br#"{"a":"b"}"#[..], &br#"{"a":"\"b\""}"#[..]);
+        // A plain record between declines resets the count.
+        for _ in 0..DECLINES - 1 {
+            assert!(!scanner.object(escaped, 8, &mut tape));
+        }
+        assert!(scanner.object(plain, 8, &mut tape));
+        for _ in 0..DECLINES {
+            assert!(!scanner.object(escaped, 8, &mut tape));
+        }
+        // Resting: even a plain record is left to simd-json, then reading resumes.
+        for _ in 0..REST {
+            assert!(!scanner.object(plain, 8, &mut tape));
+        }
+        assert!(scanner.object(plain, 8, &mut tape));
     }
 
     #[test]
