@@ -2,8 +2,8 @@
 //!
 //! Telemetry lines are short objects of short strings without escapes. For them simd-json's
 //! machinery (a copy of the line into a padded buffer, a structural index, then the tape)
-//! costs more than the reading itself, so [`object`] reads such a line in one forward pass
-//! and writes the very nodes simd-json would: the same `Object`/`Array` counts, keys and
+//! costs more than the reading itself, so [`Scanner::object`] reads such a line in one
+//! forward pass, strings 16 bytes at a time, and writes the very nodes simd-json would: the same `Object`/`Array` counts, keys and
 //! strings as `&str` into the line itself, integers as `U64`/`I64`, other numbers as
 //! correctly rounded `F64`.
 //!
