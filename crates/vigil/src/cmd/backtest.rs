@@ -30,31 +30,40 @@ const READ_BYTES: usize = 256 << 10;
 struct Feed {
     kind: RecordKind,
     name: String,
-    reader: BufReader<Box<dyn Read + Send>>,
     /// JSON lines records, or (spans) OTLP/JSON requests one per line.
     decoder: AnyDecoder,
-    /// JSON lines decoded on other threads (the decoder above is then unused).
-    parallel: Option<Parallel>,
+    /// Where the records come from.
+    reading: Reading,
     /// Lines read, for OTLP requests' dead letters.
     line: i64,
     latest: i64,
     done: bool,
 }
 
+/// A feed's input: read and decoded here, or JSON lines decoded on other threads (the feed's
+/// decoder is then unused).
+enum Reading {
+    Here(BufReader<Box<dyn Read + Send>>),
+    Parallel(Parallel),
+}
+
 impl Feed {
     /// Reads and decodes about `buf.len()` bytes; marks the feed done at its end.
     fn step(&mut self, buf: &mut [u8]) -> std::io::Result<Vec<DecodedBatch>> {
         let mut batches = Vec::new();
-        if let Some(p) = &mut self.parallel {
-            match p.next_unit().map_err(std::io::Error::other)? {
-                Some(unit) => batches = unit,
-                None => self.done = true,
+        let reader = match &mut self.reading {
+            Reading::Parallel(p) => {
+                match p.next_unit().map_err(std::io::Error::other)? {
+                    Some(unit) => batches = unit,
+                    None => self.done = true,
+                }
+                return Ok(batches);
             }
-            return Ok(batches);
-        }
+            Reading::Here(reader) => reader,
+        };
         match &mut self.decoder {
             AnyDecoder::Lines(d) => {
-                let n = self.reader.read(buf)?;
+                let n = reader.read(buf)?;
                 if n == 0 {
                     d.end_of_input();
                     self.done = true;
@@ -68,7 +77,7 @@ impl Feed {
                 let mut request = Vec::new();
                 while read < buf.len() {
                     request.clear();
-                    if self.reader.read_until(b'\n', &mut request)? == 0 {
+                    if reader.read_until(b'\n', &mut request)? == 0 {
                         self.done = true;
                         break;
                     }
@@ -87,9 +96,9 @@ impl Feed {
 
     /// Records decoded and dead letters.
     fn counts(&self) -> (u64, u64) {
-        let stats: Vec<_> = match &self.parallel {
-            Some(p) => p.decoders.iter().map(|d| d.stats()).collect(),
-            None => vec![self.decoder.stats()],
+        let stats: Vec<_> = match &self.reading {
+            Reading::Parallel(p) => p.decoders.iter().map(|d| d.stats()).collect(),
+            Reading::Here(_) => vec![self.decoder.stats()],
         };
         (
             stats.iter().map(|s| s.records).sum(),
@@ -161,8 +170,8 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         if let AnyDecoder::Lines(d) = &mut decoder {
             d.begin_source(&input.name());
         }
-        let parallel = match &decoder {
-            AnyDecoder::Lines(_) if threads > 1 => Some(Parallel::start(
+        let reading = match &decoder {
+            AnyDecoder::Lines(_) if threads > 1 => Reading::Parallel(Parallel::start(
                 &input.name(),
                 [input.clone()].into(),
                 (0..threads).map(|_| lines_decoder(kind)).collect(),
@@ -171,14 +180,13 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
                 Counters::bytes_of(&input.name()),
                 Arc::default(),
             )?),
-            _ => None,
+            _ => Reading::Here(BufReader::new(input.open()?)),
         };
         feeds.push(Feed {
             kind,
             name: input.name(),
-            reader: BufReader::new(input.open()?),
             decoder,
-            parallel,
+            reading,
             line: 0,
             latest: i64::MIN,
             done: false,
