@@ -25,9 +25,10 @@ pub(crate) struct Scanner {
     resting: u32,
 }
 
-/// Declines in a row after which the reader rests: in a stream where most records need
-/// simd-json (an escape in every message, say) reading each up to its first escape would be
-/// wasted work, so then only one record in [`REST`] + [`DECLINES`] is tried.
+/// Declines in a row after which the reader rests for [`REST`] records: in a stream where most
+/// records need simd-json (an escape in every message, say) reading each up to its first
+/// escape would be wasted work, so then only [`DECLINES`] records in [`DECLINES`] + [`REST`]
+/// are tried.
 const DECLINES: u32 = 8;
 const REST: u32 = 64;
 
@@ -108,6 +109,7 @@ fn read<'a>(
                     len: usize::from(!empty),
                     object,
                 });
+                // A placeholder (object or array): its counts are known when it closes.
                 tape.push(Node::Object { len: 0, count: 0 });
                 if !empty {
                     if object {
@@ -309,11 +311,11 @@ const POW10: [f64; 23] = [
     1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 ];
 
-/// The number at `at`, by JSON's grammar, and the index after it, as simd-json types it: an integer is `U64`
-/// (or `I64` when negative), anything with a fraction or an exponent `F64`.
+/// The number at `at`, by JSON's grammar, and the index after it, typed as simd-json types
+/// it: an integer is `U64` (or `I64` when negative), anything with a fraction or an exponent
+/// `F64`.
 fn number(b: &[u8], at: usize) -> Option<(StaticNode, usize)> {
-    let start = at;
-    let mut i = start;
+    let mut i = at;
     let negative = b[i] == b'-';
     if negative {
         i += 1;
@@ -386,9 +388,9 @@ fn number(b: &[u8], at: usize) -> Option<(StaticNode, usize)> {
         let v = if e10 < 0 { m / p } else { m * p };
         if negative { -v } else { v }
     } else {
-        // SAFETY: every byte from `start` to `i` was matched above as a sign, digit, `.`,
+        // SAFETY: every byte from `at` to `i` was matched above as a sign, digit, `.`,
         // `e`/`E` or exponent sign: ASCII.
-        let text = unsafe { std::str::from_utf8_unchecked(&b[start..i]) };
+        let text = unsafe { std::str::from_utf8_unchecked(&b[at..i]) };
         text.parse::<f64>().ok()?
     };
     value.is_finite().then_some((StaticNode::F64(value), i))
@@ -554,7 +556,17 @@ mod tests {
         fn numbers_read_to_simd_json_s_values_bit_for_bit(
             n in "-?(0|[1-9][0-9]{0,20})(\\.[0-9]{1,20})?([eE][+-]?[0-9]{1,3})?"
         ) {
-            agrees(&format!("{{\"v\":{n}}}"));
+            let taken = agrees(&format!("{{\"v\":{n}}}"));
+            // What the reader promises to read itself: integers under 19 digits, and any
+            // fraction or exponent whose value is a finite `f64`.
+            let integer = !n.contains(['.', 'e', 'E']);
+            let digits = n.trim_start_matches('-').len();
+            let promised = if integer {
+                digits <= 18
+            } else {
+                n.parse::<f64>().is_ok_and(f64::is_finite)
+            };
+            proptest::prop_assert_eq!(taken, promised, "{}", n);
         }
     }
 
