@@ -126,7 +126,7 @@ mod tests {
     }
 
     #[test]
-    fn files_shorter_than_the_gzip_magic_read_whole() {
+    fn inputs_no_longer_than_the_gzip_magic_are_told_apart() {
         let dir = tempfile::tempdir().unwrap();
         for bytes in [&b""[..], b"{", b"\x1f", b"\x1f\x8b"] {
             let p = dir.path().join("short");

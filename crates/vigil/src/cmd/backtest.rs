@@ -30,8 +30,6 @@ const READ_BYTES: usize = 256 << 10;
 struct Feed {
     kind: RecordKind,
     name: String,
-    /// JSON lines records, or (spans) OTLP/JSON requests one per line.
-    decoder: AnyDecoder,
     /// Where the records come from.
     reading: Reading,
     /// Lines read, for OTLP requests' dead letters.
@@ -40,10 +38,10 @@ struct Feed {
     done: bool,
 }
 
-/// A feed's input: read and decoded here, or JSON lines decoded on other threads (the feed's
-/// decoder is then unused).
+/// A feed's input: read and decoded here (JSON lines records, or OTLP/JSON span requests one
+/// per line), or JSON lines decoded on other threads.
 enum Reading {
-    Here(BufReader<Box<dyn Read + Send>>),
+    Here(BufReader<Box<dyn Read + Send>>, AnyDecoder),
     Parallel(Parallel),
 }
 
@@ -51,7 +49,7 @@ impl Feed {
     /// Reads and decodes about `buf.len()` bytes; marks the feed done at its end.
     fn step(&mut self, buf: &mut [u8]) -> std::io::Result<Vec<DecodedBatch>> {
         let mut batches = Vec::new();
-        let reader = match &mut self.reading {
+        let (reader, decoder) = match &mut self.reading {
             Reading::Parallel(p) => {
                 match p.next_unit().map_err(std::io::Error::other)? {
                     Some(unit) => batches = unit,
@@ -59,9 +57,9 @@ impl Feed {
                 }
                 return Ok(batches);
             }
-            Reading::Here(reader) => reader,
+            Reading::Here(reader, decoder) => (reader, decoder),
         };
-        match &mut self.decoder {
+        match decoder {
             AnyDecoder::Lines(d) => {
                 let n = reader.read(buf)?;
                 if n == 0 {
@@ -98,7 +96,7 @@ impl Feed {
     fn counts(&self) -> (u64, u64) {
         let stats: Vec<_> = match &self.reading {
             Reading::Parallel(p) => p.decoders.iter().map(|d| d.stats()).collect(),
-            Reading::Here(_) => vec![self.decoder.stats()],
+            Reading::Here(_, decoder) => vec![decoder.stats()],
         };
         (
             stats.iter().map(|s| s.records).sum(),
@@ -162,16 +160,12 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     for (kind, path) in inputs {
         let input = Input::File(path);
         vigil_pipeline::check_readable(std::slice::from_ref(&input))?;
-        let format = (kind == RecordKind::Spans).then_some(OtlpEncoding::Json);
-        let mut decoder = match format {
-            None => AnyDecoder::Lines(Box::new(lines_decoder(kind))),
-            Some(_) => AnyDecoder::new(kind, format, &pipeline),
-        };
-        if let AnyDecoder::Lines(d) = &mut decoder {
-            d.begin_source(&input.name());
-        }
-        let reading = match &decoder {
-            AnyDecoder::Lines(_) if threads > 1 => Reading::Parallel(Parallel::start(
+        let reading = match kind {
+            RecordKind::Spans => Reading::Here(
+                BufReader::new(input.open()?),
+                AnyDecoder::new(kind, Some(OtlpEncoding::Json), &pipeline),
+            ),
+            _ if threads > 1 => Reading::Parallel(Parallel::start(
                 &input.name(),
                 [input.clone()].into(),
                 (0..threads).map(|_| lines_decoder(kind)).collect(),
@@ -180,12 +174,18 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
                 Counters::bytes_of(&input.name()),
                 Arc::default(),
             )?),
-            _ => Reading::Here(BufReader::new(input.open()?)),
+            _ => {
+                let mut d = lines_decoder(kind);
+                d.begin_source(&input.name());
+                Reading::Here(
+                    BufReader::new(input.open()?),
+                    AnyDecoder::Lines(Box::new(d)),
+                )
+            }
         };
         feeds.push(Feed {
             kind,
             name: input.name(),
-            decoder,
             reading,
             line: 0,
             latest: i64::MIN,
