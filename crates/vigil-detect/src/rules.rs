@@ -398,6 +398,9 @@ impl RuleEvaluator {
                 )
             }
             Condition::AboveUsual => {
+                if !(value.is_finite() && rows > 0.0) {
+                    return self.says_nothing(series, window_start);
+                }
                 let firing = matches!(
                     self.saved.series.get(series),
                     Some(SeriesState::Firing { .. })
@@ -410,14 +413,8 @@ impl RuleEvaluator {
                     run_hits: 0.0,
                     run_rows: 0.0,
                 });
-                // A value without its rows (NaN) or of no rows says nothing either way.
-                let (above, well_above) = if value.is_finite() && rows > 0.0 {
-                    let hits = (value * rows).round().clamp(0.0, rows);
-                    u.step(window_start, hits, rows, firing)
-                } else {
-                    u.end_run();
-                    (false, false)
-                };
+                let hits = (value * rows).round().clamp(0.0, rows);
+                let (above, well_above) = u.step(window_start, hits, rows, firing);
                 (above, well_above, None)
             }
         };
@@ -458,10 +455,34 @@ impl RuleEvaluator {
     }
 
     /// `series` had no value in the window starting at `window_start` (no data): the
-    /// rule's `no_data` value if it has one, else a window that does not hold.
+    /// rule's `no_data` value if it has one, else a window that does not hold (for an `above
+    /// usual` rule, one that [says nothing](Self::says_nothing)).
     pub fn absent(&mut self, series: &str, window_start: i64) -> Option<Transition> {
         if let Some(v) = self.rule.no_data {
             return self.evaluate(series, window_start, v, 0.0);
+        }
+        if self.rule.condition == Condition::AboveUsual {
+            return self.says_nothing(series, window_start);
+        }
+        let window_end = window_start.saturating_add(micros(self.rule.window));
+        self.not_holding(series, window_end, f64::NAN)
+    }
+
+    /// An `above usual` rule's window without rows (or a value without its rows) says
+    /// nothing either way: a low-volume series' run of windows above the usual, and its
+    /// pending episode, go on through it, as a rate over a range goes on through a scrape
+    /// without requests. Not through a silence as long as `for`: the run is then over, and
+    /// the window does not hold.
+    fn says_nothing(&mut self, series: &str, window_start: i64) -> Option<Transition> {
+        if let Some(u) = self.saved.usual.get_mut(series) {
+            let pending = matches!(
+                self.saved.series.get(series),
+                Some(SeriesState::Pending { .. })
+            );
+            if pending && window_start.saturating_sub(u.at) < micros(self.rule.for_) {
+                return None;
+            }
+            u.end_run();
         }
         let window_end = window_start.saturating_add(micros(self.rule.window));
         self.not_holding(series, window_end, f64::NAN)
@@ -1114,6 +1135,33 @@ mod tests {
             &[(10, 100), (10, 100), (2, 100), (2, 100), (2, 100), (0, 100)],
         );
         assert_eq!(got, vec![(1, Status::Firing), (5, Status::Resolved)]);
+    }
+
+    #[test]
+    fn above_usual_goes_on_through_a_minute_without_requests() {
+        let rule = Rule {
+            for_: Duration::from_secs(120),
+            ..errors_above_usual()
+        };
+        // A service of a few requests a minute; when it fails half of them, some minutes
+        // have no requests at all. Such a minute says nothing: the run goes on through it.
+        let quiet: Vec<(u32, u32)> = vec![(0, 4); 60];
+        let mut e = RuleEvaluator::new(rule.clone());
+        feed_rows(&mut e, 0, &quiet);
+        let got = feed_rows(&mut e, 60, &[(2, 4), (0, 0), (4, 8), (0, 4)]);
+        assert_eq!(got, vec![(2, Status::Firing), (3, Status::Resolved)]);
+        // The same when the minute is absent from the windows' output altogether.
+        let mut e = RuleEvaluator::new(rule.clone());
+        feed_rows(&mut e, 0, &quiet);
+        let t = 1_748_854_800_000_000 + 60 * MIN;
+        assert_eq!(e.observe_rows("svc", t, 0.5, 4.0), None);
+        assert_eq!(e.absent("svc", t + MIN), None);
+        let fired = e.observe_rows("svc", t + 2 * MIN, 0.5, 8.0).expect("fires");
+        assert_eq!((fired.status, fired.starts_at), (Status::Firing, t));
+        // A silence as long as `for` ends the run: what follows starts afresh.
+        let mut e = RuleEvaluator::new(rule);
+        feed_rows(&mut e, 0, &quiet);
+        assert!(feed_rows(&mut e, 60, &[(2, 4), (0, 0), (0, 0), (4, 8), (0, 4)]).is_empty());
     }
 
     #[test]
