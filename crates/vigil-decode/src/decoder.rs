@@ -256,6 +256,12 @@ impl Decoder {
         self.next_line = line;
     }
 
+    /// The number the next line of the current source will have: after whole lines decoded
+    /// from [`begin_source_at`](Self::begin_source_at)`(name, 1)`, one more than their count.
+    pub fn next_line(&self) -> i64 {
+        self.next_line
+    }
+
     /// Decodes newline-delimited records from `buf` and returns how many bytes were consumed.
     ///
     /// A line split across calls is carried over. Consumption stops early, at a line boundary,

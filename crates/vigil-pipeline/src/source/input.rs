@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use flate2::bufread::MultiGzDecoder;
@@ -56,7 +57,25 @@ impl Input {
         };
         maybe_gunzip(reader).map_err(err)
     }
+
+    /// A regular file that is not gzip, and its length: one that decoders can each read a
+    /// part of at their own offsets. `None` for stdin, gzip, or a file that cannot be opened
+    /// (reading it the usual way then says why).
+    pub fn plain_file(&self) -> Option<(PathBuf, u64)> {
+        let Input::File(p) = self else {
+            return None;
+        };
+        let file = File::open(p).ok()?;
+        let meta = file.metadata().ok()?;
+        let mut head = [0u8; 2];
+        let n = FileExt::read_at(&file, &mut head, 0).ok()?;
+        let gzip = n == head.len() && head == GZIP_MAGIC;
+        (meta.is_file() && !gzip).then(|| (p.clone(), meta.len()))
+    }
 }
+
+/// The first two bytes of a gzip stream.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Tells gzip from plain text by the first two bytes. Plain text is then read straight from
 /// the source (those two bytes handed out first), not through a buffer: a reader's large reads
@@ -73,7 +92,7 @@ fn maybe_gunzip(mut r: Box<dyn Read + Send>) -> io::Result<Box<dyn Read + Send>>
         }
     }
     let rest = io::Cursor::new(head[..n].to_vec()).chain(r);
-    if head[..n] == [0x1f, 0x8b] {
+    if head[..n] == GZIP_MAGIC {
         Ok(Box::new(MultiGzDecoder::new(BufReader::with_capacity(
             1 << 20,
             rest,

@@ -1,17 +1,32 @@
-//! Decoding one source's inputs on several threads: a reader thread cuts the inputs into units
-//! of whole lines, about [`UNIT_BYTES`] each, and hands them round-robin to workers with a
-//! decoder each; the source takes the units' batches back in input order. Each unit starts at
-//! a known line of its input, so dead letters name the same line as a single decoder would.
+//! Decoding one source's inputs on several threads. The inputs are cut into units of whole
+//! lines, about [`UNIT_BYTES`] each, handed round-robin to workers with a decoder each; the
+//! source takes the units' batches back in input order.
+//!
+//! A plain file is cut by the workers themselves: a unit's byte range follows from the file's
+//! length (it ends after the last newline before its share's end), so each worker reads its
+//! own units at their offsets and no thread reads for the others. Stdin and gzip can
+//! only be read in order: a reader thread cuts them into units at line ends and hands each to
+//! the next worker. A plain file is read up to the length it had when decoding started.
+//!
+//! Workers number each unit's lines from 1 and say how many it held; the source renumbers the
+//! dead letters by the lines of the units before, so they name the line a single decoder would.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::Read;
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use memchr::{memchr_iter, memrchr};
+use arrow::array::{AsArray, Int64Array};
+use arrow::datatypes::Int64Type;
+use arrow::record_batch::RecordBatch;
+use memchr::memrchr;
+use vigil_core::schema::dead;
 use vigil_decode::{DecodedBatch, Decoder};
 
 use super::Input;
@@ -22,25 +37,57 @@ use vigil_core::metrics::Counter;
 /// Bytes read from the input at a time.
 const READ_BYTES: usize = 1 << 20;
 
+/// Bytes read first looking back for the newline a unit ends at, and at most at a time.
+const FIRST_SCAN_BYTES: usize = 4 << 10;
+const SCAN_BYTES: usize = 64 << 10;
+
 /// Bytes of whole lines a worker decodes at a time, for a source feeding the archive: enough
 /// that the per-service batches of a unit stay near the decoder's batch size.
 pub const UNIT_BYTES: usize = 4 << 20;
 
-/// A run of input bytes for one worker.
+/// A run of input bytes for one worker, from the reader thread.
 struct Piece {
     bytes: Arc<Vec<u8>>,
     range: Range<usize>,
-    /// The first piece of a unit: its input's name and the line it starts at.
-    begin: Option<(Arc<str>, i64)>,
+    /// The first piece of a unit: its input's name and whether the unit starts the input.
+    begin: Option<(Arc<str>, bool)>,
     /// The last piece of a unit: it ends at a line boundary, or at its input's end (`eof`).
     end: bool,
     eof: bool,
 }
 
-/// The reader and workers of one source.
+/// A unit's batches, and what renumbering their dead letters needs.
+struct Unit {
+    batches: Vec<DecodedBatch>,
+    /// Whether the unit starts its input.
+    first: bool,
+    /// Lines the unit held.
+    lines: i64,
+    /// Whether reading stopped within the unit (the run is stopping): no later unit is taken,
+    /// so what is decoded stays a prefix of the input.
+    stopped: bool,
+}
+
+/// A plain file the workers read parts of.
+struct PlainFile {
+    name: Arc<str>,
+    path: PathBuf,
+    len: u64,
+}
+
+/// One unit of a plain file: the share of its bytes it decodes the lines of (see
+/// [`Reading::decode`]).
+struct Share {
+    file: usize,
+    bytes: Range<u64>,
+}
+
+/// The reader (if any) and workers of one source.
 pub struct Parallel {
-    results: Vec<Receiver<Vec<DecodedBatch>>>,
+    results: Vec<Receiver<Result<Unit, PipelineError>>>,
     next: usize,
+    /// Lines of the current input in the units taken so far.
+    lines: i64,
     reader: Option<JoinHandle<Result<(), PipelineError>>>,
     workers: Vec<JoinHandle<Decoder>>,
     /// The workers' decoders, once every unit is done (for their counts).
@@ -48,8 +95,8 @@ pub struct Parallel {
 }
 
 impl Parallel {
-    /// Starts a reader over `inputs`, cutting them into units of about `unit_bytes`, and a
-    /// worker per decoder.
+    /// Starts a worker per decoder over `inputs`, cut into units of about `unit_bytes`: read
+    /// by the workers themselves when every input is a plain file, else by a reader thread.
     pub fn start(
         name: &str,
         inputs: VecDeque<Input>,
@@ -59,32 +106,81 @@ impl Parallel {
         bytes: Counter,
         stop: Arc<AtomicBool>,
     ) -> Result<Self, PipelineError> {
-        let spawn_err =
-            |e: std::io::Error| PipelineError::Panicked(format!("cannot start a thread: {e}"));
-        let mut work = Vec::new();
+        let spawn = |name: String, f: Box<dyn FnOnce() -> Decoder + Send>| {
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(f)
+                .map_err(|e| PipelineError::Panicked(format!("cannot start a thread: {e}")))
+        };
         let mut results = Vec::new();
         let mut workers = Vec::new();
+        // Decoded units a worker may hold before the source takes them: up to `UNIT_BYTES` of
+        // input, so small units (a backtest's) do not leave a worker idle while detection
+        // takes a burst of them, and an ingest's large ones do not hold more memory.
+        let ahead = (UNIT_BYTES / unit_bytes.max(1)).clamp(1, 4);
+        let plain: Option<Vec<PlainFile>> = inputs
+            .iter()
+            .map(|i| {
+                let (path, len) = i.plain_file()?;
+                let name = Arc::from(i.name());
+                Some(PlainFile { name, path, len })
+            })
+            .collect();
+        if let Some(files) = plain {
+            let shares: Arc<[Share]> = shares(&files, unit_bytes as u64).into();
+            let files: Arc<[PlainFile]> = files.into();
+            let n = decoders.len();
+            for (i, mut decoder) in decoders.into_iter().enumerate() {
+                let (done_tx, done_rx) = sync_channel(ahead);
+                results.push(done_rx);
+                let (files, shares) = (Arc::clone(&files), Arc::clone(&shares));
+                let (counters, bytes, stop) =
+                    (Arc::clone(&counters), bytes.clone(), Arc::clone(&stop));
+                let read = READ_BYTES.min(unit_bytes);
+                workers.push(spawn(
+                    format!("{name}-decode-{i}"),
+                    Box::new(move || {
+                        let mut reading = Reading {
+                            files: &files,
+                            open: None,
+                            buf: vec![0u8; read],
+                            counters: &counters,
+                            bytes: &bytes,
+                            stop: &stop,
+                        };
+                        for share in shares.iter().skip(i).step_by(n) {
+                            let unit = reading.decode(&mut decoder, share);
+                            let over = unit.is_err() || stop.load(Ordering::Relaxed);
+                            if done_tx.send(unit).is_err() || over {
+                                break;
+                            }
+                        }
+                        decoder
+                    }),
+                )?);
+            }
+            return Ok(Self::new(results, None, workers));
+        }
         // Read buffers come back once decoded and are read into again: a fresh megabyte per
         // read cost the reader a page fault per page and its zeroing, as much as the read.
         // A whole unit fits in a worker's queue, so the reader moves on to the next worker;
         // the pool holds as many buffers as the queues can, so the reader rarely allocates.
         let queue = unit_bytes.div_ceil(READ_BYTES) + 2;
         let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(queue * decoders.len());
+        let mut work = Vec::new();
         for (i, mut decoder) in decoders.into_iter().enumerate() {
             let (tx, rx) = sync_channel::<Piece>(queue);
-            let (done_tx, done_rx) = sync_channel(1);
+            let (done_tx, done_rx) = sync_channel(ahead);
             work.push(tx);
             results.push(done_rx);
             let spare = spare_tx.clone();
-            workers.push(
-                std::thread::Builder::new()
-                    .name(format!("{name}-decode-{i}"))
-                    .spawn(move || {
-                        decode_units(&mut decoder, rx, done_tx, spare);
-                        decoder
-                    })
-                    .map_err(spawn_err)?,
-            );
+            workers.push(spawn(
+                format!("{name}-decode-{i}"),
+                Box::new(move || {
+                    decode_units(&mut decoder, rx, done_tx, spare);
+                    decoder
+                }),
+            )?);
         }
         let reader = std::thread::Builder::new()
             .name(format!("{name}-read"))
@@ -95,25 +191,56 @@ impl Parallel {
                 };
                 read_units(inputs, work, &buffers, unit_bytes, &counters, &bytes, &stop)
             })
-            .map_err(spawn_err)?;
-        Ok(Self {
+            .map_err(|e| PipelineError::Panicked(format!("cannot start a thread: {e}")))?;
+        Ok(Self::new(results, Some(reader), workers))
+    }
+
+    fn new(
+        results: Vec<Receiver<Result<Unit, PipelineError>>>,
+        reader: Option<JoinHandle<Result<(), PipelineError>>>,
+        workers: Vec<JoinHandle<Decoder>>,
+    ) -> Self {
+        Self {
             results,
             next: 0,
-            reader: Some(reader),
+            lines: 0,
+            reader,
             workers,
             decoders: Vec::new(),
-        })
+        }
     }
 
     /// The batches of the next unit in input order; `None` once every unit is done.
     pub fn next_unit(&mut self) -> Result<Option<Vec<DecodedBatch>>, PipelineError> {
         if let Some(rx) = self.results.get(self.next)
-            && let Ok(batches) = rx.recv()
+            && let Ok(unit) = rx.recv()
         {
             self.next = (self.next + 1) % self.results.len();
+            let Unit {
+                mut batches,
+                first,
+                lines,
+                stopped,
+            } = match unit {
+                Ok(unit) => unit,
+                Err(e) => return self.finish().and(Err(e)),
+            };
+            if first {
+                self.lines = 0;
+            }
+            renumber(&mut batches, self.lines);
+            self.lines += lines;
+            if stopped {
+                self.finish()?;
+            }
             return Ok(Some(batches));
         }
         // Units go round-robin: a worker without the next unit means there is none.
+        self.finish().map(|()| None)
+    }
+
+    /// Joins the reader and the workers (which stop once nobody takes their units).
+    fn finish(&mut self) -> Result<(), PipelineError> {
         self.results.clear();
         let panicked = || PipelineError::Panicked("a decoding thread panicked".into());
         let read = match self.reader.take() {
@@ -123,7 +250,118 @@ impl Parallel {
         for w in self.workers.drain(..) {
             self.decoders.push(w.join().map_err(|_| panicked())?);
         }
-        read.map(|()| None)
+        read
+    }
+}
+
+/// Cuts plain files into shares of `unit_bytes`, in input order (an empty file has one, empty).
+fn shares(files: &[PlainFile], unit_bytes: u64) -> Vec<Share> {
+    let unit = unit_bytes.max(1);
+    files
+        .iter()
+        .enumerate()
+        .flat_map(|(file, f)| {
+            (0..f.len.div_ceil(unit).max(1)).map(move |k| Share {
+                file,
+                bytes: k * unit..((k + 1) * unit).min(f.len),
+            })
+        })
+        .collect()
+}
+
+/// What a worker reads plain files with.
+struct Reading<'a> {
+    files: &'a [PlainFile],
+    /// The file of the last share read, open.
+    open: Option<(usize, File)>,
+    buf: Vec<u8>,
+    counters: &'a Counters,
+    bytes: &'a Counter,
+    stop: &'a AtomicBool,
+}
+
+impl Reading<'_> {
+    /// Decodes the lines of `share`: those that end within it, the first one after the
+    /// share's last line break on (the file's first line for its first share, its last line
+    /// for its last). Units so cut end where a reader cutting each read at its last newline
+    /// would cut them, so a backtest's batches, and the times it stamps, are those of one
+    /// thread.
+    fn decode(&mut self, decoder: &mut Decoder, share: &Share) -> Result<Unit, PipelineError> {
+        let f = &self.files[share.file];
+        let err = |source| PipelineError::Input {
+            path: f.path.clone(),
+            source,
+        };
+        if self.open.as_ref().is_none_or(|(i, _)| *i != share.file) {
+            self.open = Some((share.file, File::open(&f.path).map_err(err)?));
+        }
+        let Some((_, file)) = &self.open else {
+            unreachable!("opened above")
+        };
+        let from = line_break(file, share.bytes.start, f.len, &mut self.buf).map_err(err)?;
+        let to = line_break(file, share.bytes.end, f.len, &mut self.buf).map_err(err)?;
+        decoder.begin_source_at(&f.name, 1);
+        let mut batches = Vec::new();
+        let mut at = from;
+        while at < to && !self.stop.load(Ordering::Relaxed) {
+            let n = (to - at).min(self.buf.len() as u64) as usize;
+            file.read_exact_at(&mut self.buf[..n], at).map_err(err)?;
+            self.counters.add_bytes(self.bytes, n);
+            decoder.decode_all(&self.buf[..n], |b| batches.push(b));
+            at += n as u64;
+        }
+        if at == f.len {
+            decoder.end_of_input();
+        }
+        batches.extend(decoder.flush());
+        Ok(Unit {
+            batches,
+            first: share.bytes.start == 0,
+            lines: decoder.next_line() - 1,
+            stopped: at < to,
+        })
+    }
+}
+
+/// Where a unit ending at byte `at` of a file of `len` bytes ends: just after the last newline
+/// before `at` (0 if none, `len` at or past the end).
+fn line_break(file: &File, at: u64, len: u64, buf: &mut [u8]) -> std::io::Result<u64> {
+    if at >= len {
+        return Ok(len);
+    }
+    // A line is rarely longer than the first read; longer ones are read in growing steps.
+    let mut to = at;
+    let mut step = FIRST_SCAN_BYTES;
+    while to > 0 {
+        let from = to.saturating_sub(step.min(buf.len()) as u64);
+        let n = (to - from) as usize;
+        file.read_exact_at(&mut buf[..n], from)?;
+        if let Some(i) = memrchr(b'\n', &buf[..n]) {
+            return Ok(from + i as u64 + 1);
+        }
+        to = from;
+        step = (step * 2).min(SCAN_BYTES);
+    }
+    Ok(0)
+}
+
+/// Moves the dead letters' line numbers of a unit by the `lines` of its input before it.
+fn renumber(batches: &mut [DecodedBatch], lines: i64) {
+    if lines == 0 {
+        return;
+    }
+    for b in batches {
+        let d = &mut b.dead_letters;
+        if d.num_rows() == 0 {
+            continue;
+        }
+        let Ok(i) = d.schema().index_of(dead::OFFSET) else {
+            continue;
+        };
+        let moved: Int64Array = d.column(i).as_primitive::<Int64Type>().unary(|o| o + lines);
+        let mut columns = d.columns().to_vec();
+        columns[i] = Arc::new(moved);
+        *d = RecordBatch::try_new(d.schema(), columns).expect("the same schema");
     }
 }
 
@@ -131,21 +369,29 @@ impl Parallel {
 fn decode_units(
     decoder: &mut Decoder,
     pieces: Receiver<Piece>,
-    done: SyncSender<Vec<DecodedBatch>>,
+    done: SyncSender<Result<Unit, PipelineError>>,
     spare: SyncSender<Vec<u8>>,
 ) {
-    let mut out = Vec::new();
+    let mut batches = Vec::new();
+    let mut first = false;
     for p in pieces {
-        if let Some((name, line)) = &p.begin {
-            decoder.begin_source_at(name, *line);
+        if let Some((name, starts)) = &p.begin {
+            decoder.begin_source_at(name, 1);
+            first = *starts;
         }
-        decoder.decode_all(&p.bytes[p.range.clone()], |b| out.push(b));
+        decoder.decode_all(&p.bytes[p.range.clone()], |b| batches.push(b));
         if p.eof {
             decoder.end_of_input();
         }
         if p.end {
-            out.extend(decoder.flush());
-            if done.send(std::mem::take(&mut out)).is_err() {
+            batches.extend(decoder.flush());
+            let unit = Unit {
+                batches: std::mem::take(&mut batches),
+                first,
+                lines: decoder.next_line() - 1,
+                stopped: false,
+            };
+            if done.send(Ok(unit)).is_err() {
                 return;
             }
         }
@@ -188,9 +434,8 @@ fn read_units(
     for input in inputs {
         let name: Arc<str> = Arc::from(input.name());
         let mut reader = input.open()?;
-        let mut line = 1i64;
         let mut unit = 0usize;
-        let mut begin = Some((Arc::clone(&name), line));
+        let mut begin = Some((Arc::clone(&name), true));
         loop {
             let mut buf = buffers.take();
             let n = if stop.load(Ordering::Relaxed) {
@@ -240,11 +485,10 @@ fn read_units(
             if !send(w, piece) {
                 return Ok(());
             }
-            line += memchr_iter(b'\n', &buf[..head]).count() as i64;
             if cut.is_some() {
                 w = (w + 1) % workers.len();
                 unit = n - head;
-                begin = Some((Arc::clone(&name), line));
+                begin = Some((Arc::clone(&name), false));
                 if head < n {
                     let rest = Piece {
                         bytes: Arc::clone(&buf),
@@ -256,10 +500,162 @@ fn read_units(
                     if !send(w, rest) {
                         return Ok(());
                     }
-                    line += memchr_iter(b'\n', &buf[head..n]).count() as i64;
                 }
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::io::Write;
+
+    use arrow::array::Array;
+    use arrow::datatypes::DataType;
+    use vigil_core::schema::{LogSchema, RecordKind, col};
+    use vigil_decode::DecoderOptions;
+
+    use super::*;
+
+    /// Per service, its messages in order; and every dead letter's input, line and reason.
+    type Seen = (BTreeMap<String, Vec<String>>, Vec<(String, i64, String)>);
+
+    fn strings(b: &RecordBatch, name: &str) -> Vec<String> {
+        let c = arrow::compute::cast(b.column_by_name(name).unwrap(), &DataType::Utf8).unwrap();
+        let c = c.as_string::<i32>();
+        (0..c.len()).map(|i| c.value(i).to_string()).collect()
+    }
+
+    fn collect(seen: &mut Seen, batches: impl IntoIterator<Item = DecodedBatch>) {
+        for b in batches {
+            for r in &b.records {
+                let services = strings(r, col::SERVICE);
+                for (s, m) in services.into_iter().zip(strings(r, col::MESSAGE)) {
+                    seen.0.entry(s).or_default().push(m);
+                }
+            }
+            let d = &b.dead_letters;
+            let offsets = d
+                .column_by_name(dead::OFFSET)
+                .unwrap()
+                .as_primitive::<Int64Type>();
+            let sources = strings(d, dead::SOURCE);
+            let reasons = strings(d, dead::REASON_CODE);
+            for (i, (s, r)) in sources.into_iter().zip(reasons).enumerate() {
+                seen.1.push((s, offsets.value(i), r));
+            }
+        }
+    }
+
+    fn decoder() -> Decoder {
+        let opts = DecoderOptions {
+            batch_size: 7,
+            ..DecoderOptions::default()
+        };
+        Decoder::new(RecordKind::Logs, LogSchema::default(), opts)
+    }
+
+    /// Lines of three services; every seventh is not JSON, every eleventh blank, and one is
+    /// far longer than a unit.
+    fn lines(tag: &str, n: usize, end_with_newline: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in 0..n {
+            match i {
+                _ if i % 7 == 3 => write!(out, "{{not json {tag} {i}").unwrap(),
+                _ if i % 11 == 5 => {}
+                _ => {
+                    let message = if i == 40 {
+                        "x".repeat(3000)
+                    } else {
+                        format!("{tag} {i}")
+                    };
+                    write!(
+                        out,
+                        r#"{{"timestamp":"2026-01-01T00:00:{:02}Z","level":"INFO","service":"svc-{}","message":"{message}"}}"#,
+                        i % 60,
+                        i % 3
+                    )
+                    .unwrap();
+                }
+            }
+            if i + 1 < n || end_with_newline {
+                out.push(b'\n');
+            }
+        }
+        out
+    }
+
+    fn parallel(inputs: &[Input], threads: usize, unit_bytes: usize) -> Seen {
+        let mut p = Parallel::start(
+            "test",
+            inputs.iter().cloned().collect(),
+            (0..threads).map(|_| decoder()).collect(),
+            unit_bytes,
+            Arc::default(),
+            Counters::bytes_of("test"),
+            Arc::default(),
+        )
+        .unwrap();
+        let mut seen = Seen::default();
+        while let Some(batches) = p.next_unit().unwrap() {
+            collect(&mut seen, batches);
+        }
+        seen
+    }
+
+    #[test]
+    fn units_read_by_workers_or_by_a_reader_decode_as_one_decoder_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let contents = [
+            lines("a", 300, true),
+            Vec::new(),
+            lines("b", 200, false),
+            b"\n\n".to_vec(),
+            lines("c", 90, true),
+        ];
+        // The same files plain (the workers read their own units) and gzip (a reader thread
+        // cuts them).
+        let mut plain = Vec::new();
+        let mut gzip = Vec::new();
+        for (i, c) in contents.iter().enumerate() {
+            let p = dir.path().join(format!("{i}.ndjson"));
+            std::fs::write(&p, c).unwrap();
+            assert!(Input::File(p.clone()).plain_file().is_some());
+            plain.push(Input::File(p));
+            let g = dir.path().join(format!("{i}.ndjson.gz"));
+            let mut enc = flate2::write::GzEncoder::new(
+                File::create(&g).unwrap(),
+                flate2::Compression::fast(),
+            );
+            enc.write_all(c).unwrap();
+            enc.finish().unwrap();
+            assert!(Input::File(g.clone()).plain_file().is_none());
+            gzip.push(Input::File(g));
+        }
+        let mut want = Seen::default();
+        let mut one = decoder();
+        for (input, c) in plain.iter().zip(&contents) {
+            one.begin_source(&input.name());
+            one.decode_all(c, |b| collect(&mut want, [b]));
+            one.end_of_input();
+            collect(&mut want, one.flush());
+        }
+        assert!(want.1.len() > 60 && want.0.len() == 3, "{want:?}");
+        for threads in [2, 3] {
+            // Units smaller than a line, than a few lines, and larger than a whole file.
+            for unit in [100, 1000, 1 << 20] {
+                assert_eq!(parallel(&plain, threads, unit), want, "{threads} {unit}");
+            }
+        }
+        // A gzip input's dead letters name its own path; otherwise the same.
+        let mut want_gz = want.clone();
+        for d in &mut want_gz.1 {
+            d.0.push_str(".gz");
+        }
+        for unit in [100, 1 << 20] {
+            assert_eq!(parallel(&gzip, 2, unit), want_gz, "gzip {unit}");
+        }
+    }
 }
