@@ -1103,32 +1103,34 @@ mod tests {
         );
     }
 
-    #[test]
-    fn above_usual_judges_a_run_of_windows_as_one_and_a_burst_waits_for_its_for() {
-        let rule = Rule {
+    /// An error rate `above usual` with `for = "2m"`, after an hour of `quiet` windows.
+    fn two_minute_rule_after(quiet: (u32, u32)) -> RuleEvaluator {
+        let mut e = RuleEvaluator::new(Rule {
             for_: Duration::from_secs(120),
             ..errors_above_usual()
-        };
-        let quiet: Vec<(u32, u32)> = vec![(0, 100); 60];
+        });
+        feed_rows(&mut e, 0, &vec![quiet; 60]);
+        e
+    }
+
+    #[test]
+    fn above_usual_judges_a_run_of_windows_as_one_and_a_burst_waits_for_its_for() {
+        let quiet = (0, 100);
         // A one-minute burst, however large, is over before `for`: nothing fires.
-        let mut e = RuleEvaluator::new(rule.clone());
-        feed_rows(&mut e, 0, &quiet);
+        let mut e = two_minute_rule_after(quiet);
         assert!(feed_rows(&mut e, 60, &[(30, 100), (0, 100)]).is_empty());
         // Two failures a minute are too few in any one minute, but three minutes of them
         // are well above a usual of none: the run fires, from its first window.
-        let mut e = RuleEvaluator::new(rule.clone());
-        feed_rows(&mut e, 0, &quiet);
+        let mut e = two_minute_rule_after(quiet);
         let got = feed_rows(&mut e, 60, &[(2, 100), (2, 100), (2, 100), (0, 100)]);
         assert_eq!(got, vec![(1, Status::Firing), (3, Status::Resolved)]);
         let pending_from = 1_748_854_800_000_000 + 60 * MIN;
-        let mut e2 = RuleEvaluator::new(rule.clone());
-        feed_rows(&mut e2, 0, &quiet);
+        let mut e2 = two_minute_rule_after(quiet);
         feed_rows(&mut e2, 60, &[(2, 100)]);
         assert_eq!(e2.pending().collect::<Vec<_>>(), [("svc", pending_from)]);
         // Firing, it keeps firing while the share stays above twice its usual, though none
         // of those later windows would fire on its own (hysteresis), and resolves when not.
-        let mut e = RuleEvaluator::new(rule);
-        feed_rows(&mut e, 0, &quiet);
+        let mut e = two_minute_rule_after(quiet);
         let got = feed_rows(
             &mut e,
             60,
@@ -1139,28 +1141,21 @@ mod tests {
 
     #[test]
     fn above_usual_goes_on_through_a_minute_without_requests() {
-        let rule = Rule {
-            for_: Duration::from_secs(120),
-            ..errors_above_usual()
-        };
         // A service of a few requests a minute; when it fails half of them, some minutes
         // have no requests at all. Such a minute says nothing: the run goes on through it.
-        let quiet: Vec<(u32, u32)> = vec![(0, 4); 60];
-        let mut e = RuleEvaluator::new(rule.clone());
-        feed_rows(&mut e, 0, &quiet);
+        let quiet = (0, 4);
+        let mut e = two_minute_rule_after(quiet);
         let got = feed_rows(&mut e, 60, &[(2, 4), (0, 0), (4, 8), (0, 4)]);
         assert_eq!(got, vec![(2, Status::Firing), (3, Status::Resolved)]);
         // The same when the minute is absent from the windows' output altogether.
-        let mut e = RuleEvaluator::new(rule.clone());
-        feed_rows(&mut e, 0, &quiet);
+        let mut e = two_minute_rule_after(quiet);
         let t = 1_748_854_800_000_000 + 60 * MIN;
         assert_eq!(e.observe_rows("svc", t, 0.5, 4.0), None);
         assert_eq!(e.absent("svc", t + MIN), None);
         let fired = e.observe_rows("svc", t + 2 * MIN, 0.5, 8.0).expect("fires");
         assert_eq!((fired.status, fired.starts_at), (Status::Firing, t));
         // A silence as long as `for` ends the run: what follows starts afresh.
-        let mut e = RuleEvaluator::new(rule);
-        feed_rows(&mut e, 0, &quiet);
+        let mut e = two_minute_rule_after(quiet);
         assert!(feed_rows(&mut e, 60, &[(2, 4), (0, 0), (0, 0), (4, 8), (0, 4)]).is_empty());
     }
 
