@@ -588,6 +588,10 @@ mod tests {
     }
 
     fn parallel(inputs: &[Input], threads: usize, unit_bytes: usize) -> Seen {
+        parallel_stopping(inputs, threads, unit_bytes, false)
+    }
+
+    fn parallel_stopping(inputs: &[Input], threads: usize, unit_bytes: usize, stop: bool) -> Seen {
         let mut p = Parallel::start(
             "test",
             inputs.iter().cloned().collect(),
@@ -595,7 +599,7 @@ mod tests {
             unit_bytes,
             Arc::default(),
             Counters::bytes_of("test"),
-            Arc::default(),
+            Arc::new(AtomicBool::new(stop)),
         )
         .unwrap();
         let mut seen = Seen::default();
@@ -656,6 +660,24 @@ mod tests {
         }
         for unit in [100, 1 << 20] {
             assert_eq!(parallel(&gzip, 2, unit), want_gz, "gzip {unit}");
+        }
+    }
+
+    #[test]
+    fn a_stopped_run_ends_without_reading_plain_or_gzip() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("a.ndjson");
+        std::fs::write(&plain, lines("a", 300, true)).unwrap();
+        let gzip = dir.path().join("a.ndjson.gz");
+        let mut enc = flate2::write::GzEncoder::new(
+            File::create(&gzip).unwrap(),
+            flate2::Compression::fast(),
+        );
+        enc.write_all(&lines("a", 300, true)).unwrap();
+        enc.finish().unwrap();
+        for input in [plain, gzip] {
+            let seen = parallel_stopping(&[Input::File(input)], 2, 100, true);
+            assert_eq!(seen, Seen::default());
         }
     }
 }
