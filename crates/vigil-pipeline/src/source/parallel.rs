@@ -117,7 +117,8 @@ impl Parallel {
         // Decoded units a worker may hold before the source takes them: up to `UNIT_BYTES` of
         // input, so small units (a backtest's) do not leave a worker idle while detection
         // takes a burst of them, and an ingest's large ones do not hold more memory.
-        let ahead = (UNIT_BYTES / unit_bytes.max(1)).clamp(1, 4);
+        let unit_bytes = unit_bytes.max(1);
+        let ahead = (UNIT_BYTES / unit_bytes).clamp(1, 4);
         let plain: Option<Vec<PlainFile>> = inputs
             .iter()
             .map(|i| {
@@ -255,8 +256,7 @@ impl Parallel {
 }
 
 /// Cuts plain files into shares of `unit_bytes`, in input order (an empty file has one, empty).
-fn shares(files: &[PlainFile], unit_bytes: u64) -> Vec<Share> {
-    let unit = unit_bytes.max(1);
+fn shares(files: &[PlainFile], unit: u64) -> Vec<Share> {
     files
         .iter()
         .enumerate()
@@ -281,16 +281,26 @@ struct Reading<'a> {
 }
 
 impl Reading<'_> {
-    /// Decodes the lines of `share`: those that end within it, the first one after the
-    /// share's last line break on (the file's first line for its first share, its last line
-    /// for its last). Units so cut end where a reader cutting each read at its last newline
-    /// would cut them, so a backtest's batches, and the times it stamps, are those of one
-    /// thread.
+    /// Decodes the lines of `share`: from just after the last newline before its start to
+    /// just after the last newline before its end (from the file's start for its first share,
+    /// to the file's end for its last). Units so cut end where a reader cutting each read at
+    /// its last newline would cut them, so a backtest's batches, and the times it stamps, are
+    /// those of one thread.
     fn decode(&mut self, decoder: &mut Decoder, share: &Share) -> Result<Unit, PipelineError> {
         let f = &self.files[share.file];
-        let err = |source| PipelineError::Input {
+        let err = |source: std::io::Error| PipelineError::Input {
             path: f.path.clone(),
-            source,
+            source: if source.kind() == std::io::ErrorKind::UnexpectedEof {
+                std::io::Error::new(
+                    source.kind(),
+                    format!(
+                        "the file got shorter than its {} bytes while it was read",
+                        f.len
+                    ),
+                )
+            } else {
+                source
+            },
         };
         if self.open.as_ref().is_none_or(|(i, _)| *i != share.file) {
             self.open = Some((share.file, File::open(&f.path).map_err(err)?));
@@ -661,6 +671,37 @@ mod tests {
         for unit in [100, 1 << 20] {
             assert_eq!(parallel(&gzip, 2, unit), want_gz, "gzip {unit}");
         }
+    }
+
+    #[test]
+    fn a_file_that_shrinks_while_it_is_read_is_an_error_that_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.ndjson");
+        std::fs::write(&path, lines("a", 30, true)).unwrap();
+        // Planned at a length the file no longer has.
+        let files = [PlainFile {
+            name: Arc::from("a.ndjson"),
+            path: path.clone(),
+            len: std::fs::metadata(&path).unwrap().len() + 4096,
+        }];
+        let (counters, bytes, stop) = (Counters::default(), Counters::bytes_of("t"), false.into());
+        let mut reading = Reading {
+            files: &files,
+            open: None,
+            buf: vec![0u8; 1 << 16],
+            counters: &counters,
+            bytes: &bytes,
+            stop: &stop,
+        };
+        let share = Share {
+            file: 0,
+            bytes: 0..files[0].len,
+        };
+        let Err(e) = reading.decode(&mut decoder(), &share) else {
+            panic!("a short file decoded");
+        };
+        let e = e.to_string();
+        assert!(e.contains("a.ndjson") && e.contains("got shorter"), "{e}");
     }
 
     #[test]
