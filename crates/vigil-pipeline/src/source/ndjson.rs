@@ -37,8 +37,8 @@ pub struct NdjsonSource {
 
 impl NdjsonSource {
     /// A source reading `inputs` in order as records of `kind`, decoding on `threads`
-    /// threads (more than one: a reader thread and that many decoders, the batches still in
-    /// input order).
+    /// threads (more than one: that many decoders, each reading its own parts of a plain file
+    /// or fed by a reader thread from stdin or gzip, the batches still in input order).
     pub fn new(
         name: &str,
         kind: RecordKind,
