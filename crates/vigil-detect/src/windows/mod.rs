@@ -342,26 +342,22 @@ impl WindowedRules {
         i: usize,
         rows: &[RecordBatch],
     ) -> Result<RecordBatch, DetectError> {
-        self.plan(i, &rows[0].schema()).await?;
-        let r = &self.rules[i];
-        let plan = r.plan.as_ref().expect("planned above");
-        plan.partial(&self.ctx, rows)
+        self.with_plan(i, rows, async |p, ctx| p.partial(ctx, rows).await)
             .await
-            .map_err(|e| r.plan_error(e))
     }
 
-    /// The rule's signal per service straight from `rows` ([`Plan::whole`]).
-    async fn whole(
+    /// Runs rule `i`'s plan over `rows` with `run` (planned for their schema first, unless it
+    /// already is); an error names the rule and its query.
+    async fn with_plan<T>(
         &mut self,
         i: usize,
         rows: &[RecordBatch],
-    ) -> Result<Vec<(String, f64, f64)>, DetectError> {
+        run: impl AsyncFnOnce(&Plan, &SessionContext) -> Result<T, PlanError>,
+    ) -> Result<T, DetectError> {
         self.plan(i, &rows[0].schema()).await?;
         let r = &self.rules[i];
         let plan = r.plan.as_ref().expect("planned above");
-        plan.whole(&self.ctx, rows)
-            .await
-            .map_err(|e| r.plan_error(e))
+        run(plan, &self.ctx).await.map_err(|e| r.plan_error(e))
     }
 
     /// Plans rule `i` for input `schema`, unless it already is.
@@ -402,7 +398,10 @@ impl WindowedRules {
             }
             let values = match one_pane {
                 Some(rows) if self.rules[i].states.range(start..end).next().is_none() => {
-                    let values = self.whole(i, rows).await?;
+                    // The same plan, run once over the rows ([`Plan::whole`]).
+                    let values = self
+                        .with_plan(i, rows, async |p, ctx| p.whole(ctx, rows).await)
+                        .await?;
                     had_rows |= !values.is_empty();
                     values
                 }
