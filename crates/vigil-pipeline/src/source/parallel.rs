@@ -106,12 +106,6 @@ impl Parallel {
         bytes: Counter,
         stop: Arc<AtomicBool>,
     ) -> Result<Self, PipelineError> {
-        let spawn = |name: String, f: Box<dyn FnOnce() -> Decoder + Send>| {
-            std::thread::Builder::new()
-                .name(name)
-                .spawn(f)
-                .map_err(|e| PipelineError::Panicked(format!("cannot start a thread: {e}")))
-        };
         let mut results = Vec::new();
         let mut workers = Vec::new();
         // Decoded units a worker may hold before the source takes them: up to `UNIT_BYTES` of
@@ -138,27 +132,24 @@ impl Parallel {
                 let (counters, bytes, stop) =
                     (Arc::clone(&counters), bytes.clone(), Arc::clone(&stop));
                 let read = READ_BYTES.min(unit_bytes);
-                workers.push(spawn(
-                    format!("{name}-decode-{i}"),
-                    Box::new(move || {
-                        let mut reading = Reading {
-                            files: &files,
-                            open: None,
-                            buf: vec![0u8; read],
-                            counters: &counters,
-                            bytes: &bytes,
-                            stop: &stop,
-                        };
-                        for share in shares.iter().skip(i).step_by(n) {
-                            let unit = reading.decode(&mut decoder, share);
-                            let over = unit.is_err() || stop.load(Ordering::Relaxed);
-                            if done_tx.send(unit).is_err() || over {
-                                break;
-                            }
+                workers.push(spawn(format!("{name}-decode-{i}"), move || {
+                    let mut reading = Reading {
+                        files: &files,
+                        open: None,
+                        buf: vec![0u8; read],
+                        counters: &counters,
+                        bytes: &bytes,
+                        stop: &stop,
+                    };
+                    for share in shares.iter().skip(i).step_by(n) {
+                        let unit = reading.decode(&mut decoder, share);
+                        let over = unit.is_err() || stop.load(Ordering::Relaxed);
+                        if done_tx.send(unit).is_err() || over {
+                            break;
                         }
-                        decoder
-                    }),
-                )?);
+                    }
+                    decoder
+                })?);
             }
             return Ok(Self::new(results, None, workers));
         }
@@ -175,24 +166,18 @@ impl Parallel {
             work.push(tx);
             results.push(done_rx);
             let spare = spare_tx.clone();
-            workers.push(spawn(
-                format!("{name}-decode-{i}"),
-                Box::new(move || {
-                    decode_units(&mut decoder, rx, done_tx, spare);
-                    decoder
-                }),
-            )?);
+            workers.push(spawn(format!("{name}-decode-{i}"), move || {
+                decode_units(&mut decoder, rx, done_tx, spare);
+                decoder
+            })?);
         }
-        let reader = std::thread::Builder::new()
-            .name(format!("{name}-read"))
-            .spawn(move || {
-                let buffers = Buffers {
-                    spare: spare_rx,
-                    len: READ_BYTES.min(unit_bytes),
-                };
-                read_units(inputs, work, &buffers, unit_bytes, &counters, &bytes, &stop)
-            })
-            .map_err(|e| PipelineError::Panicked(format!("cannot start a thread: {e}")))?;
+        let reader = spawn(format!("{name}-read"), move || {
+            let buffers = Buffers {
+                spare: spare_rx,
+                len: READ_BYTES.min(unit_bytes),
+            };
+            read_units(inputs, work, &buffers, unit_bytes, &counters, &bytes, &stop)
+        })?;
         Ok(Self::new(results, Some(reader), workers))
     }
 
@@ -253,6 +238,17 @@ impl Parallel {
         }
         read
     }
+}
+
+/// Starts a thread named `name` running `f`.
+fn spawn<T: Send + 'static>(
+    name: String,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>, PipelineError> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(f)
+        .map_err(|e| PipelineError::Panicked(format!("cannot start a thread: {e}")))
 }
 
 /// Cuts plain files into shares of `unit_bytes`, in input order (an empty file has one, empty).
