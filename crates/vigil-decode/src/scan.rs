@@ -3,9 +3,9 @@
 //! Telemetry lines are short objects of short strings without escapes. For them simd-json's
 //! machinery (a copy of the line into a padded buffer, a structural index, then the tape)
 //! costs more than the reading itself, so [`Scanner::object`] reads such a line in one
-//! forward pass, strings 16 bytes at a time, and writes the very nodes simd-json would: the same `Object`/`Array` counts, keys and
-//! strings as `&str` into the line itself, integers as `U64`/`I64`, other numbers as
-//! correctly rounded `F64`.
+//! forward pass, strings 16 bytes at a time, and writes the very nodes simd-json would: the
+//! same `Object`/`Array` counts, keys and strings as `&str` into the line itself, integers as
+//! `U64`/`I64`, other numbers as correctly rounded `F64`.
 //!
 //! It accepts a subset of JSON and nothing that is not JSON. Whatever it does not handle
 //! itself — a string with an escape or a control character, an integer of 19 digits or more,
