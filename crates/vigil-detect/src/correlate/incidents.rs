@@ -672,7 +672,7 @@ impl Incidents {
         // Failing traces of the incident's services by origin, above the usual: the mean of
         // the windows before the incident. A trace failing in several of the services counts
         // once: per window, the most any of them saw.
-        let before = &self.usual_windows(from)[..];
+        let before = &self.usual_windows(from, inc)[..];
         let mut usual: BTreeMap<(&str, &str), f64> = BTreeMap::new();
         for w in before {
             for m in &members {
@@ -745,7 +745,7 @@ impl Incidents {
             .range(since..until)
             .map(|(_, w)| w)
             .collect();
-        let slowed = self.slowed(&members, &time_windows, &self.usual_windows(since));
+        let slowed = self.slowed(&members, &time_windows, &self.usual_windows(since, inc));
         let slow_evidence: BTreeMap<&str, f64> = slowed
             .iter()
             .map(|(s, (_, e, _))| (s.as_str(), *e))
@@ -886,14 +886,32 @@ impl Incidents {
         }
     }
 
-    /// The [`USUAL_WINDOWS`] windows that ended at least a window before `from`: what is
-    /// usual before evidence read from `from` on.
-    fn usual_windows(&self, from: i64) -> Vec<&WindowEvidence> {
+    /// The [`USUAL_WINDOWS`] windows that ended at least a window before `from`, leaving
+    /// out those in which one of `inc`'s anomalies that had resolved by `from` was active:
+    /// what is usual before evidence read from `from` on. An incident's earlier waves are what
+    /// it is about, not its services' usual: judged against them, a fault that fails the way
+    /// an earlier wave did shows no excess (an anomaly still active at `from` is the background
+    /// the wave is judged against, and stays).
+    fn usual_windows(&self, from: i64, inc: &Incident) -> Vec<&WindowEvidence> {
+        let earlier: Vec<(i64, i64)> = inc
+            .members
+            .iter()
+            .filter_map(|m| {
+                m.ends_at
+                    .filter(|&end| end <= from)
+                    .map(|end| (m.starts_at, end))
+            })
+            .collect();
         let mut before: Vec<&WindowEvidence> = self
             .state
             .windows
             .values()
             .filter(|w| w.end.saturating_add(w.end - w.start) <= from)
+            .filter(|w| {
+                !earlier
+                    .iter()
+                    .any(|&(start, end)| w.start < end && w.end > start)
+            })
             .collect();
         before.drain(..before.len().saturating_sub(USUAL_WINDOWS));
         before

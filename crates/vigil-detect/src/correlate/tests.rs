@@ -1081,6 +1081,55 @@ fn a_service_failing_steadily_does_not_take_the_blame_for_a_new_fault() {
 }
 
 #[test]
+fn an_incident_s_earlier_wave_is_not_the_usual_its_next_wave_is_judged_against() {
+    // The database fails for twenty minutes (30 failing traces a minute, starting there, seen
+    // by token-service and the gateway), both their rules fire and resolve. Seven minutes
+    // later, inside the incident's gap, it fails again, half as hard, and the gateway fires
+    // again: a new wave of the same incident. Judged against an hour that holds the first
+    // wave, 15 failures a minute are less than usual; against the quiet time, they are the
+    // database's.
+    let mut inc = learned();
+    let mut events = [
+        event("token-service", "errors", 60, 180, Status::Firing),
+        event("api-gateway", "errors", 60, 180, Status::Firing),
+        event("token-service", "errors", 60, 1260, Status::Resolved),
+        event("api-gateway", "errors", 60, 1260, Status::Resolved),
+        event("api-gateway", "errors", 1680, 1800, Status::Firing),
+    ];
+    let mut last = None;
+    for m in 1..=30 {
+        let start = m * 60;
+        let failing = match start {
+            60..1260 => 30,
+            1680..1860 => 15,
+            _ => 0,
+        };
+        let blame = [
+            ("database", "database", failing),
+            ("token-service", "database", failing),
+            ("api-gateway", "database", failing),
+        ];
+        inc.observe(&window(start, &GRAPH, &blame));
+        for e in events
+            .iter_mut()
+            .filter(|e| e.detected_at == (start + 60) * SEC)
+        {
+            inc.annotate(std::slice::from_mut(e));
+            last = Some(e.clone());
+        }
+    }
+    let again = last.expect("the gateway's second firing");
+    assert_eq!(again.starts_at, 1680 * SEC);
+    let view = incident(&again);
+    assert_eq!(view.related.len(), 2, "both rules, one incident: {view:?}");
+    assert_eq!(view.root_cause_service, "database", "{view:?}");
+    assert!(
+        view.evidence.error_origins.contains_key("database"),
+        "{view:?}"
+    );
+}
+
+#[test]
 fn an_anomaly_joining_a_fault_still_firing_is_judged_with_that_fault() {
     // auth-service is down from minute 1 (its failing traces and the gateway's start there);
     // eight minutes in, a one-minute burst of token-service errors joins the incident. The
