@@ -311,6 +311,32 @@ fn learned() -> Incidents {
     inc
 }
 
+/// Observes a window of [`GRAPH`] a minute, from minute 1 to `minutes`, with `blame(start)`'s
+/// failing traces (by the window's start, in seconds), and files the events detected at each
+/// window's end together, as one evaluation of the rules does; the last event filed. Events
+/// detected at the same instant must be next to each other in `events`.
+fn replay(
+    inc: &mut Incidents,
+    minutes: i64,
+    blame: impl Fn(i64) -> Vec<(&'static str, &'static str, i64)>,
+    events: &mut [AnomalyEvent],
+) -> Option<AnomalyEvent> {
+    let mut last = None;
+    for m in 1..=minutes {
+        let start = m * 60;
+        inc.observe(&window(start, &GRAPH, &blame(start)));
+        let now = (start + 60) * SEC;
+        let run: Vec<usize> = (0..events.len())
+            .filter(|&i| events[i].detected_at == now)
+            .collect();
+        if let (Some(&a), Some(&b)) = (run.first(), run.last()) {
+            inc.annotate(&mut events[a..=b]);
+            last = Some(events[b].clone());
+        }
+    }
+    last
+}
+
 const GRAPH: [(&str, &str); 5] = [
     ("api-gateway", "auth-service"),
     ("api-gateway", "token-service"),
@@ -1049,9 +1075,7 @@ fn a_service_failing_steadily_does_not_take_the_blame_for_a_new_fault() {
         ));
     }
     events.push(event("token-service", "errors", 6000, 6120, Status::Firing));
-    let mut last = None;
-    for m in 1..=103 {
-        let start = m * 60;
+    let blame = |start| {
         let mut blame = vec![("api-gateway", "api-gateway", 10)];
         if (6000..6300).contains(&start) {
             blame.extend([
@@ -1060,16 +1084,9 @@ fn a_service_failing_steadily_does_not_take_the_blame_for_a_new_fault() {
                 ("api-gateway", "database", 35),
             ]);
         }
-        inc.observe(&window(start, &GRAPH, &blame));
-        for e in events
-            .iter_mut()
-            .filter(|e| e.detected_at == (start + 60) * SEC)
-        {
-            inc.annotate(std::slice::from_mut(e));
-            last = Some(e.clone());
-        }
-    }
-    let token = last.expect("token-service's event");
+        blame
+    };
+    let token = replay(&mut inc, 103, blame, &mut events).expect("token-service's event");
     assert_eq!(token.service, "token-service");
     let view = incident(&token);
     assert_eq!(
@@ -1096,29 +1113,19 @@ fn an_incident_s_earlier_wave_is_not_the_usual_its_next_wave_is_judged_against()
         event("api-gateway", "errors", 60, 1260, Status::Resolved),
         event("api-gateway", "errors", 1680, 1800, Status::Firing),
     ];
-    let mut last = None;
-    for m in 1..=30 {
-        let start = m * 60;
+    let blame = |start| {
         let failing = match start {
             60..1260 => 30,
             1680..1860 => 15,
             _ => 0,
         };
-        let blame = [
+        vec![
             ("database", "database", failing),
             ("token-service", "database", failing),
             ("api-gateway", "database", failing),
-        ];
-        inc.observe(&window(start, &GRAPH, &blame));
-        for e in events
-            .iter_mut()
-            .filter(|e| e.detected_at == (start + 60) * SEC)
-        {
-            inc.annotate(std::slice::from_mut(e));
-            last = Some(e.clone());
-        }
-    }
-    let again = last.expect("the gateway's second firing");
+        ]
+    };
+    let again = replay(&mut inc, 30, blame, &mut events).expect("the gateway's second firing");
     assert_eq!(again.starts_at, 1680 * SEC);
     let view = incident(&again);
     assert_eq!(view.related.len(), 2, "both rules, one incident: {view:?}");
@@ -1140,9 +1147,7 @@ fn an_anomaly_joining_a_fault_still_firing_is_judged_with_that_fault() {
         event("api-gateway", "errors", 60, 180, Status::Firing),
         event("token-service", "errors", 540, 660, Status::Firing),
     ];
-    let mut last = None;
-    for m in 1..=11 {
-        let start = m * 60;
+    let blame = |start| {
         let mut blame = vec![
             ("auth-service", "auth-service", 30),
             ("api-gateway", "auth-service", 25),
@@ -1153,17 +1158,9 @@ fn an_anomaly_joining_a_fault_still_firing_is_judged_with_that_fault() {
                 ("api-gateway", "token-service", 30),
             ]);
         }
-        inc.observe(&window(start, &GRAPH, &blame));
-        let now = (start + 60) * SEC;
-        let run: Vec<usize> = (0..events.len())
-            .filter(|&i| events[i].detected_at == now)
-            .collect();
-        if let (Some(&a), Some(&b)) = (run.first(), run.last()) {
-            inc.annotate(&mut events[a..=b]);
-            last = Some(events[b].clone());
-        }
-    }
-    let token = last.expect("token-service's event");
+        blame
+    };
+    let token = replay(&mut inc, 11, blame, &mut events).expect("token-service's event");
     assert_eq!(token.service, "token-service");
     let view = incident(&token);
     assert_eq!(view.related.len(), 3, "{view:?}");
