@@ -202,7 +202,7 @@ pub struct IngestArgs {
     #[arg(long)]
     pub max_rows: Option<usize>,
 
-    /// NDJSON files, plain or gzip. Reads stdin when none are given.
+    /// NDJSON files, plain or gzip. Reads stdin when none are given, or for `-`.
     pub files: Vec<PathBuf>,
 }
 
@@ -311,7 +311,7 @@ pub struct ProduceArgs {
     #[arg(long = "property", short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub properties: Vec<(String, String)>,
 
-    /// NDJSON files, plain or gzip; standard input when none are given.
+    /// NDJSON files, plain or gzip; standard input when none are given, or for `-`.
     pub files: Vec<PathBuf>,
 }
 
@@ -392,16 +392,16 @@ pub struct BacktestArgs {
     #[arg(long, short)]
     pub pipeline: PathBuf,
 
-    /// Recorded log records, NDJSON (plain or gzip).
+    /// Recorded log records, NDJSON (plain or gzip; `-` for stdin).
     #[arg(long)]
     pub logs: Option<PathBuf>,
 
-    /// Recorded metric samples, NDJSON (plain or gzip).
+    /// Recorded metric samples, NDJSON (plain or gzip; `-` for stdin).
     #[arg(long)]
     pub metrics: Option<PathBuf>,
 
     /// Recorded spans: OTLP/JSON, one `ExportTraceServiceRequest` per line (what the
-    /// OpenTelemetry collector's file exporter writes), plain or gzip. Traces are then
+    /// OpenTelemetry collector's file exporter writes), plain or gzip (`-` for stdin). Traces are then
     /// assembled from the spans, not the logs.
     #[arg(long)]
     pub spans: Option<PathBuf>,

@@ -49,10 +49,25 @@ fn main() -> ExitCode {
     match cmd::dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each cause once: many errors already say their cause in their
+/// own message (`cannot read x: No such file or directory`), and DataFusion's repeat the whole
+/// chain at every level, so `{:#}` would print the same text two to four times.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !out.contains(&cause) {
+            out.push_str(": ");
+            out.push_str(&cause);
+        }
+    }
+    out
 }
 
 fn init_tracing(verbose: u8, json: bool) {
@@ -75,5 +90,21 @@ fn init_tracing(verbose: u8, json: bool) {
     } else {
         fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::message;
+
+    #[test]
+    fn an_error_s_causes_are_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        // A cause already in the message is not said again; one that is not, is.
+        let e = anyhow::Error::new(io).context("cannot read x: No such file");
+        assert_eq!(message(&e), "cannot read x: No such file");
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(io).context("cannot read x");
+        assert_eq!(message(&e), "cannot read x: No such file");
     }
 }

@@ -20,6 +20,15 @@ pub enum Input {
 }
 
 impl Input {
+    /// The input a command-line argument names: a file, or stdin for `-` (as for `cat`).
+    pub fn from_arg(path: PathBuf) -> Self {
+        if path.as_os_str() == "-" {
+            Input::Stdin
+        } else {
+            Input::File(path)
+        }
+    }
+
     /// The name used in dead letters and messages: the path, or `-` for stdin.
     pub fn name(&self) -> String {
         match self {
@@ -55,44 +64,47 @@ impl Input {
             }
             Input::Stdin => Box::new(io::stdin()),
         };
-        maybe_gunzip(reader).map_err(err)
+        maybe_gunzip(reader).and_then(skip_bom).map_err(err)
     }
 
-    /// A regular file that is not gzip, and its length: one that decoders can each read a
-    /// part of at their own offsets. `None` for stdin, gzip, or a file that cannot be opened
-    /// (reading it the usual way then says why).
-    pub fn plain_file(&self) -> Option<(PathBuf, u64)> {
+    /// A regular file that is not gzip, where its text starts (after a byte order mark, if
+    /// any) and its length: one that decoders can each read a part of at their own offsets.
+    /// `None` for stdin, gzip, or a file that cannot be opened (reading it the usual way then
+    /// says why).
+    pub fn plain_file(&self) -> Option<(PathBuf, u64, u64)> {
         let Input::File(p) = self else {
             return None;
         };
         let file = File::open(p).ok()?;
         let meta = file.metadata().ok()?;
-        let mut head = [0u8; 2];
+        let mut head = [0u8; 3];
         let n = FileExt::read_at(&file, &mut head, 0).ok()?;
-        let gzip = n == head.len() && head == GZIP_MAGIC;
-        (meta.is_file() && !gzip).then(|| (p.clone(), meta.len()))
+        let gzip = head[..n].starts_with(&GZIP_MAGIC);
+        let start = if head[..n] == BOM {
+            BOM.len() as u64
+        } else {
+            0
+        };
+        (meta.is_file() && !gzip).then(|| (p.clone(), start, meta.len()))
     }
 }
 
 /// The first two bytes of a gzip stream.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// UTF-8's byte order mark. JSON texts must not carry one, but a parser may ignore it (RFC
+/// 8259, 8.1), and editors and shells on Windows write it: at the start of an input it is not
+/// part of the first record.
+const BOM: [u8; 3] = [0xef, 0xbb, 0xbf];
+
 /// Tells gzip from plain text by the first two bytes. Plain text is then read straight from
 /// the source (those two bytes handed out first), not through a buffer: a reader's large reads
 /// land in its own buffer with one copy, from the kernel.
 fn maybe_gunzip(mut r: Box<dyn Read + Send>) -> io::Result<Box<dyn Read + Send>> {
-    let mut head = [0u8; 2];
-    let mut n = 0;
-    while n < head.len() {
-        match r.read(&mut head[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let rest = io::Cursor::new(head[..n].to_vec()).chain(r);
-    if head[..n] == GZIP_MAGIC {
+    let head = first_bytes(&mut r, GZIP_MAGIC.len())?;
+    let gzip = head == GZIP_MAGIC;
+    let rest = io::Cursor::new(head).chain(r);
+    if gzip {
         Ok(Box::new(MultiGzDecoder::new(BufReader::with_capacity(
             1 << 20,
             rest,
@@ -100,6 +112,32 @@ fn maybe_gunzip(mut r: Box<dyn Read + Send>) -> io::Result<Box<dyn Read + Send>>
     } else {
         Ok(Box::new(rest))
     }
+}
+
+/// The text without a leading byte order mark.
+fn skip_bom(mut r: Box<dyn Read + Send>) -> io::Result<Box<dyn Read + Send>> {
+    let head = first_bytes(&mut r, BOM.len())?;
+    if head == BOM {
+        Ok(r)
+    } else {
+        Ok(Box::new(io::Cursor::new(head).chain(r)))
+    }
+}
+
+/// The first `n` bytes of `r`, fewer if it ends sooner.
+fn first_bytes(r: &mut dyn Read, n: usize) -> io::Result<Vec<u8>> {
+    let mut head = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match r.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    head.truncate(got);
+    Ok(head)
 }
 
 /// Checks that every file can be opened before anything is ingested, so a typo in the last
@@ -151,12 +189,49 @@ mod tests {
             let p = dir.path().join("short");
             std::fs::write(&p, bytes).unwrap();
             let mut read = Vec::new();
-            let opened = Input::File(p).open().unwrap().read_to_end(&mut read);
+            let opened = Input::File(p).open().map(|mut r| r.read_to_end(&mut read));
             if bytes == b"\x1f\x8b" {
-                // The magic and nothing after it: a truncated gzip stream, an error to read.
-                assert!(opened.is_err(), "{bytes:?}");
+                // The magic and nothing after it: a truncated gzip stream, an error to open
+                // (its first bytes are read for a byte order mark) or to read.
+                assert!(!matches!(opened, Ok(Ok(_))), "{bytes:?}");
             } else {
+                assert!(matches!(opened, Ok(Ok(_))), "{bytes:?}");
                 assert_eq!(read, bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn a_byte_order_mark_at_the_start_is_not_part_of_the_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = b"{\"a\":1}\n";
+        // A whole mark then text, a mark alone, a mark cut short, a mark after the start.
+        let cases: [(&[u8], &[u8], u64); 4] = [
+            (b"\xef\xbb\xbf{\"a\":1}\n", text, 3),
+            (b"\xef\xbb\xbf", b"", 3),
+            (b"\xef\xbb", b"\xef\xbb", 0),
+            (b"\n\xef\xbb\xbf", b"\n\xef\xbb\xbf", 0),
+        ];
+        for (i, (bytes, want, start)) in cases.into_iter().enumerate() {
+            let plain = dir.path().join(format!("{i}.ndjson"));
+            std::fs::write(&plain, bytes).unwrap();
+            let (_, from, len) = Input::File(plain.clone()).plain_file().unwrap();
+            assert_eq!((from, len), (start, bytes.len() as u64), "{bytes:?}");
+            let gz = dir.path().join(format!("{i}.ndjson.gz"));
+            let mut enc = flate2::write::GzEncoder::new(
+                File::create(&gz).unwrap(),
+                flate2::Compression::fast(),
+            );
+            enc.write_all(bytes).unwrap();
+            enc.finish().unwrap();
+            for p in [plain, gz] {
+                let mut read = Vec::new();
+                Input::File(p)
+                    .open()
+                    .unwrap()
+                    .read_to_end(&mut read)
+                    .unwrap();
+                assert_eq!(read, want, "{bytes:?}");
             }
         }
     }

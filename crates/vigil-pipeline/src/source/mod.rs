@@ -254,7 +254,7 @@ fn build_one(
     let stop = Arc::clone(&opts.stop);
     Ok(match &source.kind {
         SourceKind::File { records, paths } => {
-            let inputs: Vec<Input> = paths.iter().cloned().map(Input::File).collect();
+            let inputs: Vec<Input> = paths.iter().cloned().map(Input::from_arg).collect();
             check_readable(&inputs)?;
             Box::new(NdjsonSource::new(
                 &source.name,

@@ -72,6 +72,8 @@ struct Unit {
 struct PlainFile {
     name: Arc<str>,
     path: PathBuf,
+    /// Where its text starts: after a byte order mark, if it has one.
+    start: u64,
     len: u64,
 }
 
@@ -116,9 +118,14 @@ impl Parallel {
         let plain: Option<Vec<PlainFile>> = inputs
             .iter()
             .map(|i| {
-                let (path, len) = i.plain_file()?;
+                let (path, start, len) = i.plain_file()?;
                 let name = Arc::from(i.name());
-                Some(PlainFile { name, path, len })
+                Some(PlainFile {
+                    name,
+                    path,
+                    start,
+                    len,
+                })
             })
             .collect();
         if let Some(files) = plain {
@@ -304,7 +311,9 @@ impl Reading<'_> {
         let Some((_, file)) = &self.open else {
             unreachable!("opened above")
         };
-        let from = line_break(file, share.bytes.start, f.len, &mut self.buf).map_err(err)?;
+        let from = line_break(file, share.bytes.start, f.len, &mut self.buf)
+            .map_err(err)?
+            .max(f.start);
         let to = line_break(file, share.bytes.end, f.len, &mut self.buf).map_err(err)?;
         decoder.begin_source_at(&f.name, 1);
         let mut batches = Vec::new();
@@ -617,6 +626,7 @@ mod tests {
 
     #[test]
     fn units_read_by_workers_or_by_a_reader_decode_as_one_decoder_does() {
+        const BOM: &[u8] = "\u{feff}".as_bytes();
         let dir = tempfile::tempdir().unwrap();
         let contents = [
             lines("a", 300, true),
@@ -624,6 +634,8 @@ mod tests {
             lines("b", 200, false),
             b"\n\n".to_vec(),
             lines("c", 90, true),
+            // A byte order mark is not part of the first record.
+            [BOM, &lines("d", 40, true)].concat(),
         ];
         // The same files plain (the workers read their own units) and gzip (a reader thread
         // cuts them).
@@ -648,7 +660,9 @@ mod tests {
         let mut one = decoder();
         for (input, c) in plain.iter().zip(&contents) {
             one.begin_source(&input.name());
-            one.decode_all(c, |b| collect(&mut want, [b]));
+            one.decode_all(c.strip_prefix(BOM).unwrap_or(c), |b| {
+                collect(&mut want, [b])
+            });
             one.end_of_input();
             collect(&mut want, one.flush());
         }
@@ -678,6 +692,7 @@ mod tests {
         let files = [PlainFile {
             name: Arc::from("a.ndjson"),
             path: path.clone(),
+            start: 0,
             len: std::fs::metadata(&path).unwrap().len() + 4096,
         }];
         let (counters, bytes, stop) = (Counters::default(), Counters::bytes_of("t"), false.into());

@@ -130,6 +130,10 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         !inputs.is_empty(),
         "give --logs, --metrics, --spans or several"
     );
+    anyhow::ensure!(
+        inputs.iter().filter(|(_, p)| p.as_os_str() == "-").count() <= 1,
+        "only one of --logs, --metrics and --spans can read stdin (`-`)"
+    );
     for (_, path) in &inputs {
         anyhow::ensure!(
             !super::same_file(path, &args.anomalies),
@@ -158,7 +162,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     };
     let mut feeds = Vec::new();
     for (kind, path) in inputs {
-        let input = Input::File(path);
+        let input = Input::from_arg(path);
         vigil_pipeline::check_readable(std::slice::from_ref(&input))?;
         let reading = match kind {
             RecordKind::Spans => Reading::Here(

@@ -30,7 +30,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let inputs: Vec<Input> = if args.files.is_empty() {
         vec![Input::Stdin]
     } else {
-        args.files.iter().cloned().map(Input::File).collect()
+        args.files.iter().cloned().map(Input::from_arg).collect()
     };
     let total_bytes = inputs.iter().map(Input::file_size).sum::<Option<u64>>();
     pipeline.sources = vec![SourceConfig {

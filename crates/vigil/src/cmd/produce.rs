@@ -15,7 +15,7 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let inputs: Vec<Input> = if args.files.is_empty() {
         vec![Input::Stdin]
     } else {
-        args.files.iter().cloned().map(Input::File).collect()
+        args.files.iter().cloned().map(Input::from_arg).collect()
     };
     check_readable(&inputs)?;
     let properties = args.properties.iter().cloned().collect();
