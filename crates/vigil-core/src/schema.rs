@@ -101,7 +101,7 @@ pub enum FieldType {
     Boolean,
     /// JSON string.
     Utf8,
-    /// RFC 3339 string or epoch milliseconds, stored like `timestamp`.
+    /// RFC 3339 string or an epoch number (seconds or milliseconds), stored like `timestamp`.
     Timestamp,
 }
 

@@ -126,9 +126,19 @@ fn days_of_date(date: &[u8; 10]) -> Option<i64> {
 
 const POW10: [i64; 6] = [1, 10, 100, 1_000, 10_000, 100_000];
 
-/// Microseconds since the epoch from epoch milliseconds, if representable and not NaN.
-pub fn micros_from_epoch_millis(ms: f64) -> Option<i64> {
-    let us = (ms * 1000.0).round();
+/// Below this an epoch number is seconds: as milliseconds it would be before 1973-03-03, a
+/// time no telemetry is from, while `time.time()` and `date +%s` write seconds.
+pub const EPOCH_SECONDS_BELOW: f64 = 1e11;
+
+/// Microseconds since the epoch from an epoch number: seconds below [`EPOCH_SECONDS_BELOW`]
+/// (either sign), milliseconds from it on; `None` if not representable or NaN.
+pub fn micros_from_epoch(n: f64) -> Option<i64> {
+    let per_unit = if n.abs() < EPOCH_SECONDS_BELOW {
+        1e6
+    } else {
+        1e3
+    };
+    let us = (n * per_unit).round();
     // Beyond ±2^62 µs (±146 000 years) is not a timestamp anyone meant.
     if us.is_finite() && us.abs() < 4.6e18 {
         Some(us as i64)
@@ -245,6 +255,25 @@ mod tests {
     }
 
     #[test]
+    fn epoch_numbers_are_seconds_or_milliseconds_by_their_size() {
+        let t = chrono_micros("2025-06-02T09:00:00Z");
+        // `date +%s`, Python's `time.time()`, then JavaScript's `Date.now()`.
+        assert_eq!(micros_from_epoch(1_748_854_800.0), Some(t));
+        assert_eq!(micros_from_epoch(1_748_854_800.25), Some(t + 250_000));
+        assert_eq!(micros_from_epoch(1_748_854_800_000.0), Some(t));
+        // Either side of the bound: seconds just below it (year 5138), milliseconds at it
+        // (1973-03-03T09:46:40Z).
+        let bound = chrono_micros("1973-03-03T09:46:40Z");
+        assert_eq!(
+            micros_from_epoch(99_999_999_999.0),
+            Some(99_999_999_999_000_000)
+        );
+        assert_eq!(micros_from_epoch(1e11), Some(bound));
+        assert_eq!(micros_from_epoch(0.0), Some(0));
+        assert_eq!(micros_from_epoch(-86_400.0), Some(-86_400_000_000));
+    }
+
+    #[test]
     fn parses_offsets_and_long_fractions() {
         for s in [
             "2023-07-15T14:22:33+02:00",
@@ -358,9 +387,9 @@ mod tests {
         }
 
         #[test]
-        fn any_epoch_milliseconds_are_a_time_or_refused(ms in any::<f64>()) {
-            if let Some(t) = micros_from_epoch_millis(ms) {
-                prop_assert!(ms.is_finite());
+        fn any_epoch_number_is_a_time_or_refused(n in any::<f64>()) {
+            if let Some(t) = micros_from_epoch(n) {
+                prop_assert!(n.is_finite());
                 let _ = format_rfc3339(t);
             }
         }

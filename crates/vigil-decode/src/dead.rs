@@ -24,7 +24,7 @@ pub enum ReasonCode {
     MissingField,
     /// A field has the wrong JSON type for its column.
     WrongType,
-    /// `timestamp` is neither RFC 3339 nor epoch milliseconds.
+    /// `timestamp` is neither RFC 3339 nor an epoch number.
     InvalidTimestamp,
     /// `timestamp` is outside the plausible range: beyond the clock plus
     /// `decode.max_future_skew`, before the clock less `decode.max_past`, or outside years

@@ -3,7 +3,7 @@
 
 use arrow::array::RecordBatch;
 use simd_json::Node;
-use vigil_core::time::{format_rfc3339, micros_from_epoch_millis, parse_rfc3339_micros};
+use vigil_core::time::{format_rfc3339, micros_from_epoch, parse_rfc3339_micros};
 
 use crate::dead::{ReasonCode, Rejection};
 use crate::tape::{as_f64, is_null, wrong_type};
@@ -37,7 +37,8 @@ pub(crate) trait Rows {
     fn keep_only(&mut self, _columns: &[&str]) {}
 }
 
-/// Reads an event time: an RFC 3339 string or a number of epoch milliseconds.
+/// Reads an event time: an RFC 3339 string, or a number of epoch seconds or milliseconds
+/// (see [`micros_from_epoch`]).
 pub(crate) fn read_timestamp(field: &str, node: &Node<'_>) -> Result<i64, Rejection> {
     match node {
         Node::String(s) => parse_rfc3339_micros(s.as_bytes()).ok_or_else(|| {
@@ -47,12 +48,18 @@ pub(crate) fn read_timestamp(field: &str, node: &Node<'_>) -> Result<i64, Reject
                 format!("field `{field}` = {shown:?} is not an RFC 3339 timestamp"),
             )
         }),
-        Node::Static(_) if !is_null(node) => as_f64(node)
-            .and_then(micros_from_epoch_millis)
-            .ok_or_else(|| wrong_type(field, "an RFC 3339 string or epoch milliseconds", node)),
+        Node::Static(_) if !is_null(node) => {
+            as_f64(node).and_then(micros_from_epoch).ok_or_else(|| {
+                wrong_type(
+                    field,
+                    "an RFC 3339 string or epoch seconds or milliseconds",
+                    node,
+                )
+            })
+        }
         _ => Err(wrong_type(
             field,
-            "an RFC 3339 string or epoch milliseconds",
+            "an RFC 3339 string or epoch seconds or milliseconds",
             node,
         )),
     }

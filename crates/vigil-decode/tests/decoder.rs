@@ -115,6 +115,42 @@ fn normalises_levels_and_keeps_unknown_fields() {
     );
 }
 
+#[test]
+fn epoch_seconds_and_milliseconds_are_both_read() {
+    // The same instant as `date +%s`, Python's `time.time()`, `Date.now()` and RFC 3339;
+    // epoch microseconds are milliseconds past year 9999: a dead letter that says so.
+    let input = concat_lines(&[
+        r#"{"timestamp":1689430953,"service":"a"}"#,
+        r#"{"timestamp":1689430953.456,"service":"a"}"#,
+        r#"{"timestamp":1689430953456,"service":"a"}"#,
+        r#"{"timestamp":"2023-07-15T14:22:33.456Z","service":"a"}"#,
+        r#"{"timestamp":1689430953456000,"service":"a"}"#,
+    ]);
+    let mut dec = Decoder::logs(schema(), DecoderOptions::default());
+    let (rows, dead) = concat(&decode_all(&mut dec, &input, 7));
+    assert_eq!((rows.num_rows(), dead.num_rows()), (4, 1));
+    let times: Vec<i64> = col(&rows, "timestamp")
+        .as_primitive::<TimestampMicrosecondType>()
+        .values()
+        .to_vec();
+    assert_eq!(
+        times,
+        [
+            1_689_430_953_000_000,
+            1_689_430_953_456_000,
+            1_689_430_953_456_000,
+            1_689_430_953_456_000
+        ]
+    );
+    assert_eq!(
+        dead.column_by_name("reason_code")
+            .unwrap()
+            .as_string::<i32>()
+            .value(0),
+        "timestamp_out_of_range"
+    );
+}
+
 fn concat_lines(lines: &[&str]) -> Vec<u8> {
     let mut v = Vec::new();
     for l in lines {

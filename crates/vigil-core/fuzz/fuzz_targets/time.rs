@@ -1,12 +1,12 @@
 //! `cargo +nightly fuzz run time` (from crates/vigil-core), or `benches/scripts/fuzz.sh`.
 //!
-//! Any bytes as an RFC 3339 time, a duration and epoch milliseconds: no panic, and every time
+//! Any bytes as an RFC 3339 time, a duration and an epoch number: no panic, and every time
 //! accepted is one vigil can write back as RFC 3339 and read again unchanged.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vigil_core::time::{format_rfc3339, micros_from_epoch_millis, parse_rfc3339_micros};
+use vigil_core::time::{format_rfc3339, micros_from_epoch, parse_rfc3339_micros};
 use vigil_core::units::parse_duration;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,6 +17,6 @@ fuzz_target!(|data: &[u8]| {
         let _ = parse_duration(s);
     }
     if let Ok(bytes) = <[u8; 8]>::try_from(data.get(..8).unwrap_or_default()) {
-        let _ = micros_from_epoch_millis(f64::from_le_bytes(bytes));
+        let _ = micros_from_epoch(f64::from_le_bytes(bytes));
     }
 });

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 use vigil_core::schema::{FieldType, PromotedField};
-use vigil_core::time::{micros_from_epoch_millis, parse_rfc3339_micros};
+use vigil_core::time::{micros_from_epoch, parse_rfc3339_micros};
 
 /// A promoted value as the decoder stores it.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,10 +89,7 @@ fn as_i64(v: &Value) -> Option<i64> {
 fn timestamp(v: &Value) -> Result<i64, &'static str> {
     match v {
         Value::String(s) => parse_rfc3339_micros(s.as_bytes()).ok_or("invalid_timestamp"),
-        Value::Number(n) => n
-            .as_f64()
-            .and_then(micros_from_epoch_millis)
-            .ok_or("wrong_type"),
+        Value::Number(n) => n.as_f64().and_then(micros_from_epoch).ok_or("wrong_type"),
         _ => Err("wrong_type"),
     }
 }
