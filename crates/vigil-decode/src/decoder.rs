@@ -614,7 +614,7 @@ impl Decoder {
             Ok(()) => self
                 .rows
                 .append(&t.0, 0, Raw::new(bytes, base), &self.bounds),
-            Err(e) => Err(parse_rejection(&e)),
+            Err(e) => Err(parse_rejection(&e, bytes)),
         };
         *tape = t.reset();
         self.appended(source, partition, bytes, offset, result);
@@ -673,7 +673,7 @@ fn first_key_offset(bytes: &[u8]) -> Shape {
     }
 }
 
-fn parse_rejection(e: &simd_json::Error) -> Rejection {
+fn parse_rejection(e: &simd_json::Error, bytes: &[u8]) -> Rejection {
     match e.error() {
         ErrorType::InvalidUtf8 => Rejection::new(
             ReasonCode::InvalidUtf8,
@@ -683,6 +683,65 @@ fn parse_rejection(e: &simd_json::Error) -> Rejection {
             ReasonCode::TooDeep,
             format!("record nests too deeply ({e})"),
         ),
-        _ => Rejection::new(ReasonCode::InvalidJson, format!("invalid JSON: {e}")),
+        _ => Rejection::new(ReasonCode::InvalidJson, invalid_json(e, bytes)),
     }
+}
+
+/// Why a record is not JSON: simd-json's reason, said plainly for the two mistakes that make
+/// most such lines, JSON that is not one object per line (a pretty-printed array's `[`, `]`
+/// and `},`) and a second value after the object, where simd-json says only "InternalError".
+fn invalid_json(e: &simd_json::Error, bytes: &[u8]) -> String {
+    let is_ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    let Some(first) = bytes.iter().position(|b| !is_ws(b)) else {
+        return format!("invalid JSON: {e}");
+    };
+    if matches!(bytes[first], b'[' | b']') {
+        return format!(
+            "invalid JSON: `{}` of a JSON array; records are one JSON object per line ({e})",
+            char::from(bytes[first])
+        );
+    }
+    if let Some(end) = object_end(bytes, first)
+        && let Some(extra) = bytes[end..].iter().position(|b| !is_ws(b))
+    {
+        let at = end + extra;
+        let shown = String::from_utf8_lossy(&bytes[at..bytes.len().min(at + 16)]);
+        return format!(
+            "invalid JSON: {shown:?} after the object, at character {at}; records are one JSON \
+             object per line"
+        );
+    }
+    format!("invalid JSON: {e}")
+}
+
+/// Where the object starting at `bytes[start]` ends (just after its closing brace) by its
+/// brackets and strings alone, if it starts one and ends.
+fn object_end(bytes: &[u8], start: usize) -> Option<usize> {
+    if bytes[start] != b'{' {
+        return None;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, &c) in bytes.iter().enumerate().skip(start) {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }

@@ -151,6 +151,56 @@ fn epoch_seconds_and_milliseconds_are_both_read() {
     );
 }
 
+#[test]
+fn a_json_array_or_a_second_value_on_a_line_is_said_plainly() {
+    // A pretty-printed array of records: its brackets, and a record with the array's comma.
+    // A record indented inside it is still one object on its line, and read.
+    let input = concat_lines(&[
+        "[",
+        r#"  {"timestamp":"2024-01-01T00:00:00Z","service":"s","message":"a } in \" a string"},"#,
+        r#"  {"timestamp":"2024-01-01T00:00:01Z","service":"s"}"#,
+        "]",
+        r#"{"timestamp":"2024-01-01T00:00:02Z","service":"s"}{"timestamp":"2024-01-01T00:00:03Z","service":"s"}"#,
+        r#"{"timestamp":"2024-01-01T00:00:02Z","service":"s""#,
+    ]);
+    let mut dec = Decoder::logs(schema(), DecoderOptions::default());
+    let (rows, dead) = concat(&decode_all(&mut dec, &input, 7));
+    assert_eq!((rows.num_rows(), dead.num_rows()), (1, 5));
+    let reasons: Vec<&str> = dead
+        .column_by_name("reason")
+        .unwrap()
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    assert!(
+        reasons[0].starts_with(
+            "invalid JSON: `[` of a JSON array; records are one JSON object per line ("
+        ),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reasons[1],
+        "invalid JSON: \",\" after the object, at character 83; records are one JSON object per line"
+    );
+    assert!(
+        reasons[2].starts_with("invalid JSON: `]` of a JSON array"),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reasons[3],
+        "invalid JSON: \"{\\\"timestamp\\\":\\\"20\" after the object, at character 50; records are one \
+         JSON object per line"
+    );
+    // Not an object that ends: simd-json's own reason.
+    assert!(!reasons[4].contains("after the object"), "{reasons:?}");
+    let codes = dead
+        .column_by_name("reason_code")
+        .unwrap()
+        .as_string::<i32>();
+    assert!(codes.iter().flatten().all(|c| c == "invalid_json"));
+}
+
 fn concat_lines(lines: &[&str]) -> Vec<u8> {
     let mut v = Vec::new();
     for l in lines {
