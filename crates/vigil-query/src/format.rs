@@ -10,6 +10,7 @@ use std::io::Write;
 use std::str::FromStr;
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 
 /// How results are printed.
@@ -92,8 +93,15 @@ impl<W: Write> ResultWriter<W> {
         Ok(())
     }
 
-    /// Finishes the output: a table is laid out and written now.
-    pub fn finish(mut self) -> Result<(), ArrowError> {
+    /// Finishes the output: a table is laid out and written now. A result without a batch
+    /// still shows its columns (`schema`): a table's header, CSV's header line.
+    pub fn finish(mut self, schema: &SchemaRef) -> Result<(), ArrowError> {
+        let empty = || RecordBatch::new_empty(schema.clone());
+        match self.format {
+            Format::Table if self.table.is_empty() => self.table.push(empty()),
+            Format::Csv if self.csv_header => self.write(&empty())?,
+            _ => {}
+        }
         if self.format == Format::Table {
             let text = render(&self.table, Format::Table)?;
             writeln!(self.out, "{text}")?;

@@ -224,6 +224,10 @@ async fn run(
             let mut w = arrow::csv::WriterBuilder::new()
                 .with_header(true)
                 .build(&mut out);
+            // A result without rows still has its header line.
+            if batches.is_empty() {
+                batches.push(RecordBatch::new_empty(schema.clone()));
+            }
             batches.iter().try_for_each(|b| w.write(b))
         }
         Answer::Arrow => {

@@ -140,6 +140,11 @@ fn serve_answers_queries_with_a_token_and_refuses_everything_else() {
     let csv = String::from_utf8(body).unwrap();
     assert_eq!(csv.lines().next(), Some("service,n"));
     assert_eq!(csv.lines().count(), 7);
+    // No rows: still the header line.
+    let none = "SELECT service, count(*) AS n FROM logs WHERE service = 'none' GROUP BY 1";
+    let (status, _, body) = server.post(none, &[auth, "Accept: text/csv"]);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(String::from_utf8(body).unwrap(), "service,n\n");
     let (status, content_type, body) = server.post(
         query,
         &[auth, "Accept: application/vnd.apache.arrow.stream"],

@@ -309,6 +309,14 @@ fn sql_is_read_only() {
         ])
         .contains("| n")
     );
+    // A result without rows still shows its columns, in both.
+    let none = "SELECT service, level FROM logs WHERE service = 'none'";
+    assert_eq!(
+        vigil_ok(&["sql", "--archive", archive, "--format", "csv", none]),
+        "service,level\n"
+    );
+    let table = vigil_ok(&["sql", "--archive", archive, none]);
+    assert!(table.contains("| service | level |"), "{table}");
 }
 
 #[test]

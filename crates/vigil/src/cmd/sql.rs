@@ -20,9 +20,10 @@ pub fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.max_rows
     };
-    let shown = rt.block_on(async {
+    let (shown, schema) = rt.block_on(async {
         let engine = Engine::open_with(&archive, limits).await?;
         let mut rows = engine.sql_stream(&args.query).await?;
+        let schema = rows.schema();
         let mut shown = 0usize;
         while let Some(batch) = rows.next().await {
             let batch = batch?;
@@ -30,14 +31,14 @@ pub fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
             if batch.num_rows() > room {
                 out.write(&batch.slice(0, room))?;
                 // Stop the query rather than compute rows nobody will see.
-                return Ok::<_, anyhow::Error>(Some(max_rows));
+                return Ok::<_, anyhow::Error>((Some(max_rows), schema));
             }
             shown += batch.num_rows();
             out.write(&batch)?;
         }
-        Ok(None)
+        Ok((None, schema))
     })?;
-    out.finish()?;
+    out.finish(&schema)?;
     if let Some(n) = shown {
         eprintln!("(stopped at {n} rows, --max-rows; --max-rows 0 prints them all)");
     }
