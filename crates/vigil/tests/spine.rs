@@ -346,32 +346,27 @@ fn gzip_and_stdin_inputs_are_ingested() {
     let archive = dir.path().join("archive");
     let archive = archive.to_str().unwrap();
     vigil_ok(&["ingest", "--archive", archive, gz.to_str().unwrap()]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["ingest", "--archive", archive])
-        .stdin(std::fs::File::open(&plain).unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let from_stdin = |args: &[&str], input: &std::path::Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["ingest", "--archive", archive])
+            .args(args)
+            .stdin(std::fs::File::open(input).unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    from_stdin(&[], &plain);
     // `-` names stdin too; a byte order mark before the first record (as Windows tools
     // write) is not part of it.
     let bom = dir.path().join("bom.ndjson");
     let mut text = "\u{feff}".as_bytes().to_vec();
     text.extend(std::fs::read(&plain).unwrap());
     std::fs::write(&bom, text).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["ingest", "--archive", archive, "-"])
-        .stdin(std::fs::File::open(&bom).unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    from_stdin(&["-"], &bom);
     let n = json_rows(&vigil_ok(&[
         "sql",
         "--archive",
