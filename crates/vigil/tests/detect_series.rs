@@ -91,3 +91,23 @@ fn detect_series_names_the_line_of_a_bad_timestamp() {
     );
     assert!(!output.exists(), "no partial output is left behind");
 }
+
+#[test]
+fn detect_series_reads_a_spreadsheet_s_csv() {
+    // A byte order mark before the header and CRLF line ends, as spreadsheets save CSV.
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.csv"), dir.path().join("out.csv"));
+    std::fs::write(
+        &input,
+        "\u{feff}timestamp,value\r\n2014-04-10 00:00:00,1\r\n2014-04-10 00:05:00,2\r\n",
+    )
+    .unwrap();
+    let out = detect(&input, &output);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&output).unwrap();
+    assert_eq!(text.lines().count(), 3, "{text}");
+}

@@ -54,7 +54,9 @@ fn score(input: impl BufRead, mut out: impl Write, path: &Path) -> anyhow::Resul
             at(1)
         ),
     };
+    // Spreadsheets save CSV with a byte order mark before the header.
     let names: Vec<&str> = header
+        .trim_start_matches('\u{feff}')
         .trim_end_matches('\r')
         .split(',')
         .map(str::trim)
