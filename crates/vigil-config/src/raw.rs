@@ -24,7 +24,7 @@ pub struct RawFileSource {
     pub name: Option<String>,
     /// `logs` or `metrics`: the schema and table the records go to.
     pub kind: Spanned<String>,
-    /// Files to read, in order.
+    /// Files to read, in order (`-`: standard input).
     pub paths: Vec<Spanned<String>>,
 }
 
