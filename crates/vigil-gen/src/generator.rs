@@ -58,6 +58,14 @@ impl Config {
         }
         for i in &self.incidents {
             i.check_service(self.topology)?;
+            // One that starts at or after the end would silently not happen.
+            if i.start >= self.duration {
+                return Err(InvalidInput(format!(
+                    "incident `{i}` starts at {}, not within the {} generated",
+                    vigil_core::units::format_duration(i.start),
+                    vigil_core::units::format_duration(self.duration)
+                )));
+            }
         }
         Ok(())
     }
@@ -768,6 +776,22 @@ mod tests {
             ..cfg
         };
         mesh.check().unwrap();
+    }
+
+    #[test]
+    fn an_incident_that_starts_after_the_end_is_an_error() {
+        let at = |start: &str| Config {
+            incidents: vec![format!("errors:token-service@{start}+15m").parse().unwrap()],
+            ..Config::default()
+        };
+        // The default hour: one starting in its last minute happens (in part), one at its end
+        // would not.
+        at("59m").check().unwrap();
+        let e = at("1h").check().unwrap_err().to_string();
+        assert!(
+            e.contains("starts at 1h, not within the 1h generated"),
+            "{e}"
+        );
     }
 
     #[test]
