@@ -69,6 +69,18 @@ pub fn summary_line(s: &Summary) -> String {
     line
 }
 
+/// What to say after the summary when no record was archived though some were read: every
+/// one a dead letter, as when the input is not NDJSON of the kind asked for.
+pub fn none_archived_hint(s: &Summary, kind: &str, archive: &str) -> Option<String> {
+    (s.records == 0 && s.dead_letters > 0).then(|| {
+        format!(
+            "no record was archived: every one is a dead letter. Is the input NDJSON {kind} \
+             (one JSON object per line; `--kind` says which)? Their reasons: vigil sql \
+             --archive {archive} \"SELECT reason, count(*) FROM dead_letters GROUP BY 1\""
+        )
+    })
+}
+
 /// A progress bar on stderr while `counters` move, when stderr is a terminal.
 pub struct Progress {
     bar: Option<ProgressBar>,
@@ -131,6 +143,22 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_that_archived_nothing_says_so() {
+        let mut s = Summary {
+            records: 0,
+            dead_letters: 3,
+            ..Summary::default()
+        };
+        let hint = none_archived_hint(&s, "logs", "a").unwrap();
+        assert!(hint.contains("every one is a dead letter"), "{hint}");
+        s.records = 1;
+        assert_eq!(none_archived_hint(&s, "logs", "a"), None);
+        s.records = 0;
+        s.dead_letters = 0;
+        assert_eq!(none_archived_hint(&s, "logs", "a"), None);
+    }
 
     #[test]
     fn numbers() {

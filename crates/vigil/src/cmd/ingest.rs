@@ -6,7 +6,7 @@ use vigil_core::schema::{LogSchema, PromotedField, RecordKind};
 use vigil_pipeline::{Input, Pipeline, RunOptions, SourceConfig, SourceKind};
 
 use crate::cli::IngestArgs;
-use crate::output::{Progress, summary_line};
+use crate::output::{Progress, none_archived_hint, summary_line};
 
 pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let kind: RecordKind = args.kind.parse().map_err(anyhow::Error::msg)?;
@@ -56,6 +56,9 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     progress.finish();
     let summary = result?;
     eprintln!("ingested {}", summary_line(&summary));
+    if let Some(hint) = none_archived_hint(&summary, kind.table(), &pipeline.archive.url) {
+        eprintln!("{hint}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
