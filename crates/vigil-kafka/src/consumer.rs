@@ -4,6 +4,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::statistics::Statistics;
@@ -12,6 +13,7 @@ use rdkafka::types::RDKafkaRespErr;
 
 use crate::config::ConsumerSettings;
 use crate::error::KafkaError;
+use crate::quiet::Quiet;
 use crate::stats::{Start, StatsBook};
 
 pub use rdkafka::message::BorrowedMessage as Message;
@@ -51,6 +53,7 @@ struct Context {
     stats: StatsBook,
     /// Where a partition the archive has no offset for starts, for its lag.
     fallback: Start,
+    quiet: Quiet,
 }
 
 impl Context {
@@ -65,6 +68,14 @@ impl Context {
 impl ClientContext for Context {
     fn stats(&self, statistics: Statistics) {
         self.stats.record(&statistics);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.quiet.log(level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.quiet.error(&error, reason);
     }
 }
 
@@ -157,6 +168,7 @@ impl Consumer {
             } else {
                 Start::Latest
             },
+            quiet: Quiet::default(),
         };
         let inner: BaseConsumer<Context> = settings.client_config().create_with_context(ctx)?;
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();

@@ -15,6 +15,7 @@ mod config;
 mod consumer;
 mod error;
 mod producer;
+mod quiet;
 mod stats;
 
 pub use config::{ConsumerSettings, client_config, connection_properties};

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
 use rdkafka::Message as _;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::message::{Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::{
     BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
@@ -15,6 +16,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::client_config;
 use crate::error::KafkaError;
+use crate::quiet::Quiet;
 
 /// Delivery totals, for logs and the metrics endpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,9 +47,18 @@ struct Context {
     delivered: AtomicU64,
     failed_attempts: AtomicU64,
     failures: Mutex<Vec<Retry>>,
+    quiet: Quiet,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.quiet.log(level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.quiet.error(&error, reason);
+    }
+}
 
 impl ProducerContext for Context {
     /// The attempt number of the message.
@@ -234,6 +245,14 @@ impl Producer {
             }
         }
         self.retries = later;
+    }
+
+    /// Whether a broker answers within `timeout` (a metadata request): a batch of messages
+    /// sent to an unreachable cluster would otherwise wait out every retry before saying so.
+    pub fn reachable(&self, timeout: Duration) -> Result<(), KafkaError> {
+        use rdkafka::producer::Producer as _;
+        self.inner.client().fetch_metadata(None, timeout)?;
+        Ok(())
     }
 
     /// Waits until every queued message is delivered or given up on, or `timeout` passes.

@@ -912,3 +912,32 @@ fn sigterm_mid_stream_commits_what_was_read_and_the_next_start_resumes() {
     next.stop();
     assert_exactly_once(&archive, &sent, 4);
 }
+
+#[test]
+fn producing_to_a_broker_that_does_not_answer_fails_soon_and_says_so_once() {
+    // Nothing listens on the port: librdkafka retries every few milliseconds and reported
+    // each failure (350 lines of ERROR in a minute, then "10 messages still undelivered").
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    std::fs::write(&input, "{\"a\":1}\n").unwrap();
+    let brokers = format!("127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let out = common::vigil(&[
+        "produce",
+        "--brokers",
+        &brokers,
+        "--topic",
+        "t",
+        input.to_str().unwrap(),
+    ]);
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("no Kafka broker at {brokers} answered within 10s")),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    // Each kind of librdkafka complaint once, not once per attempt.
+    assert!(err.lines().count() < 10, "{err}");
+}

@@ -6,10 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+
 use vigil_pipeline::{Counters, Input, check_readable};
 
 use crate::cli::ProduceArgs;
 use crate::output::{Progress, bytes, thousands};
+
+/// How long the brokers have to answer before anything is sent.
+const REACH_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let inputs: Vec<Input> = if args.files.is_empty() {
@@ -20,6 +25,13 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     check_readable(&inputs)?;
     let properties = args.properties.iter().cloned().collect();
     let mut producer = vigil_kafka::Producer::new(&args.brokers, &properties)?;
+    producer.reachable(REACH_TIMEOUT).with_context(|| {
+        format!(
+            "no Kafka broker at {} answered within {}s",
+            args.brokers,
+            REACH_TIMEOUT.as_secs()
+        )
+    })?;
     let counters = Arc::new(Counters::default());
     let total = inputs.iter().map(Input::file_size).sum::<Option<u64>>();
     let progress = Progress::start(counters.clone(), total);
