@@ -23,10 +23,25 @@ pub(crate) struct Quiet {
 }
 
 impl Quiet {
-    /// A librdkafka log line (`fac` is its kind: `FAIL`, `CONNECT`, ...).
+    /// A librdkafka log line (`fac` is its kind: `FAIL`, `CONNECT`, ...). Warnings and errors
+    /// are held back as said; notices and debug lines (librdkafka's `debug` setting, asked for)
+    /// all pass.
     pub(crate) fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        let Some(held) = self.pass(&format!("log {fac}"), Instant::now()) else {
-            return;
+        let loud = matches!(
+            level,
+            RDKafkaLogLevel::Emerg
+                | RDKafkaLogLevel::Alert
+                | RDKafkaLogLevel::Critical
+                | RDKafkaLogLevel::Error
+                | RDKafkaLogLevel::Warning
+        );
+        let held = if loud {
+            match self.pass(&format!("log {fac}"), Instant::now()) {
+                Some(held) => held,
+                None => return,
+            }
+        } else {
+            0
         };
         let more = more(held);
         match level {
