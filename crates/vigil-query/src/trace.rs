@@ -42,6 +42,8 @@ pub struct Span {
     pub parent_span_id: Option<String>,
     /// The parent is named but not in the archive.
     pub parent_missing: bool,
+    /// Its parent ids lead back to it (its own parent, or a cycle): shown as a root.
+    pub parent_loops: bool,
     /// Its records, in time order.
     pub entries: Vec<Entry>,
     /// Spans whose parent it is, by start time.
@@ -110,6 +112,7 @@ fn assemble(trace_id: &str, batches: &[RecordBatch]) -> Result<Trace, arrow::err
                 span_id,
                 parent_span_id: get(&parent, row),
                 parent_missing: false,
+                parent_loops: false,
                 entries: Vec::new(),
                 children: Vec::new(),
             });
@@ -158,7 +161,9 @@ fn assemble(trace_id: &str, batches: &[RecordBatch]) -> Result<Trace, arrow::err
     let mut tree = Vec::new();
     for id in roots {
         if let Some(mut s) = build(&id, &mut spans, &children, 0) {
-            s.parent_missing = s.parent_span_id.is_some();
+            // A root's parent is either its own id or not among the trace's spans.
+            s.parent_loops = s.parent_span_id.as_ref() == Some(&id);
+            s.parent_missing = s.parent_span_id.is_some() && !s.parent_loops;
             tree.push(s);
         }
     }
@@ -166,7 +171,7 @@ fn assemble(trace_id: &str, batches: &[RecordBatch]) -> Result<Trace, arrow::err
     let rest: Vec<String> = spans.keys().cloned().collect();
     for id in rest {
         if let Some(mut s) = build(&id, &mut spans, &children, 0) {
-            s.parent_missing = true;
+            s.parent_loops = true;
             tree.push(s);
         }
     }
@@ -231,11 +236,11 @@ fn line(out: &mut String, s: &Span, t0: i64, prefix: &str, last: bool) {
         .span_id
         .as_deref()
         .map_or(String::new(), |id| format!(" [{id}]"));
+    let parent = s.parent_span_id.as_deref().unwrap_or_default();
     let missing = if s.parent_missing {
-        format!(
-            " (parent {} not in the archive)",
-            s.parent_span_id.as_deref().unwrap_or_default()
-        )
+        format!(" (parent {parent} not in the archive)")
+    } else if s.parent_loops {
+        format!(" (parent {parent}: its parent ids loop back to it)")
     } else {
         String::new()
     };
@@ -256,5 +261,88 @@ fn line(out: &mut String, s: &Span, t0: i64, prefix: &str, last: bool) {
     }
     for (i, c) in s.children.iter().enumerate() {
         line(out, c, t0, &under, i + 1 == s.children.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::{Field, Schema, TimeUnit};
+
+    use super::*;
+
+    /// One row of `read_trace`'s query: second, service, span id, parent id.
+    type Row<'a> = (i64, &'a str, &'a str, Option<&'a str>);
+
+    fn rows(spans: &[Row<'_>]) -> RecordBatch {
+        let text = |f: &dyn Fn(&Row<'_>) -> Option<String>| {
+            Arc::new(spans.iter().map(f).collect::<StringArray>()) as Arc<dyn Array>
+        };
+        let schema = Schema::new(vec![
+            Field::new(
+                "timestamp",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                false,
+            ),
+            Field::new("service", DataType::Utf8, true),
+            Field::new("span_id", DataType::Utf8, true),
+            Field::new("parent_span_id", DataType::Utf8, true),
+            Field::new("level", DataType::Utf8, true),
+            Field::new("message", DataType::Utf8, true),
+        ]);
+        let ts: TimestampMicrosecondArray = spans.iter().map(|s| Some(s.0 * 1_000_000)).collect();
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(ts),
+                text(&|s| Some(s.1.to_string())),
+                text(&|s| Some(s.2.to_string())),
+                text(&|s| s.3.map(str::to_string)),
+                text(&|_| None),
+                text(&|_| Some("m".to_string())),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_span_whose_parents_loop_is_a_root_marked_so_not_a_missing_parent() {
+        let trace = assemble(
+            "t",
+            &[rows(&[
+                (0, "a", "s1", Some("s1")),
+                (1, "b", "s2", Some("s3")),
+                (2, "c", "s3", Some("s2")),
+                (3, "d", "s4", Some("s2")),
+                (4, "e", "s5", Some("gone")),
+            ])],
+        )
+        .unwrap();
+        let roots: Vec<(&str, bool, bool)> = trace
+            .roots
+            .iter()
+            .map(|s| (s.service.as_str(), s.parent_missing, s.parent_loops))
+            .collect();
+        assert_eq!(
+            roots,
+            [("a", false, true), ("b", false, true), ("e", true, false)]
+        );
+        let text = trace.render();
+        assert!(
+            text.contains("a [s1] (parent s1: its parent ids loop back to it)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("b [s2] (parent s3: its parent ids loop back to it)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("e [s5] (parent gone not in the archive)"),
+            "{text}"
+        );
+        // Every span is shown once.
+        assert_eq!(text.matches(" [s").count(), 5, "{text}");
     }
 }
