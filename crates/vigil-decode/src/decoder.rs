@@ -703,6 +703,9 @@ fn invalid_json(e: &simd_json::Error, bytes: &[u8]) -> String {
     }
     if let Some(end) = object_end(bytes, first)
         && let Some(extra) = bytes[end..].iter().position(|b| !is_ws(b))
+        // The object itself is JSON (checked on this rare path only), so what follows it is
+        // what is wrong.
+        && simd_json::to_tape(&mut bytes[first..end].to_vec()).is_ok()
     {
         let at = end + extra;
         let shown = String::from_utf8_lossy(&bytes[at..bytes.len().min(at + 16)]);

@@ -162,10 +162,11 @@ fn a_json_array_or_a_second_value_on_a_line_is_said_plainly() {
         "]",
         r#"{"timestamp":"2024-01-01T00:00:02Z","service":"s"}{"timestamp":"2024-01-01T00:00:03Z","service":"s"}"#,
         r#"{"timestamp":"2024-01-01T00:00:02Z","service":"s""#,
+        r#"{"timestamp":"2024-01-01T00:00:02Z","service":tru},"#,
     ]);
     let mut dec = Decoder::logs(schema(), DecoderOptions::default());
     let (rows, dead) = concat(&decode_all(&mut dec, &input, 7));
-    assert_eq!((rows.num_rows(), dead.num_rows()), (1, 5));
+    assert_eq!((rows.num_rows(), dead.num_rows()), (1, 6));
     let reasons: Vec<&str> = dead
         .column_by_name("reason")
         .unwrap()
@@ -192,8 +193,9 @@ fn a_json_array_or_a_second_value_on_a_line_is_said_plainly() {
         "invalid JSON: \"{\\\"timestamp\\\":\\\"20\" after the object, at character 50; records are one \
          JSON object per line"
     );
-    // Not an object that ends: simd-json's own reason.
+    // Not an object that ends, or one that is not JSON itself: simd-json's own reason.
     assert!(!reasons[4].contains("after the object"), "{reasons:?}");
+    assert!(!reasons[5].contains("after the object"), "{reasons:?}");
     let codes = dead
         .column_by_name("reason_code")
         .unwrap()
