@@ -217,6 +217,10 @@ impl Engine {
             .set_bool("datafusion.execution.parquet.reorder_filters", true);
         let ctx = SessionContext::new_with_config_rt(config, runtime(archive, limits)?);
         limits::guard_string_builders(&ctx, limits.max_string_bytes)?;
+        // `additional_data` and `extra` are JSON text: `json_get_str(additional_data,
+        // 'deal_id')`, `additional_data->>'deal_id'`, as analysts write it in DuckDB.
+        let mut ctx = ctx;
+        datafusion_functions_json::register_all(&mut ctx)?;
         let session = started.elapsed();
         let mut found = 0;
         for (spec, views) in &views.tables {

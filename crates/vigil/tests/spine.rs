@@ -85,6 +85,26 @@ fn ingest_then_sql_returns_the_input_counts_and_duckdb_agrees() {
             "duckdb {svc} sum"
         );
     }
+
+    // Fields left in `additional_data` (JSON text) are read with JSON functions and `->>`,
+    // with the answers DuckDB's JSON functions give.
+    let ours = json_rows(&vigil_ok(&[
+        "sql",
+        "--archive",
+        archive,
+        "--format",
+        "json",
+        "SELECT json_get_str(additional_data, 'operation') AS op, count(*) AS n, \
+         count(DISTINCT additional_data->>'deal_id') AS deals FROM logs \
+         WHERE (additional_data->>'operation') IS NOT NULL GROUP BY 1 ORDER BY 1",
+    ]));
+    let duck = duckdb(&format!(
+        "SELECT additional_data->>'operation' AS op, count(*) AS n, \
+         count(DISTINCT additional_data->>'deal_id') AS deals FROM delta_scan('{table}') \
+         WHERE (additional_data->>'operation') IS NOT NULL GROUP BY 1 ORDER BY 1"
+    ));
+    assert!(ours.len() >= 2, "{ours:?}");
+    assert_eq!(ours, duck);
 }
 
 #[test]
