@@ -15,6 +15,16 @@ fn detect(input: &Path, output: &Path) -> Output {
         .expect("run vigil")
 }
 
+/// `detect` over `csv` written to a fresh directory (kept while the result is used): the run
+/// and where its output goes.
+fn detect_text(csv: &str) -> (tempfile::TempDir, Output, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.csv"), dir.path().join("out.csv"));
+    std::fs::write(&input, csv).unwrap();
+    let out = detect(&input, &output);
+    (dir, out, output)
+}
+
 /// `rows` samples every 5 minutes from 2014-04-10 00:00:00, in NAB's timestamp format: a
 /// noisy level of 40 that steps to 90 at row `step`.
 fn series_with_step(rows: usize, step: usize) -> String {
@@ -74,15 +84,8 @@ fn detect_series_writes_a_score_per_row_and_the_step_scores_highest() {
 
 #[test]
 fn detect_series_names_the_line_of_a_bad_timestamp() {
-    let dir = tempfile::tempdir().unwrap();
-    let (input, output) = (dir.path().join("in.csv"), dir.path().join("out.csv"));
-    std::fs::write(
-        &input,
-        "timestamp,value\n2014-04-10 00:00:00,1\n2014-04-10 00:05,2\n",
-    )
-    .unwrap();
-
-    let out = detect(&input, &output);
+    let (_dir, out, output) =
+        detect_text("timestamp,value\n2014-04-10 00:00:00,1\n2014-04-10 00:05,2\n");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -95,14 +98,9 @@ fn detect_series_names_the_line_of_a_bad_timestamp() {
 #[test]
 fn detect_series_reads_a_spreadsheet_s_csv() {
     // A byte order mark before the header and CRLF line ends, as spreadsheets save CSV.
-    let dir = tempfile::tempdir().unwrap();
-    let (input, output) = (dir.path().join("in.csv"), dir.path().join("out.csv"));
-    std::fs::write(
-        &input,
+    let (_dir, out, output) = detect_text(
         "\u{feff}timestamp,value\r\n2014-04-10 00:00:00,1\r\n2014-04-10 00:05:00,2\r\n",
-    )
-    .unwrap();
-    let out = detect(&input, &output);
+    );
     assert!(
         out.status.success(),
         "{}",
