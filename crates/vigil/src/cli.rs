@@ -163,6 +163,15 @@ pub struct ArchiveArgs {
     pub storage_options: Vec<(String, String)>,
 }
 
+/// `--threads`: 1 or more (0 was taken and meant one, silently).
+fn parse_threads(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("at least 1 (leave it out for one per core)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -195,7 +204,7 @@ pub struct IngestArgs {
     /// Worker threads (default: the machine's cores): the files decode on this many threads
     /// and each commit encodes its Parquet column chunks on as many; 1 runs everything on one
     /// thread.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_threads)]
     pub threads: Option<usize>,
 
     /// Rows buffered per table before a commit.
@@ -268,7 +277,7 @@ pub struct RunArgs {
     /// Worker threads (default: the machine's cores): files and stdin decode on this many
     /// threads, each commit encodes its Parquet column chunks on as many, and every other
     /// source runs on a thread of its own; 1 runs everything on one thread.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_threads)]
     pub threads: Option<usize>,
 
     /// Kafka sources: stop (after committing) once every assigned partition is read up to
@@ -417,7 +426,7 @@ pub struct BacktestArgs {
 
     /// Threads: more than 1 decodes JSON lines inputs on that many threads while the rules
     /// run on this one (default: the machine's cores).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_threads)]
     pub threads: Option<usize>,
 }
 

@@ -320,4 +320,17 @@ fn command_lines_that_would_destroy_input_or_never_end_are_refused() {
         assert!(!out.status.success(), "--rate {rate} accepted");
         assert!(stderr(&out).contains("rate"), "{}", stderr(&out));
     }
+    // No threads at all was taken, and meant one.
+    let archive = dir.path().join("a");
+    let out = vigil(&[
+        "ingest",
+        "--threads",
+        "0",
+        "--archive",
+        archive.to_str().unwrap(),
+        series.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "--threads 0 accepted");
+    assert!(stderr(&out).contains("at least 1"), "{}", stderr(&out));
+    assert!(!archive.exists(), "nothing written");
 }
