@@ -155,10 +155,18 @@ fn open_check(p: &Path) -> Result<(), PipelineError> {
     Input::File(p.to_path_buf()).open().map(drop)
 }
 
+/// Writes `bytes` gzip-compressed to `path` (tests of gzip inputs).
+#[cfg(test)]
+pub(super) fn write_gzip(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    let mut enc =
+        flate2::write::GzEncoder::new(File::create(path).unwrap(), flate2::Compression::fast());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap();
+}
+
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-
     use super::*;
 
     #[test]
@@ -167,10 +175,7 @@ mod tests {
         let plain = dir.path().join("a.ndjson");
         std::fs::write(&plain, b"{\"a\":1}\n").unwrap();
         let gz = dir.path().join("a.log");
-        let mut enc =
-            flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
-        enc.write_all(b"{\"a\":1}\n").unwrap();
-        enc.finish().unwrap();
+        write_gzip(&gz, b"{\"a\":1}\n");
         for p in [plain, gz] {
             let mut s = String::new();
             Input::File(p)
@@ -218,12 +223,7 @@ mod tests {
             let (_, from, len) = Input::File(plain.clone()).plain_file().unwrap();
             assert_eq!((from, len), (start, bytes.len() as u64), "{bytes:?}");
             let gz = dir.path().join(format!("{i}.ndjson.gz"));
-            let mut enc = flate2::write::GzEncoder::new(
-                File::create(&gz).unwrap(),
-                flate2::Compression::fast(),
-            );
-            enc.write_all(bytes).unwrap();
-            enc.finish().unwrap();
+            write_gzip(&gz, bytes);
             for p in [plain, gz] {
                 let mut read = Vec::new();
                 Input::File(p)

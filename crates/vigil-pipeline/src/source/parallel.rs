@@ -532,6 +532,7 @@ mod tests {
     use vigil_core::schema::{LogSchema, RecordKind, col};
     use vigil_decode::DecoderOptions;
 
+    use super::super::input::write_gzip;
     use super::*;
 
     /// Per service, its messages in order; and every dead letter's input, line and reason.
@@ -647,12 +648,7 @@ mod tests {
             assert!(Input::File(p.clone()).plain_file().is_some());
             plain.push(Input::File(p));
             let g = dir.path().join(format!("{i}.ndjson.gz"));
-            let mut enc = flate2::write::GzEncoder::new(
-                File::create(&g).unwrap(),
-                flate2::Compression::fast(),
-            );
-            enc.write_all(c).unwrap();
-            enc.finish().unwrap();
+            write_gzip(&g, c);
             assert!(Input::File(g.clone()).plain_file().is_none());
             gzip.push(Input::File(g));
         }
@@ -721,12 +717,7 @@ mod tests {
         let plain = dir.path().join("a.ndjson");
         std::fs::write(&plain, lines("a", 300, true)).unwrap();
         let gzip = dir.path().join("a.ndjson.gz");
-        let mut enc = flate2::write::GzEncoder::new(
-            File::create(&gzip).unwrap(),
-            flate2::Compression::fast(),
-        );
-        enc.write_all(&lines("a", 300, true)).unwrap();
-        enc.finish().unwrap();
+        write_gzip(&gzip, &lines("a", 300, true));
         for input in [plain, gzip] {
             let seen = parallel_stopping(&[Input::File(input)], 2, 100, true);
             assert_eq!(seen, Seen::default());
