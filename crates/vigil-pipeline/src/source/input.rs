@@ -29,6 +29,15 @@ impl Input {
         }
     }
 
+    /// The inputs a command's file arguments name: stdin when there are none.
+    pub fn from_args(paths: &[PathBuf]) -> Vec<Self> {
+        if paths.is_empty() {
+            vec![Input::Stdin]
+        } else {
+            paths.iter().cloned().map(Input::from_arg).collect()
+        }
+    }
+
     /// The name used in dead letters and messages: the path, or `-` for stdin.
     pub fn name(&self) -> String {
         match self {

@@ -9,7 +9,6 @@
 //! collector's file exporter writes), traces are assembled from the spans rather than the logs.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -118,28 +117,30 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         "{} has no [[rules]] to backtest",
         args.pipeline.display()
     );
-    let inputs: Vec<(RecordKind, PathBuf)> = [
+    let inputs: Vec<(RecordKind, Input)> = [
         (RecordKind::Logs, args.logs.clone()),
         (RecordKind::Metrics, args.metrics.clone()),
         (RecordKind::Spans, args.spans.clone()),
     ]
     .into_iter()
-    .filter_map(|(k, p)| p.map(|p| (k, p)))
+    .filter_map(|(k, p)| p.map(|p| (k, Input::from_arg(p))))
     .collect();
     anyhow::ensure!(
         !inputs.is_empty(),
         "give --logs, --metrics, --spans or several"
     );
     anyhow::ensure!(
-        inputs.iter().filter(|(_, p)| p.as_os_str() == "-").count() <= 1,
+        inputs.iter().filter(|(_, i)| *i == Input::Stdin).count() <= 1,
         "only one of --logs, --metrics and --spans can read stdin (`-`)"
     );
-    for (_, path) in &inputs {
-        anyhow::ensure!(
-            !super::same_file(path, &args.anomalies),
-            "--anomalies {} is also an input",
-            args.anomalies.display()
-        );
+    for (_, input) in &inputs {
+        if let Input::File(path) = input {
+            anyhow::ensure!(
+                !super::same_file(path, &args.anomalies),
+                "--anomalies {} is also an input",
+                args.anomalies.display()
+            );
+        }
     }
     let threads = args
         .threads
@@ -161,8 +162,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         d
     };
     let mut feeds = Vec::new();
-    for (kind, path) in inputs {
-        let input = Input::from_arg(path);
+    for (kind, input) in inputs {
         vigil_pipeline::check_readable(std::slice::from_ref(&input))?;
         let reading = match kind {
             RecordKind::Spans => Reading::Here(
