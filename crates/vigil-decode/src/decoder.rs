@@ -659,15 +659,19 @@ enum Shape {
     Other,
 }
 
+/// JSON's whitespace.
+fn is_ws(b: &u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
 fn first_key_offset(bytes: &[u8]) -> Shape {
-    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
-    let Some(open) = bytes.iter().position(|b| !ws(b)) else {
+    let Some(open) = bytes.iter().position(|b| !is_ws(b)) else {
         return Shape::Blank;
     };
     if bytes[open] != b'{' {
         return Shape::Other;
     }
-    match bytes[open + 1..].iter().position(|b| !ws(b)) {
+    match bytes[open + 1..].iter().position(|b| !is_ws(b)) {
         Some(q) if bytes[open + 1 + q] == b'"' => Shape::Object(open + q + 2),
         _ => Shape::Other,
     }
@@ -691,7 +695,6 @@ fn parse_rejection(e: &simd_json::Error, bytes: &[u8]) -> Rejection {
 /// most such lines, JSON that is not one object per line (a pretty-printed array's `[`, `]`
 /// and `},`) and a second value after the object, where simd-json says only "InternalError".
 fn invalid_json(e: &simd_json::Error, bytes: &[u8]) -> String {
-    let is_ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
     let Some(first) = bytes.iter().position(|b| !is_ws(b)) else {
         return format!("invalid JSON: {e}");
     };
