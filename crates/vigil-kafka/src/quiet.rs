@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
+use tracing::Level;
 
 /// How long after logging a kind of message its repeats are only counted.
 pub(crate) const REPEAT_EVERY: Duration = Duration::from_secs(30);
@@ -27,15 +28,17 @@ impl Quiet {
     /// are held back as said; notices and debug lines (librdkafka's `debug` setting, asked for)
     /// all pass.
     pub(crate) fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        let loud = matches!(
-            level,
+        let level = match level {
             RDKafkaLogLevel::Emerg
-                | RDKafkaLogLevel::Alert
-                | RDKafkaLogLevel::Critical
-                | RDKafkaLogLevel::Error
-                | RDKafkaLogLevel::Warning
-        );
-        let held = if loud {
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => Level::ERROR,
+            RDKafkaLogLevel::Warning => Level::WARN,
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => Level::INFO,
+            RDKafkaLogLevel::Debug => Level::DEBUG,
+        };
+        // tracing orders levels by verbosity: WARN and ERROR are the ones at most WARN.
+        let held = if level <= Level::WARN {
             match self.pass(&format!("log {fac}"), Instant::now()) {
                 Some(held) => held,
                 None => return,
@@ -45,21 +48,10 @@ impl Quiet {
         };
         let more = more(held);
         match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", "{fac} {message}{more}")
-            }
-            RDKafkaLogLevel::Warning => {
-                tracing::warn!(target: "librdkafka", "{fac} {message}{more}")
-            }
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "librdkafka", "{fac} {message}{more}")
-            }
-            RDKafkaLogLevel::Debug => {
-                tracing::debug!(target: "librdkafka", "{fac} {message}{more}")
-            }
+            Level::ERROR => tracing::error!(target: "librdkafka", "{fac} {message}{more}"),
+            Level::WARN => tracing::warn!(target: "librdkafka", "{fac} {message}{more}"),
+            Level::INFO => tracing::info!(target: "librdkafka", "{fac} {message}{more}"),
+            _ => tracing::debug!(target: "librdkafka", "{fac} {message}{more}"),
         }
     }
 
