@@ -220,15 +220,14 @@ async fn run(
                 .try_for_each(|b| w.write(b))
                 .and_then(|()| w.finish())
         }
+        // `vigil sql`'s CSV: nested values (the metrics' `labels` map) as their text, and a
+        // header line for a result without rows.
         Answer::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .build(&mut out);
-            // A result without rows still has its header line.
-            if batches.is_empty() {
-                batches.push(RecordBatch::new_empty(schema.clone()));
-            }
-            batches.iter().try_for_each(|b| w.write(b))
+            let mut w = crate::ResultWriter::new(crate::Format::Csv, &mut out, false);
+            batches
+                .iter()
+                .try_for_each(|b| w.write(b))
+                .and_then(|()| w.finish(&schema))
         }
         Answer::Arrow => {
             arrow::ipc::writer::StreamWriter::try_new(&mut out, &schema).and_then(|mut w| {

@@ -145,6 +145,11 @@ fn serve_answers_queries_with_a_token_and_refuses_everything_else() {
     let (status, _, body) = server.post(none, &[auth, "Accept: text/csv"]);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(String::from_utf8(body).unwrap(), "service,n\n");
+    // A nested value (as the metrics' `labels` map) as its text, as `vigil sql` writes it.
+    let nested = "SELECT map(['k'], [service]) AS m FROM logs ORDER BY service LIMIT 1";
+    let (status, _, body) = server.post(nested, &[auth, "Accept: text/csv"]);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(String::from_utf8(body).unwrap(), "m\n{k: ai-service}\n");
     let (status, content_type, body) = server.post(
         query,
         &[auth, "Accept: application/vnd.apache.arrow.stream"],
