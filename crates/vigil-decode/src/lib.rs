@@ -16,6 +16,7 @@
 //! records in the same input are unaffected.
 #![warn(missing_docs)]
 
+mod aliases;
 mod column;
 mod dead;
 mod decoder;

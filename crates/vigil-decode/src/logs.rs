@@ -9,6 +9,7 @@ use simd_json::Node;
 use vigil_core::schema::{FieldType, LogSchema, col};
 use vigil_core::time::date32_from_micros;
 
+use crate::aliases::{self, Slot, level_number};
 use crate::column::{BoolColumn, PrimColumn, StrColumn};
 use crate::dead::{ReasonCode, Rejection};
 use crate::groups::{Columns, Groups};
@@ -165,10 +166,11 @@ fn promote<'t>(t: FieldType, key: &str, node: &Node<'t>) -> Result<Value<'t>, Re
     }
 }
 
-/// Normalises a log level: case-insensitive, `WARN` → `WARNING`, `FATAL`/`CRIT` →
-/// `CRITICAL`, `ERR` → `ERROR`. Unknown levels are kept, upper-cased.
+/// Normalises a log level: case-insensitive, `WARN` → `WARNING`; `FATAL`, `CRIT` and
+/// syslog's and zap's graver names (`EMERGENCY`, `ALERT`, `PANIC`) → `CRITICAL`; `ERR` and
+/// java.util.logging's `SEVERE` → `ERROR`. Unknown levels are kept, upper-cased.
 pub(crate) fn normalize_level(s: &str) -> Option<&'static str> {
-    const KNOWN: [(&str, &str); 10] = [
+    const KNOWN: [(&str, &str); 17] = [
         ("INFO", "INFO"),
         ("ERROR", "ERROR"),
         ("DEBUG", "DEBUG"),
@@ -179,6 +181,13 @@ pub(crate) fn normalize_level(s: &str) -> Option<&'static str> {
         ("CRIT", "CRITICAL"),
         ("ERR", "ERROR"),
         ("TRACE", "TRACE"),
+        ("EMERGENCY", "CRITICAL"),
+        ("EMERG", "CRITICAL"),
+        ("ALERT", "CRITICAL"),
+        ("PANIC", "CRITICAL"),
+        ("DPANIC", "CRITICAL"),
+        ("SEVERE", "ERROR"),
+        ("NOTICE", "NOTICE"),
     ];
     // Most logs write a name exactly as listed: an exact pass first is far cheaper than
     // comparing every entry without case.
@@ -337,7 +346,10 @@ struct Scratch {
 /// Where a record's known top-level fields are on the tape ([`ABSENT`] if not there).
 struct Fields {
     ts: usize,
+    /// The name `ts` was found under: `timestamp` or an alias.
+    ts_name: &'static str,
     level: usize,
+    level_name: &'static str,
     service: usize,
     /// trace_id, span_id, parent_span_id, user_id, message.
     strs: [usize; 5],
@@ -379,7 +391,7 @@ impl Rows for LogRows {
             ));
         };
         let f = self.scratch.fields(tape, idx, len);
-        let micros = required_timestamp(tape, f.ts, bounds)?;
+        let micros = required_timestamp(tape, f.ts, f.ts_name, bounds)?;
         let service = required_str(tape, f.service, "service")?;
         let (schema, hint) = (&self.schema, self.rows_hint);
         let c = self
@@ -425,12 +437,16 @@ impl Scratch {
     fn fields(&mut self, tape: &[Node<'_>], idx: usize, len: usize) -> Fields {
         let mut f = Fields {
             ts: ABSENT,
+            ts_name: "timestamp",
             level: ABSENT,
+            level_name: "level",
             service: ABSENT,
             strs: [ABSENT; 5],
             ad: None,
         };
         self.extras.clear();
+        // A `service` object (ECS's `{"name": …}`) is a place to look for the name.
+        let mut service_object = ABSENT;
         for (m, key) in Member::of_object(tape, idx, len) {
             let value = m.key + 1;
             // By length, then first byte: one comparison per known key.
@@ -438,7 +454,14 @@ impl Scratch {
             match (b.len(), b.first()) {
                 (9, Some(b't')) if key == "timestamp" => f.ts = value,
                 (5, Some(b'l')) if key == "level" => f.level = value,
-                (7, Some(b's')) if key == "service" => f.service = value,
+                (7, Some(b's')) if key == "service" => {
+                    if let Node::Object { .. } = tape[value] {
+                        service_object = value;
+                        self.extras.push(m);
+                    } else {
+                        f.service = value;
+                    }
+                }
                 (8, Some(b't')) if key == "trace_id" => f.strs[0] = value,
                 (7, Some(b's')) if key == "span_id" => f.strs[1] = value,
                 (14, Some(b'p')) if key == "parent_span_id" => f.strs[2] = value,
@@ -448,7 +471,45 @@ impl Scratch {
                 _ => self.extras.push(m),
             }
         }
+        if !self.extras.is_empty() {
+            self.aliases(tape, &mut f);
+            if f.service == ABSENT {
+                // Not found inside it either: said to be of the wrong type.
+                f.service = service_object;
+            }
+        }
         f
+    }
+
+    /// Fills the known fields the record lacks from their [`aliases`] among `extras`.
+    #[cold]
+    fn aliases(&mut self, tape: &[Node<'_>], f: &mut Fields) {
+        let slots = [Slot::Timestamp, Slot::Level, Slot::Service]
+            .into_iter()
+            .chain((0..STRING_FIELDS.len()).map(Slot::Str));
+        for slot in slots {
+            let at = match slot {
+                Slot::Timestamp => &mut f.ts,
+                Slot::Level => &mut f.level,
+                Slot::Service => &mut f.service,
+                Slot::Str(i) => &mut f.strs[i],
+            };
+            if *at != ABSENT {
+                continue;
+            }
+            let Some(found) = aliases::find(slot, tape, &self.extras) else {
+                continue;
+            };
+            *at = found.value;
+            if let Some(i) = found.whole {
+                self.extras.remove(i);
+            }
+            match slot {
+                Slot::Timestamp => f.ts_name = found.name,
+                Slot::Level => f.level_name = found.name,
+                _ => {}
+            }
+        }
     }
 
     /// Validates and writes the fields after `timestamp` and `service`, in the order their
@@ -464,12 +525,21 @@ impl Scratch {
         raw: Raw<'_>,
         f: &Fields,
     ) -> Result<(), Rejection> {
-        match optional_str(tape, f.level, "level")? {
-            Some(s) if keep.level => match normalize_level(s) {
+        match tape.get(f.level) {
+            Some(Node::String(s)) if keep.level => match normalize_level(s) {
                 Some(known) => c.level.push(known),
                 None => c.level.push(&s.to_ascii_uppercase()),
             },
-            _ => c.level.push_null(),
+            None | Some(Node::String(_)) => c.level.push_null(),
+            Some(n) if is_null(n) => c.level.push_null(),
+            Some(n) => match as_i64(n) {
+                Some(i) if keep.level => match level_number(i) {
+                    Some(known) => c.level.push(known),
+                    None => c.level.push(&i.to_string()),
+                },
+                Some(_) => c.level.push_null(),
+                None => return Err(wrong_type(f.level_name, "a string or a level number", n)),
+            },
         }
         for (((field, &i), b), &kept) in (STRING_FIELDS.iter().zip(&f.strs))
             .zip(&mut c.strings)

@@ -162,7 +162,7 @@ impl Rows for MetricRows {
             }
         }
 
-        let micros = required_timestamp(tape, ts, bounds)?;
+        let micros = required_timestamp(tape, ts, "timestamp", bounds)?;
         let name = required_str(tape, name, "name")?;
         let service = required_str(tape, service, "service")?;
         let kind = match optional_str(tape, kind, "type")? {

@@ -137,22 +137,24 @@ impl TimeBounds {
     }
 }
 
-/// The required `timestamp` field, within `bounds`. `idx == usize::MAX` means absent.
+/// The required event time, within `bounds`, read from the member named `field` (`timestamp`,
+/// or the alias it was found under). `idx == usize::MAX` means absent.
 pub(crate) fn required_timestamp(
     tape: &[Node<'_>],
     idx: usize,
+    field: &str,
     bounds: &TimeBounds,
 ) -> Result<i64, Rejection> {
     match tape.get(idx) {
         // The usual case first, without the general reader's error paths.
         Some(Node::String(s)) if let Some(micros) = parse_rfc3339_micros(s.as_bytes()) => {
-            bounds.check("timestamp", micros)
+            bounds.check(field, micros)
         }
         None | Some(Node::Static(simd_json::StaticNode::Null)) => Err(Rejection::new(
             ReasonCode::MissingField,
             "required field `timestamp` is missing",
         )),
-        Some(node) => bounds.check("timestamp", read_timestamp("timestamp", node)?),
+        Some(node) => bounds.check(field, read_timestamp(field, node)?),
     }
 }
 

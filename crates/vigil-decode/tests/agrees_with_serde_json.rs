@@ -146,7 +146,13 @@ fn record() -> impl Strategy<Value = String> {
                 Just("TRACE"),
                 Just("debug")
             ]
-            .prop_map(Value::from),
+            .prop_map(Value::from)
+            .boxed()
+            .prop_union(
+                prop_oneof![Just(30), Just(50), Just(3), Just(99), Just(-1)]
+                    .prop_map(Value::from)
+                    .boxed(),
+            ),
         ),
         optional(
             prop_oneof![
@@ -160,12 +166,42 @@ fn record() -> impl Strategy<Value = String> {
         additional_data(),
         prop::collection::vec(("[a-z]{1,8}", json_value()), 0..2),
         any::<prop::sample::Index>(),
+        0usize..4,
     )
-        .prop_map(|(ts, level, service, strs, ad, extra, shuffle)| {
+        .prop_map(|(ts, level, service, strs, ad, extra, shuffle, shape)| {
             let mut members: Vec<(String, String)> = Vec::new();
+            // The seed's names (0), or another logging library's: pino's (1), the Elastic
+            // Common Schema's dotted keys (2) and nested objects (3).
+            let renamed: &[(&str, &str)] = match shape {
+                1 => &[("timestamp", "time"), ("message", "msg")],
+                2 => &[
+                    ("timestamp", "@timestamp"),
+                    ("level", "log.level"),
+                    ("service", "service.name"),
+                    ("trace_id", "trace.id"),
+                    ("span_id", "span.id"),
+                    ("user_id", "user.id"),
+                ],
+                3 => &[("timestamp", "ts")],
+                _ => &[],
+            };
+            let nested: &[(&str, &str, &str)] = match shape {
+                3 => &[
+                    ("service", "service", r#"{"name":{},"version":"1.2"}"#),
+                    ("level", "log", r#"{"level":{}}"#),
+                    ("trace_id", "trace", r#"{"id":{}}"#),
+                ],
+                _ => &[],
+            };
             let mut put = |k: &str, v: Option<Value>| {
-                if let Some(v) = v {
-                    members.push((k.to_string(), raw(&v)));
+                let Some(v) = v else { return };
+                let text = raw(&v);
+                if let Some((_, alias)) = renamed.iter().find(|(f, _)| *f == k) {
+                    members.push((alias.to_string(), text));
+                } else if let Some((_, outer, inner)) = nested.iter().find(|(f, ..)| *f == k) {
+                    members.push((outer.to_string(), inner.replace("{}", &text)));
+                } else {
+                    members.push((k.to_string(), text));
                 }
             };
             put("timestamp", ts);

@@ -116,6 +116,170 @@ fn normalises_levels_and_keeps_unknown_fields() {
 }
 
 #[test]
+fn records_of_other_logging_libraries_are_read_under_their_names() {
+    // pino, bunyan, zap, logrus, the Elastic Common Schema (dotted keys, then nested objects),
+    // Google Cloud's structured logging, Python's logging: each as its library writes it.
+    let input = concat_lines(&[
+        r#"{"level":30,"time":1689430953456,"pid":7,"hostname":"h","service":"pino","msg":"hello"}"#,
+        r#"{"name":"app","level":50,"time":"2023-07-15T14:22:33.456Z","service":"bunyan","msg":"boom","v":0}"#,
+        r#"{"level":"error","ts":1689430953.456,"caller":"main.go:12","service":"zap","msg":"failed"}"#,
+        r#"{"level":"warning","msg":"slow","time":"2023-07-15T16:22:33.456+02:00","service":"logrus"}"#,
+        r#"{"@timestamp":"2023-07-15T14:22:33.456Z","log.level":"ERROR","message":"m","service.name":"ecs","trace.id":"t1","span.id":"s1","parent.id":"p1","user.id":"u1"}"#,
+        r#"{"@timestamp":"2023-07-15T14:22:33.456Z","log":{"level":"info","logger":"x"},"service":{"name":"ecs-nested","version":"1.2"},"trace":{"id":"t2"},"message":"n"}"#,
+        r#"{"timestamp":"2023-07-15T14:22:33.456Z","severity":"EMERGENCY","service":"gcp","message":"down","traceId":"t3","spanId":"s3"}"#,
+        r#"{"timestamp":"2023-07-15T14:22:33.456Z","levelname":"CRITICAL","service":"python","event":"started"}"#,
+    ]);
+    let mut dec = Decoder::logs(schema(), DecoderOptions::default());
+    let (rows, dead) = concat(&decode_all(&mut dec, &input, 7));
+    assert_eq!((rows.num_rows(), dead.num_rows()), (8, 0));
+    let strings = |name: &str| -> Vec<Option<String>> {
+        col(&rows, name)
+            .as_string::<i32>()
+            .iter()
+            .map(|s| s.map(str::to_string))
+            .collect()
+    };
+    let mut by_service: Vec<_> = strings("service")
+        .into_iter()
+        .zip(strings("level"))
+        .zip(strings("message"))
+        .zip(strings("trace_id"))
+        .zip(strings("extra"))
+        .zip(
+            col(&rows, "timestamp")
+                .as_primitive::<TimestampMicrosecondType>()
+                .values()
+                .iter(),
+        )
+        .map(|(((((s, l), m), t), e), &ts)| (s.unwrap(), l, m, t, e, ts))
+        .collect();
+    by_service.sort();
+    let some = |s: &str| Some(s.to_string());
+    let ts = 1_689_430_953_456_000;
+    assert_eq!(
+        by_service,
+        [
+            (
+                "bunyan".into(),
+                some("ERROR"),
+                some("boom"),
+                None,
+                some(r#"{"name":"app","v":0}"#),
+                ts
+            ),
+            ("ecs".into(), some("ERROR"), some("m"), some("t1"), None, ts),
+            (
+                "ecs-nested".into(),
+                some("INFO"),
+                some("n"),
+                some("t2"),
+                // The objects an alias was read from are kept whole.
+                some(
+                    r#"{"log":{"level":"info","logger":"x"},"service":{"name":"ecs-nested","version":"1.2"},"trace":{"id":"t2"}}"#
+                ),
+                ts
+            ),
+            (
+                "gcp".into(),
+                some("CRITICAL"),
+                some("down"),
+                some("t3"),
+                None,
+                ts
+            ),
+            (
+                "logrus".into(),
+                some("WARNING"),
+                some("slow"),
+                None,
+                None,
+                ts
+            ),
+            (
+                "pino".into(),
+                some("INFO"),
+                some("hello"),
+                None,
+                some(r#"{"pid":7,"hostname":"h"}"#),
+                ts
+            ),
+            (
+                "python".into(),
+                some("CRITICAL"),
+                some("started"),
+                None,
+                None,
+                ts
+            ),
+            (
+                "zap".into(),
+                some("ERROR"),
+                some("failed"),
+                None,
+                some(r#"{"caller":"main.go:12"}"#),
+                ts
+            ),
+        ]
+    );
+    let ecs = strings("service")
+        .iter()
+        .position(|s| s.as_deref() == Some("ecs"))
+        .unwrap();
+    let row = |name: &str| strings(name)[ecs].clone();
+    assert_eq!(
+        (row("span_id"), row("parent_span_id"), row("user_id")),
+        (some("s1"), some("p1"), some("u1"))
+    );
+}
+
+#[test]
+fn the_seed_s_names_win_and_a_guessed_name_never_makes_a_dead_letter() {
+    let input = concat_lines(&[
+        // Both names: the seed's is the field, the other stays in `extra`.
+        r#"{"timestamp":"2024-01-01T00:00:00Z","time":"12:00","service":"a","message":"m","msg":"other"}"#,
+        // An alias of the wrong type is not taken: the record is read, the member kept.
+        r#"{"timestamp":"2024-01-01T00:00:00Z","service":"b","event":{"kind":"x"},"severity":{"n":1}}"#,
+        // A `service` object without a name is still the wrong type.
+        r#"{"timestamp":"2024-01-01T00:00:00Z","service":{"version":"1"}}"#,
+        // A time under an alias that is no time says which field it read.
+        r#"{"time":"yesterday","service":"c"}"#,
+        // Levels as numbers: pino's, syslog's, and one of neither kept as written.
+        r#"{"timestamp":"2024-01-01T00:00:00Z","service":"d","level":99}"#,
+        r#"{"timestamp":"2024-01-01T00:00:00Z","service":"d","level":4}"#,
+        r#"{"timestamp":"2024-01-01T00:00:00Z","service":"d","level":2.5}"#,
+    ]);
+    let mut dec = Decoder::logs(schema(), DecoderOptions::default());
+    let (rows, dead) = concat(&decode_all(&mut dec, &input, 7));
+    assert_eq!((rows.num_rows(), dead.num_rows()), (4, 3));
+    let s = |b: &RecordBatch, name: &str, i: usize| {
+        let a = col(b, name).as_string::<i32>();
+        a.is_valid(i).then(|| a.value(i).to_string())
+    };
+    assert_eq!(s(&rows, "message", 0).as_deref(), Some("m"));
+    assert_eq!(
+        s(&rows, "extra", 0).as_deref(),
+        Some(r#"{"time":"12:00","msg":"other"}"#)
+    );
+    assert_eq!(s(&rows, "message", 1), None);
+    assert_eq!(s(&rows, "level", 1), None);
+    assert_eq!(
+        s(&rows, "extra", 1).as_deref(),
+        Some(r#"{"event":{"kind":"x"},"severity":{"n":1}}"#)
+    );
+    assert_eq!(s(&rows, "level", 2).as_deref(), Some("99"));
+    assert_eq!(s(&rows, "level", 3).as_deref(), Some("WARNING"));
+    let reasons: Vec<_> = (0..3).map(|i| s(&dead, "reason", i).unwrap()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "field `service` must be a string, found object",
+            r#"field `time` = "yesterday" is not an RFC 3339 timestamp"#,
+            "field `level` must be a string or a level number, found number",
+        ]
+    );
+}
+
+#[test]
 fn epoch_seconds_and_milliseconds_are_both_read() {
     // The same instant as `date +%s`, Python's `time.time()`, `Date.now()` and RFC 3339;
     // epoch microseconds are milliseconds past year 9999: a dead letter that says so.

@@ -69,12 +69,101 @@ fn depth(v: &Value) -> usize {
     }
 }
 
+/// Other names of the known fields, tried in order when the seed's name is absent.
+const ALIASES: [(&str, &[&str]); 8] = [
+    ("timestamp", &["@timestamp", "time", "ts"]),
+    ("level", &["log.level", "severity", "levelname"]),
+    ("service", &["service.name"]),
+    ("trace_id", &["trace.id", "traceId", "traceID"]),
+    ("span_id", &["span.id", "spanId", "spanID"]),
+    (
+        "parent_span_id",
+        &["parent.id", "parentSpanId", "parentSpanID", "parentId"],
+    ),
+    ("user_id", &["user.id", "userId"]),
+    ("message", &["msg", "event"]),
+];
+
+/// The value at `path` in `o`: a member of that name, else a path through nested objects.
+fn at_path<'a>(o: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    o.get(path).or_else(|| {
+        path.match_indices('.')
+            .find_map(|(i, _)| match o.get(&path[..i]) {
+                Some(Value::Object(inner)) => at_path(inner, &path[i + 1..]),
+                _ => None,
+            })
+    })
+}
+
+/// Whether an alias's value may stand for `field`.
+fn fits(field: &str, v: &Value) -> bool {
+    match (field, v) {
+        ("service", Value::String(s)) => !s.is_empty(),
+        (_, Value::String(_)) => true,
+        ("timestamp", Value::Number(_)) => true,
+        ("level", v) => as_i64(v).is_some(),
+        _ => false,
+    }
+}
+
+/// `o` with each known field the record lacks (or, for `service`, has as an object) taken
+/// from its first fitting alias; the members taken whole are removed, so what is left over is
+/// `extra`.
+fn with_aliases(o: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = o.clone();
+    for (field, names) in ALIASES {
+        let lacks = match o.get(field) {
+            None => true,
+            Some(Value::Object(_)) => field == "service",
+            Some(_) => false,
+        };
+        if !lacks {
+            continue;
+        }
+        let found = names.iter().find_map(|&name| {
+            // A member of that name is the alias, fitting or not; else a nested path.
+            match o.get(name) {
+                Some(v) => fits(field, v).then(|| (name, v.clone(), true)),
+                None => at_path(o, name)
+                    .filter(|v| fits(field, v))
+                    .map(|v| (name, v.clone(), false)),
+            }
+        });
+        if let Some((name, v, whole)) = found {
+            if whole {
+                out.remove(name);
+            }
+            if let Some(object) = out.insert(field.to_string(), v) {
+                // The `service` object stays, under its name, in `extra`.
+                out.insert(format!("\0{field}"), object);
+            }
+        }
+    }
+    out
+}
+
 fn level(s: &str) -> String {
     match s.to_ascii_uppercase().as_str() {
         "WARN" => "WARNING".into(),
-        "FATAL" | "CRIT" => "CRITICAL".into(),
-        "ERR" => "ERROR".into(),
+        "FATAL" | "CRIT" | "EMERGENCY" | "EMERG" | "ALERT" | "PANIC" | "DPANIC" => {
+            "CRITICAL".into()
+        }
+        "ERR" | "SEVERE" => "ERROR".into(),
         other => other.into(),
+    }
+}
+
+/// pino's and bunyan's numeric levels, and syslog's severities.
+fn level_number(n: i64) -> String {
+    match n {
+        10 => "TRACE".into(),
+        20 | 7 => "DEBUG".into(),
+        30 | 6 => "INFO".into(),
+        5 => "NOTICE".into(),
+        40 | 4 => "WARNING".into(),
+        50 | 3 => "ERROR".into(),
+        60 | 0..=2 => "CRITICAL".into(),
+        other => other.to_string(),
     }
 }
 
@@ -161,6 +250,7 @@ fn expect_value(
     let Value::Object(o) = v else {
         return Err("not_an_object");
     };
+    let o = &with_aliases(o);
     let ts = match o.get("timestamp") {
         None | Some(Value::Null) => return Err("missing_field"),
         Some(t) => timestamp(t)?,
@@ -180,7 +270,11 @@ fn expect_value(
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err("wrong_type"),
     };
-    let level = opt_str("level")?.map(|l| level(&l));
+    let level = match o.get("level") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(level(s)),
+        Some(v) => Some(level_number(as_i64(v).ok_or("wrong_type")?)),
+    };
     let mut strings: [Option<String>; 5] = Default::default();
     for (i, k) in STRINGS.iter().enumerate() {
         strings[i] = opt_str(k)?;
@@ -225,7 +319,7 @@ fn expect_value(
     let extra: Map<String, Value> = o
         .iter()
         .filter(|(k, _)| !FIXED.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, v)| (k.trim_start_matches('\0').to_string(), v.clone()))
         .collect();
     Ok(Row {
         timestamp: ts,

@@ -1,0 +1,125 @@
+//! The names other logging libraries give the seed's fields.
+//!
+//! pino, bunyan, logrus and zap write `msg` and `time` (zap `ts`); the Elastic Common Schema
+//! writes `@timestamp`, `log.level`, `service.name`, `trace.id`, either as dotted keys or as
+//! nested objects; Google Cloud's structured logs `severity`; Python's `levelname`; OpenTelemetry
+//! and Zipkin style JSON `traceId`, `spanId`. A record that lacks a field under the seed's name
+//! takes it from the first of these names it has, so such logs are archived and judged
+//! rather than dead letters.
+//!
+//! Two rules keep a guess from doing harm. The seed's own name always wins: a record with both
+//! `message` and `msg` keeps `msg` in `extra`. And an alias is taken only when its value has the
+//! field's type (a string; for the time also a number; for the level also an integer), so an
+//! unrelated member that happens to share a name (`"event": {...}`) stays in `extra` and never
+//! makes a record a dead letter. A member taken whole leaves `extra`; one read inside a nested
+//! object (`"service": {"name": …, "version": …}`) leaves that object in `extra` as written, so
+//! nothing is dropped.
+
+use simd_json::{Node, StaticNode};
+
+use crate::tape::as_i64;
+use crate::verbatim::Member;
+
+/// A known field, by its place in [`crate::logs`]' record positions.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Slot {
+    Timestamp,
+    Level,
+    Service,
+    /// trace_id, span_id, parent_span_id, user_id, message.
+    Str(usize),
+}
+
+/// Each known field's other names, tried in order.
+pub(crate) const ALIASES: [(Slot, &[&str]); 8] = [
+    (Slot::Timestamp, &["@timestamp", "time", "ts"]),
+    (Slot::Level, &["log.level", "severity", "levelname"]),
+    (Slot::Service, &["service.name"]),
+    (Slot::Str(0), &["trace.id", "traceId", "traceID"]),
+    (Slot::Str(1), &["span.id", "spanId", "spanID"]),
+    (
+        Slot::Str(2),
+        &["parent.id", "parentSpanId", "parentSpanID", "parentId"],
+    ),
+    (Slot::Str(3), &["user.id", "userId"]),
+    (Slot::Str(4), &["msg", "event"]),
+];
+
+/// Whether `node` may be taken as the value of `slot`.
+fn fits(slot: Slot, node: &Node<'_>) -> bool {
+    match (slot, node) {
+        (Slot::Service, Node::String(s)) => !s.is_empty(),
+        (_, Node::String(_)) => true,
+        (Slot::Timestamp, Node::Static(s)) => !matches!(s, StaticNode::Null | StaticNode::Bool(_)),
+        (Slot::Level, n @ Node::Static(_)) => as_i64(n).is_some(),
+        _ => false,
+    }
+}
+
+/// Where an alias was found: the tape index of its value, and the index in `members` of the
+/// member to take out of `extra` (`None` when the value was inside a nested object, which
+/// stays).
+pub(crate) struct Found {
+    pub(crate) value: usize,
+    pub(crate) whole: Option<usize>,
+    pub(crate) name: &'static str,
+}
+
+/// The first of `slot`'s aliases among `members` (the record's members under no known name)
+/// with a value that fits: for each name in turn, a member of that name, then a path through
+/// nested objects.
+pub(crate) fn find(slot: Slot, tape: &[Node<'_>], members: &[Member]) -> Option<Found> {
+    let names = ALIASES.iter().find(|(s, _)| *s == slot)?.1;
+    let key = |m: &Member| match tape[m.key] {
+        Node::String(k) => k,
+        _ => unreachable!("object keys are strings on the tape"),
+    };
+    names.iter().find_map(|&name| {
+        let whole = members.iter().position(|m| key(m) == name);
+        if let Some(i) = whole {
+            let value = members[i].key + 1;
+            return fits(slot, &tape[value]).then_some(Found { value, whole, name });
+        }
+        // `log.level` also as `"log": {"level": …}`.
+        members.iter().find_map(|m| {
+            let rest = name.strip_prefix(key(m))?.strip_prefix('.')?;
+            let value = nested(tape, m.key + 1, rest)?;
+            fits(slot, &tape[value]).then_some(Found {
+                value,
+                whole: None,
+                name,
+            })
+        })
+    })
+}
+
+/// The tape index of the value at dotted `path` inside the object at `tape[obj]`: a member
+/// of that name, else a path through nested objects.
+fn nested(tape: &[Node<'_>], obj: usize, path: &str) -> Option<usize> {
+    let Node::Object { len, .. } = tape[obj] else {
+        return None;
+    };
+    let members = || Member::of_object(tape, obj, len);
+    if let Some((m, _)) = members().find(|(_, key)| *key == path) {
+        return Some(m.key + 1);
+    }
+    members().find_map(|(m, key)| {
+        let rest = path.strip_prefix(key)?.strip_prefix('.')?;
+        nested(tape, m.key + 1, rest)
+    })
+}
+
+/// A numeric level as a name: pino's and bunyan's (10 trace … 60 fatal) and syslog's
+/// severities (0 emergency … 7 debug, as GELF writes them). Other numbers have none.
+pub(crate) fn level_number(n: i64) -> Option<&'static str> {
+    Some(match n {
+        10 => "TRACE",
+        20 | 7 => "DEBUG",
+        30 | 6 => "INFO",
+        5 => "NOTICE",
+        40 | 4 => "WARNING",
+        50 | 3 => "ERROR",
+        60 | 0..=2 => "CRITICAL",
+        _ => return None,
+    })
+}
