@@ -49,8 +49,12 @@ fn items(source: &str) -> Vec<Item> {
         } else if t == "}" && line.starts_with('}') {
             out.extend(current.take());
             doc.clear();
+            rename = None;
         } else {
+            // A line the reference does not show (an enum variant's field, say) takes its
+            // doc and rename with it.
             doc.clear();
+            rename = None;
         }
     }
     out.extend(current);
