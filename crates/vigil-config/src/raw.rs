@@ -302,6 +302,10 @@ pub struct RawDecode {
     /// Records whose event time is further than this behind vigil's clock are dead letters.
     /// Default `"off"`: any age since year 0001 (backfills and replays of old data).
     pub max_past: Option<Spanned<String>>,
+    /// The service of a record that names none, e.g. `"checkout"` for the logs of a library
+    /// that writes no service (pino, zap, logrus). Default: such a record is a dead letter
+    /// (`missing_field`).
+    pub default_service: Option<Spanned<String>>,
 }
 
 /// `[[rules]]`: an alerting rule on a windowed signal.

@@ -122,6 +122,32 @@ fn correlation_is_on_by_default_and_can_be_turned_off() {
 }
 
 #[test]
+fn a_default_service_is_read_and_an_empty_one_refused() {
+    let text = "[[sources]]\ntype = \"generator\"\n[decode]\ndefault_service = \"checkout\"\n";
+    let p = parse(text, "g.toml", |_| None).unwrap();
+    assert_eq!(p.decode.default_service.as_deref(), Some("checkout"));
+    let none = parse("[[sources]]\ntype = \"generator\"\n", "g.toml", |_| None).unwrap();
+    assert_eq!(none.decode.default_service, None);
+    let text = "[[sources]]\ntype = \"generator\"\n[decode]\nmax_past = \"never\"\ndefault_service = \" \"\n";
+    let err = parse(text, "g.toml", |_| None).unwrap_err();
+    let lines: Vec<_> = err
+        .problems
+        .iter()
+        .map(|p| (p.line, p.message.as_str()))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|(l, m)| *l == 5 && m.contains("must name a service")),
+        "{err}"
+    );
+    assert!(
+        lines.iter().any(|(l, m)| *l == 4 && m.contains("`never`")),
+        "{err}"
+    );
+}
+
+#[test]
 fn syntax_errors_are_located() {
     let err = parse("[pipeline\nname = 1\n", "x.toml", |_| None).unwrap_err();
     assert_eq!(err.problems[0].line, 1, "{err}");

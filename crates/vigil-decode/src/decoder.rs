@@ -38,6 +38,9 @@ pub struct DecoderOptions {
     /// Records with an event time further than this behind the wall clock are dead letters;
     /// `None`: no limit but year 0001.
     pub max_past: Option<Duration>,
+    /// The service of a record that names none (logs of a library that writes no service,
+    /// one file or topic per service); `None`: such a record is a dead letter.
+    pub default_service: Option<String>,
 }
 
 impl Default for DecoderOptions {
@@ -50,6 +53,7 @@ impl Default for DecoderOptions {
             dead_letter_raw_limit: 64 << 10,
             max_future_skew: Some(Duration::from_secs(600)),
             max_past: None,
+            default_service: None,
         }
     }
 }
@@ -159,13 +163,13 @@ impl DecodedBatch {
 impl Decoder {
     /// A decoder for log records with the given schema.
     pub fn logs(schema: LogSchema, opts: DecoderOptions) -> Self {
-        let rows = Box::new(LogRows::new(schema));
+        let rows = Box::new(LogRows::new(schema, opts.default_service.clone()));
         Self::with_rows(RecordKind::Logs, rows, opts)
     }
 
     /// A decoder for metric records.
     pub fn metrics(opts: DecoderOptions) -> Self {
-        let rows = Box::new(MetricRows::new());
+        let rows = Box::new(MetricRows::new(opts.default_service.clone()));
         Self::with_rows(RecordKind::Metrics, rows, opts)
     }
 

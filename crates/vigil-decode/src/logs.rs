@@ -14,7 +14,7 @@ use crate::column::{BoolColumn, PrimColumn, StrColumn};
 use crate::dead::{ReasonCode, Rejection};
 use crate::groups::{Columns, Groups};
 use crate::rows::{
-    Rows, TimeBounds, optional_str, read_timestamp, required_str, required_timestamp,
+    Rows, TimeBounds, optional_str, read_timestamp, required_service, required_timestamp,
 };
 use crate::tape::{as_f64, as_i64, is_null, key_eq, write_members, wrong_type};
 use crate::verbatim::{Member, Raw};
@@ -331,6 +331,8 @@ pub(crate) struct LogRows {
     /// Rows per group at the previous finish: the size new groups start with.
     rows_hint: usize,
     scratch: Scratch,
+    /// `decode.default_service`.
+    default_service: Option<String>,
 }
 
 /// Per-record positions on the tape, kept to reuse their allocations.
@@ -358,8 +360,9 @@ struct Fields {
 }
 
 impl LogRows {
-    pub(crate) fn new(schema: LogSchema) -> Self {
+    pub(crate) fn new(schema: LogSchema, default_service: Option<String>) -> Self {
         Self {
+            default_service,
             keep: Keep::all(&schema),
             groups: Groups::new(),
             rows_hint: 1024,
@@ -392,7 +395,7 @@ impl Rows for LogRows {
         };
         let f = self.scratch.fields(tape, idx, len);
         let micros = required_timestamp(tape, f.ts, f.ts_name, bounds)?;
-        let service = required_str(tape, f.service, "service")?;
+        let service = required_service(tape, f.service, self.default_service.as_deref())?;
         let (schema, hint) = (&self.schema, self.rows_hint);
         let c = self
             .groups

@@ -14,7 +14,9 @@ use vigil_core::time::date32_from_micros;
 
 use crate::dead::{ReasonCode, Rejection};
 use crate::groups::{Columns, Groups};
-use crate::rows::{Rows, TimeBounds, optional_str, required_str, required_timestamp};
+use crate::rows::{
+    Rows, TimeBounds, optional_str, required_service, required_str, required_timestamp,
+};
 use crate::tape::{as_f64, type_name, write_members, write_static, wrong_type};
 use crate::verbatim::{Member, Raw};
 
@@ -116,11 +118,14 @@ pub(crate) struct MetricRows {
     /// The record's members that are not known fields.
     extras: Vec<Member>,
     json: String,
+    /// `decode.default_service`.
+    default_service: Option<String>,
 }
 
 impl MetricRows {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(default_service: Option<String>) -> Self {
         Self {
+            default_service,
             schema: metric_schema(),
             groups: Groups::new(),
             extras: Vec::new(),
@@ -164,7 +169,7 @@ impl Rows for MetricRows {
 
         let micros = required_timestamp(tape, ts, "timestamp", bounds)?;
         let name = required_str(tape, name, "name")?;
-        let service = required_str(tape, service, "service")?;
+        let service = required_service(tape, service, self.default_service.as_deref())?;
         let kind = match optional_str(tape, kind, "type")? {
             None => None,
             Some(k) => Some(

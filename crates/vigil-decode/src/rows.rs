@@ -178,6 +178,20 @@ pub(crate) fn required_str<'t>(
     }
 }
 
+/// The required `service`, or `default` (`decode.default_service`) for a record that has
+/// none (absent or null). `idx == usize::MAX` means absent.
+#[inline]
+pub(crate) fn required_service<'a>(
+    tape: &[Node<'a>],
+    idx: usize,
+    default: Option<&'a str>,
+) -> Result<&'a str, Rejection> {
+    match (tape.get(idx), default) {
+        (None | Some(Node::Static(simd_json::StaticNode::Null)), Some(d)) => Ok(d),
+        _ => required_str(tape, idx, "service"),
+    }
+}
+
 /// An optional string field: absent or null is `None`; any other non-string is an error.
 pub(crate) fn optional_str<'t>(
     tape: &[Node<'t>],

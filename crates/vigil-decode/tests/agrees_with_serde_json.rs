@@ -324,6 +324,7 @@ fn check(lines: &[Vec<u8>], splits: &[usize], batch_size: usize) -> Result<(), T
             dead_letter_raw_limit: 4096,
             max_future_skew: None,
             max_past: None,
+            default_service: None,
         },
     );
     let (mut rows, mut dead) = (Vec::new(), Vec::new());

@@ -280,6 +280,42 @@ fn the_seed_s_names_win_and_a_guessed_name_never_makes_a_dead_letter() {
 }
 
 #[test]
+fn a_record_without_a_service_takes_the_default_one_if_set() {
+    let input = concat_lines(&[
+        r#"{"time":"2024-01-01T00:00:00Z","level":30,"msg":"a"}"#,
+        r#"{"time":"2024-01-01T00:00:00Z","service":null,"msg":"b"}"#,
+        r#"{"time":"2024-01-01T00:00:00Z","service":"billing","msg":"c"}"#,
+        r#"{"time":"2024-01-01T00:00:00Z","service":"","msg":"d"}"#,
+    ]);
+    let opts = DecoderOptions {
+        default_service: Some("checkout".into()),
+        ..DecoderOptions::default()
+    };
+    let mut dec = Decoder::logs(schema(), opts.clone());
+    let (rows, dead) = concat(&decode_all(&mut dec, &input, 7));
+    assert_eq!((rows.num_rows(), dead.num_rows()), (3, 1));
+    let services: Vec<_> = col(&rows, "service")
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    // Batches come one per service, in service order.
+    assert_eq!(services, ["billing", "checkout", "checkout"]);
+    // Without it, the records naming no service are dead letters, as before.
+    let mut dec = Decoder::logs(schema(), DecoderOptions::default());
+    let (rows, dead) = concat(&decode_all(&mut dec, &input, 7));
+    assert_eq!((rows.num_rows(), dead.num_rows()), (1, 3));
+    let metrics = concat_lines(&[r#"{"timestamp":"2024-01-01T00:00:00Z","name":"cpu","value":1}"#]);
+    let mut dec = Decoder::metrics(opts);
+    let (rows, dead) = concat(&decode_all(&mut dec, &metrics, 7));
+    assert_eq!((rows.num_rows(), dead.num_rows()), (1, 0));
+    assert_eq!(
+        col(&rows, "service").as_string::<i32>().value(0),
+        "checkout"
+    );
+}
+
+#[test]
 fn epoch_seconds_and_milliseconds_are_both_read() {
     // The same instant as `date +%s`, Python's `time.time()`, `Date.now()` and RFC 3339;
     // epoch microseconds are milliseconds past year 9999: a dead letter that says so.

@@ -172,6 +172,14 @@ fn parse_threads(s: &str) -> Result<usize, String> {
     }
 }
 
+fn parse_service(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        Err("a service name, not empty".into())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -210,6 +218,11 @@ pub struct IngestArgs {
     /// Rows buffered per table before a commit.
     #[arg(long)]
     pub max_rows: Option<usize>,
+
+    /// The service of records that name none (logs of pino, zap or logrus, one file per
+    /// service); without it such records are dead letters.
+    #[arg(long, value_name = "NAME", value_parser = parse_service)]
+    pub service: Option<String>,
 
     /// NDJSON files, plain or gzip. Reads stdin when none are given, or for `-`.
     pub files: Vec<PathBuf>,

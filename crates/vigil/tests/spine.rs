@@ -387,16 +387,28 @@ fn gzip_and_stdin_inputs_are_ingested() {
     text.extend(std::fs::read(&plain).unwrap());
     std::fs::write(&bom, text).unwrap();
     from_stdin(&["-"], &bom);
+    // pino's shape (`time`, `msg`, numeric levels, no service), the service given by flag.
+    let pino = dir.path().join("pino.ndjson");
+    std::fs::write(
+        &pino,
+        "{\"level\":50,\"time\":1717000000000,\"pid\":1,\"msg\":\"boom\"}\n\
+         {\"level\":30,\"time\":1717000000001,\"pid\":1,\"msg\":\"ok\"}\n",
+    )
+    .unwrap();
+    from_stdin(&["--service", "checkout", "-"], &pino);
     let n = json_rows(&vigil_ok(&[
         "sql",
         "--archive",
         archive,
         "--format",
         "json",
-        "SELECT (SELECT count(*) FROM logs) AS n, (SELECT count(*) FROM dead_letters) AS dead",
+        "SELECT (SELECT count(*) FROM logs) AS n, (SELECT count(*) FROM dead_letters) AS dead, \
+         (SELECT count(*) FROM logs WHERE service = 'checkout' AND level = 'ERROR' \
+         AND message = 'boom' AND extra = '{\"pid\":1}') AS pino",
     ]));
-    assert_eq!(n[0]["n"].as_u64().unwrap(), 3 * lines);
+    assert_eq!(n[0]["n"].as_u64().unwrap(), 3 * lines + 2);
     assert_eq!(n[0]["dead"].as_u64().unwrap(), 0);
+    assert_eq!(n[0]["pino"].as_u64().unwrap(), 1);
 }
 
 #[test]

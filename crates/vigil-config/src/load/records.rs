@@ -3,6 +3,8 @@
 use vigil_core::schema::{FieldType, LogSchema, PromotedField};
 use vigil_decode::DecoderOptions;
 
+use toml::Spanned;
+
 use super::Validator;
 use crate::raw::{RawDecode, RawField, RawSchema};
 
@@ -65,6 +67,16 @@ impl Validator<'_> {
         }
         let max_future_skew = self.optional_duration(&raw.max_future_skew, d.max_future_skew);
         let max_past = self.optional_duration(&raw.max_past, d.max_past);
+        let default_service = match raw.default_service {
+            Some(s) if s.get_ref().trim().is_empty() => {
+                self.problem(
+                    Some(s.span()),
+                    "`decode.default_service` must name a service".into(),
+                );
+                None
+            }
+            s => Some(s.map(Spanned::into_inner)),
+        };
         Some(DecoderOptions {
             max_future_skew: max_future_skew?,
             max_past: max_past?,
@@ -73,6 +85,7 @@ impl Validator<'_> {
             max_record_bytes: max_record_bytes?,
             max_depth: raw.max_depth.unwrap_or(d.max_depth),
             dead_letter_raw_limit: dead_letter_raw_limit?,
+            default_service: default_service?,
         })
     }
 }

@@ -38,6 +38,7 @@ fuzz_target!(|data: &[u8]| {
             dead_letter_raw_limit: 64,
             max_future_skew: None,
             max_past: None,
+            default_service: None,
         },
     );
     let (mut rows, mut dead) = (0usize, Vec::new());

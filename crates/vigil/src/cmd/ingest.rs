@@ -17,6 +17,9 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     if !args.fields.is_empty() {
         pipeline.log_schema = schema_from_flags(&args.fields)?;
     }
+    if let Some(service) = &args.service {
+        pipeline.decode.default_service = Some(service.clone());
+    }
     if let Some(rows) = args.max_rows {
         pipeline.archive.flush.max_rows = rows;
     }
