@@ -111,6 +111,59 @@ struct File {
     path: String,
     date: Option<NaiveDate>,
     remove: Remove,
+    /// Rows, from the file's statistics.
+    rows: Option<usize>,
+}
+
+/// The files a pass takes out of one tier, by where they go. A day leaves its tier once all of
+/// it is older than the tier's age, for the next tier its age still fits, or for nowhere once
+/// past retention.
+struct Moves<'a> {
+    to_warm: Vec<&'a File>,
+    to_cold: Vec<&'a File>,
+    expired: Vec<&'a File>,
+}
+
+impl<'a> Moves<'a> {
+    fn of(files: &'a [File], from: Tier, cuts: Cuts) -> Self {
+        let leaves = match from {
+            Tier::Hot => cuts.hot,
+            Tier::Warm => cuts.warm,
+            Tier::Cold => cuts.drop,
+        };
+        let mut m = Self {
+            to_warm: Vec::new(),
+            to_cold: Vec::new(),
+            expired: Vec::new(),
+        };
+        for f in files {
+            match f.date {
+                Some(d) if d >= leaves => {}
+                None => {}
+                Some(d) if from == Tier::Hot && d >= cuts.warm => m.to_warm.push(f),
+                Some(d) if from != Tier::Cold && d >= cuts.drop => m.to_cold.push(f),
+                Some(_) => m.expired.push(f),
+            }
+        }
+        m
+    }
+
+    fn is_empty(&self) -> bool {
+        self.to_warm.is_empty() && self.to_cold.is_empty() && self.expired.is_empty()
+    }
+
+    /// Every file leaving the tier.
+    fn all(&self) -> impl Iterator<Item = &'a File> + '_ {
+        (self.to_warm.iter())
+            .chain(&self.to_cold)
+            .chain(&self.expired)
+            .copied()
+    }
+}
+
+/// The rows of `files`, from their statistics.
+fn rows(files: &[&File]) -> u64 {
+    files.iter().filter_map(|f| f.rows).map(|r| r as u64).sum()
 }
 
 /// The maintenance lock's content.
@@ -239,40 +292,33 @@ impl Archive {
         let Some(mut hot) = self.open(name).await? else {
             return Ok(());
         };
-        let moving: Vec<File> = files(&hot, name)?
-            .into_iter()
-            .filter(|f| f.date.is_some_and(|d| d < cuts.hot))
-            .collect();
-        if moving.is_empty() {
+        let files = files(&hot, name)?;
+        let moves = Moves::of(&files, Tier::Hot, cuts);
+        if moves.is_empty() {
             return Ok(());
         }
         check_columns(&hot, spec)?;
-        let (to_warm, rest): (Vec<&File>, Vec<&File>) = moving
-            .iter()
-            .partition(|f| f.date.is_some_and(|d| d >= cuts.warm));
-        let to_cold: Vec<&File> = rest
-            .into_iter()
-            .filter(|f| f.date.is_some_and(|d| d >= cuts.drop))
-            .collect();
-        report.expired_files += moving.len() - to_warm.len() - to_cold.len();
-        if let Some((version, rows)) = self.copy(&hot, &to_warm, spec, Tier::Warm, opts).await? {
+        report.expired_files += moves.expired.len();
+        let copied = self
+            .copy(&hot, &moves.to_warm, spec, Tier::Warm, opts)
+            .await?;
+        if let Some((version, rows)) = copied {
             entry_mut(layout, name).warm_version = Some(version);
             report.to_warm += rows;
         }
-        if let Some((version, rows)) = self.copy(&hot, &to_cold, spec, Tier::Cold, opts).await? {
+        let copied = self
+            .copy(&hot, &moves.to_cold, spec, Tier::Cold, opts)
+            .await?;
+        if let Some((version, rows)) = copied {
             entry_mut(layout, name).cold_version = Some(version);
             report.to_cold += rows;
         }
         // The switch: readers now see the copies and leave the originals out ...
-        entry_mut(layout, name).hot_moved = moving.iter().map(|f| f.path.clone()).collect();
+        entry_mut(layout, name).hot_moved = moves.all().map(|f| f.path.clone()).collect();
         self.publish(layout).await?;
         // ... which can then leave hot for good.
-        remove_files(
-            &mut hot,
-            name,
-            moving.into_iter().map(|f| f.remove).collect(),
-        )
-        .await?;
+        let removes = moves.all().map(|f| f.remove.clone()).collect();
+        remove_files(&mut hot, name, removes).await?;
         entry_mut(layout, name).hot_moved.clear();
         self.publish(layout).await
     }
@@ -291,28 +337,21 @@ impl Archive {
             return Ok(());
         };
         let mut warm = self.tier(Tier::Warm).open_at(name, version).await?;
-        let moving: Vec<File> = files(&warm, name)?
-            .into_iter()
-            .filter(|f| f.date.is_some_and(|d| d < cuts.warm))
-            .collect();
-        if moving.is_empty() {
+        let files = files(&warm, name)?;
+        let moves = Moves::of(&files, Tier::Warm, cuts);
+        if moves.is_empty() {
             return Ok(());
         }
-        let to_cold: Vec<&File> = moving
-            .iter()
-            .filter(|f| f.date.is_some_and(|d| d >= cuts.drop))
-            .collect();
-        report.expired_files += moving.len() - to_cold.len();
-        if let Some((version, rows)) = self.copy(&warm, &to_cold, spec, Tier::Cold, opts).await? {
+        report.expired_files += moves.expired.len();
+        let copied = self
+            .copy(&warm, &moves.to_cold, spec, Tier::Cold, opts)
+            .await?;
+        if let Some((version, rows)) = copied {
             entry_mut(layout, name).cold_version = Some(version);
             report.to_cold += rows;
         }
-        let version = remove_files(
-            &mut warm,
-            name,
-            moving.into_iter().map(|f| f.remove).collect(),
-        )
-        .await?;
+        let removes = moves.all().map(|f| f.remove.clone()).collect();
+        let version = remove_files(&mut warm, name, removes).await?;
         // Both tiers switch in the one PUT.
         entry_mut(layout, name).warm_version = Some(version);
         self.publish(layout).await
@@ -331,16 +370,14 @@ impl Archive {
             return Ok(());
         };
         let mut cold = self.tier(Tier::Cold).open_at(name, version).await?;
-        let expired: Vec<Remove> = files(&cold, name)?
-            .into_iter()
-            .filter(|f| f.date.is_some_and(|d| d < cuts.drop))
-            .map(|f| f.remove)
-            .collect();
-        if expired.is_empty() {
+        let files = files(&cold, name)?;
+        let moves = Moves::of(&files, Tier::Cold, cuts);
+        if moves.is_empty() {
             return Ok(());
         }
-        report.expired_files += expired.len();
-        let version = remove_files(&mut cold, name, expired).await?;
+        report.expired_files += moves.expired.len();
+        let removes = moves.all().map(|f| f.remove.clone()).collect();
+        let version = remove_files(&mut cold, name, removes).await?;
         entry_mut(layout, name).cold_version = Some(version);
         self.publish(layout).await
     }
@@ -355,32 +392,15 @@ impl Archive {
         report: &mut TableReport,
     ) -> Result<(), StoreError> {
         let name = spec.name.as_str();
-        let grace =
-            chrono::Duration::from_std(opts.retention.grace).unwrap_or(chrono::Duration::MAX);
         let mut moved = false;
         for tier in Tier::ALL {
             let entry = layout.tables.get(name).cloned().unwrap_or_default();
-            let table = match tier {
-                Tier::Hot => self.open(name).await?,
-                Tier::Warm => match entry.warm_version {
-                    Some(v) => Some(self.tier(tier).open_at(name, v).await?),
-                    None => None,
-                },
-                Tier::Cold => match entry.cold_version {
-                    Some(v) => Some(self.tier(tier).open_at(name, v).await?),
-                    None => None,
-                },
+            let Some(table) = self.tier_table(tier, name, &entry).await? else {
+                continue;
             };
-            let Some(table) = table else { continue };
             let before = table.version();
-            let (table, metrics) = table
-                .vacuum()
-                .with_retention_period(grace)
-                .with_enforce_retention_duration(false)
-                .with_mode(VacuumMode::Lite)
-                .await
-                .map_err(StoreError::delta(name))?;
-            report.vacuumed_files += metrics.files_deleted.len();
+            let (table, deleted) = vacuum(table, name, opts, false).await?;
+            report.vacuumed_files += deleted;
             if table.version() != before {
                 let e = entry_mut(layout, name);
                 match tier {
@@ -400,6 +420,67 @@ impl Archive {
             self.publish(layout).await?;
         }
         Ok(())
+    }
+
+    /// A table's version in `tier` that readers see: hot's latest, warm's and cold's as the
+    /// layout records them.
+    async fn tier_table(
+        &self,
+        tier: Tier,
+        name: &str,
+        entry: &TableLayout,
+    ) -> Result<Option<DeltaTable>, StoreError> {
+        let version = match tier {
+            Tier::Hot => return self.open(name).await,
+            Tier::Warm => entry.warm_version,
+            Tier::Cold => entry.cold_version,
+        };
+        match version {
+            Some(v) => Ok(Some(self.tier(tier).open_at(name, v).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// What one pass would do now, without doing it (`vigil maintain --dry-run`): per table,
+    /// the rows that would move to warm and to cold (from the files' statistics), the files
+    /// retention would delete and those vacuum would. Nothing is written and no lock taken;
+    /// the moves are chosen as a pass chooses them ([`Moves`]).
+    pub async fn plan_maintenance(
+        &self,
+        specs: &[TableSpec],
+        opts: &MaintainOptions,
+    ) -> Result<Vec<TableReport>, StoreError> {
+        let (archive, layout) = self.clone().with_recorded_tiers().await?;
+        let cuts = Cuts::new(opts);
+        let mut reports = Vec::new();
+        for spec in specs {
+            let name = spec.name.as_str();
+            let entry = (layout.as_ref())
+                .and_then(|l| l.tables.get(name))
+                .cloned()
+                .unwrap_or_default();
+            let mut report = TableReport {
+                table: spec.name.clone(),
+                ..TableReport::default()
+            };
+            let mut found = false;
+            for tier in Tier::ALL {
+                let Some(table) = archive.tier_table(tier, name, &entry).await? else {
+                    continue;
+                };
+                found = true;
+                let files = files(&table, name)?;
+                let moves = Moves::of(&files, tier, cuts);
+                report.to_warm += rows(&moves.to_warm);
+                report.to_cold += rows(&moves.to_cold);
+                report.expired_files += moves.expired.len();
+                report.vacuumed_files += vacuum(table, name, opts, true).await?.1;
+            }
+            if found {
+                reports.push(report);
+            }
+        }
+        Ok(reports)
     }
 
     /// Copies the rows of `files` of `from` into `to`'s table, in compacted, sorted files;
@@ -521,6 +602,26 @@ fn entry_mut<'a>(layout: &'a mut Layout, table: &str) -> &'a mut TableLayout {
     layout.tables.entry(table.to_string()).or_default()
 }
 
+/// Vacuums `table`'s files removed more than `grace` ago (the removes' own wall-clock times);
+/// with `dry_run`, only counts them. Returns the table after and the files deleted.
+async fn vacuum(
+    table: DeltaTable,
+    name: &str,
+    opts: &MaintainOptions,
+    dry_run: bool,
+) -> Result<(DeltaTable, usize), StoreError> {
+    let grace = chrono::Duration::from_std(opts.retention.grace).unwrap_or(chrono::Duration::MAX);
+    let (table, metrics) = table
+        .vacuum()
+        .with_retention_period(grace)
+        .with_enforce_retention_duration(false)
+        .with_mode(VacuumMode::Lite)
+        .with_dry_run(dry_run)
+        .await
+        .map_err(StoreError::delta(name))?;
+    Ok((table, metrics.files_deleted.len()))
+}
+
 /// The active files of a table's loaded version, with their date partition.
 fn files(table: &DeltaTable, name: &str) -> Result<Vec<File>, StoreError> {
     let snapshot = table.snapshot().map_err(StoreError::delta(name))?;
@@ -538,6 +639,7 @@ fn files(table: &DeltaTable, name: &str) -> Result<Vec<File>, StoreError> {
                 path: f.path().to_string(),
                 date,
                 remove: f.remove_action(true),
+                rows: f.num_records(),
             }
         })
         .collect())

@@ -133,6 +133,10 @@ pub struct MaintainArgs {
     #[arg(long)]
     pub once: bool,
 
+    /// Say what one pass would do now (rows to move, files to delete), change nothing, exit.
+    #[arg(long)]
+    pub dry_run: bool,
+
     /// Time between passes.
     #[arg(long, default_value = "5m")]
     pub every: String,

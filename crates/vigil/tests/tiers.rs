@@ -107,8 +107,30 @@ fn maintenance_moves_days_through_the_tiers_and_deletes_what_is_past_retention()
     assert_eq!(before.len(), 40, "one day every ten days");
 
     let now = at(NEWEST) + Duration::hours(1);
+    // A dry run says what the pass will do and changes nothing.
+    let plan = vigil_ok(&[
+        "maintain",
+        "--pipeline",
+        pipeline.to_str().unwrap(),
+        "--now",
+        &now.to_rfc3339(),
+        "--dry-run",
+    ]);
+    assert_eq!(per_day(&archive, "logs"), before);
+    assert!(!Path::new(&archive).join("warm").exists());
     let report = maintain(&pipeline, now);
     assert!(report.contains("logs: "), "{report}");
+    // `logs: 1,234 rows to warm, 56 rows to cold, 7 files past retention, …`
+    let numbers = |text: &str| -> Vec<u64> {
+        let line = text.lines().find(|l| l.starts_with("logs: ")).unwrap();
+        line.split(' ')
+            .filter_map(|w| w.replace(',', "").parse().ok())
+            .collect()
+    };
+    let (planned, done) = (numbers(&plan), numbers(&report));
+    assert_eq!(planned[..3], done[..3], "{plan}\n{report}");
+    assert!(done[..3].iter().all(|&n| n > 0), "{report}");
+    assert!(plan.contains("dry run: nothing was changed"), "{plan}");
     let (hot_cut, warm_cut, drop_cut) = (
         (now - Duration::days(7)).date_naive(),
         (now - Duration::days(30)).date_naive(),

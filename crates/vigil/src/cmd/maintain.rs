@@ -11,6 +11,7 @@ use vigil_pipeline::Pipeline;
 use vigil_store::{MaintainOptions, StoreError, TableSpec};
 
 use crate::cli::MaintainArgs;
+use crate::output::thousands;
 
 pub fn run(args: MaintainArgs) -> anyhow::Result<ExitCode> {
     let pipeline = match vigil_config::load(&args.pipeline) {
@@ -30,6 +31,10 @@ pub fn run(args: MaintainArgs) -> anyhow::Result<ExitCode> {
     };
     let every = vigil_core::units::parse_duration(&args.every)?;
     let rt = super::runtime()?;
+    if args.dry_run {
+        rt.block_on(dry_run(&pipeline, now))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     super::stop_on_signal(stop.clone(), None)?;
     // A process of its own: compaction may use every core.
@@ -42,6 +47,29 @@ pub fn run(args: MaintainArgs) -> anyhow::Result<ExitCode> {
         &stop,
     ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints what one pass over `pipeline`'s archive would do at `now` (the clock if `None`).
+async fn dry_run(pipeline: &Pipeline, now: Option<DateTime<Utc>>) -> anyhow::Result<()> {
+    let archive = pipeline.archive.open()?;
+    let specs = TableSpec::all(&pipeline.log_schema);
+    let opts = MaintainOptions::new(pipeline.retention, now.unwrap_or_else(Utc::now));
+    let reports = archive.plan_maintenance(&specs, &opts).await?;
+    for r in &reports {
+        println!(
+            "{}: would move {} rows to warm, {} rows to cold, delete {} files past retention, vacuum {} files",
+            r.table,
+            thousands(r.to_warm),
+            thousands(r.to_cold),
+            r.expired_files,
+            r.vacuumed_files
+        );
+    }
+    if reports.is_empty() {
+        println!("no table in {}", pipeline.archive.url);
+    }
+    println!("dry run: nothing was changed");
+    Ok(())
 }
 
 /// Maintenance passes over `pipeline`'s archive: one, or one every `every` until `stop`,
