@@ -25,9 +25,11 @@ pub fn now_micros() -> i64 {
 /// Parses an RFC 3339 timestamp into microseconds since the epoch.
 ///
 /// Accepts `YYYY-MM-DD` then `T`, `t` or a space, `HH:MM:SS`, an optional fraction of any
-/// length (digits past microseconds are truncated), and an offset `Z`, `z`, `±HH:MM`, `±HHMM`
-/// or `±HH`. A timestamp without an offset is read as UTC. Returns `None` for anything else,
-/// including out-of-range fields (month 13, February 30, hour 24).
+/// length after `.` or ISO 8601's `,` (Python's logging writes `12:00:00,123`; digits past
+/// microseconds are truncated), and an offset `Z`, `z`, `±HH:MM`, `±HHMM` or `±HH`, or ` UTC`
+/// and a numeric offset after a space (`2024-01-01 12:00:00 +0000`, as Ruby and Go's default
+/// formats write). A timestamp without an offset is read as UTC. Returns `None` for anything
+/// else, including out-of-range fields (month 13, February 30, hour 24).
 pub fn parse_rfc3339_micros(s: &[u8]) -> Option<i64> {
     if s.len() < 19 {
         return None;
@@ -40,7 +42,7 @@ pub fn parse_rfc3339_micros(s: &[u8]) -> Option<i64> {
     }
     let mut rest = &s[19..];
     let mut micros = 0i64;
-    if let [b'.', tail @ ..] = rest {
+    if let [b'.' | b',', tail @ ..] = rest {
         // Digits past the sixth are read and dropped.
         let (mut n, mut kept) = (0, 0);
         while let Some(d) = tail
@@ -60,8 +62,11 @@ pub fn parse_rfc3339_micros(s: &[u8]) -> Option<i64> {
         micros *= POW10[6 - kept];
         rest = &tail[n..];
     }
+    if let [b' ', b'+' | b'-' | b'U', ..] = rest {
+        rest = &rest[1..];
+    }
     let offset_seconds = match rest {
-        [] | [b'Z'] | [b'z'] => 0,
+        [] | [b'Z'] | [b'z'] | [b'U', b'T', b'C'] => 0,
         [sign @ (b'+' | b'-'), tz @ ..] => {
             let (h, m) = match tz {
                 [h1, h2] => (digits(&[*h1, *h2])?, 0),
@@ -293,6 +298,17 @@ mod tests {
             parse_rfc3339_micros(b"2023-07-15 14:22:33"),
             parse_rfc3339_micros(b"2023-07-15T14:22:33Z")
         );
+        // Python's logging (`,` before the fraction), Ruby's and Go's `String()` (a space
+        // before the offset, or ` UTC`).
+        let want = parse_rfc3339_micros(b"2023-07-15T12:22:33.123Z");
+        for s in [
+            "2023-07-15 12:22:33,123",
+            "2023-07-15 14:22:33.123 +0200",
+            "2023-07-15 12:22:33.123 UTC",
+            "2023-07-15T12:22:33,123Z",
+        ] {
+            assert_eq!(parse_rfc3339_micros(s.as_bytes()), want, "{s}");
+        }
     }
 
     #[test]
@@ -306,6 +322,11 @@ mod tests {
             "2023-07-15T14:22:33.Z",
             "2023-07-15T14:22:33+2",
             "2023-07-15T14:22:33Zjunk",
+            "2023-07-15T14:22:33,Z",
+            "2023-07-15T14:22:33 ",
+            "2023-07-15T14:22:33 Z",
+            "2023-07-15T14:22:33  +02:00",
+            "2023-07-15T14:22:33 UTCX",
             "2023/07/15T14:22:33Z",
             "２０２３-07-15T14:22:33Z",
         ] {
