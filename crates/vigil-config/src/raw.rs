@@ -245,9 +245,10 @@ pub struct RawSchema {
 /// `[schema.logs]`
 #[derive(Debug, Deserialize, Default)]
 pub struct RawLogSchema {
-    /// Fields of `additional_data` promoted to typed columns:
+    /// Fields promoted to typed columns: of `additional_data`,
     /// `"additional_data.status_code" = "int32"` or
-    /// `"additional_data.status_code" = { type = "int32", column = "http_status" }`.
+    /// `"additional_data.status_code" = { type = "int32", column = "http_status" }`; or
+    /// members of the record itself, as flat logs write them: `latency_ms = "float64"`.
     /// Promoting a field an existing archive lacks adds its column to the table (rows
     /// written before read it as null); a column whose type differs is refused.
     #[serde(default)]

@@ -101,7 +101,7 @@ correlation_window = "a while"
     has(17, "invalid duration `forever`");
     has(18, "unknown service `nobody`");
     has(21, "unknown field type `int33`");
-    has(22, "must name a field of additional_data");
+    has(22, "`service` is a field every log record has");
     has(25, "`NOT_SET` is not set");
     has(28, "invalid duration `soon`");
     has(31, "hot ≤ warm ≤ cold");
@@ -144,6 +144,23 @@ fn a_default_service_is_read_and_an_empty_one_refused() {
     assert!(
         lines.iter().any(|(l, m)| *l == 4 && m.contains("`never`")),
         "{err}"
+    );
+}
+
+#[test]
+fn a_member_of_the_record_itself_can_be_promoted() {
+    let text = "[[sources]]\ntype = \"generator\"\n[schema.logs.fields]\nlatency_ms = \"float64\"\n\"additional_data.latency_ms\" = { type = \"float64\", column = \"ad_latency\" }\n";
+    let p = parse(text, "g.toml", |_| None).unwrap();
+    let promoted: Vec<_> = (p.log_schema.promoted().iter())
+        .map(|f| (f.path(), f.column.as_str()))
+        .collect();
+    assert!(
+        promoted.contains(&("latency_ms".into(), "latency_ms")),
+        "{promoted:?}"
+    );
+    assert!(
+        promoted.contains(&("additional_data.latency_ms".into(), "ad_latency")),
+        "{promoted:?}"
     );
 }
 

@@ -156,15 +156,39 @@ impl FromStr for FieldType {
     }
 }
 
-/// A field of `additional_data` that gets its own typed column.
+/// A field of `additional_data`, or of the record itself, that gets its own typed column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PromotedField {
-    /// Key inside `additional_data` (a direct child).
+    /// Key inside `additional_data` (a direct child), or of the record when `top_level`.
     pub key: String,
+    /// A member of the record itself (flat logs: `{"latency_ms": 12, ...}`), not of
+    /// `additional_data`.
+    pub top_level: bool,
     /// Column name in the archive; the key itself unless renamed.
     pub column: String,
     /// Column type; values of another JSON type make the record a dead letter.
     pub field_type: FieldType,
+}
+
+impl PromotedField {
+    /// A field of `additional_data` promoted to a column of its own name.
+    pub fn nested(key: &str, field_type: FieldType) -> Self {
+        Self {
+            key: key.into(),
+            top_level: false,
+            column: key.into(),
+            field_type,
+        }
+    }
+
+    /// Where the field is in a record: `additional_data.key`, or `key` at the top level.
+    pub fn path(&self) -> String {
+        if self.top_level {
+            self.key.clone()
+        } else {
+            format!("additional_data.{}", self.key)
+        }
+    }
 }
 
 /// The Arrow type used for every event-time column.
@@ -202,17 +226,23 @@ impl LogSchema {
         let mut seen: HashSet<&str> = reserved.copied().collect();
         let mut keys = HashSet::new();
         for p in &promoted {
-            if !seen.insert(p.column.as_str()) {
+            if p.top_level
+                && (LOG_FIXED_COLUMNS.contains(&p.key.as_str()) || p.key == col::ADDITIONAL_DATA)
+            {
                 return Err(InvalidInput(format!(
-                    "promoted field `additional_data.{}` would be column `{}`, which already exists; rename it",
-                    p.key, p.column
-                )));
-            }
-            if !keys.insert(p.key.as_str()) {
-                return Err(InvalidInput(format!(
-                    "`additional_data.{}` is promoted twice",
+                    "`{}` is a field every log record has; only other fields can be promoted",
                     p.key
                 )));
+            }
+            if !seen.insert(p.column.as_str()) {
+                return Err(InvalidInput(format!(
+                    "promoted field `{}` would be column `{}`, which already exists; rename it",
+                    p.path(),
+                    p.column
+                )));
+            }
+            if !keys.insert((p.top_level, p.key.as_str())) {
+                return Err(InvalidInput(format!("`{}` is promoted twice", p.path())));
             }
         }
         let utf8 = |name: &str| Field::new(name, DataType::Utf8, true);
@@ -256,14 +286,9 @@ impl LogSchema {
     /// `additional_data.processing_time_ms` as `float64`, the two fields its alerts read.
     /// What `vigil ingest` and the demo use without a pipeline file.
     pub fn seed() -> Self {
-        let field = |key: &str, field_type| PromotedField {
-            key: key.into(),
-            column: key.into(),
-            field_type,
-        };
         Self::new(vec![
-            field("status_code", FieldType::Int32),
-            field("processing_time_ms", FieldType::Float64),
+            PromotedField::nested("status_code", FieldType::Int32),
+            PromotedField::nested("processing_time_ms", FieldType::Float64),
         ])
         .expect("the seed's fields do not collide")
     }
@@ -528,12 +553,8 @@ mod tests {
 
     #[test]
     fn promoted_columns_sit_between_fixed_and_json_columns() {
-        let s = LogSchema::new(vec![PromotedField {
-            key: "status_code".into(),
-            column: "status_code".into(),
-            field_type: FieldType::Int32,
-        }])
-        .unwrap();
+        let s =
+            LogSchema::new(vec![PromotedField::nested("status_code", FieldType::Int32)]).unwrap();
         let names: Vec<_> = s
             .schema()
             .fields()
@@ -547,11 +568,32 @@ mod tests {
     #[test]
     fn promoted_column_colliding_with_fixed_column_is_rejected() {
         let err = LogSchema::new(vec![PromotedField {
-            key: "svc".into(),
             column: "service".into(),
-            field_type: FieldType::Utf8,
+            ..PromotedField::nested("svc", FieldType::Utf8)
         }])
         .unwrap_err();
         assert!(err.to_string().contains("already exists"), "{err}");
+        let top = |key: &str| PromotedField {
+            top_level: true,
+            column: format!("top_{key}"),
+            ..PromotedField::nested(key, FieldType::Utf8)
+        };
+        let err = LogSchema::new(vec![top("message")]).unwrap_err();
+        assert!(err.to_string().contains("every log record has"), "{err}");
+        // The same key at the top level and inside additional_data: two fields.
+        LogSchema::new(vec![
+            top("region"),
+            PromotedField::nested("region", FieldType::Utf8),
+        ])
+        .unwrap();
+        let again = PromotedField {
+            column: "region_again".into(),
+            ..top("region")
+        };
+        let err = LogSchema::new(vec![top("region"), again]).unwrap_err();
+        assert!(
+            err.to_string().contains("`region` is promoted twice"),
+            "{err}"
+        );
     }
 }

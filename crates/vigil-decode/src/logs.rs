@@ -6,7 +6,7 @@ use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use arrow::datatypes::{Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use simd_json::Node;
-use vigil_core::schema::{FieldType, LogSchema, col};
+use vigil_core::schema::{FieldType, LogSchema, PromotedField, col};
 use vigil_core::time::date32_from_micros;
 
 use crate::aliases::{self, Slot, level_number};
@@ -127,11 +127,12 @@ pub(crate) struct LogRow<'a> {
 
 /// Validates a promoted value against its declared type.
 #[inline]
-fn promote<'t>(t: FieldType, key: &str, node: &Node<'t>) -> Result<Value<'t>, Rejection> {
+fn promote<'t>(p: &PromotedField, node: &Node<'t>) -> Result<Value<'t>, Rejection> {
     if is_null(node) {
         return Ok(Value::Null);
     }
-    let field = || format!("additional_data.{key}");
+    let field = || p.path();
+    let t = p.field_type;
     match t {
         FieldType::Int32 | FieldType::Int64 => {
             let Some(i) = as_i64(node) else {
@@ -343,6 +344,8 @@ struct Scratch {
     rest: Vec<Member>,
     /// Per promoted column, the tape index of its value in this record.
     promoted_slots: Vec<usize>,
+    /// Whether some promoted fields are members of the record itself.
+    top_level: bool,
 }
 
 /// Where a record's known top-level fields are on the tape ([`ABSENT`] if not there).
@@ -370,6 +373,7 @@ impl LogRows {
                 extras: Vec::new(),
                 rest: Vec::new(),
                 promoted_slots: vec![ABSENT; schema.promoted().len()],
+                top_level: schema.promoted().iter().any(|p| p.top_level),
             },
             schema,
         }
@@ -393,7 +397,7 @@ impl Rows for LogRows {
                 ),
             ));
         };
-        let f = self.scratch.fields(tape, idx, len);
+        let f = self.scratch.fields(tape, idx, len, &self.schema);
         let micros = required_timestamp(tape, f.ts, f.ts_name, bounds)?;
         let service = required_service(tape, f.service, self.default_service.as_deref())?;
         let (schema, hint) = (&self.schema, self.rows_hint);
@@ -435,9 +439,9 @@ impl Rows for LogRows {
 }
 
 impl Scratch {
-    /// Finds the known fields of the object at `tape[idx]` (`len` members); the others go
-    /// to `extras`.
-    fn fields(&mut self, tape: &[Node<'_>], idx: usize, len: usize) -> Fields {
+    /// Finds the known fields of the object at `tape[idx]` (`len` members) and the promoted
+    /// ones at its top level; the others go to `extras`.
+    fn fields(&mut self, tape: &[Node<'_>], idx: usize, len: usize, schema: &LogSchema) -> Fields {
         let mut f = Fields {
             ts: ABSENT,
             ts_name: "timestamp",
@@ -448,6 +452,7 @@ impl Scratch {
             ad: None,
         };
         self.extras.clear();
+        self.promoted_slots.fill(ABSENT);
         // A `service` object (ECS's `{"name": …}`) is a place to look for the name.
         let mut service_object = ABSENT;
         for (m, key) in Member::of_object(tape, idx, len) {
@@ -474,6 +479,9 @@ impl Scratch {
                 _ => self.extras.push(m),
             }
         }
+        if self.top_level && !self.extras.is_empty() {
+            self.take_promoted(tape, schema);
+        }
         if !self.extras.is_empty() {
             self.aliases(tape, &mut f);
             if f.service == ABSENT {
@@ -482,6 +490,24 @@ impl Scratch {
             }
         }
         f
+    }
+
+    /// Takes the promoted fields of the record's top level out of `extras`; of a key written
+    /// twice the last counts, as within `additional_data`.
+    fn take_promoted(&mut self, tape: &[Node<'_>], schema: &LogSchema) {
+        let promoted = schema.promoted();
+        let slots = &mut self.promoted_slots;
+        self.extras.retain(|m| {
+            let Node::String(key) = tape[m.key] else {
+                return true;
+            };
+            let p = (promoted.iter())
+                .position(|p| p.top_level && key_eq(p.key.as_bytes(), key.as_bytes()));
+            if let Some(p) = p {
+                slots[p] = m.key + 1;
+            }
+            p.is_none()
+        });
     }
 
     /// Fills the known fields the record lacks from their [`aliases`] among `extras`.
@@ -552,14 +578,13 @@ impl Scratch {
             b.push_option(value.filter(|_| kept));
         }
 
-        self.promoted_slots.fill(ABSENT);
         self.rest.clear();
         if let Some(ad) = f.ad {
             match tape[ad.key + 1] {
                 Node::Object { len, .. } => {
                     for (m, key) in Member::of_object(tape, ad.key + 1, len) {
                         match (schema.promoted().iter())
-                            .position(|p| key_eq(p.key.as_bytes(), key.as_bytes()))
+                            .position(|p| !p.top_level && key_eq(p.key.as_bytes(), key.as_bytes()))
                         {
                             Some(p) => self.promoted_slots[p] = m.key + 1,
                             None => self.rest.push(m),
@@ -577,7 +602,7 @@ impl Scratch {
             match slot {
                 ABSENT => b.append_null(),
                 i => {
-                    let value = promote(p.field_type, &p.key, &tape[i])?;
+                    let value = promote(p, &tape[i])?;
                     b.append_value(if kept { value } else { Value::Null });
                 }
             }

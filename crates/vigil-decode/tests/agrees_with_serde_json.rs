@@ -13,12 +13,16 @@ use vigil_core::schema::{FieldType, LogSchema, PromotedField};
 use vigil_decode::{Decoder, DecoderOptions};
 
 fn promoted() -> Vec<PromotedField> {
-    let f = |k: &str, t| PromotedField {
-        key: k.into(),
-        column: k.into(),
-        field_type: t,
+    let f = PromotedField::nested;
+    // Members of the record itself, one with the key of a field of additional_data.
+    let top = |k: &str, column: &str, t| PromotedField {
+        top_level: true,
+        column: column.into(),
+        ..f(k, t)
     };
     vec![
+        top("latency", "latency", FieldType::Float64),
+        top("region", "top_region", FieldType::Utf8),
         f("status_code", FieldType::Int32),
         f("processing_time_ms", FieldType::Float64),
         f("bytes", FieldType::Int64),
@@ -164,7 +168,21 @@ fn record() -> impl Strategy<Value = String> {
         ),
         prop::collection::vec(optional(".{0,16}".prop_map(Value::String)), 5),
         additional_data(),
-        prop::collection::vec(("[a-z]{1,8}", json_value()), 0..2),
+        prop::collection::vec(
+            (
+                prop_oneof![
+                    3 => "[a-z]{1,8}".boxed(),
+                    1 => Just("latency".to_string()).boxed(),
+                    1 => Just("region".to_string()).boxed()
+                ],
+                prop_oneof![
+                    2 => json_value().boxed(),
+                    1 => any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from).boxed(),
+                    1 => ".{0,8}".prop_map(Value::String).boxed()
+                ]
+            ),
+            0..3,
+        ),
         any::<prop::sample::Index>(),
         0usize..4,
     )

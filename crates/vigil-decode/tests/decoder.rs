@@ -8,11 +8,7 @@ use vigil_decode::{DecodedBatch, Decoder, DecoderOptions};
 const SEED_LINE: &str = r#"{"timestamp": "2023-07-15T14:22:33.456Z", "level": "INFO", "service": "deal-analysis-service", "trace_id": "4f8b3a2c1d0e9f8a7b6c5d4e", "span_id": "1a2b3c4d5e6f7g8h", "user_id": "anonymized-if-applicable", "message": "Deal analysis completed successfully", "additional_data": {"deal_id": "deal-123", "processing_time_ms": 350, "ai_model_used": "gpt-4"}}"#;
 
 fn schema() -> LogSchema {
-    let f = |k: &str, t| PromotedField {
-        key: k.into(),
-        column: k.into(),
-        field_type: t,
-    };
+    let f = PromotedField::nested;
     LogSchema::new(vec![
         f("status_code", FieldType::Int32),
         f("processing_time_ms", FieldType::Float64),
@@ -312,6 +308,60 @@ fn a_record_without_a_service_takes_the_default_one_if_set() {
     assert_eq!(
         col(&rows, "service").as_string::<i32>().value(0),
         "checkout"
+    );
+}
+
+#[test]
+fn flat_records_promote_their_own_members() {
+    // Most structured logs are flat: the fields a rule reads sit beside `message`.
+    let top = |k: &str, t| PromotedField {
+        top_level: true,
+        ..PromotedField::nested(k, t)
+    };
+    let schema = LogSchema::new(vec![
+        top("latency_ms", FieldType::Float64),
+        top("status", FieldType::Int32),
+        PromotedField::nested("status_code", FieldType::Int32),
+    ])
+    .unwrap();
+    let input = concat_lines(&[
+        r#"{"timestamp":"2024-01-01T00:00:00Z","service":"a","latency_ms":12.5,"status":503,"path":"/x","additional_data":{"status_code":200,"status":1}}"#,
+        r#"{"timestamp":"2024-01-01T00:00:01Z","service":"a","status":"oops"}"#,
+    ]);
+    let mut dec = Decoder::logs(schema, DecoderOptions::default());
+    let (rows, dead) = concat(&decode_all(&mut dec, &input, 7));
+    assert_eq!((rows.num_rows(), dead.num_rows()), (1, 1));
+    assert_eq!(
+        col(&rows, "latency_ms")
+            .as_primitive::<Float64Type>()
+            .value(0),
+        12.5
+    );
+    assert_eq!(
+        col(&rows, "status").as_primitive::<Int32Type>().value(0),
+        503
+    );
+    assert_eq!(
+        col(&rows, "status_code")
+            .as_primitive::<Int32Type>()
+            .value(0),
+        200
+    );
+    // The record's own `status` and additional_data's are two fields.
+    assert_eq!(
+        col(&rows, "additional_data").as_string::<i32>().value(0),
+        r#"{"status":1}"#
+    );
+    assert_eq!(
+        col(&rows, "extra").as_string::<i32>().value(0),
+        r#"{"path":"/x"}"#
+    );
+    assert_eq!(
+        dead.column_by_name("reason")
+            .unwrap()
+            .as_string::<i32>()
+            .value(0),
+        "field `status` must be an integer, found string"
     );
 }
 

@@ -133,11 +133,7 @@ async fn a_writer_goes_on_after_another_adds_a_column() {
         .await
         .unwrap();
     let mut fields = LogSchema::seed().promoted().to_vec();
-    fields.push(PromotedField {
-        key: "span_kind".into(),
-        column: "span_kind".into(),
-        field_type: FieldType::Utf8,
-    });
+    fields.push(PromotedField::nested("span_kind", FieldType::Utf8));
     let wider = TableSpec::logs(&LogSchema::new(fields).unwrap());
     let mut new = TableWriter::open(&archive, wider, FlushPolicy::default())
         .await

@@ -1,6 +1,6 @@
 //! `[schema]` and `[decode]`: how records are read.
 
-use vigil_core::schema::{FieldType, LogSchema, PromotedField};
+use vigil_core::schema::{FieldType, LOG_FIXED_COLUMNS, LogSchema, PromotedField, col};
 use vigil_decode::DecoderOptions;
 
 use toml::Spanned;
@@ -14,21 +14,27 @@ impl Validator<'_> {
         let mut ok = true;
         for (key, field) in &raw.logs.fields {
             // Problems with a key are reported at its value, on the same line.
-            let Some(name) = key.strip_prefix("additional_data.") else {
+            let (name, top_level) = match key.strip_prefix("additional_data.") {
+                Some(name) => (name, false),
+                None => (key.as_str(), true),
+            };
+            if top_level && (LOG_FIXED_COLUMNS.contains(&name) || name == col::ADDITIONAL_DATA) {
                 ok = false;
                 self.problem(
                     Some(field.span()),
                     format!(
-                        "schema field `{key}` must name a field of additional_data, e.g. `additional_data.status_code`"
+                        "`{key}` is a field every log record has; promote members of additional_data (`additional_data.status_code`) or other members of the record"
                     ),
                 );
                 continue;
-            };
+            }
             if name.is_empty() || name.contains('.') {
                 ok = false;
                 self.problem(
                     Some(field.span()),
-                    format!("`{key}`: only direct children of additional_data can be promoted"),
+                    format!(
+                        "`{key}`: only direct children of additional_data (`additional_data.status_code`) or members of the record itself (`latency_ms`) can be promoted"
+                    ),
                 );
                 continue;
             }
@@ -39,6 +45,7 @@ impl Validator<'_> {
             match type_name.parse::<FieldType>() {
                 Ok(field_type) => promoted.push(PromotedField {
                     key: name.to_string(),
+                    top_level,
                     column: column.unwrap_or_else(|| name.to_string()),
                     field_type,
                 }),

@@ -19,11 +19,7 @@ fuzz_target!(|data: &[u8]| {
         Some((s, rest)) => (usize::from(*s).max(1), rest),
         None => return,
     };
-    let promoted = vec![PromotedField {
-        key: "status_code".into(),
-        column: "status_code".into(),
-        field_type: FieldType::Int32,
-    }];
+    let promoted = vec![PromotedField::nested("status_code", FieldType::Int32)];
     let limits = oracle::Limits {
         max_record_bytes: 512,
         max_depth: 8,

@@ -90,12 +90,7 @@ fn decode(
     enc: OtlpEncoding,
     payloads: &[Vec<u8>],
 ) -> (OtlpDecoder, DecodedBatch) {
-    let schema = LogSchema::new(vec![PromotedField {
-        key: "attempt".into(),
-        column: "attempt".into(),
-        field_type: FieldType::Int32,
-    }])
-    .unwrap();
+    let schema = LogSchema::new(vec![PromotedField::nested("attempt", FieldType::Int32)]).unwrap();
     let mut d = OtlpDecoder::new(kind, enc, schema, opts());
     d.decode_messages(
         "otlp_spans",

@@ -286,7 +286,8 @@ fn expect_value(
     };
     let mut cells = Vec::new();
     for p in promoted {
-        let cell = match ad.and_then(|m| m.get(&p.key)) {
+        let from = if p.top_level { Some(o) } else { ad };
+        let cell = match from.and_then(|m| m.get(&p.key)) {
             None | Some(Value::Null) => Cell::Null,
             Some(v) => match p.field_type {
                 FieldType::Int32 | FieldType::Int64 => {
@@ -311,7 +312,7 @@ fn expect_value(
     let rest: Map<String, Value> = ad
         .map(|m| {
             m.iter()
-                .filter(|(k, _)| !promoted.iter().any(|p| &p.key == *k))
+                .filter(|(k, _)| !promoted.iter().any(|p| !p.top_level && &p.key == *k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         })
@@ -319,6 +320,7 @@ fn expect_value(
     let extra: Map<String, Value> = o
         .iter()
         .filter(|(k, _)| !FIXED.contains(&k.as_str()))
+        .filter(|(k, _)| !promoted.iter().any(|p| p.top_level && &p.key == *k))
         .map(|(k, v)| (k.trim_start_matches('\0').to_string(), v.clone()))
         .collect();
     Ok(Row {

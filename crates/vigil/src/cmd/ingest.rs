@@ -65,11 +65,10 @@ fn schema_from_flags(fields: &[(String, String)]) -> anyhow::Result<LogSchema> {
     let mut promoted = Vec::new();
     for (key, ty) in fields {
         let key = key.strip_prefix("additional_data.").unwrap_or(key);
-        promoted.push(PromotedField {
-            key: key.into(),
-            column: key.into(),
-            field_type: ty.parse().map_err(anyhow::Error::msg)?,
-        });
+        promoted.push(PromotedField::nested(
+            key,
+            ty.parse().map_err(anyhow::Error::msg)?,
+        ));
     }
     LogSchema::new(promoted).map_err(anyhow::Error::msg)
 }
