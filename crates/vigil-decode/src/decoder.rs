@@ -708,6 +708,23 @@ fn invalid_json(e: &simd_json::Error, bytes: &[u8]) -> String {
             char::from(bytes[first])
         );
     }
+    // A pretty-printed object: its `{`, its members, its `}`, each on a line of its own.
+    const SPLIT: &str = "a record split over lines (pretty-printed JSON); records are one JSON \
+                         object per line, as `jq -c` writes them";
+    let alone = || bytes[first + 1..].iter().all(|b| is_ws(b) || *b == b',');
+    match bytes[first] {
+        b'{' if alone() => {
+            return format!("invalid JSON: `{{` alone on its line: {SPLIT} ({e})");
+        }
+        b'}' if alone() => {
+            return format!("invalid JSON: `}}` alone on its line: {SPLIT} ({e})");
+        }
+        b'"' if member_key(&bytes[first..]).is_some() => {
+            let key = member_key(&bytes[first..]).unwrap_or_default();
+            return format!("invalid JSON: member {key}: outside an object: {SPLIT} ({e})");
+        }
+        _ => {}
+    }
     if let Some(end) = object_end(bytes, first)
         && let Some(extra) = bytes[end..].iter().position(|b| !is_ws(b))
         // The object itself is JSON (checked on this rare path only), so what follows it is
@@ -722,6 +739,20 @@ fn invalid_json(e: &simd_json::Error, bytes: &[u8]) -> String {
         );
     }
     format!("invalid JSON: {e}")
+}
+
+/// The key of a line that starts like an object's member (`"key":`), quotes included, at
+/// most 40 characters of it.
+fn member_key(bytes: &[u8]) -> Option<String> {
+    let close = 1 + bytes[1..].iter().position(|&b| b == b'"' || b == b'\\')?;
+    if bytes[close] != b'"' {
+        return None;
+    }
+    let colon = bytes[close + 1..].iter().position(|b| !is_ws(b))?;
+    (bytes[close + 1 + colon] == b':').then(|| {
+        let key = String::from_utf8_lossy(&bytes[..=close]);
+        key.chars().take(40).collect()
+    })
 }
 
 /// Where the object starting at `bytes[start]` ends (just after its closing brace) by its

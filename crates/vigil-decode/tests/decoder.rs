@@ -453,6 +453,46 @@ fn a_json_array_or_a_second_value_on_a_line_is_said_plainly() {
     assert!(codes.iter().flatten().all(|c| c == "invalid_json"));
 }
 
+#[test]
+fn a_pretty_printed_object_is_said_to_be_split_over_lines() {
+    // As `jq .` and `json.dumps(indent=2)` write a record.
+    let input = concat_lines(&[
+        "{",
+        r#"  "timestamp": "2024-01-01T00:00:00Z","#,
+        r#"  "service": "a""#,
+        "},",
+        r#"{"timestamp":"2024-01-01T00:00:02Z","service":"s""#,
+    ]);
+    let mut dec = Decoder::logs(schema(), DecoderOptions::default());
+    let batches = decode_all(&mut dec, &input, 7);
+    assert_eq!(
+        batches.iter().map(DecodedBatch::num_records).sum::<usize>(),
+        0
+    );
+    let dead: Vec<RecordBatch> = batches.iter().map(|b| b.dead_letters.clone()).collect();
+    let dead = arrow::compute::concat_batches(&dead[0].schema(), &dead).unwrap();
+    assert_eq!(dead.num_rows(), 5);
+    let reasons: Vec<&str> = dead
+        .column_by_name("reason")
+        .unwrap()
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    let split = "a record split over lines (pretty-printed JSON); records are one JSON object per \
+                 line, as `jq -c` writes them (";
+    for (reason, start) in reasons.iter().zip([
+        "invalid JSON: `{` alone on its line: ",
+        "invalid JSON: member \"timestamp\": outside an object: ",
+        "invalid JSON: member \"service\": outside an object: ",
+        "invalid JSON: `}` alone on its line: ",
+    ]) {
+        assert!(reason.starts_with(&format!("{start}{split}")), "{reason}");
+    }
+    // A line cut short is not taken for one.
+    assert!(!reasons[4].contains("split over lines"), "{reasons:?}");
+}
+
 fn concat_lines(lines: &[&str]) -> Vec<u8> {
     let mut v = Vec::new();
     for l in lines {
