@@ -3,9 +3,10 @@
 //! pino, bunyan, logrus and zap write `msg` and `time` (zap `ts`); the Elastic Common Schema
 //! writes `@timestamp`, `log.level`, `service.name`, `trace.id`, either as dotted keys or as
 //! nested objects; Google Cloud's structured logs `severity`; Python's `levelname`; OpenTelemetry
-//! and Zipkin style JSON `traceId`, `spanId`. A record that lacks a field under the seed's name
-//! takes it from the first of these names it has, so such logs are archived and judged
-//! rather than dead letters.
+//! and Zipkin style JSON `traceId`, `spanId`. Metrics: StatsD and Datadog style `metric` and
+//! `tags`, Prometheus' `__name__`, OpenTelemetry's `attributes`. A record that lacks a field
+//! under the seed's name takes it from the first of these names it has, so such records are
+//! archived and judged rather than dead letters.
 //!
 //! Two rules keep a guess from doing harm. The seed's own name always wins: a record with both
 //! `message` and `msg` keeps `msg` in `extra`. And an alias is taken only when its value has the
@@ -28,10 +29,14 @@ pub(crate) enum Slot {
     Service,
     /// trace_id, span_id, parent_span_id, user_id, message.
     Str(usize),
+    /// A metric's `name`.
+    Name,
+    /// A metric's `labels`.
+    Labels,
 }
 
 /// Each known field's other names, tried in order.
-pub(crate) const ALIASES: [(Slot, &[&str]); 8] = [
+pub(crate) const ALIASES: [(Slot, &[&str]); 10] = [
     (Slot::Timestamp, &["@timestamp", "time", "ts"]),
     (Slot::Level, &["log.level", "severity", "levelname"]),
     (Slot::Service, &["service.name"]),
@@ -43,12 +48,16 @@ pub(crate) const ALIASES: [(Slot, &[&str]); 8] = [
     ),
     (Slot::Str(3), &["user.id", "userId"]),
     (Slot::Str(4), &["msg", "event"]),
+    (Slot::Name, &["metric", "metric_name", "__name__"]),
+    (Slot::Labels, &["tags", "attributes", "dimensions"]),
 ];
 
 /// Whether `node` may be taken as the value of `slot`.
 fn fits(slot: Slot, node: &Node<'_>) -> bool {
     match (slot, node) {
-        (Slot::Service, Node::String(s)) => !s.is_empty(),
+        (Slot::Service | Slot::Name, Node::String(s)) => !s.is_empty(),
+        (Slot::Labels, Node::Object { .. }) => true,
+        (Slot::Labels, _) => false,
         (_, Node::String(_)) => true,
         (Slot::Timestamp, Node::Static(s)) => !matches!(s, StaticNode::Null | StaticNode::Bool(_)),
         (Slot::Level, n @ Node::Static(_)) => as_i64(n).is_some(),

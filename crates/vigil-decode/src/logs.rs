@@ -522,6 +522,7 @@ impl Scratch {
                 Slot::Level => &mut f.level,
                 Slot::Service => &mut f.service,
                 Slot::Str(i) => &mut f.strs[i],
+                Slot::Name | Slot::Labels => continue,
             };
             if *at != ABSENT {
                 continue;

@@ -12,6 +12,7 @@ use simd_json::{Node, StaticNode};
 use vigil_core::schema::metric_schema;
 use vigil_core::time::date32_from_micros;
 
+use crate::aliases::{self, Slot};
 use crate::dead::{ReasonCode, Rejection};
 use crate::groups::{Columns, Groups};
 use crate::rows::{
@@ -167,7 +168,28 @@ impl Rows for MetricRows {
             }
         }
 
-        let micros = required_timestamp(tape, ts, "timestamp", bounds)?;
+        let mut ts_name = "timestamp";
+        if !self.extras.is_empty() && (ts == ABSENT || name == ABSENT || labels == ABSENT) {
+            for (slot, at) in [
+                (Slot::Timestamp, &mut ts),
+                (Slot::Name, &mut name),
+                (Slot::Labels, &mut labels),
+            ] {
+                if *at != ABSENT {
+                    continue;
+                }
+                if let Some(found) = aliases::find(slot, tape, &self.extras) {
+                    *at = found.value;
+                    if let Some(i) = found.whole {
+                        self.extras.remove(i);
+                    }
+                    if slot == Slot::Timestamp {
+                        ts_name = found.name;
+                    }
+                }
+            }
+        }
+        let micros = required_timestamp(tape, ts, ts_name, bounds)?;
         let name = required_str(tape, name, "name")?;
         let service = required_service(tape, service, self.default_service.as_deref())?;
         let kind = match optional_str(tape, kind, "type")? {

@@ -685,6 +685,52 @@ fn messages_carry_their_partition_and_offset() {
 }
 
 #[test]
+fn metrics_of_other_shapes_are_read_under_their_names() {
+    // StatsD and Datadog style `metric` with `tags`; Prometheus' `__name__`; OpenTelemetry's
+    // `attributes`; `time` for the time. Tags as a list of "k:v" strings are no labels: kept.
+    let input = concat_lines(&[
+        r#"{"time":1704067210,"metric":"cpu","service":"db","value":87.5,"tags":{"host":"h1"}}"#,
+        r#"{"@timestamp":"2024-01-01T00:00:10Z","__name__":"up","service":"db","value":1,"attributes":{"job":"node"}}"#,
+        r#"{"timestamp":"2024-01-01T00:00:10Z","metric_name":"req","service":"db","value":3,"tags":["env:prod"]}"#,
+        r#"{"timestamp":"2024-01-01T00:00:10Z","name":"q","metric":"other","service":"db","value":4}"#,
+    ]);
+    let mut dec = Decoder::metrics(DecoderOptions::default());
+    let (rows, dead) = concat(&decode_all(&mut dec, &input, 7));
+    assert_eq!((rows.num_rows(), dead.num_rows()), (4, 0));
+    let names: Vec<_> = col(&rows, "name")
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    assert_eq!(names, ["cpu", "up", "req", "q"]);
+    let labels = col(&rows, "labels").as_map();
+    let label = |i: usize| -> Vec<String> {
+        let m = labels.value(i);
+        let k = m.column(0).as_string::<i32>();
+        let v = m.column(1).as_string::<i32>();
+        (0..m.len())
+            .map(|j| format!("{}={}", k.value(j), v.value(j)))
+            .collect()
+    };
+    assert_eq!(
+        (label(0), label(1)),
+        (vec!["host=h1".to_string()], vec!["job=node".to_string()])
+    );
+    assert!(labels.is_null(2));
+    let extra = col(&rows, "extra").as_string::<i32>();
+    assert_eq!(extra.value(2), r#"{"tags":["env:prod"]}"#);
+    // The seed's `name` wins; `metric` stays.
+    assert_eq!(extra.value(3), r#"{"metric":"other"}"#);
+    assert!(extra.is_null(0) && extra.is_null(1));
+    assert_eq!(
+        col(&rows, "timestamp")
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0),
+        1_704_067_210_000_000
+    );
+}
+
+#[test]
 fn decodes_metrics_with_labels() {
     let input = concat_lines(&[
         r#"{"timestamp":"2024-01-01T00:00:10Z","name":"cpu_percent","type":"Gauge","service":"database","value":87.5,"labels":{"instance":"db-0","port":5432,"tls":true}}"#,
