@@ -39,6 +39,11 @@ fn col<'a>(b: &'a RecordBatch, name: &str) -> &'a dyn Array {
     b.column_by_name(name).unwrap().as_ref()
 }
 
+/// The non-null values of a string column.
+fn texts<'a>(b: &'a RecordBatch, name: &str) -> Vec<&'a str> {
+    col(b, name).as_string::<i32>().iter().flatten().collect()
+}
+
 #[test]
 fn decodes_the_seed_example() {
     let mut dec = Decoder::logs(schema(), DecoderOptions::default());
@@ -87,11 +92,7 @@ fn normalises_levels_and_keeps_unknown_fields() {
     let mut dec = Decoder::logs(schema(), DecoderOptions::default());
     let (rows, dead) = concat(&decode_all(&mut dec, &input, 7));
     assert_eq!((rows.num_rows(), dead.num_rows()), (3, 0));
-    let levels: Vec<_> = col(&rows, "level")
-        .as_string::<i32>()
-        .iter()
-        .flatten()
-        .collect();
+    let levels: Vec<_> = texts(&rows, "level");
     assert_eq!(levels, ["WARNING", "CRITICAL", "NOTICE"]);
     assert_eq!(
         col(&rows, "extra").as_string::<i32>().value(0),
@@ -290,11 +291,7 @@ fn a_record_without_a_service_takes_the_default_one_if_set() {
     let mut dec = Decoder::logs(schema(), opts.clone());
     let (rows, dead) = concat(&decode_all(&mut dec, &input, 7));
     assert_eq!((rows.num_rows(), dead.num_rows()), (3, 1));
-    let services: Vec<_> = col(&rows, "service")
-        .as_string::<i32>()
-        .iter()
-        .flatten()
-        .collect();
+    let services: Vec<_> = texts(&rows, "service");
     // Batches come one per service, in service order.
     assert_eq!(services, ["billing", "checkout", "checkout"]);
     // Without it, the records naming no service are dead letters, as before.
@@ -417,13 +414,7 @@ fn a_json_array_or_a_second_value_on_a_line_is_said_plainly() {
     let mut dec = Decoder::logs(schema(), DecoderOptions::default());
     let (rows, dead) = concat(&decode_all(&mut dec, &input, 7));
     assert_eq!((rows.num_rows(), dead.num_rows()), (1, 6));
-    let reasons: Vec<&str> = dead
-        .column_by_name("reason")
-        .unwrap()
-        .as_string::<i32>()
-        .iter()
-        .flatten()
-        .collect();
+    let reasons: Vec<&str> = texts(&dead, "reason");
     assert!(
         reasons[0].starts_with(
             "invalid JSON: `[` of a JSON array; records are one JSON object per line ("
@@ -472,13 +463,7 @@ fn a_pretty_printed_object_is_said_to_be_split_over_lines() {
     let dead: Vec<RecordBatch> = batches.iter().map(|b| b.dead_letters.clone()).collect();
     let dead = arrow::compute::concat_batches(&dead[0].schema(), &dead).unwrap();
     assert_eq!(dead.num_rows(), 5);
-    let reasons: Vec<&str> = dead
-        .column_by_name("reason")
-        .unwrap()
-        .as_string::<i32>()
-        .iter()
-        .flatten()
-        .collect();
+    let reasons: Vec<&str> = texts(&dead, "reason");
     let split = "a record split over lines (pretty-printed JSON); records are one JSON object per \
                  line, as `jq -c` writes them (";
     for (reason, start) in reasons.iter().zip([
@@ -697,11 +682,7 @@ fn metrics_of_other_shapes_are_read_under_their_names() {
     let mut dec = Decoder::metrics(DecoderOptions::default());
     let (rows, dead) = concat(&decode_all(&mut dec, &input, 7));
     assert_eq!((rows.num_rows(), dead.num_rows()), (4, 0));
-    let names: Vec<_> = col(&rows, "name")
-        .as_string::<i32>()
-        .iter()
-        .flatten()
-        .collect();
+    let names: Vec<_> = texts(&rows, "name");
     assert_eq!(names, ["cpu", "up", "req", "q"]);
     let labels = col(&rows, "labels").as_map();
     let label = |i: usize| -> Vec<String> {
@@ -768,11 +749,7 @@ fn decodes_metrics_with_labels() {
     assert_eq!(keys, ["instance", "port", "tls"]);
     assert_eq!(values, ["db-0", "5432", "true"]);
     assert!(labels.is_null(1));
-    let codes: Vec<_> = col(&dead, "reason_code")
-        .as_string::<i32>()
-        .iter()
-        .flatten()
-        .collect();
+    let codes: Vec<_> = texts(&dead, "reason_code");
     assert_eq!(codes, ["invalid_value", "wrong_type", "wrong_type"]);
     assert_eq!(col(&dead, "kind").as_string::<i32>().value(0), "metrics");
 }
