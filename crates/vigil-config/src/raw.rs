@@ -24,7 +24,9 @@ pub struct RawFileSource {
     pub name: Option<String>,
     /// `logs` or `metrics`: the schema and table the records go to.
     pub kind: Spanned<String>,
-    /// Files to read, in order (`-`: standard input).
+    /// Files to read, in order (`-`: standard input); a path with `*`, `?` or `[` is a glob
+    /// pattern, its files in name order (`"/var/log/app/*.ndjson"`), and one that matches
+    /// nothing is an error at start, as a missing file is.
     pub paths: Vec<Spanned<String>>,
 }
 

@@ -38,6 +38,36 @@ impl Input {
         }
     }
 
+    /// The inputs a pipeline's file source lists: a path with `*`, `?` or `[` is a glob
+    /// pattern, its files in name order (`/var/log/app/*.ndjson`), and one that matches no
+    /// file is an error, as a missing file is.
+    pub fn expand(paths: &[PathBuf]) -> Result<Vec<Self>, PipelineError> {
+        let mut out = Vec::new();
+        for p in paths {
+            let text = p.to_string_lossy();
+            if p.as_os_str() == "-" || !text.contains(['*', '?', '[']) {
+                out.push(Input::from_arg(p.clone()));
+                continue;
+            }
+            let not_found = |what: String| PipelineError::Input {
+                path: p.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, what),
+            };
+            let matches =
+                glob::glob(&text).map_err(|e| not_found(format!("not a glob pattern: {e}")))?;
+            let mut files: Vec<PathBuf> = matches
+                .filter_map(Result::ok)
+                .filter(|f| f.is_file())
+                .collect();
+            if files.is_empty() {
+                return Err(not_found("no file matches the pattern".into()));
+            }
+            files.sort();
+            out.extend(files.into_iter().map(Input::File));
+        }
+        Ok(out)
+    }
+
     /// The name used in dead letters and messages: the path, or `-` for stdin.
     pub fn name(&self) -> String {
         match self {
@@ -194,6 +224,35 @@ mod tests {
                 .unwrap();
             assert_eq!(s, "{\"a\":1}\n");
         }
+    }
+
+    #[test]
+    fn a_glob_names_its_files_in_order_and_one_matching_nothing_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["b.ndjson", "a.ndjson", "c.txt"] {
+            std::fs::write(dir.path().join(name), b"{}\n").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("d.ndjson")).unwrap();
+        let names =
+            |inputs: Vec<Input>| -> Vec<String> { inputs.iter().map(Input::name).collect() };
+        let at = |p: &str| dir.path().join(p);
+        let got = Input::expand(&[at("*.ndjson"), at("c.txt"), PathBuf::from("-")]).unwrap();
+        let want: Vec<String> = ["a.ndjson", "b.ndjson", "c.txt"]
+            .iter()
+            .map(|n| at(n).display().to_string())
+            .chain(["-".to_string()])
+            .collect();
+        // The directory the pattern also matches is not an input.
+        assert_eq!(names(got), want);
+        let err = Input::expand(&[at("*.gz")]).unwrap_err().to_string();
+        assert!(
+            err.contains("*.gz") && err.contains("no file matches"),
+            "{err}"
+        );
+        // A path without a pattern is opened, and said missing, as before.
+        let missing = Input::expand(&[at("[nope")]).unwrap_err().to_string();
+        assert!(missing.contains("not a glob pattern"), "{missing}");
+        assert_eq!(names(Input::expand(&[at("x.ndjson")]).unwrap()).len(), 1);
     }
 
     #[test]

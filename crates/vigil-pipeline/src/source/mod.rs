@@ -254,7 +254,7 @@ fn build_one(
     let stop = Arc::clone(&opts.stop);
     Ok(match &source.kind {
         SourceKind::File { records, paths } => {
-            let inputs: Vec<Input> = paths.iter().cloned().map(Input::from_arg).collect();
+            let inputs = Input::expand(paths)?;
             check_readable(&inputs)?;
             Box::new(NdjsonSource::new(
                 &source.name,
