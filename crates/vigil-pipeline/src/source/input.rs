@@ -29,12 +29,13 @@ impl Input {
         }
     }
 
-    /// The inputs a command's file arguments name: stdin when there are none.
-    pub fn from_args(paths: &[PathBuf]) -> Vec<Self> {
+    /// The inputs a command's file arguments name: stdin when there are none; patterns
+    /// expanded as [`Input::expand`] does (a quoted `'logs/*.ndjson'`).
+    pub fn from_args(paths: &[PathBuf]) -> Result<Vec<Self>, PipelineError> {
         if paths.is_empty() {
-            vec![Input::Stdin]
+            Ok(vec![Input::Stdin])
         } else {
-            paths.iter().cloned().map(Input::from_arg).collect()
+            Self::expand(paths)
         }
     }
 

@@ -30,7 +30,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
         .archive
         .storage_options
         .extend(args.archive.storage_options.iter().cloned());
-    let inputs = Input::from_args(&args.files);
+    let inputs = Input::from_args(&args.files)?;
     let total_bytes = inputs.iter().map(Input::file_size).sum::<Option<u64>>();
     pipeline.sources = vec![SourceConfig {
         name: "ingest".into(),

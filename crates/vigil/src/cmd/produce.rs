@@ -17,7 +17,7 @@ use crate::output::{Progress, bytes, thousands};
 const REACH_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
-    let inputs = Input::from_args(&args.files);
+    let inputs = Input::from_args(&args.files)?;
     check_readable(&inputs)?;
     let properties = args.properties.iter().cloned().collect();
     let mut producer = vigil_kafka::Producer::new(&args.brokers, &properties)?;
