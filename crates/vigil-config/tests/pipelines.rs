@@ -267,6 +267,21 @@ fn one_rule(extra: &str) -> String {
 }
 
 #[test]
+fn a_rule_reading_a_field_not_promoted_is_told_how_to_promote_it() {
+    let text = "[[sources]]\ntype = \"generator\"\n[[rules]]\nname = \"slow\"\ntable = \"logs\"\n\
+                window = \"1m\"\nsignal = \"avg(latency_ms)\"\ncondition = \"> 1\"\nseverity = \"P3\"\n";
+    let err = parse(text, "r.toml", |_| None).unwrap_err().to_string();
+    assert!(err.contains("No field named latency_ms"), "{err}");
+    assert!(
+        err.contains("`latency_ms = \"float64\"` for a member of the record"),
+        "{err}"
+    );
+    // Promoted, the same rule plans.
+    let promoted = format!("{text}[schema.logs.fields]\nlatency_ms = \"float64\"\n");
+    parse(&promoted, "r.toml", |_| None).unwrap();
+}
+
+#[test]
 fn keep_firing_for_is_read_and_defaults_to_zero() {
     let p = parse(&one_rule("keep_firing_for = \"10m\"\n"), "r.toml", |_| None).unwrap();
     assert_eq!(p.rules[0].keep_firing_for.as_secs(), 600);

@@ -81,7 +81,8 @@ struct Compiled {
 
 impl Compiled {
     fn plan_error(&self, e: PlanError) -> DetectError {
-        plan_error(&self.evaluator.rule().name, &self.sql, e)
+        // Planned at start against the same schema: a missing column was said then.
+        plan_error(&self.evaluator.rule().name, false, &self.sql, e)
     }
 }
 
@@ -112,7 +113,7 @@ pub fn check_rule(spec: &RuleSpec, schema: &SchemaRef) -> Result<(), DetectError
     // Planning over an in-memory table does no I/O: no runtime needed.
     futures::executor::block_on(Plan::new(&ctx, &sql, schema))
         .map(drop)
-        .map_err(|e| plan_error(&spec.name, &sql, e))
+        .map_err(|e| plan_error(&spec.name, spec.table == RecordKind::Logs, &sql, e))
 }
 
 /// The columns of `schema` a rule's signal and filter read, as planned (see [`check_rule`]).
@@ -120,7 +121,7 @@ pub fn rule_columns(spec: &RuleSpec, schema: &SchemaRef) -> Result<Vec<String>, 
     let sql = signal_sql(spec);
     let ctx = plan::session();
     let plan = futures::executor::block_on(Plan::new(&ctx, &sql, schema))
-        .map_err(|e| plan_error(&spec.name, &sql, e))?;
+        .map_err(|e| plan_error(&spec.name, spec.table == RecordKind::Logs, &sql, e))?;
     Ok(plan
         .scanned()
         .into_iter()
@@ -128,15 +129,39 @@ pub fn rule_columns(spec: &RuleSpec, schema: &SchemaRef) -> Result<Vec<String>, 
         .collect())
 }
 
-fn plan_error(rule: &str, sql: &str, e: PlanError) -> DetectError {
+/// A rule's planning error; `logs`: the rule reads the logs table, where a field the records
+/// carry may be promoted to a column.
+fn plan_error(rule: &str, logs: bool, sql: &str, e: PlanError) -> DetectError {
     DetectError::Rule {
         rule: rule.to_string(),
         reason: match e {
-            PlanError::DataFusion(e) => format!("{e} (in `{sql}`)"),
+            PlanError::DataFusion(e) => match missing_column(&e) {
+                // A field the records carry is read once it is a column of its own.
+                Some(c) if logs => format!(
+                    "{e} (in `{sql}`). To read a field of the records, promote it: under \
+                     [schema.logs.fields], `{c} = \"float64\"` for a member of the record \
+                     itself, `\"additional_data.{c}\" = \"float64\"` for one of \
+                     additional_data (types: int32, int64, float64, bool, string, timestamp)"
+                ),
+                _ => format!("{e} (in `{sql}`)"),
+            },
             PlanError::NotAnAggregate => format!("the signal is not an aggregate (in `{sql}`)"),
             PlanError::ServiceColumn(t) => format!("service column is {t}"),
             PlanError::NotANumber => "the signal is not a number".into(),
         },
+    }
+}
+
+/// The column a plan named that its table lacks.
+fn missing_column(e: &datafusion::error::DataFusionError) -> Option<String> {
+    match e.find_root() {
+        datafusion::error::DataFusionError::SchemaError(s, _) => match s.as_ref() {
+            datafusion::common::SchemaError::FieldNotFound { field, .. } => {
+                Some(field.name.clone())
+            }
+            _ => None,
+        },
+        _ => None,
     }
 }
 
