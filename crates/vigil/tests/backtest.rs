@@ -2,7 +2,7 @@
 //! alerts in pipelines/deals.toml: each rule fires for the right service within a window of
 //! its `for` elapsing, resolves after, a spike shorter than `for` fires nothing, and shuffled
 //! input within the allowed lateness gives the same events; the request-rate baseline catches
-//! a traffic drop on one service.
+//! a traffic drop on one service. And pipelines/applogs.toml over logs as pino writes them.
 
 mod common;
 
@@ -200,4 +200,48 @@ fn a_backtest_decodes_only_the_log_columns_its_rules_and_correlation_read() {
     assert_eq!(read(&pipeline), with_traces);
     pipeline.detect.correlation = None;
     assert_eq!(read(&pipeline), rules);
+}
+
+#[test]
+fn applogs_reads_pino_s_own_shape_and_fires_on_its_fields() {
+    // pipelines/applogs.toml over an hour of pino's JSON lines as pino writes them: no
+    // service, `time` in epoch milliseconds, numeric levels, `msg`, flat `latency_ms` and
+    // `status`. Errors and 5xx responses from minute 30 to 40 fire the two rules that read
+    // them, for the pipeline's default service; latency stays low and fires nothing.
+    use std::fmt::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("pino.log");
+    let metrics = dir.path().join("metrics.ndjson");
+    let mut text = String::new();
+    for i in 0..3 * 3600i64 {
+        let t_ms = T0 / 1000 + i * 1000 / 3;
+        let bad = (3 * 1800..3 * 2400).contains(&i);
+        let err = if bad { i % 3 == 0 } else { i % 100 == 0 };
+        let (level, status) = if err { (50, 500) } else { (30, 200) };
+        writeln!(
+            text,
+            r#"{{"level":{level},"time":{t_ms},"pid":7,"hostname":"h","msg":"request","latency_ms":{},"status":{status}}}"#,
+            20 + i % 7
+        )
+        .unwrap();
+    }
+    std::fs::write(&logs, text).unwrap();
+    std::fs::write(&metrics, "").unwrap();
+    let events = common::backtest("applogs.toml", &logs, &metrics, &dir.path().join("out"));
+    for rule in ["Error Rate", "Server Errors"] {
+        let e = of(&events, rule);
+        assert_eq!(e.len(), 2, "{rule}: {events:#?}");
+        assert_eq!(
+            (&e[0]["status"], &e[1]["status"]),
+            (&"firing".into(), &"resolved".into())
+        );
+        assert_eq!(e[0]["service"], "app");
+        let starts = micros(e[0]["starts_at"].as_str().unwrap());
+        assert!(
+            (T0 + 30 * MIN..=T0 + 31 * MIN).contains(&starts),
+            "{rule} starts_at {}",
+            e[0]["starts_at"]
+        );
+    }
+    assert!(of(&events, "Slow Requests").is_empty(), "{events:#?}");
 }
