@@ -210,6 +210,8 @@ pub struct IngestArgs {
 
     /// Promote an additional_data field to a typed column, e.g. `status_code=int32`.
     /// Repeatable. Without --pipeline or --field: status_code=int32, processing_time_ms=float64.
+    /// Members of the record itself (flat logs) are promoted by a pipeline file's
+    /// [schema.logs.fields], e.g. pipelines/applogs.toml.
     #[arg(long = "field", value_name = "KEY=TYPE", value_parser = parse_key_value)]
     pub fields: Vec<(String, String)>,
 
