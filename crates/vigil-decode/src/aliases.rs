@@ -65,56 +65,80 @@ fn fits(slot: Slot, node: &Node<'_>) -> bool {
     }
 }
 
-/// Where an alias was found: the tape index of its value, and the index in `members` of the
-/// member to take out of `extra` (`None` when the value was inside a nested object, which
-/// stays).
+/// Where an alias was found: the tape index of its value, and the name it was found under.
 pub(crate) struct Found {
     pub(crate) value: usize,
-    pub(crate) whole: Option<usize>,
     pub(crate) name: &'static str,
+    /// A member of its own (taken out of `extra`), not a value inside a nested object (which
+    /// stays).
+    whole: bool,
+}
+
+/// [`find`], and the member found, when it is one of its own, taken out of `members` (the
+/// record's `extra`) with any earlier member of the same name: a key written twice is one
+/// field, its last value.
+pub(crate) fn take(slot: Slot, tape: &[Node<'_>], members: &mut Vec<Member>) -> Option<Found> {
+    let found = find(slot, tape, members)?;
+    if found.whole {
+        members.retain(|m| !matches!(tape[m.key], Node::String(k) if k == found.name));
+    }
+    Some(found)
 }
 
 /// The first of `slot`'s aliases among `members` (the record's members under no known name)
-/// with a value that fits: for each name in turn, a member of that name, then a path through
-/// nested objects.
-pub(crate) fn find(slot: Slot, tape: &[Node<'_>], members: &[Member]) -> Option<Found> {
+/// with a value that fits: for each name in turn, a member of that name, else a path through
+/// nested objects. Of a key written twice the last counts, as for the seed's own names.
+fn find(slot: Slot, tape: &[Node<'_>], members: &[Member]) -> Option<Found> {
     let names = ALIASES.iter().find(|(s, _)| *s == slot)?.1;
     let key = |m: &Member| match tape[m.key] {
         Node::String(k) => k,
         _ => unreachable!("object keys are strings on the tape"),
     };
     names.iter().find_map(|&name| {
-        let whole = members.iter().position(|m| key(m) == name);
-        if let Some(i) = whole {
+        if let Some(i) = members.iter().rposition(|m| key(m) == name) {
             let value = members[i].key + 1;
-            return fits(slot, &tape[value]).then_some(Found { value, whole, name });
+            return fits(slot, &tape[value]).then_some(Found {
+                value,
+                name,
+                whole: true,
+            });
         }
         // `log.level` also as `"log": {"level": …}`.
-        members.iter().find_map(|m| {
-            let rest = name.strip_prefix(key(m))?.strip_prefix('.')?;
-            let value = nested(tape, m.key + 1, rest)?;
-            fits(slot, &tape[value]).then_some(Found {
-                value,
-                whole: None,
-                name,
-            })
+        let outer = |m: &Member| {
+            let k = key(m);
+            name.strip_prefix(k).is_some_and(|r| r.starts_with('.'))
+        };
+        if !members.iter().any(outer) {
+            return None;
+        }
+        let members: Vec<(usize, &str)> = members.iter().map(|m| (m.key, key(m))).collect();
+        let value = path(tape, &members, name)?;
+        fits(slot, &tape[value]).then_some(Found {
+            value,
+            name,
+            whole: false,
         })
     })
 }
 
-/// The tape index of the value at dotted `path` inside the object at `tape[obj]`: a member
-/// of that name, else a path through nested objects.
-fn nested(tape: &[Node<'_>], obj: usize, path: &str) -> Option<usize> {
-    let Node::Object { len, .. } = tape[obj] else {
-        return None;
-    };
-    let members = || Member::of_object(tape, obj, len);
-    if let Some((m, _)) = members().find(|(_, key)| *key == path) {
-        return Some(m.key + 1);
-    }
-    members().find_map(|(m, key)| {
-        let rest = path.strip_prefix(key)?.strip_prefix('.')?;
-        nested(tape, m.key + 1, rest)
+/// The tape index of the value at dotted `path` through nested objects, starting from
+/// `members` (tape index of each key, and the key): at each `.` in turn, the last member named
+/// by what comes before it, when an object, holding the rest as a member of that name or as a
+/// path again.
+fn path(tape: &[Node<'_>], members: &[(usize, &str)], path: &str) -> Option<usize> {
+    path.match_indices('.').find_map(|(i, _)| {
+        let (outer, rest) = (&path[..i], &path[i + 1..]);
+        let &(at, _) = members.iter().rfind(|(_, k)| *k == outer)?;
+        let Node::Object { len, .. } = tape[at + 1] else {
+            return None;
+        };
+        let inner: Vec<(usize, &str)> = Member::of_object(tape, at + 1, len)
+            .map(|(m, k)| (m.key, k))
+            .collect();
+        match inner.iter().rfind(|(_, k)| *k == rest) {
+            Some(&(key, _)) => Some(key + 1),
+            None => self::path(tape, &inner, rest),
+        }
     })
 }
 

@@ -527,13 +527,10 @@ impl Scratch {
             if *at != ABSENT {
                 continue;
             }
-            let Some(found) = aliases::find(slot, tape, &self.extras) else {
+            let Some(found) = aliases::take(slot, tape, &mut self.extras) else {
                 continue;
             };
             *at = found.value;
-            if let Some(i) = found.whole {
-                self.extras.remove(i);
-            }
             match slot {
                 Slot::Timestamp => f.ts_name = found.name,
                 Slot::Level => f.level_name = found.name,

@@ -178,11 +178,8 @@ impl Rows for MetricRows {
                 if *at != ABSENT {
                     continue;
                 }
-                if let Some(found) = aliases::find(slot, tape, &self.extras) {
+                if let Some(found) = aliases::take(slot, tape, &mut self.extras) {
                     *at = found.value;
-                    if let Some(i) = found.whole {
-                        self.extras.remove(i);
-                    }
                     if slot == Slot::Timestamp {
                         ts_name = found.name;
                     }

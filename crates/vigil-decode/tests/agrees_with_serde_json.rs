@@ -173,7 +173,11 @@ fn record() -> impl Strategy<Value = String> {
                 prop_oneof![
                     3 => "[a-z]{1,8}".boxed(),
                     1 => Just("latency".to_string()).boxed(),
-                    1 => Just("region".to_string()).boxed()
+                    1 => Just("region".to_string()).boxed(),
+                    // Aliases, twice in a record when the shape writes them too.
+                    1 => prop_oneof![Just("ts"), Just("msg"), Just("log"), Just("severity")]
+                        .prop_map(String::from)
+                        .boxed()
                 ],
                 prop_oneof![
                     2 => json_value().boxed(),

@@ -244,10 +244,13 @@ fn the_seed_s_names_win_and_a_guessed_name_never_makes_a_dead_letter() {
         r#"{"timestamp":"2024-01-01T00:00:00Z","service":"d","level":99}"#,
         r#"{"timestamp":"2024-01-01T00:00:00Z","service":"d","level":4}"#,
         r#"{"timestamp":"2024-01-01T00:00:00Z","service":"d","level":2.5}"#,
+        // Of a key written twice the last counts, as for the seed's own names.
+        r#"{"ts":[],"ts":"2024-01-01T00:00:00Z","service":"e"}"#,
+        r#"{"ts":"2024-01-01T00:00:00Z","ts":[],"service":"e"}"#,
     ]);
     let mut dec = Decoder::logs(schema(), DecoderOptions::default());
     let (rows, dead) = concat(&decode_all(&mut dec, &input, 7));
-    assert_eq!((rows.num_rows(), dead.num_rows()), (4, 3));
+    assert_eq!((rows.num_rows(), dead.num_rows()), (5, 4));
     let s = |b: &RecordBatch, name: &str, i: usize| {
         let a = col(b, name).as_string::<i32>();
         a.is_valid(i).then(|| a.value(i).to_string())
@@ -274,6 +277,11 @@ fn the_seed_s_names_win_and_a_guessed_name_never_makes_a_dead_letter() {
             "field `level` must be a string or a level number, found number",
         ]
     );
+    assert_eq!(
+        s(&dead, "reason", 3).as_deref(),
+        Some("required field `timestamp` is missing")
+    );
+    assert_eq!(s(&rows, "extra", 4), None);
 }
 
 #[test]
