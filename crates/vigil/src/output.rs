@@ -73,10 +73,20 @@ pub fn summary_line(s: &Summary) -> String {
 /// one a dead letter, as when the input is not NDJSON of the kind asked for.
 pub fn none_archived_hint(s: &Summary, kind: &str, archive: &str) -> Option<String> {
     (s.records == 0 && s.dead_letters > 0).then(|| {
+        let missing = s.reasons.get("missing_field") == Some(&s.dead_letters);
+        let why = if missing && kind == "logs" {
+            "every one lacks a required field: a time, or a service (pino, zap and logrus \
+             write none: give it with --service NAME)"
+                .to_string()
+        } else {
+            format!(
+                "every one is a dead letter. Is the input NDJSON {kind} (one JSON object per \
+                 line; `--kind` says which)?"
+            )
+        };
         format!(
-            "no record was archived: every one is a dead letter. Is the input NDJSON {kind} \
-             (one JSON object per line; `--kind` says which)? Their reasons: vigil sql \
-             --archive {archive} \"SELECT reason, count(*) FROM dead_letters GROUP BY 1\""
+            "no record was archived: {why} Their reasons: vigil sql --archive {archive} \
+             \"SELECT reason, count(*) FROM dead_letters GROUP BY 1\""
         )
     })
 }
@@ -153,6 +163,16 @@ mod tests {
         };
         let hint = none_archived_hint(&s, "logs", "a").unwrap();
         assert!(hint.contains("every one is a dead letter"), "{hint}");
+        // Every one lacking a field: most likely logs that name no service.
+        s.reasons.insert("missing_field", 3);
+        let hint = none_archived_hint(&s, "logs", "a").unwrap();
+        assert!(hint.contains("--service NAME"), "{hint}");
+        assert!(
+            !none_archived_hint(&s, "metrics", "a")
+                .unwrap()
+                .contains("--service")
+        );
+        s.reasons.clear();
         s.records = 1;
         assert_eq!(none_archived_hint(&s, "logs", "a"), None);
         s.records = 0;
