@@ -76,7 +76,7 @@ pub fn none_archived_hint(s: &Summary, kind: &str, archive: &str) -> Option<Stri
         let missing = s.reasons.get("missing_field") == Some(&s.dead_letters);
         let why = if missing && kind == "logs" {
             "every one lacks a required field: a time, or a service (pino, zap and logrus \
-             write none: give it with --service NAME)"
+             write none: give it with --service NAME)."
                 .to_string()
         } else {
             format!(
