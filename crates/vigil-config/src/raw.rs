@@ -309,6 +309,11 @@ pub struct RawDecode {
     /// that writes no service (pino, zap, logrus). Default: such a record is a dead letter
     /// (`missing_field`).
     pub default_service: Option<Spanned<String>>,
+    /// Read a promoted number or boolean field written as a string of one (`"503"` for an
+    /// int32 column, `"true"` for a bool) as that value, as Elasticsearch's `coerce` does.
+    /// Default `false`: such a record is a dead letter (`wrong_type`); a string that is no
+    /// such value always is (`invalid_value`).
+    pub coerce: Option<bool>,
 }
 
 /// `[[rules]]`: an alerting rule on a windowed signal.

@@ -123,9 +123,10 @@ fn correlation_is_on_by_default_and_can_be_turned_off() {
 
 #[test]
 fn a_default_service_is_read_and_an_empty_one_refused() {
-    let text = "[[sources]]\ntype = \"generator\"\n[decode]\ndefault_service = \"checkout\"\n";
+    let text = "[[sources]]\ntype = \"generator\"\n[decode]\ndefault_service = \"checkout\"\ncoerce = true\n";
     let p = parse(text, "g.toml", |_| None).unwrap();
     assert_eq!(p.decode.default_service.as_deref(), Some("checkout"));
+    assert!(p.decode.coerce);
     let none = parse("[[sources]]\ntype = \"generator\"\n", "g.toml", |_| None).unwrap();
     assert_eq!(none.decode.default_service, None);
     let text = "[[sources]]\ntype = \"generator\"\n[decode]\nmax_past = \"never\"\ndefault_service = \" \"\n";

@@ -41,6 +41,9 @@ pub struct DecoderOptions {
     /// The service of a record that names none (logs of a library that writes no service,
     /// one file or topic per service); `None`: such a record is a dead letter.
     pub default_service: Option<String>,
+    /// Read a promoted number or boolean field written as a string of one (`"503"` for an
+    /// int32) as that value; without it such a record is a dead letter (`wrong_type`).
+    pub coerce: bool,
 }
 
 impl Default for DecoderOptions {
@@ -54,6 +57,7 @@ impl Default for DecoderOptions {
             max_future_skew: Some(Duration::from_secs(600)),
             max_past: None,
             default_service: None,
+            coerce: false,
         }
     }
 }
@@ -163,7 +167,7 @@ impl DecodedBatch {
 impl Decoder {
     /// A decoder for log records with the given schema.
     pub fn logs(schema: LogSchema, opts: DecoderOptions) -> Self {
-        let rows = Box::new(LogRows::new(schema, opts.default_service.clone()));
+        let rows = Box::new(LogRows::new(schema, &opts));
         Self::with_rows(RecordKind::Logs, rows, opts)
     }
 

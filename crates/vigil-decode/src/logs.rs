@@ -125,14 +125,23 @@ pub(crate) struct LogRow<'a> {
     pub(crate) extra: Option<&'a str>,
 }
 
-/// Validates a promoted value against its declared type.
+/// Validates a promoted value against its declared type. With `coerce` (`decode.coerce`), a
+/// string of a number or boolean is read as one for a column of that type: `"503"` for an
+/// int32.
 #[inline]
-fn promote<'t>(p: &PromotedField, node: &Node<'t>) -> Result<Value<'t>, Rejection> {
+fn promote<'t>(p: &PromotedField, node: &Node<'t>, coerce: bool) -> Result<Value<'t>, Rejection> {
     if is_null(node) {
         return Ok(Value::Null);
     }
     let field = || p.path();
     let t = p.field_type;
+    if coerce
+        && let Node::String(s) = node
+        && t != FieldType::Utf8
+        && t != FieldType::Timestamp
+    {
+        return coerced(p, s);
+    }
     match t {
         FieldType::Int32 | FieldType::Int64 => {
             let Some(i) = as_i64(node) else {
@@ -144,13 +153,7 @@ fn promote<'t>(p: &PromotedField, node: &Node<'t>) -> Result<Value<'t>, Rejectio
                     _ => wrong_type(&field(), "an integer", node),
                 });
             };
-            if t == FieldType::Int32 && i32::try_from(i).is_err() {
-                return Err(Rejection::new(
-                    ReasonCode::InvalidValue,
-                    format!("field `{}` = {i} does not fit in int32", field()),
-                ));
-            }
-            Ok(Value::Int(i))
+            fits_int(p, i)
         }
         FieldType::Float64 => as_f64(node)
             .map(Value::Float)
@@ -165,6 +168,46 @@ fn promote<'t>(p: &PromotedField, node: &Node<'t>) -> Result<Value<'t>, Rejectio
         },
         FieldType::Timestamp => read_timestamp(&field(), node).map(Value::Int),
     }
+}
+
+/// An integer for an int32 or int64 column, if it fits.
+fn fits_int<'t>(p: &PromotedField, i: i64) -> Result<Value<'t>, Rejection> {
+    if p.field_type == FieldType::Int32 && i32::try_from(i).is_err() {
+        return Err(Rejection::new(
+            ReasonCode::InvalidValue,
+            format!("field `{}` = {i} does not fit in int32", p.path()),
+        ));
+    }
+    Ok(Value::Int(i))
+}
+
+/// A number or boolean column's value from a string (`decode.coerce`), read as JSON would
+/// read the same text unquoted.
+#[cold]
+fn coerced<'t>(p: &PromotedField, s: &str) -> Result<Value<'t>, Rejection> {
+    let value = match p.field_type {
+        FieldType::Int32 | FieldType::Int64 => s.parse::<i64>().ok().map(|i| fits_int(p, i)),
+        FieldType::Float64 => (s.parse::<f64>().ok())
+            .filter(|f| f.is_finite())
+            .map(|f| Ok(Value::Float(f))),
+        FieldType::Boolean => match s {
+            "true" => Some(Ok(Value::Bool(true))),
+            "false" => Some(Ok(Value::Bool(false))),
+            _ => None,
+        },
+        FieldType::Utf8 | FieldType::Timestamp => unreachable!("strings are read as they are"),
+    };
+    value.unwrap_or_else(|| {
+        let shown: String = s.chars().take(32).collect();
+        Err(Rejection::new(
+            ReasonCode::InvalidValue,
+            format!(
+                "field `{}` = {shown:?} cannot be read as {}",
+                p.path(),
+                p.field_type.name()
+            ),
+        ))
+    })
 }
 
 /// Normalises a log level: case-insensitive, `WARN` → `WARNING`; `FATAL`, `CRIT` and
@@ -346,6 +389,8 @@ struct Scratch {
     promoted_slots: Vec<usize>,
     /// Whether some promoted fields are members of the record itself.
     top_level: bool,
+    /// `decode.coerce`.
+    coerce: bool,
 }
 
 /// Where a record's known top-level fields are on the tape ([`ABSENT`] if not there).
@@ -363,9 +408,9 @@ struct Fields {
 }
 
 impl LogRows {
-    pub(crate) fn new(schema: LogSchema, default_service: Option<String>) -> Self {
+    pub(crate) fn new(schema: LogSchema, opts: &crate::DecoderOptions) -> Self {
         Self {
-            default_service,
+            default_service: opts.default_service.clone(),
             keep: Keep::all(&schema),
             groups: Groups::new(),
             rows_hint: 1024,
@@ -374,6 +419,7 @@ impl LogRows {
                 rest: Vec::new(),
                 promoted_slots: vec![ABSENT; schema.promoted().len()],
                 top_level: schema.promoted().iter().any(|p| p.top_level),
+                coerce: opts.coerce,
             },
             schema,
         }
@@ -600,7 +646,7 @@ impl Scratch {
             match slot {
                 ABSENT => b.append_null(),
                 i => {
-                    let value = promote(p, &tape[i])?;
+                    let value = promote(p, &tape[i], self.coerce)?;
                     b.append_value(if kept { value } else { Value::Null });
                 }
             }

@@ -347,6 +347,7 @@ fn check(lines: &[Vec<u8>], splits: &[usize], batch_size: usize) -> Result<(), T
             max_future_skew: None,
             max_past: None,
             default_service: None,
+            coerce: false,
         },
     );
     let (mut rows, mut dead) = (Vec::new(), Vec::new());

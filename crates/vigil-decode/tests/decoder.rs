@@ -28,11 +28,16 @@ fn decode_all(dec: &mut Decoder, input: &[u8], chunk: usize) -> Vec<DecodedBatch
 
 fn concat(batches: &[DecodedBatch]) -> (RecordBatch, RecordBatch) {
     let r: Vec<RecordBatch> = batches.iter().flat_map(|b| b.records.clone()).collect();
-    let d: Vec<RecordBatch> = batches.iter().map(|b| b.dead_letters.clone()).collect();
     (
         arrow::compute::concat_batches(&r[0].schema(), &r).unwrap(),
-        arrow::compute::concat_batches(&d[0].schema(), &d).unwrap(),
+        dead_letters(batches),
     )
+}
+
+/// The dead letters of every batch, in one (for inputs without a good record too).
+fn dead_letters(batches: &[DecodedBatch]) -> RecordBatch {
+    let d: Vec<RecordBatch> = batches.iter().map(|b| b.dead_letters.clone()).collect();
+    arrow::compute::concat_batches(&d[0].schema(), &d).unwrap()
 }
 
 fn col<'a>(b: &'a RecordBatch, name: &str) -> &'a dyn Array {
@@ -371,6 +376,52 @@ fn flat_records_promote_their_own_members() {
 }
 
 #[test]
+fn numbers_written_as_strings_are_read_with_coerce_and_dead_letters_without() {
+    let input = concat_lines(&[
+        r#"{"timestamp":"2024-01-01T00:00:00Z","service":"a","additional_data":{"status_code":"503","processing_time_ms":"12.5"}}"#,
+        r#"{"timestamp":"2024-01-01T00:00:01Z","service":"a","additional_data":{"status_code":"abc"}}"#,
+        r#"{"timestamp":"2024-01-01T00:00:02Z","service":"a","additional_data":{"status_code":"9999999999"}}"#,
+        r#"{"timestamp":"2024-01-01T00:00:03Z","service":"a","additional_data":{"processing_time_ms":"NaN"}}"#,
+    ]);
+    let coerce = DecoderOptions {
+        coerce: true,
+        ..DecoderOptions::default()
+    };
+    let mut dec = Decoder::logs(schema(), coerce);
+    let (rows, dead) = concat(&decode_all(&mut dec, &input, 7));
+    assert_eq!((rows.num_rows(), dead.num_rows()), (1, 3));
+    assert_eq!(
+        col(&rows, "status_code")
+            .as_primitive::<Int32Type>()
+            .value(0),
+        503
+    );
+    assert_eq!(
+        col(&rows, "processing_time_ms")
+            .as_primitive::<Float64Type>()
+            .value(0),
+        12.5
+    );
+    assert_eq!(
+        texts(&dead, "reason"),
+        [
+            r#"field `additional_data.status_code` = "abc" cannot be read as int32"#,
+            "field `additional_data.status_code` = 9999999999 does not fit in int32",
+            r#"field `additional_data.processing_time_ms` = "NaN" cannot be read as float64"#,
+        ]
+    );
+    // Without it, as the data contract says: a wrong type.
+    let mut dec = Decoder::logs(schema(), DecoderOptions::default());
+    let batches = decode_all(&mut dec, &input, 7);
+    assert_eq!(
+        batches.iter().map(DecodedBatch::num_records).sum::<usize>(),
+        0
+    );
+    let dead = dead_letters(&batches);
+    assert_eq!(texts(&dead, "reason_code"), ["wrong_type"; 4]);
+}
+
+#[test]
 fn epoch_seconds_and_milliseconds_are_both_read() {
     // The same instant as `date +%s`, Python's `time.time()`, `Date.now()` and RFC 3339;
     // epoch microseconds are milliseconds past year 9999: a dead letter that says so.
@@ -468,8 +519,7 @@ fn a_pretty_printed_object_is_said_to_be_split_over_lines() {
         batches.iter().map(DecodedBatch::num_records).sum::<usize>(),
         0
     );
-    let dead: Vec<RecordBatch> = batches.iter().map(|b| b.dead_letters.clone()).collect();
-    let dead = arrow::compute::concat_batches(&dead[0].schema(), &dead).unwrap();
+    let dead = dead_letters(&batches);
     assert_eq!(dead.num_rows(), 5);
     let reasons: Vec<&str> = texts(&dead, "reason");
     let split = "a record split over lines (pretty-printed JSON); records are one JSON object per \

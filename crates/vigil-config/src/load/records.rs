@@ -93,6 +93,7 @@ impl Validator<'_> {
             max_depth: raw.max_depth.unwrap_or(d.max_depth),
             dead_letter_raw_limit: dead_letter_raw_limit?,
             default_service: default_service?,
+            coerce: raw.coerce.unwrap_or(d.coerce),
         })
     }
 }

@@ -35,6 +35,7 @@ fuzz_target!(|data: &[u8]| {
             max_future_skew: None,
             max_past: None,
             default_service: None,
+            coerce: false,
         },
     );
     let (mut rows, mut dead) = (0usize, Vec::new());
