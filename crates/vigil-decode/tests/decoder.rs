@@ -44,6 +44,15 @@ fn col<'a>(b: &'a RecordBatch, name: &str) -> &'a dyn Array {
     b.column_by_name(name).unwrap().as_ref()
 }
 
+/// The value at `row` of a primitive column.
+fn value<T: arrow::datatypes::ArrowPrimitiveType>(
+    b: &RecordBatch,
+    name: &str,
+    row: usize,
+) -> T::Native {
+    col(b, name).as_primitive::<T>().value(row)
+}
+
 /// The non-null values of a string column.
 fn texts<'a>(b: &'a RecordBatch, name: &str) -> Vec<&'a str> {
     col(b, name).as_string::<i32>().iter().flatten().collect()
@@ -54,9 +63,7 @@ fn decodes_the_seed_example() {
     let mut dec = Decoder::logs(schema(), DecoderOptions::default());
     let (rows, dead) = concat(&decode_all(&mut dec, SEED_LINE.as_bytes(), 1 << 20));
     assert_eq!((rows.num_rows(), dead.num_rows()), (1, 0));
-    let ts = col(&rows, "timestamp")
-        .as_primitive::<TimestampMicrosecondType>()
-        .value(0);
+    let ts = value::<TimestampMicrosecondType>(&rows, "timestamp", 0);
     assert_eq!(
         vigil_core::time::format_rfc3339(ts),
         "2023-07-15T14:22:33.456Z"
@@ -66,12 +73,7 @@ fn decodes_the_seed_example() {
         "deal-analysis-service"
     );
     assert_eq!(col(&rows, "level").as_string::<i32>().value(0), "INFO");
-    assert_eq!(
-        col(&rows, "processing_time_ms")
-            .as_primitive::<Float64Type>()
-            .value(0),
-        350.0
-    );
+    assert_eq!(value::<Float64Type>(&rows, "processing_time_ms", 0), 350.0);
     assert!(col(&rows, "status_code").is_null(0));
     assert!(col(&rows, "parent_span_id").is_null(0));
     let rest: serde_json::Value =
@@ -103,16 +105,9 @@ fn normalises_levels_and_keeps_unknown_fields() {
         col(&rows, "extra").as_string::<i32>().value(0),
         r#"{"host":"h1"}"#
     );
+    assert_eq!(value::<Int32Type>(&rows, "status_code", 0), 503);
     assert_eq!(
-        col(&rows, "status_code")
-            .as_primitive::<Int32Type>()
-            .value(0),
-        503
-    );
-    assert_eq!(
-        col(&rows, "timestamp")
-            .as_primitive::<TimestampMicrosecondType>()
-            .value(0),
+        value::<TimestampMicrosecondType>(&rows, "timestamp", 0),
         1_689_430_953_456_000
     );
 }
@@ -341,22 +336,9 @@ fn flat_records_promote_their_own_members() {
     let mut dec = Decoder::logs(schema, DecoderOptions::default());
     let (rows, dead) = concat(&decode_all(&mut dec, &input, 7));
     assert_eq!((rows.num_rows(), dead.num_rows()), (1, 1));
-    assert_eq!(
-        col(&rows, "latency_ms")
-            .as_primitive::<Float64Type>()
-            .value(0),
-        12.5
-    );
-    assert_eq!(
-        col(&rows, "status").as_primitive::<Int32Type>().value(0),
-        503
-    );
-    assert_eq!(
-        col(&rows, "status_code")
-            .as_primitive::<Int32Type>()
-            .value(0),
-        200
-    );
+    assert_eq!(value::<Float64Type>(&rows, "latency_ms", 0), 12.5);
+    assert_eq!(value::<Int32Type>(&rows, "status", 0), 503);
+    assert_eq!(value::<Int32Type>(&rows, "status_code", 0), 200);
     // The record's own `status` and additional_data's are two fields.
     assert_eq!(
         col(&rows, "additional_data").as_string::<i32>().value(0),
@@ -367,10 +349,7 @@ fn flat_records_promote_their_own_members() {
         r#"{"path":"/x"}"#
     );
     assert_eq!(
-        dead.column_by_name("reason")
-            .unwrap()
-            .as_string::<i32>()
-            .value(0),
+        texts(&dead, "reason")[0],
         "field `status` must be an integer, found string"
     );
 }
@@ -390,18 +369,8 @@ fn numbers_written_as_strings_are_read_with_coerce_and_dead_letters_without() {
     let mut dec = Decoder::logs(schema(), coerce);
     let (rows, dead) = concat(&decode_all(&mut dec, &input, 7));
     assert_eq!((rows.num_rows(), dead.num_rows()), (1, 3));
-    assert_eq!(
-        col(&rows, "status_code")
-            .as_primitive::<Int32Type>()
-            .value(0),
-        503
-    );
-    assert_eq!(
-        col(&rows, "processing_time_ms")
-            .as_primitive::<Float64Type>()
-            .value(0),
-        12.5
-    );
+    assert_eq!(value::<Int32Type>(&rows, "status_code", 0), 503);
+    assert_eq!(value::<Float64Type>(&rows, "processing_time_ms", 0), 12.5);
     assert_eq!(
         texts(&dead, "reason"),
         [
@@ -448,13 +417,7 @@ fn epoch_seconds_and_milliseconds_are_both_read() {
             1_689_430_953_456_000
         ]
     );
-    assert_eq!(
-        dead.column_by_name("reason_code")
-            .unwrap()
-            .as_string::<i32>()
-            .value(0),
-        "timestamp_out_of_range"
-    );
+    assert_eq!(texts(&dead, "reason_code")[0], "timestamp_out_of_range");
 }
 
 #[test]
@@ -601,7 +564,7 @@ fn every_kind_of_bad_line_is_a_dead_letter_and_good_lines_survive() {
         let got: Vec<(i64, &str)> = (0..dead.num_rows())
             .map(|r| {
                 (
-                    col(&dead, "offset").as_primitive::<Int64Type>().value(r),
+                    value::<Int64Type>(&dead, "offset", r),
                     col(&dead, "reason_code").as_string::<i32>().value(r),
                 )
             })
@@ -695,10 +658,7 @@ fn an_oversized_line_split_across_calls_keeps_a_bounded_prefix() {
         "oversized"
     );
     assert_eq!(col(&dead, "raw").as_binary::<i32>().value(0).len(), 100);
-    assert_eq!(
-        col(&dead, "raw_len").as_primitive::<Int64Type>().value(0),
-        10_000
-    );
+    assert_eq!(value::<Int64Type>(&dead, "raw_len", 0), 10_000);
 }
 
 #[test]
@@ -762,9 +722,7 @@ fn metrics_of_other_shapes_are_read_under_their_names() {
     assert_eq!(extra.value(3), r#"{"metric":"other"}"#);
     assert!(extra.is_null(0) && extra.is_null(1));
     assert_eq!(
-        col(&rows, "timestamp")
-            .as_primitive::<TimestampMicrosecondType>()
-            .value(0),
+        value::<TimestampMicrosecondType>(&rows, "timestamp", 0),
         1_704_067_210_000_000
     );
 }
@@ -782,10 +740,7 @@ fn decodes_metrics_with_labels() {
     let (rows, dead) = concat(&decode_all(&mut dec, &input, 1 << 20));
     assert_eq!(rows.num_rows(), 2);
     assert_eq!(col(&rows, "type").as_string::<i32>().value(0), "gauge");
-    assert_eq!(
-        col(&rows, "value").as_primitive::<Float64Type>().value(1),
-        10.0
-    );
+    assert_eq!(value::<Float64Type>(&rows, "value", 1), 10.0);
     assert_eq!(
         col(&rows, "extra").as_string::<i32>().value(1),
         r#"{"unit":"1"}"#
@@ -818,7 +773,7 @@ fn blank_lines_are_skipped_and_line_numbers_still_count_them() {
     let mut dec = Decoder::logs(schema(), DecoderOptions::default());
     let (rows, dead) = concat(&decode_all(&mut dec, input.as_bytes(), 5));
     assert_eq!(rows.num_rows(), 1);
-    assert_eq!(col(&dead, "offset").as_primitive::<Int64Type>().value(0), 5);
+    assert_eq!(value::<Int64Type>(&dead, "offset", 0), 5);
     assert_eq!(dec.stats().blank_lines, 3);
 }
 
@@ -846,12 +801,7 @@ fn unpromoted_fields_are_kept_verbatim() {
             col(&rows, "extra").as_string::<i32>().value(0),
             r#"{"host" : "h\n"}"#
         );
-        assert_eq!(
-            col(&rows, "status_code")
-                .as_primitive::<Int32Type>()
-                .value(0),
-            200
-        );
+        assert_eq!(value::<Int32Type>(&rows, "status_code", 0), 200);
     }
 }
 
