@@ -310,7 +310,8 @@ pub struct RawDecode {
     /// (`missing_field`).
     pub default_service: Option<Spanned<String>>,
     /// Read a promoted number or boolean field written as a string of one (`"503"` for an
-    /// int32 column, `"true"` for a bool) as that value, as Elasticsearch's `coerce` does.
+    /// int32 column, `"true"` for a bool), and a metric's `value` written as a string of a
+    /// number, as that value, as Elasticsearch's `coerce` does.
     /// Default `false`: such a record is a dead letter (`wrong_type`); a string that is no
     /// such value always is (`invalid_value`).
     pub coerce: Option<bool>,

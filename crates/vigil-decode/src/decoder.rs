@@ -42,7 +42,8 @@ pub struct DecoderOptions {
     /// one file or topic per service); `None`: such a record is a dead letter.
     pub default_service: Option<String>,
     /// Read a promoted number or boolean field written as a string of one (`"503"` for an
-    /// int32) as that value; without it such a record is a dead letter (`wrong_type`).
+    /// int32), and a metric's `value` written as a string of a number, as that value;
+    /// without it such a record is a dead letter (`wrong_type`).
     pub coerce: bool,
 }
 
@@ -173,7 +174,7 @@ impl Decoder {
 
     /// A decoder for metric records.
     pub fn metrics(opts: DecoderOptions) -> Self {
-        let rows = Box::new(MetricRows::new(opts.default_service.clone()));
+        let rows = Box::new(MetricRows::new(&opts));
         Self::with_rows(RecordKind::Metrics, rows, opts)
     }
 

@@ -121,12 +121,15 @@ pub(crate) struct MetricRows {
     json: String,
     /// `decode.default_service`.
     default_service: Option<String>,
+    /// `decode.coerce`: a `value` written as a string of a number is read as that number.
+    coerce: bool,
 }
 
 impl MetricRows {
-    pub(crate) fn new(default_service: Option<String>) -> Self {
+    pub(crate) fn new(opts: &crate::DecoderOptions) -> Self {
         Self {
-            default_service,
+            default_service: opts.default_service.clone(),
+            coerce: opts.coerce,
             schema: metric_schema(),
             groups: Groups::new(),
             extras: Vec::new(),
@@ -210,6 +213,15 @@ impl Rows for MetricRows {
                     "required field `value` is missing",
                 ));
             }
+            Some(Node::String(s)) if self.coerce => (s.parse::<f64>().ok())
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| {
+                    let shown: String = s.chars().take(32).collect();
+                    Rejection::new(
+                        ReasonCode::InvalidValue,
+                        format!("field `value` = {shown:?} cannot be read as a number"),
+                    )
+                })?,
             Some(node) => as_f64(node).ok_or_else(|| wrong_type("value", "a number", node))?,
         };
         let labels_len = match tape.get(labels) {

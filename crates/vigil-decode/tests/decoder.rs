@@ -366,7 +366,7 @@ fn numbers_written_as_strings_are_read_with_coerce_and_dead_letters_without() {
         coerce: true,
         ..DecoderOptions::default()
     };
-    let mut dec = Decoder::logs(schema(), coerce);
+    let mut dec = Decoder::logs(schema(), coerce.clone());
     let (rows, dead) = concat(&decode_all(&mut dec, &input, 7));
     assert_eq!((rows.num_rows(), dead.num_rows()), (1, 3));
     assert_eq!(value::<Int32Type>(&rows, "status_code", 0), 503);
@@ -388,6 +388,18 @@ fn numbers_written_as_strings_are_read_with_coerce_and_dead_letters_without() {
     );
     let dead = dead_letters(&batches);
     assert_eq!(texts(&dead, "reason_code"), ["wrong_type"; 4]);
+    // A metric's value alike.
+    let metrics = concat_lines(&[
+        r#"{"timestamp":"2024-01-01T00:00:00Z","name":"cpu","service":"a","value":"87.5"}"#,
+        r#"{"timestamp":"2024-01-01T00:00:00Z","name":"cpu","service":"a","value":"high"}"#,
+    ]);
+    let mut dec = Decoder::metrics(coerce);
+    let (rows, dead) = concat(&decode_all(&mut dec, &metrics, 7));
+    assert_eq!(value::<Float64Type>(&rows, "value", 0), 87.5);
+    assert_eq!(
+        texts(&dead, "reason"),
+        [r#"field `value` = "high" cannot be read as a number"#]
+    );
 }
 
 #[test]
