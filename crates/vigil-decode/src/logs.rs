@@ -213,6 +213,7 @@ fn coerced<'t>(p: &PromotedField, s: &str) -> Result<Value<'t>, Rejection> {
 /// Normalises a log level: case-insensitive, `WARN` → `WARNING`; `FATAL`, `CRIT` and
 /// syslog's and zap's graver names (`EMERGENCY`, `ALERT`, `PANIC`) → `CRITICAL`; `ERR` and
 /// java.util.logging's `SEVERE` → `ERROR`. Unknown levels are kept, upper-cased.
+#[inline]
 pub(crate) fn normalize_level(s: &str) -> Option<&'static str> {
     const KNOWN: [(&str, &str); 17] = [
         ("INFO", "INFO"),
@@ -391,15 +392,19 @@ struct Scratch {
     top_level: bool,
     /// `decode.coerce`.
     coerce: bool,
+    /// The names this record's time and level were found under ([`NAMES`] unless aliases),
+    /// for its reasons; `renamed` when they are not [`NAMES`].
+    names: [&'static str; 2],
+    renamed: bool,
 }
+
+/// The seed's names of the time and the level.
+const NAMES: [&str; 2] = ["timestamp", "level"];
 
 /// Where a record's known top-level fields are on the tape ([`ABSENT`] if not there).
 struct Fields {
     ts: usize,
-    /// The name `ts` was found under: `timestamp` or an alias.
-    ts_name: &'static str,
     level: usize,
-    level_name: &'static str,
     service: usize,
     /// trace_id, span_id, parent_span_id, user_id, message.
     strs: [usize; 5],
@@ -420,6 +425,8 @@ impl LogRows {
                 promoted_slots: vec![ABSENT; schema.promoted().len()],
                 top_level: schema.promoted().iter().any(|p| p.top_level),
                 coerce: opts.coerce,
+                names: NAMES,
+                renamed: false,
             },
             schema,
         }
@@ -444,7 +451,7 @@ impl Rows for LogRows {
             ));
         };
         let f = self.scratch.fields(tape, idx, len, &self.schema);
-        let micros = required_timestamp(tape, f.ts, f.ts_name, bounds)?;
+        let micros = required_timestamp(tape, f.ts, self.scratch.names[0], bounds)?;
         let service = required_service(tape, f.service, self.default_service.as_deref())?;
         let (schema, hint) = (&self.schema, self.rows_hint);
         let c = self
@@ -490,15 +497,17 @@ impl Scratch {
     fn fields(&mut self, tape: &[Node<'_>], idx: usize, len: usize, schema: &LogSchema) -> Fields {
         let mut f = Fields {
             ts: ABSENT,
-            ts_name: "timestamp",
             level: ABSENT,
-            level_name: "level",
             service: ABSENT,
             strs: [ABSENT; 5],
             ad: None,
         };
         self.extras.clear();
         self.promoted_slots.fill(ABSENT);
+        if self.renamed {
+            self.names = NAMES;
+            self.renamed = false;
+        }
         // A `service` object (ECS's `{"name": …}`) is a place to look for the name.
         let mut service_object = ABSENT;
         for (m, key) in Member::of_object(tape, idx, len) {
@@ -578,10 +587,11 @@ impl Scratch {
             };
             *at = found.value;
             match slot {
-                Slot::Timestamp => f.ts_name = found.name,
-                Slot::Level => f.level_name = found.name,
+                Slot::Timestamp => self.names[0] = found.name,
+                Slot::Level => self.names[1] = found.name,
                 _ => {}
             }
+            self.renamed = true;
         }
     }
 
@@ -611,7 +621,7 @@ impl Scratch {
                     None => c.level.push(&i.to_string()),
                 },
                 Some(_) => c.level.push_null(),
-                None => return Err(wrong_type(f.level_name, "a string or a level number", n)),
+                None => return Err(wrong_type(self.names[1], "a string or a level number", n)),
             },
         }
         for (((field, &i), b), &kept) in (STRING_FIELDS.iter().zip(&f.strs))
