@@ -18,10 +18,11 @@
 
 use simd_json::{Node, StaticNode};
 
+use crate::rows::ABSENT;
 use crate::tape::as_i64;
 use crate::verbatim::Member;
 
-/// A known field, by its place in [`crate::logs`]' record positions.
+/// A known field of a log or metric record.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Slot {
     Timestamp,
@@ -36,7 +37,7 @@ pub(crate) enum Slot {
 }
 
 /// Each known field's other names, tried in order.
-pub(crate) const ALIASES: [(Slot, &[&str]); 10] = [
+const ALIASES: [(Slot, &[&str]); 10] = [
     (Slot::Timestamp, &["@timestamp", "time", "ts"]),
     (Slot::Level, &["log.level", "severity", "levelname"]),
     (Slot::Service, &["service.name"]),
@@ -66,77 +67,81 @@ fn fits(slot: Slot, node: &Node<'_>) -> bool {
 }
 
 /// Where an alias was found: the tape index of its value, and the name it was found under.
-pub(crate) struct Found {
-    pub(crate) value: usize,
-    pub(crate) name: &'static str,
+struct Found {
+    value: usize,
+    name: &'static str,
     /// A member of its own (taken out of `extra`), not a value inside a nested object (which
     /// stays).
     whole: bool,
 }
 
-/// [`find`], and the member found, when it is one of its own, taken out of `members` (the
-/// record's `extra`) with any earlier member of the same name: a key written twice is one
-/// field, its last value.
-pub(crate) fn take(slot: Slot, tape: &[Node<'_>], members: &mut Vec<Member>) -> Option<Found> {
-    let found = find(slot, tape, members)?;
-    if found.whole {
-        members.retain(|m| !matches!(tape[m.key], Node::String(k) if k == found.name));
+/// Fills each of `slots` (a known field and the tape index of its value, [`ABSENT`] when the
+/// record lacks it) that the record lacks from the first of its aliases among `members` (the
+/// record's members under no known name, its `extra`) with a value that fits. A member taken
+/// whole leaves `members`, with any earlier member of the same name: a key written twice is
+/// one field, its last value. `named` hears the name each slot was found under.
+pub(crate) fn fill(
+    tape: &[Node<'_>],
+    members: &mut Vec<Member>,
+    slots: &mut [(Slot, &mut usize)],
+    mut named: impl FnMut(Slot, &'static str),
+) {
+    for (slot, at) in slots {
+        if **at != ABSENT {
+            continue;
+        }
+        let Some(found) = find(*slot, tape, members) else {
+            continue;
+        };
+        if found.whole {
+            members.retain(|m| key(tape, m) != found.name);
+        }
+        **at = found.value;
+        named(*slot, found.name);
     }
-    Some(found)
 }
 
-/// The first of `slot`'s aliases among `members` (the record's members under no known name)
-/// with a value that fits: for each name in turn, a member of that name, else a path through
-/// nested objects. Of a key written twice the last counts, as for the seed's own names.
-fn find(slot: Slot, tape: &[Node<'_>], members: &[Member]) -> Option<Found> {
-    let names = ALIASES.iter().find(|(s, _)| *s == slot)?.1;
-    let key = |m: &Member| match tape[m.key] {
+fn key<'t>(tape: &[Node<'t>], m: &Member) -> &'t str {
+    match tape[m.key] {
         Node::String(k) => k,
         _ => unreachable!("object keys are strings on the tape"),
-    };
+    }
+}
+
+/// The first of `slot`'s aliases among `members` with a value that fits: for each name in
+/// turn, the last member of that name, else a path through nested objects.
+fn find(slot: Slot, tape: &[Node<'_>], members: &[Member]) -> Option<Found> {
+    let names = ALIASES.iter().find(|(s, _)| *s == slot)?.1;
+    let last = |k: &str| members.iter().rfind(|m| key(tape, m) == k).map(|m| m.key);
     names.iter().find_map(|&name| {
-        if let Some(i) = members.iter().rposition(|m| key(m) == name) {
-            let value = members[i].key + 1;
-            return fits(slot, &tape[value]).then_some(Found {
-                value,
-                name,
-                whole: true,
-            });
-        }
-        // `log.level` also as `"log": {"level": …}`.
-        let outer = |m: &Member| {
-            let k = key(m);
-            name.strip_prefix(k).is_some_and(|r| r.starts_with('.'))
+        let (value, whole) = match last(name) {
+            Some(k) => (k + 1, true),
+            // `log.level` also as `"log": {"level": …}`.
+            None => (path(tape, &last, name)?, false),
         };
-        if !members.iter().any(outer) {
-            return None;
-        }
-        let members: Vec<(usize, &str)> = members.iter().map(|m| (m.key, key(m))).collect();
-        let value = path(tape, &members, name)?;
-        fits(slot, &tape[value]).then_some(Found {
-            value,
-            name,
-            whole: false,
-        })
+        fits(slot, &tape[value]).then_some(Found { value, name, whole })
     })
 }
 
-/// The tape index of the value at dotted `path` through nested objects, starting from
-/// `members` (tape index of each key, and the key): at each `.` in turn, the last member named
-/// by what comes before it, when an object, holding the rest as a member of that name or as a
-/// path again.
-fn path(tape: &[Node<'_>], members: &[(usize, &str)], path: &str) -> Option<usize> {
+/// The tape index of the value at dotted `path` through nested objects, `last` finding the
+/// key of the last member of a name where the path starts: at each `.` in turn, that member
+/// for what comes before it, when an object, holding the rest as a member of that name or as
+/// a path again.
+fn path(tape: &[Node<'_>], last: &dyn Fn(&str) -> Option<usize>, path: &str) -> Option<usize> {
     path.match_indices('.').find_map(|(i, _)| {
         let (outer, rest) = (&path[..i], &path[i + 1..]);
-        let &(at, _) = members.iter().rfind(|(_, k)| *k == outer)?;
+        let at = last(outer)?;
         let Node::Object { len, .. } = tape[at + 1] else {
             return None;
         };
-        let inner: Vec<(usize, &str)> = Member::of_object(tape, at + 1, len)
-            .map(|(m, k)| (m.key, k))
-            .collect();
-        match inner.iter().rfind(|(_, k)| *k == rest) {
-            Some(&(key, _)) => Some(key + 1),
+        let inner = |k: &str| {
+            (Member::of_object(tape, at + 1, len))
+                .filter(|(_, key)| *key == k)
+                .last()
+                .map(|(m, _)| m.key)
+        };
+        match inner(rest) {
+            Some(key) => Some(key + 1),
             None => self::path(tape, &inner, rest),
         }
     })

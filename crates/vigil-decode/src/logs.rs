@@ -14,13 +14,10 @@ use crate::column::{BoolColumn, PrimColumn, StrColumn};
 use crate::dead::{ReasonCode, Rejection};
 use crate::groups::{Columns, Groups};
 use crate::rows::{
-    Rows, TimeBounds, optional_str, read_timestamp, required_service, required_timestamp,
+    ABSENT, Rows, TimeBounds, optional_str, read_timestamp, required_service, required_timestamp,
 };
 use crate::tape::{as_f64, as_i64, is_null, key_eq, write_members, wrong_type};
 use crate::verbatim::{Member, Raw};
-
-/// Tape index meaning "field absent".
-const ABSENT: usize = usize::MAX;
 
 /// The five optional string columns between `service` and the promoted ones.
 const STRING_FIELDS: [&str; 5] = [
@@ -568,31 +565,27 @@ impl Scratch {
     /// Fills the known fields the record lacks from their [`aliases`] among `extras`.
     #[cold]
     fn aliases(&mut self, tape: &[Node<'_>], f: &mut Fields) {
-        let slots = [Slot::Timestamp, Slot::Level, Slot::Service]
-            .into_iter()
-            .chain((0..STRING_FIELDS.len()).map(Slot::Str));
-        for slot in slots {
-            let at = match slot {
-                Slot::Timestamp => &mut f.ts,
-                Slot::Level => &mut f.level,
-                Slot::Service => &mut f.service,
-                Slot::Str(i) => &mut f.strs[i],
-                Slot::Name | Slot::Labels => continue,
-            };
-            if *at != ABSENT {
-                continue;
-            }
-            let Some(found) = aliases::take(slot, tape, &mut self.extras) else {
-                continue;
-            };
-            *at = found.value;
+        let [trace, span, parent, user, message] = &mut f.strs;
+        let mut slots = [
+            (Slot::Timestamp, &mut f.ts),
+            (Slot::Level, &mut f.level),
+            (Slot::Service, &mut f.service),
+            (Slot::Str(0), trace),
+            (Slot::Str(1), span),
+            (Slot::Str(2), parent),
+            (Slot::Str(3), user),
+            (Slot::Str(4), message),
+        ];
+        let names = &mut self.names;
+        let renamed = &mut self.renamed;
+        aliases::fill(tape, &mut self.extras, &mut slots, |slot, name| {
             match slot {
-                Slot::Timestamp => self.names[0] = found.name,
-                Slot::Level => self.names[1] = found.name,
+                Slot::Timestamp => names[0] = name,
+                Slot::Level => names[1] = name,
                 _ => {}
             }
-            self.renamed = true;
-        }
+            *renamed = true;
+        });
     }
 
     /// Validates and writes the fields after `timestamp` and `service`, in the order their

@@ -16,12 +16,10 @@ use crate::aliases::{self, Slot};
 use crate::dead::{ReasonCode, Rejection};
 use crate::groups::{Columns, Groups};
 use crate::rows::{
-    Rows, TimeBounds, optional_str, required_service, required_str, required_timestamp,
+    ABSENT, Rows, TimeBounds, optional_str, required_service, required_str, required_timestamp,
 };
 use crate::tape::{as_f64, type_name, write_members, write_static, wrong_type};
 use crate::verbatim::{Member, Raw};
-
-const ABSENT: usize = usize::MAX;
 
 /// Metric types vigil knows; anything else is rejected so a typo does not create a new type.
 const METRIC_TYPES: [&str; 4] = ["gauge", "counter", "histogram", "summary"];
@@ -173,21 +171,16 @@ impl Rows for MetricRows {
 
         let mut ts_name = "timestamp";
         if !self.extras.is_empty() && (ts == ABSENT || name == ABSENT || labels == ABSENT) {
-            for (slot, at) in [
+            let mut slots = [
                 (Slot::Timestamp, &mut ts),
                 (Slot::Name, &mut name),
                 (Slot::Labels, &mut labels),
-            ] {
-                if *at != ABSENT {
-                    continue;
+            ];
+            aliases::fill(tape, &mut self.extras, &mut slots, |slot, found| {
+                if slot == Slot::Timestamp {
+                    ts_name = found;
                 }
-                if let Some(found) = aliases::take(slot, tape, &mut self.extras) {
-                    *at = found.value;
-                    if slot == Slot::Timestamp {
-                        ts_name = found.name;
-                    }
-                }
-            }
+            });
         }
         let micros = required_timestamp(tape, ts, ts_name, bounds)?;
         let name = required_str(tape, name, "name")?;

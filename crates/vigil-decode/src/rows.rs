@@ -9,6 +9,9 @@ use crate::dead::{ReasonCode, Rejection};
 use crate::tape::{as_f64, is_null, wrong_type};
 use crate::verbatim::Raw;
 
+/// Tape index meaning "field absent" in the readers below.
+pub(crate) const ABSENT: usize = usize::MAX;
+
 /// Column builders for one record kind.
 pub(crate) trait Rows {
     /// Validates the object at `tape[idx]`, parsed from `raw`, and appends it as one row; its
@@ -138,7 +141,7 @@ impl TimeBounds {
 }
 
 /// The required event time, within `bounds`, read from the member named `field` (`timestamp`,
-/// or the alias it was found under). `idx == usize::MAX` means absent.
+/// or the alias it was found under). `idx == ABSENT` means absent.
 pub(crate) fn required_timestamp(
     tape: &[Node<'_>],
     idx: usize,
@@ -158,7 +161,7 @@ pub(crate) fn required_timestamp(
     }
 }
 
-/// A required, non-empty string field. `idx == usize::MAX` means absent.
+/// A required, non-empty string field. `idx == ABSENT` means absent.
 pub(crate) fn required_str<'t>(
     tape: &[Node<'t>],
     idx: usize,
@@ -179,7 +182,7 @@ pub(crate) fn required_str<'t>(
 }
 
 /// The required `service`, or `default` (`decode.default_service`) for a record that has
-/// none (absent or null). `idx == usize::MAX` means absent.
+/// none (absent or null). `idx == ABSENT` means absent.
 #[inline]
 pub(crate) fn required_service<'a>(
     tape: &[Node<'a>],
