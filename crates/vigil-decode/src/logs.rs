@@ -14,7 +14,8 @@ use crate::column::{BoolColumn, PrimColumn, StrColumn};
 use crate::dead::{ReasonCode, Rejection};
 use crate::groups::{Columns, Groups};
 use crate::rows::{
-    ABSENT, Rows, TimeBounds, optional_str, read_timestamp, required_service, required_timestamp,
+    ABSENT, Rows, TimeBounds, number_text, optional_str, read_timestamp, required_service,
+    required_timestamp, unreadable,
 };
 use crate::tape::{as_f64, as_i64, is_null, key_eq, write_members, wrong_type};
 use crate::verbatim::{Member, Raw};
@@ -184,9 +185,7 @@ fn fits_int<'t>(p: &PromotedField, i: i64) -> Result<Value<'t>, Rejection> {
 fn coerced<'t>(p: &PromotedField, s: &str) -> Result<Value<'t>, Rejection> {
     let value = match p.field_type {
         FieldType::Int32 | FieldType::Int64 => s.parse::<i64>().ok().map(|i| fits_int(p, i)),
-        FieldType::Float64 => (s.parse::<f64>().ok())
-            .filter(|f| f.is_finite())
-            .map(|f| Ok(Value::Float(f))),
+        FieldType::Float64 => number_text(s).map(|f| Ok(Value::Float(f))),
         FieldType::Boolean => match s {
             "true" => Some(Ok(Value::Bool(true))),
             "false" => Some(Ok(Value::Bool(false))),
@@ -194,17 +193,7 @@ fn coerced<'t>(p: &PromotedField, s: &str) -> Result<Value<'t>, Rejection> {
         },
         FieldType::Utf8 | FieldType::Timestamp => unreachable!("strings are read as they are"),
     };
-    value.unwrap_or_else(|| {
-        let shown: String = s.chars().take(32).collect();
-        Err(Rejection::new(
-            ReasonCode::InvalidValue,
-            format!(
-                "field `{}` = {shown:?} cannot be read as {}",
-                p.path(),
-                p.field_type.name()
-            ),
-        ))
-    })
+    value.unwrap_or_else(|| Err(unreadable(&p.path(), s, p.field_type.name())))
 }
 
 /// Normalises a log level: case-insensitive, `WARN` → `WARNING`; `FATAL`, `CRIT` and

@@ -16,7 +16,8 @@ use crate::aliases::{self, Slot};
 use crate::dead::{ReasonCode, Rejection};
 use crate::groups::{Columns, Groups};
 use crate::rows::{
-    ABSENT, Rows, TimeBounds, optional_str, required_service, required_str, required_timestamp,
+    ABSENT, Rows, TimeBounds, number_text, optional_str, required_service, required_str,
+    required_timestamp, unreadable,
 };
 use crate::tape::{as_f64, type_name, write_members, write_static, wrong_type};
 use crate::verbatim::{Member, Raw};
@@ -206,15 +207,9 @@ impl Rows for MetricRows {
                     "required field `value` is missing",
                 ));
             }
-            Some(Node::String(s)) if self.coerce => (s.parse::<f64>().ok())
-                .filter(|v| v.is_finite())
-                .ok_or_else(|| {
-                    let shown: String = s.chars().take(32).collect();
-                    Rejection::new(
-                        ReasonCode::InvalidValue,
-                        format!("field `value` = {shown:?} cannot be read as a number"),
-                    )
-                })?,
+            Some(Node::String(s)) if self.coerce => {
+                number_text(s).ok_or_else(|| unreadable("value", s, "a number"))?
+            }
             Some(node) => as_f64(node).ok_or_else(|| wrong_type("value", "a number", node))?,
         };
         let labels_len = match tape.get(labels) {

@@ -195,6 +195,22 @@ pub(crate) fn required_service<'a>(
     }
 }
 
+/// A number written as a string (`decode.coerce`), read as JSON reads it unquoted: a finite
+/// one.
+pub(crate) fn number_text(s: &str) -> Option<f64> {
+    s.parse::<f64>().ok().filter(|f| f.is_finite())
+}
+
+/// ``field `name` = "…" cannot be read as <what>``: a string `decode.coerce` found no value in.
+#[cold]
+pub(crate) fn unreadable(field: &str, s: &str, what: &str) -> Rejection {
+    let shown: String = s.chars().take(32).collect();
+    Rejection::new(
+        ReasonCode::InvalidValue,
+        format!("field `{field}` = {shown:?} cannot be read as {what}"),
+    )
+}
+
 /// An optional string field: absent or null is `None`; any other non-string is an error.
 pub(crate) fn optional_str<'t>(
     tape: &[Node<'t>],
