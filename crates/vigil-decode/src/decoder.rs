@@ -707,25 +707,24 @@ fn invalid_json(e: &simd_json::Error, bytes: &[u8]) -> String {
     let Some(first) = bytes.iter().position(|b| !is_ws(b)) else {
         return format!("invalid JSON: {e}");
     };
-    if matches!(bytes[first], b'[' | b']') {
-        return format!(
-            "invalid JSON: `{}` of a JSON array; records are one JSON object per line ({e})",
-            char::from(bytes[first])
-        );
-    }
     // A pretty-printed object: its `{`, its members, its `}`, each on a line of its own.
     const SPLIT: &str = "a record split over lines (pretty-printed JSON); records are one JSON \
                          object per line, as `jq -c` writes them";
     let alone = || bytes[first + 1..].iter().all(|b| is_ws(b) || *b == b',');
     match bytes[first] {
-        b'{' if alone() => {
-            return format!("invalid JSON: `{{` alone on its line: {SPLIT} ({e})");
+        c @ (b'[' | b']') => {
+            return format!(
+                "invalid JSON: `{}` of a JSON array; records are one JSON object per line ({e})",
+                char::from(c)
+            );
         }
-        b'}' if alone() => {
-            return format!("invalid JSON: `}}` alone on its line: {SPLIT} ({e})");
+        c @ (b'{' | b'}') if alone() => {
+            return format!(
+                "invalid JSON: `{}` alone on its line: {SPLIT} ({e})",
+                char::from(c)
+            );
         }
-        b'"' if member_key(&bytes[first..]).is_some() => {
-            let key = member_key(&bytes[first..]).unwrap_or_default();
+        b'"' if let Some(key) = member_key(&bytes[first..]) => {
             return format!("invalid JSON: member {key}: outside an object: {SPLIT} ({e})");
         }
         _ => {}
