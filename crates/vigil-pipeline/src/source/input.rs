@@ -39,14 +39,14 @@ impl Input {
         }
     }
 
-    /// The inputs a pipeline's file source lists: a path with `*`, `?` or `[` is a glob
-    /// pattern, its files in name order (`/var/log/app/*.ndjson`), and one that matches no
-    /// file is an error, as a missing file is.
+    /// The inputs a pipeline's file source lists: a path with `*`, `?` or `[` that names no
+    /// file itself is a glob pattern, its files in name order (`/var/log/app/*.ndjson`), and
+    /// one that matches no file is an error, as a missing file is.
     pub fn expand(paths: &[PathBuf]) -> Result<Vec<Self>, PipelineError> {
         let mut out = Vec::new();
         for p in paths {
             let text = p.to_string_lossy();
-            if p.as_os_str() == "-" || !text.contains(['*', '?', '[']) {
+            if !text.contains(['*', '?', '[']) || p.exists() {
                 out.push(Input::from_arg(p.clone()));
                 continue;
             }
@@ -250,10 +250,17 @@ mod tests {
             err.contains("*.gz") && err.contains("no file matches"),
             "{err}"
         );
-        // A path without a pattern is opened, and said missing, as before.
+        // A pattern that is none says so.
         let missing = Input::expand(&[at("[nope")]).unwrap_err().to_string();
         assert!(missing.contains("not a glob pattern"), "{missing}");
+        // A path without a pattern is passed on, to be opened (and said missing) as before;
+        // a file whose own name looks like one is that file.
         assert_eq!(names(Input::expand(&[at("x.ndjson")]).unwrap()).len(), 1);
+        std::fs::write(at("[1].ndjson"), b"{}\n").unwrap();
+        assert_eq!(
+            names(Input::expand(&[at("[1].ndjson")]).unwrap()),
+            [at("[1].ndjson").display().to_string()]
+        );
     }
 
     #[test]
