@@ -106,6 +106,21 @@ pub enum FieldType {
 }
 
 impl FieldType {
+    /// Every type, in the order pipeline files list them.
+    pub const ALL: [FieldType; 6] = [
+        FieldType::Int32,
+        FieldType::Int64,
+        FieldType::Float64,
+        FieldType::Boolean,
+        FieldType::Utf8,
+        FieldType::Timestamp,
+    ];
+
+    /// The names of [`FieldType::ALL`], for messages: `int32, int64, …`.
+    pub fn names() -> String {
+        Self::ALL.map(FieldType::name).join(", ")
+    }
+
     /// The Arrow type of the column.
     pub fn data_type(self) -> DataType {
         match self {
@@ -149,7 +164,8 @@ impl FromStr for FieldType {
             "timestamp" => FieldType::Timestamp,
             other => {
                 return Err(InvalidInput(format!(
-                    "unknown field type `{other}`, expected one of int32, int64, float64, bool, string, timestamp"
+                    "unknown field type `{other}`, expected one of {}",
+                    FieldType::names()
                 )));
             }
         })
@@ -179,6 +195,12 @@ impl PromotedField {
             column: key.into(),
             field_type,
         }
+    }
+
+    /// Whether `key` names a field every log record has (a fixed column, `additional_data`):
+    /// a member of the record under it cannot be promoted.
+    pub fn is_record_field(key: &str) -> bool {
+        LOG_FIXED_COLUMNS.contains(&key) || key == col::ADDITIONAL_DATA
     }
 
     /// Where the field is in a record: `additional_data.key`, or `key` at the top level.
@@ -226,9 +248,7 @@ impl LogSchema {
         let mut seen: HashSet<&str> = reserved.copied().collect();
         let mut keys = HashSet::new();
         for p in &promoted {
-            if p.top_level
-                && (LOG_FIXED_COLUMNS.contains(&p.key.as_str()) || p.key == col::ADDITIONAL_DATA)
-            {
+            if p.top_level && PromotedField::is_record_field(&p.key) {
                 return Err(InvalidInput(format!(
                     "`{}` is a field every log record has; only other fields can be promoted",
                     p.key

@@ -1,6 +1,6 @@
 //! `[schema]` and `[decode]`: how records are read.
 
-use vigil_core::schema::{FieldType, LOG_FIXED_COLUMNS, LogSchema, PromotedField, col};
+use vigil_core::schema::{FieldType, LogSchema, PromotedField};
 use vigil_decode::DecoderOptions;
 
 use toml::Spanned;
@@ -18,7 +18,7 @@ impl Validator<'_> {
                 Some(name) => (name, false),
                 None => (key.as_str(), true),
             };
-            if top_level && (LOG_FIXED_COLUMNS.contains(&name) || name == col::ADDITIONAL_DATA) {
+            if top_level && PromotedField::is_record_field(name) {
                 ok = false;
                 self.problem(
                     Some(field.span()),

@@ -141,7 +141,8 @@ fn plan_error(rule: &str, logs: bool, sql: &str, e: PlanError) -> DetectError {
                     "{e} (in `{sql}`). To read a field of the records, promote it: under \
                      [schema.logs.fields], `{c} = \"float64\"` for a member of the record \
                      itself, `\"additional_data.{c}\" = \"float64\"` for one of \
-                     additional_data (types: int32, int64, float64, bool, string, timestamp)"
+                     additional_data (types: {})",
+                    vigil_core::schema::FieldType::names()
                 ),
                 _ => format!("{e} (in `{sql}`)"),
             },
