@@ -183,6 +183,10 @@ fn key<'a>(b: &'a [u8], i: usize, tape: &mut Vec<Node<'a>>) -> Option<usize> {
 
 #[inline(always)]
 fn ws(b: &[u8], mut i: usize) -> usize {
+    // Loggers write compact JSON: most calls find no whitespace, in one comparison.
+    if b.get(i).is_some_and(|&c| c > b' ') {
+        return i;
+    }
     while let Some(&c) = b.get(i)
         && matches!(c, b' ' | b'\t' | b'\n' | b'\r')
     {
@@ -215,19 +219,21 @@ fn string(b: &[u8], at: usize) -> Option<(&str, usize)> {
     let mut i = start;
     let mut high = 0;
     loop {
-        if i + 16 <= b.len() {
-            let (stops, h) = stops16(b, i);
+        if let Some(chunk) = b.get(i..i + 16) {
+            let chunk: &[u8; 16] = chunk.try_into().expect("16 bytes");
+            let (stops, h) = stops16(chunk);
             if stops == 0 {
                 high |= h;
                 i += 16;
                 continue;
             }
-            let first = stops.trailing_zeros();
+            // `stops` has 16 bits: `first` is below 16.
+            let first = stops.trailing_zeros() as usize & 15;
             high |= h & ((1 << first) - 1);
-            i += first as usize;
-            if b[i] != b'"' {
+            if chunk[first] != b'"' {
                 return None;
             }
+            i += first;
             break;
         }
         match *b.get(i)? {
@@ -250,17 +256,16 @@ fn string(b: &[u8], at: usize) -> Option<(&str, usize)> {
     Some((s, i + 1))
 }
 
-/// For the 16 bytes at `at` (all in `b`): a bit per byte that stops a plain string run (`"`,
-/// `\`, a control character), and a bit per byte with its high bit set (part of a
-/// multi-byte character). Bit `k` is the byte at `at + k`.
+/// For 16 bytes: a bit per byte that stops a plain string run (`"`, `\`, a control
+/// character), and a bit per byte with its high bit set (part of a multi-byte character).
+/// Bit `k` is byte `k`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn stops16(b: &[u8], at: usize) -> (u32, u32) {
+fn stops16(chunk: &[u8; 16]) -> (u32, u32) {
     use std::arch::x86_64::{
         _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
         _mm_set1_epi8,
     };
-    let chunk: &[u8; 16] = b[at..at + 16].try_into().expect("16 bytes");
     // SAFETY: SSE2 is part of the x86_64 baseline, and the unaligned load reads exactly the
     // 16 bytes of `chunk`.
     unsafe {
@@ -276,15 +281,15 @@ fn stops16(b: &[u8], at: usize) -> (u32, u32) {
 
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
-fn stops16(b: &[u8], at: usize) -> (u32, u32) {
-    stops16_words(b, at)
+fn stops16(chunk: &[u8; 16]) -> (u32, u32) {
+    stops16_words(chunk)
 }
 
 /// [`stops16`] in plain 64-bit arithmetic, for targets without SSE2. A borrow can set bits
 /// above the first stopping byte of a word, never below it, and the reader looks only at the
 /// lowest stop, so that is the same answer.
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-fn stops16_words(b: &[u8], at: usize) -> (u32, u32) {
+fn stops16_words(b: &[u8; 16]) -> (u32, u32) {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
@@ -297,8 +302,8 @@ fn stops16_words(b: &[u8], at: usize) -> (u32, u32) {
             | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS);
         (gather(stops), gather(w))
     };
-    let (s0, h0) = half(at);
-    let (s1, h1) = half(at + 8);
+    let (s0, h0) = half(0);
+    let (s1, h1) = half(8);
     // Spurious bits of the second word matter only if the first has no stop.
     let stops = if s0 != 0 { s0 } else { s1 << 8 };
     (stops, h0 | h1 << 8)
@@ -505,8 +510,9 @@ mod tests {
                     alphabet[(x % alphabet.len() as u64) as usize]
                 })
                 .collect();
-            let (s, h) = stops16(&chunk, 0);
-            let (ws, wh) = stops16_words(&chunk, 0);
+            let chunk: [u8; 16] = chunk.try_into().expect("16 bytes");
+            let (s, h) = stops16(&chunk);
+            let (ws, wh) = stops16_words(&chunk);
             assert_eq!(h, wh, "{chunk:?}");
             assert_eq!(s.trailing_zeros(), ws.trailing_zeros(), "{chunk:?}");
         }
