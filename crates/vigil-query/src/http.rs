@@ -157,12 +157,12 @@ async fn handle(
                     r
                 }
                 Err(e) => {
-                    let (status, kind) = match e.kind() {
-                        ErrorKind::User => (StatusCode::BAD_REQUEST, "user"),
-                        ErrorKind::External => (StatusCode::SERVICE_UNAVAILABLE, "external"),
-                        ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+                    let kind = match e.kind() {
+                        ErrorKind::User => "user",
+                        ErrorKind::External => "external",
+                        ErrorKind::Internal => "internal",
                     };
-                    error(status, kind, &e.to_string())
+                    error(status_of(&e), kind, &e.to_string())
                 }
             }
         }
@@ -176,6 +176,20 @@ async fn handle(
             "user",
             "no such endpoint: POST /sql; GET /metrics, /healthz, /readyz",
         ),
+    }
+}
+
+/// The HTTP status of a failed query (README): 413 past `--max-rows`, 503 past `--timeout`
+/// (the query stopped, or the archive not opened in time), else by whose the error is.
+fn status_of(e: &QueryError) -> StatusCode {
+    match e {
+        QueryError::TooManyRows(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        QueryError::Timeout(_) | QueryError::OpenTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+        e => match e.kind() {
+            ErrorKind::User => StatusCode::BAD_REQUEST,
+            ErrorKind::External => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        },
     }
 }
 

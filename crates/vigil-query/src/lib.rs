@@ -66,6 +66,11 @@ pub enum QueryError {
     /// The query ran past its time limit and was stopped.
     #[error("the query ran longer than its limit of {0:?} and was stopped")]
     Timeout(Duration),
+    /// Opening the archive (reading its tables' logs) ran past the time limit.
+    #[error(
+        "opening the archive took longer than the limit of {0:?}: is its object store reachable?"
+    )]
+    OpenTimeout(Duration),
 }
 
 impl QueryError {
@@ -77,6 +82,7 @@ impl QueryError {
             | QueryError::NoArchive(_)
             | QueryError::Timeout(_)
             | QueryError::TooManyRows(_) => ErrorKind::User,
+            QueryError::OpenTimeout(_) => ErrorKind::External,
             QueryError::DataFusion(e) => match e {
                 DataFusionError::SQL(..)
                 | DataFusionError::Plan(_)
@@ -98,7 +104,7 @@ impl QueryError {
     fn outcome(&self) -> &'static str {
         match self {
             QueryError::ReadOnly(_) => "refused",
-            QueryError::Timeout(_) => "timeout",
+            QueryError::Timeout(_) | QueryError::OpenTimeout(_) => "timeout",
             QueryError::TooManyRows(_) => "too_many_rows",
             e => match e.kind() {
                 ErrorKind::User => "invalid",
@@ -198,10 +204,14 @@ impl Engine {
         Self::open_with(archive, QueryLimits::default()).await
     }
 
-    /// Opens every table of the archive; every query runs under `limits`.
+    /// Opens every table of the archive; every query runs under `limits`, and so does the
+    /// opening itself (see [`QueryError::OpenTimeout`]).
     pub async fn open_with(archive: &Archive, limits: QueryLimits) -> Result<Self, QueryError> {
-        let views = ArchiveViews::load(archive).await?;
-        Self::build(archive, &views, limits).await
+        within(limits.timeout, async {
+            let views = ArchiveViews::load(archive).await?;
+            Self::build(archive, &views, limits).await
+        })
+        .await
     }
 
     /// A new session over `views`.
@@ -370,6 +380,18 @@ fn runtime(archive: &Archive, limits: QueryLimits) -> Result<Arc<RuntimeEnv>, Qu
     Ok(builder.build_arc()?)
 }
 
+/// `open` (of the archive, or a session over it), stopped after `timeout`: an object store
+/// that accepts connections and never answers would otherwise hold the caller for
+/// `object_store`'s own retries, minutes past the `--timeout` the user asked for.
+async fn within<T>(
+    timeout: Duration,
+    open: impl Future<Output = Result<T, QueryError>>,
+) -> Result<T, QueryError> {
+    tokio::time::timeout(timeout, open)
+        .await
+        .map_err(|_| QueryError::OpenTimeout(timeout))?
+}
+
 /// Every table of an archive as a reader sees it at one moment.
 struct ArchiveViews {
     tables: Vec<(TableSpec, TierViews)>,
@@ -424,8 +446,12 @@ impl Sessions {
         }
     }
 
-    /// A session over the archive as it is now.
+    /// A session over the archive as it is now, opened within the query time limit.
     pub async fn engine(&self) -> Result<Engine, QueryError> {
+        within(self.limits.timeout, self.open()).await
+    }
+
+    async fn open(&self) -> Result<Engine, QueryError> {
         let views = ArchiveViews::load(&self.archive).await?;
         let key = views.key();
         if let Some((kept_key, state)) = &*self.kept.lock().unwrap_or_else(|e| e.into_inner())

@@ -99,7 +99,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1_000_000)]
     pub max_rows: usize,
 
-    /// Longest a query may run, its answer included.
+    /// Longest a query may run, its answer included; reading the archive's state for it is
+    /// bounded by it too.
     #[arg(long, default_value = "5m")]
     pub timeout: String,
 
@@ -247,7 +248,8 @@ pub struct SqlArgs {
     #[arg(long, default_value_t = 10_000)]
     pub max_rows: usize,
 
-    /// The query is stopped after this long, e.g. `30s`, `10m`.
+    /// The query is stopped after this long, e.g. `30s`, `10m`; opening the archive is bounded
+    /// by it too.
     #[arg(long, default_value = "5m")]
     pub timeout: String,
 

@@ -218,6 +218,51 @@ fn escapes_archive(dir: &Path) -> String {
     archive
 }
 
+/// `vigil sql --timeout` bounds opening the archive too: an object store that accepts
+/// connections and never answers held the command for `object_store`'s own retries, minutes
+/// past the timeout asked for.
+#[test]
+fn an_archive_whose_store_never_answers_fails_at_the_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("aws_endpoint=http://{}", listener.local_addr().unwrap());
+    // Accept every connection and hold it, answering nothing.
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().collect();
+        drop(held);
+    });
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["sql", "--timeout", "2s", "--archive", "s3://bucket/archive"])
+        .args(["--storage-option", &endpoint])
+        .args(["--storage-option", "aws_access_key_id=test"])
+        .args(["--storage-option", "aws_secret_access_key=test"])
+        .args(["--storage-option", "aws_region=us-east-1"])
+        .arg("SELECT 1")
+        .env_remove("VIGIL_ARCHIVE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Generous for a loaded machine, far below object_store's retries.
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("vigil sql --timeout 2s still running after 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains("opening the archive took longer than the limit of 2s"),
+        "{err}"
+    );
+}
+
 #[test]
 fn queries_are_bounded_in_size_time_memory_and_rows() {
     let dir = tempfile::tempdir().unwrap();

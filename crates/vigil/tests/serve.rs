@@ -215,6 +215,25 @@ fn serve_answers_queries_with_a_token_and_refuses_everything_else() {
         let rows: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
         assert_eq!(rows, got);
     }
+    drop(server);
+
+    // The statuses the README gives: 413 past `--max-rows`, 503 past `--timeout`.
+    let server = Server::start_with(
+        archive,
+        &["--max-rows", "100", "--timeout", "2s"],
+        &[("VIGIL_SQL_TOKEN", "s3cret")],
+    );
+    let (status, _, body) = server.post("SELECT value FROM generate_series(1, 101)", &[auth]);
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("more than 100 rows"), "{body}");
+    let endless = include_str!("../../../fixtures/hostile/queries/endless.sql");
+    let (status, _, body) = server.post(endless, &[auth]);
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("longer than its limit of 2s"), "{body}");
+    let (status, _, body) = server.post("SELECT value FROM generate_series(1, 100)", &[auth]);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
 }
 
 /// psql as `user` with `password`: one command, unaligned and tuples only.
