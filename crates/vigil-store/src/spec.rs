@@ -2,7 +2,7 @@
 //! properties.
 
 use arrow::datatypes::SchemaRef;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use vigil_core::schema::{
@@ -188,8 +188,8 @@ impl TableSpec {
     }
 
     /// Parquet properties: zstd, page-level statistics (so the page index is written),
-    /// bloom filters, no dictionaries on unique columns, and the sort order recorded in the
-    /// file metadata.
+    /// bloom filters, no dictionaries on unique columns, the sorted time delta-encoded, and the
+    /// sort order recorded in the file metadata.
     pub fn writer_properties(&self) -> WriterProperties {
         self.writer_properties_at(1)
     }
@@ -233,9 +233,36 @@ impl TableSpec {
         for c in &self.plain_columns {
             b = b.set_column_dictionary_enabled((*c).into(), false);
         }
+        // The time, sorted within each group: a few bits per delta where PLAIN spends eight
+        // bytes a value for zstd to squeeze (ingest: 1.6% fewer instructions, logs files 1.7%
+        // smaller; BENCHMARKS.md).
+        b = b.set_column_encoding(self.sort_time.into(), Encoding::DELTA_BINARY_PACKED);
         for c in &self.no_stats_columns {
             b = b.set_column_statistics_enabled((*c).into(), EnabledStatistics::None);
         }
         b.build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use parquet::schema::types::ColumnPath;
+
+    use super::*;
+
+    #[test]
+    fn every_table_writes_its_sorted_time_delta_encoded_at_every_level() {
+        for spec in TableSpec::all(&LogSchema::default()) {
+            for level in [1, crate::maintain::COLD_ZSTD_LEVEL] {
+                let props = spec.writer_properties_at(level);
+                let time = ColumnPath::from(spec.sort_time);
+                assert_eq!(
+                    props.encoding(&time),
+                    Some(Encoding::DELTA_BINARY_PACKED),
+                    "{} at zstd {level}",
+                    spec.name
+                );
+            }
+        }
     }
 }
