@@ -5,8 +5,9 @@
 //! archive as it is when it starts (its latest commits, its tier layout: [`Sessions`]), so a
 //! long-running server never serves a stale snapshot, and runs under the server's
 //! [`QueryLimits`] and row cap. Errors are JSON, `{"error": "...", "kind": "user" | "external"
-//! | "internal"}`, with a status that says who has to act: 400 for the query, 401 for a missing or wrong token, 413 for a body over 1 MiB,
-//! 503 when the archive's store cannot be reached, 500 for a bug.
+//! | "internal"}`, with a status that says who has to act: 400 for the query, 401 for a missing or wrong token, 413 for a body over 1 MiB
+//! or a result over the row cap, 503 when the archive's store cannot be reached or the time
+//! limit ran out, 500 for a bug.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -157,12 +158,8 @@ async fn handle(
                     r
                 }
                 Err(e) => {
-                    let kind = match e.kind() {
-                        ErrorKind::User => "user",
-                        ErrorKind::External => "external",
-                        ErrorKind::Internal => "internal",
-                    };
-                    error(status_of(&e), kind, &e.to_string())
+                    let (status, kind) = status_of(&e);
+                    error(status, kind, &e.to_string())
                 }
             }
         }
@@ -179,18 +176,21 @@ async fn handle(
     }
 }
 
-/// The HTTP status of a failed query (README): 413 past `--max-rows`, 503 past `--timeout`
-/// (the query stopped, or the archive not opened in time), else by whose the error is.
-fn status_of(e: &QueryError) -> StatusCode {
-    match e {
+/// The HTTP status and `kind` of a failed query: by whose the error is, except 413 past
+/// `--max-rows` and 503 past `--timeout` (the query stopped, or the archive not opened in
+/// time), as the README gives them.
+fn status_of(e: &QueryError) -> (StatusCode, &'static str) {
+    let (status, kind) = match e.kind() {
+        ErrorKind::User => (StatusCode::BAD_REQUEST, "user"),
+        ErrorKind::External => (StatusCode::SERVICE_UNAVAILABLE, "external"),
+        ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    };
+    let status = match e {
         QueryError::TooManyRows(_) => StatusCode::PAYLOAD_TOO_LARGE,
         QueryError::Timeout(_) | QueryError::OpenTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
-        e => match e.kind() {
-            ErrorKind::User => StatusCode::BAD_REQUEST,
-            ErrorKind::External => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        },
-    }
+        _ => status,
+    };
+    (status, kind)
 }
 
 /// Whether `header` is `Bearer <token>`, compared in constant time.
