@@ -528,7 +528,9 @@ fn user_error(code: &str, message: String) -> PgWireError {
 fn to_pg(e: QueryError) -> PgWireError {
     let code = match &e {
         QueryError::ReadOnly(_) => "25006",
-        QueryError::Timeout(_) => "57014",
+        // Both timeouts as Postgres's `statement_timeout` reports one: query_canceled, which
+        // drivers retry or surface as a timeout, as the HTTP server answers both with 503.
+        QueryError::Timeout(_) | QueryError::OpenTimeout(_) => "57014",
         QueryError::DataFusion(datafusion::error::DataFusionError::ResourcesExhausted(_)) => {
             "53200"
         }
@@ -539,4 +541,28 @@ fn to_pg(e: QueryError) -> PgWireError {
         },
     };
     user_error(code, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn code(e: QueryError) -> String {
+        match to_pg(e) {
+            PgWireError::UserError(info) => info.code,
+            other => panic!("not a user error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_statement_or_an_archive_that_does_not_answer_in_time_is_query_canceled() {
+        assert_eq!(code(QueryError::Timeout(Duration::from_secs(1))), "57014");
+        assert_eq!(
+            code(QueryError::OpenTimeout(Duration::from_secs(1))),
+            "57014"
+        );
+        assert_eq!(code(QueryError::ReadOnly("DELETE".into())), "25006");
+    }
 }
