@@ -211,7 +211,8 @@ impl BoolColumn {
 /// ingest's samples were in those copies). The room not used is given back when
 /// the batch is taken (`shrink_to_fit`: in place under mimalloc, which keeps a block that
 /// shrinks by at most half), so the arrays report the bytes they hold, which is what the
-/// writer's flush threshold (`max_bytes`) counts.
+/// writer's flush threshold (`max_bytes`) counts. (A boolean column keeps its room: a bit
+/// per row.)
 fn headroom(n: usize) -> usize {
     n + n / 8 + 64
 }

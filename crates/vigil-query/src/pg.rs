@@ -528,8 +528,9 @@ fn user_error(code: &str, message: String) -> PgWireError {
 fn to_pg(e: QueryError) -> PgWireError {
     let code = match &e {
         QueryError::ReadOnly(_) => "25006",
-        // Both timeouts as Postgres's `statement_timeout` reports one: query_canceled, which
-        // drivers retry or surface as a timeout, as the HTTP server answers both with 503.
+        // Both timeouts as Postgres's `statement_timeout` reports one: query_canceled (what
+        // drivers raise as a cancelled query, psycopg's `QueryCanceled`), as the HTTP server
+        // answers both with 503.
         QueryError::Timeout(_) | QueryError::OpenTimeout(_) => "57014",
         QueryError::DataFusion(datafusion::error::DataFusionError::ResourcesExhausted(_)) => {
             "53200"
