@@ -251,7 +251,6 @@ impl TableSpec {
         // bytes a value for zstd to squeeze (ingest: 1.6% fewer instructions, logs files 1.7%
         // smaller; BENCHMARKS.md). Where the column keeps a dictionary (the few window starts
         // of `service_edges`, an anomaly's detection time) this is the dictionary's fallback.
-
         b = b.set_column_encoding(self.sort_time.into(), Encoding::DELTA_BINARY_PACKED);
         for c in &self.no_stats_columns {
             b = b.set_column_statistics_enabled((*c).into(), EnabledStatistics::None);
