@@ -480,6 +480,14 @@ impl Decoder {
                     self.parser.group.push(usize::MAX);
                 }
                 Shape::Object(key) => {
+                    // Nothing before it waits for simd-json, so its row can go in now.
+                    if group_start == i
+                        && self.rows.direct(bytes, self.opts.max_depth, &self.bounds)
+                    {
+                        group_start = i + 1;
+                        self.appended(source, partition, bytes, offset, Ok(()));
+                        continue;
+                    }
                     let mut t = std::mem::replace(&mut self.parser.fast, Tape(Vec::new())).reset();
                     if self
                         .parser

@@ -17,6 +17,7 @@ use crate::rows::{
     ABSENT, Rows, TimeBounds, number_text, optional_str, read_timestamp, required_service,
     required_timestamp, unreadable,
 };
+use crate::scan::{self, Found, KNOWN, LogMembers, Member::AdditionalData, Member::Known, Rest};
 use crate::tape::{as_f64, as_i64, is_null, key_eq, write_members, wrong_type};
 use crate::verbatim::{Member, Raw};
 
@@ -301,6 +302,69 @@ impl LogColumns {
     }
 }
 
+impl LogColumns {
+    /// Validates and writes `level` and the optional strings, found on `tape` at `level`
+    /// (under the name `level_name`) and `strs` ([`ABSENT`] where not in the record).
+    fn write_level_and_strings(
+        &mut self,
+        keep: &Keep,
+        tape: &[Node<'_>],
+        level: usize,
+        level_name: &str,
+        strs: &[usize; 5],
+    ) -> Result<(), Rejection> {
+        match tape.get(level) {
+            Some(Node::String(s)) if keep.level => match normalize_level(s) {
+                Some(known) => self.level.push(known),
+                None => self.level.push(&s.to_ascii_uppercase()),
+            },
+            None | Some(Node::String(_)) => self.level.push_null(),
+            Some(n) if is_null(n) => self.level.push_null(),
+            Some(n) => match as_i64(n) {
+                Some(i) if keep.level => match level_number(i) {
+                    Some(known) => self.level.push(known),
+                    None => self.level.push(&i.to_string()),
+                },
+                Some(_) => self.level.push_null(),
+                None => return Err(wrong_type(level_name, "a string or a level number", n)),
+            },
+        }
+        for (((field, &i), b), &kept) in (STRING_FIELDS.iter().zip(strs))
+            .zip(&mut self.strings)
+            .zip(&keep.strings)
+        {
+            let value = optional_str(tape, i, field)?;
+            b.push_option(value.filter(|_| kept));
+        }
+        Ok(())
+    }
+
+    /// Validates and writes the promoted columns, `value(p)` the record's value for the
+    /// `p`-th (`None` if it has none).
+    #[inline]
+    fn write_promoted<'t>(
+        &mut self,
+        schema: &LogSchema,
+        keep: &Keep,
+        coerce: bool,
+        value: impl Fn(usize) -> Option<Node<'t>>,
+    ) -> Result<(), Rejection> {
+        for (((i, p), b), &kept) in (schema.promoted().iter().enumerate())
+            .zip(&mut self.promoted)
+            .zip(&keep.promoted)
+        {
+            match value(i) {
+                None => b.append_null(),
+                Some(node) => {
+                    let v = promote(p, &node, coerce)?;
+                    b.append_value(if kept { v } else { Value::Null });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Columns for LogColumns {
     fn len(&self) -> usize {
         self.timestamp.len()
@@ -362,6 +426,9 @@ pub(crate) struct LogRows {
     /// Rows per group at the previous finish: the size new groups start with.
     rows_hint: usize,
     scratch: Scratch,
+    /// What a record of the common shape holds, read without a tape ([`Rows::direct`]).
+    members: LogMembers,
+    direct: Rest,
     /// `decode.default_service`.
     default_service: Option<String>,
 }
@@ -387,6 +454,31 @@ struct Scratch {
 /// The seed's names of the time and the level.
 const NAMES: [&str; 2] = ["timestamp", "level"];
 
+/// Indices of the known scalar fields, as [`known_member`] gives them: the time, the level,
+/// the service, then the five of [`STRING_FIELDS`] from `STRS` on.
+const TS: usize = 0;
+const LEVEL: usize = 1;
+const SERVICE: usize = 2;
+const STRS: usize = 3;
+
+/// Which of the seed's fields a top-level key is, if any.
+#[inline(always)]
+fn known_member(b: &[u8]) -> Option<scan::Member> {
+    // By length, then first byte: one comparison per known key.
+    Some(match (b.len(), b.first()) {
+        (9, Some(b't')) if b == b"timestamp" => Known(TS),
+        (5, Some(b'l')) if b == b"level" => Known(LEVEL),
+        (7, Some(b's')) if b == b"service" => Known(SERVICE),
+        (8, Some(b't')) if b == b"trace_id" => Known(STRS),
+        (7, Some(b's')) if b == b"span_id" => Known(STRS + 1),
+        (14, Some(b'p')) if b == b"parent_span_id" => Known(STRS + 2),
+        (7, Some(b'u')) if b == b"user_id" => Known(STRS + 3),
+        (7, Some(b'm')) if b == b"message" => Known(STRS + 4),
+        (15, Some(b'a')) if b == b"additional_data" => AdditionalData,
+        _ => return None,
+    })
+}
+
 /// Where a record's known top-level fields are on the tape ([`ABSENT`] if not there).
 struct Fields {
     ts: usize,
@@ -405,6 +497,11 @@ impl LogRows {
             keep: Keep::all(&schema),
             groups: Groups::new(),
             rows_hint: 1024,
+            members: LogMembers {
+                promoted: vec![Found::Absent; schema.promoted().len()],
+                ..LogMembers::default()
+            },
+            direct: Rest::default(),
             scratch: Scratch {
                 extras: Vec::new(),
                 rest: Vec::new(),
@@ -456,6 +553,15 @@ impl Rows for LogRows {
         written
     }
 
+    fn direct(&mut self, bytes: &[u8], max_depth: usize, bounds: &TimeBounds) -> bool {
+        if self.direct.resting() {
+            return false;
+        }
+        let appended = self.direct_row(bytes, max_depth, bounds);
+        self.direct.tried(appended);
+        appended
+    }
+
     fn overflowed(&self) -> u64 {
         self.groups.overflowed()
     }
@@ -474,6 +580,68 @@ impl Rows for LogRows {
             self.rows_hint = max;
         }
         batches
+    }
+}
+
+impl LogRows {
+    /// [`Rows::direct`]: the record's members found by [`scan::log_members`], then validated
+    /// and written as [`Scratch::write`] writes a record's from the tape. A record that fails
+    /// validation is not appended (the general way then says why).
+    fn direct_row(&mut self, bytes: &[u8], max_depth: usize, bounds: &TimeBounds) -> bool {
+        let promoted = self.schema.promoted();
+        let m = &mut self.members;
+        let in_additional_data = |key: &[u8]| {
+            (promoted.iter()).position(|p| !p.top_level && key_eq(p.key.as_bytes(), key))
+        };
+        if scan::log_members(bytes, max_depth, known_member, in_additional_data, m).is_none() {
+            return false;
+        }
+        // The known fields as the tape would hold them; absent reads as null, as on the tape.
+        let null = Node::Static(simd_json::StaticNode::Null);
+        let tape: [Node<'_>; KNOWN] =
+            std::array::from_fn(|k| m.known[k].node(bytes).unwrap_or(null));
+        let Ok(micros) = required_timestamp(&tape, TS, NAMES[0], bounds) else {
+            return false;
+        };
+        let Ok(service) = required_service(&tape, SERVICE, self.default_service.as_deref()) else {
+            return false;
+        };
+        let (schema, hint, keep) = (&self.schema, self.rows_hint, &self.keep);
+        let c = self
+            .groups
+            .get(service, hint, |rows| LogColumns::new(schema, rows));
+        let rows = c.len();
+        c.push_time(micros);
+        c.service.push(service);
+        let strs = std::array::from_fn(|i| STRS + i);
+        let written = c
+            .write_level_and_strings(keep, &tape, LEVEL, NAMES[1], &strs)
+            .and_then(|()| {
+                c.write_promoted(schema, keep, self.scratch.coerce, |p| {
+                    m.promoted[p].node(bytes)
+                })
+            });
+        if written.is_err() {
+            c.truncate(rows);
+            return false;
+        }
+        c.additional_data.push_written(|out| {
+            if !keep.additional_data || m.runs.is_empty() {
+                return;
+            }
+            out.push('{');
+            for (n, &(start, end)) in m.runs.iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                // SAFETY: a run's strings were checked as UTF-8 when found, and the rest of
+                // it is JSON's ASCII punctuation, numbers and words.
+                out.push_str(unsafe { std::str::from_utf8_unchecked(&bytes[start..end]) });
+            }
+            out.push('}');
+        });
+        c.extra.push_null();
+        true
     }
 }
 
@@ -498,12 +666,10 @@ impl Scratch {
         let mut service_object = ABSENT;
         for (m, key) in Member::of_object(tape, idx, len) {
             let value = m.key + 1;
-            // By length, then first byte: one comparison per known key.
-            let b = key.as_bytes();
-            match (b.len(), b.first()) {
-                (9, Some(b't')) if key == "timestamp" => f.ts = value,
-                (5, Some(b'l')) if key == "level" => f.level = value,
-                (7, Some(b's')) if key == "service" => {
+            match known_member(key.as_bytes()) {
+                Some(Known(TS)) => f.ts = value,
+                Some(Known(LEVEL)) => f.level = value,
+                Some(Known(SERVICE)) => {
                     if let Node::Object { .. } = tape[value] {
                         service_object = value;
                         self.extras.push(m);
@@ -511,13 +677,9 @@ impl Scratch {
                         f.service = value;
                     }
                 }
-                (8, Some(b't')) if key == "trace_id" => f.strs[0] = value,
-                (7, Some(b's')) if key == "span_id" => f.strs[1] = value,
-                (14, Some(b'p')) if key == "parent_span_id" => f.strs[2] = value,
-                (7, Some(b'u')) if key == "user_id" => f.strs[3] = value,
-                (7, Some(b'm')) if key == "message" => f.strs[4] = value,
-                (15, Some(b'a')) if key == "additional_data" => f.ad = Some(m),
-                _ => self.extras.push(m),
+                Some(Known(k)) => f.strs[k - STRS] = value,
+                Some(AdditionalData) => f.ad = Some(m),
+                None => self.extras.push(m),
             }
         }
         if self.top_level && !self.extras.is_empty() {
@@ -590,29 +752,7 @@ impl Scratch {
         raw: Raw<'_>,
         f: &Fields,
     ) -> Result<(), Rejection> {
-        match tape.get(f.level) {
-            Some(Node::String(s)) if keep.level => match normalize_level(s) {
-                Some(known) => c.level.push(known),
-                None => c.level.push(&s.to_ascii_uppercase()),
-            },
-            None | Some(Node::String(_)) => c.level.push_null(),
-            Some(n) if is_null(n) => c.level.push_null(),
-            Some(n) => match as_i64(n) {
-                Some(i) if keep.level => match level_number(i) {
-                    Some(known) => c.level.push(known),
-                    None => c.level.push(&i.to_string()),
-                },
-                Some(_) => c.level.push_null(),
-                None => return Err(wrong_type(self.names[1], "a string or a level number", n)),
-            },
-        }
-        for (((field, &i), b), &kept) in (STRING_FIELDS.iter().zip(&f.strs))
-            .zip(&mut c.strings)
-            .zip(&keep.strings)
-        {
-            let value = optional_str(tape, i, field)?;
-            b.push_option(value.filter(|_| kept));
-        }
+        c.write_level_and_strings(keep, tape, f.level, self.names[1], &f.strs)?;
 
         self.rest.clear();
         if let Some(ad) = f.ad {
@@ -631,18 +771,10 @@ impl Scratch {
                 ref other => return Err(wrong_type("additional_data", "an object", other)),
             }
         }
-        for (((p, &slot), b), &kept) in (schema.promoted().iter().zip(&self.promoted_slots))
-            .zip(&mut c.promoted)
-            .zip(&keep.promoted)
-        {
-            match slot {
-                ABSENT => b.append_null(),
-                i => {
-                    let value = promote(p, &tape[i], self.coerce)?;
-                    b.append_value(if kept { value } else { Value::Null });
-                }
-            }
-        }
+        let slots = &self.promoted_slots;
+        c.write_promoted(schema, keep, self.coerce, |p| {
+            (slots[p] != ABSENT).then(|| tape[slots[p]])
+        })?;
 
         c.additional_data.push_written(|out| {
             // Members are left over only from an `additional_data` object.
@@ -667,5 +799,305 @@ impl Scratch {
             }
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vigil_core::schema::{FieldType, LogSchema, PromotedField};
+
+    use super::*;
+    use crate::DecoderOptions;
+    use crate::scan::Scanner;
+
+    /// Appends `bytes` the general way: the scanner's tape, else simd-json's.
+    fn append_from_tape(
+        rows: &mut LogRows,
+        scanner: &mut Scanner,
+        bytes: &[u8],
+        max_depth: usize,
+        bounds: &TimeBounds,
+    ) -> Result<(), Rejection> {
+        let mut tape = Vec::new();
+        if scanner.object(bytes, max_depth, &mut tape) {
+            return rows.append(&tape, 0, Raw::new(bytes, bytes.as_ptr() as usize), bounds);
+        }
+        let mut copy = bytes.to_vec();
+        let len = copy.len();
+        copy.resize(len + simd_json::INPUT_PADDING, b' ');
+        let mut buffers = simd_json::Buffers::with_max_depth(64, max_depth);
+        let mut t = simd_json::Tape::null().reset();
+        let base = copy.as_ptr() as usize;
+        match simd_json::fill_tape_padded(&mut copy, len, &mut buffers, &mut t) {
+            Ok(()) => rows.append(&t.0, 0, Raw::new(bytes, base), bounds),
+            Err(_) => Err(Rejection::new(ReasonCode::InvalidJson, "not JSON")),
+        }
+    }
+
+    /// A tiny deterministic generator (no dependency for one test).
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((self.0 >> 33) % n as u64) as usize
+        }
+
+        fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+            xs[self.below(xs.len())]
+        }
+
+        fn ws(&mut self) -> &'static str {
+            ["", "", "", " ", "\t", "  "][self.below(6)]
+        }
+    }
+
+    /// A value for a member of `additional_data` that is not promoted, nested up to `depth`.
+    fn any_value(g: &mut Lcg, depth: usize) -> String {
+        match g.below(if depth == 0 { 5 } else { 7 }) {
+            0 => g
+                .pick(&["\"x\"", "\"é ü\"", "\"\"", "\"a\\\"b\"", "\"tab\\tx\""])
+                .into(),
+            1 => g
+                .pick(&[
+                    "0",
+                    "-1",
+                    "2.50",
+                    "1e3",
+                    "-0.0",
+                    "12345678901234567890",
+                    "7E-2",
+                ])
+                .into(),
+            2 => g.pick(&["true", "false", "null"]).into(),
+            3 => "\"deal-36518\"".into(),
+            4 => "42".into(),
+            5 => {
+                let n = g.below(3);
+                let items: Vec<String> = (0..n).map(|_| any_value(g, depth - 1)).collect();
+                format!("[{}]", items.join(&format!(",{}", g.ws())))
+            }
+            _ => {
+                let n = g.below(3);
+                let items: Vec<String> = (0..n)
+                    .map(|i| format!("\"k{i}\":{}{}", g.ws(), any_value(g, depth - 1)))
+                    .collect();
+                format!("{{{}}}", items.join(","))
+            }
+        }
+    }
+
+    fn record(g: &mut Lcg) -> String {
+        let mut members: Vec<String> = Vec::new();
+        let scalar = |g: &mut Lcg, usual: &[&str]| -> String {
+            match g.below(12) {
+                0 => "null".into(),
+                1 => g
+                    .pick(&["7", "true", "{}", "[\"x\"]", "\"\"", "\"a\\u00e9\""])
+                    .into(),
+                _ => g.pick(usual).into(),
+            }
+        };
+        let known: [(&str, &[&str]); 8] = [
+            (
+                "timestamp",
+                &[
+                    "\"2025-06-02T09:00:00.010Z\"",
+                    "\"2025-06-02T09:00:01+02:00\"",
+                    "1748854800",
+                    "1748854800123",
+                    "\"2125-06-02T09:00:00Z\"",
+                    "\"yesterday\"",
+                ],
+            ),
+            (
+                "level",
+                &[
+                    "\"INFO\"",
+                    "\"warn\"",
+                    "\"Error\"",
+                    "30",
+                    "\"custom\"",
+                    "\"DEBUG\"",
+                ],
+            ),
+            (
+                "service",
+                &["\"auth-service\"", "\"api-gateway\"", "\"db\""],
+            ),
+            ("trace_id", &["\"c0868a0ceb815ac03f35bc64\"", "\"t2\""]),
+            ("span_id", &["\"2ea754c237e5fc74\""]),
+            ("parent_span_id", &["\"b4f2ae8a97ec47d1\""]),
+            ("user_id", &["\"user-3275\"", "\"ü\""]),
+            (
+                "message",
+                &["\"Token verified\"", "\"Processing deal with ID: deal-1\""],
+            ),
+        ];
+        for (key, usual) in known {
+            // The time and the service are there most of the time, the rest half of it.
+            if g.below(10)
+                < if key == "timestamp" || key == "service" {
+                    9
+                } else {
+                    5
+                }
+            {
+                let v = scalar(g, usual);
+                members.push(format!("\"{key}\":{}{v}", g.ws()));
+            }
+        }
+        if g.below(10) < 8 {
+            let ad = match g.below(10) {
+                0 => "null".to_string(),
+                1 => "\"text\"".to_string(),
+                2 => "{}".to_string(),
+                _ => {
+                    let n = 1 + g.below(5);
+                    let items: Vec<String> = (0..n)
+                        .map(|_| {
+                            let (k, v) = match g.below(8) {
+                                0 | 1 => (
+                                    "status_code",
+                                    g.pick(&[
+                                        "200",
+                                        "503",
+                                        "200.0",
+                                        "2.5",
+                                        "\"404\"",
+                                        "3000000000",
+                                        "null",
+                                        "true",
+                                    ])
+                                    .to_string(),
+                                ),
+                                2 | 3 => (
+                                    "processing_time_ms",
+                                    g.pick(&["3.5", "7", "\"1.5\"", "-0.0", "1e400", "{}"])
+                                        .to_string(),
+                                ),
+                                4 => ("operation", g.pick(&["\"route\"", "5", "null"]).to_string()),
+                                _ => ("deal_id", any_value(g, 3)),
+                            };
+                            format!("{}\"{k}\"{}:{}{v}{}", g.ws(), g.ws(), g.ws(), g.ws())
+                        })
+                        .collect();
+                    format!("{{{}}}", items.join(","))
+                }
+            };
+            let at = g.below(members.len() + 1);
+            members.insert(at, format!("\"additional_data\":{ad}"));
+        }
+        match g.below(20) {
+            0 => members.push("\"host\":\"h1\"".into()),
+            1 => members.push("\"latency_ms\":12.5".into()),
+            // A key written twice, the second time with another value.
+            2 => members.push(format!(
+                "\"level\":{}",
+                g.pick(&["\"ERROR\"", "null", "[]"])
+            )),
+            3 => members.push(format!("\"service\":{}", g.pick(&["\"db\"", "\"\""]))),
+            4 => members.push("\"additional_data\":{\"deal_id\":1}".into()),
+            _ => {}
+        }
+        let sep = format!("{},{}", g.ws(), g.ws());
+        format!("{}{{{}}}{}", g.ws(), members.join(&sep), g.ws())
+    }
+
+    /// Log rows, and the options one run of the test reads records with.
+    fn rows(coerce: bool, default_service: Option<&str>, keep: Option<&[&str]>) -> LogRows {
+        let schema = LogSchema::new(vec![
+            PromotedField::nested("status_code", FieldType::Int32),
+            PromotedField::nested("processing_time_ms", FieldType::Float64),
+            PromotedField::nested("operation", FieldType::Utf8),
+            PromotedField {
+                key: "latency_ms".into(),
+                top_level: true,
+                column: "latency_ms".into(),
+                field_type: FieldType::Float64,
+            },
+        ])
+        .unwrap();
+        let opts = DecoderOptions {
+            coerce,
+            default_service: default_service.map(Into::into),
+            ..DecoderOptions::default()
+        };
+        let mut rows = LogRows::new(schema, &opts);
+        if let Some(columns) = keep {
+            rows.keep_only(columns);
+        }
+        rows
+    }
+
+    #[test]
+    fn records_read_without_a_tape_are_the_rows_the_tape_gives() {
+        // 2025-06-02T09:00:00Z, a day of skew: the 2125 times are out of bounds.
+        let bounds = TimeBounds::at(1_748_854_800_000_000, Some(86_400_000_000), None);
+        // `decode.coerce`, `decode.default_service`, the columns kept, `decode.max_depth`.
+        type Run<'a> = (bool, Option<&'a str>, Option<&'a [&'a str]>, usize);
+        let runs: [Run<'_>; 4] = [
+            (false, None, None, 64),
+            (true, Some("unknown"), None, 64),
+            (false, None, Some(&["level", "trace_id", "status_code"]), 3),
+            (true, None, None, 2),
+        ];
+        for (run, (coerce, default_service, keep, max_depth)) in runs.into_iter().enumerate() {
+            let mut g = Lcg(run as u64 + 1);
+            let (mut direct, mut tape) = (
+                rows(coerce, default_service, keep),
+                rows(coerce, default_service, keep),
+            );
+            let (mut s1, mut s2) = (Scanner::default(), Scanner::default());
+            let mut taken = 0;
+            let mut appended = 0;
+            for _ in 0..20_000 {
+                let line = record(&mut g);
+                let bytes = line.as_bytes();
+                let before = direct.len();
+                let general = append_from_tape(&mut tape, &mut s2, bytes, max_depth, &bounds);
+                if direct.direct_row(bytes, max_depth, &bounds) {
+                    assert!(
+                        general.is_ok(),
+                        "read without a tape, rejected with one: {line}"
+                    );
+                    taken += 1;
+                } else {
+                    assert_eq!(direct.len(), before, "declined but appended: {line}");
+                    let again = append_from_tape(&mut direct, &mut s1, bytes, max_depth, &bounds);
+                    assert_eq!(again.is_ok(), general.is_ok(), "{line}");
+                }
+                appended += usize::from(general.is_ok());
+            }
+            // Most records that have rows are of the common shape: the test must exercise
+            // the reader, not only its declines.
+            assert!(
+                taken * 2 > appended,
+                "run {run}: {taken} read of {appended}"
+            );
+            assert_eq!(direct.finish(), tape.finish(), "run {run}");
+        }
+    }
+
+    #[test]
+    fn a_seed_record_is_read_without_a_tape_and_its_other_members_kept_as_written() {
+        let bounds = TimeBounds::at(1_748_854_800_000_000, None, None);
+        let mut rows = rows(false, None, None);
+        let line = r#"{"timestamp":"2025-06-02T09:00:00.010Z","level":"INFO","service":"auth-service","additional_data":{"a":1, "status_code":200,"b" : [1,{"c":null}] ,"d":"é","operation":"verify"}}"#;
+        assert!(rows.direct_row(line.as_bytes(), 64, &bounds));
+        let batch = &rows.finish()[0];
+        let column = |name: &str| batch.column_by_name(name).unwrap().clone();
+        let ad = column("additional_data");
+        let ad = ad
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
+        // Two runs (promoted members between them), each as written.
+        assert_eq!(ad.value(0), r#"{"a":1,"b" : [1,{"c":null}] ,"d":"é"}"#);
+        assert_eq!(batch.num_rows(), 1);
+        assert!(column("extra").is_null(0));
     }
 }

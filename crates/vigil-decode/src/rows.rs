@@ -25,6 +25,14 @@ pub(crate) trait Rows {
         bounds: &TimeBounds,
     ) -> Result<(), Rejection>;
 
+    /// Reads a record of the common shape straight from its bytes into a row, without a
+    /// tape, if this kind has such a reader. `false`, with nothing appended, for any record
+    /// it does not take or that fails validation: the caller then reads it with
+    /// [`Rows::append`], which appends it or says why not.
+    fn direct(&mut self, _bytes: &[u8], _max_depth: usize, _bounds: &TimeBounds) -> bool {
+        false
+    }
+
     /// Rows appended since the last [`Rows::finish`].
     fn len(&self) -> usize;
 

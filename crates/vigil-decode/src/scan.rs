@@ -19,10 +19,42 @@ use simd_json::{Node, StaticNode};
 #[derive(Default)]
 pub(crate) struct Scanner {
     open: Vec<Open>,
+    rest: Rest,
+}
+
+/// When a reader of plain records declines several in a row, it rests: see [`DECLINES`].
+#[derive(Default)]
+pub(crate) struct Rest {
     /// Records declined in a row.
     declined: u32,
     /// Records still to decline without reading them.
     resting: u32,
+}
+
+impl Rest {
+    /// Whether to skip this record without trying it (counted as one of the rest).
+    #[inline]
+    pub(crate) fn resting(&mut self) -> bool {
+        if self.resting > 0 {
+            self.resting -= 1;
+            return true;
+        }
+        false
+    }
+
+    /// Counts a record tried: read (`true`) or declined.
+    #[inline]
+    pub(crate) fn tried(&mut self, read: bool) {
+        if read {
+            self.declined = 0;
+        } else {
+            self.declined += 1;
+            if self.declined == DECLINES {
+                self.declined = 0;
+                self.resting = REST;
+            }
+        }
+    }
 }
 
 /// Declines in a row after which the reader rests for [`REST`] records: in a stream where most
@@ -53,23 +85,14 @@ impl Scanner {
         tape: &mut Vec<Node<'a>>,
     ) -> bool {
         tape.clear();
-        if self.resting > 0 {
-            self.resting -= 1;
+        if self.rest.resting() {
             return false;
         }
         // At most a node per two bytes (`""`, `1,`, `{}`), so pushes never grow it.
         tape.reserve(bytes.len() / 2 + 1);
         self.open.clear();
         let read = read(bytes, max_depth, tape, &mut self.open).is_some();
-        if read {
-            self.declined = 0;
-        } else {
-            self.declined += 1;
-            if self.declined == DECLINES {
-                self.declined = 0;
-                self.resting = REST;
-            }
-        }
+        self.rest.tried(read);
         read
     }
 }
@@ -164,6 +187,234 @@ fn read<'a>(
             }
         }
     }
+}
+
+/// A scalar of a record as [`log_members`] found it: where it is in the record's bytes, not a
+/// copy, so what holds it need not borrow them.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub(crate) enum Found {
+    #[default]
+    Absent,
+    /// A string's text without its quotes, `bytes[start..end]`, checked as UTF-8.
+    Str(usize, usize),
+    Static(StaticNode),
+}
+
+impl Found {
+    /// The node simd-json's tape would hold for it in `bytes`, the record it was found in.
+    #[inline]
+    pub(crate) fn node(self, bytes: &[u8]) -> Option<Node<'_>> {
+        match self {
+            Self::Absent => None,
+            // SAFETY: `string` checked these bytes as UTF-8 (or as ASCII) when it found them,
+            // in the same record.
+            Self::Str(s, e) => Some(Node::String(unsafe {
+                std::str::from_utf8_unchecked(&bytes[s..e])
+            })),
+            Self::Static(n) => Some(Node::Static(n)),
+        }
+    }
+}
+
+/// What [`log_members`] found in a log record.
+#[derive(Default)]
+pub(crate) struct LogMembers {
+    /// The scalar members the caller knows, by the index its `known` gave their key.
+    pub(crate) known: [Found; KNOWN],
+    /// Per promoted field, its value among `additional_data`'s members.
+    pub(crate) promoted: Vec<Found>,
+    /// `additional_data`'s other members: runs of adjacent ones, each from its first key's
+    /// quote to its last value's end (the separators between them as written), in order.
+    pub(crate) runs: Vec<(usize, usize)>,
+}
+
+/// How many scalar members [`LogMembers`] holds.
+pub(crate) const KNOWN: usize = 8;
+
+/// How [`log_members`] files a top-level key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Member {
+    /// A scalar field, at this index of [`LogMembers::known`].
+    Known(usize),
+    /// `additional_data`: an object whose promoted members are read and the rest kept as runs.
+    AdditionalData,
+}
+
+/// Reads a log record of the common shape straight from its bytes, without a tape: an object
+/// whose every key `member` files, its scalars where `member` says, `additional_data` (once)
+/// an object or null, whose members `promoted` may name (the others any JSON value, kept as
+/// byte runs). Its strings, numbers and nesting are the ones [`Scanner::object`] reads.
+/// `None` for anything else (a key it does not know, an object where a scalar belongs,
+/// `additional_data` twice, and all that reader declines): the caller then reads the record the general way. `out` is
+/// reset first.
+pub(crate) fn log_members(
+    b: &[u8],
+    max_depth: usize,
+    member: impl Fn(&[u8]) -> Option<Member>,
+    promoted: impl Fn(&[u8]) -> Option<usize>,
+    out: &mut LogMembers,
+) -> Option<()> {
+    out.known = [Found::Absent; KNOWN];
+    out.promoted.fill(Found::Absent);
+    out.runs.clear();
+    // Whether `additional_data` was a member (an object or null).
+    let mut seen_additional_data = false;
+    let mut i = ws(b, 0);
+    if max_depth == 0 || b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = ws(b, i + 1);
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let (key, next) = string(b, i)?;
+        i = colon(b, next)?;
+        match member(key.as_bytes())? {
+            Member::Known(k) => {
+                // Of a key written twice the last counts, as on the tape.
+                let (v, next) = scalar(b, i)?;
+                out.known[k] = v;
+                i = next;
+            }
+            Member::AdditionalData => {
+                if seen_additional_data {
+                    return None;
+                }
+                seen_additional_data = true;
+                i = match b.get(i)? {
+                    b'{' if max_depth > 1 => additional_data(b, i, max_depth, &promoted, out)?,
+                    b'n' => literal(b, i, b"null")?,
+                    _ => return None,
+                };
+            }
+        }
+        i = ws(b, i);
+        match *b.get(i)? {
+            b',' => i = ws(b, i + 1),
+            b'}' => return (ws(b, i + 1) == b.len()).then_some(()),
+            _ => return None,
+        }
+    }
+}
+
+/// `additional_data`'s object at `at` (the second level): promoted members into
+/// `out.promoted`, the rest as runs. The index after its `}`.
+fn additional_data(
+    b: &[u8],
+    at: usize,
+    max_depth: usize,
+    promoted: impl Fn(&[u8]) -> Option<usize>,
+    out: &mut LogMembers,
+) -> Option<usize> {
+    let mut i = ws(b, at + 1);
+    if b.get(i) == Some(&b'}') {
+        return Some(i + 1);
+    }
+    // The run being read: its first key's quote, and the end of its last value so far.
+    let mut run: Option<(usize, usize)> = None;
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_at = i;
+        let (key, next) = string(b, i)?;
+        i = colon(b, next)?;
+        match promoted(key.as_bytes()) {
+            Some(p) => {
+                // Of a key written twice the last counts, as on the tape.
+                let (v, next) = scalar(b, i)?;
+                out.promoted[p] = v;
+                i = next;
+                out.runs.extend(run.take());
+            }
+            None => {
+                i = skip(b, i, 2, max_depth)?;
+                let start = run.map_or(key_at, |(s, _)| s);
+                run = Some((start, i));
+            }
+        }
+        i = ws(b, i);
+        match *b.get(i)? {
+            b',' => i = ws(b, i + 1),
+            b'}' => {
+                out.runs.extend(run);
+                return Some(i + 1);
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// The `:` after a key that ends before `i`; the index of the member's value.
+#[inline(always)]
+fn colon(b: &[u8], i: usize) -> Option<usize> {
+    let i = ws(b, i);
+    (b.get(i) == Some(&b':')).then(|| ws(b, i + 1))
+}
+
+/// A string, number, `true`, `false` or `null` at `i`, and the index after it.
+#[inline(always)]
+fn scalar(b: &[u8], i: usize) -> Option<(Found, usize)> {
+    Some(match *b.get(i)? {
+        b'"' => {
+            let (s, next) = string(b, i)?;
+            (Found::Str(i + 1, i + 1 + s.len()), next)
+        }
+        b't' => (
+            Found::Static(StaticNode::Bool(true)),
+            literal(b, i, b"true")?,
+        ),
+        b'f' => (
+            Found::Static(StaticNode::Bool(false)),
+            literal(b, i, b"false")?,
+        ),
+        b'n' => (Found::Static(StaticNode::Null), literal(b, i, b"null")?),
+        b'{' | b'[' => return None,
+        _ => {
+            let (n, next) = number(b, i)?;
+            (Found::Static(n), next)
+        }
+    })
+}
+
+/// The index after the value at `i`, inside `open` containers, checked as
+/// [`Scanner::object`] checks it (nesting within `max_depth` included).
+fn skip(b: &[u8], i: usize, open: usize, max_depth: usize) -> Option<usize> {
+    let c = *b.get(i)?;
+    if c != b'{' && c != b'[' {
+        return scalar(b, i).map(|(_, next)| next);
+    }
+    if open == max_depth {
+        return None;
+    }
+    let object = c == b'{';
+    let close = if object { b'}' } else { b']' };
+    let mut i = ws(b, i + 1);
+    if b.get(i) == Some(&close) {
+        return Some(i + 1);
+    }
+    loop {
+        if object {
+            if b.get(i) != Some(&b'"') {
+                return None;
+            }
+            let (_, next) = string(b, i)?;
+            i = colon(b, next)?;
+        }
+        i = ws(b, skip(b, i, open + 1, max_depth)?);
+        match *b.get(i)? {
+            b',' => i = ws(b, i + 1),
+            c if c == close => return Some(i + 1),
+            _ => return None,
+        }
+    }
+}
+
+/// The index after `word` at `i`.
+#[inline(always)]
+fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
+    (b.get(i..i + word.len())? == word).then_some(i + word.len())
 }
 
 /// A member's key at `i` and the `:` after it; the index of its value.
