@@ -17,7 +17,7 @@ use crate::rows::{
     ABSENT, Rows, TimeBounds, number_text, optional_str, read_timestamp, required_service,
     required_timestamp, unreadable,
 };
-use crate::scan::{self, Found, KNOWN, LogMembers, Member::AdditionalData, Member::Known, Rest};
+use crate::scan::{self, KNOWN, LogMembers, Member::AdditionalData, Member::Known, Rest};
 use crate::tape::{as_f64, as_i64, is_null, key_eq, write_members, wrong_type};
 use crate::verbatim::{Member, Raw};
 
@@ -497,10 +497,7 @@ impl LogRows {
             keep: Keep::all(&schema),
             groups: Groups::new(),
             rows_hint: 1024,
-            members: LogMembers {
-                promoted: vec![Found::Absent; schema.promoted().len()],
-                ..LogMembers::default()
-            },
+            members: LogMembers::new(schema.promoted().len()),
             direct: Rest::default(),
             scratch: Scratch {
                 extras: Vec::new(),

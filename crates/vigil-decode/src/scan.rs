@@ -15,6 +15,8 @@
 
 use simd_json::{Node, StaticNode};
 
+use crate::tape::key_eq;
+
 /// The reader, with the stack of containers open at the cursor, kept from record to record.
 #[derive(Default)]
 pub(crate) struct Scanner {
@@ -226,6 +228,19 @@ pub(crate) struct LogMembers {
     /// `additional_data`'s other members: runs of adjacent ones, each from its first key's
     /// quote to its last value's end (the separators between them as written), in order.
     pub(crate) runs: Vec<(usize, usize)>,
+    /// Per member (by [`Member::slot`], `0` for the record's start), the key that followed it
+    /// when last read as a string.
+    follows: [Option<KeyText>; KNOWN + 2],
+}
+
+impl LogMembers {
+    /// For records with `promoted` fields promoted out of `additional_data`.
+    pub(crate) fn new(promoted: usize) -> Self {
+        Self {
+            promoted: vec![Found::Absent; promoted],
+            ..Self::default()
+        }
+    }
 }
 
 /// How many scalar members [`LogMembers`] holds.
@@ -264,13 +279,29 @@ pub(crate) fn log_members(
         return None;
     }
     i = ws(b, i + 1);
+    // The member before this one ([`Member::slot`]), `0` before the first.
+    let mut last = 0;
     loop {
         if b.get(i) != Some(&b'"') {
             return None;
         }
-        let (key, next) = string(b, i)?;
+        // A source writes its records' keys in much the same order: the key that followed
+        // the last one in an earlier record is compared whole before the key is read as a
+        // string.
+        let (m, next) = match out.follows[last] {
+            Some(k) if b.get(i..i + k.len).is_some_and(|t| key_eq(t, k.text())) => {
+                (k.member, i + k.len)
+            }
+            _ => {
+                let (key, next) = string(b, i)?;
+                let m = member(key.as_bytes())?;
+                out.follows[last] = KeyText::new(&b[i..next], m);
+                (m, next)
+            }
+        };
+        last = m.slot();
         i = colon(b, next)?;
-        match member(key.as_bytes())? {
+        match m {
             Member::Known(k) => {
                 // Of a key written twice the last counts, as on the tape.
                 let (v, next) = scalar(b, i)?;
@@ -295,6 +326,41 @@ pub(crate) fn log_members(
             b'}' => return (ws(b, i + 1) == b.len()).then_some(()),
             _ => return None,
         }
+    }
+}
+
+impl Member {
+    /// Its index in [`LogMembers::follows`]: from 1 on.
+    fn slot(self) -> usize {
+        match self {
+            Self::Known(k) => 1 + k,
+            Self::AdditionalData => 1 + KNOWN,
+        }
+    }
+}
+
+/// A top-level key as a record wrote it, quotes included, and what it is.
+#[derive(Clone, Copy)]
+pub(crate) struct KeyText {
+    member: Member,
+    len: usize,
+    bytes: [u8; 32],
+}
+
+impl KeyText {
+    /// `None` for a key too long to keep (it is then read as a string every time).
+    fn new(text: &[u8], member: Member) -> Option<Self> {
+        let mut bytes = [0; 32];
+        bytes.get_mut(..text.len())?.copy_from_slice(text);
+        Some(Self {
+            member,
+            len: text.len(),
+            bytes,
+        })
+    }
+
+    fn text(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
