@@ -11,8 +11,8 @@ use vigil_core::schema::{LogSchema, RecordKind};
 use crate::dead::{DeadLetters, ReasonCode, Rejection};
 use crate::logs::LogRows;
 use crate::metrics::MetricRows;
-use crate::rows::{Rows, TimeBounds};
-use crate::scan::Scanner;
+use crate::rows::{Direct, Rows, TimeBounds};
+use crate::scan::{Decline, Scanner};
 use crate::tape::span;
 use crate::verbatim::Raw;
 
@@ -481,18 +481,23 @@ impl Decoder {
                 }
                 Shape::Object(key) => {
                     // Nothing before it waits for simd-json, so its row can go in now.
-                    if group_start == i
-                        && self.rows.direct(bytes, self.opts.max_depth, &self.bounds)
-                    {
+                    let direct = if group_start == i {
+                        self.rows.direct(bytes, self.opts.max_depth, &self.bounds)
+                    } else {
+                        Direct::Declined(Decline::Shape)
+                    };
+                    if direct == Direct::Appended {
                         group_start = i + 1;
                         self.appended(source, partition, bytes, offset, Ok(()));
                         continue;
                     }
                     let mut t = std::mem::replace(&mut self.parser.fast, Tape(Vec::new())).reset();
-                    if self
-                        .parser
-                        .scanner
-                        .object(bytes, self.opts.max_depth, &mut t.0)
+                    // Not plain: the scanner would decline it as well.
+                    if direct != Direct::Declined(Decline::Syntax)
+                        && self
+                            .parser
+                            .scanner
+                            .object(bytes, self.opts.max_depth, &mut t.0)
                     {
                         // The records before it that simd-json is to read go first: rows
                         // keep the input's order.

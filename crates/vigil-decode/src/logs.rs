@@ -14,10 +14,10 @@ use crate::column::{BoolColumn, PrimColumn, StrColumn};
 use crate::dead::{ReasonCode, Rejection};
 use crate::groups::{Columns, Groups};
 use crate::rows::{
-    ABSENT, Rows, TimeBounds, number_text, optional_str, read_timestamp, required_service,
+    ABSENT, Direct, Rows, TimeBounds, number_text, optional_str, read_timestamp, required_service,
     required_timestamp, unreadable,
 };
-use crate::scan::{self, KNOWN, LogMembers, Member::AdditionalData, Member::Known, Rest};
+use crate::scan::{self, Decline, KNOWN, LogMembers, Member::AdditionalData, Member::Known, Rest};
 use crate::tape::{as_f64, as_i64, is_null, key_eq, write_members, wrong_type};
 use crate::verbatim::{Member, Raw};
 
@@ -550,13 +550,16 @@ impl Rows for LogRows {
         written
     }
 
-    fn direct(&mut self, bytes: &[u8], max_depth: usize, bounds: &TimeBounds) -> bool {
+    fn direct(&mut self, bytes: &[u8], max_depth: usize, bounds: &TimeBounds) -> Direct {
         if self.direct.resting() {
-            return false;
+            return Direct::Declined(Decline::Shape);
         }
-        let appended = self.direct_row(bytes, max_depth, bounds);
-        self.direct.tried(appended);
-        appended
+        let read = self.direct_row(bytes, max_depth, bounds);
+        self.direct.tried(read.is_ok());
+        match read {
+            Ok(()) => Direct::Appended,
+            Err(why) => Direct::Declined(why),
+        }
     }
 
     fn overflowed(&self) -> u64 {
@@ -584,24 +587,29 @@ impl LogRows {
     /// [`Rows::direct`]: the record's members found by [`scan::log_members`], then validated
     /// and written as [`Scratch::write`] writes a record's from the tape. A record that fails
     /// validation is not appended (the general way then says why).
-    fn direct_row(&mut self, bytes: &[u8], max_depth: usize, bounds: &TimeBounds) -> bool {
+    fn direct_row(
+        &mut self,
+        bytes: &[u8],
+        max_depth: usize,
+        bounds: &TimeBounds,
+    ) -> Result<(), Decline> {
         let promoted = self.schema.promoted();
         let m = &mut self.members;
         let in_additional_data = |key: &[u8]| {
             (promoted.iter()).position(|p| !p.top_level && key_eq(p.key.as_bytes(), key))
         };
-        if scan::log_members(bytes, max_depth, known_member, in_additional_data, m).is_none() {
-            return false;
-        }
+        scan::log_members(bytes, max_depth, known_member, in_additional_data, m)?;
+        // A record that fails validation: the general reader says why.
+        let invalid = Err(Decline::Shape);
         // The known fields as the tape would hold them; absent reads as null, as on the tape.
         let null = Node::Static(simd_json::StaticNode::Null);
         let tape: [Node<'_>; KNOWN] =
             std::array::from_fn(|k| m.known[k].node(bytes).unwrap_or(null));
         let Ok(micros) = required_timestamp(&tape, TS, NAMES[0], bounds) else {
-            return false;
+            return invalid;
         };
         let Ok(service) = required_service(&tape, SERVICE, self.default_service.as_deref()) else {
-            return false;
+            return invalid;
         };
         let (schema, hint, keep) = (&self.schema, self.rows_hint, &self.keep);
         let c = self
@@ -620,7 +628,7 @@ impl LogRows {
             });
         if written.is_err() {
             c.truncate(rows);
-            return false;
+            return invalid;
         }
         c.additional_data.push_written(|out| {
             if !keep.additional_data || m.runs.is_empty() {
@@ -638,7 +646,7 @@ impl LogRows {
             out.push('}');
         });
         c.extra.push_null();
-        true
+        Ok(())
     }
 }
 
@@ -1049,20 +1057,31 @@ mod tests {
                 rows(coerce, default_service, keep),
             );
             let (mut s1, mut s2) = (Scanner::default(), Scanner::default());
-            let mut taken = 0;
-            let mut appended = 0;
+            let (mut taken, mut appended, mut syntax) = (0, 0, 0);
             for _ in 0..20_000 {
                 let line = record(&mut g);
                 let bytes = line.as_bytes();
                 let before = direct.len();
                 let general = append_from_tape(&mut tape, &mut s2, bytes, max_depth, &bounds);
-                if direct.direct_row(bytes, max_depth, &bounds) {
+                let read = direct.direct_row(bytes, max_depth, &bounds);
+                if read.is_ok() {
                     assert!(
                         general.is_ok(),
                         "read without a tape, rejected with one: {line}"
                     );
                     taken += 1;
                 } else {
+                    // What is declined as not plain the scanner declines too: the decoder
+                    // then goes straight to simd-json.
+                    if read == Err(Decline::Syntax) {
+                        let mut tape = Vec::new();
+                        let scanned = Scanner::default().object(bytes, max_depth, &mut tape);
+                        assert!(
+                            !scanned,
+                            "declined as not plain, read by the scanner: {line}"
+                        );
+                        syntax += 1;
+                    }
                     assert_eq!(direct.len(), before, "declined but appended: {line}");
                     let again = append_from_tape(&mut direct, &mut s1, bytes, max_depth, &bounds);
                     assert_eq!(again.is_ok(), general.is_ok(), "{line}");
@@ -1075,8 +1094,40 @@ mod tests {
                 taken * 2 > appended,
                 "run {run}: {taken} read of {appended}"
             );
+            assert!(syntax > 100, "run {run}: {syntax} declined as not plain");
             assert_eq!(direct.finish(), tape.finish(), "run {run}");
         }
+    }
+
+    #[test]
+    fn a_record_declined_says_whether_the_scanner_may_still_read_it() {
+        let bounds = TimeBounds::at(1_748_854_800_000_000, None, None);
+        let mut rows = rows(false, None, None);
+        let base = r#""timestamp":"2025-06-02T09:00:00Z","service":"a""#;
+        for (members, why) in [
+            (r#""host":"h""#, Decline::Shape),
+            (r#""level":{"name":"INFO"}"#, Decline::Shape),
+            (r#""additional_data":"text""#, Decline::Shape),
+            (
+                r#""additional_data":{},"additional_data":{}"#,
+                Decline::Shape,
+            ),
+            (r#""message":"say \"hi\"""#, Decline::Syntax),
+            (r#""additional_data":{"a":"\u00e9"}"#, Decline::Syntax),
+            (
+                r#""additional_data":{"a":123456789012345678901}"#,
+                Decline::Syntax,
+            ),
+            (r#""message":"x",,"#, Decline::Syntax),
+        ] {
+            let line = format!("{{{base},{members}}}");
+            assert_eq!(
+                rows.direct_row(line.as_bytes(), 64, &bounds),
+                Err(why),
+                "{line}"
+            );
+        }
+        assert_eq!(rows.len(), 0);
     }
 
     #[test]
@@ -1084,7 +1135,7 @@ mod tests {
         let bounds = TimeBounds::at(1_748_854_800_000_000, None, None);
         let mut rows = rows(false, None, None);
         let line = r#"{"timestamp":"2025-06-02T09:00:00.010Z","level":"INFO","service":"auth-service","additional_data":{"a":1, "status_code":200,"b" : [1,{"c":null}] ,"d":"é","operation":"verify"}}"#;
-        assert!(rows.direct_row(line.as_bytes(), 64, &bounds));
+        assert_eq!(rows.direct_row(line.as_bytes(), 64, &bounds), Ok(()));
         let batch = &rows.finish()[0];
         let column = |name: &str| batch.column_by_name(name).unwrap().clone();
         let ad = column("additional_data");

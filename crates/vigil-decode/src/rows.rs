@@ -6,6 +6,7 @@ use simd_json::Node;
 use vigil_core::time::{format_rfc3339, micros_from_epoch, parse_rfc3339_micros};
 
 use crate::dead::{ReasonCode, Rejection};
+use crate::scan::Decline;
 use crate::tape::{as_f64, is_null, wrong_type};
 use crate::verbatim::Raw;
 
@@ -26,11 +27,11 @@ pub(crate) trait Rows {
     ) -> Result<(), Rejection>;
 
     /// Reads a record of the common shape straight from its bytes into a row, without a
-    /// tape, if this kind has such a reader. `false`, with nothing appended, for any record
-    /// it does not take or that fails validation: the caller then reads it with
+    /// tape, if this kind has such a reader. Any record it does not take or that fails
+    /// validation is declined, nothing appended: the caller then reads it with
     /// [`Rows::append`], which appends it or says why not.
-    fn direct(&mut self, _bytes: &[u8], _max_depth: usize, _bounds: &TimeBounds) -> bool {
-        false
+    fn direct(&mut self, _bytes: &[u8], _max_depth: usize, _bounds: &TimeBounds) -> Direct {
+        Direct::Declined(Decline::Shape)
     }
 
     /// Rows appended since the last [`Rows::finish`].
@@ -46,6 +47,13 @@ pub(crate) trait Rows {
     /// Writes only the columns named (and those every batch needs); the others are all null.
     /// Records are validated as before. Kinds without the option write every column.
     fn keep_only(&mut self, _columns: &[&str]) {}
+}
+
+/// What [`Rows::direct`] did with a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direct {
+    Appended,
+    Declined(Decline),
 }
 
 /// Reads an event time: an RFC 3339 string, or a number of epoch seconds or milliseconds

@@ -231,9 +231,38 @@ pub(crate) struct LogMembers {
     /// Per member (by [`Member::slot`], `0` for the record's start), the key that followed it
     /// when last read as a string.
     follows: [Option<KeyText>; KNOWN + 2],
+    /// Set when the record read last was declined for its shape, not for its syntax.
+    other_shape: bool,
+}
+
+/// Why [`log_members`] declined a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Decline {
+    /// Not of the shape it reads (a key it does not know, an object where a scalar belongs):
+    /// the general reader of plain records may still take it.
+    Shape,
+    /// Not plain (an escape, a number beyond its reach, invalid JSON): that reader would
+    /// decline it too.
+    Syntax,
 }
 
 impl LogMembers {
+    /// `found`, noting a decline (`None`) as one for the record's shape.
+    #[inline(always)]
+    fn shape<T>(&mut self, found: Option<T>) -> Option<T> {
+        self.other_shape |= found.is_none();
+        found
+    }
+
+    /// [`scalar`], noting an object or array as a decline for the record's shape.
+    #[inline(always)]
+    fn scalar(&mut self, b: &[u8], i: usize) -> Option<(Found, usize)> {
+        if let Some(b'{' | b'[') = b.get(i) {
+            return self.shape(None);
+        }
+        scalar(b, i)
+    }
+
     /// For records with `promoted` fields promoted out of `additional_data`.
     pub(crate) fn new(promoted: usize) -> Self {
         Self {
@@ -259,10 +288,25 @@ pub(crate) enum Member {
 /// whose every key `member` files, its scalars where `member` says, `additional_data` (once)
 /// an object or null, whose members `promoted` may name (the others any JSON value, kept as
 /// byte runs). Its strings, numbers and nesting are the ones [`Scanner::object`] reads.
-/// `None` for anything else (a key it does not know, an object where a scalar belongs,
-/// `additional_data` twice, and all that reader declines): the caller then reads the record the general way. `out` is
-/// reset first.
+/// Anything else it declines, saying why: the caller then reads the record the general way.
+/// `out` is reset first.
 pub(crate) fn log_members(
+    b: &[u8],
+    max_depth: usize,
+    member: impl Fn(&[u8]) -> Option<Member>,
+    promoted: impl Fn(&[u8]) -> Option<usize>,
+    out: &mut LogMembers,
+) -> Result<(), Decline> {
+    out.other_shape = false;
+    match members(b, max_depth, member, promoted, out) {
+        Some(()) => Ok(()),
+        None if out.other_shape => Err(Decline::Shape),
+        None => Err(Decline::Syntax),
+    }
+}
+
+/// [`log_members`]; a decline for the record's shape sets `out.other_shape`.
+fn members(
     b: &[u8],
     max_depth: usize,
     member: impl Fn(&[u8]) -> Option<Member>,
@@ -279,6 +323,10 @@ pub(crate) fn log_members(
         return None;
     }
     i = ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        // `{}`: plain, and no record (the general reader says what it lacks).
+        return out.shape(None);
+    }
     // The member before this one ([`Member::slot`]), `0` before the first.
     let mut last = 0;
     loop {
@@ -294,7 +342,7 @@ pub(crate) fn log_members(
             }
             _ => {
                 let (key, next) = string(b, i)?;
-                let m = member(key.as_bytes())?;
+                let m = out.shape(member(key.as_bytes()))?;
                 out.follows[last] = KeyText::new(&b[i..next], m);
                 (m, next)
             }
@@ -304,19 +352,18 @@ pub(crate) fn log_members(
         match m {
             Member::Known(k) => {
                 // Of a key written twice the last counts, as on the tape.
-                let (v, next) = scalar(b, i)?;
+                let (v, next) = out.scalar(b, i)?;
                 out.known[k] = v;
                 i = next;
             }
             Member::AdditionalData => {
-                if seen_additional_data {
-                    return None;
-                }
+                out.shape((!seen_additional_data).then_some(()))?;
                 seen_additional_data = true;
                 i = match b.get(i)? {
                     b'{' if max_depth > 1 => additional_data(b, i, max_depth, &promoted, out)?,
                     b'n' => literal(b, i, b"null")?,
-                    _ => return None,
+                    // A string, a number: the general reader says it is the wrong type.
+                    _ => return out.shape(None),
                 };
             }
         }
@@ -389,7 +436,7 @@ fn additional_data(
         match promoted(key.as_bytes()) {
             Some(p) => {
                 // Of a key written twice the last counts, as on the tape.
-                let (v, next) = scalar(b, i)?;
+                let (v, next) = out.scalar(b, i)?;
                 out.promoted[p] = v;
                 i = next;
                 out.runs.extend(run.take());
