@@ -452,8 +452,9 @@ impl Decoder {
         self.buffered += 1;
     }
 
-    /// Decodes complete records. A plain object is read straight from its bytes
-    /// ([`Scanner`]). Runs of other records that start like an object (`{` then a key) are
+    /// Decodes complete records. A record of the common shape goes straight from its bytes
+    /// into its row ([`Rows::direct`]), another plain object into a tape ([`Scanner`]). Runs
+    /// of other records that start like an object (`{` then a key) are
     /// parsed by simd-json together as one array; anything else, and every record of a group
     /// that fails as a whole, is parsed alone so it gets its own reason.
     fn process(&mut self, source: &str, partition: Option<i32>, units: &[(&[u8], i64)]) {

@@ -6,11 +6,13 @@
 //! ```
 //!
 //! The [`Decoder`] has the shape of arrow-json's: push bytes with [`Decoder::decode`], take
-//! batches with [`Decoder::flush`]. It builds columns straight from a tape of simd-json's
-//! nodes (no per-record DOM, no `serde_json::Value`). A plain record (no escapes, nothing
-//! unusual) is read into that tape in one pass over its own bytes; any other is left to
-//! simd-json, runs of them parsed as one JSON array so its per-document cost is paid per
-//! group, and simd-json's errors are the reasons of dead letters. A record that fails on its
+//! batches with [`Decoder::flush`]. A log record of the common shape (the seed's known
+//! fields, `additional_data` an object, no escapes) is read in one pass over its own bytes
+//! straight into its row. Any other record is read into a tape of simd-json's nodes, from
+//! which the columns are built (no per-record DOM, no `serde_json::Value`): a plain record
+//! by vigil's own reader in one pass, the rest by simd-json, runs of them parsed as one JSON
+//! array so its per-document cost is paid per group, and simd-json's errors are the reasons
+//! of dead letters. A record that fails on its
 //! own terms — invalid JSON or UTF-8, a missing `timestamp` or `service`, a wrong type, too
 //! long, too deep — becomes a dead letter with its raw bytes, position and reason; good
 //! records in the same input are unaffected.

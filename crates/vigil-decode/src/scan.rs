@@ -12,6 +12,11 @@
 //! a float beyond `f64`, nesting deeper than the limit, and every kind of invalid input — it
 //! declines, and the caller parses the record with simd-json, which either reads it or says
 //! what is wrong with it. So the reasons of dead letters stay simd-json's.
+//!
+//! [`log_members`] goes one step further for a log record of the common shape: with the same
+//! string, number and nesting rules it finds the record's known members where they are,
+//! without writing a tape at all, and the log rows write them to their columns; what it
+//! declines goes the way above.
 
 use simd_json::{Node, StaticNode};
 
@@ -248,7 +253,7 @@ pub(crate) enum Decline {
 
 impl LogMembers {
     /// `found`, noting a decline (`None`) as one for the record's shape.
-    #[inline(always)]
+    #[cold]
     fn shape<T>(&mut self, found: Option<T>) -> Option<T> {
         self.other_shape |= found.is_none();
         found
@@ -257,10 +262,11 @@ impl LogMembers {
     /// [`scalar`], noting an object or array as a decline for the record's shape.
     #[inline(always)]
     fn scalar(&mut self, b: &[u8], i: usize) -> Option<(Found, usize)> {
-        if let Some(b'{' | b'[') = b.get(i) {
-            return self.shape(None);
+        let found = scalar(b, i);
+        if found.is_none() && matches!(b.get(i), Some(b'{' | b'[')) {
+            self.other_shape = true;
         }
-        scalar(b, i)
+        found
     }
 
     /// For records with `promoted` fields promoted out of `additional_data`.
@@ -342,7 +348,9 @@ fn members(
             }
             _ => {
                 let (key, next) = string(b, i)?;
-                let m = out.shape(member(key.as_bytes()))?;
+                let Some(m) = member(key.as_bytes()) else {
+                    return out.shape(None);
+                };
                 out.follows[last] = KeyText::new(&b[i..next], m);
                 (m, next)
             }
@@ -357,7 +365,9 @@ fn members(
                 i = next;
             }
             Member::AdditionalData => {
-                out.shape((!seen_additional_data).then_some(()))?;
+                if seen_additional_data {
+                    return out.shape(None);
+                }
                 seen_additional_data = true;
                 i = match b.get(i)? {
                     b'{' if max_depth > 1 => additional_data(b, i, max_depth, &promoted, out)?,
