@@ -420,17 +420,54 @@ impl Keep {
 
 /// Validates log records and routes them to their service's builders.
 pub(crate) struct LogRows {
-    schema: LogSchema,
+    rows: ServiceRows,
     keep: Keep,
-    groups: Groups<LogColumns>,
-    /// Rows per group at the previous finish: the size new groups start with.
-    rows_hint: usize,
     scratch: Scratch,
     /// What a record of the common shape holds, read without a tape ([`Rows::direct`]).
     members: LogMembers,
     direct: Rest,
+}
+
+/// The rows of each service, and what a record needs to find its own.
+struct ServiceRows {
+    schema: LogSchema,
+    groups: Groups<LogColumns>,
+    /// Rows per group at the previous finish: the size new groups start with.
+    hint: usize,
     /// `decode.default_service`.
     default_service: Option<String>,
+}
+
+impl ServiceRows {
+    /// Appends a record's row: its time (on `tape` at `ts`, found under the name `ts_name`)
+    /// and its service (at `service`), then what `write` writes to the rest of its service's
+    /// columns. Columns are written as fields are validated; a rejection halfway truncates
+    /// them back, so a rejected record leaves no trace (bad records are rare: undoing is
+    /// cheaper than validating every field before writing any).
+    #[inline(always)]
+    fn append(
+        &mut self,
+        tape: &[Node<'_>],
+        (ts, ts_name): (usize, &str),
+        service: usize,
+        bounds: &TimeBounds,
+        write: impl FnOnce(&mut LogColumns, &LogSchema) -> Result<(), Rejection>,
+    ) -> Result<(), Rejection> {
+        let micros = required_timestamp(tape, ts, ts_name, bounds)?;
+        let service = required_service(tape, service, self.default_service.as_deref())?;
+        let (schema, hint) = (&self.schema, self.hint);
+        let c = self
+            .groups
+            .get(service, hint, |rows| LogColumns::new(schema, rows));
+        let rows = c.len();
+        c.push_time(micros);
+        c.service.push(service);
+        let written = write(c, schema);
+        if written.is_err() {
+            c.truncate(rows);
+        }
+        written
+    }
 }
 
 /// Per-record positions on the tape, kept to reuse their allocations.
@@ -493,10 +530,7 @@ struct Fields {
 impl LogRows {
     pub(crate) fn new(schema: LogSchema, opts: &crate::DecoderOptions) -> Self {
         Self {
-            default_service: opts.default_service.clone(),
             keep: Keep::all(&schema),
-            groups: Groups::new(),
-            rows_hint: 1024,
             members: LogMembers::new(schema.promoted().len()),
             direct: Rest::default(),
             scratch: Scratch {
@@ -508,7 +542,12 @@ impl LogRows {
                 names: NAMES,
                 renamed: false,
             },
-            schema,
+            rows: ServiceRows {
+                schema,
+                groups: Groups::new(),
+                hint: 1024,
+                default_service: opts.default_service.clone(),
+            },
         }
     }
 }
@@ -530,24 +569,12 @@ impl Rows for LogRows {
                 ),
             ));
         };
-        let f = self.scratch.fields(tape, idx, len, &self.schema);
-        let micros = required_timestamp(tape, f.ts, self.scratch.names[0], bounds)?;
-        let service = required_service(tape, f.service, self.default_service.as_deref())?;
-        let (schema, hint) = (&self.schema, self.rows_hint);
-        let c = self
-            .groups
-            .get(service, hint, |rows| LogColumns::new(schema, rows));
-        // Columns are written as fields are validated; a rejection halfway truncates them
-        // back, so a rejected record leaves no trace (bad records are rare: undoing is cheaper
-        // than validating every field before writing any).
-        let rows = c.len();
-        c.push_time(micros);
-        c.service.push(service);
-        let written = self.scratch.write(c, schema, &self.keep, tape, raw, &f);
-        if written.is_err() {
-            c.truncate(rows);
-        }
-        written
+        let f = self.scratch.fields(tape, idx, len, &self.rows.schema);
+        let (keep, scratch) = (&self.keep, &mut self.scratch);
+        let ts = (f.ts, scratch.names[0]);
+        self.rows.append(tape, ts, f.service, bounds, |c, schema| {
+            scratch.write(c, schema, keep, tape, raw, &f)
+        })
     }
 
     fn direct(&mut self, bytes: &[u8], max_depth: usize, bounds: &TimeBounds) -> Direct {
@@ -563,21 +590,21 @@ impl Rows for LogRows {
     }
 
     fn overflowed(&self) -> u64 {
-        self.groups.overflowed()
+        self.rows.groups.overflowed()
     }
 
     fn len(&self) -> usize {
-        self.groups.len()
+        self.rows.groups.len()
     }
 
     fn keep_only(&mut self, columns: &[&str]) {
-        self.keep = Keep::only(&self.schema, columns);
+        self.keep = Keep::only(&self.rows.schema, columns);
     }
 
     fn finish(&mut self) -> Vec<RecordBatch> {
-        let batches = self.groups.finish();
+        let batches = self.rows.groups.finish();
         if let Some(max) = batches.iter().map(RecordBatch::num_rows).max() {
-            self.rows_hint = max;
+            self.rows.hint = max;
         }
         batches
     }
@@ -593,60 +620,44 @@ impl LogRows {
         max_depth: usize,
         bounds: &TimeBounds,
     ) -> Result<(), Decline> {
-        let promoted = self.schema.promoted();
+        let promoted = self.rows.schema.promoted();
         let m = &mut self.members;
         let in_additional_data = |key: &[u8]| {
             (promoted.iter()).position(|p| !p.top_level && key_eq(p.key.as_bytes(), key))
         };
         scan::log_members(bytes, max_depth, known_member, in_additional_data, m)?;
         // A record that fails validation: the general reader says why.
-        let invalid = Err(Decline::Shape);
         // The known fields as the tape would hold them; absent reads as null, as on the tape.
         let null = Node::Static(simd_json::StaticNode::Null);
         let tape: [Node<'_>; KNOWN] =
             std::array::from_fn(|k| m.known[k].node(bytes).unwrap_or(null));
-        let Ok(micros) = required_timestamp(&tape, TS, NAMES[0], bounds) else {
-            return invalid;
-        };
-        let Ok(service) = required_service(&tape, SERVICE, self.default_service.as_deref()) else {
-            return invalid;
-        };
-        let (schema, hint, keep) = (&self.schema, self.rows_hint, &self.keep);
-        let c = self
-            .groups
-            .get(service, hint, |rows| LogColumns::new(schema, rows));
-        let rows = c.len();
-        c.push_time(micros);
-        c.service.push(service);
+        let (keep, coerce) = (&self.keep, self.scratch.coerce);
         let strs = std::array::from_fn(|i| STRS + i);
-        let written = c
-            .write_level_and_strings(keep, &tape, LEVEL, NAMES[1], &strs)
-            .and_then(|()| {
-                c.write_promoted(schema, keep, self.scratch.coerce, |p| {
-                    m.promoted[p].node(bytes)
-                })
+        let written = self
+            .rows
+            .append(&tape, (TS, NAMES[0]), SERVICE, bounds, |c, schema| {
+                c.write_level_and_strings(keep, &tape, LEVEL, NAMES[1], &strs)?;
+                c.write_promoted(schema, keep, coerce, |p| m.promoted[p].node(bytes))?;
+                c.additional_data.push_written(|out| {
+                    if !keep.additional_data || m.runs.is_empty() {
+                        return;
+                    }
+                    out.push('{');
+                    for (n, &(start, end)) in m.runs.iter().enumerate() {
+                        if n > 0 {
+                            out.push(',');
+                        }
+                        // SAFETY: a run's strings were checked as UTF-8 when found, and the rest
+                        // of it is JSON's ASCII punctuation, numbers and words.
+                        out.push_str(unsafe { std::str::from_utf8_unchecked(&bytes[start..end]) });
+                    }
+                    out.push('}');
+                });
+                c.extra.push_null();
+                Ok(())
             });
-        if written.is_err() {
-            c.truncate(rows);
-            return invalid;
-        }
-        c.additional_data.push_written(|out| {
-            if !keep.additional_data || m.runs.is_empty() {
-                return;
-            }
-            out.push('{');
-            for (n, &(start, end)) in m.runs.iter().enumerate() {
-                if n > 0 {
-                    out.push(',');
-                }
-                // SAFETY: a run's strings were checked as UTF-8 when found, and the rest of
-                // it is JSON's ASCII punctuation, numbers and words.
-                out.push_str(unsafe { std::str::from_utf8_unchecked(&bytes[start..end]) });
-            }
-            out.push('}');
-        });
-        c.extra.push_null();
-        Ok(())
+        // A record that fails validation: the general reader says why.
+        written.map_err(|_| Decline::Shape)
     }
 }
 
