@@ -1070,8 +1070,21 @@ mod tests {
             let (mut s1, mut s2) = (Scanner::default(), Scanner::default());
             let (mut taken, mut appended, mut syntax) = (0, 0, 0);
             for _ in 0..20_000 {
-                let line = record(&mut g);
-                let bytes = line.as_bytes();
+                // A third of the records damaged: a byte dropped, doubled or replaced, or the
+                // line cut short, so invalid JSON and UTF-8 meet both readers too.
+                let mut damaged = record(&mut g).into_bytes();
+                if g.below(3) == 0 {
+                    let at = g.below(damaged.len());
+                    const BYTES: &[u8] = b"\"{}[],:\\ 0a-.eE\xc3\xff\x01";
+                    match g.below(4) {
+                        0 => drop(damaged.remove(at)),
+                        1 => damaged.insert(at, damaged[at]),
+                        2 => damaged[at] = BYTES[g.below(BYTES.len())],
+                        _ => damaged.truncate(at),
+                    }
+                }
+                let bytes = &damaged[..];
+                let line = String::from_utf8_lossy(bytes);
                 let before = direct.len();
                 let general = append_from_tape(&mut tape, &mut s2, bytes, max_depth, &bounds);
                 let read = direct.direct_row(bytes, max_depth, &bounds);
@@ -1130,6 +1143,12 @@ mod tests {
                 Decline::Syntax,
             ),
             (r#""message":"x",,"#, Decline::Syntax),
+            // Invalid JSON inside the members it skips over is seen too.
+            (r#""additional_data":{"a":{"b"1}}"#, Decline::Syntax),
+            (r#""additional_data":{"a":{"b":1,}}"#, Decline::Syntax),
+            (r#""additional_data":{"a":[1,]}"#, Decline::Syntax),
+            (r#""additional_data":{"a":[1 2]}"#, Decline::Syntax),
+            (r#""additional_data":{"a":[{"b":tru}]}"#, Decline::Syntax),
         ] {
             let line = format!("{{{base},{members}}}");
             assert_eq!(
