@@ -1161,6 +1161,32 @@ mod tests {
     }
 
     #[test]
+    fn a_member_nested_as_deep_as_allowed_is_read_without_recursion() {
+        // 300,000 levels, within a `max_depth` set that high: a reader that recursed per level
+        // would overflow a thread's stack; this one keeps the levels on the heap.
+        let bounds = TimeBounds::at(1_748_854_800_000_000, None, None);
+        let depth = 300_000;
+        let deep = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let line = format!(
+            r#"{{"timestamp":"2025-06-02T09:00:00Z","service":"a","additional_data":{{"a":{deep}}}}}"#
+        );
+        let mut rows = rows(false, None, None);
+        assert_eq!(rows.direct_row(line.as_bytes(), depth + 2, &bounds), Ok(()));
+        // One level fewer allowed: declined, as the scanner and simd-json decline it.
+        assert_eq!(
+            rows.direct_row(line.as_bytes(), depth + 1, &bounds),
+            Err(Decline::Syntax)
+        );
+        let batch = &rows.finish()[0];
+        let ad = batch.column_by_name("additional_data").unwrap();
+        let ad = ad
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
+        assert_eq!(ad.value(0), format!(r#"{{"a":{deep}}}"#));
+    }
+
+    #[test]
     fn a_seed_record_is_read_without_a_tape_and_its_other_members_kept_as_written() {
         let bounds = TimeBounds::at(1_748_854_800_000_000, None, None);
         let mut rows = rows(false, None, None);

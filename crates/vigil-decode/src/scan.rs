@@ -238,6 +238,8 @@ pub(crate) struct LogMembers {
     follows: [Option<KeyText>; KNOWN + 2],
     /// Set when the record read last was declined for its shape, not for its syntax.
     other_shape: bool,
+    /// The containers open inside a member being skipped ([`skip`]).
+    nested: Vec<bool>,
 }
 
 /// Why [`log_members`] declined a record.
@@ -452,7 +454,7 @@ fn additional_data(
                 out.runs.extend(run.take());
             }
             None => {
-                i = skip(b, i, 2, max_depth)?;
+                i = skip(b, i, 2, max_depth, &mut out.nested)?;
                 let start = run.map_or(key_at, |(s, _)| s);
                 run = Some((start, i));
             }
@@ -502,36 +504,73 @@ fn scalar(b: &[u8], i: usize) -> Option<(Found, usize)> {
 }
 
 /// The index after the value at `i`, inside `open` containers, checked as
-/// [`Scanner::object`] checks it (nesting within `max_depth` included).
-fn skip(b: &[u8], i: usize, open: usize, max_depth: usize) -> Option<usize> {
-    let c = *b.get(i)?;
-    if c != b'{' && c != b'[' {
-        return scalar(b, i).map(|(_, next)| next);
+/// [`Scanner::object`] checks it (nesting within `max_depth` included). No recursion, as
+/// there: `nested` holds the containers opened inside the value (`true` for an object), so a
+/// hostile record nested as deep as `max_depth` allows costs memory, not the stack.
+fn skip(
+    b: &[u8],
+    mut i: usize,
+    open: usize,
+    max_depth: usize,
+    nested: &mut Vec<bool>,
+) -> Option<usize> {
+    nested.clear();
+    loop {
+        // A value at `i`.
+        match *b.get(i)? {
+            c @ (b'{' | b'[') => {
+                if open + nested.len() == max_depth {
+                    return None;
+                }
+                let object = c == b'{';
+                i = ws(b, i + 1);
+                if b.get(i) == Some(if object { &b'}' } else { &b']' }) {
+                    i += 1;
+                } else {
+                    nested.push(object);
+                    if object {
+                        i = member_key(b, i)?;
+                    }
+                    continue;
+                }
+            }
+            _ => i = scalar(b, i)?.1,
+        }
+        // After a value: separators and closers up to the next value, or the end of it.
+        loop {
+            let Some(&object) = nested.last() else {
+                return Some(i);
+            };
+            i = ws(b, i);
+            match *b.get(i)? {
+                b',' => {
+                    i = ws(b, i + 1);
+                    if object {
+                        i = member_key(b, i)?;
+                    }
+                    break;
+                }
+                b'}' if object => {
+                    nested.pop();
+                    i += 1;
+                }
+                b']' if !object => {
+                    nested.pop();
+                    i += 1;
+                }
+                _ => return None,
+            }
+        }
     }
-    if open == max_depth {
+}
+
+/// A member's key at `i` and its `:`: the index of its value.
+#[inline(always)]
+fn member_key(b: &[u8], i: usize) -> Option<usize> {
+    if b.get(i) != Some(&b'"') {
         return None;
     }
-    let object = c == b'{';
-    let close = if object { b'}' } else { b']' };
-    let mut i = ws(b, i + 1);
-    if b.get(i) == Some(&close) {
-        return Some(i + 1);
-    }
-    loop {
-        if object {
-            if b.get(i) != Some(&b'"') {
-                return None;
-            }
-            let (_, next) = string(b, i)?;
-            i = colon(b, next)?;
-        }
-        i = ws(b, skip(b, i, open + 1, max_depth)?);
-        match *b.get(i)? {
-            b',' => i = ws(b, i + 1),
-            c if c == close => return Some(i + 1),
-            _ => return None,
-        }
-    }
+    colon(b, string(b, i)?.1)
 }
 
 /// The index after `word` at `i`.
