@@ -454,7 +454,11 @@ fn additional_data(
                 out.runs.extend(run.take());
             }
             None => {
-                i = skip(b, i, 2, max_depth, &mut out.nested)?;
+                // Mostly a string: read here rather than through the general skip.
+                i = match b.get(i) {
+                    Some(b'"') => string(b, i)?.1,
+                    _ => skip(b, i, 2, max_depth, &mut out.nested)?,
+                };
                 let start = run.map_or(key_at, |(s, _)| s);
                 run = Some((start, i));
             }
