@@ -11,7 +11,7 @@ use vigil_core::schema::{LogSchema, RecordKind};
 use crate::dead::{DeadLetters, ReasonCode, Rejection};
 use crate::logs::LogRows;
 use crate::metrics::MetricRows;
-use crate::rows::{Direct, Rows, TimeBounds};
+use crate::rows::{Rows, TimeBounds};
 use crate::scan::{Decline, Scanner};
 use crate::tape::span;
 use crate::verbatim::Raw;
@@ -485,16 +485,16 @@ impl Decoder {
                     let direct = if group_start == i {
                         self.rows.direct(bytes, self.opts.max_depth, &self.bounds)
                     } else {
-                        Direct::Declined(Decline::Shape)
+                        Err(Decline::Shape)
                     };
-                    if direct == Direct::Appended {
+                    if direct.is_ok() {
                         group_start = i + 1;
                         self.appended(source, partition, bytes, offset, Ok(()));
                         continue;
                     }
                     let mut t = std::mem::replace(&mut self.parser.fast, Tape(Vec::new())).reset();
                     // Not plain: the scanner would decline it as well.
-                    if direct != Direct::Declined(Decline::Syntax)
+                    if direct != Err(Decline::Syntax)
                         && self
                             .parser
                             .scanner

@@ -12,10 +12,9 @@
 //! which the columns are built (no per-record DOM, no `serde_json::Value`): a plain record
 //! by vigil's own reader in one pass, the rest by simd-json, runs of them parsed as one JSON
 //! array so its per-document cost is paid per group, and simd-json's errors are the reasons
-//! of dead letters. A record that fails on its
-//! own terms — invalid JSON or UTF-8, a missing `timestamp` or `service`, a wrong type, too
-//! long, too deep — becomes a dead letter with its raw bytes, position and reason; good
-//! records in the same input are unaffected.
+//! of dead letters. A record that fails on its own terms — invalid JSON or UTF-8, a missing
+//! `timestamp` or `service`, a wrong type, too long, too deep — becomes a dead letter with
+//! its raw bytes, position and reason; good records in the same input are unaffected.
 #![warn(missing_docs)]
 
 mod aliases;

@@ -14,7 +14,7 @@ use crate::column::{BoolColumn, PrimColumn, StrColumn};
 use crate::dead::{ReasonCode, Rejection};
 use crate::groups::{Columns, Groups};
 use crate::rows::{
-    ABSENT, Direct, Rows, TimeBounds, number_text, optional_str, read_timestamp, required_service,
+    ABSENT, Rows, TimeBounds, number_text, optional_str, read_timestamp, required_service,
     required_timestamp, unreadable,
 };
 use crate::scan::{self, Decline, KNOWN, LogMembers, Member::AdditionalData, Member::Known, Rest};
@@ -300,9 +300,7 @@ impl LogColumns {
         self.additional_data.push_option(row.additional_data);
         self.extra.push_option(row.extra);
     }
-}
 
-impl LogColumns {
     /// Validates and writes `level` and the optional strings, found on `tape` at `level`
     /// (under the name `level_name`) and `strs` ([`ABSENT`] where not in the record).
     fn write_level_and_strings(
@@ -577,16 +575,18 @@ impl Rows for LogRows {
         })
     }
 
-    fn direct(&mut self, bytes: &[u8], max_depth: usize, bounds: &TimeBounds) -> Direct {
+    fn direct(
+        &mut self,
+        bytes: &[u8],
+        max_depth: usize,
+        bounds: &TimeBounds,
+    ) -> Result<(), Decline> {
         if self.direct.resting() {
-            return Direct::Declined(Decline::Shape);
+            return Err(Decline::Shape);
         }
         let read = self.direct_row(bytes, max_depth, bounds);
         self.direct.tried(read.is_ok());
-        match read {
-            Ok(()) => Direct::Appended,
-            Err(why) => Direct::Declined(why),
-        }
+        read
     }
 
     fn overflowed(&self) -> u64 {
@@ -626,7 +626,6 @@ impl LogRows {
             (promoted.iter()).position(|p| !p.top_level && key_eq(p.key.as_bytes(), key))
         };
         scan::log_members(bytes, max_depth, known_member, in_additional_data, m)?;
-        // A record that fails validation: the general reader says why.
         // The known fields as the tape would hold them; absent reads as null, as on the tape.
         let null = Node::Static(simd_json::StaticNode::Null);
         let tape: [Node<'_>; KNOWN] =

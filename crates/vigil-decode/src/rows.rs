@@ -28,10 +28,15 @@ pub(crate) trait Rows {
 
     /// Reads a record of the common shape straight from its bytes into a row, without a
     /// tape, if this kind has such a reader. Any record it does not take or that fails
-    /// validation is declined, nothing appended: the caller then reads it with
+    /// validation is declined, saying why, nothing appended: the caller then reads it with
     /// [`Rows::append`], which appends it or says why not.
-    fn direct(&mut self, _bytes: &[u8], _max_depth: usize, _bounds: &TimeBounds) -> Direct {
-        Direct::Declined(Decline::Shape)
+    fn direct(
+        &mut self,
+        _bytes: &[u8],
+        _max_depth: usize,
+        _bounds: &TimeBounds,
+    ) -> Result<(), Decline> {
+        Err(Decline::Shape)
     }
 
     /// Rows appended since the last [`Rows::finish`].
@@ -47,13 +52,6 @@ pub(crate) trait Rows {
     /// Writes only the columns named (and those every batch needs); the others are all null.
     /// Records are validated as before. Kinds without the option write every column.
     fn keep_only(&mut self, _columns: &[&str]) {}
-}
-
-/// What [`Rows::direct`] did with a record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Direct {
-    Appended,
-    Declined(Decline),
 }
 
 /// Reads an event time: an RFC 3339 string, or a number of epoch seconds or milliseconds
