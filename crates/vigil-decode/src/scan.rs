@@ -591,11 +591,7 @@ fn key<'a>(b: &'a [u8], i: usize, tape: &mut Vec<Node<'a>>) -> Option<usize> {
     }
     let (key, next) = string(b, i)?;
     tape.push(Node::String(key));
-    let i = ws(b, next);
-    if b.get(i) != Some(&b':') {
-        return None;
-    }
-    Some(ws(b, i + 1))
+    colon(b, next)
 }
 
 #[inline(always)]
@@ -620,11 +616,9 @@ fn word<'a>(
     node: StaticNode,
     tape: &mut Vec<Node<'a>>,
 ) -> Option<usize> {
-    if b.get(i..i + word.len())? != word {
-        return None;
-    }
+    let next = literal(b, i, word)?;
     tape.push(Node::Static(node));
-    Some(i + word.len())
+    Some(next)
 }
 
 /// The string whose opening quote is at `at`, without its quotes, and the index after its
