@@ -19,7 +19,7 @@ use crate::rows::{
 };
 use crate::scan::{self, Decline, KNOWN, LogMembers, Member::AdditionalData, Member::Known, Rest};
 use crate::tape::{as_f64, as_i64, is_null, key_eq, write_members, wrong_type};
-use crate::verbatim::{Member, Raw};
+use crate::verbatim::{Member, Raw, write_runs};
 
 /// The five optional string columns between `service` and the promoted ones.
 const STRING_FIELDS: [&str; 5] = [
@@ -638,19 +638,12 @@ impl LogRows {
                 c.write_level_and_strings(keep, &tape, LEVEL, NAMES[1], &strs)?;
                 c.write_promoted(schema, keep, coerce, |p| m.promoted[p].node(bytes))?;
                 c.additional_data.push_written(|out| {
-                    if !keep.additional_data || m.runs.is_empty() {
-                        return;
+                    if keep.additional_data && !m.runs.is_empty() {
+                        // SAFETY: `log_members` read the whole record: its strings checked as
+                        // UTF-8, the rest JSON's ASCII punctuation, numbers, words and spaces.
+                        let text = unsafe { std::str::from_utf8_unchecked(bytes) };
+                        write_runs(out, text, m.runs.iter().map(|&run| Some(run)));
                     }
-                    out.push('{');
-                    for (n, &(start, end)) in m.runs.iter().enumerate() {
-                        if n > 0 {
-                            out.push(',');
-                        }
-                        // SAFETY: a run's strings were checked as UTF-8 when found, and the rest
-                        // of it is JSON's ASCII punctuation, numbers and words.
-                        out.push_str(unsafe { std::str::from_utf8_unchecked(&bytes[start..end]) });
-                    }
-                    out.push('}');
                 });
                 c.extra.push_null();
                 Ok(())

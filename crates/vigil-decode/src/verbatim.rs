@@ -88,29 +88,48 @@ impl<'a> Raw<'a> {
         members: &[Member],
         end: usize,
     ) -> bool {
-        let mark = out.len();
-        out.push('{');
         let mut n = 0;
-        while n < members.len() {
+        let runs = std::iter::from_fn(|| {
+            let first = *members.get(n)?;
             let mut m = n + 1;
             while m < members.len() && members[m].key == members[m - 1].next {
                 m += 1;
             }
-            let Some((s, e)) = self.cut(tape, members[n], members[m - 1], end) else {
-                out.truncate(mark);
-                return false;
-            };
-            if n > 0 {
-                out.push(',');
-            }
-            // SAFETY: simd-json validated the record as UTF-8, and `s..e` starts at a quote
-            // and ends just after a complete JSON value, both on character boundaries.
-            out.push_str(unsafe { std::str::from_utf8_unchecked(&self.bytes[s..e]) });
             n = m;
-        }
-        out.push('}');
-        true
+            Some(self.cut(tape, first, members[m - 1], end))
+        });
+        // SAFETY: the record was read (by simd-json or the scanner) as valid UTF-8 JSON.
+        write_runs(
+            out,
+            unsafe { std::str::from_utf8_unchecked(self.bytes) },
+            runs,
+        )
     }
+}
+
+/// Appends `{...}` holding the runs `text[start..end]` of an object's members as written (a
+/// run from its first key's quote to its last value's end, the separators inside it kept),
+/// joined by commas. `false`, with `out` unchanged, at the first run that is `None` (the
+/// bytes did not line up).
+pub(crate) fn write_runs(
+    out: &mut String,
+    text: &str,
+    runs: impl IntoIterator<Item = Option<(usize, usize)>>,
+) -> bool {
+    let mark = out.len();
+    out.push('{');
+    for (n, run) in runs.into_iter().enumerate() {
+        let Some((start, end)) = run else {
+            out.truncate(mark);
+            return false;
+        };
+        if n > 0 {
+            out.push(',');
+        }
+        out.push_str(&text[start..end]);
+    }
+    out.push('}');
+    true
 }
 
 /// An object member on the tape: where its key is, and where the next member's key is.
