@@ -13,12 +13,16 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's option `arena_eager_commit` (the same index in its v2 and v3 headers).
+/// mimalloc's options `arena_eager_commit` and `purge_delay` (the same indices in its v2 and
+/// v3 headers).
 const MI_OPTION_ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 
 unsafe extern "C" {
     /// Sets an option's default; `MIMALLOC_<OPTION>` in the environment still wins.
     fn mi_option_set_default(option: std::ffi::c_int, value: std::ffi::c_long);
+    /// Sets an option, whatever the environment said.
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
 }
 
 /// Arenas committed as they are used, not eagerly: memory one thread frees from pages another
@@ -46,13 +50,20 @@ fn main() -> ExitCode {
     };
     cli.note_defaults(&matches);
     init_tracing(cli.verbose, cli.log_format == cli::LogFormat::Json);
-    match cmd::dispatch(cli.command) {
+    let code = match cmd::dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", message(&e));
             ExitCode::FAILURE
         }
-    }
+    };
+    // At exit mimalloc gives every page it holds back to the system, one `madvise` per range,
+    // on the exiting thread after all the work: a tenth of a two-thread ingest's last 40 ms
+    // (BENCHMARKS.md, goal 3). The system takes them back with the process anyway.
+    // SAFETY: mimalloc's C API; setting an option takes plain integers and needs no
+    // allocation. Purging off (-1) only keeps memory the process is about to return.
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    code
 }
 
 /// The error and its causes, each cause once: many errors already say their cause in their
