@@ -13,28 +13,29 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's options `arena_eager_commit` and `purge_delay` (the same indices in its v2 and
-/// v3 headers).
-const MI_OPTION_ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
+/// mimalloc's option `purge_delay` (the same index in its v2 and v3 headers).
 const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 
 unsafe extern "C" {
-    /// Sets an option's default; `MIMALLOC_<OPTION>` in the environment still wins.
-    fn mi_option_set_default(option: std::ffi::c_int, value: std::ffi::c_long);
     /// Sets an option, whatever the environment said.
     fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
 }
 
-/// Arenas committed as they are used, not eagerly: memory one thread frees from pages another
-/// allocated does not stay resident. Peak RSS of a 1.1 GB ingest 457 → 382 MB on one thread,
-/// 556 → 458 MB on two, for the same CPU time (BENCHMARKS.md).
-/// Run from `.init_array`, before the first allocation creates an arena: set from `main`, it
-/// comes too late to matter.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+/// No transparent huge pages for this process. mimalloc asks for them on the arenas it
+/// commits up front (its default on Linux), and on a host that grants them (`madvise` or
+/// `always`) memory is resident in 2 MiB steps: peak RSS of a 1.1 GB ingest on two threads
+/// rose by 50-80 MB (415-439 MB against 351-367 MB) for no gain in speed, and short runs
+/// varied twofold with the kernel compacting memory to find huge pages (BENCHMARKS.md, goal
+/// 6). Arenas stay committed up front: committing them piece by piece instead (an `mprotect`
+/// each, under the address space's write lock) made the decoders' page faults wait on each
+/// other, 2-3% of a two-thread ingest.
+/// Run from `.init_array`, before the first allocation creates an arena.
+#[cfg(target_os = "linux")]
 extern "C" fn tune_allocator() {
-    // SAFETY: mimalloc's C API, linked in by the mimalloc crate; setting an option's default
-    // takes plain integers and needs no allocation.
-    unsafe { mi_option_set_default(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
+    // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integers and changes only whether
+    // this process's future page faults may be served by huge pages. A kernel without it
+    // returns an error, which leaves things as they were.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
 }
 
 #[cfg(target_os = "linux")]
@@ -107,6 +108,14 @@ fn init_tracing(verbose: u8, json: bool) {
 #[cfg(test)]
 mod tests {
     use super::message;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_process_runs_without_transparent_huge_pages() {
+        // SAFETY: PR_GET_THP_DISABLE only reads the process's setting.
+        let disabled = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
+        assert_eq!(disabled, 1, "set from .init_array before main");
+    }
 
     #[test]
     fn an_error_s_causes_are_said_once() {
