@@ -103,6 +103,10 @@ pub(crate) struct DeadLetters {
     raw: BinaryBuilder,
     raw_len: Int64Builder,
     counts: [u64; ReasonCode::ALL.len()],
+    /// What a flush without dead letters returns, the usual case: built once, not ten empty
+    /// columns and a schema per flush (3% of a backtest's decoding, which flushes every
+    /// 256 KiB).
+    empty: RecordBatch,
 }
 
 impl DeadLetters {
@@ -118,6 +122,7 @@ impl DeadLetters {
             raw: BinaryBuilder::new(),
             raw_len: Int64Builder::new(),
             counts: [0; ReasonCode::ALL.len()],
+            empty: RecordBatch::new_empty(dead_letter_schema()),
         }
     }
 
@@ -153,6 +158,9 @@ impl DeadLetters {
 
     pub(crate) fn finish(&mut self) -> RecordBatch {
         let n = self.len();
+        if n == 0 {
+            return self.empty.clone();
+        }
         let now = vigil_core::time::now_micros();
         let mut received = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
         received.append_value_n(now, n);
@@ -174,7 +182,7 @@ impl DeadLetters {
             Arc::new(self.raw_len.finish()),
             Arc::new(date.finish()),
         ];
-        RecordBatch::try_new(dead_letter_schema(), columns)
+        RecordBatch::try_new(self.empty.schema(), columns)
             .expect("dead-letter columns match the schema")
     }
 }
