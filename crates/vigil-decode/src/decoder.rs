@@ -223,7 +223,9 @@ impl Decoder {
     /// `date`, which every batch has); the others come out all null. For a reader that needs a
     /// few columns (a backtest's rules and correlation): every record is still validated, so
     /// the same records are dead letters, only less is written. Metric records are written
-    /// whole.
+    /// whole. Each log column of a batch then comes as one block, and the decoder reuses its
+    /// buffers: for batches that are read, not archived (Arrow counts a block shared by a
+    /// column's buffers once per buffer, and the archive's flush threshold reads that count).
     pub fn keep_only(&mut self, columns: &[&str]) {
         self.rows.keep_only(columns);
     }

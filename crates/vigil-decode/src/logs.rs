@@ -99,6 +99,18 @@ impl PromotedBuilder {
             Self::Timestamp(b) => Arc::new(b.finish().with_timezone("UTC")),
         }
     }
+
+    /// [`PromotedBuilder::finish`], each column as one block (see `column::Pack`).
+    fn finish_packed(&mut self) -> ArrayRef {
+        match self {
+            Self::Int32(b) => Arc::new(b.finish_packed()),
+            Self::Int64(b) => Arc::new(b.finish_packed()),
+            Self::Float64(b) => Arc::new(b.finish_packed()),
+            Self::Boolean(b) => Arc::new(b.finish()),
+            Self::Utf8(b) => b.finish_packed(),
+            Self::Timestamp(b) => Arc::new(b.finish_packed().with_timezone("UTC")),
+        }
+    }
 }
 
 /// A typed value for a promoted column, from a source that is not JSON text (OTLP).
@@ -241,10 +253,13 @@ pub(crate) struct LogColumns {
     additional_data: StrColumn,
     extra: StrColumn,
     date: PrimColumn<Date32Type>,
+    /// Each column taken as one block, its buffers kept (a backtest's small batches; see
+    /// `column::Pack`).
+    packed: bool,
 }
 
 impl LogColumns {
-    pub(crate) fn new(schema: &LogSchema, rows: usize) -> Self {
+    pub(crate) fn new(schema: &LogSchema, rows: usize, packed: bool) -> Self {
         let string = || StrColumn::with_capacity(rows, 0);
         Self {
             schema: schema.schema().clone(),
@@ -260,6 +275,7 @@ impl LogColumns {
             additional_data: string(),
             extra: string(),
             date: PrimColumn::with_capacity(rows),
+            packed,
         }
     }
 
@@ -363,12 +379,33 @@ impl LogColumns {
     }
 }
 
+impl LogColumns {
+    /// [`Columns::finish`] for a column set that is `packed`.
+    fn finish_packed(&mut self) -> RecordBatch {
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        columns.push(Arc::new(
+            self.timestamp.finish_packed().with_timezone("UTC"),
+        ));
+        columns.push(self.level.finish_packed());
+        columns.push(self.service.finish_packed());
+        columns.extend(self.strings.iter_mut().map(StrColumn::finish_packed));
+        columns.extend(self.promoted.iter_mut().map(PromotedBuilder::finish_packed));
+        columns.push(self.additional_data.finish_packed());
+        columns.push(self.extra.finish_packed());
+        columns.push(Arc::new(self.date.finish_packed()));
+        RecordBatch::try_new(self.schema.clone(), columns).expect("log columns match the schema")
+    }
+}
+
 impl Columns for LogColumns {
     fn len(&self) -> usize {
         self.timestamp.len()
     }
 
     fn finish(&mut self) -> RecordBatch {
+        if self.packed {
+            return self.finish_packed();
+        }
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         columns.push(Arc::new(self.timestamp.finish().with_timezone("UTC")));
         columns.push(self.level.finish());
@@ -434,6 +471,9 @@ struct ServiceRows {
     hint: usize,
     /// `decode.default_service`.
     default_service: Option<String>,
+    /// Batches taken as packed columns ([`LogColumns::new`]): set with `keep_only`, for
+    /// batches that are not archived.
+    packed: bool,
 }
 
 impl ServiceRows {
@@ -453,10 +493,10 @@ impl ServiceRows {
     ) -> Result<(), Rejection> {
         let micros = required_timestamp(tape, ts, ts_name, bounds)?;
         let service = required_service(tape, service, self.default_service.as_deref())?;
-        let (schema, hint) = (&self.schema, self.hint);
+        let (schema, hint, packed) = (&self.schema, self.hint, self.packed);
         let c = self
             .groups
-            .get(service, hint, |rows| LogColumns::new(schema, rows));
+            .get(service, hint, |rows| LogColumns::new(schema, rows, packed));
         let rows = c.len();
         c.push_time(micros);
         c.service.push(service);
@@ -545,6 +585,7 @@ impl LogRows {
                 groups: Groups::new(),
                 hint: 1024,
                 default_service: opts.default_service.clone(),
+                packed: false,
             },
         }
     }
@@ -599,6 +640,7 @@ impl Rows for LogRows {
 
     fn keep_only(&mut self, columns: &[&str]) {
         self.keep = Keep::only(&self.rows.schema, columns);
+        self.rows.packed = true;
     }
 
     fn finish(&mut self) -> Vec<RecordBatch> {
