@@ -155,6 +155,15 @@ impl StrColumn {
         Arc::new(array)
     }
 
+    /// [`finish`](Self::finish), or, `packed`, [`finish_packed`](Self::finish_packed).
+    pub(crate) fn take(&mut self, packed: bool) -> ArrayRef {
+        if packed {
+            self.finish_packed()
+        } else {
+            self.finish()
+        }
+    }
+
     /// The column so far, copied into one block of its own (offsets, bytes and null mask),
     /// keeping the column's buffers for the next batch. See [`Pack`].
     pub(crate) fn finish_packed(&mut self) -> ArrayRef {
@@ -278,6 +287,15 @@ impl<P: ArrowPrimitiveType> PrimColumn<P> {
         } = std::mem::replace(self, next);
         values.shrink_to_fit();
         PrimitiveArray::new(ScalarBuffer::from(values), nulls.finish())
+    }
+
+    /// [`finish`](Self::finish), or, `packed`, [`finish_packed`](Self::finish_packed).
+    pub(crate) fn take(&mut self, packed: bool) -> PrimitiveArray<P> {
+        if packed {
+            self.finish_packed()
+        } else {
+            self.finish()
+        }
     }
 
     /// The column so far, copied into one block of its own, keeping the column's buffers

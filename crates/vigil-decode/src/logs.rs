@@ -88,27 +88,16 @@ impl PromotedBuilder {
         }
     }
 
-    /// The column so far; the builder is left sized for a batch like this one.
-    fn finish(&mut self) -> ArrayRef {
+    /// The column so far; the builder is left sized for a batch like this one, or, `packed`,
+    /// the column as one block and the builder's buffers kept (see `column::Pack`).
+    fn finish(&mut self, packed: bool) -> ArrayRef {
         match self {
-            Self::Int32(b) => Arc::new(b.finish()),
-            Self::Int64(b) => Arc::new(b.finish()),
-            Self::Float64(b) => Arc::new(b.finish()),
+            Self::Int32(b) => Arc::new(b.take(packed)),
+            Self::Int64(b) => Arc::new(b.take(packed)),
+            Self::Float64(b) => Arc::new(b.take(packed)),
             Self::Boolean(b) => Arc::new(b.finish()),
-            Self::Utf8(b) => b.finish(),
-            Self::Timestamp(b) => Arc::new(b.finish().with_timezone("UTC")),
-        }
-    }
-
-    /// [`PromotedBuilder::finish`], each column as one block (see `column::Pack`).
-    fn finish_packed(&mut self) -> ArrayRef {
-        match self {
-            Self::Int32(b) => Arc::new(b.finish_packed()),
-            Self::Int64(b) => Arc::new(b.finish_packed()),
-            Self::Float64(b) => Arc::new(b.finish_packed()),
-            Self::Boolean(b) => Arc::new(b.finish()),
-            Self::Utf8(b) => b.finish_packed(),
-            Self::Timestamp(b) => Arc::new(b.finish_packed().with_timezone("UTC")),
+            Self::Utf8(b) => b.take(packed),
+            Self::Timestamp(b) => Arc::new(b.take(packed).with_timezone("UTC")),
         }
     }
 }
@@ -379,42 +368,22 @@ impl LogColumns {
     }
 }
 
-impl LogColumns {
-    /// [`Columns::finish`] for a column set that is `packed`.
-    fn finish_packed(&mut self) -> RecordBatch {
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-        columns.push(Arc::new(
-            self.timestamp.finish_packed().with_timezone("UTC"),
-        ));
-        columns.push(self.level.finish_packed());
-        columns.push(self.service.finish_packed());
-        columns.extend(self.strings.iter_mut().map(StrColumn::finish_packed));
-        columns.extend(self.promoted.iter_mut().map(PromotedBuilder::finish_packed));
-        columns.push(self.additional_data.finish_packed());
-        columns.push(self.extra.finish_packed());
-        columns.push(Arc::new(self.date.finish_packed()));
-        RecordBatch::try_new(self.schema.clone(), columns).expect("log columns match the schema")
-    }
-}
-
 impl Columns for LogColumns {
     fn len(&self) -> usize {
         self.timestamp.len()
     }
 
     fn finish(&mut self) -> RecordBatch {
-        if self.packed {
-            return self.finish_packed();
-        }
+        let packed = self.packed;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-        columns.push(Arc::new(self.timestamp.finish().with_timezone("UTC")));
-        columns.push(self.level.finish());
-        columns.push(self.service.finish());
-        columns.extend(self.strings.iter_mut().map(StrColumn::finish));
-        columns.extend(self.promoted.iter_mut().map(PromotedBuilder::finish));
-        columns.push(self.additional_data.finish());
-        columns.push(self.extra.finish());
-        columns.push(Arc::new(self.date.finish()));
+        columns.push(Arc::new(self.timestamp.take(packed).with_timezone("UTC")));
+        columns.push(self.level.take(packed));
+        columns.push(self.service.take(packed));
+        columns.extend(self.strings.iter_mut().map(|c| c.take(packed)));
+        columns.extend(self.promoted.iter_mut().map(|c| c.finish(packed)));
+        columns.push(self.additional_data.take(packed));
+        columns.push(self.extra.take(packed));
+        columns.push(Arc::new(self.date.take(packed)));
         RecordBatch::try_new(self.schema.clone(), columns).expect("log columns match the schema")
     }
 }
