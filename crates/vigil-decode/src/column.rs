@@ -7,6 +7,7 @@
 //! them to Arrow without a copy when the batch is taken. The rows of one batch stay far
 //! below a 32-bit offset's 2 GiB: the decoder ends a batch at `batch_bytes` of input.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::builder::{BooleanBufferBuilder, NullBufferBuilder};
@@ -165,79 +166,77 @@ impl StrColumn {
     }
 
     /// The column so far, copied into one block of its own (offsets, bytes and null mask),
-    /// keeping the column's buffers for the next batch. See [`Pack`].
+    /// keeping the column's buffers for the next batch. See [`pack`].
     pub(crate) fn finish_packed(&mut self) -> ArrayRef {
         let rows = self.len();
-        let mut pack = Pack::with_capacity(&[
-            self.offsets.len() * size_of::<i32>(),
-            self.values.len(),
-            self.nulls.as_slice().map_or(0, <[u8]>::len),
+        let (block, [offsets, values, mask]) = pack([
+            self.offsets.to_byte_slice(),
+            self.values.as_bytes(),
+            self.nulls.as_slice().unwrap_or_default(),
         ]);
-        let offsets = pack.push(self.offsets.to_byte_slice());
-        let values = pack.push(self.values.as_bytes());
-        let nulls = self.nulls.as_slice().map(|bits| pack.push(bits));
-        let block = pack.finish();
-        let offsets = ScalarBuffer::<i32>::from(block.slice_with_length(offsets.0, offsets.1));
-        let nulls = nulls.map(|(at, len)| {
-            NullBuffer::new(BooleanBuffer::new(
-                block.slice_with_length(at, len),
-                0,
-                rows,
-            ))
-        });
+        let nulls = take_nulls(&mut self.nulls, &block, mask, rows);
         // SAFETY: the offsets and bytes are this column's, copied unchanged (see `finish`),
         // and the null mask has one bit per row.
         let array = unsafe {
             StringArray::new_unchecked(
-                OffsetBuffer::new_unchecked(offsets),
-                block.slice_with_length(values.0, values.1),
+                OffsetBuffer::new_unchecked(ScalarBuffer::from(slice(&block, offsets))),
+                slice(&block, values),
                 nulls,
             )
         };
         self.offsets.truncate(1);
         self.values.clear();
-        self.nulls = NullBufferBuilder::new(rows);
         Arc::new(array)
     }
 }
 
-/// Small batches' columns packed into one block each.
+/// Where a buffer starts in a packed block: Arrow's 64-byte alignment.
+const PACK_ALIGN: usize = 64;
+
+/// `parts` copied into one block, each at an aligned position, and where each one is: a
+/// small batch's column packed into one block.
 ///
 /// A backtest decodes 256 KiB at a time (its watermark moves that finely), so a service's
 /// batch holds a few hundred rows, and each column came out in two or three blocks of its
 /// own, allocated by a decoder thread and freed by the detection thread. mimalloc hands a
 /// block freed by another thread back to its owner through a list the owner walks, a cache
-/// miss per block: that walk was a fifth of a backtest's decoding. Packed, a column is one
-/// block, copied while its bytes are still in cache, and the column's buffers are reused.
-/// Not for batches that are archived: Arrow counts a shared block once per buffer in
-/// `get_array_memory_size`, which the writer's flush threshold reads.
-struct Pack {
-    bytes: MutableBuffer,
+/// miss per block: taking the columns was 18% of a backtest's decoding, half of it that
+/// walk. Packed, a column is one block, copied while its bytes are still in cache, and the
+/// column's buffers are reused. Not for batches that are archived: Arrow counts a shared
+/// block once per buffer in `get_array_memory_size`, which the writer's flush threshold
+/// reads.
+fn pack<const N: usize>(parts: [&[u8]; N]) -> (Buffer, [Range<usize>; N]) {
+    let size = parts
+        .iter()
+        .map(|p| p.len().next_multiple_of(PACK_ALIGN))
+        .sum();
+    // Arrow aligns the block itself to 64 bytes, so every buffer in it is aligned.
+    let mut block = MutableBuffer::with_capacity(size);
+    let at = parts.map(|p| {
+        let at = block.len().next_multiple_of(PACK_ALIGN);
+        block.resize(at, 0);
+        block.extend_from_slice(p);
+        at..at + p.len()
+    });
+    (block.into(), at)
 }
 
-/// Where a buffer starts in a [`Pack`]: Arrow's 64-byte alignment.
-const PACK_ALIGN: usize = 64;
+/// The part of a packed `block` at `at`.
+fn slice(block: &Buffer, at: Range<usize>) -> Buffer {
+    block.slice_with_length(at.start, at.len())
+}
 
-impl Pack {
-    fn with_capacity(lens: &[usize]) -> Self {
-        let bytes = lens.iter().map(|l| l.next_multiple_of(PACK_ALIGN)).sum();
-        Self {
-            // Arrow aligns the block itself to 64 bytes, so every buffer in it is aligned.
-            bytes: MutableBuffer::with_capacity(bytes),
-        }
-    }
-
-    /// Appends `data` at the next aligned position; returns that position and the length.
-    fn push(&mut self, data: &[u8]) -> (usize, usize) {
-        let at = self.bytes.len().next_multiple_of(PACK_ALIGN);
-        self.bytes.resize(at, 0);
-        self.bytes.extend_from_slice(data);
-        (at, data.len())
-    }
-
-    fn finish(self) -> Buffer {
-        self.bytes.into()
-    }
+/// The null mask `nulls` held (if it held one), as packed in `block` at `at`; `nulls` starts
+/// again empty.
+fn take_nulls(
+    nulls: &mut NullBufferBuilder,
+    block: &Buffer,
+    at: Range<usize>,
+    rows: usize,
+) -> Option<NullBuffer> {
+    let mask = nulls.as_slice().is_some();
+    *nulls = NullBufferBuilder::new(rows);
+    mask.then(|| NullBuffer::new(BooleanBuffer::new(slice(block, at), 0, rows)))
 }
 
 /// A nullable column of a primitive Arrow type.
@@ -299,29 +298,16 @@ impl<P: ArrowPrimitiveType> PrimColumn<P> {
     }
 
     /// The column so far, copied into one block of its own, keeping the column's buffers
-    /// for the next batch. See [`Pack`].
+    /// for the next batch. See [`pack`].
     pub(crate) fn finish_packed(&mut self) -> PrimitiveArray<P> {
         let rows = self.len();
-        let mut pack = Pack::with_capacity(&[
-            self.values.len() * size_of::<P::Native>(),
-            self.nulls.as_slice().map_or(0, <[u8]>::len),
+        let (block, [values, mask]) = pack([
+            self.values.to_byte_slice(),
+            self.nulls.as_slice().unwrap_or_default(),
         ]);
-        let values = pack.push(self.values.to_byte_slice());
-        let nulls = self.nulls.as_slice().map(|bits| pack.push(bits));
-        let block = pack.finish();
-        let nulls = nulls.map(|(at, len)| {
-            NullBuffer::new(BooleanBuffer::new(
-                block.slice_with_length(at, len),
-                0,
-                rows,
-            ))
-        });
+        let nulls = take_nulls(&mut self.nulls, &block, mask, rows);
         self.values.clear();
-        self.nulls = NullBufferBuilder::new(rows);
-        PrimitiveArray::new(
-            ScalarBuffer::from(block.slice_with_length(values.0, values.1)),
-            nulls,
-        )
+        PrimitiveArray::new(ScalarBuffer::from(slice(&block, values)), nulls)
     }
 }
 

@@ -89,7 +89,7 @@ impl PromotedBuilder {
     }
 
     /// The column so far; the builder is left sized for a batch like this one, or, `packed`,
-    /// the column as one block and the builder's buffers kept (see `column::Pack`).
+    /// the column as one block and the builder's buffers kept (see `column::pack`).
     fn finish(&mut self, packed: bool) -> ArrayRef {
         match self {
             Self::Int32(b) => Arc::new(b.take(packed)),
@@ -243,7 +243,7 @@ pub(crate) struct LogColumns {
     extra: StrColumn,
     date: PrimColumn<Date32Type>,
     /// Each column taken as one block, its buffers kept (a backtest's small batches; see
-    /// `column::Pack`).
+    /// `column::pack`).
     packed: bool,
 }
 
