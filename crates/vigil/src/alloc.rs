@@ -16,9 +16,9 @@ unsafe extern "C" {
 }
 
 /// Called as `main` returns: at exit mimalloc gives every page it holds back to the system,
-/// one `madvise` per range, on the exiting thread after all the work (a tenth of a
-/// two-thread ingest's serial tail; BENCHMARKS.md, goal 3). The system takes them back
-/// with the process anyway.
+/// one `madvise` per range, on the exiting thread after all the work (17 ms of a two-thread
+/// ingest's 40 ms serial tail under perf, 4-6 ms of its wall time; BENCHMARKS.md, goal 3).
+/// The system takes them back with the process anyway.
 pub(crate) fn before_exit() {
     // SAFETY: mimalloc's C API; setting an option takes plain integers and needs no
     // allocation. Purging off (-1) only keeps memory the process is about to return.
