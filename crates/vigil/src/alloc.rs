@@ -1,11 +1,86 @@
 //! The process's allocator: mimalloc, with two settings of vigil's own.
 
-use std::ffi::{c_int, c_long};
+use std::alloc::{GlobalAlloc, Layout};
+use std::ffi::{c_int, c_long, c_void};
 
 /// mimalloc keeps freed memory for reuse where glibc returns large blocks to the OS at once;
 /// with batches of many megabytes allocated and dropped per second, that saves page faults.
+/// One addition: [`Allocator::realloc`].
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Allocator = Allocator;
+
+/// mimalloc, with large blocks' memory faulted in for writing before a `realloc` copies them.
+struct Allocator;
+
+/// Blocks from this size on are faulted in before they are copied: a system call costs a
+/// microsecond or two, about what copying 64 KiB does.
+const POPULATE_BYTES: usize = 64 << 10;
+
+// SAFETY: every call goes to mimalloc with the same arguments; `realloc` only adds an madvise
+// that changes no byte of memory the process owns.
+unsafe impl GlobalAlloc for Allocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as above.
+        unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+
+    /// A block that grows out of its room is copied whole, capacity never written included (a
+    /// `Vec` does not tell the allocator its length): parquet's page compression, for one,
+    /// takes a buffer as large as the page and then reserves the compression bound, so
+    /// every page's buffer is copied before a byte is written to it. Reading memory never
+    /// written maps the kernel's shared zero page there; whoever writes that memory later,
+    /// once it is freed and handed out again, takes a copy-on-write fault that flushes the
+    /// page from the TLB of every core the process runs on: an interrupt to each and a
+    /// flushed TLB after it. Faulted in for writing first (`MADV_POPULATE_WRITE`, Linux
+    /// 5.14; elsewhere the call fails and nothing changes), the memory gets pages of its
+    /// own instead, with no flush now or later.
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if new_size > layout.size() && layout.size() >= POPULATE_BYTES {
+            // SAFETY: `ptr` is a live block of mimalloc's.
+            let room = unsafe { mi_usable_size(ptr.cast()) };
+            if new_size > room {
+                populate(ptr, room);
+            }
+        }
+        // SAFETY: the caller's contract, passed on.
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Faults in the pages of `len` bytes at `ptr` for writing, changing none of their bytes.
+#[cfg(target_os = "linux")]
+fn populate(ptr: *mut u8, len: usize) {
+    // SAFETY: sysconf only reads a value (glibc has it from the auxiliary vector).
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => return,
+    };
+    let start = ptr as usize & !(page - 1);
+    let end = (ptr as usize + len).next_multiple_of(page);
+    // SAFETY: the range covers a live block and at most the rest of its first and last pages,
+    // which belong to the process's heap; populating writes no byte, so whatever else lies
+    // in those pages is unchanged. An error (an old kernel) leaves things as they were.
+    unsafe {
+        libc::madvise(
+            start as *mut libc::c_void,
+            end - start,
+            libc::MADV_POPULATE_WRITE,
+        )
+    };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn populate(_ptr: *mut u8, _len: usize) {}
 
 /// mimalloc's option `purge_delay` (the same index in its v2 and v3 headers).
 const MI_OPTION_PURGE_DELAY: c_int = 15;
@@ -13,6 +88,8 @@ const MI_OPTION_PURGE_DELAY: c_int = 15;
 unsafe extern "C" {
     /// Sets an option, whatever the environment said.
     fn mi_option_set(option: c_int, value: c_long);
+    /// The bytes a block can hold: what a `realloc` of it copies.
+    fn mi_usable_size(p: *const c_void) -> usize;
 }
 
 /// Called as `main` returns: at exit mimalloc gives every page it holds back to the system,
@@ -49,6 +126,57 @@ static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
 
 #[cfg(test)]
 mod tests {
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn populating_gives_memory_never_written_pages_of_its_own() {
+        // SAFETY: a private anonymous mapping of our own, unmapped below; mincore and munmap
+        // take it as mmap gave it.
+        unsafe {
+            let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+            let len = 16 * page;
+            let map = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(map, libc::MAP_FAILED);
+            let resident = || {
+                let mut pages = vec![0u8; 16];
+                assert_eq!(libc::mincore(map, len, pages.as_mut_ptr()), 0);
+                pages.iter().map(|p| usize::from(p & 1)).sum::<usize>()
+            };
+            assert_eq!(resident(), 0, "nothing touched yet");
+            // Five pages from the middle of the first: both partial pages at the ends count.
+            super::populate(map.cast::<u8>().add(page / 2), 4 * page);
+            assert_eq!(resident(), 5);
+            assert!(
+                std::slice::from_raw_parts(map.cast::<u8>(), len)
+                    .iter()
+                    .all(|&b| b == 0),
+                "populating writes nothing"
+            );
+            libc::munmap(map, len);
+        }
+    }
+
+    #[test]
+    fn large_blocks_keep_their_bytes_through_a_realloc() {
+        // Grown past their room, shrunk, grown from a block never written beyond its start.
+        let mut v: Vec<u8> = (0..(1 << 20)).map(|i| (i % 251) as u8).collect();
+        v.reserve_exact(3 << 20);
+        assert!(v.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+        v.truncate(100 << 10);
+        v.shrink_to_fit();
+        assert!(v.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+        let mut w: Vec<u8> = Vec::with_capacity(1 << 20);
+        w.extend_from_slice(b"head");
+        w.reserve_exact(4 << 20);
+        assert_eq!(w, b"head");
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn the_process_runs_without_transparent_huge_pages() {
