@@ -208,12 +208,7 @@ impl ParquetFile {
     /// The bytes appended since the last call, to upload while the next row groups encode.
     pub fn take_written(&mut self) -> Vec<u8> {
         // The writer counts its offsets itself: taking what it wrote does not move them.
-        // The next row groups are written into room for as many bytes and a quarter more, so
-        // the buffer rarely grows: a `Vec` that grows is copied whole, its capacity included,
-        // and reading capacity never written maps the kernel's zero page there, which costs
-        // a TLB flush on every core when that memory is written again (BENCHMARKS.md, goal 3).
-        let len = self.writer.inner_mut().len();
-        std::mem::replace(self.writer.inner_mut(), Vec::with_capacity(len + len / 4))
+        std::mem::take(self.writer.inner_mut())
     }
 
     /// The file's last bytes (its row groups still in flight among them) and its footer.
@@ -222,7 +217,7 @@ impl ParquetFile {
             self.append_oldest()?;
         }
         let metadata = self.writer.finish()?;
-        Ok((std::mem::take(self.writer.inner_mut()), metadata))
+        Ok((self.take_written(), metadata))
     }
 }
 
