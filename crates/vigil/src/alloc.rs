@@ -2,6 +2,7 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::{c_int, c_long, c_void};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// mimalloc keeps freed memory for reuse where glibc returns large blocks to the OS at once;
 /// with batches of many megabytes allocated and dropped per second, that saves page faults.
@@ -11,6 +12,17 @@ static GLOBAL: Allocator = Allocator;
 
 /// mimalloc, with large blocks' memory faulted in for writing before a `realloc` copies them.
 struct Allocator;
+
+/// Whether [`Allocator::realloc`] faults blocks in: not when the process works on one thread
+/// ([`single_threaded`]).
+static POPULATE: AtomicBool = AtomicBool::new(true);
+
+/// For a process whose work runs on one thread: a TLB flush then interrupts no other core,
+/// and faulting in a block's never-written room before a copy costs more than reading the
+/// zero page there (a 1.1 GB ingest on one thread: 1-4% slower with it; BENCHMARKS.md, goal 3).
+pub(crate) fn single_threaded() {
+    POPULATE.store(false, Ordering::Relaxed);
+}
 
 /// Blocks from this size on are faulted in before they are copied: a system call costs a
 /// microsecond or two, about what copying 64 KiB does.
@@ -45,7 +57,10 @@ unsafe impl GlobalAlloc for Allocator {
     /// 5.14; elsewhere the call fails and nothing changes), the memory gets pages of its
     /// own instead, with no flush now or later.
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if new_size > layout.size() && layout.size() >= POPULATE_BYTES {
+        if new_size > layout.size()
+            && layout.size() >= POPULATE_BYTES
+            && POPULATE.load(Ordering::Relaxed)
+        {
             // SAFETY: `ptr` is a live block of mimalloc's.
             let room = unsafe { mi_usable_size(ptr.cast()) };
             if new_size > room {

@@ -63,12 +63,16 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// The runtime for a pipeline run: with `--threads 1`, a current-thread runtime, so the
-/// archive's async work (Parquet encoding, uploads) also stays on the one thread.
+/// archive's async work (Parquet encoding, uploads) also stays on the one thread, and the
+/// allocator is told so.
 pub fn pipeline_runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
     match threads {
-        Some(1) => Ok(tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?),
+        Some(1) => {
+            crate::alloc::single_threaded();
+            Ok(tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?)
+        }
         _ => runtime(),
     }
 }
