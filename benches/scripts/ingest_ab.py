@@ -4,6 +4,10 @@
     benches/scripts/ingest_ab.py BUILD[+ENV=VALUE...],BUILD... THREADS RUNS INPUT
     benches/scripts/ingest_ab.py BUILD[+ENV=VALUE...],BUILD... THREADS RUNS -- VIGIL ARGS...
 
+THREADS may be a list (`1,2`): then each round runs every build at every thread count in a
+shuffled order, and each build's scaling from the first count to the last is printed too (the
+ratio of the median walls, and that ratio over the thread counts' ratio: goal 3's "× N").
+
 Each run is `BUILD ingest --threads THREADS --archive <fresh dir> INPUT` (or, in the second
 form, `BUILD VIGIL ARGS... --threads THREADS`, `{dir}` in them a fresh directory: e.g. `--
 backtest --pipeline pipelines/deals.toml --logs d.ndjson --metrics dm.ndjson --anomalies
@@ -17,6 +21,7 @@ a few percent; it measures no peer, so it compares vigil with vigil. An input: `
 """
 
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -54,21 +59,34 @@ def main() -> None:
         args = sys.argv[5:]
     else:
         sys.exit(__doc__)
-    builds, threads, runs = sys.argv[1].split(","), sys.argv[2], int(sys.argv[3])
-    args = args + ["--threads", threads]
-    results: dict[str, list[tuple[float, float, float]]] = {b: [] for b in builds}
+    builds, runs = sys.argv[1].split(","), int(sys.argv[3])
+    counts = sys.argv[2].split(",")
+    combos = [(b, t) for b in builds for t in counts]
+    results: dict[tuple[str, str], list[tuple[float, float, float]]] = {c: [] for c in combos}
     with tempfile.TemporaryDirectory() as work:
         for _ in range(runs):
-            for b in builds:
-                results[b].append(run(b, args, work))
-    for b, rs in results.items():
+            order = combos[:]
+            if len(counts) > 1:
+                random.shuffle(order)
+            for b, t in order:
+                results[(b, t)].append(run(b, args + ["--threads", t], work))
+    for (b, t), rs in results.items():
         walls = [w for w, _, _ in rs]
         print(
-            f"{b} --threads {threads}: wall median {statistics.median(walls):.4f} s "
+            f"{b} --threads {t}: wall median {statistics.median(walls):.4f} s "
             f"(min {min(walls):.4f}), cpu median {statistics.median(c for _, c, _ in rs):.4f} s, "
             f"peak RSS median {statistics.median(m for _, _, m in rs):.0f} MB, {len(rs)} runs"
         )
-
+    if len(counts) > 1:
+        first, last = counts[0], counts[-1]
+        for b in builds:
+            speedup = statistics.median(w for w, _, _ in results[(b, first)]) / statistics.median(
+                w for w, _, _ in results[(b, last)]
+            )
+            print(
+                f"{b}: --threads {first} → {last}: {speedup:.3f}× "
+                f"({speedup / (int(last) / int(first)):.3f} × N)"
+            )
 
 if __name__ == "__main__":
     main()
