@@ -1,4 +1,5 @@
-//! The process's allocator: mimalloc, with two settings of vigil's own.
+//! The process's allocator: mimalloc behind a thin wrapper whose `realloc` faults a large block in
+//! before copying it, with two settings of vigil's own.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::{c_int, c_long, c_void};
