@@ -178,6 +178,53 @@ mod tests {
         }
     }
 
+    /// Each page's flags in `/proc/self/pagemap` from `at` for `pages` pages.
+    #[cfg(target_os = "linux")]
+    fn pagemap(at: usize, pages: usize, page: usize) -> Vec<u64> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut map = std::fs::File::open("/proc/self/pagemap").expect("pagemap");
+        map.seek(SeekFrom::Start((at / page * 8) as u64)).unwrap();
+        let mut bytes = vec![0u8; pages * 8];
+        map.read_exact(&mut bytes).unwrap();
+        bytes
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_block_a_realloc_copies_has_pages_of_its_own_not_the_zero_page() {
+        use std::alloc::{GlobalAlloc, Layout};
+        // SAFETY: sysconf reads a value.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let size = 16 << 20;
+        let layout = Layout::from_size_align(size, page).unwrap();
+        // SAFETY: a block of our own, written at its first byte only, grown and freed below.
+        unsafe {
+            let p = super::GLOBAL.alloc(layout);
+            assert!(!p.is_null());
+            p.write(1);
+            let present = |f: &u64| f >> 63 & 1 == 1;
+            let before = pagemap(p as usize, size / page, page);
+            assert!(
+                !before[1..].iter().any(present),
+                "a fresh block, never touched past its first page"
+            );
+            let q = super::GLOBAL.realloc(p, layout, 2 * size);
+            // The old block, freed but still mapped: without faulting in, the copy would
+            // have read the zero page into it (present, but not mapped exclusively: bit 56).
+            let after = pagemap(p as usize, size / page, page);
+            let own = after
+                .iter()
+                .filter(|f| present(f) && *f >> 56 & 1 == 1)
+                .count();
+            assert_eq!(own, size / page);
+            assert_eq!(q.read(), 1);
+            super::GLOBAL.dealloc(q, Layout::from_size_align(2 * size, page).unwrap());
+        }
+    }
+
     #[test]
     fn large_blocks_keep_their_bytes_through_a_realloc() {
         // Grown past their room, shrunk, grown from a block never written beyond its start.
