@@ -90,7 +90,7 @@ impl PromotedBuilder {
 
     /// The column so far; the builder is left sized for a batch like this one, or, `packed`,
     /// the column as one block and the builder's buffers kept (see `column::pack`).
-    fn finish(&mut self, packed: bool) -> ArrayRef {
+    fn take(&mut self, packed: bool) -> ArrayRef {
         match self {
             Self::Int32(b) => Arc::new(b.take(packed)),
             Self::Int64(b) => Arc::new(b.take(packed)),
@@ -380,7 +380,7 @@ impl Columns for LogColumns {
         columns.push(self.level.take(packed));
         columns.push(self.service.take(packed));
         columns.extend(self.strings.iter_mut().map(|c| c.take(packed)));
-        columns.extend(self.promoted.iter_mut().map(|c| c.finish(packed)));
+        columns.extend(self.promoted.iter_mut().map(|c| c.take(packed)));
         columns.push(self.additional_data.take(packed));
         columns.push(self.extra.take(packed));
         columns.push(Arc::new(self.date.take(packed)));
