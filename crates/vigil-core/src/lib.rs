@@ -10,6 +10,7 @@
 //! Nothing here does I/O; every other crate depends on this one and on nothing above it.
 #![warn(missing_docs)]
 
+pub mod arrays;
 pub mod error;
 pub mod metrics;
 pub mod position;

@@ -14,6 +14,7 @@ use foldhash::fast::RandomState;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Date32Type, TimestampMicrosecondType};
+use vigil_core::arrays::one_value;
 
 /// Rows of one partition, in write order.
 pub(crate) struct Partition {
@@ -61,17 +62,7 @@ fn presorted(
             continue;
         }
         let group = match group_col {
-            Some(g) => {
-                let groups = batch.column(g).as_string::<i32>();
-                if groups.null_count() > 0 {
-                    return None;
-                }
-                let first = groups.value(0);
-                if !groups.iter().all(|v| v == Some(first)) {
-                    return None;
-                }
-                Some(first)
-            }
+            Some(g) => Some(one_value(batch.column(g).as_string::<i32>())?),
             None => None,
         };
         order.push((group, bi));

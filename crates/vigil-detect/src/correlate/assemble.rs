@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Float64Type, TimestampMicrosecondType};
+use vigil_core::arrays::one_value;
 use vigil_core::schema::{col, span};
 
 /// Granularity of trace close times, µs.
@@ -326,6 +327,8 @@ impl Assembler {
             Some(_) => number(&Some(span::HTTP_STATUS.to_owned())),
             None => number(&self.cfg.status_column),
         };
+        // A decoded batch holds one service: known already, it is looked up once.
+        let batch_service = one_value(services).and_then(|s| self.service_ids.get(s).copied());
         for row in 0..batch.num_rows() {
             let Some(trace_id) = value(Some(traces), row) else {
                 continue;
@@ -358,7 +361,10 @@ impl Assembler {
             let span = Span {
                 id,
                 parent: value(parents, row).map_or(0, hash_id),
-                service: self.service_id(services.value(row)),
+                service: match batch_service {
+                    Some(id) => id,
+                    None => self.service_id(services.value(row)),
+                },
                 start: start.min(t),
                 end: t,
                 first_error: if failed { t } else { i64::MAX },
