@@ -368,7 +368,7 @@ impl WindowedRules {
         i: usize,
         rows: &[RecordBatch],
     ) -> Result<RecordBatch, DetectError> {
-        self.with_plan(i, rows, async |p, ctx| p.partial(ctx, rows).await)
+        self.with_plan(i, rows, async |p| p.partial(rows).await)
             .await
     }
 
@@ -378,12 +378,12 @@ impl WindowedRules {
         &mut self,
         i: usize,
         rows: &[RecordBatch],
-        run: impl AsyncFnOnce(&Plan, &SessionContext) -> Result<T, PlanError>,
+        run: impl AsyncFnOnce(&Plan) -> Result<T, PlanError>,
     ) -> Result<T, DetectError> {
         self.plan(i, &rows[0].schema()).await?;
         let r = &self.rules[i];
         let plan = r.plan.as_ref().expect("planned above");
-        run(plan, &self.ctx).await.map_err(|e| r.plan_error(e))
+        run(plan).await.map_err(|e| r.plan_error(e))
     }
 
     /// Plans rule `i` for input `schema`, unless it already is.
@@ -426,7 +426,7 @@ impl WindowedRules {
                 Some(rows) if self.rules[i].states.range(start..end).next().is_none() => {
                     // The same plan, run once over the rows ([`Plan::whole`]).
                     let values = self
-                        .with_plan(i, rows, async |p, ctx| p.whole(ctx, rows).await)
+                        .with_plan(i, rows, async |p| p.whole(rows).await)
                         .await?;
                     had_rows |= !values.is_empty();
                     values
@@ -484,7 +484,7 @@ impl WindowedRules {
         let Some(plan) = r.plan.as_ref().filter(|_| !states.is_empty()) else {
             return Ok(Vec::new());
         };
-        plan.finish(&self.ctx, states)
+        plan.finish(states)
             .await
             .map_err(|e| r.plan_error(e))
     }

@@ -15,7 +15,7 @@ use datafusion::datasource::MemTable;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
-use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::{SessionStateBuilder, TaskContext};
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::{ExecutionPlan, collect};
@@ -55,6 +55,9 @@ pub(super) struct Plan {
     partial: Arc<dyn ExecutionPlan>,
     /// The whole plan (it contains `partial`).
     whole: Arc<dyn ExecutionPlan>,
+    /// What the plans run with, made once: a session's task context copies its function
+    /// registries (some three hundred functions), which cost more than a small window's rows.
+    task: Arc<TaskContext>,
 }
 
 impl Plan {
@@ -84,6 +87,7 @@ impl Plan {
             input: Arc::clone(schema),
             partial,
             whole,
+            task: ctx.task_ctx(),
         })
     }
 
@@ -116,11 +120,10 @@ impl Plan {
     /// The partial aggregate states of `rows`, as one batch.
     pub(super) async fn partial(
         &self,
-        ctx: &SessionContext,
         rows: &[RecordBatch],
     ) -> Result<RecordBatch, PlanError> {
         let plan = with_rows(&self.partial, rows, &self.input)?;
-        let out = collect(plan, ctx.task_ctx()).await?;
+        let out = collect(plan, Arc::clone(&self.task)).await?;
         Ok(arrow::compute::concat_batches(&self.partial.schema(), &out)
             .map_err(DataFusionError::from)?)
     }
@@ -129,7 +132,6 @@ impl Plan {
     /// over where the query counts them, sorted by service (see [`values`]).
     pub(super) async fn finish(
         &self,
-        ctx: &SessionContext,
         states: Vec<RecordBatch>,
     ) -> Result<Vec<(String, f64, f64)>, PlanError> {
         let partial = &self.partial;
@@ -141,7 +143,7 @@ impl Plan {
         let whole = replace_node(&self.whole, &mut |node| {
             Ok(Arc::ptr_eq(node, partial).then(|| Arc::clone(&states)))
         })?;
-        values(&collect(whole, ctx.task_ctx()).await?)
+        values(&collect(whole, Arc::clone(&self.task)).await?)
     }
 
     /// The signal per service straight from raw `rows`, as [`partial`](Self::partial) and
@@ -149,11 +151,10 @@ impl Plan {
     /// aggregates, run once over the rows instead of twice with the states in between.
     pub(super) async fn whole(
         &self,
-        ctx: &SessionContext,
         rows: &[RecordBatch],
     ) -> Result<Vec<(String, f64, f64)>, PlanError> {
         let plan = with_rows(&self.whole, rows, &self.input)?;
-        values(&collect(plan, ctx.task_ctx()).await?)
+        values(&collect(plan, Arc::clone(&self.task)).await?)
     }
 }
 
