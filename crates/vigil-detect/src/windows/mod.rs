@@ -484,9 +484,7 @@ impl WindowedRules {
         let Some(plan) = r.plan.as_ref().filter(|_| !states.is_empty()) else {
             return Ok(Vec::new());
         };
-        plan.finish(states)
-            .await
-            .map_err(|e| r.plan_error(e))
+        plan.finish(states).await.map_err(|e| r.plan_error(e))
     }
 }
 

@@ -118,10 +118,7 @@ impl Plan {
     }
 
     /// The partial aggregate states of `rows`, as one batch.
-    pub(super) async fn partial(
-        &self,
-        rows: &[RecordBatch],
-    ) -> Result<RecordBatch, PlanError> {
+    pub(super) async fn partial(&self, rows: &[RecordBatch]) -> Result<RecordBatch, PlanError> {
         let plan = with_rows(&self.partial, rows, &self.input)?;
         let out = collect(plan, Arc::clone(&self.task)).await?;
         Ok(arrow::compute::concat_batches(&self.partial.schema(), &out)
