@@ -13,18 +13,12 @@ pub fn one_value(strings: &StringArray) -> Option<&str> {
         return None;
     }
     let offsets = strings.value_offsets();
-    let (first, len) = (offsets[0], offsets[1] - offsets[0]);
-    let (start, step) = (i64::from(first), i64::from(len));
-    let stepped = (offsets.iter().zip(0i64..)).all(|(&o, i)| i64::from(o) == start + i * step);
-    if !stepped {
+    let len = offsets[1] - offsets[0];
+    if offsets.windows(2).any(|w| w[1] - w[0] != len) {
         return None;
     }
-    let (first, last, len) = (
-        first as usize,
-        offsets[offsets.len() - 1] as usize,
-        len as usize,
-    );
-    let bytes = &strings.value_data()[first..last];
+    let bytes = &strings.value_data()[offsets[0] as usize..offsets[offsets.len() - 1] as usize];
+    let len = len as usize;
     (bytes[len..] == bytes[..bytes.len() - len]).then(|| strings.value(0))
 }
 
