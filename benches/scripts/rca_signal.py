@@ -106,7 +106,7 @@ def study(data, system):
 
     # Every fault-free window's probabilities, per signal: (p, service, minute).
     free = ([], [])
-    for s, m in {(s, m) for (s, m) in minutes}:
+    for s, m in minutes:
         if fault_free(t0 + m * MINUTE) and fault_free(t0 + (m + 2) * MINUTE):
             for i, p in enumerate(window(s, m)):
                 free[i].append((p, s, m))
@@ -134,7 +134,7 @@ def study(data, system):
                 [(anyone[i][1], anyone[i][0], bursts(i, anyone[i][0])) for i in (0, 1)],
             )
         )
-    hours = sum(1 for (s, m) in minutes if s == max(n, key=n.get)) / 60
+    hours = (max(r[0] for r in records) - t0) / 3600
     return rows, hours
 
 
