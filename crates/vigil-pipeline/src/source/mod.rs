@@ -53,7 +53,7 @@ pub use kafka::KafkaSource;
 pub use merge::MergeSource;
 pub use ndjson::NdjsonSource;
 pub use otlp::OtlpSource;
-pub use parallel::Parallel;
+pub use parallel::{Parallel, Units};
 
 /// How a batch moves its partition's position: the archive records `to` as the partition's
 /// next position (a Delta `txn` action with the partition's app id) in the commit holding the

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use vigil_core::schema::RecordKind;
 use vigil_decode::{DecodedBatch, Decoder};
 
-use super::parallel::{Parallel, UNIT_BYTES};
+use super::parallel::{Parallel, UNIT_BYTES, Units};
 use super::{Input, Source, SourceBatch, Step, summarize};
 use crate::config::Pipeline;
 use crate::error::PipelineError;
@@ -55,7 +55,10 @@ impl NdjsonSource {
                 name,
                 inputs.iter().cloned().collect(),
                 (0..threads).map(|_| new_decoder()).collect(),
-                UNIT_BYTES,
+                Units {
+                    bytes: UNIT_BYTES,
+                    below_consumer: false,
+                },
                 Arc::clone(&counters),
                 Counters::bytes_of(name),
                 Arc::clone(&stop),

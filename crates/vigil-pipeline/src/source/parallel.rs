@@ -4,22 +4,25 @@
 //!
 //! A plain file is cut by the workers themselves: a unit's byte range follows from the file's
 //! length (it ends after the last newline before its share's end), so each worker reads its
-//! own units at their offsets and no thread reads for the others. Stdin and gzip can
-//! only be read in order: a reader thread cuts them into units at line ends and hands each to
-//! the next worker. A plain file is read up to the length it had when decoding started.
+//! own units at their offsets and no thread reads for the others. Whichever worker is free
+//! takes the next share, so a worker that got less of a core does not hold the others up
+//! (with shares dealt round-robin, one fell a queue behind and left a core idle while the
+//! other waited for room). Stdin and gzip can only be read in order: a reader thread cuts
+//! them into units at line ends and hands each to the next worker. A plain file is read up
+//! to the length it had when decoding started.
 //!
 //! Workers number each unit's lines from 1 and say how many it held; the source renumbers the
 //! dead letters by the lines of the units before, so they name the line a single decoder would.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::Read;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use arrow::array::{AsArray, Int64Array};
@@ -84,10 +87,161 @@ struct Share {
     bytes: Range<u64>,
 }
 
+/// How a source's inputs are cut and decoded.
+#[derive(Debug, Clone, Copy)]
+pub struct Units {
+    /// Bytes of whole lines a worker decodes at a time (about).
+    pub bytes: usize,
+    /// The workers run below the priority of the thread that takes their units (nice
+    /// +[`BELOW_CONSUMER`]), for a consumer that everything waits on (a backtest's
+    /// detection). At the same priority, workers woken after waiting for room had run less
+    /// than it, so the scheduler gave them its core whenever they woke: a backtest with
+    /// correlation ran 12-22% slower with workers sharing the shares than with each dealt its
+    /// own, and 4-7% faster with them below it (BENCHMARKS.md).
+    pub below_consumer: bool,
+}
+
+/// How far below the consumer's priority the workers run, when they do (see
+/// [`Units::below_consumer`]): nice 10, a tenth of the consumer's weight.
+pub const BELOW_CONSUMER: i32 = 10;
+
+/// Where a source's decoded units come from, in input order.
+enum Decoded {
+    /// From each worker in turn (a reader thread deals the units round-robin).
+    InTurn {
+        results: Vec<Receiver<Result<Unit, PipelineError>>>,
+        next: usize,
+    },
+    /// From whichever worker decoded the next one (plain files).
+    Shared(Arc<Shared>),
+}
+
+/// The shares of plain files, taken by whichever worker is free, and the units decoded from
+/// them until the source takes them in order.
+struct Shared {
+    state: Mutex<SharedState>,
+    /// Signalled to a worker waiting for room when the source has taken a quarter of the
+    /// lead, and to all when the shares close.
+    room: Condvar,
+    /// Signalled to the source when the unit it waits for is done, or a worker ends.
+    ready: Condvar,
+    /// Units a worker may decode ahead of the one the source takes next.
+    lead: usize,
+}
+
+struct SharedState {
+    /// Shares in all; the next one a worker takes; units the source has taken.
+    shares: usize,
+    claimed: usize,
+    taken: usize,
+    /// Decoded units the source has not taken yet, by share.
+    done: BTreeMap<usize, Result<Unit, PipelineError>>,
+    /// Workers still running.
+    workers: usize,
+    /// No share is taken any more: a unit failed or stopped, or the source is done.
+    closed: bool,
+    /// Workers waiting for room; whether the source waits for the next unit.
+    waiting_for_room: usize,
+    waiting_for_next: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, SharedState> {
+        // The state stays whole whatever panicked while holding it: a worker's panic is
+        // reported when it is joined.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait<'a>(
+        &self,
+        on: &Condvar,
+        state: MutexGuard<'a, SharedState>,
+    ) -> MutexGuard<'a, SharedState> {
+        on.wait(state).unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next share for a worker once it is within the lead; `None` when none is left.
+    fn claim(&self) -> Option<usize> {
+        let mut s = self.lock();
+        loop {
+            if s.closed || s.claimed == s.shares {
+                return None;
+            }
+            if s.claimed < s.taken + self.lead {
+                s.claimed += 1;
+                return Some(s.claimed - 1);
+            }
+            s.waiting_for_room += 1;
+            s = self.wait(&self.room, s);
+            s.waiting_for_room -= 1;
+        }
+    }
+
+    /// A worker's unit of share `k`; `last` closes the shares (it failed or the run stops).
+    fn put(&self, k: usize, unit: Result<Unit, PipelineError>, last: bool) {
+        let mut s = self.lock();
+        s.done.insert(k, unit);
+        s.closed |= last;
+        let next = k == s.taken && s.waiting_for_next;
+        // Woken after the lock is let go, so the woken thread does not block on it at once.
+        drop(s);
+        if last {
+            self.room.notify_all();
+        }
+        if next {
+            self.ready.notify_one();
+        }
+    }
+
+    /// The next unit in input order; `None` once every unit is taken (or no worker is left
+    /// to decode the next: one panicked, which joining it reports).
+    fn take(&self) -> Option<Result<Unit, PipelineError>> {
+        let mut s = self.lock();
+        loop {
+            let next = s.taken;
+            if let Some(unit) = s.done.remove(&next) {
+                s.taken += 1;
+                // A waiting worker is woken once a quarter of the lead is free, and then
+                // decodes that many units in a row: woken for every unit taken, the workers
+                // took the source's core from it as often, when it was the one behind.
+                let room = s.taken + self.lead - s.claimed;
+                let wake = s.waiting_for_room > 0 && room >= self.lead.div_ceil(4);
+                drop(s);
+                if wake {
+                    self.room.notify_one();
+                }
+                return Some(unit);
+            }
+            let none_coming = next == s.claimed && (s.closed || s.claimed == s.shares);
+            if none_coming || s.workers == 0 {
+                return None;
+            }
+            s.waiting_for_next = true;
+            s = self.wait(&self.ready, s);
+            s.waiting_for_next = false;
+        }
+    }
+
+    /// Takes no more shares: workers end after the unit they are decoding.
+    fn close(&self) {
+        self.lock().closed = true;
+        self.room.notify_all();
+    }
+}
+
+/// Counts a worker out of [`SharedState::workers`] when it ends, panicking or not.
+struct Leaving(Arc<Shared>);
+
+impl Drop for Leaving {
+    fn drop(&mut self) {
+        self.0.lock().workers -= 1;
+        self.0.ready.notify_one();
+    }
+}
+
 /// The reader (if any) and workers of one source.
 pub struct Parallel {
-    results: Vec<Receiver<Result<Unit, PipelineError>>>,
-    next: usize,
+    units: Decoded,
     /// Lines of the current input in the units taken so far.
     lines: i64,
     reader: Option<JoinHandle<Result<(), PipelineError>>>,
@@ -97,17 +251,19 @@ pub struct Parallel {
 }
 
 impl Parallel {
-    /// Starts a worker per decoder over `inputs`, cut into units of about `unit_bytes`: read
+    /// Starts a worker per decoder over `inputs`, cut into units of about `units.bytes`: read
     /// by the workers themselves when every input is a plain file, else by a reader thread.
     pub fn start(
         name: &str,
         inputs: VecDeque<Input>,
         decoders: Vec<Decoder>,
-        unit_bytes: usize,
+        units: Units,
         counters: Arc<Counters>,
         bytes: Counter,
         stop: Arc<AtomicBool>,
     ) -> Result<Self, PipelineError> {
+        let unit_bytes = units.bytes;
+        let below = units.below_consumer.then_some(BELOW_CONSUMER);
         let mut results = Vec::new();
         let mut workers = Vec::new();
         // Decoded units a worker may hold before the source takes them: up to `UNIT_BYTES` of
@@ -133,15 +289,30 @@ impl Parallel {
         if let Some(files) = plain {
             let shares: Arc<[Share]> = shares(&files, unit_bytes as u64).into();
             let files: Arc<[PlainFile]> = files.into();
-            let n = decoders.len();
+            let shared = Arc::new(Shared {
+                state: Mutex::new(SharedState {
+                    shares: shares.len(),
+                    claimed: 0,
+                    taken: 0,
+                    done: BTreeMap::new(),
+                    workers: decoders.len(),
+                    closed: false,
+                    waiting_for_room: 0,
+                    waiting_for_next: false,
+                }),
+                room: Condvar::new(),
+                ready: Condvar::new(),
+                // As many units in all as the workers' queues held when each had its own.
+                lead: ahead * decoders.len(),
+            });
             for (i, mut decoder) in decoders.into_iter().enumerate() {
-                let (done_tx, done_rx) = sync_channel(ahead);
-                results.push(done_rx);
                 let (files, shares) = (Arc::clone(&files), Arc::clone(&shares));
                 let (counters, bytes, stop) =
                     (Arc::clone(&counters), bytes.clone(), Arc::clone(&stop));
                 let read = READ_BYTES.min(unit_bytes);
-                workers.push(spawn(format!("{name}-decode-{i}"), move || {
+                let leaving = Leaving(Arc::clone(&shared));
+                workers.push(spawn(format!("{name}-decode-{i}"), below, move || {
+                    let shared = &leaving.0;
                     let mut reading = Reading {
                         files: &files,
                         open: None,
@@ -150,17 +321,15 @@ impl Parallel {
                         bytes: &bytes,
                         stop: &stop,
                     };
-                    for share in shares.iter().skip(i).step_by(n) {
-                        let unit = reading.decode(&mut decoder, share);
+                    while let Some(k) = shared.claim() {
+                        let unit = reading.decode(&mut decoder, &shares[k]);
                         let over = unit.is_err() || stop.load(Ordering::Relaxed);
-                        if done_tx.send(unit).is_err() || over {
-                            break;
-                        }
+                        shared.put(k, unit, over);
                     }
                     decoder
                 })?);
             }
-            return Ok(Self::new(results, None, workers));
+            return Ok(Self::new(Decoded::Shared(shared), None, workers));
         }
         // Read buffers come back once decoded and are read into again: a fresh megabyte per
         // read cost the reader a page fault per page and its zeroing, as much as the read.
@@ -175,29 +344,32 @@ impl Parallel {
             work.push(tx);
             results.push(done_rx);
             let spare = spare_tx.clone();
-            workers.push(spawn(format!("{name}-decode-{i}"), move || {
+            workers.push(spawn(format!("{name}-decode-{i}"), below, move || {
                 decode_units(&mut decoder, rx, done_tx, spare);
                 decoder
             })?);
         }
-        let reader = spawn(format!("{name}-read"), move || {
+        let reader = spawn(format!("{name}-read"), below, move || {
             let buffers = Buffers {
                 spare: spare_rx,
                 len: READ_BYTES.min(unit_bytes),
             };
             read_units(inputs, work, &buffers, unit_bytes, &counters, &bytes, &stop)
         })?;
-        Ok(Self::new(results, Some(reader), workers))
+        Ok(Self::new(
+            Decoded::InTurn { results, next: 0 },
+            Some(reader),
+            workers,
+        ))
     }
 
     fn new(
-        results: Vec<Receiver<Result<Unit, PipelineError>>>,
+        units: Decoded,
         reader: Option<JoinHandle<Result<(), PipelineError>>>,
         workers: Vec<JoinHandle<Decoder>>,
     ) -> Self {
         Self {
-            results,
-            next: 0,
+            units,
             lines: 0,
             reader,
             workers,
@@ -207,10 +379,17 @@ impl Parallel {
 
     /// The batches of the next unit in input order; `None` once every unit is done.
     pub fn next_unit(&mut self) -> Result<Option<Vec<DecodedBatch>>, PipelineError> {
-        if let Some(rx) = self.results.get(self.next)
-            && let Ok(unit) = rx.recv()
-        {
-            self.next = (self.next + 1) % self.results.len();
+        let unit = match &mut self.units {
+            Decoded::InTurn { results, next } => {
+                let unit = results.get(*next).and_then(|rx| rx.recv().ok());
+                if unit.is_some() {
+                    *next = (*next + 1) % results.len();
+                }
+                unit
+            }
+            Decoded::Shared(shared) => shared.take(),
+        };
+        if let Some(unit) = unit {
             let Unit {
                 mut batches,
                 first,
@@ -230,13 +409,16 @@ impl Parallel {
             }
             return Ok(Some(batches));
         }
-        // Units go round-robin: a worker without the next unit means there is none.
+        // In turn, a worker without the next unit means there is none.
         self.finish().map(|()| None)
     }
 
     /// Joins the reader and the workers (which stop once nobody takes their units).
     fn finish(&mut self) -> Result<(), PipelineError> {
-        self.results.clear();
+        match &mut self.units {
+            Decoded::InTurn { results, .. } => results.clear(),
+            Decoded::Shared(shared) => shared.close(),
+        }
         let panicked = || PipelineError::Panicked("a decoding thread panicked".into());
         let read = match self.reader.take() {
             Some(r) => r.join().map_err(|_| panicked())?,
@@ -249,15 +431,46 @@ impl Parallel {
     }
 }
 
-/// Starts a thread named `name` running `f`.
+impl Drop for Parallel {
+    /// Workers waiting for room end: nobody takes their units any more (those dealt in turn
+    /// end as their queues' receivers go).
+    fn drop(&mut self) {
+        if let Decoded::Shared(shared) = &self.units {
+            shared.close();
+        }
+    }
+}
+
+/// Starts a thread named `name` running `f`, `nice` below the process's priority if given.
 fn spawn<T: Send + 'static>(
     name: String,
+    nice: Option<i32>,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<JoinHandle<T>, PipelineError> {
     std::thread::Builder::new()
         .name(name)
-        .spawn(f)
+        .spawn(move || {
+            if let Some(nice) = nice {
+                lower_priority(nice);
+            }
+            f()
+        })
         .map_err(|e| PipelineError::Panicked(format!("cannot start a thread: {e}")))
+}
+
+/// Lowers the calling thread's priority by `nice` (on Linux a thread has its own nice value;
+/// lowering it needs no privilege). Where it cannot, the thread runs as it is: only speed is
+/// at stake.
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread's own id; no memory is passed.
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, (now + nice).min(19));
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 /// Cuts plain files into shares of `unit_bytes`, in input order (an empty file has one, empty).
@@ -614,7 +827,10 @@ mod tests {
             "test",
             inputs.iter().cloned().collect(),
             (0..threads).map(|_| decoder()).collect(),
-            unit_bytes,
+            Units {
+                bytes: unit_bytes,
+                below_consumer: false,
+            },
             Arc::default(),
             Counters::bytes_of("test"),
             Arc::new(AtomicBool::new(stop)),
@@ -711,6 +927,146 @@ mod tests {
         };
         let e = e.to_string();
         assert!(e.contains("a.ndjson") && e.contains("got shorter"), "{e}");
+    }
+
+    #[test]
+    fn shares_go_to_whichever_worker_is_free_and_come_back_in_order() {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(SharedState {
+                shares: 5,
+                claimed: 0,
+                taken: 0,
+                done: BTreeMap::new(),
+                workers: 2,
+                closed: false,
+                waiting_for_room: 0,
+                waiting_for_next: false,
+            }),
+            room: Condvar::new(),
+            ready: Condvar::new(),
+            lead: 3,
+        });
+        let unit = |lines| {
+            Ok(Unit {
+                batches: Vec::new(),
+                first: false,
+                lines,
+                stopped: false,
+            })
+        };
+        let lines = |u: Option<Result<Unit, PipelineError>>| u.unwrap().unwrap().lines;
+        // One worker is busy with share 0; the other takes 1 and 2, as far as the lead goes.
+        assert_eq!(shared.claim(), Some(0));
+        assert_eq!(shared.claim(), Some(1));
+        assert_eq!(shared.claim(), Some(2));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiting = Arc::clone(&shared);
+        let claimer = std::thread::spawn(move || tx.send(waiting.claim()).unwrap());
+        let wait = std::time::Duration::from_millis(100);
+        assert!(
+            rx.recv_timeout(wait).is_err(),
+            "a share beyond the lead was taken"
+        );
+        // Done out of order, taken in order; taking one makes room for the next share.
+        shared.put(2, unit(2), false);
+        shared.put(1, unit(1), false);
+        let (took_tx, took) = std::sync::mpsc::channel();
+        let taking = Arc::clone(&shared);
+        let taker = std::thread::spawn(move || took_tx.send(lines(taking.take())).unwrap());
+        assert!(
+            took.recv_timeout(wait).is_err(),
+            "a unit was taken before share 0's"
+        );
+        assert!(rx.recv_timeout(wait).is_err());
+        shared.put(0, unit(0), false);
+        assert_eq!(took.recv_timeout(wait * 50).unwrap(), 0);
+        assert_eq!(rx.recv_timeout(wait * 50).unwrap(), Some(3));
+        taker.join().unwrap();
+        claimer.join().unwrap();
+        assert_eq!(lines(shared.take()), 1);
+        assert_eq!(lines(shared.take()), 2);
+        // A unit that stops the run closes the shares: share 4 is never taken, and the
+        // source ends after share 3.
+        shared.put(3, unit(3), true);
+        assert_eq!(shared.claim(), None);
+        assert_eq!(lines(shared.take()), 3);
+        assert!(shared.take().is_none());
+        // Workers gone (one panicked holding a share): the source stops waiting for it.
+        let gone = Arc::new(Shared {
+            state: Mutex::new(SharedState {
+                shares: 2,
+                claimed: 1,
+                taken: 0,
+                done: BTreeMap::new(),
+                workers: 1,
+                closed: false,
+                waiting_for_room: 0,
+                waiting_for_next: false,
+            }),
+            room: Condvar::new(),
+            ready: Condvar::new(),
+            lead: 2,
+        });
+        drop(Leaving(Arc::clone(&gone)));
+        assert!(gone.take().is_none());
+    }
+
+    /// The nice values of this process's threads named `name`.
+    #[cfg(target_os = "linux")]
+    fn nice_of_threads(name: &str) -> Vec<i64> {
+        let mut nice = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let path = task.path();
+            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            if comm.trim() != name {
+                continue;
+            }
+            let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+            // After "pid (comm) ": state is field 3, nice field 19.
+            if let Some((_, rest)) = stat.rsplit_once(") ") {
+                nice.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
+            }
+        }
+        nice
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn workers_run_below_the_consumer_when_asked_and_at_its_priority_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.ndjson");
+        std::fs::write(&path, lines("a", 300, true)).unwrap();
+        // SAFETY: reads the calling thread's nice value.
+        let ours = i64::from(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) });
+        for (name, below, want) in [
+            ("nice-a", true, (ours + i64::from(BELOW_CONSUMER)).min(19)),
+            ("nice-b", false, ours),
+        ] {
+            // Units of 100 bytes: the workers fill the lead and wait, nothing taken.
+            let p = Parallel::start(
+                name,
+                [Input::File(path.clone())].into(),
+                vec![decoder(), decoder()],
+                Units {
+                    bytes: 100,
+                    below_consumer: below,
+                },
+                Arc::default(),
+                Counters::bytes_of(name),
+                Arc::default(),
+            )
+            .unwrap();
+            let worker = format!("{name}-decode-0");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            // The thread may be seen before it has lowered its priority: looked at until then.
+            let mut seen = nice_of_threads(&worker);
+            while seen != vec![want] && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                seen = nice_of_threads(&worker);
+            }
+            assert_eq!(seen, vec![want], "{name}");
+            drop(p);
+        }
     }
 
     #[test]

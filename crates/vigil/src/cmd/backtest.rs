@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use vigil_core::schema::RecordKind;
 use vigil_decode::{DecodedBatch, Decoder, OtlpEncoding};
-use vigil_pipeline::source::{AnyDecoder, Parallel};
+use vigil_pipeline::source::{AnyDecoder, Parallel, Units};
 use vigil_pipeline::{Counters, Detection, Input};
 
 use crate::cli::BacktestArgs;
@@ -173,7 +173,11 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
                 &input.name(),
                 [input.clone()].into(),
                 (0..threads).map(|_| lines_decoder(kind)).collect(),
-                READ_BYTES,
+                // Detection is what every unit waits for: the decoders make way for it.
+                Units {
+                    bytes: READ_BYTES,
+                    below_consumer: true,
+                },
                 Arc::default(),
                 Counters::bytes_of(&input.name()),
                 Arc::default(),
