@@ -229,12 +229,18 @@ impl Shared {
     }
 }
 
-/// Counts a worker out of [`SharedState::workers`] when it ends, panicking or not.
+/// Counts a worker out of [`SharedState::workers`] when it ends, panicking or not. A worker
+/// that panics closes the shares: the unit it held never comes, so the others stop (rather
+/// than wait for room behind it) and the source, once none is left, ends and reports it.
 struct Leaving(Arc<Shared>);
 
 impl Drop for Leaving {
     fn drop(&mut self) {
-        self.0.lock().workers -= 1;
+        let mut s = self.0.lock();
+        s.workers -= 1;
+        s.closed |= std::thread::panicking();
+        drop(s);
+        self.0.room.notify_all();
         self.0.ready.notify_one();
     }
 }
@@ -1009,6 +1015,33 @@ mod tests {
         });
         drop(Leaving(Arc::clone(&gone)));
         assert!(gone.take().is_none());
+        // A worker that panics closes the shares: the other stops instead of waiting behind
+        // the unit that never comes.
+        let shared = Arc::new(Shared {
+            state: Mutex::new(SharedState {
+                shares: 9,
+                claimed: 2,
+                taken: 0,
+                done: BTreeMap::new(),
+                workers: 2,
+                closed: false,
+                waiting_for_room: 0,
+                waiting_for_next: false,
+            }),
+            room: Condvar::new(),
+            ready: Condvar::new(),
+            lead: 2,
+        });
+        let leaving = Leaving(Arc::clone(&shared));
+        let panicked = std::thread::spawn(move || {
+            let _leaving = leaving;
+            panic!("a worker's panic");
+        });
+        assert!(panicked.join().is_err());
+        shared.put(1, unit(1), false);
+        assert_eq!(shared.claim(), None);
+        drop(Leaving(Arc::clone(&shared)));
+        assert!(shared.take().is_none());
     }
 
     /// The nice values of this process's threads named `name`.
