@@ -146,6 +146,25 @@ struct SharedState {
 }
 
 impl Shared {
+    /// `shares` to decode by `workers`, at most `lead` units ahead of the source.
+    fn new(shares: usize, workers: usize, lead: usize) -> Self {
+        Self {
+            state: Mutex::new(SharedState {
+                shares,
+                claimed: 0,
+                taken: 0,
+                done: BTreeMap::new(),
+                workers,
+                closed: false,
+                waiting_for_room: 0,
+                waiting_for_next: false,
+            }),
+            room: Condvar::new(),
+            ready: Condvar::new(),
+            lead,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, SharedState> {
         // The state stays whole whatever panicked while holding it: a worker's panic is
         // reported when it is joined.
@@ -295,22 +314,9 @@ impl Parallel {
         if let Some(files) = plain {
             let shares: Arc<[Share]> = shares(&files, unit_bytes as u64).into();
             let files: Arc<[PlainFile]> = files.into();
-            let shared = Arc::new(Shared {
-                state: Mutex::new(SharedState {
-                    shares: shares.len(),
-                    claimed: 0,
-                    taken: 0,
-                    done: BTreeMap::new(),
-                    workers: decoders.len(),
-                    closed: false,
-                    waiting_for_room: 0,
-                    waiting_for_next: false,
-                }),
-                room: Condvar::new(),
-                ready: Condvar::new(),
-                // As many units in all as the workers' queues held when each had its own.
-                lead: ahead * decoders.len(),
-            });
+            // As many units ahead in all as the workers' queues held when each had its own.
+            let lead = ahead * decoders.len();
+            let shared = Arc::new(Shared::new(shares.len(), decoders.len(), lead));
             for (i, mut decoder) in decoders.into_iter().enumerate() {
                 let (files, shares) = (Arc::clone(&files), Arc::clone(&shares));
                 let (counters, bytes, stop) =
@@ -937,21 +943,7 @@ mod tests {
 
     #[test]
     fn shares_go_to_whichever_worker_is_free_and_come_back_in_order() {
-        let shared = Arc::new(Shared {
-            state: Mutex::new(SharedState {
-                shares: 5,
-                claimed: 0,
-                taken: 0,
-                done: BTreeMap::new(),
-                workers: 2,
-                closed: false,
-                waiting_for_room: 0,
-                waiting_for_next: false,
-            }),
-            room: Condvar::new(),
-            ready: Condvar::new(),
-            lead: 3,
-        });
+        let shared = Arc::new(Shared::new(5, 2, 3));
         let unit = |lines| {
             Ok(Unit {
                 batches: Vec::new(),
@@ -998,40 +990,14 @@ mod tests {
         assert_eq!(lines(shared.take()), 3);
         assert!(shared.take().is_none());
         // Workers gone (one panicked holding a share): the source stops waiting for it.
-        let gone = Arc::new(Shared {
-            state: Mutex::new(SharedState {
-                shares: 2,
-                claimed: 1,
-                taken: 0,
-                done: BTreeMap::new(),
-                workers: 1,
-                closed: false,
-                waiting_for_room: 0,
-                waiting_for_next: false,
-            }),
-            room: Condvar::new(),
-            ready: Condvar::new(),
-            lead: 2,
-        });
+        let gone = Arc::new(Shared::new(2, 1, 2));
+        gone.lock().claimed = 1;
         drop(Leaving(Arc::clone(&gone)));
         assert!(gone.take().is_none());
         // A worker that panics closes the shares: the other stops instead of waiting behind
         // the unit that never comes.
-        let shared = Arc::new(Shared {
-            state: Mutex::new(SharedState {
-                shares: 9,
-                claimed: 2,
-                taken: 0,
-                done: BTreeMap::new(),
-                workers: 2,
-                closed: false,
-                waiting_for_room: 0,
-                waiting_for_next: false,
-            }),
-            room: Condvar::new(),
-            ready: Condvar::new(),
-            lead: 2,
-        });
+        let shared = Arc::new(Shared::new(9, 2, 2));
+        shared.lock().claimed = 2;
         let leaving = Leaving(Arc::clone(&shared));
         let panicked = std::thread::spawn(move || {
             let _leaving = leaving;
