@@ -61,7 +61,7 @@ fn main() -> ExitCode {
     }
     println!(
         "\nleave one category out: each category at the threshold optimised on the others \
-         (band: its mean over seven thresholds within ±0.15 of it in -log10(1 - threshold))"
+         (band: its mean over seven thresholds within ±0.15 of it in -log10(1 - threshold), those above 0)"
     );
     for l in &report.loco {
         println!(

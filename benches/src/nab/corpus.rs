@@ -39,21 +39,26 @@ pub struct Loco {
     pub banded: Vec<f64>,
 }
 
-/// Seven thresholds around `t`, evenly spaced in surprise, `-log10(1 - t)`, from 0.15 below
-/// to 0.15 above (for `t` 0.99: 0.9859 to 0.9929); `t` itself in the middle. A threshold of
-/// 1 or more (nothing detected) stays as it is.
-pub fn threshold_band(t: f64) -> [f64; 7] {
+/// Up to seven thresholds around `t`, evenly spaced in surprise, `-log10(1 - t)`, from 0.15
+/// below to 0.15 above (for `t` 0.99: 0.9859 to 0.9929); `t` itself in the middle. A
+/// threshold of 1 or more (nothing detected) stays as it is. Those at or below 0 are left
+/// out: they would flag every row, a threshold no detector has (a detector whose scores are
+/// not probabilities, such as the resonance detector's, can be chosen a threshold near 0).
+pub fn threshold_band(t: f64) -> Vec<f64> {
     if t >= 1.0 {
-        return [t; 7];
+        return vec![t; 7];
     }
     let u = -(1.0 - t).log10();
-    std::array::from_fn(|i| {
-        if i == 3 {
-            t
-        } else {
-            1.0 - 10f64.powf(-(u + 0.05 * (i as f64 - 3.0)))
-        }
-    })
+    (0..7)
+        .map(|i| {
+            if i == 3 {
+                t
+            } else {
+                1.0 - 10f64.powf(-(u + 0.05 * (i as f64 - 3.0)))
+            }
+        })
+        .filter(|b| *b > 0.0)
+        .collect()
 }
 
 impl Loco {

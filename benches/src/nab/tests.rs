@@ -408,4 +408,11 @@ fn the_threshold_band_is_even_in_surprise_around_the_threshold() {
     );
     // Nothing detected stays nothing detected.
     assert_eq!(threshold_band(1.1), [1.1; 7]);
+    // Near 0, the thresholds that would flag every row are left out.
+    let low = threshold_band(0.25);
+    assert_eq!(low.len(), 6, "{low:?}");
+    assert!(
+        low.iter().all(|b| *b > 0.0) && close(low[2], 0.25),
+        "{low:?}"
+    );
 }

@@ -28,6 +28,7 @@ pub mod baseline;
 pub mod correlate;
 mod error;
 pub mod event;
+pub mod resonance;
 pub mod rules;
 pub mod spec;
 #[cfg(test)]
@@ -38,6 +39,7 @@ pub use baseline::{BaselineConfig, BaselineDetector};
 pub use correlate::Correlator;
 pub use error::DetectError;
 pub use event::{AnomalyEvent, IncidentEvidence, IncidentView, PendingAnomaly, Status};
+pub use resonance::{ResonanceDetector, SeriesShape};
 pub use rules::{Rule, RuleEvaluator};
 pub use spec::{Comparison, Condition, CorrelationConfig, RuleSpec, SeriesLimits, Severity};
 pub use windows::WindowedRules;

@@ -51,7 +51,7 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Send NDJSON lines to a Kafka topic, one message per line.
     Produce(ProduceArgs),
-    /// Score one metric series with the default baseline detector (NAB result format).
+    /// Score one metric series with an anomaly detector (NAB result format).
     DetectSeries(DetectSeriesArgs),
     /// Run a pipeline's rules over recorded telemetry, in event-time order, and write every
     /// anomaly event they would have published.
@@ -462,6 +462,22 @@ pub struct DetectSeriesArgs {
     /// each with its score in [0, 1].
     #[arg(long)]
     pub output: PathBuf,
+
+    /// The detector.
+    #[arg(long, value_enum, default_value_t = SeriesDetector::Resonance)]
+    pub detector: SeriesDetector,
+}
+
+/// A detector for `vigil detect-series`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SeriesDetector {
+    /// Shapes clustered by adaptive resonance (after ARTime). It is told the file's range
+    /// and length before the first sample, as NAB tells every detector; each sample is then
+    /// scored without looking ahead.
+    Resonance,
+    /// The baseline detector of `condition = "baseline"` rules: knows nothing in advance,
+    /// as on a live stream.
+    Baseline,
 }
 
 #[cfg(test)]

@@ -5,12 +5,13 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn detect(input: &Path, output: &Path) -> Output {
+fn detect(input: &Path, output: &Path, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vigil"))
         .args(["detect-series", "--input"])
         .arg(input)
         .arg("--output")
         .arg(output)
+        .args(extra)
         .output()
         .expect("run vigil")
 }
@@ -21,7 +22,7 @@ fn detect_text(csv: &str) -> (tempfile::TempDir, Output, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let (input, output) = (dir.path().join("in.csv"), dir.path().join("out.csv"));
     std::fs::write(&input, csv).unwrap();
-    let out = detect(&input, &output);
+    let out = detect(&input, &output, &[]);
     (dir, out, output)
 }
 
@@ -42,13 +43,20 @@ fn series_with_step(rows: usize, step: usize) -> String {
 
 #[test]
 fn detect_series_writes_a_score_per_row_and_the_step_scores_highest() {
+    // The default (resonance) detector and the baseline one.
+    for extra in [&[][..], &["--detector", "baseline"]] {
+        step_scores_highest(extra);
+    }
+}
+
+fn step_scores_highest(extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let (input, output) = (dir.path().join("in.csv"), dir.path().join("out.csv"));
     let (rows, step) = (800, 600);
     let csv = series_with_step(rows, step);
     std::fs::write(&input, &csv).unwrap();
 
-    let out = detect(&input, &output);
+    let out = detect(&input, &output, extra);
     assert!(
         out.status.success(),
         "{}",
@@ -76,10 +84,14 @@ fn detect_series_writes_a_score_per_row_and_the_step_scores_highest() {
         .unwrap();
     assert_eq!(
         top, step,
-        "the step scores {}, row {top} {}",
+        "{extra:?}: the step scores {}, row {top} {}",
         scores[step], scores[top]
     );
-    assert!(scores[step] > 0.99, "the step scores {}", scores[step]);
+    assert!(
+        scores[step] > 0.99,
+        "{extra:?}: the step scores {}",
+        scores[step]
+    );
 }
 
 #[test]

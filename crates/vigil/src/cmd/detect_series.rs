@@ -1,5 +1,6 @@
-//! `vigil detect-series`: one metric series from a CSV file through the default baseline
-//! detector, written in the result format of the Numenta Anomaly Benchmark.
+//! `vigil detect-series`: one metric series from a CSV file through an anomaly detector
+//! (by default the resonance detector, told the file's range and length first, as NAB tells
+//! every detector), written in the result format of the Numenta Anomaly Benchmark.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -7,9 +8,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use vigil_detect::{BaselineConfig, BaselineDetector};
+use vigil_detect::{BaselineConfig, BaselineDetector, ResonanceDetector, SeriesShape};
 
-use crate::cli::DetectSeriesArgs;
+use crate::cli::{DetectSeriesArgs, SeriesDetector};
 
 pub fn run(args: DetectSeriesArgs) -> anyhow::Result<ExitCode> {
     if super::same_file(&args.input, &args.output) {
@@ -22,7 +23,12 @@ pub fn run(args: DetectSeriesArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot open --input {}", args.input.display()))?;
     let output = File::create(&args.output)
         .with_context(|| format!("cannot create --output {}", args.output.display()))?;
-    let result = score(BufReader::new(input), BufWriter::new(output), &args.input);
+    let result = score(
+        BufReader::new(input),
+        BufWriter::new(output),
+        &args.input,
+        args.detector,
+    );
     match result {
         Ok(rows) => {
             println!(
@@ -40,11 +46,25 @@ pub fn run(args: DetectSeriesArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// One input row: its text for the output, when it was and its value.
+struct Row {
+    ts: String,
+    value: String,
+    micros: i64,
+    x: f64,
+}
+
 /// Reads `timestamp,value` rows (after a header naming both columns, in any order; no
 /// quoting), writes `timestamp,value,anomaly_score` with the input's text for the first two,
 /// and returns the number of rows. Blank lines are skipped; a value of `nan` or `inf` is a
-/// missing sample and scores 0.
-fn score(input: impl BufRead, mut out: impl Write, path: &Path) -> anyhow::Result<u64> {
+/// missing sample and scores 0. The whole file is read before the first score: the
+/// resonance detector is told its range and length.
+fn score(
+    input: impl BufRead,
+    mut out: impl Write,
+    path: &Path,
+    detector: SeriesDetector,
+) -> anyhow::Result<u64> {
     let mut lines = input.lines().enumerate().map(|(i, l)| (i + 1, l));
     let at = |line: usize| format!("{}:{line}", path.display());
     let header = match lines.next() {
@@ -72,9 +92,7 @@ fn score(input: impl BufRead, mut out: impl Write, path: &Path) -> anyhow::Resul
     };
     let (tc, vc) = (column("timestamp")?, column("value")?);
 
-    writeln!(out, "timestamp,value,anomaly_score")?;
-    let mut detector = BaselineDetector::new(BaselineConfig::default());
-    let mut rows = 0u64;
+    let mut rows = Vec::new();
     for (n, line) in lines {
         let line = line.with_context(|| at(n))?;
         let line = line.trim_end_matches('\r');
@@ -100,10 +118,35 @@ fn score(input: impl BufRead, mut out: impl Write, path: &Path) -> anyhow::Resul
         let x: f64 = value
             .parse()
             .with_context(|| format!("{}: bad value {value:?}: want a number", at(n)))?;
-        let s = detector.score(micros, x);
-        writeln!(out, "{ts},{value},{s}")?;
-        rows += 1;
+        rows.push(Row {
+            ts: ts.to_owned(),
+            value: value.to_owned(),
+            micros,
+            x,
+        });
+    }
+
+    let mut scorer: Box<dyn FnMut(&Row) -> f64> = match detector {
+        SeriesDetector::Resonance => {
+            let finite = rows.iter().map(|r| r.x).filter(|x| x.is_finite());
+            let shape = SeriesShape {
+                min: finite.clone().fold(f64::INFINITY, f64::min),
+                max: finite.fold(f64::NEG_INFINITY, f64::max),
+                len: Some(rows.len() as u64),
+            };
+            let mut d = ResonanceDetector::new(shape);
+            Box::new(move |r| d.score(r.x))
+        }
+        SeriesDetector::Baseline => {
+            let mut d = BaselineDetector::new(BaselineConfig::default());
+            Box::new(move |r| d.score(r.micros, r.x))
+        }
+    };
+    writeln!(out, "timestamp,value,anomaly_score")?;
+    for r in &rows {
+        let s = scorer(r);
+        writeln!(out, "{},{},{s}", r.ts, r.value)?;
     }
     out.flush()?;
-    Ok(rows)
+    Ok(rows.len() as u64)
 }
