@@ -8,9 +8,11 @@
 //! ```
 //!
 //! A detector sees one series' samples in time order, one at a time, and answers each with
-//! an anomaly score at once: it never looks ahead, keeps bounded memory and does a bounded
-//! amount of work per sample, so it can sit in a stream. [`baseline`] is the default: it needs
-//! no threshold or tuning from the user. `vigil detect-series` runs it over a CSV file.
+//! an anomaly score at once: it never looks at later samples, keeps bounded memory and does
+//! a bounded amount of work per sample. [`baseline`] is the rules' detector: it needs no
+//! threshold, no tuning and nothing known in advance, so it can sit in a stream.
+//! [`resonance`] (after ARTime) is told the series' range and length first, as NAB tells
+//! every detector; `vigil detect-series` reads a CSV file and runs it by default.
 //!
 //! [`rules`] turns per-window signal values into alerts with Prometheus semantics (pending →
 //! firing after `for` → resolved, one firing per episode, state that survives a restart) and
