@@ -272,7 +272,10 @@ fn unit_scale(v: &mut [f64]) {
 }
 
 /// The full Haar decomposition: the overall average, then the details from the coarsest to
-/// the finest.
+/// the finest, each the later half less the earlier. (The sign is a convention, but the
+/// features are scaled to `[0, 1]` after, so it matters: the other sign scores 75.9 leave one
+/// category out, with Ad exchange 14 points higher and known cause and AWS 4–6 lower, and
+/// every fold chooses this one on its six training categories; BENCHMARKS.md.)
 fn haar(mut a: [f64; WINDOW]) -> [f64; WINDOW] {
     let mut out = [0.0; WINDOW];
     let mut len = WINDOW;
@@ -282,7 +285,7 @@ fn haar(mut a: [f64; WINDOW]) -> [f64; WINDOW] {
         for k in 0..half {
             let (even, odd) = (a[2 * k], a[2 * k + 1]);
             averages[k] = (even + odd) / std::f64::consts::SQRT_2;
-            out[half + k] = (even - odd) / std::f64::consts::SQRT_2;
+            out[half + k] = (odd - even) / std::f64::consts::SQRT_2;
         }
         a = averages;
         len = half;
@@ -724,9 +727,15 @@ mod tests {
         }
         let flat = run(&values);
         let flat_day = max(&flat[288 * 10..288 * 11 + 288 / 4]);
-        assert!(learnt < 0.1, "the learnt cycle scored {learnt}");
-        assert!(flat_day > 0.3, "the flat day scored {flat_day}");
-        assert!(max(&flat[288 * 4..288 * 10]) < 0.1, "before the flat day");
+        // Below the threshold NAB's 42 series choose for this detector (0.318,
+        // BENCHMARKS.md), and the flat day well above it and above anything before it.
+        assert!(learnt < 0.3, "the learnt cycle scored {learnt}");
+        let before = max(&flat[288 * 4..288 * 10]);
+        assert!(flat_day > 0.5, "the flat day scored {flat_day}");
+        assert!(
+            flat_day > 2.0 * before,
+            "the flat day {flat_day}, before it {before}"
+        );
     }
 
     #[test]
@@ -826,11 +835,11 @@ mod tests {
         let c = haar(x);
         let energy = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>();
         assert!((energy(&c) - energy(&x)).abs() < 1e-9);
-        // The average times sqrt(8); the coarsest detail is the halves' difference.
+        // The average times sqrt(8); the coarsest detail is the later half less the earlier.
         assert!((c[0] - 24.0 / 8f64.sqrt()).abs() < 1e-9);
-        assert!((c[1] - (8.0 - 16.0) / 8f64.sqrt()).abs() < 1e-9);
+        assert!((c[1] - (16.0 - 8.0) / 8f64.sqrt()).abs() < 1e-9);
         // The finest details are the pairs' differences over sqrt(2).
-        let pairs = [-2.0, 0.0, -4.0, -2.0].map(|d: f64| d / 2f64.sqrt());
+        let pairs = [2.0, 0.0, 4.0, 2.0].map(|d: f64| d / 2f64.sqrt());
         for (got, want) in c[4..].iter().zip(pairs) {
             assert!((got - want).abs() < 1e-9);
         }
