@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A series detector on the Numenta Anomaly Benchmark: `vigil detect-series` over every series
 # of a NAB checkout, then `nab_score` (benches/src/nab.rs) on the results.
-# Usage: [DETECTOR=resonance|baseline] benches/scripts/nab.sh [NAB_DIR] [RESULTS_DIR]
-#   DETECTOR     `vigil detect-series --detector` (default: resonance, detect-series' default)
+# Usage: [DETECTOR=ensemble|resonance|baseline] benches/scripts/nab.sh [NAB_DIR] [RESULTS_DIR]
+#   DETECTOR     `vigil detect-series --detector` (default: ensemble, detect-series' default)
 #   NAB_DIR      data/<category>/<name>.csv, labels/, config/  (default /work/shared/data/nab)
 #   RESULTS_DIR  where the scored series go, same relative paths (default: a temporary dir)
 # Debug build: the detector is cheap, and a debug build shares the workspace's warm cache.
@@ -24,6 +24,6 @@ files=("$nab"/data/*/*.csv)
 for input in "${files[@]}"; do
   rel="${input#"$nab"/data/}"
   mkdir -p "$results/$(dirname "$rel")"
-  "$vigil" detect-series --detector "${DETECTOR:-resonance}" --input "$input" --output "$results/$rel" > /dev/null
+  "$vigil" detect-series --detector "${DETECTOR:-ensemble}" --input "$input" --output "$results/$rel" > /dev/null
 done
 "$CARGO_TARGET_DIR/debug/examples/nab_score" --nab "$nab" --results "$results"

@@ -12,7 +12,8 @@
 //! a bounded amount of work per sample. [`baseline`] is the rules' detector: it needs no
 //! threshold, no tuning and nothing known in advance, so it can sit in a stream.
 //! [`resonance`] (after ARTime) is told the series' range and length first, as NAB tells
-//! every detector; `vigil detect-series` reads a CSV file and runs it by default.
+//! every detector; [`ensemble`] adds the baseline's evidence to it, and is what
+//! `vigil detect-series` runs over a CSV file by default.
 //!
 //! [`rules`] turns per-window signal values into alerts with Prometheus semantics (pending →
 //! firing after `for` → resolved, one firing per episode, state that survives a restart) and
@@ -28,6 +29,7 @@
 
 pub mod baseline;
 pub mod correlate;
+pub mod ensemble;
 mod error;
 pub mod event;
 pub mod resonance;
@@ -39,6 +41,7 @@ pub mod windows;
 
 pub use baseline::{BaselineConfig, BaselineDetector};
 pub use correlate::Correlator;
+pub use ensemble::EnsembleDetector;
 pub use error::DetectError;
 pub use event::{AnomalyEvent, IncidentEvidence, IncidentView, PendingAnomaly, Status};
 pub use resonance::{ResonanceDetector, SeriesShape};

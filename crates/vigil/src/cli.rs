@@ -464,13 +464,16 @@ pub struct DetectSeriesArgs {
     pub output: PathBuf,
 
     /// The detector.
-    #[arg(long, value_enum, default_value_t = SeriesDetector::Resonance)]
+    #[arg(long, value_enum, default_value_t = SeriesDetector::Ensemble)]
     pub detector: SeriesDetector,
 }
 
 /// A detector for `vigil detect-series`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SeriesDetector {
+    /// The resonance detector's score plus the baseline's evidence (NAB: the best of the
+    /// three).
+    Ensemble,
     /// Shapes clustered by adaptive resonance (after ARTime). It is told the file's range
     /// and length before the first sample, as NAB tells every detector; each sample is then
     /// scored without looking ahead.

@@ -43,8 +43,12 @@ fn series_with_step(rows: usize, step: usize) -> String {
 
 #[test]
 fn detect_series_writes_a_score_per_row_and_the_step_scores_highest() {
-    // The default (resonance) detector and the baseline one.
-    for extra in [&[][..], &["--detector", "baseline"]] {
+    // The default (ensemble) detector and each of its parts.
+    for extra in [
+        &[][..],
+        &["--detector", "resonance"],
+        &["--detector", "baseline"],
+    ] {
         step_scores_highest(extra);
     }
 }

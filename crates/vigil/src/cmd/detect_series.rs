@@ -1,6 +1,7 @@
 //! `vigil detect-series`: one metric series from a CSV file through an anomaly detector
-//! (by default the resonance detector, told the file's range and length first, as NAB tells
-//! every detector), written in the result format of the Numenta Anomaly Benchmark.
+//! (by default the resonance and baseline detectors together, the resonance detector told
+//! the file's range and length first, as NAB tells every detector), written in the result
+//! format of the Numenta Anomaly Benchmark.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -8,7 +9,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use vigil_detect::{BaselineConfig, BaselineDetector, ResonanceDetector, SeriesShape};
+use vigil_detect::{
+    BaselineConfig, BaselineDetector, EnsembleDetector, ResonanceDetector, SeriesShape,
+};
 
 use crate::cli::{DetectSeriesArgs, SeriesDetector};
 
@@ -126,14 +129,18 @@ fn score(
         });
     }
 
+    let finite = rows.iter().map(|r| r.x).filter(|x| x.is_finite());
+    let shape = SeriesShape {
+        min: finite.clone().fold(f64::INFINITY, f64::min),
+        max: finite.fold(f64::NEG_INFINITY, f64::max),
+        len: Some(rows.len() as u64),
+    };
     let mut scorer: Box<dyn FnMut(&Row) -> f64> = match detector {
+        SeriesDetector::Ensemble => {
+            let mut d = EnsembleDetector::new(shape);
+            Box::new(move |r| d.score(r.micros, r.x))
+        }
         SeriesDetector::Resonance => {
-            let finite = rows.iter().map(|r| r.x).filter(|x| x.is_finite());
-            let shape = SeriesShape {
-                min: finite.clone().fold(f64::INFINITY, f64::min),
-                max: finite.fold(f64::NEG_INFINITY, f64::max),
-                len: Some(rows.len() as u64),
-            };
             let mut d = ResonanceDetector::new(shape);
             Box::new(move |r| d.score(r.x))
         }
