@@ -125,3 +125,36 @@ fn detect_series_reads_a_spreadsheet_s_csv() {
     let text = std::fs::read_to_string(&output).unwrap();
     assert_eq!(text.lines().count(), 3, "{text}");
 }
+
+#[test]
+fn detect_series_reads_a_pipe_only_with_the_baseline_detector() {
+    // The default detector reads its input twice (the range first), which a pipe cannot
+    // give; it says so. The baseline detector reads a pipe once.
+    let csv = series_with_step(100, 60);
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.csv");
+    for (extra, works) in [(&[][..], false), (&["--detector", "baseline"][..], true)] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["detect-series", "--input", "/dev/stdin", "--output"])
+            .arg(&output)
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // The refusal may come before all is written: a broken pipe then is expected.
+        let _ = std::io::Write::write_all(&mut stdin, csv.as_bytes());
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), works, "{extra:?}: {stderr}");
+        if works {
+            let text = std::fs::read_to_string(&output).unwrap();
+            assert_eq!(text.lines().count(), 101, "{text}");
+        } else {
+            assert!(stderr.contains("is not a regular file"), "{stderr}");
+        }
+    }
+}

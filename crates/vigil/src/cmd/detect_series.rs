@@ -22,15 +22,38 @@ pub fn run(args: DetectSeriesArgs) -> anyhow::Result<ExitCode> {
             args.output.display()
         );
     }
-    let input = File::open(&args.input)
-        .with_context(|| format!("cannot open --input {}", args.input.display()))?;
+    let open = || {
+        File::open(&args.input)
+            .map(BufReader::new)
+            .with_context(|| format!("cannot open --input {}", args.input.display()))
+    };
+    // The resonance detector is told the series' range and length before its first sample,
+    // as NAB tells every detector: a first read finds them (and any bad row, before an
+    // output file exists), a second one scores, so memory stays flat whatever the length.
+    let shape = match args.detector {
+        SeriesDetector::Baseline => None,
+        SeriesDetector::Ensemble | SeriesDetector::Resonance => {
+            let regular = std::fs::metadata(&args.input).is_ok_and(|m| m.is_file());
+            if !regular {
+                bail!(
+                    "--input {} is not a regular file: the {} detector reads it twice (its \
+                     range first); save it to a file, or use --detector baseline",
+                    args.input.display(),
+                    format!("{:?}", args.detector).to_lowercase()
+                );
+            }
+            Some(survey(open()?, &args.input)?)
+        }
+    };
+    let input = open()?;
     let output = File::create(&args.output)
         .with_context(|| format!("cannot create --output {}", args.output.display()))?;
     let result = score(
-        BufReader::new(input),
+        input,
         BufWriter::new(output),
         &args.input,
         args.detector,
+        shape,
     );
     match result {
         Ok(rows) => {
@@ -50,23 +73,20 @@ pub fn run(args: DetectSeriesArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// One input row: its text for the output, when it was and its value.
-struct Row {
-    ts: String,
-    value: String,
+struct Row<'a> {
+    ts: &'a str,
+    value: &'a str,
     micros: i64,
     x: f64,
 }
 
 /// Reads `timestamp,value` rows (after a header naming both columns, in any order; no
-/// quoting), writes `timestamp,value,anomaly_score` with the input's text for the first two,
-/// and returns the number of rows. Blank lines are skipped; a value of `nan` or `inf` is a
-/// missing sample and scores 0. The whole file is read before the first score: the
-/// resonance detector is told its range and length.
-fn score(
+/// quoting) and hands each to `each`; returns the number of rows. Blank lines are skipped; a
+/// value of `nan` or `inf` is a missing sample.
+fn read_rows(
     input: impl BufRead,
-    mut out: impl Write,
     path: &Path,
-    detector: SeriesDetector,
+    mut each: impl FnMut(Row<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
     let mut lines = input.lines().enumerate().map(|(i, l)| (i + 1, l));
     let at = |line: usize| format!("{}:{line}", path.display());
@@ -95,7 +115,7 @@ fn score(
     };
     let (tc, vc) = (column("timestamp")?, column("value")?);
 
-    let mut rows = Vec::new();
+    let mut rows = 0u64;
     for (n, line) in lines {
         let line = line.with_context(|| at(n))?;
         let line = line.trim_end_matches('\r');
@@ -121,27 +141,51 @@ fn score(
         let x: f64 = value
             .parse()
             .with_context(|| format!("{}: bad value {value:?}: want a number", at(n)))?;
-        rows.push(Row {
-            ts: ts.to_owned(),
-            value: value.to_owned(),
+        each(Row {
+            ts,
+            value,
             micros,
             x,
-        });
+        })?;
+        rows += 1;
     }
+    Ok(rows)
+}
 
-    let finite = rows.iter().map(|r| r.x).filter(|x| x.is_finite());
-    let shape = SeriesShape {
-        min: finite.clone().fold(f64::INFINITY, f64::min),
-        max: finite.fold(f64::NEG_INFINITY, f64::max),
-        len: Some(rows.len() as u64),
-    };
-    let mut scorer: Box<dyn FnMut(&Row) -> f64> = match detector {
+/// The series' range (of its finite values) and length.
+fn survey(input: impl BufRead, path: &Path) -> anyhow::Result<SeriesShape> {
+    let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+    let len = read_rows(input, path, |r| {
+        if r.x.is_finite() {
+            (min, max) = (min.min(r.x), max.max(r.x));
+        }
+        Ok(())
+    })?;
+    Ok(SeriesShape {
+        min,
+        max,
+        len: Some(len),
+    })
+}
+
+/// Writes `timestamp,value,anomaly_score` with the input's text for the first two, and
+/// returns the number of rows. A missing sample scores 0. `shape` is what [`survey`] found
+/// (for the detectors that are told it).
+fn score(
+    input: impl BufRead,
+    mut out: impl Write,
+    path: &Path,
+    detector: SeriesDetector,
+    shape: Option<SeriesShape>,
+) -> anyhow::Result<u64> {
+    let told = || shape.expect("the series was surveyed for this detector");
+    let mut scorer: Box<dyn FnMut(&Row<'_>) -> f64> = match detector {
         SeriesDetector::Ensemble => {
-            let mut d = EnsembleDetector::new(shape);
+            let mut d = EnsembleDetector::new(told());
             Box::new(move |r| d.score(r.micros, r.x))
         }
         SeriesDetector::Resonance => {
-            let mut d = ResonanceDetector::new(shape);
+            let mut d = ResonanceDetector::new(told());
             Box::new(move |r| d.score(r.x))
         }
         SeriesDetector::Baseline => {
@@ -150,10 +194,20 @@ fn score(
         }
     };
     writeln!(out, "timestamp,value,anomaly_score")?;
-    for r in &rows {
-        let s = scorer(r);
+    let rows = read_rows(input, path, |r| {
+        let s = scorer(&r);
         writeln!(out, "{},{},{s}", r.ts, r.value)?;
+        Ok(())
+    })?;
+    if let Some(SeriesShape { len: Some(len), .. }) = shape
+        && len != rows
+    {
+        bail!(
+            "{}: {rows} rows on the second read, {len} on the first: the file changed while \
+             it was scored (or is a pipe, which detect-series cannot read twice)",
+            path.display()
+        );
     }
     out.flush()?;
-    Ok(rows.len() as u64)
+    Ok(rows)
 }
