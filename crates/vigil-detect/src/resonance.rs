@@ -29,8 +29,9 @@
 //! 2. **Levels.** The summary is placed on one of [`LEVELS`] levels of the range and pulled
 //!    to the running median level when it is within [`SNAP`] of it, so small wobbles around
 //!    the usual level are one value.
-//! 3. **Shapes.** The last [`WINDOW`] levels, and their Haar wavelet coefficients (both
-//!    scaled to `[0, 1]`), are the shape's features.
+//! 3. **Shapes.** The last [`WINDOW`] levels (in `[0, 1]` of the range) and their Haar
+//!    wavelet coefficients (of the levels rescaled to `[0, 1]`, then rescaled themselves)
+//!    are the shape's features: its form whatever its size, and where it lies.
 //! 4. **Resonance.** The features, complement coded, are matched against every category: the
 //!    match is the fuzzy-AND overlap raised to the third power times the overlap of the
 //!    newest level's pair squared (its "energy"). A match above the upper vigilance teaches
