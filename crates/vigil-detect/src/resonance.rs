@@ -171,8 +171,8 @@ impl ResonanceDetector {
         self.shape(features)
     }
 
-    /// Bytes of state, for the cost figures: grows with the categories learnt, up to
-    /// [`MAX_CATEGORIES`].
+    /// Bytes in memory (the state and the scratch space of a match), for the cost figures:
+    /// grows with the categories learnt, up to [`MAX_CATEGORIES`].
     pub fn state_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
             + self.block.capacity() * 8
@@ -185,6 +185,8 @@ impl ResonanceDetector {
             + self.memory.weights.capacity() * 8
             + self.memory.labels.capacity() * 4
             + self.memory.last_used.capacity() * 8
+            + self.memory.scratch.capacity() * 16
+            + self.memory.order.capacity() * 8
     }
 
     /// The block's summary, placed on a level and snapped to the running median level.
@@ -859,5 +861,70 @@ mod tests {
             last = m.add((seen % 5) as usize * 10, seen);
         }
         assert_eq!(last, 20, "levels 0..40 evenly");
+    }
+}
+
+#[cfg(test)]
+mod failure_modes {
+    //! NAB's classic failure modes, on generated series.
+    use super::*;
+    use crate::testing::Xorshift;
+
+    fn run(values: &[f64]) -> Vec<f64> {
+        let (min, max) = values
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        let mut d = ResonanceDetector::new(SeriesShape {
+            min,
+            max,
+            len: Some(values.len() as u64),
+        });
+        values.iter().map(|&v| d.score(v)).collect()
+    }
+
+    #[test]
+    fn a_constant_series_never_scores() {
+        assert!(run(&vec![7.0; 5000]).iter().all(|s| *s == 0.0));
+    }
+
+    #[test]
+    fn counts_near_zero_rarely_score_and_a_burst_among_them_scores_above_them() {
+        // Mostly 0, sometimes 1 or 2; at sample 6000, ten samples of 10.
+        let mut noise = Xorshift(31);
+        let counts: Vec<f64> = (0..8000)
+            .map(|i| {
+                let u = noise.uniform().abs();
+                if (6000..6010).contains(&i) {
+                    10.0
+                } else if u < 0.8 {
+                    0.0
+                } else if u < 0.95 {
+                    1.0
+                } else {
+                    2.0
+                }
+            })
+            .collect();
+        let scores = run(&counts);
+        let noise_alarms: Vec<f64> = scores[..6000]
+            .iter()
+            .chain(&scores[6100..])
+            .copied()
+            .filter(|s| *s > 0.0)
+            .collect();
+        let burst = scores[6000..6100].iter().copied().fold(0.0, f64::max);
+        let loudest = noise_alarms.iter().copied().fold(0.0, f64::max);
+        assert!(burst > 0.5, "the burst scores {burst}");
+        assert!(
+            noise_alarms.len() < 20,
+            "{} alarms on noise",
+            noise_alarms.len()
+        );
+        assert!(
+            burst > loudest,
+            "the burst {burst}, the noise up to {loudest}"
+        );
     }
 }
