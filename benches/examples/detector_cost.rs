@@ -37,10 +37,10 @@ fn main() {
         })
         .collect();
     let noise: Vec<(i64, f64)> = daily.iter().map(|&(t, _)| (t, rng.normal())).collect();
+    // As on a stream: the range told, the length not.
     let shape = |points: &[(i64, f64)]| SeriesShape {
-        min: points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min),
-        max: points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max),
         len: None,
+        ..SeriesShape::of(points.iter().map(|p| p.1))
     };
     measure("baseline, daily pattern", &daily, || {
         BaselineDetector::new(BaselineConfig::default())

@@ -93,6 +93,32 @@ pub struct SeriesShape {
     pub len: Option<u64>,
 }
 
+impl SeriesShape {
+    /// Nothing seen yet: [`include`](Self::include) each value.
+    pub fn empty() -> Self {
+        Self {
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            len: Some(0),
+        }
+    }
+
+    /// The shape of `values`: the range of the finite ones, and how many there are in all.
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Self {
+        let mut shape = Self::empty();
+        values.into_iter().for_each(|x| shape.include(x));
+        shape
+    }
+
+    /// Counts `x` and, if it is finite, widens the range to it.
+    pub fn include(&mut self, x: f64) {
+        self.len = self.len.map(|n| n + 1);
+        if x.is_finite() {
+            (self.min, self.max) = (self.min.min(x), self.max.max(x));
+        }
+    }
+}
+
 /// The resonance detector of one series (see the module's documentation).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResonanceDetector {
@@ -109,7 +135,7 @@ pub struct ResonanceDetector {
     mean_trend: f64,
     median: LevelMedian,
     /// The last WINDOW levels, oldest first.
-    levels: VecDeque<f64>,
+    levels: [f64; WINDOW],
     /// The learning period's features, until it ends.
     learnt: Vec<[f64; FEATURES]>,
     memory: Memory,
@@ -141,7 +167,7 @@ impl ResonanceDetector {
             blocks: 0,
             mean_trend: 0.0,
             median: LevelMedian::default(),
-            levels: VecDeque::from(vec![0.0; WINDOW]),
+            levels: [0.0; WINDOW],
             learnt: Vec::new(),
             memory: Memory::default(),
             judge: Judge::new(learning),
@@ -161,8 +187,8 @@ impl ResonanceDetector {
         let level = self.summarise();
         self.block.clear();
         self.blocks += 1;
-        self.levels.pop_front();
-        self.levels.push_back(level);
+        self.levels.rotate_left(1);
+        self.levels[WINDOW - 1] = level;
         let features = if self.blocks >= WINDOW as u64 {
             shape_features(&self.levels)
         } else {
@@ -177,13 +203,9 @@ impl ResonanceDetector {
         std::mem::size_of::<Self>()
             + self.block.capacity() * 8
             + self.median.counts.len() * 4
-            + (self.levels.capacity()
-                + self.judge.matches.capacity()
-                + self.judge.shortfalls.capacity())
-                * 8
+            + (self.judge.matches.capacity() + self.judge.shortfalls.capacity()) * 8
             + self.learnt.capacity() * FEATURES * 8
             + self.memory.weights.capacity() * 8
-            + self.memory.labels.capacity() * 4
             + self.memory.last_used.capacity() * 8
             + self.memory.scratch.capacity() * 16
             + self.memory.order.capacity() * 8
@@ -248,19 +270,14 @@ impl ResonanceDetector {
 
 /// The features of a shape: the Haar coefficients of its levels scaled to `[0, 1]`, then
 /// scaled to `[0, 1]` themselves, followed by the levels as they are.
-fn shape_features(levels: &VecDeque<f64>) -> [f64; FEATURES] {
-    let mut scaled = [0.0; WINDOW];
-    for (s, l) in scaled.iter_mut().zip(levels) {
-        *s = *l;
-    }
+fn shape_features(levels: &[f64; WINDOW]) -> [f64; FEATURES] {
+    let mut scaled = *levels;
     unit_scale(&mut scaled);
     let mut coefficients = haar(scaled);
     unit_scale(&mut coefficients);
     let mut f = [0.0; FEATURES];
     f[..WINDOW].copy_from_slice(&coefficients);
-    for (d, l) in f[WINDOW..].iter_mut().zip(levels) {
-        *d = *l;
-    }
+    f[WINDOW..].copy_from_slice(levels);
     f
 }
 
@@ -399,14 +416,12 @@ impl LevelMedian {
     }
 }
 
-/// The categories: complement-coded weights, each with its cluster and when it last matched
-/// best.
+/// The categories: complement-coded weights, each with when it last matched best. (Which
+/// cluster a category belongs to decides no score, so it is not kept.)
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Memory {
     weights: Vec<f64>,
-    labels: Vec<u32>,
     last_used: Vec<u64>,
-    clusters: u32,
     clock: u64,
     lower: f64,
     upper: f64,
@@ -429,7 +444,7 @@ struct Met {
 
 impl Memory {
     fn categories(&self) -> usize {
-        self.labels.len()
+        self.last_used.len()
     }
 
     /// Matches the shape against every category and, if `learn`, learns it.
@@ -442,9 +457,7 @@ impl Memory {
         if self.categories() == 0 {
             // The first category starts as all ones and learns from what resonates with it.
             self.weights.extend_from_slice(&[1.0; CODED]);
-            self.labels.push(1);
             self.last_used.push(0);
-            self.clusters = 1;
             return Met {
                 novel: false,
                 similarity: 0.0,
@@ -497,8 +510,8 @@ impl Memory {
                     }
                     novel = false;
                 } else if m >= self.lower && novel {
-                    let label = self.labels[best];
-                    self.add(&x, label);
+                    // A new category of a cluster it resonates with.
+                    self.add(&x);
                     novel = false;
                     break;
                 } else {
@@ -506,8 +519,7 @@ impl Memory {
                 }
             }
             if novel {
-                self.clusters += 1;
-                self.add(&x, self.clusters);
+                self.add(&x);
             }
         }
         Met {
@@ -517,7 +529,7 @@ impl Memory {
         }
     }
 
-    fn add(&mut self, x: &[f64; CODED], label: u32) {
+    fn add(&mut self, x: &[f64; CODED]) {
         if self.categories() >= MAX_CATEGORIES {
             let (j, _) = self
                 .last_used
@@ -526,12 +538,10 @@ impl Memory {
                 .min_by_key(|(_, t)| **t)
                 .expect("the memory is full, so not empty");
             self.weights[j * CODED..(j + 1) * CODED].copy_from_slice(x);
-            self.labels[j] = label;
             self.last_used[j] = self.clock;
             return;
         }
         self.weights.extend_from_slice(x);
-        self.labels.push(label);
         self.last_used.push(self.clock);
     }
 }
@@ -672,12 +682,7 @@ mod tests {
     use crate::testing::Xorshift;
 
     fn detector(values: &[f64]) -> ResonanceDetector {
-        let finite = values.iter().copied().filter(|v| v.is_finite());
-        ResonanceDetector::new(SeriesShape {
-            min: finite.clone().fold(f64::INFINITY, f64::min),
-            max: finite.fold(f64::NEG_INFINITY, f64::max),
-            len: Some(values.len() as u64),
-        })
+        ResonanceDetector::new(SeriesShape::of(values.iter().copied()))
     }
 
     fn run(values: &[f64]) -> Vec<f64> {
@@ -862,27 +867,8 @@ mod tests {
         }
         assert_eq!(last, 20, "levels 0..40 evenly");
     }
-}
 
-#[cfg(test)]
-mod failure_modes {
-    //! NAB's classic failure modes, on generated series.
-    use super::*;
-    use crate::testing::Xorshift;
-
-    fn run(values: &[f64]) -> Vec<f64> {
-        let (min, max) = values
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-                (a.min(v), b.max(v))
-            });
-        let mut d = ResonanceDetector::new(SeriesShape {
-            min,
-            max,
-            len: Some(values.len() as u64),
-        });
-        values.iter().map(|&v| d.score(v)).collect()
-    }
+    // NAB's classic failure modes.
 
     #[test]
     fn a_constant_series_never_scores() {

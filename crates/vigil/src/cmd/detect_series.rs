@@ -22,38 +22,34 @@ pub fn run(args: DetectSeriesArgs) -> anyhow::Result<ExitCode> {
             args.output.display()
         );
     }
-    let open = || {
-        File::open(&args.input)
-            .map(BufReader::new)
-            .with_context(|| format!("cannot open --input {}", args.input.display()))
-    };
     // The resonance detector is told the series' range and length before its first sample,
     // as NAB tells every detector: a first read finds them (and any bad row, before an
     // output file exists), a second one scores, so memory stays flat whatever the length.
-    let shape = match args.detector {
-        SeriesDetector::Baseline => None,
-        SeriesDetector::Ensemble | SeriesDetector::Resonance => {
-            let regular = std::fs::metadata(&args.input).is_ok_and(|m| m.is_file());
-            if !regular {
-                bail!(
-                    "--input {} is not a regular file: the {} detector reads it twice (its \
-                     range first); save it to a file, or use --detector baseline",
-                    args.input.display(),
-                    format!("{:?}", args.detector).to_lowercase()
-                );
-            }
-            Some(survey(open()?, &args.input)?)
+    let (mut scorer, surveyed): (Scorer, Option<u64>) = match args.detector {
+        SeriesDetector::Ensemble => {
+            let shape = survey(&args.input, args.detector)?;
+            let mut d = EnsembleDetector::new(shape);
+            (Box::new(move |t, x| d.score(t, x)), shape.len)
+        }
+        SeriesDetector::Resonance => {
+            let shape = survey(&args.input, args.detector)?;
+            let mut d = ResonanceDetector::new(shape);
+            (Box::new(move |_, x| d.score(x)), shape.len)
+        }
+        SeriesDetector::Baseline => {
+            let mut d = BaselineDetector::new(BaselineConfig::default());
+            (Box::new(move |t, x| d.score(t, x)), None)
         }
     };
-    let input = open()?;
+    let input = open(&args.input)?;
     let output = File::create(&args.output)
         .with_context(|| format!("cannot create --output {}", args.output.display()))?;
     let result = score(
         input,
         BufWriter::new(output),
         &args.input,
-        args.detector,
-        shape,
+        &mut scorer,
+        surveyed,
     );
     match result {
         Ok(rows) => {
@@ -152,59 +148,55 @@ fn read_rows(
     Ok(rows)
 }
 
-/// The series' range (of its finite values) and length.
-fn survey(input: impl BufRead, path: &Path) -> anyhow::Result<SeriesShape> {
-    let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
-    let len = read_rows(input, path, |r| {
-        if r.x.is_finite() {
-            (min, max) = (min.min(r.x), max.max(r.x));
-        }
+/// A detector as `score` runs it: a sample's time (µs) and value in, its score out.
+type Scorer = Box<dyn FnMut(i64, f64) -> f64>;
+
+fn open(path: &Path) -> anyhow::Result<BufReader<File>> {
+    File::open(path)
+        .map(BufReader::new)
+        .with_context(|| format!("cannot open --input {}", path.display()))
+}
+
+/// The series' range (of its finite values) and length, from a first read of the file.
+fn survey(path: &Path, detector: SeriesDetector) -> anyhow::Result<SeriesShape> {
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        bail!(
+            "--input {} is not a regular file: the {} detector reads it twice (its range \
+             first); save it to a file, or use --detector baseline",
+            path.display(),
+            format!("{detector:?}").to_lowercase()
+        );
+    }
+    let mut shape = SeriesShape::empty();
+    read_rows(open(path)?, path, |r| {
+        shape.include(r.x);
         Ok(())
     })?;
-    Ok(SeriesShape {
-        min,
-        max,
-        len: Some(len),
-    })
+    Ok(shape)
 }
 
 /// Writes `timestamp,value,anomaly_score` with the input's text for the first two, and
-/// returns the number of rows. A missing sample scores 0. `shape` is what [`survey`] found
-/// (for the detectors that are told it).
+/// returns the number of rows. A missing sample scores 0. `surveyed` is the number of rows
+/// a first read found, if there was one: the second must find as many.
 fn score(
     input: impl BufRead,
     mut out: impl Write,
     path: &Path,
-    detector: SeriesDetector,
-    shape: Option<SeriesShape>,
+    scorer: &mut Scorer,
+    surveyed: Option<u64>,
 ) -> anyhow::Result<u64> {
-    let told = || shape.expect("the series was surveyed for this detector");
-    let mut scorer: Box<dyn FnMut(&Row<'_>) -> f64> = match detector {
-        SeriesDetector::Ensemble => {
-            let mut d = EnsembleDetector::new(told());
-            Box::new(move |r| d.score(r.micros, r.x))
-        }
-        SeriesDetector::Resonance => {
-            let mut d = ResonanceDetector::new(told());
-            Box::new(move |r| d.score(r.x))
-        }
-        SeriesDetector::Baseline => {
-            let mut d = BaselineDetector::new(BaselineConfig::default());
-            Box::new(move |r| d.score(r.micros, r.x))
-        }
-    };
     writeln!(out, "timestamp,value,anomaly_score")?;
     let rows = read_rows(input, path, |r| {
-        let s = scorer(&r);
+        let s = scorer(r.micros, r.x);
         writeln!(out, "{},{},{s}", r.ts, r.value)?;
         Ok(())
     })?;
-    if let Some(SeriesShape { len: Some(len), .. }) = shape
+    if let Some(len) = surveyed
         && len != rows
     {
         bail!(
             "{}: {rows} rows on the second read, {len} on the first: the file changed while \
-             it was scored (or is a pipe, which detect-series cannot read twice)",
+             it was scored",
             path.display()
         );
     }
