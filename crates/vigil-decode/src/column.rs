@@ -112,6 +112,14 @@ impl StrColumn {
         self.nulls.append_null();
     }
 
+    /// A null if `kept`, else nothing (a column left out).
+    #[inline(always)]
+    pub(crate) fn push_null_if(&mut self, kept: bool) {
+        if kept {
+            self.push_null();
+        }
+    }
+
     #[inline]
     pub(crate) fn push_option(&mut self, s: Option<&str>) {
         match s {
@@ -237,6 +245,50 @@ fn take_nulls(
     let mask = nulls.as_slice().is_some();
     *nulls = NullBufferBuilder::new(rows);
     mask.then(|| NullBuffer::new(BooleanBuffer::new(slice(block, at), 0, rows)))
+}
+
+/// Columns of nothing but nulls, `rows` long, all reading one zeroed block: what a column
+/// left out of a batch holds ([`keep_only`](crate::Decoder::keep_only)), made once per batch
+/// instead of a null appended to it per row.
+pub(crate) struct AllNull {
+    zeros: Buffer,
+    rows: usize,
+}
+
+impl AllNull {
+    pub(crate) fn new(rows: usize) -> Self {
+        // Enough for the widest: a 64-bit value per row, or 32-bit offsets one more than rows.
+        let zeros = MutableBuffer::from_len_zeroed((rows + 1) * 8).into();
+        Self { zeros, rows }
+    }
+
+    /// The null mask: every bit clear.
+    fn mask(&self) -> NullBuffer {
+        NullBuffer::new(BooleanBuffer::new(self.zeros.clone(), 0, self.rows))
+    }
+
+    pub(crate) fn utf8(&self) -> ArrayRef {
+        let offsets = ScalarBuffer::new(self.zeros.clone(), 0, self.rows + 1);
+        // SAFETY: offsets all 0 (monotonic, within the empty values), one null bit per row.
+        let array = unsafe {
+            StringArray::new_unchecked(
+                OffsetBuffer::new_unchecked(offsets),
+                Buffer::from_vec(Vec::<u8>::new()),
+                Some(self.mask()),
+            )
+        };
+        Arc::new(array)
+    }
+
+    pub(crate) fn primitive<P: ArrowPrimitiveType>(&self) -> PrimitiveArray<P> {
+        let values = ScalarBuffer::new(self.zeros.clone(), 0, self.rows);
+        PrimitiveArray::new(values, Some(self.mask()))
+    }
+
+    pub(crate) fn boolean(&self) -> BooleanArray {
+        let values = BooleanBuffer::new(self.zeros.clone(), 0, self.rows);
+        BooleanArray::new(values, Some(self.mask()))
+    }
 }
 
 /// A nullable column of a primitive Arrow type.
@@ -555,6 +607,30 @@ mod tests {
             assert_eq!(a, b, "batch {batch}");
             assert!(one_block(&b), "batch {batch}: numbers in one block");
             assert_eq!((packed.len(), packed_n.len()), (0, 0), "starts again empty");
+        }
+    }
+
+    #[test]
+    fn all_null_columns_are_the_null_arrays_arrow_makes() {
+        use arrow::array::new_null_array;
+        use arrow::datatypes::{DataType, Float64Type, Int32Type};
+        for rows in [0, 1, 7, 8, 9, 300] {
+            let n = AllNull::new(rows);
+            let cases: [(ArrayRef, DataType); 4] = [
+                (n.utf8(), DataType::Utf8),
+                (Arc::new(n.primitive::<Int32Type>()), DataType::Int32),
+                (Arc::new(n.primitive::<Float64Type>()), DataType::Float64),
+                (Arc::new(n.boolean()), DataType::Boolean),
+            ];
+            for (array, t) in cases {
+                array.to_data().validate_full().unwrap();
+                assert_eq!(
+                    array.as_ref(),
+                    new_null_array(&t, rows).as_ref(),
+                    "{t} of {rows}"
+                );
+                assert_eq!(array.null_count(), rows, "{t} of {rows}");
+            }
         }
     }
 }

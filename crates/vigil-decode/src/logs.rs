@@ -10,7 +10,7 @@ use vigil_core::schema::{FieldType, LogSchema, PromotedField, col};
 use vigil_core::time::date32_from_micros;
 
 use crate::aliases::{self, Slot, level_number};
-use crate::column::{BoolColumn, PrimColumn, StrColumn};
+use crate::column::{AllNull, BoolColumn, PrimColumn, StrColumn};
 use crate::dead::{ReasonCode, Rejection};
 use crate::groups::{Columns, Groups};
 use crate::rows::{
@@ -85,6 +85,22 @@ impl PromotedBuilder {
             Self::Float64(b) => b.truncate(rows),
             Self::Boolean(b) => b.truncate(rows),
             Self::Utf8(b) => b.truncate(rows),
+        }
+    }
+
+    /// A column of its type, all null (one left out of the batch).
+    fn all_null(&self, nulls: &AllNull) -> ArrayRef {
+        match self {
+            Self::Int32(_) => Arc::new(nulls.primitive::<Int32Type>()),
+            Self::Int64(_) => Arc::new(nulls.primitive::<Int64Type>()),
+            Self::Float64(_) => Arc::new(nulls.primitive::<Float64Type>()),
+            Self::Boolean(_) => Arc::new(nulls.boolean()),
+            Self::Utf8(_) => nulls.utf8(),
+            Self::Timestamp(_) => Arc::new(
+                nulls
+                    .primitive::<TimestampMicrosecondType>()
+                    .with_timezone("UTC"),
+            ),
         }
     }
 
@@ -245,10 +261,18 @@ pub(crate) struct LogColumns {
     /// Each column taken as one block, its buffers kept (a backtest's small batches; see
     /// `column::pack`).
     packed: bool,
+    /// The columns written; the others get nothing per row and come out all null.
+    keep: Keep,
 }
 
 impl LogColumns {
-    pub(crate) fn new(schema: &LogSchema, rows: usize, packed: bool) -> Self {
+    /// Builders writing every column.
+    pub(crate) fn new(schema: &LogSchema, rows: usize) -> Self {
+        Self::keeping(schema, rows, false, Keep::all(schema))
+    }
+
+    /// Builders writing the columns `keep` names, packed or not.
+    fn keeping(schema: &LogSchema, rows: usize, packed: bool, keep: Keep) -> Self {
         let string = || StrColumn::with_capacity(rows, 0);
         Self {
             schema: schema.schema().clone(),
@@ -265,6 +289,7 @@ impl LogColumns {
             extra: string(),
             date: PrimColumn::with_capacity(rows),
             packed,
+            keep,
         }
     }
 
@@ -316,19 +341,21 @@ impl LogColumns {
         level_name: &str,
         strs: &[usize; 5],
     ) -> Result<(), Rejection> {
+        // A column left out is written nothing, its values validated all the same.
+        let kept = keep.level;
         match tape.get(level) {
-            Some(Node::String(s)) if keep.level => match normalize_level(s) {
+            Some(Node::String(s)) if kept => match normalize_level(s) {
                 Some(known) => self.level.push(known),
                 None => self.level.push(&s.to_ascii_uppercase()),
             },
-            None | Some(Node::String(_)) => self.level.push_null(),
-            Some(n) if is_null(n) => self.level.push_null(),
+            None | Some(Node::String(_)) => self.level.push_null_if(kept),
+            Some(n) if is_null(n) => self.level.push_null_if(kept),
             Some(n) => match as_i64(n) {
-                Some(i) if keep.level => match level_number(i) {
+                Some(i) if kept => match level_number(i) {
                     Some(known) => self.level.push(known),
                     None => self.level.push(&i.to_string()),
                 },
-                Some(_) => self.level.push_null(),
+                Some(_) => {}
                 None => return Err(wrong_type(level_name, "a string or a level number", n)),
             },
         }
@@ -337,7 +364,9 @@ impl LogColumns {
             .zip(&keep.strings)
         {
             let value = optional_str(tape, i, field)?;
-            b.push_option(value.filter(|_| kept));
+            if kept {
+                b.push_option(value);
+            }
         }
         Ok(())
     }
@@ -357,10 +386,13 @@ impl LogColumns {
             .zip(&keep.promoted)
         {
             match value(i) {
-                None => b.append_null(),
+                None if kept => b.append_null(),
+                None => {}
                 Some(node) => {
                     let v = promote(p, &node, coerce)?;
-                    b.append_value(if kept { v } else { Value::Null });
+                    if kept {
+                        b.append_value(v);
+                    }
                 }
             }
         }
@@ -375,20 +407,37 @@ impl Columns for LogColumns {
 
     fn finish(&mut self) -> RecordBatch {
         let packed = self.packed;
+        let keep = &self.keep;
+        // Made only if some column is left out.
+        let nulls = std::cell::OnceCell::new();
+        let rows = self.timestamp.len();
+        let nulls = || nulls.get_or_init(|| AllNull::new(rows));
+        let string = |c: &mut StrColumn, kept: bool| {
+            if kept { c.take(packed) } else { nulls().utf8() }
+        };
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         columns.push(Arc::new(self.timestamp.take(packed).with_timezone("UTC")));
-        columns.push(self.level.take(packed));
+        columns.push(string(&mut self.level, keep.level));
         columns.push(self.service.take(packed));
-        columns.extend(self.strings.iter_mut().map(|c| c.take(packed)));
-        columns.extend(self.promoted.iter_mut().map(|c| c.take(packed)));
-        columns.push(self.additional_data.take(packed));
-        columns.push(self.extra.take(packed));
+        for (c, &kept) in self.strings.iter_mut().zip(&keep.strings) {
+            columns.push(string(c, kept));
+        }
+        for (c, &kept) in self.promoted.iter_mut().zip(&keep.promoted) {
+            columns.push(if kept {
+                c.take(packed)
+            } else {
+                c.all_null(nulls())
+            });
+        }
+        columns.push(string(&mut self.additional_data, keep.additional_data));
+        columns.push(string(&mut self.extra, keep.extra));
         columns.push(Arc::new(self.date.take(packed)));
         RecordBatch::try_new(self.schema.clone(), columns).expect("log columns match the schema")
     }
 }
 
 /// Which of the columns a record may leave out are written; the rest are all null.
+#[derive(Clone)]
 struct Keep {
     level: bool,
     /// trace_id, span_id, parent_span_id, user_id, message.
@@ -425,7 +474,6 @@ impl Keep {
 /// Validates log records and routes them to their service's builders.
 pub(crate) struct LogRows {
     rows: ServiceRows,
-    keep: Keep,
     scratch: Scratch,
     /// What a record of the common shape holds, read without a tape ([`Rows::direct`]).
     members: LogMembers,
@@ -440,9 +488,11 @@ struct ServiceRows {
     hint: usize,
     /// `decode.default_service`.
     default_service: Option<String>,
-    /// Batches taken as packed columns ([`LogColumns::new`]): set with `keep_only`, for
+    /// Batches taken as packed columns ([`LogColumns::keeping`]): set with `keep_only`, for
     /// batches that are not archived.
     packed: bool,
+    /// The columns written (`keep_only`).
+    keep: Keep,
 }
 
 impl ServiceRows {
@@ -458,18 +508,18 @@ impl ServiceRows {
         (ts, ts_name): (usize, &str),
         service: usize,
         bounds: &TimeBounds,
-        write: impl FnOnce(&mut LogColumns, &LogSchema) -> Result<(), Rejection>,
+        write: impl FnOnce(&mut LogColumns, &LogSchema, &Keep) -> Result<(), Rejection>,
     ) -> Result<(), Rejection> {
         let micros = required_timestamp(tape, ts, ts_name, bounds)?;
         let service = required_service(tape, service, self.default_service.as_deref())?;
-        let (schema, hint, packed) = (&self.schema, self.hint, self.packed);
-        let c = self
-            .groups
-            .get(service, hint, |rows| LogColumns::new(schema, rows, packed));
+        let (schema, hint, packed, keep) = (&self.schema, self.hint, self.packed, &self.keep);
+        let c = self.groups.get(service, hint, |rows| {
+            LogColumns::keeping(schema, rows, packed, keep.clone())
+        });
         let rows = c.len();
         c.push_time(micros);
         c.service.push(service);
-        let written = write(c, schema);
+        let written = write(c, schema, keep);
         if written.is_err() {
             c.truncate(rows);
         }
@@ -536,8 +586,8 @@ struct Fields {
 
 impl LogRows {
     pub(crate) fn new(schema: LogSchema, opts: &crate::DecoderOptions) -> Self {
+        let keep = Keep::all(&schema);
         Self {
-            keep: Keep::all(&schema),
             members: LogMembers::new(schema.promoted().len()),
             direct: Rest::default(),
             scratch: Scratch {
@@ -555,6 +605,7 @@ impl LogRows {
                 hint: 1024,
                 default_service: opts.default_service.clone(),
                 packed: false,
+                keep,
             },
         }
     }
@@ -578,11 +629,12 @@ impl Rows for LogRows {
             ));
         };
         let f = self.scratch.fields(tape, idx, len, &self.rows.schema);
-        let (keep, scratch) = (&self.keep, &mut self.scratch);
+        let scratch = &mut self.scratch;
         let ts = (f.ts, scratch.names[0]);
-        self.rows.append(tape, ts, f.service, bounds, |c, schema| {
-            scratch.write(c, schema, keep, tape, raw, &f)
-        })
+        self.rows
+            .append(tape, ts, f.service, bounds, |c, schema, keep| {
+                scratch.write(c, schema, keep, tape, raw, &f)
+            })
     }
 
     fn direct(
@@ -608,7 +660,9 @@ impl Rows for LogRows {
     }
 
     fn keep_only(&mut self, columns: &[&str]) {
-        self.keep = Keep::only(&self.rows.schema, columns);
+        // Groups made before would go on writing every column.
+        debug_assert_eq!(self.len(), 0, "columns are chosen before the first record");
+        self.rows.keep = Keep::only(&self.rows.schema, columns);
         self.rows.packed = true;
     }
 
@@ -641,24 +695,27 @@ impl LogRows {
         let null = Node::Static(simd_json::StaticNode::Null);
         let tape: [Node<'_>; KNOWN] =
             std::array::from_fn(|k| m.known[k].node(bytes).unwrap_or(null));
-        let (keep, coerce) = (&self.keep, self.scratch.coerce);
+        let coerce = self.scratch.coerce;
         let strs = std::array::from_fn(|i| STRS + i);
-        let written = self
-            .rows
-            .append(&tape, (TS, NAMES[0]), SERVICE, bounds, |c, schema| {
-                c.write_level_and_strings(keep, &tape, LEVEL, NAMES[1], &strs)?;
-                c.write_promoted(schema, keep, coerce, |p| m.promoted[p].node(bytes))?;
-                c.additional_data.push_written(|out| {
-                    if keep.additional_data && !m.runs.is_empty() {
-                        // SAFETY: `log_members` read the whole record: its strings checked as
-                        // UTF-8, the rest JSON's ASCII punctuation, numbers, words and spaces.
-                        let text = unsafe { std::str::from_utf8_unchecked(bytes) };
-                        write_runs(out, text, m.runs.iter().map(|&run| Some(run)));
+        let written =
+            self.rows
+                .append(&tape, (TS, NAMES[0]), SERVICE, bounds, |c, schema, keep| {
+                    c.write_level_and_strings(keep, &tape, LEVEL, NAMES[1], &strs)?;
+                    c.write_promoted(schema, keep, coerce, |p| m.promoted[p].node(bytes))?;
+                    if keep.additional_data {
+                        c.additional_data.push_written(|out| {
+                            if !m.runs.is_empty() {
+                                // SAFETY: `log_members` read the whole record: its strings checked
+                                // as UTF-8, the rest JSON's ASCII punctuation, numbers, words and
+                                // spaces.
+                                let text = unsafe { std::str::from_utf8_unchecked(bytes) };
+                                write_runs(out, text, m.runs.iter().map(|&run| Some(run)));
+                            }
+                        });
                     }
+                    c.extra.push_null_if(keep.extra);
+                    Ok(())
                 });
-                c.extra.push_null();
-                Ok(())
-            });
         // A record that fails validation: the general reader says why.
         written.map_err(|_| Decline::Shape)
     }
@@ -795,28 +852,28 @@ impl Scratch {
             (slots[p] != ABSENT).then(|| tape[slots[p]])
         })?;
 
-        c.additional_data.push_written(|out| {
-            // Members are left over only from an `additional_data` object.
-            let Some(ad) =
-                f.ad.filter(|_| keep.additional_data && !self.rest.is_empty())
-            else {
-                return;
-            };
-            let verbatim = raw
-                .value_end_of(tape, ad, raw.end())
-                .is_some_and(|ad_end| raw.write_object(out, tape, &self.rest, ad_end));
-            if !verbatim {
-                write_members(out, tape, self.rest.iter().map(|m| m.key));
-            }
-        });
-        c.extra.push_written(|out| {
-            if keep.extra
-                && !self.extras.is_empty()
-                && !raw.write_object(out, tape, &self.extras, raw.end())
-            {
-                write_members(out, tape, self.extras.iter().map(|m| m.key));
-            }
-        });
+        if keep.additional_data {
+            c.additional_data.push_written(|out| {
+                // Members are left over only from an `additional_data` object.
+                let Some(ad) = f.ad.filter(|_| !self.rest.is_empty()) else {
+                    return;
+                };
+                let verbatim = raw
+                    .value_end_of(tape, ad, raw.end())
+                    .is_some_and(|ad_end| raw.write_object(out, tape, &self.rest, ad_end));
+                if !verbatim {
+                    write_members(out, tape, self.rest.iter().map(|m| m.key));
+                }
+            });
+        }
+        if keep.extra {
+            c.extra.push_written(|out| {
+                if !self.extras.is_empty() && !raw.write_object(out, tape, &self.extras, raw.end())
+                {
+                    write_members(out, tape, self.extras.iter().map(|m| m.key));
+                }
+            });
+        }
         Ok(())
     }
 }

@@ -424,7 +424,7 @@ impl OtlpDecoder {
         };
         let schema = &self.schema;
         self.logs
-            .get(service, 1024, |rows| LogColumns::new(schema, rows, false))
+            .get(service, 1024, |rows| LogColumns::new(schema, rows))
             .append_row(&row);
         Ok(())
     }
