@@ -10,10 +10,11 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use arrow::array::ArrayDataBuilder;
 use arrow::array::builder::{BooleanBufferBuilder, NullBufferBuilder};
-use arrow::array::{ArrayRef, BooleanArray, PrimitiveArray, StringArray};
+use arrow::array::{ArrayRef, BooleanArray, PrimitiveArray, StringArray, make_array};
 use arrow::buffer::{BooleanBuffer, Buffer, MutableBuffer, NullBuffer, OffsetBuffer, ScalarBuffer};
-use arrow::datatypes::{ArrowPrimitiveType, ToByteSlice};
+use arrow::datatypes::{ArrowPrimitiveType, DataType, ToByteSlice};
 
 /// Appends `s` to `values`. Telemetry's values are mostly short (ids, names, levels): up to
 /// 32 bytes they are moved as two overlapping words, not by a call to `memcpy`, which cost
@@ -164,131 +165,189 @@ impl StrColumn {
         Arc::new(array)
     }
 
-    /// [`finish`](Self::finish), or, `packed`, [`finish_packed`](Self::finish_packed).
-    pub(crate) fn take(&mut self, packed: bool) -> ArrayRef {
-        if packed {
-            self.finish_packed()
-        } else {
-            self.finish()
+    /// The bytes [`pack`](Self::pack) copies.
+    pub(crate) fn packed_size(&self) -> usize {
+        padded(self.offsets.len() * 4)
+            + padded(self.values.len())
+            + padded(self.nulls.len() / 8 + 1)
+    }
+
+    /// The column so far copied into `block` (offsets, bytes and null mask), keeping the
+    /// column's buffers for the next batch.
+    pub(crate) fn pack(&mut self, block: &mut Block) -> Packed {
+        let rows = self.len();
+        let offsets = block.put(self.offsets.to_byte_slice());
+        let values = block.put(self.values.as_bytes());
+        let mask = take_mask(&mut self.nulls, block, rows);
+        self.offsets.truncate(1);
+        self.values.clear();
+        Packed {
+            data_type: DataType::Utf8,
+            rows,
+            buffers: [offsets, values],
+            mask,
         }
     }
 
-    /// The column so far, copied into one block of its own (offsets, bytes and null mask),
-    /// keeping the column's buffers for the next batch. See [`pack`].
+    /// The column so far, copied into one block of its own, keeping the column's buffers
+    /// for the next batch.
+    #[cfg(test)]
     pub(crate) fn finish_packed(&mut self) -> ArrayRef {
-        let rows = self.len();
-        let (block, [offsets, values, mask]) = pack([
-            self.offsets.to_byte_slice(),
-            self.values.as_bytes(),
-            self.nulls.as_slice().unwrap_or_default(),
-        ]);
-        let nulls = take_nulls(&mut self.nulls, &block, mask, rows);
-        // SAFETY: the offsets and bytes are this column's, copied unchanged (see `finish`),
-        // and the null mask has one bit per row.
-        let array = unsafe {
-            StringArray::new_unchecked(
-                OffsetBuffer::new_unchecked(ScalarBuffer::from(slice(&block, offsets))),
-                slice(&block, values),
-                nulls,
-            )
-        };
-        self.offsets.truncate(1);
-        self.values.clear();
-        Arc::new(array)
+        let mut block = Block::new(self.len(), self.packed_size());
+        let packed = self.pack(&mut block);
+        packed.array(&block.finish())
     }
 }
 
 /// Where a buffer starts in a packed block: Arrow's 64-byte alignment.
 const PACK_ALIGN: usize = 64;
 
-/// `parts` copied into one block, each at an aligned position, and where each one is: a
-/// small batch's column packed into one block.
+/// Whether every buffer of `arrays` lies in one allocation.
+#[cfg(test)]
+pub(crate) fn one_block(arrays: &[&dyn arrow::array::Array]) -> bool {
+    let data: Vec<_> = arrays.iter().map(|a| a.to_data()).collect();
+    let mut buffers =
+        (data.iter()).flat_map(|d| d.buffers().iter().chain(d.nulls().map(|n| n.buffer())));
+    let first = buffers.next().expect("a buffer").data_ptr();
+    buffers.all(|b| b.data_ptr() == first)
+}
+
+/// `n` bytes as a packed block holds them: from an aligned position.
+fn padded(n: usize) -> usize {
+    n.next_multiple_of(PACK_ALIGN)
+}
+
+/// A batch's columns copied into one block, each buffer at an aligned position.
 ///
 /// A backtest decodes 256 KiB at a time (its watermark moves that finely), so a service's
 /// batch holds a few hundred rows, and each column came out in two or three blocks of its
 /// own, allocated by a decoder thread and freed by the detection thread. mimalloc hands a
 /// block freed by another thread back to its owner through a list the owner walks, a cache
 /// miss per block: taking the columns was 18% of a backtest's decoding, half of it that
-/// walk. Packed, a column is one block, copied while its bytes are still in cache, and the
-/// column's buffers are reused. Not for batches that are archived: Arrow counts a shared
+/// walk. Packed, a batch is one block, copied while its bytes are still in cache, and the
+/// columns' buffers are reused. Not for batches that are archived: Arrow counts a shared
 /// block once per buffer in `get_array_memory_size`, which the writer's flush threshold
 /// reads.
-fn pack<const N: usize>(parts: [&[u8]; N]) -> (Buffer, [Range<usize>; N]) {
-    let size = parts
-        .iter()
-        .map(|p| p.len().next_multiple_of(PACK_ALIGN))
-        .sum();
-    // Arrow aligns the block itself to 64 bytes, so every buffer in it is aligned.
-    let mut block = MutableBuffer::with_capacity(size);
-    let at = parts.map(|p| {
-        let at = block.len().next_multiple_of(PACK_ALIGN);
-        block.resize(at, 0);
-        block.extend_from_slice(p);
-        at..at + p.len()
-    });
-    (block.into(), at)
-}
-
-/// The part of a packed `block` at `at`.
-fn slice(block: &Buffer, at: Range<usize>) -> Buffer {
-    block.slice_with_length(at.start, at.len())
-}
-
-/// The null mask `nulls` held (if it held one), as packed in `block` at `at`; `nulls` starts
-/// again empty.
-fn take_nulls(
-    nulls: &mut NullBufferBuilder,
-    block: &Buffer,
-    at: Range<usize>,
+pub(crate) struct Block {
+    bytes: MutableBuffer,
     rows: usize,
-) -> Option<NullBuffer> {
-    let mask = nulls.as_slice().is_some();
-    *nulls = NullBufferBuilder::new(rows);
-    mask.then(|| NullBuffer::new(BooleanBuffer::new(slice(block, at), 0, rows)))
+    /// The zeros every all-null column reads, once one needed them.
+    zeros: Option<usize>,
 }
 
-/// Columns of nothing but nulls, `rows` long, all reading one zeroed block: what a column
-/// left out of a batch holds ([`keep_only`](crate::Decoder::keep_only)), made once per batch
-/// instead of a null appended to it per row.
-pub(crate) struct AllNull {
-    zeros: Buffer,
-    rows: usize,
-}
-
-impl AllNull {
-    pub(crate) fn new(rows: usize) -> Self {
-        // Enough for the widest: a 64-bit value per row, or 32-bit offsets one more than rows.
-        let zeros = MutableBuffer::from_len_zeroed((rows + 1) * 8).into();
-        Self { zeros, rows }
+impl Block {
+    /// A block for columns of `rows` rows, with room for `size` bytes of them (the sum of
+    /// their `packed_size`; more only costs a copy as the block grows).
+    pub(crate) fn new(rows: usize, size: usize) -> Self {
+        Self {
+            // Arrow aligns the block itself to 64 bytes, so every buffer in it is aligned.
+            bytes: MutableBuffer::with_capacity(size),
+            rows,
+            zeros: None,
+        }
     }
 
-    /// The null mask: every bit clear.
-    fn mask(&self) -> NullBuffer {
-        NullBuffer::new(BooleanBuffer::new(self.zeros.clone(), 0, self.rows))
+    /// The bytes an all-null column of the block's rows needs: one 64-bit value per row, or
+    /// 32-bit offsets one more than the rows, all zero.
+    pub(crate) fn all_null_size(rows: usize) -> usize {
+        padded((rows + 1) * 8)
     }
 
-    pub(crate) fn utf8(&self) -> ArrayRef {
-        let offsets = ScalarBuffer::new(self.zeros.clone(), 0, self.rows + 1);
-        // SAFETY: offsets all 0 (monotonic, within the empty values), one null bit per row.
-        let array = unsafe {
-            StringArray::new_unchecked(
-                OffsetBuffer::new_unchecked(offsets),
-                Buffer::from_vec(Vec::<u8>::new()),
-                Some(self.mask()),
-            )
+    /// Where `part` went, copied in.
+    fn put(&mut self, part: &[u8]) -> Range<usize> {
+        let at = padded(self.bytes.len());
+        self.bytes.resize(at, 0);
+        self.bytes.extend_from_slice(part);
+        at..at + part.len()
+    }
+
+    /// A column of `data_type` (Utf8, Boolean or primitive) whose every row is null: what a
+    /// column left out of a batch holds ([`keep_only`](crate::Decoder::keep_only)), made
+    /// once per batch instead of a null appended per row. All of them read one run of zeros.
+    pub(crate) fn all_null(&mut self, data_type: DataType) -> Packed {
+        let rows = self.rows;
+        let at = *self.zeros.get_or_insert_with(|| {
+            let at = padded(self.bytes.len());
+            self.bytes.resize(at + (rows + 1) * 8, 0);
+            at
+        });
+        let width = match &data_type {
+            DataType::Utf8 => (rows + 1) * 4,
+            DataType::Boolean => rows.div_ceil(8),
+            t => rows * t.primitive_width().expect("a primitive column"),
         };
-        Arc::new(array)
+        Packed {
+            data_type,
+            rows,
+            buffers: [at..at + width, at..at],
+            mask: Some(at..at + rows.div_ceil(8)),
+        }
     }
 
-    pub(crate) fn primitive<P: ArrowPrimitiveType>(&self) -> PrimitiveArray<P> {
-        let values = ScalarBuffer::new(self.zeros.clone(), 0, self.rows);
-        PrimitiveArray::new(values, Some(self.mask()))
+    pub(crate) fn finish(self) -> Buffer {
+        self.bytes.into()
+    }
+}
+
+/// A column copied into a [`Block`], an array once the block is whole.
+pub(crate) struct Packed {
+    data_type: DataType,
+    rows: usize,
+    /// A string column's offsets and bytes; another's values (the second unused).
+    buffers: [Range<usize>; 2],
+    mask: Option<Range<usize>>,
+}
+
+impl Packed {
+    /// Of `data_type` instead (a timestamp's time zone).
+    pub(crate) fn with_data_type(self, data_type: DataType) -> Self {
+        Self { data_type, ..self }
     }
 
-    pub(crate) fn boolean(&self) -> BooleanArray {
-        let values = BooleanBuffer::new(self.zeros.clone(), 0, self.rows);
-        BooleanArray::new(values, Some(self.mask()))
+    /// The array, reading `block`, the [`Block`] it was copied into.
+    pub(crate) fn array(&self, block: &Buffer) -> ArrayRef {
+        let slice = |at: &Range<usize>| block.slice_with_length(at.start, at.len());
+        let rows = self.rows;
+        let nulls =
+            (self.mask.as_ref()).map(|at| NullBuffer::new(BooleanBuffer::new(slice(at), 0, rows)));
+        let [values, bytes] = &self.buffers;
+        match self.data_type {
+            // SAFETY: the offsets and bytes are a `StrColumn`'s copied unchanged (see
+            // `StrColumn::finish`), or all zero; the null mask has one bit per row.
+            DataType::Utf8 => Arc::new(unsafe {
+                StringArray::new_unchecked(
+                    OffsetBuffer::new_unchecked(ScalarBuffer::from(slice(values))),
+                    slice(bytes),
+                    nulls,
+                )
+            }),
+            DataType::Boolean => Arc::new(BooleanArray::new(
+                BooleanBuffer::new(slice(values), 0, rows),
+                nulls,
+            )),
+            ref t => {
+                let data = ArrayDataBuilder::new(t.clone())
+                    .len(rows)
+                    .add_buffer(slice(values))
+                    .nulls(nulls);
+                // SAFETY: `rows` values of the type's width (a `PrimColumn`'s, copied
+                // unchanged, or zeros), aligned at 64 bytes; the null mask has one bit per row.
+                make_array(unsafe { data.build_unchecked() })
+            }
+        }
     }
+}
+
+/// The null mask `nulls` held (if it held one) copied into `block`; `nulls` starts again
+/// empty.
+fn take_mask(
+    nulls: &mut NullBufferBuilder,
+    block: &mut Block,
+    rows: usize,
+) -> Option<Range<usize>> {
+    let at = nulls.as_slice().map(|mask| block.put(mask));
+    *nulls = NullBufferBuilder::new(rows);
+    at
 }
 
 /// A nullable column of a primitive Arrow type.
@@ -340,26 +399,33 @@ impl<P: ArrowPrimitiveType> PrimColumn<P> {
         PrimitiveArray::new(ScalarBuffer::from(values), nulls.finish())
     }
 
-    /// [`finish`](Self::finish), or, `packed`, [`finish_packed`](Self::finish_packed).
-    pub(crate) fn take(&mut self, packed: bool) -> PrimitiveArray<P> {
-        if packed {
-            self.finish_packed()
-        } else {
-            self.finish()
+    /// The bytes [`pack`](Self::pack) copies.
+    pub(crate) fn packed_size(&self) -> usize {
+        padded(self.values.len() * size_of::<P::Native>()) + padded(self.nulls.len() / 8 + 1)
+    }
+
+    /// The column so far copied into `block`, keeping the column's buffers for the next
+    /// batch.
+    pub(crate) fn pack(&mut self, block: &mut Block) -> Packed {
+        let rows = self.len();
+        let values = block.put(self.values.to_byte_slice());
+        let mask = take_mask(&mut self.nulls, block, rows);
+        self.values.clear();
+        Packed {
+            data_type: P::DATA_TYPE,
+            rows,
+            buffers: [values, 0..0],
+            mask,
         }
     }
 
     /// The column so far, copied into one block of its own, keeping the column's buffers
-    /// for the next batch. See [`pack`].
-    pub(crate) fn finish_packed(&mut self) -> PrimitiveArray<P> {
-        let rows = self.len();
-        let (block, [values, mask]) = pack([
-            self.values.to_byte_slice(),
-            self.nulls.as_slice().unwrap_or_default(),
-        ]);
-        let nulls = take_nulls(&mut self.nulls, &block, mask, rows);
-        self.values.clear();
-        PrimitiveArray::new(ScalarBuffer::from(slice(&block, values)), nulls)
+    /// for the next batch.
+    #[cfg(test)]
+    pub(crate) fn finish_packed(&mut self) -> ArrayRef {
+        let mut block = Block::new(self.len(), self.packed_size());
+        let packed = self.pack(&mut block);
+        packed.array(&block.finish())
     }
 }
 
@@ -402,6 +468,26 @@ impl BoolColumn {
             mut nulls,
         } = std::mem::replace(self, next);
         BooleanArray::new(values.finish(), nulls.finish())
+    }
+
+    /// The bytes [`pack`](Self::pack) copies.
+    pub(crate) fn packed_size(&self) -> usize {
+        padded(self.values.len() / 8 + 1) + padded(self.nulls.len() / 8 + 1)
+    }
+
+    /// The column so far copied into `block`, keeping the column's buffers for the next
+    /// batch.
+    pub(crate) fn pack(&mut self, block: &mut Block) -> Packed {
+        let rows = self.values.len();
+        let values = block.put(self.values.as_slice());
+        let mask = take_mask(&mut self.nulls, block, rows);
+        self.values.truncate(0);
+        Packed {
+            data_type: DataType::Boolean,
+            rows,
+            buffers: [values, 0..0],
+            mask,
+        }
     }
 }
 
@@ -542,24 +628,6 @@ mod tests {
         }
     }
 
-    /// Whether every buffer of `array` lies in one block.
-    fn one_block(array: &dyn Array) -> bool {
-        let data = array.to_data();
-        let buffers: Vec<&Buffer> = data
-            .buffers()
-            .iter()
-            .chain(data.nulls().map(|n| n.buffer()))
-            .collect();
-        let (first, rest) = buffers.split_first().expect("a buffer");
-        // A slice of a block reports the block's capacity; the block starts at or before
-        // the lowest slice.
-        let start = buffers.iter().map(|b| b.as_ptr() as usize).min().unwrap();
-        rest.iter().all(|b| {
-            b.capacity() == first.capacity()
-                && (b.as_ptr() as usize) + b.len() <= start + first.capacity()
-        })
-    }
-
     #[test]
     fn packed_columns_equal_the_columns_taken_whole_batch_after_batch() {
         let mut g = vigil_gen::Rng::new(11);
@@ -602,35 +670,54 @@ mod tests {
             let (a, b) = (whole.finish(), packed.finish_packed());
             assert_eq!(a.as_ref(), b.as_ref(), "batch {batch}");
             assert_eq!(a.null_count(), b.null_count(), "batch {batch}");
-            assert!(one_block(b.as_ref()), "batch {batch}: strings in one block");
+            assert!(
+                one_block(&[b.as_ref()]),
+                "batch {batch}: strings in one block"
+            );
             let (a, b) = (whole_n.finish(), packed_n.finish_packed());
-            assert_eq!(a, b, "batch {batch}");
-            assert!(one_block(&b), "batch {batch}: numbers in one block");
+            assert_eq!(&a as &dyn Array, b.as_ref(), "batch {batch}");
+            assert!(
+                one_block(&[b.as_ref()]),
+                "batch {batch}: numbers in one block"
+            );
             assert_eq!((packed.len(), packed_n.len()), (0, 0), "starts again empty");
         }
     }
 
     #[test]
-    fn all_null_columns_are_the_null_arrays_arrow_makes() {
+    fn all_null_columns_are_the_null_arrays_arrow_makes_and_share_one_run_of_zeros() {
         use arrow::array::new_null_array;
-        use arrow::datatypes::{DataType, Float64Type, Int32Type};
         for rows in [0, 1, 7, 8, 9, 300] {
-            let n = AllNull::new(rows);
-            let cases: [(ArrayRef, DataType); 4] = [
-                (n.utf8(), DataType::Utf8),
-                (Arc::new(n.primitive::<Int32Type>()), DataType::Int32),
-                (Arc::new(n.primitive::<Float64Type>()), DataType::Float64),
-                (Arc::new(n.boolean()), DataType::Boolean),
+            let types = [
+                DataType::Utf8,
+                DataType::Int32,
+                DataType::Float64,
+                DataType::Boolean,
+                DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())),
             ];
-            for (array, t) in cases {
+            // After a column, so the zeros do not start the block.
+            let mut column = PrimColumn::<Int64Type>::with_capacity(rows);
+            (0..rows).for_each(|i| column.push(i as i64));
+            let mut block = Block::new(rows, 0);
+            let packed = column.pack(&mut block);
+            let nulls: Vec<Packed> = types.iter().map(|t| block.all_null(t.clone())).collect();
+            let block = block.finish();
+            assert_eq!(
+                packed.array(&block).as_ref(),
+                &Int64Array::from_iter_values(0..rows as i64) as &dyn Array
+            );
+            let arrays: Vec<ArrayRef> = nulls.iter().map(|n| n.array(&block)).collect();
+            for (array, t) in arrays.iter().zip(&types) {
                 array.to_data().validate_full().unwrap();
                 assert_eq!(
                     array.as_ref(),
-                    new_null_array(&t, rows).as_ref(),
+                    new_null_array(t, rows).as_ref(),
                     "{t} of {rows}"
                 );
                 assert_eq!(array.null_count(), rows, "{t} of {rows}");
             }
+            let arrays: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+            assert!(one_block(&arrays));
         }
     }
 }

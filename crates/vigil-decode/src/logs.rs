@@ -3,14 +3,14 @@
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::datatypes::{Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use simd_json::Node;
 use vigil_core::schema::{FieldType, LogSchema, PromotedField, col};
 use vigil_core::time::date32_from_micros;
 
 use crate::aliases::{self, Slot, level_number};
-use crate::column::{AllNull, BoolColumn, PrimColumn, StrColumn};
+use crate::column::{Block, BoolColumn, Packed, PrimColumn, StrColumn};
 use crate::dead::{ReasonCode, Rejection};
 use crate::groups::{Columns, Groups};
 use crate::rows::{
@@ -88,32 +88,53 @@ impl PromotedBuilder {
         }
     }
 
-    /// A column of its type, all null (one left out of the batch).
-    fn all_null(&self, nulls: &AllNull) -> ArrayRef {
+    /// The type of its column.
+    fn data_type(&self) -> DataType {
         match self {
-            Self::Int32(_) => Arc::new(nulls.primitive::<Int32Type>()),
-            Self::Int64(_) => Arc::new(nulls.primitive::<Int64Type>()),
-            Self::Float64(_) => Arc::new(nulls.primitive::<Float64Type>()),
-            Self::Boolean(_) => Arc::new(nulls.boolean()),
-            Self::Utf8(_) => nulls.utf8(),
-            Self::Timestamp(_) => Arc::new(
-                nulls
-                    .primitive::<TimestampMicrosecondType>()
-                    .with_timezone("UTC"),
-            ),
+            Self::Int32(_) => DataType::Int32,
+            Self::Int64(_) => DataType::Int64,
+            Self::Float64(_) => DataType::Float64,
+            Self::Boolean(_) => DataType::Boolean,
+            Self::Utf8(_) => DataType::Utf8,
+            Self::Timestamp(_) => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         }
     }
 
-    /// The column so far; the builder is left sized for a batch like this one, or, `packed`,
-    /// the column as one block and the builder's buffers kept (see `column::pack`).
-    fn take(&mut self, packed: bool) -> ArrayRef {
+    /// The column so far; the builder is left sized for a batch like this one.
+    fn finish(&mut self) -> ArrayRef {
         match self {
-            Self::Int32(b) => Arc::new(b.take(packed)),
-            Self::Int64(b) => Arc::new(b.take(packed)),
-            Self::Float64(b) => Arc::new(b.take(packed)),
+            Self::Int32(b) => Arc::new(b.finish()),
+            Self::Int64(b) => Arc::new(b.finish()),
+            Self::Float64(b) => Arc::new(b.finish()),
             Self::Boolean(b) => Arc::new(b.finish()),
-            Self::Utf8(b) => b.take(packed),
-            Self::Timestamp(b) => Arc::new(b.take(packed).with_timezone("UTC")),
+            Self::Utf8(b) => b.finish(),
+            Self::Timestamp(b) => Arc::new(b.finish().with_timezone("UTC")),
+        }
+    }
+
+    fn packed_size(&self) -> usize {
+        match self {
+            Self::Int32(b) => b.packed_size(),
+            Self::Int64(b) => b.packed_size(),
+            Self::Float64(b) => b.packed_size(),
+            Self::Boolean(b) => b.packed_size(),
+            Self::Utf8(b) => b.packed_size(),
+            Self::Timestamp(b) => b.packed_size(),
+        }
+    }
+
+    /// The column so far copied into `block`, the builder's buffers kept.
+    fn pack(&mut self, block: &mut Block) -> Packed {
+        match self {
+            Self::Int32(b) => b.pack(block),
+            Self::Int64(b) => b.pack(block),
+            Self::Float64(b) => b.pack(block),
+            Self::Boolean(b) => b.pack(block),
+            Self::Utf8(b) => b.pack(block),
+            Self::Timestamp(b) => {
+                let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+                b.pack(block).with_data_type(utc)
+            }
         }
     }
 }
@@ -406,32 +427,75 @@ impl Columns for LogColumns {
     }
 
     fn finish(&mut self) -> RecordBatch {
-        let packed = self.packed;
-        let keep = &self.keep;
-        // Made only if some column is left out.
-        let nulls = std::cell::OnceCell::new();
-        let rows = self.timestamp.len();
-        let nulls = || nulls.get_or_init(|| AllNull::new(rows));
-        let string = |c: &mut StrColumn, kept: bool| {
-            if kept { c.take(packed) } else { nulls().utf8() }
-        };
+        if self.packed {
+            return self.finish_packed();
+        }
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-        columns.push(Arc::new(self.timestamp.take(packed).with_timezone("UTC")));
-        columns.push(string(&mut self.level, keep.level));
-        columns.push(self.service.take(packed));
+        columns.push(Arc::new(self.timestamp.finish().with_timezone("UTC")));
+        columns.push(self.level.finish());
+        columns.push(self.service.finish());
+        columns.extend(self.strings.iter_mut().map(StrColumn::finish));
+        columns.extend(self.promoted.iter_mut().map(PromotedBuilder::finish));
+        columns.push(self.additional_data.finish());
+        columns.push(self.extra.finish());
+        columns.push(Arc::new(self.date.finish()));
+        RecordBatch::try_new(self.schema.clone(), columns).expect("log columns match the schema")
+    }
+}
+
+impl LogColumns {
+    /// The batch as one block (see [`Block`]), the builders' buffers kept; the columns left
+    /// out all null.
+    fn finish_packed(&mut self) -> RecordBatch {
+        let rows = self.len();
+        let strings = (self.strings.iter()).chain([
+            &self.level,
+            &self.service,
+            &self.additional_data,
+            &self.extra,
+        ]);
+        let size = self.timestamp.packed_size()
+            + self.date.packed_size()
+            + strings.map(StrColumn::packed_size).sum::<usize>()
+            + self
+                .promoted
+                .iter()
+                .map(PromotedBuilder::packed_size)
+                .sum::<usize>()
+            + Block::all_null_size(rows);
+        let mut block = Block::new(rows, size);
+        let keep = &self.keep;
+        let string = |c: &mut StrColumn, kept: bool, block: &mut Block| {
+            if kept {
+                c.pack(block)
+            } else {
+                block.all_null(DataType::Utf8)
+            }
+        };
+        let mut columns: Vec<Packed> = Vec::with_capacity(self.schema.fields().len());
+        let ts = self.schema.field(0).data_type().clone();
+        columns.push(self.timestamp.pack(&mut block).with_data_type(ts));
+        columns.push(string(&mut self.level, keep.level, &mut block));
+        columns.push(self.service.pack(&mut block));
         for (c, &kept) in self.strings.iter_mut().zip(&keep.strings) {
-            columns.push(string(c, kept));
+            columns.push(string(c, kept, &mut block));
         }
         for (c, &kept) in self.promoted.iter_mut().zip(&keep.promoted) {
             columns.push(if kept {
-                c.take(packed)
+                c.pack(&mut block)
             } else {
-                c.all_null(nulls())
+                block.all_null(c.data_type())
             });
         }
-        columns.push(string(&mut self.additional_data, keep.additional_data));
-        columns.push(string(&mut self.extra, keep.extra));
-        columns.push(Arc::new(self.date.take(packed)));
+        columns.push(string(
+            &mut self.additional_data,
+            keep.additional_data,
+            &mut block,
+        ));
+        columns.push(string(&mut self.extra, keep.extra, &mut block));
+        columns.push(self.date.pack(&mut block));
+        let block = block.finish();
+        let columns = columns.iter().map(|c| c.array(&block)).collect();
         RecordBatch::try_new(self.schema.clone(), columns).expect("log columns match the schema")
     }
 }
@@ -880,6 +944,7 @@ impl Scratch {
 
 #[cfg(test)]
 mod tests {
+    use arrow::array::Array;
     use vigil_core::schema::{FieldType, LogSchema, PromotedField};
 
     use super::*;
@@ -1175,7 +1240,15 @@ mod tests {
                 "run {run}: {taken} read of {appended}"
             );
             assert!(syntax > 100, "run {run}: {syntax} declined as not plain");
-            assert_eq!(direct.finish(), tape.finish(), "run {run}");
+            let (direct, tape) = (direct.finish(), tape.finish());
+            if keep.is_some() {
+                // Packed: each batch, the columns left out included, is one allocation.
+                for b in &direct {
+                    let columns: Vec<&dyn Array> = b.columns().iter().map(|c| c.as_ref()).collect();
+                    assert!(crate::column::one_block(&columns), "run {run}");
+                }
+            }
+            assert_eq!(direct, tape, "run {run}");
         }
     }
 
