@@ -46,6 +46,10 @@ pub struct RuleSpec {
     pub annotations: BTreeMap<String, String>,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// The columns of its table its signal and filter read, as planned when the pipeline
+    /// file was checked; `None` if it was not (see
+    /// [`rule_columns`](crate::windows::rule_columns)).
+    pub reads: Option<Vec<String>>,
 }
 
 /// A rule's condition.

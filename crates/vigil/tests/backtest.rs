@@ -200,6 +200,13 @@ fn a_backtest_decodes_only_the_log_columns_its_rules_and_correlation_read() {
     assert_eq!(read(&pipeline), with_traces);
     pipeline.detect.correlation = None;
     assert_eq!(read(&pipeline), rules);
+    // The columns each rule reads were planned when the file was checked; planned again
+    // now, they are the same.
+    assert!(pipeline.rules.iter().all(|r| r.reads.is_some()));
+    for r in &mut pipeline.rules {
+        r.reads = None;
+    }
+    assert_eq!(read(&pipeline), rules);
 }
 
 #[test]

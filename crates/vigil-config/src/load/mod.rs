@@ -323,9 +323,9 @@ impl Validator<'_> {
             alertmanagers.push(u.to_string());
         }
         ok &= rules.iter().all(Option::is_some);
-        let rules: Vec<(RuleSpec, Range<usize>)> = rules.into_iter().flatten().collect();
+        let mut rules: Vec<(RuleSpec, Range<usize>)> = rules.into_iter().flatten().collect();
         if let Some(schema) = &log_schema {
-            ok &= self.check_signals(&rules, schema);
+            ok &= self.check_signals(&mut rules, schema);
         }
         let rules: Vec<RuleSpec> = rules.into_iter().map(|(r, _)| r).collect();
         let mut names = std::collections::HashSet::new();
@@ -440,8 +440,9 @@ impl Validator<'_> {
     }
 
     /// Plans every rule's SQL over its table's columns, as the pipeline will: an unknown
-    /// column or function is reported here, at the rule's `signal`.
-    fn check_signals(&mut self, rules: &[(RuleSpec, Range<usize>)], logs: &LogSchema) -> bool {
+    /// column or function is reported here, at the rule's `signal`. Each rule keeps the
+    /// columns it reads (`reads`): a backtest decodes only those, without planning again.
+    fn check_signals(&mut self, rules: &mut [(RuleSpec, Range<usize>)], logs: &LogSchema) -> bool {
         let mut ok = true;
         for (rule, at) in rules {
             let schema = match rule.table {
@@ -449,9 +450,12 @@ impl Validator<'_> {
                 RecordKind::Metrics => vigil_core::schema::metric_schema(),
                 RecordKind::Spans => vigil_core::schema::span_schema(),
             };
-            if let Err(e) = vigil_detect::windows::check_rule(rule, &schema) {
-                self.problem(Some(at.clone()), e.to_string());
-                ok = false;
+            match vigil_detect::windows::rule_columns(rule, &schema) {
+                Ok(columns) => rule.reads = Some(columns),
+                Err(e) => {
+                    self.problem(Some(at.clone()), e.to_string());
+                    ok = false;
+                }
             }
         }
         ok

@@ -123,6 +123,7 @@ impl Validator<'_> {
             annotations,
             labels: raw.labels,
             cause: raw.cause.unwrap_or(false),
+            reads: None,
         })
     }
 

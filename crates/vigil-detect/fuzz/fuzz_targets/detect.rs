@@ -27,6 +27,7 @@ fn rule(name: &str, signal: &str, condition: Condition, no_data: Option<f64>) ->
         hop: Duration::from_secs(60),
         signal: signal.into(),
         filter: None,
+        reads: None,
         cause: false,
         condition,
         no_data,

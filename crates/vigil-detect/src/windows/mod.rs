@@ -104,22 +104,14 @@ fn signal_sql(spec: &RuleSpec) -> String {
     )
 }
 
-/// Plans a rule's SQL over rows of `schema` as the pipeline will at its first batch, so that
-/// an error in its signal or filter (an unknown column or function, a signal that is not an
-/// aggregate) is reported when the pipeline file is checked, not when data arrives.
-pub fn check_rule(spec: &RuleSpec, schema: &SchemaRef) -> Result<(), DetectError> {
-    let sql = signal_sql(spec);
-    let ctx = plan::session();
-    // Planning over an in-memory table does no I/O: no runtime needed.
-    futures::executor::block_on(Plan::new(&ctx, &sql, schema))
-        .map(drop)
-        .map_err(|e| plan_error(&spec.name, spec.table == RecordKind::Logs, &sql, e))
-}
-
-/// The columns of `schema` a rule's signal and filter read, as planned (see [`check_rule`]).
+/// The columns of `schema` a rule's signal and filter read, planned over rows of `schema` as
+/// the pipeline will at its first batch. An error in its signal or filter (an unknown column
+/// or function, a signal that is not an aggregate) is found so when the pipeline file is
+/// checked, not when data arrives.
 pub fn rule_columns(spec: &RuleSpec, schema: &SchemaRef) -> Result<Vec<String>, DetectError> {
     let sql = signal_sql(spec);
     let ctx = plan::session();
+    // Planning over an in-memory table does no I/O: no runtime needed.
     let plan = futures::executor::block_on(Plan::new(&ctx, &sql, schema))
         .map_err(|e| plan_error(&spec.name, spec.table == RecordKind::Logs, &sql, e))?;
     Ok(plan

@@ -20,6 +20,7 @@ fn spec(name: &str, signal: &str, window: u64, hop: u64, condition: (&str, f64))
         hop: Duration::from_secs(hop),
         signal: signal.into(),
         filter: None,
+        reads: None,
         cause: false,
         condition: Condition::Threshold {
             comparison: condition.0.parse().unwrap(),

@@ -649,7 +649,11 @@ pub fn log_columns_read(pipeline: &Pipeline) -> Option<Vec<String>> {
         .iter()
         .filter(|r| r.table == RecordKind::Logs)
     {
-        columns.extend(vigil_detect::windows::rule_columns(rule, schema).ok()?);
+        // Planned when the pipeline file was checked, over the same columns.
+        match &rule.reads {
+            Some(reads) => columns.extend(reads.iter().cloned()),
+            None => columns.extend(vigil_detect::windows::rule_columns(rule, schema).ok()?),
+        }
     }
     if let Some(c) = &pipeline.detect.correlation {
         columns.extend(c.log_columns().into_iter().map(String::from));
