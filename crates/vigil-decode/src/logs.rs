@@ -125,17 +125,17 @@ impl PromotedBuilder {
 
     /// The column so far copied into `block`, the builder's buffers kept.
     fn pack(&mut self, block: &mut Block) -> Packed {
-        match self {
+        let data_type = self.data_type();
+        let packed = match self {
             Self::Int32(b) => b.pack(block),
             Self::Int64(b) => b.pack(block),
             Self::Float64(b) => b.pack(block),
             Self::Boolean(b) => b.pack(block),
             Self::Utf8(b) => b.pack(block),
-            Self::Timestamp(b) => {
-                let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-                b.pack(block).with_data_type(utc)
-            }
-        }
+            Self::Timestamp(b) => b.pack(block),
+        };
+        // A timestamp's zone.
+        packed.with_data_type(data_type)
     }
 }
 

@@ -176,7 +176,7 @@ impl Shared {
             room: Condvar::new(),
             ready: Condvar::new(),
             lead,
-            // At most an eighth of the lead, so the workers never wait for room meanwhile.
+            // An eighth of the lead: the units waited for are always within it, so they come.
             wake_for: (lead / 8).max(1),
         }
     }
