@@ -188,15 +188,6 @@ impl StrColumn {
             mask,
         }
     }
-
-    /// The column so far, copied into one block of its own, keeping the column's buffers
-    /// for the next batch.
-    #[cfg(test)]
-    pub(crate) fn finish_packed(&mut self) -> ArrayRef {
-        let mut block = Block::new(self.len(), self.packed_size());
-        let packed = self.pack(&mut block);
-        packed.array(&block.finish())
-    }
 }
 
 /// Where a buffer starts in a packed block: Arrow's 64-byte alignment.
@@ -417,15 +408,6 @@ impl<P: ArrowPrimitiveType> PrimColumn<P> {
             buffers: [values, 0..0],
             mask,
         }
-    }
-
-    /// The column so far, copied into one block of its own, keeping the column's buffers
-    /// for the next batch.
-    #[cfg(test)]
-    pub(crate) fn finish_packed(&mut self) -> ArrayRef {
-        let mut block = Block::new(self.len(), self.packed_size());
-        let packed = self.pack(&mut block);
-        packed.array(&block.finish())
     }
 }
 
@@ -667,14 +649,25 @@ mod tests {
                     }
                 }
             }
-            let (a, b) = (whole.finish(), packed.finish_packed());
+            // Each column packed into a block of its own.
+            let alone = |rows, size, pack: &mut dyn FnMut(&mut Block) -> Packed| {
+                let mut block = Block::new(rows, size);
+                let packed = pack(&mut block);
+                packed.array(&block.finish())
+            };
+            let (rows, size) = (packed.len(), packed.packed_size());
+            let (a, b) = (whole.finish(), alone(rows, size, &mut |b| packed.pack(b)));
             assert_eq!(a.as_ref(), b.as_ref(), "batch {batch}");
             assert_eq!(a.null_count(), b.null_count(), "batch {batch}");
             assert!(
                 one_block(&[b.as_ref()]),
                 "batch {batch}: strings in one block"
             );
-            let (a, b) = (whole_n.finish(), packed_n.finish_packed());
+            let (rows, size) = (packed_n.len(), packed_n.packed_size());
+            let (a, b) = (
+                whole_n.finish(),
+                alone(rows, size, &mut |b| packed_n.pack(b)),
+            );
             assert_eq!(&a as &dyn Array, b.as_ref(), "batch {batch}");
             assert!(
                 one_block(&[b.as_ref()]),
