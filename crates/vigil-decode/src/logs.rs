@@ -356,13 +356,13 @@ impl LogColumns {
     /// (under the name `level_name`) and `strs` ([`ABSENT`] where not in the record).
     fn write_level_and_strings(
         &mut self,
-        keep: &Keep,
         tape: &[Node<'_>],
         level: usize,
         level_name: &str,
         strs: &[usize; 5],
     ) -> Result<(), Rejection> {
         // A column left out is written nothing, its values validated all the same.
+        let keep = &self.keep;
         let kept = keep.level;
         match tape.get(level) {
             Some(Node::String(s)) if kept => match normalize_level(s) {
@@ -398,13 +398,12 @@ impl LogColumns {
     fn write_promoted<'t>(
         &mut self,
         schema: &LogSchema,
-        keep: &Keep,
         coerce: bool,
         value: impl Fn(usize) -> Option<Node<'t>>,
     ) -> Result<(), Rejection> {
         for (((i, p), b), &kept) in (schema.promoted().iter().enumerate())
             .zip(&mut self.promoted)
-            .zip(&keep.promoted)
+            .zip(&self.keep.promoted)
         {
             match value(i) {
                 None if kept => b.append_null(),
@@ -555,7 +554,7 @@ struct ServiceRows {
     /// Batches taken as packed columns ([`LogColumns::keeping`]): set with `keep_only`, for
     /// batches that are not archived.
     packed: bool,
-    /// The columns written (`keep_only`).
+    /// The columns its groups write (`keep_only`): each group keeps its own copy.
     keep: Keep,
 }
 
@@ -572,7 +571,7 @@ impl ServiceRows {
         (ts, ts_name): (usize, &str),
         service: usize,
         bounds: &TimeBounds,
-        write: impl FnOnce(&mut LogColumns, &LogSchema, &Keep) -> Result<(), Rejection>,
+        write: impl FnOnce(&mut LogColumns, &LogSchema) -> Result<(), Rejection>,
     ) -> Result<(), Rejection> {
         let micros = required_timestamp(tape, ts, ts_name, bounds)?;
         let service = required_service(tape, service, self.default_service.as_deref())?;
@@ -583,7 +582,7 @@ impl ServiceRows {
         let rows = c.len();
         c.push_time(micros);
         c.service.push(service);
-        let written = write(c, schema, keep);
+        let written = write(c, schema);
         if written.is_err() {
             c.truncate(rows);
         }
@@ -695,10 +694,9 @@ impl Rows for LogRows {
         let f = self.scratch.fields(tape, idx, len, &self.rows.schema);
         let scratch = &mut self.scratch;
         let ts = (f.ts, scratch.names[0]);
-        self.rows
-            .append(tape, ts, f.service, bounds, |c, schema, keep| {
-                scratch.write(c, schema, keep, tape, raw, &f)
-            })
+        self.rows.append(tape, ts, f.service, bounds, |c, schema| {
+            scratch.write(c, schema, tape, raw, &f)
+        })
     }
 
     fn direct(
@@ -761,25 +759,25 @@ impl LogRows {
             std::array::from_fn(|k| m.known[k].node(bytes).unwrap_or(null));
         let coerce = self.scratch.coerce;
         let strs = std::array::from_fn(|i| STRS + i);
-        let written =
-            self.rows
-                .append(&tape, (TS, NAMES[0]), SERVICE, bounds, |c, schema, keep| {
-                    c.write_level_and_strings(keep, &tape, LEVEL, NAMES[1], &strs)?;
-                    c.write_promoted(schema, keep, coerce, |p| m.promoted[p].node(bytes))?;
-                    if keep.additional_data {
-                        c.additional_data.push_written(|out| {
-                            if !m.runs.is_empty() {
-                                // SAFETY: `log_members` read the whole record: its strings checked
-                                // as UTF-8, the rest JSON's ASCII punctuation, numbers, words and
-                                // spaces.
-                                let text = unsafe { std::str::from_utf8_unchecked(bytes) };
-                                write_runs(out, text, m.runs.iter().map(|&run| Some(run)));
-                            }
-                        });
-                    }
-                    c.extra.push_null_if(keep.extra);
-                    Ok(())
-                });
+        let written = self
+            .rows
+            .append(&tape, (TS, NAMES[0]), SERVICE, bounds, |c, schema| {
+                c.write_level_and_strings(&tape, LEVEL, NAMES[1], &strs)?;
+                c.write_promoted(schema, coerce, |p| m.promoted[p].node(bytes))?;
+                if c.keep.additional_data {
+                    c.additional_data.push_written(|out| {
+                        if !m.runs.is_empty() {
+                            // SAFETY: `log_members` read the whole record: its strings checked
+                            // as UTF-8, the rest JSON's ASCII punctuation, numbers, words and
+                            // spaces.
+                            let text = unsafe { std::str::from_utf8_unchecked(bytes) };
+                            write_runs(out, text, m.runs.iter().map(|&run| Some(run)));
+                        }
+                    });
+                }
+                c.extra.push_null_if(c.keep.extra);
+                Ok(())
+            });
         // A record that fails validation: the general reader says why.
         written.map_err(|_| Decline::Shape)
     }
@@ -887,12 +885,11 @@ impl Scratch {
         &mut self,
         c: &mut LogColumns,
         schema: &LogSchema,
-        keep: &Keep,
         tape: &[Node<'_>],
         raw: Raw<'_>,
         f: &Fields,
     ) -> Result<(), Rejection> {
-        c.write_level_and_strings(keep, tape, f.level, self.names[1], &f.strs)?;
+        c.write_level_and_strings(tape, f.level, self.names[1], &f.strs)?;
 
         self.rest.clear();
         if let Some(ad) = f.ad {
@@ -912,11 +909,11 @@ impl Scratch {
             }
         }
         let slots = &self.promoted_slots;
-        c.write_promoted(schema, keep, self.coerce, |p| {
+        c.write_promoted(schema, self.coerce, |p| {
             (slots[p] != ABSENT).then(|| tape[slots[p]])
         })?;
 
-        if keep.additional_data {
+        if c.keep.additional_data {
             c.additional_data.push_written(|out| {
                 // Members are left over only from an `additional_data` object.
                 let Some(ad) = f.ad.filter(|_| !self.rest.is_empty()) else {
@@ -930,7 +927,7 @@ impl Scratch {
                 }
             });
         }
-        if keep.extra {
+        if c.keep.extra {
             c.extra.push_written(|out| {
                 if !self.extras.is_empty() && !raw.write_object(out, tape, &self.extras, raw.end())
                 {
