@@ -279,9 +279,6 @@ pub(crate) struct LogColumns {
     additional_data: StrColumn,
     extra: StrColumn,
     date: PrimColumn<Date32Type>,
-    /// Each column taken as one block, its buffers kept (a backtest's small batches; see
-    /// `column::pack`).
-    packed: bool,
     /// The columns written; the others get nothing per row and come out all null.
     keep: Keep,
 }
@@ -289,11 +286,11 @@ pub(crate) struct LogColumns {
 impl LogColumns {
     /// Builders writing every column.
     pub(crate) fn new(schema: &LogSchema, rows: usize) -> Self {
-        Self::keeping(schema, rows, false, Keep::all(schema))
+        Self::keeping(schema, rows, Keep::all(schema))
     }
 
-    /// Builders writing the columns `keep` names, packed or not.
-    fn keeping(schema: &LogSchema, rows: usize, packed: bool, keep: Keep) -> Self {
+    /// Builders writing the columns `keep` names.
+    fn keeping(schema: &LogSchema, rows: usize, keep: Keep) -> Self {
         let string = || StrColumn::with_capacity(rows, 0);
         Self {
             schema: schema.schema().clone(),
@@ -309,7 +306,6 @@ impl LogColumns {
             additional_data: string(),
             extra: string(),
             date: PrimColumn::with_capacity(rows),
-            packed,
             keep,
         }
     }
@@ -426,7 +422,7 @@ impl Columns for LogColumns {
     }
 
     fn finish(&mut self) -> RecordBatch {
-        if self.packed {
+        if self.keep.packed {
             return self.finish_packed();
         }
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
@@ -509,6 +505,9 @@ struct Keep {
     promoted: Vec<bool>,
     additional_data: bool,
     extra: bool,
+    /// A batch is taken as one block, the builders' buffers kept (see `column::Block`): for
+    /// a reader of some columns (a backtest's small batches), whose batches are not archived.
+    packed: bool,
 }
 
 impl Keep {
@@ -519,6 +518,7 @@ impl Keep {
             promoted: vec![true; schema.promoted().len()],
             additional_data: true,
             extra: true,
+            packed: false,
         }
     }
 
@@ -530,6 +530,7 @@ impl Keep {
             promoted: schema.promoted().iter().map(|p| kept(&p.column)).collect(),
             additional_data: kept(col::ADDITIONAL_DATA),
             extra: kept(col::EXTRA),
+            packed: true,
         }
     }
 }
@@ -551,9 +552,6 @@ struct ServiceRows {
     hint: usize,
     /// `decode.default_service`.
     default_service: Option<String>,
-    /// Batches taken as packed columns ([`LogColumns::keeping`]): set with `keep_only`, for
-    /// batches that are not archived.
-    packed: bool,
     /// The columns its groups write (`keep_only`): each group keeps its own copy.
     keep: Keep,
 }
@@ -575,9 +573,9 @@ impl ServiceRows {
     ) -> Result<(), Rejection> {
         let micros = required_timestamp(tape, ts, ts_name, bounds)?;
         let service = required_service(tape, service, self.default_service.as_deref())?;
-        let (schema, hint, packed, keep) = (&self.schema, self.hint, self.packed, &self.keep);
+        let (schema, hint, keep) = (&self.schema, self.hint, &self.keep);
         let c = self.groups.get(service, hint, |rows| {
-            LogColumns::keeping(schema, rows, packed, keep.clone())
+            LogColumns::keeping(schema, rows, keep.clone())
         });
         let rows = c.len();
         c.push_time(micros);
@@ -667,7 +665,6 @@ impl LogRows {
                 groups: Groups::new(),
                 hint: 1024,
                 default_service: opts.default_service.clone(),
-                packed: false,
                 keep,
             },
         }
@@ -725,7 +722,6 @@ impl Rows for LogRows {
         // Groups made before would go on writing every column.
         debug_assert_eq!(self.len(), 0, "columns are chosen before the first record");
         self.rows.keep = Keep::only(&self.rows.schema, columns);
-        self.rows.packed = true;
     }
 
     fn finish(&mut self) -> Vec<RecordBatch> {

@@ -957,31 +957,33 @@ mod tests {
         assert!(e.contains("a.ndjson") && e.contains("got shorter"), "{e}");
     }
 
+    /// A decoded unit of `lines` lines and no batches, as a worker hands it over.
+    fn unit(lines: i64) -> Result<Unit, PipelineError> {
+        Ok(Unit {
+            batches: Vec::new(),
+            first: false,
+            lines,
+            stopped: false,
+        })
+    }
+
     #[test]
     fn a_waiting_source_is_woken_for_a_few_units_at_once_or_the_last_or_a_close() {
-        let unit = || {
-            Ok(Unit {
-                batches: Vec::new(),
-                first: false,
-                lines: 0,
-                stopped: false,
-            })
-        };
         // A lead of 32, a backtest's: woken for four units at a time.
         let shared = Shared::new(10, 2, 32);
         assert_eq!(shared.wake_for, 4);
         let mut s = shared.lock();
         for k in [1, 2, 3] {
-            s.done.insert(k, unit());
+            s.done.insert(k, unit(0));
             assert!(!s.ready_for_source(4), "woken before the next unit is done");
         }
-        s.done.insert(0, unit());
+        s.done.insert(0, unit(0));
         assert!(s.ready_for_source(4));
         // Near the end, for the units left.
         s.taken = 8;
-        s.done.insert(9, unit());
+        s.done.insert(9, unit(0));
         assert!(!s.ready_for_source(4));
-        s.done.insert(8, unit());
+        s.done.insert(8, unit(0));
         assert!(s.ready_for_source(4));
         // Closed: the units waited for may never come.
         s.taken = 4;
@@ -1005,16 +1007,16 @@ mod tests {
         });
         let wait = std::time::Duration::from_millis(100);
         std::thread::sleep(wait);
-        shared.put(0, unit(), false);
+        shared.put(0, unit(0), false);
         assert!(
             took.recv_timeout(wait).is_err(),
             "woken for one unit of two"
         );
-        shared.put(1, unit(), false);
+        shared.put(1, unit(0), false);
         assert!(took.recv_timeout(wait * 50).unwrap());
         assert!(took.recv_timeout(wait * 50).unwrap());
-        shared.put(3, unit(), false);
-        shared.put(2, unit(), false);
+        shared.put(3, unit(0), false);
+        shared.put(2, unit(0), false);
         assert!(took.recv_timeout(wait * 50).unwrap());
         assert!(took.recv_timeout(wait * 50).unwrap());
         taker.join().unwrap();
@@ -1023,14 +1025,6 @@ mod tests {
     #[test]
     fn shares_go_to_whichever_worker_is_free_and_come_back_in_order() {
         let shared = Arc::new(Shared::new(5, 2, 3));
-        let unit = |lines| {
-            Ok(Unit {
-                batches: Vec::new(),
-                first: false,
-                lines,
-                stopped: false,
-            })
-        };
         let lines = |u: Option<Result<Unit, PipelineError>>| u.unwrap().unwrap().lines;
         // One worker is busy with share 0; the other takes 1 and 2, as far as the lead goes.
         assert_eq!(shared.claim(), Some(0));
