@@ -4,7 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use arrow::array::RecordBatch;
+use std::borrow::Cow;
+use std::cell::OnceCell;
+
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::SchemaRef;
 use vigil_core::schema::RecordKind;
 
 /// Empty windows closed one by one while series are pending, firing or expected (`no_data`):
@@ -96,12 +100,15 @@ impl Group {
     }
 
     /// Takes the raw rows of panes starting before `before`.
-    pub(super) fn take_raw(&mut self, before: i64) -> Vec<(i64, Vec<RecordBatch>)> {
+    pub(super) fn take_raw(&mut self, before: i64) -> Vec<(i64, Batches)> {
         let rest = self.raw.split_off(&before);
         let taken = std::mem::replace(&mut self.raw, rest);
         let n: usize = taken.values().flatten().map(RecordBatch::num_rows).sum();
         self.raw_rows -= n;
-        taken.into_iter().collect()
+        taken
+            .into_iter()
+            .map(|(pane, rows)| (pane, Batches::new(rows)))
+            .collect()
     }
 
     /// A window closed; `had_rows`: whether any of its rules had rows in it.
@@ -147,4 +154,83 @@ impl Group {
             next.max(data_at)
         });
     }
+}
+
+/// A pane's raw batches (at least one), and which of them hold rows of one service only,
+/// found once for all the rules that read them. A decoder's batches each hold one service's
+/// rows, and most rules read one service (`service = 'a'` in their filter): such a rule
+/// need not copy and filter the other services' rows.
+pub(super) struct Batches {
+    batches: Vec<RecordBatch>,
+    /// Per batch, whether all its rows have the same service (none null).
+    single: OnceCell<Vec<bool>>,
+}
+
+impl Batches {
+    pub(super) fn new(batches: Vec<RecordBatch>) -> Self {
+        debug_assert!(!batches.is_empty());
+        Self {
+            batches,
+            single: OnceCell::new(),
+        }
+    }
+
+    pub(super) fn schema(&self) -> SchemaRef {
+        self.batches[0].schema()
+    }
+
+    /// The batches whose rows can be of `services` (every batch for `None`): those holding
+    /// rows of one other service only are left out.
+    pub(super) fn of(&self, services: Option<&[String]>) -> Cow<'_, [RecordBatch]> {
+        let all = Cow::Borrowed(self.batches.as_slice());
+        let Some(services) = services else {
+            return all;
+        };
+        let Ok(column) = self.schema().index_of("service") else {
+            return all;
+        };
+        let single = self.single.get_or_init(|| {
+            self.batches
+                .iter()
+                .map(|b| {
+                    b.column(column)
+                        .as_string_opt::<i32>()
+                        .is_some_and(one_service)
+                })
+                .collect()
+        });
+        // A batch of one service is read when it is one of `services`; any other, always.
+        let kept = |(b, single): (&RecordBatch, &bool)| {
+            !*single
+                || b.column(column)
+                    .as_string_opt::<i32>()
+                    .is_some_and(|s| services.iter().any(|want| want.as_str() == s.value(0)))
+        };
+        if self.batches.iter().zip(single).all(kept) {
+            return all;
+        }
+        Cow::Owned(
+            self.batches
+                .iter()
+                .zip(single)
+                .filter(|&p| kept(p))
+                .map(|(b, _)| b.clone())
+                .collect(),
+        )
+    }
+}
+
+/// Whether every row of `services` has the same one (none null).
+fn one_service(services: &StringArray) -> bool {
+    if services.is_empty() || services.null_count() > 0 {
+        return false;
+    }
+    let first = services.value(0);
+    let offsets = services.value_offsets();
+    // All as long as the first; then, their bytes repeating with that period, all the same
+    // (one comparison of the bytes with themselves shifted by one value).
+    let n = first.len();
+    let same_length = offsets.windows(2).all(|w| (w[1] - w[0]) as usize == n);
+    let bytes = &services.value_data()[offsets[0] as usize..offsets[offsets.len() - 1] as usize];
+    same_length && bytes[n..] == bytes[..bytes.len() - n]
 }

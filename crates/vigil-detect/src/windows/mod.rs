@@ -61,7 +61,7 @@ mod tests;
 pub use checkpoint::Checkpoint;
 pub use shuffle::{Contribution, Partial, SavedStates, decode_ipc, encode_ipc};
 
-use clock::{Filing, Group};
+use clock::{Batches, Filing, Group};
 use plan::{Plan, PlanError};
 
 /// Raw rows a group holds before they are folded into partial aggregate states.
@@ -336,14 +336,11 @@ impl WindowedRules {
     }
 
     /// Folds `taken` raw rows (by pane) into rule `i`'s partial states.
-    async fn fold_rule(
-        &mut self,
-        i: usize,
-        taken: &[(i64, Vec<RecordBatch>)],
-    ) -> Result<(), DetectError> {
+    async fn fold_rule(&mut self, i: usize, taken: &[(i64, Batches)]) -> Result<(), DetectError> {
         for (pane, rows) in taken {
-            let state = self.partial(i, rows).await?;
-            if state.num_rows() > 0 {
+            if let Some(state) = self.partial(i, rows).await?
+                && state.num_rows() > 0
+            {
                 self.rules[i]
                     .states
                     .entry(*pane)
@@ -354,28 +351,35 @@ impl WindowedRules {
         Ok(())
     }
 
-    /// The rule's partial aggregate states over `rows`.
+    /// The rule's partial aggregate states over `rows` (`None`: none of them can pass its
+    /// filter).
     async fn partial(
         &mut self,
         i: usize,
-        rows: &[RecordBatch],
-    ) -> Result<RecordBatch, DetectError> {
-        self.with_plan(i, rows, async |p| p.partial(rows).await)
+        rows: &Batches,
+    ) -> Result<Option<RecordBatch>, DetectError> {
+        self.with_plan(i, rows, async |p, rows| p.partial(rows).await.map(Some))
             .await
     }
 
-    /// Runs rule `i`'s plan over `rows` with `run` (planned for their schema first, unless it
-    /// already is); an error names the rule and its query.
-    async fn with_plan<T>(
+    /// Runs rule `i`'s plan with `run` over the batches of `rows` whose rows can pass its
+    /// filter (planned for their schema first, unless it already is). When none can, `run`
+    /// is not called and the result is empty, as the plan's would be: the plan groups by
+    /// service, so no rows make no groups. An error names the rule and its query.
+    async fn with_plan<T: Default>(
         &mut self,
         i: usize,
-        rows: &[RecordBatch],
-        run: impl AsyncFnOnce(&Plan) -> Result<T, PlanError>,
+        rows: &Batches,
+        run: impl AsyncFnOnce(&Plan, &[RecordBatch]) -> Result<T, PlanError>,
     ) -> Result<T, DetectError> {
-        self.plan(i, &rows[0].schema()).await?;
+        self.plan(i, &rows.schema()).await?;
         let r = &self.rules[i];
         let plan = r.plan.as_ref().expect("planned above");
-        run(plan).await.map_err(|e| r.plan_error(e))
+        let kept = rows.of(plan.services());
+        if kept.is_empty() {
+            return Ok(T::default());
+        }
+        run(plan, &kept).await.map_err(|e| r.plan_error(e))
     }
 
     /// Plans rule `i` for input `schema`, unless it already is.
@@ -418,7 +422,7 @@ impl WindowedRules {
                 Some(rows) if self.rules[i].states.range(start..end).next().is_none() => {
                     // The same plan, run once over the rows ([`Plan::whole`]).
                     let values = self
-                        .with_plan(i, rows, async |p| p.whole(rows).await)
+                        .with_plan(i, rows, async |p, rows| p.whole(rows).await)
                         .await?;
                     had_rows |= !values.is_empty();
                     values

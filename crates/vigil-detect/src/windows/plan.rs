@@ -16,10 +16,15 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SessionStateBuilder, TaskContext};
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::expressions::{BinaryExpr, Column, InListExpr, Literal};
+use datafusion::physical_expr::{PhysicalExpr, split_conjunction};
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
 
 /// Why a plan could not be made or run: DataFusion's error, or a signal that is not what a
 /// rule needs. The caller names the rule.
@@ -58,6 +63,9 @@ pub(super) struct Plan {
     /// What the plans run with, made once: a session's task context copies its function
     /// registries (some three hundred functions), which cost more than a small window's rows.
     task: Arc<TaskContext>,
+    /// The services whose rows its filter can keep, where the filter names them (see
+    /// [`services_kept`]); `None`: any service's.
+    services: Option<Vec<String>>,
 }
 
 impl Plan {
@@ -83,12 +91,29 @@ impl Plan {
             Ok(TreeNodeRecursion::Continue)
         })?;
         let partial = partial.ok_or(PlanError::NotAnAggregate)?;
+        let mut services = None;
+        partial.apply(|node| {
+            Ok(match node.downcast_ref::<FilterExec>() {
+                Some(filter) => {
+                    services = services_kept(filter.predicate());
+                    TreeNodeRecursion::Stop
+                }
+                None => TreeNodeRecursion::Continue,
+            })
+        })?;
         Ok(Self {
             input: Arc::clone(schema),
             partial,
             whole,
             task: ctx.task_ctx(),
+            services,
         })
+    }
+
+    /// The services whose rows the plan's filter can keep, if it names them: rows of any
+    /// other service add nothing to its signal.
+    pub(super) fn services(&self) -> Option<&[String]> {
+        self.services.as_deref()
     }
 
     /// The input columns the plan reads (indices into its input schema): its scan's
@@ -153,6 +178,45 @@ impl Plan {
         let plan = with_rows(&self.whole, rows, &self.input)?;
         values(&collect(plan, Arc::clone(&self.task)).await?)
     }
+}
+
+/// The services a filter keeps rows of, when one of its conjuncts names them: `service =
+/// 'a'` (either way round), `service IN ('a', 'b')`, or such terms joined by `OR`. A row of
+/// any other service (or none) fails that conjunct, so the whole filter. `None` when no
+/// conjunct says (`service <> 'a'`, `lower(service) = 'a'`, `service = 'a' OR level = 'ERROR'`).
+fn services_kept(predicate: &Arc<dyn PhysicalExpr>) -> Option<Vec<String>> {
+    fn is_service(e: &Arc<dyn PhysicalExpr>) -> bool {
+        e.downcast_ref::<Column>()
+            .is_some_and(|c| c.name() == "service")
+    }
+    fn text(e: &Arc<dyn PhysicalExpr>) -> Option<String> {
+        match e.downcast_ref::<Literal>()?.value() {
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)) => Some(s.clone()),
+            _ => None,
+        }
+    }
+    fn named(e: &Arc<dyn PhysicalExpr>) -> Option<Vec<String>> {
+        if let Some(b) = e.downcast_ref::<BinaryExpr>() {
+            return match b.op() {
+                Operator::Eq if is_service(b.left()) => Some(vec![text(b.right())?]),
+                Operator::Eq if is_service(b.right()) => Some(vec![text(b.left())?]),
+                Operator::Or => {
+                    let mut services = named(b.left())?;
+                    services.extend(named(b.right())?);
+                    Some(services)
+                }
+                _ => None,
+            };
+        }
+        let list = e.downcast_ref::<InListExpr>()?;
+        if list.negated() || !is_service(list.expr()) {
+            return None;
+        }
+        list.list().iter().map(text).collect()
+    }
+    split_conjunction(predicate).into_iter().find_map(named)
 }
 
 /// The whole plan's output as (service, value, rows), sorted by service. A null value is NaN

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use vigil_core::schema::RecordKind;
 
 use super::clock::Filing;
-use super::{WindowedRules, split_by_pane};
+use super::{Batches, WindowedRules, split_by_pane};
 use crate::error::DetectError;
 
 /// One rule's partial aggregate states over one pane's rows (one row per service).
@@ -108,13 +108,18 @@ impl WindowedRules {
                     panes.entry(pane).or_default().push(rows);
                 }
             }
+            let panes: Vec<(i64, Batches)> = panes
+                .into_iter()
+                .map(|(pane, rows)| (pane, Batches::new(rows)))
+                .collect();
             for i in 0..self.rules.len() {
                 if self.rules[i].group != g {
                     continue;
                 }
                 for (pane, rows) in &panes {
-                    let states = self.partial(i, rows).await?;
-                    if states.num_rows() > 0 {
+                    if let Some(states) = self.partial(i, rows).await?
+                        && states.num_rows() > 0
+                    {
                         out.push(Partial {
                             rule: self.rules[i].evaluator.rule().name.clone(),
                             pane: *pane,

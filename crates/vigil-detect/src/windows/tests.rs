@@ -660,3 +660,64 @@ fn rows_in_time_order_are_split_into_panes_without_a_copy_and_rows_out_of_order_
         (g.pane(T0), vec![1.0, 2.0, 3.0])
     );
 }
+
+#[test]
+fn a_filter_naming_services_is_found_and_any_other_filter_names_none() {
+    let schema = batch(&[(T0, "a", 1.0)]).schema();
+    let services = |filter: &str| {
+        let sql = format!("SELECT service, count(*) FROM w WHERE {filter} GROUP BY service");
+        let plan = run(Plan::new(&plan::session(), &sql, &schema))
+            .ok()
+            .unwrap();
+        plan.services().map(<[String]>::to_vec)
+    };
+    let named = |s: &[&str]| Some(s.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(services("service = 'a'"), named(&["a"]));
+    assert_eq!(services("'a' = service AND value > 1"), named(&["a"]));
+    assert_eq!(
+        services("value > 1 AND service IN ('a', 'b')"),
+        named(&["a", "b"])
+    );
+    assert_eq!(
+        services("service = 'a' OR service = 'b'"),
+        named(&["a", "b"])
+    );
+    assert_eq!(services("service <> 'a'"), None);
+    assert_eq!(services("service NOT IN ('a')"), None);
+    assert_eq!(services("lower(service) = 'a'"), None);
+    assert_eq!(services("service = 'a' OR value > 1"), None);
+    assert_eq!(services("value > 1"), None);
+}
+
+#[test]
+fn a_rule_naming_its_service_reads_only_batches_that_can_hold_it_and_its_values_are_the_same() {
+    // Batches of one service each, as a decoder makes them, and one of several (its
+    // overflow group): a rule whose filter names `a` skips the batches of `b` alone, not the
+    // mixed one, and its value is what the whole query over every row gives.
+    let only_a = batch(&[(T0, "a", 1.0), (T0 + 1, "a", 2.0)]);
+    let only_b = batch(&[(T0 + 2, "b", 40.0), (T0 + 3, "b", 50.0)]);
+    let mixed = batch(&[(T0 + 4, "b", 60.0), (T0 + 5, "a", 3.0)]);
+    let rows = Batches::new(vec![only_a.clone(), only_b.clone(), mixed.clone()]);
+    let a = vec!["a".to_string()];
+    let kept = rows.of(Some(&a));
+    assert_eq!(kept.to_vec(), vec![only_a.clone(), mixed.clone()]);
+    assert_eq!(rows.of(None).len(), 3);
+    let c = vec!["c".to_string()];
+    assert_eq!(rows.of(Some(&c)).to_vec(), vec![mixed.clone()]);
+
+    let mut named = spec("a", "sum(value)", 60, 60, (">", -1e18));
+    named.filter = Some("service = 'a'".into());
+    let mut unnamed = spec("a", "sum(value)", 60, 60, (">", -1e18));
+    unnamed.filter = Some("service || '' = 'a'".into());
+    let [x, y] = [named, unnamed].map(|s| {
+        let mut rules = WindowedRules::new(&[s]);
+        run(async {
+            for b in [&only_a, &only_b, &mixed] {
+                rules.push(RecordKind::Metrics, b);
+            }
+            rules.advance(T0 + MIN).await.unwrap()
+        })
+    });
+    assert_eq!(values_of(&x), vec![(T0, "a".to_string(), 6.0)]);
+    assert_eq!(values_of(&x), values_of(&y));
+}
