@@ -39,7 +39,7 @@
 
 use std::collections::BTreeMap;
 
-use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use datafusion::prelude::SessionContext;
@@ -279,13 +279,15 @@ impl WindowedRules {
     }
 
     /// Files `batch` (rows of `kind`) into the panes its rows fall in. Rows are folded into
-    /// partial states by the next [`advance`](Self::advance).
-    pub fn push(&mut self, kind: RecordKind, batch: &RecordBatch) {
+    /// partial states by the next [`advance`](Self::advance). Returns the batch's
+    /// [`time_range`], found once for the caller and every group.
+    pub fn push(&mut self, kind: RecordKind, batch: &RecordBatch) -> Option<(i64, i64)> {
+        let range = time_range(batch)?;
         for g in 0..self.groups.len() {
             if self.groups[g].table != kind {
                 continue;
             }
-            for (pane, rows) in split_by_pane(&self.groups[g], batch) {
+            for (pane, rows) in split_by_pane(&self.groups[g], batch, range) {
                 if let Filing::Late = self.groups[g].admit(pane) {
                     self.late += rows.num_rows() as u64;
                     continue;
@@ -293,6 +295,7 @@ impl WindowedRules {
                 self.groups[g].file(pane, rows);
             }
         }
+        Some(range)
     }
 
     /// Closes every window whose end is at or before `watermark`, oldest first, and returns
@@ -484,23 +487,31 @@ impl WindowedRules {
     }
 }
 
-/// `batch`'s rows split by the pane of `g` their event time falls in, in pane order. A batch
-/// within one pane is kept whole; rows usually come in time order, so each pane's rows are a
-/// run: those become zero-copy slices, and only a batch whose time goes back is filtered
-/// into copies.
-fn split_by_pane(g: &Group, batch: &RecordBatch) -> Vec<(i64, RecordBatch)> {
-    if batch.num_rows() == 0 {
-        return Vec::new();
+/// The earliest and latest event time (`timestamp`, µs) of `batch`'s rows; `None` when it has
+/// no rows or no such column.
+pub fn time_range(batch: &RecordBatch) -> Option<(i64, i64)> {
+    let col = batch.schema().index_of("timestamp").ok()?;
+    let ts = batch.column(col).as_primitive::<TimestampMicrosecondType>();
+    if ts.null_count() > 0 {
+        return Some((arrow::compute::min(ts)?, arrow::compute::max(ts)?));
     }
+    let (lo, hi) = ts
+        .values()
+        .iter()
+        .fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+    (lo <= hi).then_some((lo, hi))
+}
+
+/// `batch`'s rows split by the pane of `g` their event time falls in, in pane order, given
+/// their [`time_range`]. A batch within one pane is kept whole; rows usually come in time
+/// order, so each pane's rows are a run: those become zero-copy slices, and only a batch
+/// whose time goes back is filtered into copies.
+fn split_by_pane(g: &Group, batch: &RecordBatch, (lo, hi): (i64, i64)) -> Vec<(i64, RecordBatch)> {
     let Ok(col) = batch.schema().index_of("timestamp") else {
         return Vec::new();
     };
     let ts = batch.column(col).as_primitive::<TimestampMicrosecondType>();
     // Most batches (a decoder's batch per service, a second of a partition) fall in one pane.
-    let (lo, hi) = ts
-        .values()
-        .iter()
-        .fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
     if g.pane(lo) == g.pane(hi) {
         return vec![(g.pane(lo), batch.clone())];
     }

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use vigil_core::schema::RecordKind;
 
 use super::clock::Filing;
-use super::{Batches, WindowedRules, split_by_pane};
+use super::{Batches, WindowedRules, split_by_pane, time_range};
 use crate::error::DetectError;
 
 /// One rule's partial aggregate states over one pane's rows (one row per service).
@@ -104,7 +104,10 @@ impl WindowedRules {
             }
             let mut panes: std::collections::BTreeMap<i64, Vec<RecordBatch>> = Default::default();
             for b in batches {
-                for (pane, rows) in split_by_pane(&self.groups[g], b) {
+                let Some(range) = time_range(b) else {
+                    continue;
+                };
+                for (pane, rows) in split_by_pane(&self.groups[g], b, range) {
                     panes.entry(pane).or_default().push(rows);
                 }
             }

@@ -620,7 +620,7 @@ fn rows_in_time_order_are_split_into_panes_without_a_copy_and_rows_out_of_order_
         (T0 + MIN + 5, "a", 4.0),
         (T0 + 3 * MIN, "a", 5.0),
     ]);
-    let split = split_by_pane(&g, &in_order);
+    let split = split_by_pane(&g, &in_order, time_range(&in_order).unwrap());
     let panes: Vec<(i64, Vec<f64>)> = split.iter().map(|(p, b)| (*p, values(b))).collect();
     assert_eq!(
         panes,
@@ -643,17 +643,18 @@ fn rows_in_time_order_are_split_into_panes_without_a_copy_and_rows_out_of_order_
         (T0, "a", 2.0),
         (T0 + MIN + 1, "a", 3.0),
     ]);
-    let panes: Vec<(i64, Vec<f64>)> = split_by_pane(&g, &back_in_time)
-        .iter()
-        .map(|(p, b)| (*p, values(b)))
-        .collect();
+    let panes: Vec<(i64, Vec<f64>)> =
+        split_by_pane(&g, &back_in_time, time_range(&back_in_time).unwrap())
+            .iter()
+            .map(|(p, b)| (*p, values(b)))
+            .collect();
     assert_eq!(
         panes,
         [(g.pane(T0), vec![2.0]), (g.pane(T0 + MIN), vec![1.0, 3.0])]
     );
     // Within one pane, in order or not: the batch whole, as it came.
     let one_pane = batch(&[(T0 + 5, "a", 1.0), (T0, "b", 2.0), (T0 + MIN - 1, "a", 3.0)]);
-    let split = split_by_pane(&g, &one_pane);
+    let split = split_by_pane(&g, &one_pane, time_range(&one_pane).unwrap());
     assert_eq!(split.len(), 1);
     assert_eq!(
         (split[0].0, values(&split[0].1)),

@@ -16,8 +16,8 @@ mod shuffle;
 use std::io::Write;
 use std::time::Duration;
 
-use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use vigil_core::schema::{RecordKind, col};
 use vigil_core::time::{format_rfc3339, micros};
 use vigil_detect::correlate::WindowEvidence;
@@ -233,15 +233,14 @@ impl Detection {
 
     /// Files a decoded batch from `stream` (e.g. `topic:partition`) into the rules' windows.
     pub fn push(&mut self, kind: RecordKind, stream: &str, batch: &RecordBatch) {
-        if let Some(t) = latest_time(batch) {
-            self.streams.note(stream, t);
-        }
         if kind == self.traces
             && let Some(c) = &mut self.correlator
         {
             c.push(batch);
         }
-        self.engine.push(kind, batch);
+        if let Some((_, latest)) = self.engine.push(kind, batch) {
+            self.streams.note(stream, latest);
+        }
     }
 
     /// `stream` has no more rows (its input is complete): it stops holding the watermark
@@ -630,12 +629,6 @@ impl Detection {
         }
         Ok(())
     }
-}
-
-/// The latest event time of a batch's rows, if it has any.
-fn latest_time(batch: &RecordBatch) -> Option<i64> {
-    let i = batch.schema().index_of("timestamp").ok()?;
-    arrow::compute::max(batch.column(i).as_primitive::<TimestampMicrosecondType>())
 }
 
 /// The columns of log records detection reads: its rules' signals and filters on logs, what

@@ -35,7 +35,6 @@ use vigil_detect::windows::{Partial, SavedStates, decode_ipc, encode_ipc};
 use vigil_detect::{Correlator, DetectError, WindowedRules};
 
 use super::clock::Streams;
-use super::latest_time;
 use crate::config::Pipeline;
 use crate::error::PipelineError;
 
@@ -304,7 +303,7 @@ impl Stage1 {
             p.to = Some(o.1);
         }
         for b in rows {
-            if let Some(t) = latest_time(b) {
+            if let Some((_, t)) = vigil_detect::windows::time_range(b) {
                 self.streams.note(stream, t);
                 p.latest = Some(p.latest.map_or(t, |l: i64| l.max(t)));
             }
