@@ -27,6 +27,12 @@
 //! values to the bit. On a minute's few thousand rows, running a plan costs more than the
 //! aggregation in it, so this halves what closing a window costs.
 //!
+//! A rule whose filter names the services it reads (`service = 'a'`, `service IN ('a', 'b')`)
+//! runs over only the batches that can hold them: a decoder's batch holds one service's
+//! rows, and copying the other services' rows into the rule's input only for its filter to
+//! drop them cost more than the rest of the rule. A batch of several services is always
+//! read; the filter still decides row by row.
+//!
 //! Memory: raw rows are folded into partial states once a group holds [`FOLD_ROWS`] of them
 //! (and before any window closes), so what stays is at most `FOLD_ROWS` rows per group plus
 //! the partial states: services × open panes × folds, not events.
