@@ -105,6 +105,9 @@ impl Feed {
 }
 
 pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
+    // The time reported covers everything but starting the process: the file's check, the
+    // decoders' start and detection's set-up as well as the run.
+    let started = Instant::now();
     let mut pipeline = match vigil_config::load(&args.pipeline) {
         Ok(p) => p,
         Err(e) => {
@@ -209,7 +212,6 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         detection.assemble_traces_from(RecordKind::Spans);
     }
     let rt = super::runtime()?;
-    let started = Instant::now();
     let mut buf = vec![0u8; READ_BYTES];
     while let Some(feed) = feeds
         .iter_mut()
