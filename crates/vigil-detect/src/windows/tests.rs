@@ -722,3 +722,37 @@ fn a_rule_naming_its_service_reads_only_batches_that_can_hold_it_and_its_values_
     assert_eq!(values_of(&x), vec![(T0, "a".to_string(), 6.0)]);
     assert_eq!(values_of(&x), values_of(&y));
 }
+
+#[test]
+fn a_batchs_time_range_spans_its_rows_and_skips_null_times() {
+    assert_eq!(
+        time_range(&batch(&[
+            (T0 + 5, "a", 1.0),
+            (T0, "b", 2.0),
+            (T0 + 9, "a", 3.0)
+        ])),
+        Some((T0, T0 + 9))
+    );
+    assert_eq!(time_range(&batch(&[])), None);
+    // A null time's slot holds 0: it must not count as the earliest.
+    let nullable = Arc::new(Schema::new(
+        batch(&[])
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    let with_null = RecordBatch::try_new(
+        nullable,
+        vec![
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![Some(T0 + 1), None]).with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from(vec!["a", "a"])),
+            Arc::new(Float64Array::from(vec![1.0, 2.0])),
+        ],
+    )
+    .unwrap();
+    assert_eq!(time_range(&with_null), Some((T0 + 1, T0 + 1)));
+}
