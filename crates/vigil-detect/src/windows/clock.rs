@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::borrow::Cow;
 use std::cell::OnceCell;
 
-use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::SchemaRef;
+use vigil_core::arrays::one_value;
 use vigil_core::schema::RecordKind;
 
 /// Empty windows closed one by one while series are pending, firing or expected (`no_data`):
@@ -195,7 +196,7 @@ impl Batches {
                 .map(|b| {
                     b.column(column)
                         .as_string_opt::<i32>()
-                        .is_some_and(one_service)
+                        .is_some_and(|s| one_value(s).is_some())
                 })
                 .collect()
         });
@@ -218,19 +219,4 @@ impl Batches {
                 .collect(),
         )
     }
-}
-
-/// Whether every row of `services` has the same one (none null).
-fn one_service(services: &StringArray) -> bool {
-    if services.is_empty() || services.null_count() > 0 {
-        return false;
-    }
-    let first = services.value(0);
-    let offsets = services.value_offsets();
-    // All as long as the first; then, their bytes repeating with that period, all the same
-    // (one comparison of the bytes with themselves shifted by one value).
-    let n = first.len();
-    let same_length = offsets.windows(2).all(|w| (w[1] - w[0]) as usize == n);
-    let bytes = &services.value_data()[offsets[0] as usize..offsets[offsets.len() - 1] as usize];
-    same_length && bytes[n..] == bytes[..bytes.len() - n]
 }
