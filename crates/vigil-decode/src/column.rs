@@ -182,7 +182,6 @@ impl StrColumn {
         self.offsets.truncate(1);
         self.values.clear();
         Packed {
-            data_type: DataType::Utf8,
             rows,
             buffers: [offsets, values],
             mask,
@@ -255,20 +254,19 @@ impl Block {
     /// A column of `data_type` (Utf8, Boolean or primitive) whose every row is null: what a
     /// column left out of a batch holds ([`keep_only`](crate::Decoder::keep_only)), made
     /// once per batch instead of a null appended per row. All of them read one run of zeros.
-    pub(crate) fn all_null(&mut self, data_type: DataType) -> Packed {
+    pub(crate) fn all_null(&mut self, data_type: &DataType) -> Packed {
         let rows = self.rows;
         let at = *self.zeros.get_or_insert_with(|| {
             let at = padded(self.bytes.len());
             self.bytes.resize(at + (rows + 1) * 8, 0);
             at
         });
-        let width = match &data_type {
+        let width = match data_type {
             DataType::Utf8 => (rows + 1) * 4,
             DataType::Boolean => rows.div_ceil(8),
             t => rows * t.primitive_width().expect("a primitive column"),
         };
         Packed {
-            data_type,
             rows,
             buffers: [at..at + width, at..at],
             mask: Some(at..at + rows.div_ceil(8)),
@@ -282,7 +280,6 @@ impl Block {
 
 /// A column copied into a [`Block`], an array once the block is whole.
 pub(crate) struct Packed {
-    data_type: DataType,
     rows: usize,
     /// A string column's offsets and bytes; another's values (the second unused).
     buffers: [Range<usize>; 2],
@@ -290,19 +287,15 @@ pub(crate) struct Packed {
 }
 
 impl Packed {
-    /// Of `data_type` instead (a timestamp's time zone).
-    pub(crate) fn with_data_type(self, data_type: DataType) -> Self {
-        Self { data_type, ..self }
-    }
-
-    /// The array, reading `block`, the [`Block`] it was copied into.
-    pub(crate) fn array(&self, block: &Buffer) -> ArrayRef {
+    /// The array of `data_type` (the column's, as its schema says), reading `block`, the
+    /// [`Block`] it was copied into.
+    pub(crate) fn array(&self, data_type: &DataType, block: &Buffer) -> ArrayRef {
         let slice = |at: &Range<usize>| block.slice_with_length(at.start, at.len());
         let rows = self.rows;
         let nulls =
             (self.mask.as_ref()).map(|at| NullBuffer::new(BooleanBuffer::new(slice(at), 0, rows)));
         let [values, bytes] = &self.buffers;
-        match self.data_type {
+        match data_type {
             // SAFETY: the offsets and bytes are a `StrColumn`'s copied unchanged (see
             // `StrColumn::finish`), or all zero; the null mask has one bit per row.
             DataType::Utf8 => Arc::new(unsafe {
@@ -316,7 +309,7 @@ impl Packed {
                 BooleanBuffer::new(slice(values), 0, rows),
                 nulls,
             )),
-            ref t => {
+            t => {
                 let data = ArrayDataBuilder::new(t.clone())
                     .len(rows)
                     .add_buffer(slice(values))
@@ -403,7 +396,6 @@ impl<P: ArrowPrimitiveType> PrimColumn<P> {
         let mask = take_mask(&mut self.nulls, block, rows);
         self.values.clear();
         Packed {
-            data_type: P::DATA_TYPE,
             rows,
             buffers: [values, 0..0],
             mask,
@@ -465,7 +457,6 @@ impl BoolColumn {
         let mask = take_mask(&mut self.nulls, block, rows);
         self.values.truncate(0);
         Packed {
-            data_type: DataType::Boolean,
             rows,
             buffers: [values, 0..0],
             mask,
@@ -650,13 +641,16 @@ mod tests {
                 }
             }
             // Each column packed into a block of its own.
-            let alone = |rows, size, pack: &mut dyn FnMut(&mut Block) -> Packed| {
+            let alone = |rows, size, t, pack: &mut dyn FnMut(&mut Block) -> Packed| {
                 let mut block = Block::new(rows, size);
                 let packed = pack(&mut block);
-                packed.array(&block.finish())
+                packed.array(&t, &block.finish())
             };
             let (rows, size) = (packed.len(), packed.packed_size());
-            let (a, b) = (whole.finish(), alone(rows, size, &mut |b| packed.pack(b)));
+            let (a, b) = (
+                whole.finish(),
+                alone(rows, size, DataType::Utf8, &mut |b| packed.pack(b)),
+            );
             assert_eq!(a.as_ref(), b.as_ref(), "batch {batch}");
             assert_eq!(a.null_count(), b.null_count(), "batch {batch}");
             assert!(
@@ -666,7 +660,7 @@ mod tests {
             let (rows, size) = (packed_n.len(), packed_n.packed_size());
             let (a, b) = (
                 whole_n.finish(),
-                alone(rows, size, &mut |b| packed_n.pack(b)),
+                alone(rows, size, DataType::Int64, &mut |b| packed_n.pack(b)),
             );
             assert_eq!(&a as &dyn Array, b.as_ref(), "batch {batch}");
             assert!(
@@ -693,13 +687,15 @@ mod tests {
             (0..rows).for_each(|i| column.push(i as i64));
             let mut block = Block::new(rows, 0);
             let packed = column.pack(&mut block);
-            let nulls: Vec<Packed> = types.iter().map(|t| block.all_null(t.clone())).collect();
+            let nulls: Vec<Packed> = types.iter().map(|t| block.all_null(t)).collect();
             let block = block.finish();
             assert_eq!(
-                packed.array(&block).as_ref(),
+                packed.array(&DataType::Int64, &block).as_ref(),
                 &Int64Array::from_iter_values(0..rows as i64) as &dyn Array
             );
-            let arrays: Vec<ArrayRef> = nulls.iter().map(|n| n.array(&block)).collect();
+            let arrays: Vec<ArrayRef> = (nulls.iter().zip(&types))
+                .map(|(n, t)| n.array(t, &block))
+                .collect();
             for (array, t) in arrays.iter().zip(&types) {
                 array.to_data().validate_full().unwrap();
                 assert_eq!(

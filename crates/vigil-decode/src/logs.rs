@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch};
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::datatypes::{Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use simd_json::Node;
 use vigil_core::schema::{FieldType, LogSchema, PromotedField, col};
@@ -88,18 +88,6 @@ impl PromotedBuilder {
         }
     }
 
-    /// The type of its column.
-    fn data_type(&self) -> DataType {
-        match self {
-            Self::Int32(_) => DataType::Int32,
-            Self::Int64(_) => DataType::Int64,
-            Self::Float64(_) => DataType::Float64,
-            Self::Boolean(_) => DataType::Boolean,
-            Self::Utf8(_) => DataType::Utf8,
-            Self::Timestamp(_) => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        }
-    }
-
     /// The column so far; the builder is left sized for a batch like this one.
     fn finish(&mut self) -> ArrayRef {
         match self {
@@ -125,17 +113,14 @@ impl PromotedBuilder {
 
     /// The column so far copied into `block`, the builder's buffers kept.
     fn pack(&mut self, block: &mut Block) -> Packed {
-        let data_type = self.data_type();
-        let packed = match self {
+        match self {
             Self::Int32(b) => b.pack(block),
             Self::Int64(b) => b.pack(block),
             Self::Float64(b) => b.pack(block),
             Self::Boolean(b) => b.pack(block),
             Self::Utf8(b) => b.pack(block),
             Self::Timestamp(b) => b.pack(block),
-        };
-        // A timestamp's zone.
-        packed.with_data_type(data_type)
+        }
     }
 }
 
@@ -464,12 +449,13 @@ impl LogColumns {
             if kept {
                 c.pack(block)
             } else {
-                block.all_null(DataType::Utf8)
+                block.all_null(&DataType::Utf8)
             }
         };
-        let mut columns: Vec<Packed> = Vec::with_capacity(self.schema.fields().len());
-        let ts = self.schema.field(0).data_type().clone();
-        columns.push(self.timestamp.pack(&mut block).with_data_type(ts));
+        // In the schema's order, which gives each column its type.
+        let fields = self.schema.fields();
+        let mut columns: Vec<Packed> = Vec::with_capacity(fields.len());
+        columns.push(self.timestamp.pack(&mut block));
         columns.push(string(&mut self.level, keep.level, &mut block));
         columns.push(self.service.pack(&mut block));
         for (c, &kept) in self.strings.iter_mut().zip(&keep.strings) {
@@ -479,7 +465,7 @@ impl LogColumns {
             columns.push(if kept {
                 c.pack(&mut block)
             } else {
-                block.all_null(c.data_type())
+                block.all_null(fields[columns.len()].data_type())
             });
         }
         columns.push(string(
@@ -490,7 +476,9 @@ impl LogColumns {
         columns.push(string(&mut self.extra, keep.extra, &mut block));
         columns.push(self.date.pack(&mut block));
         let block = block.finish();
-        let columns = columns.iter().map(|c| c.array(&block)).collect();
+        let columns = (columns.iter().zip(fields))
+            .map(|(c, f)| c.array(f.data_type(), &block))
+            .collect();
         RecordBatch::try_new(self.schema.clone(), columns).expect("log columns match the schema")
     }
 }
