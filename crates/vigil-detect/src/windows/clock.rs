@@ -180,6 +180,36 @@ impl Batches {
         self.batches[0].schema()
     }
 
+    /// Per batch, whether all its rows have the service column's first value.
+    fn single(&self, column: usize) -> &[bool] {
+        self.single.get_or_init(|| {
+            self.batches
+                .iter()
+                .map(|b| {
+                    b.column(column)
+                        .as_string_opt::<i32>()
+                        .is_some_and(|s| one_value(s).is_some())
+                })
+                .collect()
+        })
+    }
+
+    /// The rows of each service, in the services' order, when every batch holds one
+    /// service's rows (`None` otherwise: then only reading the rows says).
+    pub(super) fn counts(&self) -> Option<Vec<(&str, usize)>> {
+        let column = self.schema().index_of("service").ok()?;
+        let single = self.single(column);
+        let mut counts = BTreeMap::new();
+        for (b, single) in self.batches.iter().zip(single) {
+            if !*single {
+                return None;
+            }
+            let service = b.column(column).as_string::<i32>().value(0);
+            *counts.entry(service).or_insert(0) += b.num_rows();
+        }
+        Some(counts.into_iter().collect())
+    }
+
     /// The batches whose rows can be of `services` (every batch for `None`): those holding
     /// rows of one other service only are left out.
     pub(super) fn of(&self, services: Option<&[String]>) -> Cow<'_, [RecordBatch]> {
@@ -190,16 +220,7 @@ impl Batches {
         let Ok(column) = self.schema().index_of("service") else {
             return all;
         };
-        let single = self.single.get_or_init(|| {
-            self.batches
-                .iter()
-                .map(|b| {
-                    b.column(column)
-                        .as_string_opt::<i32>()
-                        .is_some_and(|s| one_value(s).is_some())
-                })
-                .collect()
-        });
+        let single = self.single(column);
         // A batch of one service is read when it is one of `services`; any other, always.
         let kept = |(b, single): (&RecordBatch, &bool)| {
             !*single

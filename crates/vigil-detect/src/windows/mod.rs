@@ -68,7 +68,7 @@ pub use checkpoint::Checkpoint;
 pub use shuffle::{Contribution, Partial, SavedStates, decode_ipc, encode_ipc};
 
 use clock::{Batches, Filing, Group};
-use plan::{Plan, PlanError};
+use plan::{Input, Plan, PlanError};
 
 /// Raw rows a group holds before they are folded into partial aggregate states.
 pub const FOLD_ROWS: usize = 65_536;
@@ -379,7 +379,7 @@ impl WindowedRules {
         &mut self,
         i: usize,
         rows: &Batches,
-        run: impl AsyncFnOnce(&Plan, &[RecordBatch]) -> Result<T, PlanError>,
+        run: impl AsyncFnOnce(&Plan, Input<'_>) -> Result<T, PlanError>,
     ) -> Result<T, DetectError> {
         self.plan(i, &rows.schema()).await?;
         let r = &self.rules[i];
@@ -388,7 +388,11 @@ impl WindowedRules {
         if kept.is_empty() {
             return Ok(T::default());
         }
-        run(plan, &kept).await.map_err(|e| r.plan_error(e))
+        let input = match plan.counted(rows) {
+            Some(states) => Input::States(states),
+            None => Input::Rows(&kept),
+        };
+        run(plan, input).await.map_err(|e| r.plan_error(e))
     }
 
     /// Plans rule `i` for input `schema`, unless it already is.

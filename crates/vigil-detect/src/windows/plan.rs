@@ -8,7 +8,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, Float64Array, RecordBatch, RecordBatchOptions};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, RecordBatchOptions,
+    StringArray,
+};
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::MemTable;
@@ -26,8 +29,11 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 
+use super::clock::Batches;
+
 /// Why a plan could not be made or run: DataFusion's error, or a signal that is not what a
 /// rule needs. The caller names the rule.
+#[derive(Debug)]
 pub(super) enum PlanError {
     DataFusion(DataFusionError),
     NotAnAggregate,
@@ -52,6 +58,12 @@ pub(super) fn session() -> SessionContext {
     SessionContext::new_with_state(state)
 }
 
+/// What a plan runs over: raw rows, or its partial states of them ([`Plan::counted`]).
+pub(super) enum Input<'a> {
+    Rows(&'a [RecordBatch]),
+    States(RecordBatch),
+}
+
 /// A rule's physical plan, split at its partial aggregate.
 pub(super) struct Plan {
     /// The input schema it was planned for.
@@ -66,6 +78,8 @@ pub(super) struct Plan {
     /// The services whose rows its filter can keep, where the filter names them (see
     /// [`services_kept`]); `None`: any service's.
     services: Option<Vec<String>>,
+    /// Whether its partial states are only rows counted per service ([`counts_rows`]).
+    counts_rows: bool,
 }
 
 impl Plan {
@@ -103,6 +117,7 @@ impl Plan {
         })?;
         Ok(Self {
             input: Arc::clone(schema),
+            counts_rows: counts_rows(&partial),
             partial,
             whole,
             task: ctx.task_ctx(),
@@ -142,8 +157,32 @@ impl Plan {
         &self.input == schema
     }
 
+    /// Its partial aggregate states made from how many rows of each service `rows` holds,
+    /// without reading them, where the plan only counts rows per service ([`counts_rows`])
+    /// and each batch holds one service's rows. `None` otherwise: the plan then reads them.
+    pub(super) fn counted(&self, rows: &Batches) -> Option<RecordBatch> {
+        if !self.counts_rows {
+            return None;
+        }
+        let counts = rows.counts()?;
+        let schema = self.partial.schema();
+        let services: ArrayRef =
+            Arc::new(StringArray::from_iter_values(counts.iter().map(|c| c.0)));
+        let rows: ArrayRef = Arc::new(Int64Array::from_iter_values(
+            counts.iter().map(|c| c.1 as i64),
+        ));
+        let mut columns = vec![services];
+        columns.resize(schema.fields().len(), rows);
+        // `counts_rows` checked the states' types when the plan was made.
+        RecordBatch::try_new(schema, columns).ok()
+    }
+
     /// The partial aggregate states of `rows`, as one batch.
-    pub(super) async fn partial(&self, rows: &[RecordBatch]) -> Result<RecordBatch, PlanError> {
+    pub(super) async fn partial(&self, rows: Input<'_>) -> Result<RecordBatch, PlanError> {
+        let rows = match rows {
+            Input::Rows(rows) => rows,
+            Input::States(states) => return Ok(states),
+        };
         let plan = with_rows(&self.partial, rows, &self.input)?;
         let out = collect(plan, Arc::clone(&self.task)).await?;
         Ok(arrow::compute::concat_batches(&self.partial.schema(), &out)
@@ -173,8 +212,12 @@ impl Plan {
     /// aggregates, run once over the rows instead of twice with the states in between.
     pub(super) async fn whole(
         &self,
-        rows: &[RecordBatch],
+        rows: Input<'_>,
     ) -> Result<Vec<(String, f64, f64)>, PlanError> {
+        let rows = match rows {
+            Input::Rows(rows) => rows,
+            Input::States(states) => return self.finish(vec![states]).await,
+        };
         let plan = with_rows(&self.whole, rows, &self.input)?;
         values(&collect(plan, Arc::clone(&self.task)).await?)
     }
@@ -185,10 +228,6 @@ impl Plan {
 /// any other service (or none) fails that conjunct, so the whole filter. `None` when no
 /// conjunct says (`service <> 'a'`, `lower(service) = 'a'`, `service = 'a' OR level = 'ERROR'`).
 fn services_kept(predicate: &Arc<dyn PhysicalExpr>) -> Option<Vec<String>> {
-    fn is_service(e: &Arc<dyn PhysicalExpr>) -> bool {
-        e.downcast_ref::<Column>()
-            .is_some_and(|c| c.name() == "service")
-    }
     fn text(e: &Arc<dyn PhysicalExpr>) -> Option<String> {
         match e.downcast_ref::<Literal>()?.value() {
             ScalarValue::Utf8(Some(s))
@@ -217,6 +256,43 @@ fn services_kept(predicate: &Arc<dyn PhysicalExpr>) -> Option<Vec<String>> {
         list.list().iter().map(text).collect()
     }
     split_conjunction(predicate).into_iter().find_map(named)
+}
+
+fn is_service(e: &Arc<dyn PhysicalExpr>) -> bool {
+    e.downcast_ref::<Column>()
+        .is_some_and(|c| c.name() == "service")
+}
+
+/// Whether a plan's `partial` aggregate only counts rows per service: grouped by the
+/// `service` column alone, straight over the rows (no filter), each of its aggregates a plain
+/// `count` of a constant (`count(*)`), its states a string and counts. Its states for a window
+/// are then the number of rows of each service, which batches of one service each give
+/// without a row being read: a request rate (`count(*)` per service) needs no grouping.
+fn counts_rows(partial: &Node) -> bool {
+    let Some(agg) = partial.downcast_ref::<AggregateExec>() else {
+        return false;
+    };
+    let group = agg.group_expr();
+    let by_service = group.is_single() && matches!(group.expr(), [(e, _)] if is_service(e));
+    let constant = |e: &Arc<dyn PhysicalExpr>| {
+        e.downcast_ref::<Literal>()
+            .is_some_and(|l| !l.value().is_null())
+    };
+    let counts = !agg.aggr_expr().is_empty()
+        && agg.aggr_expr().iter().all(|a| {
+            a.fun().name() == "count" && !a.is_distinct() && a.expressions().iter().all(constant)
+        })
+        && agg.filter_expr().iter().all(Option::is_none);
+    let schema = agg.schema();
+    let types = schema.fields().iter().enumerate().all(|(i, f)| {
+        f.data_type()
+            == if i == 0 {
+                &DataType::Utf8
+            } else {
+                &DataType::Int64
+            }
+    });
+    by_service && counts && types && memory_scan(agg.input()).is_some()
 }
 
 /// The whole plan's output as (service, value, rows), sorted by service. A null value is NaN

@@ -756,3 +756,87 @@ fn a_batchs_time_range_spans_its_rows_and_skips_null_times() {
     .unwrap();
     assert_eq!(time_range(&with_null), Some((T0 + 1, T0 + 1)));
 }
+
+#[test]
+fn a_count_of_rows_per_service_is_made_from_batches_of_one_service_without_reading_them() {
+    let only_a = batch(&[(T0, "a", 1.0), (T0 + 1, "a", 2.0)]);
+    let only_b = batch(&[(T0 + 2, "b", 40.0)]);
+    let more_a = batch(&[(T0 + 3, "a", 3.0)]);
+    let mixed = batch(&[(T0 + 4, "b", 60.0), (T0 + 5, "a", 3.0)]);
+    let plan = |signal: &str, filter: Option<&str>| {
+        let filter = filter.map_or(String::new(), |f| format!(" WHERE {f}"));
+        let sql = format!(
+            "SELECT service, CAST(({signal}) AS DOUBLE) AS value FROM w{filter} GROUP BY service"
+        );
+        run(Plan::new(&plan::session(), &sql, &only_a.schema())).unwrap_or_else(|_| panic!())
+    };
+    // What counts rows per service, whatever the arithmetic on the counts above them.
+    for signal in [
+        "count(*)",
+        "count(1)",
+        "CAST(count(*) AS DOUBLE) * 2",
+        "count(*) - count(*)",
+    ] {
+        let p = plan(signal, None);
+        let each_one = Batches::new(vec![only_a.clone(), only_b.clone(), more_a.clone()]);
+        let counted = p.counted(&each_one).expect(signal);
+        let read = run(p.partial(Input::Rows(&each_one.of(None)))).unwrap();
+        assert_eq!(counted.num_rows(), 2, "{signal}");
+        let states = counted.clone();
+        // (service, value): `rows` is NaN here, the query does not count them.
+        let values = |v: Vec<(String, f64, f64)>| -> Vec<(String, f64)> {
+            v.into_iter().map(|(s, v, _)| (s, v)).collect()
+        };
+        assert_eq!(
+            values(run(p.whole(Input::States(states))).unwrap()),
+            values(run(p.whole(Input::Rows(&each_one.of(None)))).unwrap()),
+            "{signal}"
+        );
+        assert_eq!(counted.columns(), read.columns(), "{signal}");
+        // A batch of several services: only reading its rows says.
+        let with_mixed = Batches::new(vec![only_a.clone(), mixed.clone()]);
+        assert!(p.counted(&with_mixed).is_none(), "{signal}");
+    }
+    // What reads the rows: values, a filter, distinct values, a filter on the aggregate.
+    for (signal, filter) in [
+        ("count(value)", None),
+        ("count(*)", Some("value > 1")),
+        ("count(*)", Some("service = 'a'")),
+        ("count(DISTINCT value)", None),
+        ("count(*) FILTER (WHERE value > 1)", None),
+        ("count(*) + sum(value)", None),
+        ("sum(1)", None),
+    ] {
+        let each_one = Batches::new(vec![only_a.clone(), only_b.clone()]);
+        assert!(
+            plan(signal, filter).counted(&each_one).is_none(),
+            "{signal} {filter:?}"
+        );
+    }
+    // Through the rules, tumbling and hopping: the same values as a signal that reads rows.
+    for (window, hop) in [(60, 60), (180, 60)] {
+        let [counted, summed] =
+            ["count(*)", "sum(CASE WHEN value IS NULL THEN 0 ELSE 1 END)"].map(|signal| {
+                let mut rules = WindowedRules::new(&[spec("n", signal, window, hop, (">", -1.0))]);
+                run(async {
+                    let mut out = Vec::new();
+                    for (k, b) in [&only_a, &only_b, &more_a, &mixed].into_iter().enumerate() {
+                        let shifted = batch(
+                            &(0..b.num_rows())
+                                .map(|r| {
+                                    let ts = b.column(0).as_primitive::<TimestampMicrosecondType>();
+                                    let s = b.column(1).as_string::<i32>().value(r);
+                                    (ts.value(r) + k as i64 * MIN, s, 1.0)
+                                })
+                                .collect::<Vec<_>>(),
+                        );
+                        rules.push(RecordKind::Metrics, &shifted);
+                    }
+                    out.extend(rules.advance(T0 + 10 * MIN).await.unwrap());
+                    values_of(&out)
+                })
+            });
+        assert!(!counted.is_empty());
+        assert_eq!(counted, summed, "window {window} s, hop {hop} s");
+    }
+}
