@@ -258,6 +258,7 @@ fn services_kept(predicate: &Arc<dyn PhysicalExpr>) -> Option<Vec<String>> {
     split_conjunction(predicate).into_iter().find_map(named)
 }
 
+/// Whether `e` is the `service` column.
 fn is_service(e: &Arc<dyn PhysicalExpr>) -> bool {
     e.downcast_ref::<Column>()
         .is_some_and(|c| c.name() == "service")
