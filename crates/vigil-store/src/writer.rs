@@ -38,9 +38,9 @@ fn drop_elsewhere(batches: Vec<RecordBatch>) {
             .ok()
             .map(|_| tx)
     });
-    // Without the thread (none could be started) they are freed here.
-    if let Some(Err(mpsc::SendError(batches))) = dropper.as_ref().map(|tx| tx.send(batches)) {
-        drop(batches);
+    // Without the thread (none could be started, or it is gone) they are freed here.
+    if let Some(tx) = dropper {
+        let _ = tx.send(batches);
     }
 }
 
